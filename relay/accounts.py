@@ -1,0 +1,270 @@
+"""The account service: registration, password and Ed25519 login, access and refresh tokens.
+
+Routes stay thin: they decode a body, call one method here, and encode the result. Slow hashing
+(argon2) runs in worker threads; every state change goes through the store's writer, and a login
+returns only after its session committed.
+
+Access tokens are checked without a database read: the signature and expiry prove them, and the
+in-memory `_revoked` map (loaded at start-up for the last access-token lifetime, then kept up to
+date by every revocation in this process) catches revoked sessions before their tokens expire.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets as pysecrets
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+import trio
+
+from relay import crypto
+from relay.errors import RateLimited, Unauthorized
+from relay.ratelimit import RateLimiter
+from relay.storage import users
+
+if TYPE_CHECKING:
+    from relay.config import Settings
+    from relay.storage.db import Store
+    from relay.storage.users import SessionRow, UserRow
+
+log = logging.getLogger("relay.auth")
+CHALLENGES_PER_USER = 5
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who is calling: from a verified access token."""
+
+    user_id: int
+    session_id: int
+
+
+class Tokens(msgspec.Struct, frozen=True):
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    session_id: int
+
+
+class Accounts:
+    """Owns the signing key, the rate limiters and the revoked-session map."""
+
+    def __init__(self, store: Store, settings: Settings, signing_key: bytes) -> None:
+        self.store = store
+        self.settings = settings
+        self._signer = crypto.TokenSigner(signing_key)
+        self._revoked: dict[int, int] = {}  # session id -> revoked at (ms)
+        window = settings.rate_window_s
+        self._login_by_name = RateLimiter(settings.login_per_username, window)
+        self._login_by_ip = RateLimiter(settings.login_per_ip, window)
+        self._register_by_ip = RateLimiter(settings.register_per_ip, window)
+        # argon2 uses ~64 MiB per hash; bound how many run at once.
+        self._hash_limiter = trio.CapacityLimiter(2)
+
+    @classmethod
+    async def open(cls, store: Store, settings: Settings) -> Accounts:
+        if settings.secret_key is not None:
+            key = settings.secret_key.encode("utf-8")
+        else:
+            key = await store.write(
+                users.secret, "token_signing_key", lambda: pysecrets.token_bytes(32)
+            )
+        accounts = cls(store, settings, key)
+        since = now_ms() - settings.access_token_ttl_s * 1000
+        for session_id in await store.read(users.revoked_since, since):
+            accounts._revoked[session_id] = since
+        return accounts
+
+    # -- rate limits ---------------------------------------------------------------------------
+
+    def check_login_rate(self, username: str, ip: str) -> None:
+        now = trio.current_time()
+        for limiter, key in ((self._login_by_ip, ip), (self._login_by_name, username.lower())):
+            decision = limiter.hit(key, now)
+            if not decision.allowed:
+                raise RateLimited(
+                    "too many login attempts; try again later",
+                    limit=decision.limit,
+                    retry_after_s=decision.retry_after_s,
+                )
+
+    def check_register_rate(self, ip: str) -> None:
+        decision = self._register_by_ip.hit(ip, trio.current_time())
+        if not decision.allowed:
+            raise RateLimited(
+                "too many registrations from this address",
+                limit=decision.limit,
+                retry_after_s=decision.retry_after_s,
+            )
+
+    # -- registration and login ----------------------------------------------------------------
+
+    async def hash_password(self, password: str) -> str:
+        return await trio.to_thread.run_sync(
+            crypto.hash_password, password, limiter=self._hash_limiter
+        )
+
+    async def verify_password(self, password_hash: str, password: str) -> bool:
+        return await trio.to_thread.run_sync(
+            crypto.verify_password, password_hash, password, limiter=self._hash_limiter
+        )
+
+    async def register(
+        self,
+        username: str,
+        password: str | None,
+        public_key: bytes | None,
+        display_name: str | None,
+    ) -> UserRow:
+        password_hash = await self.hash_password(password) if password is not None else None
+        ids = self.store.ids
+        return await self.store.write(
+            users.insert_user,
+            ids.next(),
+            username,
+            display_name,
+            password_hash,
+            public_key,
+            ids.next(),
+            now_ms(),
+        )
+
+    async def login_password(
+        self, username: str, password: str, user_agent: str | None, ip: str | None
+    ) -> tuple[UserRow, Tokens]:
+        user = await self.store.read(users.get_user_by_name, username)
+        stored = user.password_hash if user is not None else None
+        # Verify against a dummy hash for unknown users too, so timing does not reveal them.
+        ok = await self.verify_password(stored or _DUMMY_HASH, password)
+        if user is None or stored is None or not ok:
+            raise Unauthorized("wrong username or password", code="invalid_credentials")
+        return user, await self._start_session(user.id, user_agent, ip)
+
+    async def challenge(self, username: str) -> tuple[bytes, int]:
+        """A fresh single-use challenge and its expiry (ms). Unknown users get an unstored one,
+        so the endpoint does not reveal which usernames exist."""
+        challenge = pysecrets.token_bytes(32)
+        expires_at = now_ms() + self.settings.challenge_ttl_s * 1000
+        user = await self.store.read(users.get_user_by_name, username)
+        if user is not None:
+            await self.store.write(
+                users.insert_challenge,
+                challenge,
+                user.id,
+                expires_at,
+                now_ms(),
+                CHALLENGES_PER_USER,
+            )
+        return challenge, expires_at
+
+    async def login_key(
+        self,
+        username: str,
+        challenge: bytes,
+        signature: bytes,
+        user_agent: str | None,
+        ip: str | None,
+    ) -> tuple[UserRow, Tokens]:
+        failed = Unauthorized("the challenge or signature is not valid", code="invalid_signature")
+        user = await self.store.read(users.get_user_by_name, username)
+        if user is None:
+            raise failed
+        # Spent before the signature is checked: a challenge gets exactly one try.
+        if not await self.store.write(users.consume_challenge, challenge, user.id, now_ms()):
+            raise Unauthorized(
+                "the challenge is unknown, used or expired", code="invalid_challenge"
+            )
+        keys = await self.store.read(users.list_keys, user.id)
+        if not any(crypto.verify_login_signature(k.public_key, challenge, signature) for k in keys):
+            raise failed
+        return user, await self._start_session(user.id, user_agent, ip)
+
+    async def _start_session(self, user_id: int, user_agent: str | None, ip: str | None) -> Tokens:
+        refresh = crypto.new_refresh_token()
+        now = now_ms()
+        session = await self.store.write(
+            users.create_session,
+            self.store.ids.next(),
+            user_id,
+            crypto.hash_token(refresh),
+            now,
+            now + self.settings.refresh_token_ttl_s * 1000,
+            (user_agent or "")[:256] or None,
+            ip,
+        )
+        return self._tokens(session, refresh)
+
+    def _tokens(self, session: SessionRow, refresh: str) -> Tokens:
+        ttl = self.settings.access_token_ttl_s
+        access = self._signer.issue(session.user_id, session.id, now_ms() // 1000, ttl)
+        return Tokens(access, refresh, ttl, session.id)
+
+    async def refresh(self, refresh_token: str) -> tuple[int, Tokens]:
+        new = crypto.new_refresh_token()
+        rotated = await self.store.write(
+            users.rotate_refresh_token,
+            crypto.hash_token(refresh_token),
+            crypto.hash_token(new),
+            now_ms(),
+            self.settings.refresh_token_ttl_s * 1000,
+        )
+        if rotated.error is not None or rotated.session is None:
+            if rotated.error == "refresh_token_reused" and rotated.session is not None:
+                log.warning("refresh token reused; session revoked", extra={"session": rotated.session.id})
+                self._forget(rotated.session.id)
+            code = rotated.error or "invalid_refresh_token"
+            raise Unauthorized(_REFRESH_ERRORS[code], code=code)
+        return rotated.session.user_id, self._tokens(rotated.session, new)
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """Check an `Authorization: Bearer <token>` header value; no I/O."""
+        if not authorization:
+            raise Unauthorized("an Authorization: Bearer token is required", code="missing_token")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("use Authorization: Bearer <token>", code="invalid_token")
+        try:
+            claims = self._signer.verify(token.strip(), int(time.time()))
+        except crypto.TokenError as e:
+            raise Unauthorized(str(e), code=e.code) from None
+        if claims.session_id in self._revoked:
+            raise Unauthorized("the session was revoked", code="session_revoked")
+        return Principal(claims.user_id, claims.session_id)
+
+    async def revoke(self, user_id: int, session_id: int, reason: str) -> bool:
+        """Revoke one of the user's sessions; False if it is not theirs or already ended."""
+        session = await self.store.read(users.get_session, session_id)
+        if session is None or session.user_id != user_id:
+            return False
+        done = await self.store.write(users.revoke_session, session_id, now_ms(), reason)
+        self._forget(session_id)
+        return done
+
+    async def revoke_all(self, user_id: int, reason: str, keep: int | None = None) -> None:
+        for session_id in await self.store.write(
+            users.revoke_user_sessions, user_id, now_ms(), reason, keep
+        ):
+            self._forget(session_id)
+
+    def _forget(self, session_id: int) -> None:
+        now = now_ms()
+        self._revoked[session_id] = now
+        horizon = now - self.settings.access_token_ttl_s * 1000
+        # Once a token's lifetime has passed since revocation its tokens have expired anyway.
+        for old in [s for s, at in self._revoked.items() if at < horizon]:
+            del self._revoked[old]
+
+
+_DUMMY_HASH = crypto.hash_password(pysecrets.token_urlsafe(16))
+_REFRESH_ERRORS = {
+    "invalid_refresh_token": "the refresh token is not valid",
+    "session_revoked": "the session was revoked or has expired",
+    "refresh_token_reused": "the refresh token was already used; the session has been revoked",
+}

@@ -1,0 +1,121 @@
+"""The QuartTrio application: REST blueprints, the error shape, request logging and lifespan.
+
+`create_app(settings)` builds an app whose lifespan starts the services (store, accounts, actors)
+in the app's nursery and stops them on shutdown, so `relay serve` and plain
+`hypercorn relay.app:app --worker-class trio` run exactly the same process. The module attribute
+`app` is built on first access from RELAY_* env vars, for the latter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from relay.errors import RelayError
+from relay.logs import configure_logging
+from relay.rest.auth import auth_blueprint, users_blueprint
+from relay.rest.health import health_blueprint
+from relay.rest.http import error_response
+from relay.runtime import Runtime
+from relay.services import run_services
+
+if TYPE_CHECKING:
+    from relay.config import Settings
+
+log = logging.getLogger("relay.http")
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "unknown_route",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def create_app(settings: Settings) -> QuartTrio:
+    rt = Runtime(settings)
+    app = QuartTrio("relay")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_grace_s
+    app.extensions["relay"] = rt
+    for blueprint in (health_blueprint(rt), auth_blueprint(rt), users_blueprint(rt)):
+        app.register_blueprint(blueprint)
+
+    services = trio.CancelScope()
+
+    @app.before_serving
+    async def start_services() -> None:
+        async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            with services:
+                await run_services(rt, task_status=task_status)
+
+        await app.nursery.start(run)
+
+    @app.after_serving
+    async def stop_services() -> None:
+        services.cancel()
+
+    @app.errorhandler(RelayError)
+    async def relay_error(error: RelayError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        relay = RelayError(error.description or error.name, code=_HTTP_CODES.get(status, "error"))
+        relay.status = status
+        if status == 413:
+            # The unread rest of the body would block the connection: close it after replying.
+            relay.headers["Connection"] = "close"
+        return error_response(relay)
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        log.error("unhandled error", exc_info=error)
+        return error_response(RelayError("internal server error"))
+
+    @app.before_request
+    async def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    async def log_request(response: Response) -> Response:
+        started = getattr(g, "started", None)
+        duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+        log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": duration_ms,
+                "ip": request.remote_addr,
+            },
+        )
+        return response
+
+    return app
+
+
+_app: QuartTrio | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """`relay.app:app` for plain hypercorn: settings from the environment, built once."""
+    global _app
+    if name != "app":
+        raise AttributeError(name)
+    if _app is None:
+        from relay.config import load_settings
+
+        settings = load_settings(os.environ)
+        configure_logging(settings.log_format, settings.log_level)
+        _app = create_app(settings)
+    return _app

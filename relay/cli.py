@@ -1,0 +1,55 @@
+"""The `relay` command: serve, and database upkeep. Thin: it parses arguments and calls in."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import trio
+
+from relay import __version__
+from relay.config import load_settings
+from relay.errors import ConfigError
+from relay.logs import configure_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay", description="Relay chat and voice server")
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    parser.add_argument("--config", help="TOML settings file (RELAY_* env vars override it)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the server until SIGINT/SIGTERM")
+    db = commands.add_parser("db", help="database upkeep")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("migrate", help="create the database or upgrade it to this version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(os.environ, args.config)
+    except ConfigError as e:
+        print(f"relay: {e}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    if args.command == "serve":
+        from relay import server
+
+        trio.run(server.run, settings)
+        return 0
+    from relay.storage.db import connect
+    from relay.storage.migrations import migrate
+
+    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
+    db = connect(settings.db_path)
+    try:
+        print(f"{settings.db_path}: schema version {migrate(db)}")
+    finally:
+        db.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Settings: defaults that work with zero config, then an optional TOML file, then RELAY_* env vars.
+
+Every key has one name in TOML (`http_port`) and one in the environment (`RELAY_HTTP_PORT`).
+Values are decoded and validated by msgspec; a bad value raises ConfigError with one line that
+names the key, which the CLI prints before exiting.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+
+from relay.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+ENV_PREFIX = "RELAY_"
+# Keys whose value may be the word "off" to turn a listener off.
+_SWITCHABLE = {"relay_port"}
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything an operator can set. Field names are the TOML keys; RELAY_<NAME> in env."""
+
+    data_dir: str = "./data"
+    database: str | None = None  # defaults to <data_dir>/relay.db
+    host: str = "127.0.0.1"
+    http_port: Port = 8080
+    realtime_port: Port = 8081
+    relay_port: Port | None = 33333  # None (env/TOML "off") disables the byte relay
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_body_bytes: Positive = 1024 * 1024
+    secret_key: str | None = None  # token signing key; generated and stored in the DB if unset
+    access_token_ttl_s: Positive = 15 * 60
+    refresh_token_ttl_s: Positive = 30 * 24 * 3600
+    challenge_ttl_s: Positive = 60
+    max_keys_per_user: Positive = 10
+    # Rate limits: N attempts per window, per key (username or client IP).
+    login_per_username: Positive = 10
+    login_per_ip: Positive = 30
+    register_per_ip: Positive = 10
+    rate_window_s: PositiveFloat = 60.0
+    actor_idle_s: PositiveFloat = 300.0
+    db_readers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    shutdown_grace_s: PositiveFloat = 5.0
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.database) if self.database else Path(self.data_dir) / "relay.db"
+
+
+_FIELDS = set(Settings.__struct_fields__)
+_PATH_RE = re.compile(r" - at `\$\.(\w+)`")
+
+
+def load_settings(
+    env: Mapping[str, str], config_file: str | Path | None = None, **overrides: Any
+) -> Settings:
+    """Merge TOML file, then env vars, then keyword overrides; validate once.
+
+    Raises:
+        ConfigError: one line naming the bad key (TOML name and env name).
+    """
+    raw: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            with open(config_file, "rb") as f:
+                raw.update(tomllib.load(f))
+        except OSError as e:
+            raise ConfigError(f"config file {config_file}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {config_file}: {e}") from None
+        for key in raw:
+            if key not in _FIELDS:
+                raise ConfigError(f"config file {config_file}: unknown key {key!r}")
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown setting {name} (see the README for the list)")
+        raw[key] = value
+    raw.update(overrides)
+    for key in _SWITCHABLE:
+        if isinstance(raw.get(key), str) and raw[key].strip().lower() == "off":
+            raw[key] = None
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as e:
+        raise ConfigError(_describe(str(e))) from None
+
+
+def _describe(message: str) -> str:
+    """Turn msgspec's "Expected int - at `$.http_port`" into a line naming both spellings."""
+    match = _PATH_RE.search(message)
+    if match is None:
+        return f"invalid settings: {message}"
+    key = match.group(1)
+    reason = message[: match.start()]
+    return f"invalid setting {key} ({ENV_PREFIX}{key.upper()}): {reason}"

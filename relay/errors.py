@@ -1,0 +1,90 @@
+"""The error tree. Routes raise these; the app's error handler turns them into one JSON shape.
+
+Every REST error is `{"error": {"code": "snake_case", "message": "...", "fields": {...}}}` with the
+HTTP status of its class (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; start-up stops with this one line."""
+
+
+class RelayError(Exception):
+    """An error a client caused or may see: an HTTP status, a stable code and a message."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, fields: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.fields = dict(fields or {})
+        self.headers: dict[str, str] = {}
+
+
+class BadRequest(RelayError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(RelayError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(RelayError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(RelayError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(RelayError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(RelayError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unprocessable(RelayError):
+    status = 422
+    code = "unprocessable"
+
+
+class RateLimited(RelayError):
+    """429 with Retry-After and the X-RateLimit-* headers of the bucket that refused."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, limit: int, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.headers = {
+            "Retry-After": str(max(1, round(retry_after_s + 0.5))),
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset-After": f"{retry_after_s:.3f}",
+        }
+
+
+class Unavailable(RelayError):
+    status = 503
+    code = "unavailable"

@@ -1,0 +1,96 @@
+"""Request decoding, JSON responses and the error shape shared by every route.
+
+Bodies are decoded straight from bytes into msgspec Structs (no dict detour); msgspec's
+validation errors become 400s with the offending field named in `fields`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+from quart import Response, request
+
+from relay.errors import BadRequest, NotFound, RelayError
+from relay.ids import parse_id
+
+if TYPE_CHECKING:
+    from relay.accounts import Principal
+    from relay.runtime import Runtime
+
+T = TypeVar("T")
+_PATH = re.compile(r" - at `\$\.?([^`]*)`")
+_NAMED = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+_encoder = msgspec.json.Encoder()
+
+
+async def body(kind: type[T]) -> T:
+    """Decode the request body as `kind`. Quart enforces MAX_CONTENT_LENGTH while reading, so an
+    oversize body is refused (413) before it is read whole."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    raw = await request.get_data(cache=False)
+    if not raw:
+        raise BadRequest("a JSON request body is required", code="missing_body")
+    try:
+        return decoder.decode(raw)  # type: ignore[no-any-return]
+    except msgspec.ValidationError as e:
+        raise invalid(str(e)) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:  # msgspec raises the latter for bad UTF-8
+        raise BadRequest(f"the body is not valid JSON: {e}", code="malformed_json") from None
+
+
+def invalid(message: str) -> BadRequest:
+    """A 400 naming the field msgspec rejected: "Expected `int`, got `str` - at `$.age`"."""
+    match = _PATH.search(message)
+    field, reason = (match.group(1), message[: match.start()]) if match else ("", message)
+    named = _NAMED.search(reason)  # "Object contains unknown field `admin`" is at `$`
+    if named is not None:
+        field = f"{field}.{named.group(1)}" if field else named.group(1)
+    return field_error(field or "$", reason)
+
+
+def field_error(field: str, reason: str) -> BadRequest:
+    return BadRequest(f"{field}: {reason}", code="invalid_field", fields={field: reason})
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(value), status=status, content_type="application/json")
+
+
+def no_content() -> Response:
+    return Response(b"", status=204)
+
+
+def error_response(error: RelayError) -> Response:
+    payload: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.fields:
+        payload["fields"] = error.fields
+    response = json_response({"error": payload}, error.status)
+    response.headers.update(error.headers)
+    return response
+
+
+def snowflake(text: str, what: str = "resource") -> int:
+    """A path segment that must be an ID; anything else is simply not found."""
+    value = parse_id(text)
+    if value is None:
+        raise NotFound(f"unknown {what}", code=f"unknown_{what}")
+    return value
+
+
+def iso(ms: int) -> str:
+    """Unix milliseconds as ISO 8601 UTC, e.g. 2026-11-21T10:00:00.000Z."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def principal(rt: Runtime) -> Principal:
+    return rt.accounts.authenticate(request.headers.get("Authorization"))
+
+
+def client_ip() -> str:
+    return request.remote_addr or "unknown"

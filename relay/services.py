@@ -1,0 +1,67 @@
+"""Everything that runs beside the HTTP server: the store, the account service, the actor
+registry and maintenance jobs.
+
+Resource handling: `run_services` owns one nursery for all of them and keeps it open until it
+is cancelled (the app's after_serving hook does that); the store closes last, after every task
+that could write to it has ended.
+
+Error handling: a crash in any of these tasks propagates and stops the process; individual actors
+are supervised by the registry and do not get this far.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from actors import Registry
+from relay.accounts import Accounts, now_ms
+from relay.storage import users
+from relay.storage.db import open_store
+
+if TYPE_CHECKING:
+    from actors import Actor
+    from relay.runtime import Runtime
+    from relay.storage.db import Store
+
+log = logging.getLogger("relay.services")
+PRUNE_EVERY_S = 600
+
+
+def actor_factory(key: str) -> Actor[Any]:
+    """Maps an actor key ("kind:id") to a new actor. Kinds arrive with the features that need
+    them (text channels, presence, rooms, voice)."""
+    raise LookupError(f"no actor kind for key {key!r}")
+
+
+async def run_services(
+    rt: Runtime, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    settings = rt.settings
+    async with (
+        open_store(settings.db_path, readers=settings.db_readers) as store,
+        trio.open_nursery() as nursery,
+    ):
+        accounts = await Accounts.open(store, settings)
+        registry: Registry[Any] = Registry(actor_factory)
+        await nursery.start(registry.run)
+        nursery.start_soon(prune_forever, store, settings.access_token_ttl_s * 1000)
+        rt.attach(store, accounts, registry)
+        log.info("services started", extra={"database": str(settings.db_path)})
+        try:
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            rt.detach()
+            registry.close_all()
+
+
+async def prune_forever(store: Store, keep_revoked_ms: int) -> None:
+    """Delete expired challenges and long-dead sessions every few minutes."""
+    while True:
+        deleted = await store.write(users.prune, now_ms(), keep_revoked_ms)
+        if deleted:
+            log.info("pruned expired auth rows", extra={"rows": deleted})
+        await trio.sleep(PRUNE_EVERY_S)

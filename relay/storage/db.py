@@ -1,0 +1,196 @@
+"""The storage facade: one SQLite file, one writer task with group commit, pooled readers.
+
+SQLite allows one writer at a time, so every write goes through `Store.write`, which queues the
+request for the writer task. The writer takes everything queued, runs it in one transaction in a
+worker thread (each request in its own savepoint, so one failing request does not undo the
+others), commits, and only then wakes the callers: a write that returned is durable. Reads run on
+their own connections in worker threads (WAL lets them proceed during a write).
+
+Resource handling: `open_store` owns the writer task (in its own nursery) and every connection;
+leaving it stops the writer after the batch in flight and closes the connections. Requests still
+queued then fail with StoreClosed.
+
+Error handling: an exception raised by a write function reaches its caller only; the rest of the
+batch commits. A failing COMMIT fails every request of the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import outcome
+import trio
+from sqlite_utils import Database
+
+from relay.ids import Snowflakes
+from relay.storage.migrations import migrate
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
+
+log = logging.getLogger("relay.storage")
+T = TypeVar("T")
+
+WRITE_QUEUE = 1024  # pending write requests; a full queue makes callers wait (backpressure)
+MAX_BATCH = 256  # requests per transaction
+
+
+class StoreClosed(Exception):
+    """The store shut down before this request ran."""
+
+
+class _Write:
+    __slots__ = ("args", "done", "fn", "kwargs", "result")
+
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.done = trio.Event()
+        self.result: outcome.Outcome[Any] | None = None
+
+
+def connect(path: Path | str, *, readonly: bool = False) -> Database:
+    """A connection with Relay's pragmas: WAL, foreign keys, a busy timeout."""
+    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=5.0)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 5000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode survives a process crash (the DESIGN's promise); only a power
+        # loss may drop the last commits.
+        conn.execute("PRAGMA synchronous = NORMAL")
+    return Database(conn, execute_plugins=False)
+
+
+class Store:
+    """Async access to the database. `write` is serialized and batched; `read` is concurrent."""
+
+    def __init__(self, writer: Database, readers: list[Database], *, inline: bool = False) -> None:
+        self.ids = Snowflakes()
+        self._writer = writer
+        self._inline = inline
+        self._write_send, self._write_recv = trio.open_memory_channel[_Write](WRITE_QUEUE)
+        self._reader_send, self._reader_recv = trio.open_memory_channel[Database](len(readers))
+        for db in readers:
+            self._reader_send.send_nowait(db)
+        self.batches = 0  # committed transactions, for /metrics and the group-commit test
+        self.writes = 0  # committed write requests
+
+    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run fn(db, *args, **kwargs) in the next transaction; return its result once committed."""
+        request = _Write(fn, args, kwargs)
+        if self._inline:
+            self._commit([request])
+        else:
+            try:
+                await self._write_send.send(request)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise StoreClosed("the store is closed") from None
+            await request.done.wait()
+        assert request.result is not None
+        return request.result.unwrap()  # type: ignore[no-any-return]
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run fn(db, *args, **kwargs) on a reader connection in a worker thread."""
+        if self._inline:
+            return fn(self._writer, *args, **kwargs)
+        db = await self._reader_recv.receive()
+        try:
+            return await trio.to_thread.run_sync(partial(fn, db, *args, **kwargs))
+        finally:
+            self._reader_send.send_nowait(db)
+
+    async def run_writer(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Take every queued request, commit them as one transaction, wake their callers."""
+        task_status.started()
+        try:
+            async for first in self._write_recv:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._write_recv.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                # abandon_on_cancel=False: a started transaction always finishes.
+                await trio.to_thread.run_sync(self._commit, batch)
+                for request in batch:
+                    request.done.set()
+        finally:
+            self._write_recv.close()
+            self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                request = self._write_recv.receive_nowait()
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
+                return
+            request.result = outcome.Error(StoreClosed("the store closed before this write"))
+            request.done.set()
+
+    def _commit(self, batch: list[_Write]) -> None:
+        """Runs in a worker thread: fills in results only (trio.Event is not thread-safe)."""
+        conn = self._writer.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for request in batch:
+                conn.execute("SAVEPOINT request")
+                try:
+                    request.result = outcome.Value(
+                        request.fn(self._writer, *request.args, **request.kwargs)
+                    )
+                except Exception as e:
+                    request.result = outcome.Error(e)
+                    conn.execute("ROLLBACK TO request")
+                conn.execute("RELEASE request")
+            conn.execute("COMMIT")
+        except Exception as e:
+            log.error("write transaction failed", exc_info=True)
+            if conn.in_transaction:
+                conn.rollback()
+            for request in batch:
+                request.result = outcome.Error(e)
+        else:
+            self.batches += 1
+            self.writes += len(batch)
+
+    def close(self) -> None:
+        self._write_send.close()
+
+
+@asynccontextmanager
+async def open_store(path: Path, *, readers: int = 4, inline: bool = False) -> AsyncIterator[Store]:
+    """Open (creating or migrating) the database at `path` and run its writer task."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = await trio.to_thread.run_sync(_open_writer, path)
+    reader_dbs = [connect(path, readonly=True) for _ in range(0 if inline else readers)]
+    store = Store(writer, reader_dbs, inline=inline)
+    try:
+        async with trio.open_nursery() as nursery:
+            if not inline:
+                await nursery.start(store.run_writer)
+            try:
+                yield store
+            finally:
+                store.close()
+    finally:
+        for db in [writer, *reader_dbs]:
+            db.close()
+
+
+def _open_writer(path: Path) -> Database:
+    db = connect(path)
+    version = migrate(db)
+    log.info("database ready", extra={"path": str(path), "schema_version": version})
+    return db

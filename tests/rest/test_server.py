@@ -1,0 +1,112 @@
+"""The server shell through raw sockets and HTTP: probes, the error shape, body limits, logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+
+if TYPE_CHECKING:
+    from relay.client import RelayClient
+    from tests.conftest import RunningServer
+
+
+async def raw_exchange(url: str, head: bytes, body_parts: list[bytes]) -> bytes:
+    """Send a request over a plain socket (the server may stop reading mid-body); read the answer."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    received = b""
+    async with stream:
+        try:
+            await stream.send_all(head)
+            for part in body_parts:
+                await stream.send_all(part)
+        except trio.BrokenResourceError:
+            pass  # the server answered and closed before reading it all: that is the point
+        with trio.fail_after(5):  # the answer must not wait for the rest of the body
+            while not _complete(received):
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                received += chunk
+    return received
+
+
+def _complete(raw: bytes) -> bool:
+    head, found, body = raw.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    for line in head.lower().split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return len(body) >= int(line.split(b":")[1])
+    return False
+
+
+def status_and_json(raw: bytes) -> tuple[int, dict[str, object]]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)
+
+
+async def test_healthz_and_readyz(client: RelayClient) -> None:
+    response = await client.request("GET", "/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    response = await client.request("GET", "/readyz")
+    assert response.status_code == 200
+    ready = response.json()
+    assert ready["status"] == "ready"
+    assert ready["checks"] == {"database": "ok", "actors": "ok"}
+
+
+async def test_unknown_route_and_wrong_method_use_the_error_shape(client: RelayClient) -> None:
+    response = await client.request("GET", "/v1/api/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "unknown_route"
+    response = await client.request("GET", "/v1/api/auth/login")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_declared_oversize_body_is_refused_before_reading(
+    relay_server: RunningServer,
+) -> None:
+    limit = relay_server.settings.max_body_bytes
+    head = (
+        "POST /v1/api/auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {limit + 1}\r\n\r\n"
+    ).encode()
+    # Only a little of the body is ever sent: the answer must not wait for the rest.
+    raw = await raw_exchange(relay_server.url, head, [b"{"])
+    status, body = status_and_json(raw)
+    assert status == 413
+    assert body["error"]["code"] == "payload_too_large"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("total", [2 * 1024 * 1024])
+async def test_streamed_oversize_body_is_refused(relay_server: RunningServer, total: int) -> None:
+    head = (
+        b"POST /v1/api/auth/register HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"8000\r\n" + b"x" * 0x8000 + b"\r\n"
+    raw = await raw_exchange(relay_server.url, head, [chunk] * (total // 0x8000) + [b"0\r\n\r\n"])
+    status, body = status_and_json(raw)
+    assert status == 413
+    assert body["error"]["code"] == "payload_too_large"  # type: ignore[index]
+
+
+async def test_one_structured_log_line_per_request(
+    client: RelayClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="relay.http")
+    await client.request("GET", "/healthz")
+    await client.request("GET", "/v1/api/users/@me")
+    lines = [r for r in caplog.records if r.name == "relay.http"]
+    assert [(r.method, r.path, r.status) for r in lines] == [  # type: ignore[attr-defined]
+        ("GET", "/healthz", 200),
+        ("GET", "/v1/api/users/@me", 401),
+    ]
+    assert all(r.duration_ms >= 0 for r in lines)  # type: ignore[attr-defined]
