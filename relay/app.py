@@ -2,8 +2,7 @@
 
 `create_app(settings)` builds an app whose lifespan starts the services (store, accounts, actors)
 in the app's nursery and stops them on shutdown, so `relay serve` and plain
-`hypercorn relay.app:app --worker-class trio` run exactly the same process. The module attribute
-`app` is built on first access from RELAY_* env vars, for the latter.
+`hypercorn relay.app:app --worker-class trio` run exactly the same process.
 """
 
 from __future__ import annotations
@@ -104,18 +103,21 @@ def create_app(settings: Settings) -> QuartTrio:
     return app
 
 
-_app: QuartTrio | None = None
+class EnvApp:
+    """The ASGI app for plain hypercorn: built from RELAY_* env vars on its first call (the
+    lifespan startup), so importing this module reads nothing and configures nothing."""
+
+    def __init__(self) -> None:
+        self._app: QuartTrio | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._app is None:
+            from relay.config import load_settings
+
+            settings = load_settings(os.environ)
+            configure_logging(settings.log_format, settings.log_level)
+            self._app = create_app(settings)
+        await self._app(scope, receive, send)
 
 
-def __getattr__(name: str) -> Any:
-    """`relay.app:app` for plain hypercorn: settings from the environment, built once."""
-    global _app
-    if name != "app":
-        raise AttributeError(name)
-    if _app is None:
-        from relay.config import load_settings
-
-        settings = load_settings(os.environ)
-        configure_logging(settings.log_format, settings.log_level)
-        _app = create_app(settings)
-    return _app
+app = EnvApp()

@@ -1,0 +1,32 @@
+# Relay developer recipes. `just` (rust-just) is installed into .venv by scripts/test.
+
+# list the recipes
+default:
+    @just --list
+
+# run the server with its defaults (extra args go to `relay serve`)
+serve *args:
+    scripts/serve {{args}}
+
+# lint, type-check and run the whole test suite (args go to pytest)
+test *args:
+    scripts/test {{args}}
+
+# ruff check, ruff format --check, mypy --strict
+lint:
+    .venv/bin/ruff check relay actors tests scripts
+    .venv/bin/ruff format --check relay actors tests scripts
+    .venv/bin/mypy
+
+# apply ruff fixes and formatting
+fmt:
+    .venv/bin/ruff check --fix relay actors tests scripts
+    .venv/bin/ruff format relay actors tests scripts
+
+# mypy --strict over relay, actors, tests and scripts
+typecheck:
+    .venv/bin/mypy
+
+# create or upgrade the database
+db-migrate:
+    .venv/bin/relay db migrate

@@ -1,0 +1,109 @@
+"""The two documented ways to start the server, run as real processes: `relay serve` and plain
+`hypercorn relay.app:app`. Each must come up, answer, and exit 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import trio
+
+if TYPE_CHECKING:
+    from trio.abc import ReceiveStream
+
+BIN = Path(sys.executable).parent
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update(RELAY_DATA_DIR=str(tmp_path / "data"), RELAY_RELAY_PORT="off", **extra)
+    return env
+
+
+async def read_until(stream: ReceiveStream, pattern: re.Pattern[bytes], seen: bytearray) -> bytes:
+    """Read output until `pattern` matches; return the match's first group."""
+    with trio.fail_after(20):
+        while (match := pattern.search(seen)) is None:
+            chunk = await stream.receive_some(4096)
+            assert chunk, f"process ended before {pattern.pattern!r}; output:\n{seen.decode()}"
+            seen += chunk
+    return match.group(1)
+
+
+async def serve_and_stop(command: list[str], env: dict[str, str], started: re.Pattern[bytes]) -> tuple[int, str]:
+    process = await trio.lowlevel.open_process(
+        command, env=env, stderr=subprocess.STDOUT, stdout=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    seen = bytearray()
+    try:
+        url = (await read_until(process.stdout, started, seen)).decode()
+        async with httpx.AsyncClient(base_url=url) as client:
+            assert (await client.get("/healthz")).status_code == 200
+            response = await client.post(
+                "/v1/api/auth/register", json={"username": "cli", "password": "password123"}
+            )
+            assert response.status_code == 201
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            while chunk := await process.stdout.receive_some(4096):
+                seen += chunk
+            code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return code, seen.decode()
+
+
+async def test_relay_serve_starts_answers_and_stops_cleanly(tmp_path: Path) -> None:
+    env = env_for(tmp_path, RELAY_HTTP_PORT="0", RELAY_LOG_FORMAT="json")
+    listening = re.compile(rb'"msg":"listening","http":"(http://127\.0\.0\.1:\d+)"')
+    code, output = await serve_and_stop([str(BIN / "relay"), "serve"], env, listening)
+    assert code == 0, output
+    events = [json.loads(line)["msg"] for line in output.splitlines() if line.startswith("{")]
+    assert events.index("listening") < events.index("shutting down") < events.index("stopped")
+    assert (tmp_path / "data" / "relay.db").exists()
+
+
+async def test_plain_hypercorn_runs_the_same_app(tmp_path: Path) -> None:
+    env = env_for(tmp_path, RELAY_LOG_FORMAT="json")
+    command = [
+        str(BIN / "hypercorn"),
+        "relay.app:app",
+        "--worker-class",
+        "trio",
+        "--bind",
+        "127.0.0.1:0",
+    ]
+    running = re.compile(rb"Running on (http://127\.0\.0\.1:\d+)")
+    code, output = await serve_and_stop(command, env, running)
+    assert code == 0, output
+    assert "services started" in output
+
+
+async def test_bad_setting_stops_startup_with_one_line(tmp_path: Path) -> None:
+    env = env_for(tmp_path, RELAY_HTTP_PORT="eighty")
+    result = await trio.run_process(
+        [str(BIN / "relay"), "serve"], env=env, capture_stdout=True, capture_stderr=True, check=False
+    )
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1
+    assert "RELAY_HTTP_PORT" in lines[0]
+    assert not (tmp_path / "data").exists()
+
+
+async def test_db_migrate_creates_the_database(tmp_path: Path) -> None:
+    result = await trio.run_process(
+        [str(BIN / "relay"), "db", "migrate"], env=env_for(tmp_path), capture_stdout=True
+    )
+    assert b"schema version 1" in result.stdout
+    assert (tmp_path / "data" / "relay.db").exists()
