@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0, le=86_400)]  # finite: inf would break timers
+FilePath = Annotated[str, msgspec.Meta(min_length=1)]
 
 ENV_PREFIX = "RELAY_"
 # Keys whose value may be the word "off" to turn a listener off.
@@ -37,8 +38,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     http_port: Port = 8080
     realtime_port: Port = 8081
     relay_port: Port | None = 33333  # None (env/TOML "off") disables the byte relay
-    tls_cert: str | None = None
-    tls_key: str | None = None
+    tls_cert: FilePath | None = None
+    tls_key: FilePath | None = None
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_body_bytes: Positive = 1024 * 1024
@@ -59,6 +60,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: no such file {path!r}")
 
     @property
     def db_path(self) -> Path:
@@ -84,7 +89,7 @@ def load_settings(
                 raw.update(tomllib.load(f))
         except OSError as e:
             raise ConfigError(f"config file {config_file}: {e.strerror}") from None
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:  # tomllib wants UTF-8
             raise ConfigError(f"config file {config_file}: {e}") from None
         for key in raw:
             if key not in _FIELDS:

@@ -30,7 +30,7 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str, password: str) -> bool:
     try:
         return _hasher.verify(password_hash, password)
-    except (VerificationError, InvalidHashError):
+    except (VerificationError, InvalidHashError, UnicodeEncodeError):  # non-ASCII hash: malformed
         return False
 
 
@@ -108,7 +108,12 @@ class TokenSigner:
                 token,
                 self._key,
                 algorithms=[self._ALGORITHM],
-                options={"require": ["sub", "sid", "exp", "iat"], "verify_exp": False},
+                # Expiry is checked below against now_s; PyJWT checks iat against the wall clock.
+                options={
+                    "require": ["sub", "sid", "exp", "iat"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
             )
             claims = AccessClaims(
                 user_id=int(payload["sub"]),

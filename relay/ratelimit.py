@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+# Added to every retry-after so that a caller who waits exactly that long finds the token back
+# despite float rounding (in `now + retry_after_s` and in the refill arithmetic).
+_RETRY_SLACK_S = 1e-6
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -37,7 +41,7 @@ class RateLimiter:
             tokens -= cost
             allowed, retry = True, 0.0
         else:
-            allowed, retry = False, (cost - tokens) / self._rate
+            allowed, retry = False, (cost - tokens) / self._rate + _RETRY_SLACK_S
         self._buckets[key] = (tokens, now)
         if len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
