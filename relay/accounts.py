@@ -215,7 +215,9 @@ class Accounts:
         )
         if rotated.error is not None or rotated.session is None:
             if rotated.error == "refresh_token_reused" and rotated.session is not None:
-                log.warning("refresh token reused; session revoked", extra={"session": rotated.session.id})
+                log.warning(
+                    "refresh token reused; session revoked", extra={"session": rotated.session.id}
+                )
                 self._forget(rotated.session.id)
             code = rotated.error or "invalid_refresh_token"
             raise Unauthorized(_REFRESH_ERRORS[code], code=code)

@@ -37,7 +37,9 @@ async def read_until(stream: ReceiveStream, pattern: re.Pattern[bytes], seen: by
     return match.group(1)
 
 
-async def serve_and_stop(command: list[str], env: dict[str, str], started: re.Pattern[bytes]) -> tuple[int, str]:
+async def serve_and_stop(
+    command: list[str], env: dict[str, str], started: re.Pattern[bytes]
+) -> tuple[int, str]:
     process = await trio.lowlevel.open_process(
         command, env=env, stderr=subprocess.STDOUT, stdout=subprocess.PIPE
     )
@@ -92,7 +94,11 @@ async def test_plain_hypercorn_runs_the_same_app(tmp_path: Path) -> None:
 async def test_bad_setting_stops_startup_with_one_line(tmp_path: Path) -> None:
     env = env_for(tmp_path, RELAY_HTTP_PORT="eighty")
     result = await trio.run_process(
-        [str(BIN / "relay"), "serve"], env=env, capture_stdout=True, capture_stderr=True, check=False
+        [str(BIN / "relay"), "serve"],
+        env=env,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
     )
     assert result.returncode == 2
     lines = result.stderr.decode().strip().splitlines()

@@ -40,7 +40,10 @@ async def body(kind: type[T]) -> T:
         return decoder.decode(raw)  # type: ignore[no-any-return]
     except msgspec.ValidationError as e:
         raise invalid(str(e)) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as e:  # msgspec raises the latter for bad UTF-8
+    except (
+        msgspec.DecodeError,
+        UnicodeDecodeError,
+    ) as e:  # msgspec raises the latter for bad UTF-8
         raise BadRequest(f"the body is not valid JSON: {e}", code="malformed_json") from None
 
 

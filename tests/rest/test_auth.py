@@ -11,7 +11,7 @@ import trio
 from nacl.signing import SigningKey
 
 from relay.client import KEY_LOGIN_PREFIX, ApiError, RelayClient
-from tests.conftest import start_server, settings_for
+from tests.conftest import settings_for, start_server
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -38,7 +38,8 @@ async def test_register_and_password_login(client: RelayClient) -> None:
     assert user["username"] == "alice.b_1"  # folded to lower case
     assert user["display_name"] == "Alice"
     assert user["has_password"] is True
-    assert isinstance(user["id"], str) and int(user["id"]) > 0
+    assert isinstance(user["id"], str)
+    assert int(user["id"]) > 0
     result = await client.login("ALICE.b_1", PASSWORD)
     assert result["token_type"] == "Bearer"
     assert result["expires_in"] == 900
@@ -83,7 +84,9 @@ async def test_register_rejects_bad_fields(
     assert error["code"] == "invalid_field"
     assert field in error["fields"], error
     # Nothing was created.
-    check = await client.request("POST", "/v1/api/auth/login", json={"username": "carol", "password": PASSWORD})
+    check = await client.request(
+        "POST", "/v1/api/auth/login", json={"username": "carol", "password": PASSWORD}
+    )
     assert check.status_code == 401
 
 
@@ -185,7 +188,9 @@ async def test_key_login_challenge_rules(client: RelayClient) -> None:
         "/v1/api/auth/login/key",
         json={"username": "frank", "challenge": "%%%", "signature": b64(good)},
     )
-    assert response.json()["error"]["fields"] == {"challenge": response.json()["error"]["fields"]["challenge"]}
+    assert response.json()["error"]["fields"] == {
+        "challenge": response.json()["error"]["fields"]["challenge"]
+    }
     response = await client.request(
         "POST",
         "/v1/api/auth/login/key",
@@ -296,12 +301,14 @@ async def test_missing_or_malformed_token(
     assert response.json()["error"]["code"] == code
 
 
-async def test_tampered_and_expired_tokens(client: RelayClient, relay_server: RunningServer) -> None:
+async def test_tampered_and_expired_tokens(
+    client: RelayClient, relay_server: RunningServer
+) -> None:
     import jwt
 
     await client.register("nina", PASSWORD)
     tokens = await client.login("nina", PASSWORD)
-    header, payload, signature = tokens["access_token"].split(".")
+    header, _payload, signature = tokens["access_token"].split(".")
     claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
     other = dict(claims, sub="1")
     forged_payload = jwt.encode(other, "x" * 32, algorithm="HS256").split(".")[1]
@@ -317,7 +324,9 @@ async def test_tampered_and_expired_tokens(client: RelayClient, relay_server: Ru
     import sqlite3
 
     db = sqlite3.connect(relay_server.settings.db_path)
-    key = db.execute("SELECT value FROM server_secrets WHERE name = 'token_signing_key'").fetchone()[0]
+    key = db.execute(
+        "SELECT value FROM server_secrets WHERE name = 'token_signing_key'"
+    ).fetchone()[0]
     db.close()
     expired = jwt.encode(
         dict(claims, iat=claims["iat"] - 2000, exp=claims["iat"] - 1000), key, algorithm="HS256"
@@ -369,7 +378,9 @@ async def test_add_key_then_login_with_it(client: RelayClient) -> None:
     await client.register("pat", PASSWORD)
     await client.login("pat", PASSWORD)
     key = SigningKey.generate()
-    added = await client.call("POST", "/v1/api/users/@me/keys", {"public_key": b64(bytes(key.verify_key))})
+    added = await client.call(
+        "POST", "/v1/api/users/@me/keys", {"public_key": b64(bytes(key.verify_key))}
+    )
     assert added["public_key"] == b64(bytes(key.verify_key))
     status, code = await error_of(
         client, "POST", "/v1/api/users/@me/keys", json={"public_key": b64(bytes(key.verify_key))}
@@ -434,9 +445,7 @@ async def test_login_rate_limited_per_username(nursery: trio.Nursery, tmp_path: 
         # Even the right password is refused while limited; other usernames are not affected.
         body["password"] = PASSWORD
         assert (await client.request("POST", "/v1/api/auth/login", json=body)).status_code == 429
-        response = await client.request(
-            "POST", "/v1/api/auth/challenge", json={"username": "SAM"}
-        )
+        response = await client.request("POST", "/v1/api/auth/challenge", json={"username": "SAM"})
         assert response.status_code == 429
         await client.register("tom", PASSWORD)
         await client.login("tom", PASSWORD)
@@ -455,7 +464,9 @@ async def test_login_rate_limited_per_ip(nursery: trio.Nursery, tmp_path: Path) 
         assert (status, code) == (429, "rate_limited")
         for name in ("a1", "a2", "a3", "a4"):
             body = {"username": name, "password": PASSWORD}
-            assert (await client.request("POST", "/v1/api/auth/login", json=body)).status_code == 401
+            assert (
+                await client.request("POST", "/v1/api/auth/login", json=body)
+            ).status_code == 401
         body = {"username": "uma", "password": PASSWORD}
         assert (await client.request("POST", "/v1/api/auth/login", json=body)).status_code == 429
     await shutdown()

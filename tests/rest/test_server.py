@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 async def raw_exchange(url: str, head: bytes, body_parts: list[bytes]) -> bytes:
-    """Send a request over a plain socket (the server may stop reading mid-body); read the answer."""
+    """Send a request over a plain socket (the server may stop reading mid-body); read the reply."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     stream = await trio.open_tcp_stream(host, int(port))
     received = b""

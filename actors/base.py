@@ -1,0 +1,166 @@
+"""The actor: one Trio task that owns its state, reached only through a bounded inbox."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import outcome
+import trio
+
+from actors.errors import ActorStopped, AskTimeout, Overloaded
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+M = TypeVar("M")
+R = TypeVar("R")
+
+
+class Reply(Generic[R]):
+    """The answering half of an `ask`: one value or one exception, and never blocks the actor."""
+
+    __slots__ = ("_send",)
+
+    def __init__(self, send: trio.MemorySendChannel[outcome.Outcome[R]]) -> None:
+        self._send = send
+
+    def send(self, value: R) -> None:
+        """Answer with `value`."""
+        self._put(outcome.Value(value))
+
+    def fail(self, exc: Exception) -> None:
+        """Answer with an error: `ask` raises `exc` in the asker."""
+        self._put(outcome.Error(exc))
+
+    def _put(self, result: outcome.Outcome[R]) -> None:
+        # Closing after the first answer makes later answers no-ops; a closed or broken channel
+        # means the asker timed out and nobody is listening any more.
+        with self._send, contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            self._send.send_nowait(result)
+
+
+class Actor(ABC, Generic[M]):
+    """One task owning one bounded inbox and all of the actor's state.
+
+    Subclasses implement `handle()` (a `match` over frozen Structs) and may override the
+    `on_start`, `on_stop` and `on_crash` hooks. Run it with `await nursery.start(actor.run)`,
+    usually through a `Registry`.
+
+    Resource handling: `run()` owns the inbox's receive half and closes it when it returns, so
+    later `tell`/`send` raise `ActorStopped` instead of queueing into the void. `close()` (or
+    `idle_timeout_s` without a message) closes the send half; `run()` then handles everything
+    already queued, awaits `on_stop()` and returns. Each pending `ask` registers its reply
+    channel here, and `run()` closes them all on the way out, so an asker whose message will
+    never be answered learns it at once rather than at its timeout.
+
+    Error handling: an exception from `on_start`, `handle` or `on_stop` ends `run()` and
+    propagates to the owning nursery (the registry's supervisor logs it, calls `on_crash` and
+    restarts a fresh instance). Messages still queued at a crash are dropped; their askers get
+    `ActorStopped`.
+    """
+
+    inbox_size: ClassVar[int] = 256
+    idle_timeout_s: float | None = None  # stop after this long without a message; None: never
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self._inbox_send, self._inbox = trio.open_memory_channel[M](self.inbox_size)
+        self._accepting = True
+        self._asks: set[trio.MemorySendChannel[Any]] = set()
+
+    @property
+    def accepting(self) -> bool:
+        """Whether the inbox is still open to new messages."""
+        return self._accepting
+
+    def tell(self, msg: M) -> None:
+        """Queue `msg` without blocking; the caller picks the policy when the inbox is full.
+
+        Raises:
+            Overloaded: the inbox is full.
+            ActorStopped: the actor has stopped or is stopping.
+        """
+        try:
+            self._inbox_send.send_nowait(msg)
+        except trio.WouldBlock:
+            raise Overloaded(self.key) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ActorStopped(self.key) from None
+
+    async def send(self, msg: M) -> None:
+        """Queue `msg`, waiting for space: backpressure to the caller.
+
+        Raises:
+            ActorStopped: the actor has stopped or is stopping.
+        """
+        try:
+            await self._inbox_send.send(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ActorStopped(self.key) from None
+
+    async def ask(self, build: Callable[[Reply[R]], M], *, timeout_s: float = 2.0) -> R:
+        """Send `build(reply)` and wait for the actor to answer through `reply`.
+
+        The reply stays tied to this actor: if it stops before anyone answers (even after
+        handing `reply` on to another actor), the asker gets `ActorStopped`.
+
+        Raises:
+            AskTimeout: no answer within `timeout_s` (including any wait for inbox space).
+            ActorStopped: the actor stopped or crashed without answering.
+            Exception: whatever the actor passed to `reply.fail()`.
+        """
+        reply_send, reply_recv = trio.open_memory_channel[outcome.Outcome[R]](1)
+        self._asks.add(reply_send)
+        try:
+            with reply_recv, trio.move_on_after(timeout_s):
+                await self.send(build(Reply(reply_send)))
+                async for result in reply_recv:  # ends empty if the actor stops first
+                    return result.unwrap()
+                raise ActorStopped(self.key)
+        finally:
+            self._asks.discard(reply_send)
+        raise AskTimeout(self.key)
+
+    def close(self) -> None:
+        """Stop taking messages; `run()` handles what is queued, awaits `on_stop()` and returns."""
+        self._accepting = False
+        self._inbox_send.close()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start, then handle messages in arrival order until closed or idle."""
+        idle_s = math.inf if self.idle_timeout_s is None else self.idle_timeout_s
+        try:
+            with self._inbox:
+                await self.on_start()
+                task_status.started()
+                while True:
+                    try:
+                        with trio.fail_after(idle_s):
+                            msg = await self._inbox.receive()
+                    except trio.TooSlowError:
+                        self.close()  # then drain anything that raced in with the timeout
+                        continue
+                    except trio.EndOfChannel:
+                        break
+                    await self.handle(msg)
+                await self.on_stop()
+        finally:
+            self.close()
+            for reply_send in self._asks:
+                reply_send.close()
+
+    @abstractmethod
+    async def handle(self, msg: M) -> None:
+        """Handle one message; the only place the actor's state changes after `on_start`."""
+
+    async def on_start(self) -> None:
+        """Load state (e.g. from the database) before the first message."""
+
+    async def on_stop(self) -> None:
+        """Clean up after a normal stop (idle or `close()`); not called after a crash."""
+
+    def on_crash(self, exc: Exception) -> None:
+        """Called by the supervisor after a crash, e.g. to close subscribers' outboxes."""
