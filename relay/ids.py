@@ -62,7 +62,7 @@ def timestamp_ms(snowflake: int) -> int:
 
 def parse_id(text: str) -> int | None:
     """A snowflake from its decimal string form, or None if it is not one."""
-    if not text.isascii() or not text.isdigit() or len(text) > 20:
-        return None
+    if not text.isascii() or not text.isdigit() or len(text) > 20 or text.startswith("0"):
+        return None  # only the canonical form: "007" and "7" must not name the same thing
     value = int(text)
     return value if 0 < value < (1 << 63) else None

@@ -7,8 +7,9 @@ others), commits, and only then wakes the callers: a write that returned is dura
 their own connections in worker threads (WAL lets them proceed during a write).
 
 Resource handling: `open_store` owns the writer task (in its own nursery) and every connection;
-leaving it stops the writer after the batch in flight and closes the connections. Requests still
-queued then fail with StoreClosed.
+leaving it closes the queue, lets the writer commit what was already queued, and closes the
+connections. If the block is cancelled or raises, the writer stops after the batch in flight and
+requests still queued fail with StoreClosed. Later writes raise StoreClosed.
 
 Error handling: an exception raised by a write function reaches its caller only; the rest of the
 batch commits. A failing COMMIT fails every request of the batch.
@@ -21,6 +22,7 @@ import sqlite3
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 import outcome
 import trio
@@ -59,7 +61,8 @@ class _Write:
 
 def connect(path: Path | str, *, readonly: bool = False) -> Database:
     """A connection with Relay's pragmas: WAL, foreign keys, a busy timeout."""
-    uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
+    # Percent-encoded: a '#', '?' or '%' in the path must not be read as URI syntax.
+    uri = f"file:{quote(str(path))}" + ("?mode=ro" if readonly else "")
     conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=5.0)
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA busy_timeout = 5000")
@@ -78,6 +81,7 @@ class Store:
         self.ids = Snowflakes()
         self._writer = writer
         self._inline = inline
+        self._closed = False
         self._write_send, self._write_recv = trio.open_memory_channel[_Write](WRITE_QUEUE)
         self._reader_send, self._reader_recv = trio.open_memory_channel[Database](len(readers))
         for db in readers:
@@ -89,6 +93,8 @@ class Store:
         """Run fn(db, *args, **kwargs) in the next transaction; return its result once committed."""
         request = _Write(fn, args, kwargs)
         if self._inline:
+            if self._closed:
+                raise StoreClosed("the store is closed")
             self._commit([request])
         else:
             try:
@@ -120,15 +126,15 @@ class Store:
                 while len(batch) < MAX_BATCH:
                     try:
                         batch.append(self._write_recv.receive_nowait())
-                    except trio.WouldBlock:
+                    except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 # abandon_on_cancel=False: a started transaction always finishes.
                 await trio.to_thread.run_sync(self._commit, batch)
                 for request in batch:
                     request.done.set()
         finally:
+            self._fail_queued()  # before closing: close() discards whatever is still queued
             self._write_recv.close()
-            self._fail_queued()
 
     def _fail_queued(self) -> None:
         while True:
@@ -166,15 +172,16 @@ class Store:
             self.writes += len(batch)
 
     def close(self) -> None:
+        self._closed = True
         self._write_send.close()
 
 
 @asynccontextmanager
 async def open_store(path: Path, *, readers: int = 4, inline: bool = False) -> AsyncIterator[Store]:
     """Open (creating or migrating) the database at `path` and run its writer task."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = await trio.to_thread.run_sync(_open_writer, path)
-    reader_dbs = [connect(path, readonly=True) for _ in range(0 if inline else readers)]
+    if readers < 1 and not inline:
+        raise ValueError("a threaded store needs at least one reader connection")
+    writer, reader_dbs = await trio.to_thread.run_sync(_open_all, path, 0 if inline else readers)
     store = Store(writer, reader_dbs, inline=inline)
     try:
         async with trio.open_nursery() as nursery:
@@ -189,8 +196,14 @@ async def open_store(path: Path, *, readers: int = 4, inline: bool = False) -> A
             db.close()
 
 
-def _open_writer(path: Path) -> Database:
-    db = connect(path)
-    version = migrate(db)
+def _open_all(path: Path, readers: int) -> tuple[Database, list[Database]]:
+    """In a worker thread: create the directory, open and migrate the writer, open readers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = connect(path)
+    try:
+        version = migrate(writer)
+    except BaseException:
+        writer.close()
+        raise
     log.info("database ready", extra={"path": str(path), "schema_version": version})
-    return db
+    return writer, [connect(path, readonly=True) for _ in range(readers)]
