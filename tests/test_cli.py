@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+import pytest
 import trio
 
 if TYPE_CHECKING:
@@ -38,7 +39,10 @@ async def read_until(stream: ReceiveStream, pattern: re.Pattern[bytes], seen: by
 
 
 async def serve_and_stop(
-    command: list[str], env: dict[str, str], started: re.Pattern[bytes]
+    command: list[str],
+    env: dict[str, str],
+    started: re.Pattern[bytes],
+    stop: signal.Signals = signal.SIGTERM,
 ) -> tuple[int, str]:
     process = await trio.lowlevel.open_process(
         command, env=env, stderr=subprocess.STDOUT, stdout=subprocess.PIPE
@@ -53,7 +57,7 @@ async def serve_and_stop(
                 "/v1/api/auth/register", json={"username": "cli", "password": "password123"}
             )
             assert response.status_code == 201
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop)
         with trio.fail_after(20):
             while chunk := await process.stdout.receive_some(4096):
                 seen += chunk
@@ -65,14 +69,18 @@ async def serve_and_stop(
     return code, seen.decode()
 
 
-async def test_relay_serve_starts_answers_and_stops_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+async def test_relay_serve_starts_answers_and_stops_cleanly(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
     env = env_for(tmp_path, RELAY_HTTP_PORT="0", RELAY_LOG_FORMAT="json")
     listening = re.compile(rb'"msg":"listening","http":"(http://127\.0\.0\.1:\d+)"')
-    code, output = await serve_and_stop([str(BIN / "relay"), "serve"], env, listening)
+    code, output = await serve_and_stop([str(BIN / "relay"), "serve"], env, listening, stop)
     assert code == 0, output
     events = [json.loads(line)["msg"] for line in output.splitlines() if line.startswith("{")]
     assert events.index("listening") < events.index("shutting down") < events.index("stopped")
     assert (tmp_path / "data" / "relay.db").exists()
+    assert not (tmp_path / "data" / "relay.db-wal").exists()  # closed cleanly, WAL checkpointed
 
 
 async def test_plain_hypercorn_runs_the_same_app(tmp_path: Path) -> None:

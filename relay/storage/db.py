@@ -192,7 +192,8 @@ async def open_store(path: Path, *, readers: int = 4, inline: bool = False) -> A
             finally:
                 store.close()
     finally:
-        for db in [writer, *reader_dbs]:
+        # The writer closes last: the last connection out checkpoints and removes the WAL file.
+        for db in [*reader_dbs, writer]:
             db.close()
 
 
