@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(server.run, settings)
         return 0
     from relay.storage.db import connect
-    from relay.storage.migrations import migrate
+    from relay.storage.schema import migrate
 
     settings.db_path.parent.mkdir(parents=True, exist_ok=True)
     db = connect(settings.db_path)

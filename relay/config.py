@@ -54,6 +54,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     register_per_ip: Positive = 10
     rate_window_s: PositiveFloat = 60.0
     actor_idle_s: PositiveFloat = 300.0
+    # Gateway (realtime listener)
+    heartbeat_interval_s: PositiveFloat = 41.25
+    heartbeat_grace_s: PositiveFloat = 5.0
+    resume_window_s: PositiveFloat = 60.0  # a dropped session can RESUME this long
+    replay_size: Positive = 1000  # events kept per session for RESUME
+    replay_age_s: PositiveFloat = 120.0
+    outbox_frames: Positive = 256  # per connection; full = slow consumer, closed with 4010
+    max_frame_bytes: Positive = 64 * 1024  # client frames over this close the socket (1009)
+    gateway_rate: Positive = 120  # client frames per rate window (60 s); over it: close 4008
+    presence_grace_s: PositiveFloat = 5.0  # offline only after the last session is gone this long
+    echo_endpoint: bool = False  # /v1/echo on the realtime listener, for the Autobahn suite
     db_readers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     shutdown_grace_s: PositiveFloat = 5.0
 

@@ -1,17 +1,17 @@
 """Runtime: the explicit dependencies that routes and listeners are built with.
 
 Created by `create_app` before the server runs; `services.run` fills in the parts that need
-I/O (the store, the account service, the actor registry) during start-up.
+I/O (the store, the account service, the gateway hub) during start-up.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from actors import Registry
     from relay.accounts import Accounts
     from relay.config import Settings
+    from relay.gateway.hub import Hub
     from relay.storage.db import Store
 
 
@@ -24,13 +24,13 @@ class Runtime:
         self.settings = settings
         self._store: Store | None = None
         self._accounts: Accounts | None = None
-        self._registry: Registry[Any] | None = None
+        self._hub: Hub | None = None
 
-    def attach(self, store: Store, accounts: Accounts, registry: Registry[Any]) -> None:
-        self._store, self._accounts, self._registry = store, accounts, registry
+    def attach(self, store: Store, accounts: Accounts, hub: Hub) -> None:
+        self._store, self._accounts, self._hub = store, accounts, hub
 
     def detach(self) -> None:
-        self._store = self._accounts = self._registry = None
+        self._store = self._accounts = self._hub = None
 
     @property
     def ready(self) -> bool:
@@ -49,7 +49,7 @@ class Runtime:
         return self._accounts
 
     @property
-    def registry(self) -> Registry[Any]:
-        if self._registry is None:
-            raise NotStarted("the actor registry is not running")
-        return self._registry
+    def hub(self) -> Hub:
+        if self._hub is None:
+            raise NotStarted("the gateway hub is not running")
+        return self._hub

@@ -1,5 +1,5 @@
-"""Everything that runs beside the HTTP server: the store, the account service, the actor
-registry and maintenance jobs.
+"""Everything that runs beside the HTTP server: the store, the account service, the gateway hub
+(with its channel actors) and maintenance jobs.
 
 Resource handling: `run_services` owns one nursery for all of them and keeps it open until it
 is cancelled (the app's after_serving hook does that); the store closes last, after every task
@@ -12,28 +12,21 @@ are supervised by the registry and do not get this far.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
-from actors import Registry
 from relay.accounts import Accounts, now_ms
+from relay.gateway.hub import Hub
 from relay.storage import users
 from relay.storage.db import open_store
 
 if TYPE_CHECKING:
-    from actors import Actor
     from relay.runtime import Runtime
     from relay.storage.db import Store
 
 log = logging.getLogger("relay.services")
 PRUNE_EVERY_S = 600
-
-
-def actor_factory(key: str) -> Actor[Any]:
-    """Maps an actor key ("kind:id") to a new actor. Kinds arrive with the features that need
-    them (text channels, presence, rooms, voice)."""
-    raise LookupError(f"no actor kind for key {key!r}")
 
 
 async def run_services(
@@ -45,17 +38,17 @@ async def run_services(
         trio.open_nursery() as nursery,
     ):
         accounts = await Accounts.open(store, settings)
-        registry: Registry[Any] = Registry(actor_factory)
-        await nursery.start(registry.run)
+        hub = Hub(store, settings)
+        await nursery.start(hub.run)
         nursery.start_soon(prune_forever, store, settings.access_token_ttl_s * 1000)
-        rt.attach(store, accounts, registry)
+        rt.attach(store, accounts, hub)
         log.info("services started", extra={"database": str(settings.db_path)})
         try:
             task_status.started()
             await trio.sleep_forever()
         finally:
             rt.detach()
-            registry.close_all()
+            hub.close()
 
 
 async def prune_forever(store: Store, keep_revoked_ms: int) -> None:

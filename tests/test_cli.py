@@ -119,5 +119,5 @@ async def test_db_migrate_creates_the_database(tmp_path: Path) -> None:
     result = await trio.run_process(
         [str(BIN / "relay"), "db", "migrate"], env=env_for(tmp_path), capture_stdout=True
     )
-    assert b"schema version 1" in result.stdout
+    assert b"schema version 2" in result.stdout
     assert (tmp_path / "data" / "relay.db").exists()

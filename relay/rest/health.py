@@ -43,13 +43,14 @@ def health_blueprint(rt: Runtime) -> Blueprint:
                 checks["database"] = f"error: {type(e).__name__}"
         if scope.cancelled_caught:
             checks["database"] = "timeout"
-        checks["actors"] = "ok" if rt.registry.is_running else "stopped"
+        checks["actors"] = "ok" if rt.hub.channels.is_running else "stopped"
         ok = all(v == "ok" for v in checks.values())
         return json_response(
             {
                 "status": "ready" if ok else "unavailable",
                 "checks": checks,
-                "actors_running": len(rt.registry.running()),
+                "actors_running": len(rt.hub.channels.running()),
+                "gateway_sessions": len(rt.hub.sessions),
                 "writes_committed": rt.store.writes,
                 "write_batches": rt.store.batches,
             },

@@ -21,7 +21,7 @@ import logging
 import sqlite3
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote
 
 import outcome
@@ -29,7 +29,7 @@ import trio
 from sqlite_utils import Database
 
 from relay.ids import Snowflakes
-from relay.storage.migrations import migrate
+from relay.storage.schema import migrate
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -46,7 +46,9 @@ class StoreClosed(Exception):
     """The store shut down before this request ran."""
 
 
-class _Write:
+class Pending(Generic[T]):
+    """A queued write: `await pending.result()` returns (or raises) once its batch committed."""
+
     __slots__ = ("args", "done", "fn", "kwargs", "result")
 
     def __init__(
@@ -57,6 +59,11 @@ class _Write:
         self.kwargs = kwargs
         self.done = trio.Event()
         self.result: outcome.Outcome[Any] | None = None
+
+    async def wait(self) -> T:
+        await self.done.wait()
+        assert self.result is not None
+        return self.result.unwrap()  # type: ignore[no-any-return]
 
 
 def connect(path: Path | str, *, readonly: bool = False) -> Database:
@@ -82,7 +89,7 @@ class Store:
         self._writer = writer
         self._inline = inline
         self._closed = False
-        self._write_send, self._write_recv = trio.open_memory_channel[_Write](WRITE_QUEUE)
+        self._write_send, self._write_recv = trio.open_memory_channel[Pending[Any]](WRITE_QUEUE)
         self._reader_send, self._reader_recv = trio.open_memory_channel[Database](len(readers))
         for db in readers:
             self._reader_send.send_nowait(db)
@@ -91,19 +98,24 @@ class Store:
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run fn(db, *args, **kwargs) in the next transaction; return its result once committed."""
-        request = _Write(fn, args, kwargs)
+        return await (await self.submit(fn, *args, **kwargs)).wait()
+
+    async def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Pending[T]:
+        """Queue a write and return at once with its handle. Writes run and commit in the order
+        they were submitted, so a caller that must publish in order (a channel actor) can queue
+        several and await them in turn without waiting for one commit per write."""
+        request: Pending[T] = Pending(fn, args, kwargs)
         if self._inline:
             if self._closed:
                 raise StoreClosed("the store is closed")
             self._commit([request])
-        else:
-            try:
-                await self._write_send.send(request)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                raise StoreClosed("the store is closed") from None
-            await request.done.wait()
-        assert request.result is not None
-        return request.result.unwrap()  # type: ignore[no-any-return]
+            request.done.set()
+            return request
+        try:
+            await self._write_send.send(request)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise StoreClosed("the store is closed") from None
+        return request
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run fn(db, *args, **kwargs) on a reader connection in a worker thread."""
@@ -145,7 +157,7 @@ class Store:
             request.result = outcome.Error(StoreClosed("the store closed before this write"))
             request.done.set()
 
-    def _commit(self, batch: list[_Write]) -> None:
+    def _commit(self, batch: list[Pending[Any]]) -> None:
         """Runs in a worker thread: fills in results only (trio.Event is not thread-safe)."""
         conn = self._writer.conn
         try:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from relay.storage.db import connect, open_store
-from relay.storage.migrations import LATEST_VERSION, MIGRATIONS, migrate, schema_sql, user_version
+from relay.storage.schema import LATEST_VERSION, MIGRATIONS, migrate, schema_sql, user_version
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -17,7 +17,7 @@ import trio
 import trio.testing
 
 from relay.storage.db import StoreClosed, open_store
-from relay.storage.migrations import LATEST_VERSION
+from relay.storage.schema import LATEST_VERSION
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

@@ -10,7 +10,7 @@ import pytest
 from relay.errors import Conflict, Unprocessable
 from relay.storage import users
 from relay.storage.db import connect, open_store
-from relay.storage.migrations import migrate
+from relay.storage.schema import migrate
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

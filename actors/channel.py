@@ -1,0 +1,133 @@
+"""The text-channel actor: the one place where a channel's events get their order.
+
+Everything that reaches a channel's audience goes through its inbox: new messages (`Post`) and
+every other channel event (`Publish`: edits, deletes, reactions, typing, acks). Posts get their
+id from the actor in inbox order and their writes are queued to the store in that same order;
+the store commits in queue order, so history order = id order = delivery order. The actor does
+not wait for each commit before taking the next message: it hands the queued write to its
+*publisher* task, which awaits the commits one by one (they finish in order), then fans the event
+out and answers the poster. Publishes travel the same queue, so nothing overtakes a post.
+
+Who hears the channel (its audience) is not copied into the actor: `audience()` reads the hub's
+live membership index on every event, so joins, leaves and disconnects need no messages here.
+
+Resource handling: `run()` owns the publisher task in its own nursery and a bounded queue to it
+(256 items; a full queue makes the actor wait, which pushes back on the REST callers). When the
+inbox closes, the queue closes after it and the publisher drains it, so every accepted post is
+published and answered.
+
+Error handling: a write that fails (e.g. a foreign key) fails that post's caller only. Anything
+else escapes and crashes the actor; the registry restarts it (`on_crash` has nothing to close:
+subscribers belong to the hub).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+import trio
+
+from actors.base import Actor
+from relay.protocol.gateway import Event
+from relay.storage.db import StoreClosed
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable
+
+    from actors.base import Reply
+    from relay.storage.audience import ChannelAudience
+    from relay.storage.db import Pending, Store
+
+
+class Subscriber(Protocol):
+    def deliver(self, event: Event) -> None: ...
+
+
+class Post(msgspec.Struct, frozen=True):
+    """Create a message: `write(db, message_id, *args)` stores it and returns
+    `(payload, created)`; the payload is dispatched as MESSAGE_CREATE if created (a repeated
+    nonce returns the earlier message with created=False) and sent back through `reply`."""
+
+    write: Any  # Callable[..., tuple[object, bool]]
+    args: tuple[Any, ...]
+    reply: Reply[Any]
+
+
+class Publish(msgspec.Struct, frozen=True):
+    event: Event
+
+
+class Fault(msgspec.Struct, frozen=True):
+    """Crash on purpose: lets tests prove that supervision restarts a channel."""
+
+
+ChannelMsg = Post | Publish | Fault
+
+
+class _Queued(msgspec.Struct):
+    pending: Pending[Any] | None
+    event: Event | None
+    reply: Reply[Any] | None
+
+
+class ChannelActor(Actor[ChannelMsg]):
+    def __init__(
+        self,
+        key: str,
+        store: Store,
+        audience: Callable[[ChannelAudience], Iterable[Subscriber]],
+        load: Callable[[], Awaitable[ChannelAudience | None]],
+        *,
+        idle_timeout_s: float | None = None,
+    ) -> None:
+        super().__init__(key)
+        self.store = store
+        self._audience = audience
+        self._load = load
+        self._info: ChannelAudience | None = None
+        self.idle_timeout_s = idle_timeout_s
+        self._queue_send, self._queue_recv = trio.open_memory_channel[_Queued](256)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._publisher)
+            with self._queue_send:
+                await super().run(task_status=task_status)
+
+    async def on_start(self) -> None:
+        # None: the channel was deleted; its events then reach nobody until the actor idles out.
+        self._info = await self._load()
+
+    def audience(self) -> Iterable[Subscriber]:
+        return self._audience(self._info) if self._info is not None else ()
+
+    async def handle(self, msg: ChannelMsg) -> None:
+        match msg:
+            case Post(write, args, reply):
+                try:
+                    pending = await self.store.submit(write, self.store.ids.next(), *args)
+                except StoreClosed as e:
+                    reply.fail(e)
+                    return
+                await self._queue_send.send(_Queued(pending, None, reply))
+            case Publish(event):
+                await self._queue_send.send(_Queued(None, event, None))
+            case Fault():
+                raise RuntimeError(f"fault injected into {self.key}")
+
+    async def _publisher(self) -> None:
+        async for item in self._queue_recv:
+            event = item.event
+            if item.pending is not None:
+                assert item.reply is not None
+                try:
+                    payload, created = await item.pending.wait()
+                except Exception as e:  # the write's own error (or StoreClosed) is the poster's
+                    item.reply.fail(e)
+                    continue
+                item.reply.send(payload)
+                event = Event("MESSAGE_CREATE", payload) if created else None
+            if event is not None:
+                for subscriber in self.audience():
+                    subscriber.deliver(event)

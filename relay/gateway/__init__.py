@@ -1,0 +1,1 @@
+"""The chat gateway: sessions, the hub that routes events to them, and the WebSocket endpoint."""

@@ -1,0 +1,191 @@
+"""The hub: every live gateway session, who is online in which server, and the routes events
+take to reach them.
+
+It is plain state on the Trio thread, changed only by synchronous methods (no await between a
+check and its update), so it needs no locks and no actor of its own. Channel events go through
+channel actors (`ChannelActor`), which read `audience()` here on every event, so subscriptions
+are never copied and cannot drift from membership.
+
+Indexes (only for users with at least one session, attached or within its resume window):
+- `sessions`: session id -> Session; `by_user`: user id -> their sessions
+- `online_members`: server id -> online user ids; `servers_of`: online user id -> server ids
+
+Resource handling: `run()` owns the channel-actor registry and the reaper that ends sessions
+whose resume window has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from actors import ActorStopped, Registry
+from actors.channel import ChannelActor, ChannelMsg, Fault, Post, Publish
+from relay.errors import NotFound
+from relay.gateway.session import Session
+from relay.protocol.gateway import Event
+from relay.storage import audience
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from actors.base import Reply
+    from relay.config import Settings
+    from relay.storage.db import Store
+
+log = logging.getLogger("relay.gateway")
+REAP_EVERY_S = 1.0
+
+
+class Hub:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.sessions: dict[str, Session] = {}
+        self.by_user: dict[int, set[Session]] = {}
+        self.online_members: dict[int, set[int]] = {}
+        self.servers_of: dict[int, set[int]] = {}
+        self.channels: Registry[ChannelMsg] = Registry(self._new_channel)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.channels.run)
+            nursery.start_soon(self._reap_forever)
+            task_status.started()
+
+    def close(self) -> None:
+        self.channels.close_all()
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def add_session(self, session: Session, server_ids: Iterable[int]) -> None:
+        self.sessions[session.id] = session
+        self.by_user.setdefault(session.user_id, set()).add(session)
+        for server_id in server_ids:
+            self.member_joined(server_id, session.user_id)
+
+    def end_session(self, session: Session) -> None:
+        """Forget a session for good (logout, expiry of its resume window, revocation)."""
+        if self.sessions.pop(session.id, None) is None:
+            return
+        mine = self.by_user.get(session.user_id)
+        if mine is not None:
+            mine.discard(session)
+            if not mine:
+                del self.by_user[session.user_id]
+                for server_id in self.servers_of.pop(session.user_id, set()):
+                    members = self.online_members.get(server_id)
+                    if members is not None:
+                        members.discard(session.user_id)
+                        if not members:
+                            del self.online_members[server_id]
+
+    def is_online(self, user_id: int) -> bool:
+        return user_id in self.by_user
+
+    # -- membership (called by REST after the change committed) ------------------------------
+
+    def member_joined(self, server_id: int, user_id: int) -> None:
+        if user_id in self.by_user:
+            self.online_members.setdefault(server_id, set()).add(user_id)
+            self.servers_of.setdefault(user_id, set()).add(server_id)
+
+    def member_left(self, server_id: int, user_id: int) -> None:
+        members = self.online_members.get(server_id)
+        if members is not None:
+            members.discard(user_id)
+            if not members:
+                del self.online_members[server_id]
+        servers = self.servers_of.get(user_id)
+        if servers is not None:
+            servers.discard(server_id)
+
+    def server_deleted(self, server_id: int) -> None:
+        for user_id in self.online_members.pop(server_id, set()):
+            self.servers_of.get(user_id, set()).discard(server_id)
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def user_sessions(self, user_id: int) -> Iterable[Session]:
+        return self.by_user.get(user_id, ())
+
+    def server_sessions(self, server_id: int) -> Iterable[Session]:
+        for user_id in tuple(self.online_members.get(server_id, ())):
+            yield from tuple(self.by_user.get(user_id, ()))
+
+    def dispatch_user(self, user_id: int, t: str, d: Any) -> None:
+        """Send an event to every session of one user."""
+        event = Event(t, d)
+        for session in tuple(self.user_sessions(user_id)):
+            session.deliver(event)
+
+    def dispatch_server(self, server_id: int, t: str, d: Any) -> None:
+        """Send an event to every online member of a server (server-wide events: SERVER_*,
+        CHANNEL_*, MEMBER_*)."""
+        event = Event(t, d)
+        for session in tuple(self.server_sessions(server_id)):
+            session.deliver(event)
+
+    def dispatch_users(self, user_ids: Iterable[int], t: str, d: Any) -> None:
+        event = Event(t, d)
+        for user_id in user_ids:
+            for session in tuple(self.user_sessions(user_id)):
+                session.deliver(event)
+
+    async def dispatch_channel(self, channel_id: int, t: str, d: Any) -> None:
+        """Send a channel event through the channel's actor, in order with its messages."""
+        await self._tell(channel_id, Publish(Event(t, d)))
+
+    async def create_message(
+        self, channel_id: int, write: Callable[..., tuple[Any, bool]], *args: Any
+    ) -> Any:
+        """Store a message through the channel's actor; returns the payload once committed.
+
+        `write(db, message_id, *args) -> (payload, created)` runs in the store's writer."""
+
+        def build(reply: Reply[Any]) -> ChannelMsg:
+            return Post(write, args, reply)
+
+        try:
+            return await self.channels.ask(f"channel:{channel_id}", build, timeout_s=10.0)
+        except ActorStopped:
+            raise NotFound("unknown channel", code="unknown_channel") from None
+
+    async def inject_fault(self, channel_id: int) -> None:
+        await self._tell(channel_id, Fault())
+
+    async def _tell(self, channel_id: int, msg: ChannelMsg) -> None:
+        try:
+            await self.channels.tell(f"channel:{channel_id}", msg)
+        except ActorStopped:
+            log.info("event for a channel that is gone", extra={"channel": channel_id})
+
+    def _new_channel(self, key: str) -> ChannelActor:
+        channel_id = int(key.removeprefix("channel:"))
+        return ChannelActor(
+            key,
+            self.store,
+            self._channel_audience,
+            partial(self.store.read, audience.channel_audience, channel_id),
+            idle_timeout_s=self.settings.actor_idle_s,
+        )
+
+    def _channel_audience(self, info: audience.ChannelAudience) -> Iterable[Session]:
+        if info.server_id is not None:
+            return self.server_sessions(info.server_id)
+        return (s for user_id in info.recipients for s in tuple(self.user_sessions(user_id)))
+
+    async def _reap_forever(self) -> None:
+        window = self.settings.resume_window_s
+        while True:
+            await trio.sleep(REAP_EVERY_S)
+            deadline = trio.current_time() - window
+            for session in [
+                s
+                for s in self.sessions.values()
+                if s.detached_at is not None and s.detached_at < deadline
+            ]:
+                self.end_session(session)

@@ -1,0 +1,89 @@
+"""A gateway session: one identified login on the gateway, which outlives its connection for a
+resume window.
+
+Every event routed to a session gets the session's next sequence number and goes into its
+replay buffer (bounded by count and by age), then, if a connection is attached, into that
+connection's outbox. When the outbox is full the connection is cut as a slow consumer; the
+session stays, keeps buffering, and a RESUME replays what the client missed. A session whose
+buffer dropped events the client has not seen can no longer be resumed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+if TYPE_CHECKING:
+    from relay.protocol.gateway import Event
+
+
+class Sink(Protocol):
+    """Where an attached connection takes frames: False means its outbox is full."""
+
+    def send_payload(self, payload: bytes) -> bool: ...
+
+    def slow_consumer(self) -> None: ...
+
+
+class Session:
+    __slots__ = (
+        "_replay",
+        "_replay_age_s",
+        "detached_at",
+        "encoding",
+        "id",
+        "seq",
+        "servers",
+        "sink",
+        "user_id",
+    )
+
+    def __init__(
+        self, user_id: int, encoding: str, *, replay_size: int, replay_age_s: float
+    ) -> None:
+        self.id = secrets.token_urlsafe(16)
+        self.user_id = user_id
+        self.encoding = encoding
+        self.seq = 0
+        self.servers: set[int] = set()
+        self.sink: Sink | None = None
+        self.detached_at: float | None = None
+        self._replay: deque[tuple[int, float, bytes]] = deque(maxlen=replay_size)
+        self._replay_age_s = replay_age_s
+
+    def deliver(self, event: Event) -> None:
+        """Number the event, keep it for replay, and pass it to the connection (never blocks)."""
+        self.seq += 1
+        payload = event.payload(self.seq, self.encoding)
+        now = trio.current_time()
+        self._replay.append((self.seq, now, payload))
+        while self._replay and now - self._replay[0][1] > self._replay_age_s:
+            self._replay.popleft()
+        if self.sink is not None and not self.sink.send_payload(payload):
+            sink, self.sink = self.sink, None
+            self.detached_at = now
+            sink.slow_consumer()
+
+    def attach(self, sink: Sink) -> None:
+        self.sink = sink
+        self.detached_at = None
+
+    def detach(self, sink: Sink) -> None:
+        if self.sink is sink:
+            self.sink = None
+            self.detached_at = trio.current_time()
+
+    def missed_since(self, seq: int) -> list[bytes] | None:
+        """Every payload after `seq`, in order, or None if some of them are gone (or seq is
+        from the future)."""
+        if seq > self.seq:
+            return None
+        if seq == self.seq:
+            return []
+        oldest = self._replay[0][0] if self._replay else self.seq + 1
+        if seq + 1 < oldest:
+            return None
+        return [payload for s, _, payload in self._replay if s > seq]

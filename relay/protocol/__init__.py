@@ -1,0 +1,1 @@
+"""Sans-I/O protocol code: wire formats and codecs, tested without sockets."""

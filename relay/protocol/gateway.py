@@ -1,0 +1,174 @@
+"""The chat gateway's wire protocol (DESIGN §4), sans-I/O: opcodes, close codes, client frames
+and the framing of server events.
+
+Envelope: `{"op": int, "d": ..., "s": int | null, "t": str | null}` as JSON text frames, or the
+same map as msgpack binary frames (`?encoding=msgpack`). A dispatched event's payload `d` is
+encoded once per encoding (`Event`); each session then splices its own sequence number in front
+of those bytes (`Event.payload`), so fan-out never re-encodes.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+# -- opcodes and close codes ---------------------------------------------------------------------
+
+
+class Op(enum.IntEnum):
+    DISPATCH = 0
+    HEARTBEAT = 1
+    IDENTIFY = 2
+    PRESENCE_UPDATE = 3
+    VOICE_STATE_UPDATE = 4
+    RESUME = 6
+    RECONNECT = 7
+    INVALID_SESSION = 9
+    HELLO = 10
+    HEARTBEAT_ACK = 11
+
+
+class Close(enum.IntEnum):
+    """Gateway close codes. Documented in the README; clients act on them."""
+
+    UNKNOWN_ERROR = 4000  # something went wrong on our side; reconnect
+    UNKNOWN_OPCODE = 4001  # an op the server does not take from clients
+    DECODE_ERROR = 4002  # a frame that is not a valid envelope for its op
+    NOT_AUTHENTICATED = 4003  # anything but IDENTIFY/RESUME/HEARTBEAT before READY
+    AUTHENTICATION_FAILED = 4004  # bad, expired or revoked token
+    ALREADY_AUTHENTICATED = 4005  # a second IDENTIFY or RESUME
+    INVALID_SEQ = 4007  # RESUME with a seq the session never sent
+    RATE_LIMITED = 4008  # too many frames per window
+    SESSION_TIMED_OUT = 4009  # no heartbeat within interval + grace
+    SLOW_CONSUMER = 4010  # the outbox filled up; RESUME to get what was missed
+    INVALID_ENCODING = 4012  # ?encoding= other than json or msgpack
+
+
+# -- client frames -------------------------------------------------------------------------------
+
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+SessionId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class _Frame(msgspec.Struct, tag_field="op", frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # Clients often echo the envelope's other keys as null; accept and ignore them.
+    s: int | None = None
+    t: str | None = None
+
+
+class Heartbeat(_Frame, tag=int(Op.HEARTBEAT), frozen=True):
+    d: int | None = None  # the last sequence number the client saw
+
+
+class IdentifyData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    token: Token
+    properties: dict[str, str] | None = None
+
+
+class Identify(_Frame, tag=int(Op.IDENTIFY), frozen=True):
+    d: IdentifyData
+
+
+Status = Literal["online", "idle", "dnd", "invisible"]
+
+
+class PresenceData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    status: Status
+    activity: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+
+
+class PresenceUpdate(_Frame, tag=int(Op.PRESENCE_UPDATE), frozen=True):
+    d: PresenceData
+
+
+class ResumeData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    token: Token
+    session_id: SessionId
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Resume(_Frame, tag=int(Op.RESUME), frozen=True):
+    d: ResumeData
+
+
+ClientFrame = Heartbeat | Identify | PresenceUpdate | Resume
+
+
+class FrameError(Exception):
+    """A client frame the gateway refuses; `code` is the close code to use."""
+
+    def __init__(self, code: Close, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_json_decoder = msgspec.json.Decoder(ClientFrame)
+_msgpack_decoder = msgspec.msgpack.Decoder(ClientFrame)
+_KNOWN_OPS = {int(op) for op in Op}
+
+
+def decode_client(data: str | bytes, encoding: str) -> ClientFrame:
+    """Decode one client frame. Raises FrameError(UNKNOWN_OPCODE | DECODE_ERROR)."""
+    try:
+        if encoding == "msgpack":
+            if isinstance(data, str):
+                raise FrameError(Close.DECODE_ERROR, "msgpack encoding takes binary frames")
+            frame: ClientFrame = _msgpack_decoder.decode(data)
+        else:
+            frame = _json_decoder.decode(data)
+        return frame
+    except msgspec.ValidationError as e:
+        message = str(e)
+        if message.endswith("- at `$.op`") and message.startswith("Invalid value"):
+            op = message.split()[2]
+            reason = "not a client opcode" if op.isdigit() and int(op) in _KNOWN_OPS else "unknown"
+            raise FrameError(Close.UNKNOWN_OPCODE, f"op {op}: {reason}") from None
+        raise FrameError(Close.DECODE_ERROR, message) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        raise FrameError(Close.DECODE_ERROR, f"not a valid frame: {e}") from None
+
+
+# -- server frames -------------------------------------------------------------------------------
+
+_json = msgspec.json.Encoder()
+_msgpack = msgspec.msgpack.Encoder()
+
+
+def encode_control(op: Op, d: Any, encoding: str) -> bytes:
+    """A non-dispatch server frame: {"op", "d", "s": null, "t": null}."""
+    envelope = {"op": int(op), "d": d, "s": None, "t": None}
+    return _msgpack.encode(envelope) if encoding == "msgpack" else _json.encode(envelope)
+
+
+class Event:
+    """One dispatched event: its payload is encoded at most once per encoding, on first use."""
+
+    __slots__ = ("_tails", "d", "t")
+
+    def __init__(self, t: str, d: Any) -> None:
+        self.t = t
+        self.d = d
+        self._tails: dict[str, bytes] = {}
+
+    def _tail(self, encoding: str) -> bytes:
+        tail = self._tails.get(encoding)
+        if tail is None:
+            if encoding == "msgpack":
+                tail = _msgpack.encode("t") + _msgpack.encode(self.t)
+                tail += _msgpack.encode("d") + _msgpack.encode(self.d)
+            else:
+                tail = b',"t":' + _json.encode(self.t) + b',"d":' + _json.encode(self.d) + b"}"
+            self._tails[encoding] = tail
+        return tail
+
+    def payload(self, seq: int, encoding: str) -> bytes:
+        """The whole DISPATCH frame for one session: its seq spliced before the shared bytes."""
+        if encoding == "msgpack":
+            return _MSGPACK_HEAD + _msgpack.encode(seq) + self._tail(encoding)
+        return b'{"op":0,"s":' + str(seq).encode() + self._tail(encoding)
+
+
+# fixmap of 4 entries, "op": 0, then the key "s"
+_MSGPACK_HEAD = b"\x84" + _msgpack.encode("op") + b"\x00" + _msgpack.encode("s")
