@@ -28,16 +28,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 import trio
 
-from actors.base import Actor
+from actors.base import Actor, Reply
 from relay.protocol.gateway import Event
-from relay.storage.db import StoreClosed
+from relay.storage.db import Pending, StoreClosed
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
 
-    from actors.base import Reply
     from relay.storage.audience import ChannelAudience
-    from relay.storage.db import Pending, Store
+    from relay.storage.db import Store
 
 
 class Subscriber(Protocol):

@@ -25,7 +25,6 @@ import trio
 from actors import ActorStopped, Registry
 from actors.channel import ChannelActor, ChannelMsg, Fault, Post, Publish
 from relay.errors import NotFound
-from relay.gateway.session import Session
 from relay.protocol.gateway import Event
 from relay.storage import audience
 
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
 
     from actors.base import Reply
     from relay.config import Settings
+    from relay.gateway.session import Session
     from relay.storage.db import Store
 
 log = logging.getLogger("relay.gateway")
