@@ -22,6 +22,8 @@ from relay.logs import configure_logging
 from relay.rest.auth import auth_blueprint, users_blueprint
 from relay.rest.health import health_blueprint
 from relay.rest.http import error_response
+from relay.rest.messages import messages_blueprint
+from relay.rest.servers import servers_blueprint
 from relay.runtime import Runtime
 from relay.services import run_services
 
@@ -44,7 +46,13 @@ def create_app(settings: Settings) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_grace_s
     app.extensions["relay"] = rt
-    for blueprint in (health_blueprint(rt), auth_blueprint(rt), users_blueprint(rt)):
+    for blueprint in (
+        health_blueprint(rt),
+        auth_blueprint(rt),
+        users_blueprint(rt),
+        messages_blueprint(rt),
+        servers_blueprint(rt),
+    ):
         app.register_blueprint(blueprint)
 
     services = trio.CancelScope()

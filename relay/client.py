@@ -1,4 +1,5 @@
-"""An async Relay client (Trio; httpx for REST) for tests, scripts and benchmarks.
+"""An async Relay client (Trio; httpx for REST, trio-websocket for the gateway) for tests,
+scripts and benchmarks.
 
 Typed helpers raise ApiError for any non-2xx answer; `request` returns the raw response, for
 callers that want to look at errors themselves.
@@ -7,11 +8,18 @@ callers that want to look at errors themselves.
 from __future__ import annotations
 
 import base64
+import ssl
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
 
 import httpx
+import msgspec
+import trio
+import trio_websocket
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from types import TracebackType
 
     from nacl.signing import SigningKey
@@ -133,3 +141,109 @@ class RelayClient:
     async def me(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("GET", "/v1/api/users/@me")
         return result
+
+
+class GatewayClosed(Exception):
+    """The server closed the gateway connection; `code` is its close code."""
+
+    def __init__(self, code: int | None, reason: str | None) -> None:
+        super().__init__(f"gateway closed: {code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class Gateway:
+    """A gateway connection (trio-websocket): HELLO, IDENTIFY or RESUME, then events.
+
+    `events()` yields DISPATCH envelopes; heartbeats are sent by `heartbeat()` (callers decide
+    when: tests want control over timing)."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, encoding: str) -> None:
+        self.ws = ws
+        self.encoding = encoding
+        self.hello: dict[str, Any] = {}
+        self.session_id: str | None = None
+        self.seq = 0
+
+    async def send(self, op: int, d: Any) -> None:
+        envelope = {"op": op, "d": d}
+        if self.encoding == "msgpack":
+            await self.ws.send_message(msgspec.msgpack.encode(envelope))
+        else:
+            await self.ws.send_message(msgspec.json.encode(envelope).decode())
+
+    async def receive(self) -> dict[str, Any]:
+        """The next frame of any op; raises GatewayClosed when the server closes."""
+        try:
+            data = await self.ws.get_message()
+        except trio_websocket.ConnectionClosed as e:
+            code, text = (e.reason.code, e.reason.reason) if e.reason else (None, None)
+            raise GatewayClosed(code, text) from None
+        frame: dict[str, Any] = (
+            msgspec.msgpack.decode(data) if isinstance(data, bytes) else msgspec.json.decode(data)
+        )
+        if frame.get("op") == 0 and frame.get("s") is not None:
+            self.seq = frame["s"]
+        return frame
+
+    async def dispatch(self, t: str | None = None) -> dict[str, Any]:
+        """The next DISPATCH (of type `t`, skipping others), as the whole envelope."""
+        while True:
+            frame = await self.receive()
+            if frame["op"] == 0 and (t is None or frame["t"] == t):
+                return frame
+
+    async def identify(self, token: str) -> dict[str, Any]:
+        """IDENTIFY and wait for READY; returns READY's `d`."""
+        await self.send(2, {"token": token})
+        ready = await self.dispatch("READY")
+        self.session_id = ready["d"]["session_id"]
+        result: dict[str, Any] = ready["d"]
+        return result
+
+    async def resume(self, token: str, session_id: str, seq: int) -> None:
+        await self.send(6, {"token": token, "session_id": session_id, "seq": seq})
+        self.session_id = session_id
+
+    async def heartbeat(self) -> None:
+        await self.send(1, self.seq)
+
+
+@asynccontextmanager
+async def open_websocket(
+    url: str, *, ssl_context: ssl.SSLContext | None = None, max_message_size: int = 16 * 2**20
+) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """A trio-websocket connection to `url` (ws:// or wss://, with path and query).
+
+    The TCP stream is opened and closed here: trio-websocket 0.12 leaves its socket open when
+    the server closes first."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "wss" else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    tcp = await trio.open_tcp_stream(host, port)
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
+    if parts.scheme == "wss":
+        stream = trio.SSLStream(
+            tcp, ssl_context or ssl.create_default_context(), server_hostname=host
+        )
+    async with stream, trio.open_nursery() as nursery:
+        ws = await trio_websocket.wrap_client_stream(
+            nursery, stream, host, resource, max_message_size=max_message_size
+        )
+        try:
+            yield ws
+        finally:
+            await ws.aclose()
+
+
+@asynccontextmanager
+async def open_gateway(
+    ws_url: str, *, encoding: str = "json", ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[Gateway]:
+    """Connect to /v1/gateway and read HELLO."""
+    url = f"{ws_url.rstrip('/')}/v1/gateway?encoding={encoding}"
+    async with open_websocket(url, ssl_context=ssl_context) as ws:
+        gateway = Gateway(ws, encoding)
+        hello = await gateway.receive()
+        gateway.hello = hello["d"]
+        yield gateway

@@ -25,6 +25,7 @@ class Runtime:
         self._store: Store | None = None
         self._accounts: Accounts | None = None
         self._hub: Hub | None = None
+        self.realtime_urls: list[str] = []  # e.g. ["ws://127.0.0.1:8081"], once listening
 
     def attach(self, store: Store, accounts: Accounts, hub: Hub) -> None:
         self._store, self._accounts, self._hub = store, accounts, hub

@@ -22,6 +22,8 @@ from relay.app import create_app
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from quart_trio import QuartTrio
+
     from relay.config import Settings
 
 log = logging.getLogger("relay.server")
@@ -49,15 +51,17 @@ async def wait_for_signal() -> None:
 async def run(
     settings: Settings,
     *,
+    app: QuartTrio | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until `shutdown_trigger` returns (default: SIGINT or SIGTERM).
 
     Reports the bound URLs (e.g. ["http://127.0.0.1:41234"]) through task_status once the
-    services are up and the sockets listen; port 0 picks a free port.
+    services are up and the sockets listen; port 0 picks a free port. `app` (from
+    `create_app(settings)`) may be passed in by tests that need its Runtime.
     """
-    app = create_app(settings)
+    app = app or create_app(settings)
     serve = partial(
         hypercorn.trio.serve,
         app,

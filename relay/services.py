@@ -12,16 +12,23 @@ are supervised by the registry and do not get this far.
 from __future__ import annotations
 
 import logging
+import ssl
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
 from relay.accounts import Accounts, now_ms
+from relay.gateway.endpoint import gateway_endpoint
 from relay.gateway.hub import Hub
+from relay.realtime.echo import echo
+from relay.realtime.listener import serve_realtime
 from relay.storage import users
 from relay.storage.db import open_store
 
 if TYPE_CHECKING:
+    from relay.config import Settings
+    from relay.realtime.listener import Endpoint
     from relay.runtime import Runtime
     from relay.storage.db import Store
 
@@ -42,6 +49,18 @@ async def run_services(
         await nursery.start(hub.run)
         nursery.start_soon(prune_forever, store, settings.access_token_ttl_s * 1000)
         rt.attach(store, accounts, hub)
+        rt.realtime_urls = await nursery.start(
+            partial(
+                serve_realtime,
+                realtime_endpoints(rt),
+                settings.host,
+                settings.realtime_port,
+                ssl_context=tls_context(settings),
+                max_message_bytes=settings.max_frame_bytes,
+                outbox_frames=settings.outbox_frames,
+            )
+        )
+        log.info("realtime listening", extra={"ws": " ".join(rt.realtime_urls)})
         log.info("services started", extra={"database": str(settings.db_path)})
         try:
             task_status.started()
@@ -49,6 +68,22 @@ async def run_services(
         finally:
             rt.detach()
             hub.close()
+
+
+def realtime_endpoints(rt: Runtime) -> dict[str, Endpoint]:
+    """Path -> endpoint on the realtime listener."""
+    endpoints: dict[str, Endpoint] = {"/v1/gateway": partial(gateway_endpoint, rt)}
+    if rt.settings.echo_endpoint:
+        endpoints["/v1/echo"] = echo
+    return endpoints
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
 
 
 async def prune_forever(store: Store, keep_revoked_ms: int) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from relay import server
+from relay.app import create_app
 from relay.client import RelayClient
 from relay.config import Settings, load_settings
 
@@ -17,14 +18,25 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
+    from relay.runtime import Runtime
+
 
 @dataclass
 class RunningServer:
     url: str
     settings: Settings
+    runtime: Runtime
+    clients: list[RelayClient] = field(default_factory=list)
+
+    @property
+    def ws_url(self) -> str:
+        return self.runtime.realtime_urls[0]
 
     def client(self) -> RelayClient:
-        return RelayClient(self.url)
+        """A client for this server; closed when the server stops, if not before."""
+        client = RelayClient(self.url)
+        self.clients.append(client)
+        return client
 
 
 def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
@@ -48,21 +60,28 @@ async def start_server(
     """Start the real server; the returned coroutine function stops it gracefully and waits."""
     stop = trio.Event()
     done = trio.Event()
+    app = create_app(settings)
+    runtime: Runtime = app.extensions["relay"]
 
     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
         try:
-            await server.run(settings, shutdown_trigger=stop.wait, task_status=task_status)
+            await server.run(
+                settings, app=app, shutdown_trigger=stop.wait, task_status=task_status
+            )
         finally:
             done.set()
 
     binds: list[str] = await nursery.start(partial(serve))
+    running = RunningServer(binds[0], settings, runtime)
 
     async def shutdown() -> None:
+        for client in running.clients:
+            await client.aclose()
         stop.set()
         with trio.fail_after(10):
             await done.wait()
 
-    return RunningServer(binds[0], settings), shutdown
+    return running, shutdown
 
 
 @pytest.fixture

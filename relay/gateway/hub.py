@@ -20,10 +20,12 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
-from actors import ActorStopped, Registry
+from actors import ActorStopped, Overloaded, Registry
 from actors.channel import ChannelActor, ChannelMsg, Fault, Post, Publish
+from actors.presence import PresenceActor, PresenceMsg, SessionGone, SetStatus
 from relay.errors import NotFound
 from relay.protocol.gateway import Event
 from relay.storage import audience
@@ -37,6 +39,14 @@ if TYPE_CHECKING:
     from relay.storage.db import Store
 
 log = logging.getLogger("relay.gateway")
+
+
+class PresencePayload(msgspec.Struct, frozen=True):
+    user_id: str
+    status: str
+    activity: str | None
+
+
 REAP_EVERY_S = 1.0
 
 
@@ -49,15 +59,19 @@ class Hub:
         self.online_members: dict[int, set[int]] = {}
         self.servers_of: dict[int, set[int]] = {}
         self.channels: Registry[ChannelMsg] = Registry(self._new_channel)
+        self.presence: Registry[PresenceMsg] = Registry(self._new_presence)
+        self.statuses: dict[int, tuple[str, str | None]] = {}  # users not seen as offline
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.channels.run)
+            await nursery.start(self.presence.run)
             nursery.start_soon(self._reap_forever)
             task_status.started()
 
     def close(self) -> None:
         self.channels.close_all()
+        self.presence.close_all()
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -76,7 +90,8 @@ class Hub:
             mine.discard(session)
             if not mine:
                 del self.by_user[session.user_id]
-                for server_id in self.servers_of.pop(session.user_id, set()):
+                # servers_of stays until the presence actor announces offline (its audience).
+                for server_id in self.servers_of.get(session.user_id, set()):
                     members = self.online_members.get(server_id)
                     if members is not None:
                         members.discard(session.user_id)
@@ -85,6 +100,45 @@ class Hub:
 
     def is_online(self, user_id: int) -> bool:
         return user_id in self.by_user
+
+    # -- presence ------------------------------------------------------------------------------
+
+    async def set_status(self, session: Session) -> None:
+        """Report a session's status (on READY, RESUME and op 3) to the user's presence actor."""
+        msg = SetStatus(session.id, session.status, session.activity)
+        await self._tell_presence(session.user_id, msg)
+
+    async def session_gone(self, session: Session) -> None:
+        """A session left (disconnected or ended): the user may go offline after the grace."""
+        await self._tell_presence(session.user_id, SessionGone(session.id))
+
+    async def _tell_presence(self, user_id: int, msg: PresenceMsg) -> None:
+        try:
+            await self.presence.tell(f"presence:{user_id}", msg)
+        except (ActorStopped, Overloaded):  # presence is best effort; the next change resends
+            log.warning("presence update dropped", extra={"user": user_id})
+
+    def _new_presence(self, key: str) -> PresenceActor:
+        user_id = int(key.removeprefix("presence:"))
+        return PresenceActor(key, user_id, self._announce, grace_s=self.settings.presence_grace_s)
+
+    def _announce(self, user_id: int, status: str, activity: str | None) -> None:
+        if status == "offline":
+            self.statuses.pop(user_id, None)
+        else:
+            self.statuses[user_id] = (status, activity)
+        event = Event("PRESENCE_UPDATE", PresencePayload(str(user_id), status, activity))
+        for session in self.presence_audience(user_id):
+            session.deliver(event)
+        if status == "offline" and user_id not in self.by_user:
+            self.servers_of.pop(user_id, None)
+
+    def presence_audience(self, user_id: int) -> list[Session]:
+        """Sessions of everyone who shares a server with the user, and the user's own."""
+        users = {user_id}
+        for server_id in self.servers_of.get(user_id, ()):
+            users.update(self.online_members.get(server_id, ()))
+        return [s for u in users for s in self.by_user.get(u, ())]
 
     # -- membership (called by REST after the change committed) ------------------------------
 

@@ -32,12 +32,14 @@ class Session:
     __slots__ = (
         "_replay",
         "_replay_age_s",
+        "activity",
         "detached_at",
         "encoding",
         "id",
         "seq",
         "servers",
         "sink",
+        "status",
         "user_id",
     )
 
@@ -49,6 +51,8 @@ class Session:
         self.encoding = encoding
         self.seq = 0
         self.servers: set[int] = set()
+        self.status = "online"
+        self.activity: str | None = None
         self.sink: Sink | None = None
         self.detached_at: float | None = None
         self._replay: deque[tuple[int, float, bytes]] = deque(maxlen=replay_size)

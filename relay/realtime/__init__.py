@@ -1,0 +1,1 @@
+"""The Trio-native WebSocket listener (wsproto): handshake, path -> endpoint, connections."""

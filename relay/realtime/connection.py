@@ -1,0 +1,363 @@
+"""One accepted WebSocket: a reader that delivers whole messages, and a bounded outbox of
+pre-built frames drained by one coalescing writer.
+
+Outgoing frames are `bytes` built once by the caller (`relay.protocol.wsframe`), so one event
+can be queued unchanged to many connections. The writer takes a frame and everything else
+already queued and writes them with one `send_all`: an idle connection is written at once,
+a connection with a backlog gets one write for many frames. Incoming bytes go through wsproto
+(server side, no extension ever negotiated), which answers pings and closes and rejects
+protocol errors (RSV bits, bad opcodes, unmasked frames: 1002; invalid UTF-8: 1007). Messages
+are reassembled here, up to `max_message_bytes` (over it: 1009).
+
+Overflow policy (slow consumer): `send_nowait` never blocks. It returns False when the outbox
+is full or the connection is closing, drops the frame and counts it; the caller decides what
+that means, usually `close_nowait(code)` with its own slow-consumer code (SLOW_CONSUMER, 1008,
+unless the endpoint has a better one). `send` waits for room instead: backpressure for an
+endpoint that owns its lane (the echo endpoint).
+
+Closing: `close_nowait(code, reason)` closes the outbox; the writer writes what was queued
+before it, then the close frame, and the reader waits for the peer's close. All of that gets
+`close_timeout_s` in total; after that the TCP connection is dropped, so a peer that stopped
+reading cannot hold a closing connection open. The peer's close is answered with the same code.
+
+Resource handling: `run` owns the reader and the writer in one nursery and the stream. It
+returns when the close handshake is done, when the peer is gone, or when the close timeout
+runs out; then the stream is closed, `receive` raises ConnectionClosed once the messages
+already delivered are read, and sends fail. If `run` is cancelled from outside (shutdown) while
+the connection is open, it sends 1001 and waits up to GOODBYE_S for the peer's close, shielded,
+before closing the stream.
+
+Error handling: transport errors (reset, broken pipe, TLS errors) mean the peer is gone: `run`
+returns, close code 1006. Protocol errors close with the code wsproto gives. Nothing here
+raises to the caller of `run` except bugs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+from wsproto.connection import ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import LocalProtocolError
+
+if TYPE_CHECKING:
+    from wsproto import WSConnection
+
+log = logging.getLogger("relay.realtime")
+
+OUTBOX_FRAMES = 256
+MAX_MESSAGE_BYTES = 64 * 1024
+CLOSE_TIMEOUT_S = 2.0  # flush what is queued, send the close frame, get the peer's close
+GOODBYE_S = 1.0  # on shutdown: send 1001 and wait this long for the peer's close
+SLOW_CONSUMER = 1008  # default close code for a full outbox; endpoints may use their own
+RECEIVE_BYTES = 64 * 1024
+MAX_WRITE_BYTES = 1024 * 1024  # one send_all takes queued frames up to about this much
+INBOX_MESSAGES = 1  # delivered messages not yet taken by receive(); then TCP pushes back
+
+
+class ConnectionClosed(Exception):
+    """The connection is closing or closed; `code` and `reason` are those of the close."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"connection closed ({code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatistics:
+    """Counters since the connection opened; `writes < frames_written` means coalescing."""
+
+    frames_queued: int  # frames accepted into the outbox (data, pongs)
+    frames_dropped: int  # frames send_nowait refused: outbox full or connection closing
+    frames_written: int
+    writes: int  # stream.send_all calls for those frames
+    bytes_written: int
+    messages_received: int
+    outbox_used: int
+    outbox_size: int
+
+
+class Connection:
+    """An open WebSocket after the handshake. The listener runs `run()` beside the endpoint."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        ws: WSConnection,
+        *,
+        outbox_frames: int = OUTBOX_FRAMES,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        close_timeout_s: float = CLOSE_TIMEOUT_S,
+    ) -> None:
+        if ws.state is not ConnectionState.OPEN:
+            raise ValueError("the WebSocket handshake has not completed")
+        self.max_message_bytes = max_message_bytes
+        self.close_timeout_s = close_timeout_s
+        self._stream = stream
+        self._ws = ws
+        self._outbox_frames = outbox_frames
+        self._outbox_send, self._outbox_recv = trio.open_memory_channel[bytes](outbox_frames)
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel[str | bytes](INBOX_MESSAGES)
+        self._scope: trio.CancelScope | None = None
+        self._close_frame: bytes | None = None  # written by the writer after the outbox drains
+        self._close_deadline = float("inf")
+        self._await_peer_close = True  # False after a protocol error: the parser is dead
+        self._writing = False  # a send_all is in progress (the stream is mid-frame)
+        self._stream_failed = False
+        self._close_sent = False
+        self._done = trio.Event()
+        self.close_code: int | None = None  # the handshake's code: the peer's if it closed first
+        self.close_reason = ""
+        # Reassembly of a fragmented message.
+        self._parts: list[str | bytes] = []
+        self._part_bytes = 0
+        # Statistics.
+        self._frames_queued = 0
+        self._frames_dropped = 0
+        self._frames_written = 0
+        self._writes = 0
+        self._bytes_written = 0
+        self._messages_received = 0
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def send_nowait(self, frame: bytes) -> bool:
+        """Queue one pre-built frame without waiting.
+
+        Returns False, dropping and counting the frame, if the outbox is full (a slow consumer:
+        the caller applies its policy, e.g. `close_nowait(SLOW_CONSUMER)`) or the connection is
+        closing or closed.
+        """
+        try:
+            self._outbox_send.send_nowait(frame)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            self._frames_dropped += 1
+            return False
+        self._frames_queued += 1
+        return True
+
+    async def send(self, frame: bytes) -> None:
+        """Queue one pre-built frame, waiting while the outbox is full.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+        """
+        try:
+            await self._outbox_send.send(frame)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise self._closed_error() from None
+        self._frames_queued += 1
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    async def receive(self) -> str | bytes:
+        """The next complete message: `str` for text, `bytes` for binary.
+
+        Raises:
+            ConnectionClosed: the connection closed and every message delivered was read.
+        """
+        try:
+            return await self._inbox_recv.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise self._closed_error() from None
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    def close_nowait(self, code: int = 1000, reason: str = "") -> None:
+        """Start the close handshake; idempotent, never blocks. The frames queued so far are
+        written first (within `close_timeout_s`), then the close frame."""
+        if self._close_frame is not None or self._done.is_set():
+            return
+        try:
+            self._close_frame = self._ws.send(CloseConnection(code=code, reason=reason))
+        except LocalProtocolError:  # wsproto saw the connection end already
+            self._close_frame = b""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        self._outbox_send.close()  # the writer drains what is queued, then writes the close
+        self._inbox_send.close()  # receive() returns what was delivered, then raises
+        self._close_deadline = trio.current_time() + self.close_timeout_s
+        if self._scope is not None:
+            self._scope.deadline = min(self._scope.deadline, self._close_deadline)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close (see `close_nowait`) and wait until the connection has ended."""
+        self.close_nowait(code, reason)
+        await self._done.wait()
+
+    @property
+    def closing(self) -> bool:
+        """A close was started (by either side) or the connection has ended."""
+        return self._close_frame is not None or self._done.is_set()
+
+    def statistics(self) -> ConnectionStatistics:
+        return ConnectionStatistics(
+            frames_queued=self._frames_queued,
+            frames_dropped=self._frames_dropped,
+            frames_written=self._frames_written,
+            writes=self._writes,
+            bytes_written=self._bytes_written,
+            messages_received=self._messages_received,
+            outbox_used=self._outbox_send.statistics().current_buffer_used,
+            outbox_size=self._outbox_frames,
+        )
+
+    # -- the tasks -------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Read and write until the connection ends; then close the stream."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                nursery.cancel_scope.deadline = self._close_deadline
+                nursery.start_soon(self._read_loop)
+                nursery.start_soon(self._write_loop)
+                task_status.started()
+        finally:
+            self._scope = None
+            if self._close_frame is None and not self._stream_failed and not self._writing:
+                await self._goodbye()
+            if self.close_code is None:
+                self.close_code = CloseReason.ABNORMAL_CLOSURE
+            self._outbox_send.close()
+            self._outbox_recv.close()  # frames still queued are dropped; later sends fail
+            self._inbox_send.close()
+            await trio.aclose_forcefully(self._stream)
+            self._done.set()
+
+    async def _read_loop(self) -> None:
+        """Feed the stream to wsproto; deliver messages, answer pings and the peer's close."""
+        ws = self._ws
+        try:
+            while True:
+                for event in ws.events():
+                    if isinstance(event, TextMessage | BytesMessage):
+                        message = self._assemble(event)
+                        if message is not None:
+                            # Closing: messages that arrive now are dropped.
+                            with contextlib.suppress(trio.ClosedResourceError):
+                                await self._inbox_send.send(message)
+                    elif isinstance(event, Ping):
+                        if self._close_frame is None:
+                            self.send_nowait(ws.send(event.response()))
+                    elif isinstance(event, CloseConnection):
+                        self._on_close(event)
+                        return
+                data = await self._stream.receive_some(RECEIVE_BYTES)
+                if not data:
+                    self._peer_gone()
+                    return
+                ws.receive_data(bytes(data))  # bytes(bytes) is no copy
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._peer_gone()
+
+    def _assemble(self, event: TextMessage | BytesMessage) -> str | bytes | None:
+        """Add one piece of a message; return the message once complete."""
+        if self._close_frame is not None:
+            self._parts.clear()
+            return None
+        data = event.data
+        if isinstance(data, str):
+            self._part_bytes += len(data) if data.isascii() else len(data.encode("utf-8"))
+        else:
+            self._part_bytes += len(data)
+        if self._part_bytes > self.max_message_bytes:
+            self._parts.clear()
+            self.close_nowait(
+                CloseReason.MESSAGE_TOO_BIG,
+                f"messages are limited to {self.max_message_bytes} bytes",
+            )
+            return None
+        self._parts.append(data if isinstance(data, str | bytes) else bytes(data))
+        if not event.message_finished:
+            return None
+        parts, self._parts, self._part_bytes = self._parts, [], 0
+        self._messages_received += 1
+        if isinstance(data, str):
+            return data if len(parts) == 1 else "".join(parts)  # type: ignore[arg-type]
+        return bytes(data) if len(parts) == 1 else b"".join(parts)  # type: ignore[arg-type]
+
+    def _on_close(self, event: CloseConnection) -> None:
+        state = self._ws.state
+        if state is ConnectionState.REMOTE_CLOSING:  # the peer starts: answer with its code
+            self.close_code, self.close_reason = event.code, event.reason or ""
+            self.close_nowait(event.code, event.reason or "")
+        elif state is not ConnectionState.CLOSED:
+            # wsproto reports a protocol error as a close event without changing state; its
+            # parser is dead now, so fail the connection without waiting for the peer.
+            log.debug("protocol error", extra={"code": event.code, "reason": event.reason})
+            self._await_peer_close = False
+            self.close_nowait(event.code, event.reason or "")
+        # CLOSED: the peer answered our close; the handshake is complete.
+
+    def _peer_gone(self) -> None:
+        self._stream_failed = True
+        if self.close_code is None:
+            self.close_code = CloseReason.ABNORMAL_CLOSURE
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _write_loop(self) -> None:
+        """Write everything queued, one send_all per batch; after the close, the close frame."""
+        outbox = self._outbox_recv
+        try:
+            while True:
+                try:
+                    first = await outbox.receive()
+                except trio.EndOfChannel:
+                    break
+                batch = [first]
+                size = len(first)
+                while size < MAX_WRITE_BYTES:
+                    try:
+                        frame = outbox.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    batch.append(frame)
+                    size += len(frame)
+                await self._write(first if len(batch) == 1 else b"".join(batch))
+                self._frames_written += len(batch)
+            assert self._close_frame is not None  # only close_nowait closes the outbox
+            if self._close_frame:
+                await self._write(self._close_frame)
+                self._close_sent = True
+            if not self._await_peer_close and self._scope is not None:
+                self._scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._peer_gone()
+
+    async def _write(self, data: bytes) -> None:
+        self._writing = True
+        await self._stream.send_all(data)
+        self._writing = False
+        self._writes += 1
+        self._bytes_written += len(data)
+
+    async def _goodbye(self) -> None:
+        """Cancelled while open (shutdown): send 1001 and wait briefly for the peer's close."""
+        with trio.move_on_after(GOODBYE_S, shield=True):
+            try:
+                await self._stream.send_all(
+                    self._ws.send(CloseConnection(code=CloseReason.GOING_AWAY))
+                )
+                self.close_code = CloseReason.GOING_AWAY
+                self._close_sent = True
+                while True:
+                    data = await self._stream.receive_some(RECEIVE_BYTES)
+                    if not data:
+                        return
+                    self._ws.receive_data(bytes(data))  # bytes(bytes) is no copy
+                    # Messages after our close are dropped; any close (or error) ends the wait.
+                    if any(isinstance(e, CloseConnection) for e in self._ws.events()):
+                        return
+            except (trio.BrokenResourceError, trio.ClosedResourceError, LocalProtocolError):
+                return
+
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed(self.close_code or CloseReason.ABNORMAL_CLOSURE, self.close_reason)

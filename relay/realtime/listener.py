@@ -1,0 +1,264 @@
+"""The realtime listener: every WebSocket endpoint on one Trio-native TCP (or TLS) listener.
+
+WebSockets do not go through hypercorn (DESIGN §1): this listener reads the HTTP upgrade request
+with h11, lets wsproto check and answer it (no extension is ever accepted, so a client offering
+permessage-deflate gets an uncompressed connection), picks the endpoint by path and runs it with
+a `Connection`. Unknown paths get 404, requests that are not WebSocket upgrades 400 or 426, and
+a handshake that does not finish within `handshake_timeout_s` (TLS included) loses its TCP
+connection.
+
+Resource handling: `serve_realtime` owns the listening sockets; trio.serve_listeners runs one
+task per accepted connection in its own nursery. Each connection gets one nursery holding the
+endpoint and `Connection.run` (reader and writer). When the endpoint returns, the connection is
+closed with 1000; when the connection ends first, the endpoint gets ENDPOINT_GRACE_S to notice
+(its `receive` raises ConnectionClosed) and is then cancelled. Cancelling `serve_realtime`
+closes the listeners and every connection (each says 1001, see connection.py).
+
+Error handling: an endpoint's exception is logged (logger `relay.realtime`, with exc_info) and
+its connection closed with 1011; ConnectionClosed escaping an endpoint is a normal end. Nothing
+a client does, and no endpoint bug, stops the listener.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
+from urllib.parse import parse_qsl, urlsplit
+
+import h11
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, RejectConnection
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import RemoteProtocolError
+
+from relay.realtime.connection import (
+    CLOSE_TIMEOUT_S,
+    MAX_MESSAGE_BYTES,
+    OUTBOX_FRAMES,
+    Connection,
+    ConnectionClosed,
+)
+
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Awaitable, Callable, Mapping
+
+log = logging.getLogger("relay.realtime")
+
+HANDSHAKE_TIMEOUT_S = 10.0
+MAX_REQUEST_HEAD_BYTES = 16 * 1024
+ENDPOINT_GRACE_S = 1.0  # an endpoint may finish on its own this long after its connection ended
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The upgrade request an endpoint was chosen for."""
+
+    path: str
+    query: Mapping[str, str]  # the first value of each query parameter
+    headers: Mapping[str, str]  # lower-case names; repeated headers joined with ", "
+    remote: tuple[str, int] | None  # the client's address and port
+    subprotocols: list[str] = field(default_factory=list)  # offered, none is accepted yet
+
+
+Endpoint: TypeAlias = "Callable[[Connection, Request], Awaitable[None]]"
+
+
+async def serve_realtime(
+    endpoints: Mapping[str, Endpoint],
+    host: str | None,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+    outbox_frames: int = OUTBOX_FRAMES,
+    close_timeout_s: float = CLOSE_TIMEOUT_S,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve `endpoints` (path -> endpoint) until cancelled.
+
+    Reports the bound URLs (e.g. ["ws://127.0.0.1:41234"], "wss://" with `ssl_context`)
+    through task_status once listening; port 0 picks a free port.
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    scheme = "wss" if ssl_context is not None else "ws"
+    urls = [
+        f"{scheme}://{_format_address(listener.socket.getsockname())}" for listener in listeners
+    ]
+    handler = partial(
+        _handle,
+        endpoints=dict(endpoints),
+        ssl_context=ssl_context,
+        handshake_timeout_s=handshake_timeout_s,
+        options={
+            "outbox_frames": outbox_frames,
+            "max_message_bytes": max_message_bytes,
+            "close_timeout_s": close_timeout_s,
+        },
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handler, listeners)
+        log.debug("realtime listener ready", extra={"urls": " ".join(urls)})
+        task_status.started(urls)
+    raise AssertionError("serve_listeners returned")  # pragma: no cover
+
+
+def _format_address(address: Any) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _handle(
+    stream: trio.SocketStream,
+    *,
+    endpoints: dict[str, Endpoint],
+    ssl_context: ssl.SSLContext | None,
+    handshake_timeout_s: float,
+    options: dict[str, Any],
+) -> None:
+    """One TCP connection: handshake, then the endpoint. Never raises (but Cancelled)."""
+    try:
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        peer = stream.socket.getpeername()
+        remote = (str(peer[0]), int(peer[1]))
+    except OSError:  # already reset by the client
+        await trio.aclose_forcefully(stream)
+        return
+    transport: trio.abc.Stream = stream
+    if ssl_context is not None:
+        transport = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
+    try:
+        accepted = None
+        with trio.move_on_after(handshake_timeout_s) as timeout:
+            accepted = await _handshake(transport, endpoints, remote)
+        if timeout.cancelled_caught:
+            log.debug("handshake timed out", extra={"remote": remote})
+        if accepted is None:
+            await trio.aclose_forcefully(transport)
+            return
+        ws, request, endpoint = accepted
+        conn = Connection(transport, ws, **options)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run_endpoint, endpoint, conn, request)
+            await conn.run()
+            nursery.cancel_scope.deadline = trio.current_time() + ENDPOINT_GRACE_S
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        await trio.aclose_forcefully(transport)  # the client went away during the handshake
+    except Exception:
+        log.error("realtime connection failed", exc_info=True, extra={"remote": remote})
+        await trio.aclose_forcefully(transport)
+
+
+async def _handshake(
+    stream: trio.abc.Stream, endpoints: dict[str, Endpoint], remote: tuple[str, int]
+) -> tuple[WSConnection, Request, Endpoint] | None:
+    """Read the upgrade request and answer it: 101 (returned), or an HTTP error (None)."""
+    http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES)
+    while True:
+        try:
+            event = http.next_event()
+        except h11.RemoteProtocolError as e:
+            await _send_http_error(stream, http, e.error_status_hint)
+            return None
+        if isinstance(event, h11.Request):
+            break
+        if event is not h11.NEED_DATA:  # ConnectionClosed: the client left before asking
+            return None
+        data = bytes(await stream.receive_some(MAX_REQUEST_HEAD_BYTES))
+        # A request starts with a method name (after optional blank lines). Anything else
+        # (a TLS hello, WebSocket frames, binary junk) is refused now, not at the timeout.
+        start = (http.trailing_data[0] + data).lstrip(b"\r\n")[:1]
+        if start and not start.isalpha():
+            await _send_http_error(stream, http, 400)
+            return None
+        http.receive_data(data)
+
+    target = urlsplit(event.target.decode("ascii", "replace"))
+    headers: dict[str, str] = {}
+    for name, value in event.headers:
+        key = name.decode("ascii", "replace")
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    ws = WSConnection(ConnectionType.SERVER)
+    if event.method != b"GET":  # wsproto assumes GET (initiate_upgrade_connection)
+        await stream.send_all(
+            ws.send(RejectConnection(status_code=405, headers=[(b"Allow", b"GET")]))
+        )
+        return None
+    try:
+        ws.initiate_upgrade_connection(list(event.headers), event.target)
+        upgrade = next(ws.events())
+    except RemoteProtocolError as e:
+        reject: RejectConnection | None
+        if "upgrade" not in headers:  # plain HTTP: say how to talk to this port
+            reject = RejectConnection(
+                status_code=426, headers=[(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade")]
+            )
+        else:
+            reject = e.event_hint if isinstance(e.event_hint, RejectConnection) else None
+        await stream.send_all(ws.send(reject or RejectConnection(status_code=400)))
+        log.debug("not a WebSocket upgrade", extra={"remote": remote, "reason": str(e)})
+        return None
+    if event.http_version != b"1.1":  # RFC 6455 §4.1; wsproto would take HTTP/1.0
+        await stream.send_all(ws.send(RejectConnection(status_code=400)))
+        return None
+    endpoint = endpoints.get(target.path)
+    if endpoint is None:
+        await stream.send_all(ws.send(RejectConnection(status_code=404)))
+        return None
+    query: dict[str, str] = {}
+    for param, param_value in parse_qsl(target.query, keep_blank_values=True):
+        query.setdefault(param, param_value)
+    request = Request(
+        path=target.path,
+        query=query,
+        headers=headers,
+        remote=remote,
+        subprotocols=list(getattr(upgrade, "subprotocols", [])),
+    )
+    # No extensions: permessage-deflate offers are declined by omission.
+    await stream.send_all(ws.send(AcceptConnection()))
+    # Bytes the client sent right after its request (pipelined frames) belong to wsproto now.
+    trailing, _ = http.trailing_data
+    if trailing:
+        ws.receive_data(bytes(trailing))
+    return ws, request, endpoint
+
+
+async def _send_http_error(stream: trio.abc.Stream, http: h11.Connection, status: int) -> None:
+    """Best effort: a bare error response before closing on a malformed request."""
+    response = h11.Response(
+        status_code=status, headers=[(b"content-length", b"0"), (b"connection", b"close")]
+    )
+    try:
+        await stream.send_all(http.send(response) or b"")
+    except h11.LocalProtocolError:
+        return
+
+
+async def _run_endpoint(endpoint: Endpoint, conn: Connection, request: Request) -> None:
+    try:
+        await endpoint(conn, request)
+    except Exception as e:
+        if _is_connection_closed(e):
+            return
+        log.error(
+            "realtime endpoint failed",
+            exc_info=True,
+            extra={"path": request.path, "remote": request.remote},
+        )
+        conn.close_nowait(CloseReason.INTERNAL_ERROR, "internal error")
+    else:
+        conn.close_nowait(CloseReason.NORMAL_CLOSURE)
+
+
+def _is_connection_closed(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(ConnectionClosed)
+        return rest is None
+    return isinstance(exc, ConnectionClosed)

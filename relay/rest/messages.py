@@ -1,0 +1,342 @@
+"""Message routes: /v1/api/channels/{id}/messages/*, reactions, read acks and typing; and the
+read states that READY carries.
+
+New messages go through the channel's actor (`Hub.create_message`), which gives them their id
+and publishes MESSAGE_CREATE in the same order as history. Every other change is written first
+and announced after its commit through `Hub.dispatch_channel`, so it also travels the actor's
+queue and cannot overtake the message it is about.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import emoji as emoji_db
+import trio
+from quart import Blueprint, Response, request
+
+from actors import AskTimeout
+from relay.accounts import now_ms
+from relay.errors import BadRequest, NotFound, Unavailable
+from relay.ids import parse_id, timestamp_ms
+from relay.ratelimit import RateLimiter
+from relay.rest import message_bodies as bodies
+from relay.rest.http import (
+    body,
+    field_error,
+    iso,
+    json_response,
+    no_content,
+    principal,
+    snowflake,
+)
+from relay.storage import audience, messages
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+
+    from relay.runtime import Runtime
+    from relay.storage.audience import VisibleChannel
+    from relay.storage.messages import AuthorRow, MessageRow
+
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 50
+TYPING_EVERY_S = 5.0  # a user's typing in one channel is announced at most this often
+TYPING_KEYS = 50_000  # (user, channel) pairs remembered for that; the idlest are forgotten
+MAX_EMOJI_CHARS = 32  # longer than any emoji sequence; bounds the work is_emoji does
+
+
+def author_out(author: AuthorRow) -> bodies.Author:
+    return bodies.Author(
+        id=str(author.id), username=author.username, display_name=author.display_name
+    )
+
+
+def message_out(
+    row: MessageRow, *, for_event: bool = False, kind: type[bodies.Message] = bodies.Message
+) -> bodies.Message:
+    """The message object; `for_event` makes `reactions[].me` false (one payload for all)."""
+    return kind(
+        id=str(row.id),
+        channel_id=str(row.channel_id),
+        server_id=str(row.server_id) if row.server_id is not None else None,
+        author=author_out(row.author),
+        content=row.content,
+        nonce=row.nonce,
+        reply_to=str(row.reply_to) if row.reply_to is not None else None,
+        mentions=[str(u) for u in row.mentions],
+        reactions=[
+            bodies.Reaction(emoji=r.emoji, count=r.count, me=r.me and not for_event)
+            for r in row.reactions
+        ],
+        edited_at=iso(row.edited_at) if row.edited_at is not None else None,
+        created_at=iso(timestamp_ms(row.id)),
+    )
+
+
+def post_message(
+    db: Database,
+    message_id: int,
+    channel_id: int,
+    author_id: int,
+    content: str,
+    nonce: str | None,
+    reply_to: int | None,
+    mention_ids: list[int],
+    now: int,
+) -> tuple[bodies.Message, bool]:
+    """The channel actor's write function: `messages.create`, answered as the message object.
+
+    A new message has no reactions yet, so its object is also the MESSAGE_CREATE payload. A
+    repeated nonce answers the earlier message as a `RepeatedMessage` (same JSON, and `me` is
+    the author's, which is who is asking)."""
+    row, created = messages.create(
+        db, message_id, channel_id, author_id, content, nonce, reply_to, mention_ids, now
+    )
+    return message_out(row, kind=bodies.Message if created else bodies.RepeatedMessage), created
+
+
+async def read_states(rt: Runtime, user_id: int) -> list[bodies.ReadState]:
+    """For READY: read position, newest message and unread mention count of every channel the
+    user can see that takes messages (one query)."""
+    rows = await rt.store.read(messages.read_states, user_id)
+    return [
+        bodies.ReadState(
+            channel_id=str(r.channel_id),
+            last_read_id=str(r.last_read_id) if r.last_read_id else None,
+            last_message_id=str(r.last_message_id) if r.last_message_id is not None else None,
+            mention_count=r.mention_count,
+        )
+        for r in rows
+    ]
+
+
+def reaction_event(
+    channel_id: int, message_id: int, user_id: int, emoji: str
+) -> bodies.ReactionEvent:
+    return bodies.ReactionEvent(
+        message_id=str(message_id), channel_id=str(channel_id), user_id=str(user_id), emoji=emoji
+    )
+
+
+def content_of(text: str) -> str:
+    if not text.strip():
+        raise field_error("content", "must not be only whitespace")
+    return text
+
+
+def query_id(name: str) -> int | None:
+    text = request.args.get(name)
+    if text is None:
+        return None
+    value = parse_id(text)
+    if value is None:
+        raise field_error(name, "must be an id")
+    return value
+
+
+def query_limit() -> int:
+    text = request.args.get("limit")
+    if text is None:
+        return DEFAULT_LIMIT
+    # Length first: int() of thousands of digits is slow, and refused past 4300.
+    if not (0 < len(text) <= 3 and text.isascii() and text.isdigit()) or not (
+        1 <= int(text) <= MAX_LIMIT
+    ):
+        raise field_error("limit", f"must be an integer from 1 to {MAX_LIMIT}")
+    return int(text)
+
+
+def checked_emoji(text: str) -> str:
+    """The emoji of a reaction path segment (already URL-decoded): one emoji, nothing else."""
+    if len(text) > MAX_EMOJI_CHARS or not emoji_db.is_emoji(text):
+        raise BadRequest(f"not a single emoji: {text[:MAX_EMOJI_CHARS]!r}", code="invalid_emoji")
+    return text
+
+
+def messages_blueprint(rt: Runtime) -> Blueprint:
+    bp = Blueprint("messages", __name__, url_prefix="/v1/api/channels")
+    typing = RateLimiter(1, TYPING_EVERY_S, max_keys=TYPING_KEYS)
+
+    async def text_channel(user_id: int, channel_id: str) -> VisibleChannel:
+        """The channel if the user can see it (else 404) and it takes messages (else 400)."""
+        channel = await rt.store.read(
+            audience.visible_channel, snowflake(channel_id, "channel"), user_id
+        )
+        if channel is None:
+            raise NotFound("unknown channel", code="unknown_channel")
+        if channel.type not in messages.TEXT_TYPES:
+            raise BadRequest("this channel does not take messages", code="not_a_text_channel")
+        return channel
+
+    @bp.post("/<channel_id>/messages")
+    async def create_message(channel_id: str) -> Response:
+        who = principal(rt)
+        channel = await text_channel(who.user_id, channel_id)
+        data = await body(bodies.CreateMessage)
+        content = content_of(data.content)
+        reply_to = None
+        if data.reply_to is not None:
+            reply_to = parse_id(data.reply_to)
+            if reply_to is None:
+                raise field_error("reply_to", "must be a message id")
+        try:
+            payload = await rt.hub.create_message(
+                channel.id,
+                post_message,
+                channel.id,
+                who.user_id,
+                content,
+                data.nonce,
+                reply_to,
+                messages.parse_mentions(content),
+                now_ms(),
+            )
+        except AskTimeout:
+            # The write may still commit; a retry with the same nonce finds it.
+            raise Unavailable(
+                "the channel is too busy; retry with the same nonce", code="channel_busy"
+            ) from None
+        return json_response(payload, 200 if isinstance(payload, bodies.RepeatedMessage) else 201)
+
+    @bp.get("/<channel_id>/messages")
+    async def list_messages(channel_id: str) -> Response:
+        who = principal(rt)
+        channel = await text_channel(who.user_id, channel_id)
+        given = [name for name in ("before", "after", "around") if name in request.args]
+        if len(given) > 1:
+            reason = "give at most one of before, after and around"
+            raise BadRequest(reason, code="invalid_field", fields=dict.fromkeys(given, reason))
+        rows = await rt.store.read(
+            messages.history,
+            channel.id,
+            who.user_id,
+            before=query_id("before"),
+            after=query_id("after"),
+            around=query_id("around"),
+            limit=query_limit(),
+        )
+        return json_response([message_out(row) for row in rows])
+
+    @bp.get("/<channel_id>/messages/<message_id>")
+    async def get_message(channel_id: str, message_id: str) -> Response:
+        who = principal(rt)
+        channel = await text_channel(who.user_id, channel_id)
+        row = await rt.store.read(
+            messages.get, channel.id, snowflake(message_id, "message"), who.user_id
+        )
+        if row is None:
+            raise NotFound("unknown message", code="unknown_message")
+        return json_response(message_out(row))
+
+    @bp.patch("/<channel_id>/messages/<message_id>")
+    async def edit_message(channel_id: str, message_id: str) -> Response:
+        who = principal(rt)
+        channel = await text_channel(who.user_id, channel_id)
+        mid = snowflake(message_id, "message")
+        data = await body(bodies.EditMessage)
+        content = content_of(data.content)
+        row = await rt.store.write(
+            messages.edit,
+            channel.id,
+            mid,
+            who.user_id,
+            content,
+            messages.parse_mentions(content),
+            now_ms(),
+        )
+        await rt.hub.dispatch_channel(
+            channel.id, "MESSAGE_UPDATE", message_out(row, for_event=True)
+        )
+        return json_response(message_out(row))
+
+    @bp.delete("/<channel_id>/messages/<message_id>")
+    async def delete_message(channel_id: str, message_id: str) -> Response:
+        who = principal(rt)
+        channel = await text_channel(who.user_id, channel_id)
+        mid = snowflake(message_id, "message")
+        await rt.store.write(messages.delete, channel.id, mid, who.user_id)
+        await rt.hub.dispatch_channel(
+            channel.id,
+            "MESSAGE_DELETE",
+            bodies.MessageDeleted(id=str(mid), channel_id=str(channel.id)),
+        )
+        return no_content()
+
+    # -- reactions -----------------------------------------------------------------------------
+
+    @bp.put("/<channel_id>/messages/<message_id>/reactions/<emoji>/@me")
+    async def add_reaction(channel_id: str, message_id: str, emoji: str) -> Response:
+        who = principal(rt)
+        channel = await text_channel(who.user_id, channel_id)
+        mid = snowflake(message_id, "message")
+        emoji = checked_emoji(emoji)
+        added = await rt.store.write(
+            messages.add_reaction, channel.id, mid, who.user_id, emoji, now_ms()
+        )
+        if added:
+            await rt.hub.dispatch_channel(
+                channel.id,
+                "MESSAGE_REACTION_ADD",
+                reaction_event(channel.id, mid, who.user_id, emoji),
+            )
+        return no_content()
+
+    @bp.delete("/<channel_id>/messages/<message_id>/reactions/<emoji>/@me")
+    async def remove_reaction(channel_id: str, message_id: str, emoji: str) -> Response:
+        who = principal(rt)
+        channel = await text_channel(who.user_id, channel_id)
+        mid = snowflake(message_id, "message")
+        emoji = checked_emoji(emoji)
+        removed = await rt.store.write(
+            messages.remove_reaction, channel.id, mid, who.user_id, emoji
+        )
+        if removed:
+            await rt.hub.dispatch_channel(
+                channel.id,
+                "MESSAGE_REACTION_REMOVE",
+                reaction_event(channel.id, mid, who.user_id, emoji),
+            )
+        return no_content()
+
+    @bp.get("/<channel_id>/messages/<message_id>/reactions/<emoji>")
+    async def list_reactions(channel_id: str, message_id: str, emoji: str) -> Response:
+        who = principal(rt)
+        channel = await text_channel(who.user_id, channel_id)
+        mid = snowflake(message_id, "message")
+        emoji = checked_emoji(emoji)
+        rows = await rt.store.read(
+            messages.reactors, channel.id, mid, emoji, query_id("after") or 0, query_limit()
+        )
+        return json_response([author_out(row) for row in rows])
+
+    # -- read state and typing -----------------------------------------------------------------
+
+    @bp.post("/<channel_id>/messages/<message_id>/ack")
+    async def ack(channel_id: str, message_id: str) -> Response:
+        who = principal(rt)
+        channel = await text_channel(who.user_id, channel_id)
+        mid = snowflake(message_id, "message")
+        if await rt.store.write(messages.ack, who.user_id, channel.id, mid):
+            rt.hub.dispatch_user(
+                who.user_id,
+                "MESSAGE_ACK",
+                bodies.MessageAck(channel_id=str(channel.id), message_id=str(mid)),
+            )
+        return no_content()
+
+    @bp.post("/<channel_id>/typing")
+    async def start_typing(channel_id: str) -> Response:
+        who = principal(rt)
+        channel = await text_channel(who.user_id, channel_id)
+        if typing.hit(f"{who.user_id}:{channel.id}", trio.current_time()).allowed:
+            await rt.hub.dispatch_channel(
+                channel.id,
+                "TYPING_START",
+                bodies.TypingStart(
+                    channel_id=str(channel.id), user_id=str(who.user_id), timestamp=iso(now_ms())
+                ),
+            )
+        return no_content()
+
+    return bp

@@ -1,0 +1,417 @@
+"""Queries for messages: create (with nonce dedup and mentions), history, edit, delete,
+reactions and read state.
+
+Plain sync functions over a sqlite-utils Database, `db` first; the Store runs them in its writer
+or reader threads. Whole messages are assembled with a fixed number of queries however many are
+asked for (rows, then their mentions, then their reaction counts), never one query per message.
+Write functions check what they depend on inside their own transaction, so a check and its write
+cannot be raced (a nonce seen twice, a message deleted between the route's check and the write).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from relay.errors import BadRequest, Forbidden, NotFound, Unprocessable
+from relay.ids import EPOCH_MS, SEQUENCE_BITS, WORKER_BITS, parse_id
+from relay.storage.audience import visible_channel
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlite_utils import Database
+
+TEXT_TYPES = frozenset({"text", "dm"})  # the channel types that take messages
+NONCE_WINDOW_MS = 10 * 60 * 1000  # a nonce repeated by its author within this returns the first
+MAX_MENTIONS = 100  # mentions stored per message
+MAX_REACTION_EMOJI = 20  # distinct emoji per message
+MAX_ID = (1 << 63) - 1  # SQLite's largest INTEGER; no snowflake reaches it
+_MENTION = re.compile(r"<@([0-9]{1,20})>")  # ASCII digits only: \d would take other scripts'
+
+
+class AuthorRow(msgspec.Struct, frozen=True):
+    id: int
+    username: str
+    display_name: str | None
+
+
+class ReactionCount(msgspec.Struct, frozen=True):
+    emoji: str
+    count: int
+    me: bool  # whether the viewer the message was read for is among them
+
+
+class MessageRow(msgspec.Struct, frozen=True):
+    id: int
+    channel_id: int
+    server_id: int | None
+    author: AuthorRow
+    content: str
+    nonce: str | None
+    reply_to: int | None
+    edited_at: int | None
+    mentions: list[int]  # ascending
+    reactions: list[ReactionCount]  # in the order each emoji was first used
+
+
+class ReadStateRow(msgspec.Struct, frozen=True):
+    channel_id: int
+    last_read_id: int  # 0: nothing read yet
+    last_message_id: int | None
+    mention_count: int
+
+
+def parse_mentions(content: str) -> list[int]:
+    """The user ids of the `<@id>` tokens in `content`, first occurrence first, without repeats.
+    Only canonical ids count (`<@007>` is text, not a mention)."""
+    seen: dict[int, None] = {}
+    for match in _MENTION.finditer(content):
+        user_id = parse_id(match.group(1))
+        if user_id is not None:
+            seen.setdefault(user_id)
+    return list(seen)
+
+
+def first_id_at(ms: int) -> int:
+    """The smallest snowflake made at or after Unix time `ms`."""
+    return max(0, ms - EPOCH_MS) << (WORKER_BITS + SEQUENCE_BITS)
+
+
+# -- reading whole messages ----------------------------------------------------------------------
+
+_SELECT = (
+    "SELECT m.id, m.channel_id, c.server_id, m.author_id, u.username, u.display_name,"
+    " m.content, m.nonce, m.reply_to, m.edited_at"
+    " FROM messages m JOIN users u ON u.id = m.author_id JOIN channels c ON c.id = m.channel_id"
+)
+
+
+def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[MessageRow]:
+    """Attach mentions and reaction counts to message rows (in the order given)."""
+    if not rows:
+        return []
+    ids = json.dumps([row[0] for row in rows])
+    mentions: dict[int, list[int]] = {}
+    for message_id, user_id in db.execute(
+        "SELECT message_id, user_id FROM message_mentions"
+        " WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY message_id, user_id",
+        (ids,),
+    ):
+        mentions.setdefault(message_id, []).append(user_id)
+    reactions: dict[int, list[ReactionCount]] = {}
+    for message_id, emoji, count, me in db.execute(
+        "SELECT message_id, emoji, count(*), coalesce(max(user_id = ?), 0) FROM reactions"
+        " WHERE message_id IN (SELECT value FROM json_each(?))"
+        " GROUP BY message_id, emoji ORDER BY message_id, min(created_at), emoji",
+        (viewer, ids),
+    ):
+        reactions.setdefault(message_id, []).append(ReactionCount(emoji, count, bool(me)))
+    return [
+        MessageRow(
+            id=row[0],
+            channel_id=row[1],
+            server_id=row[2],
+            author=AuthorRow(row[3], row[4], row[5]),
+            content=row[6],
+            nonce=row[7],
+            reply_to=row[8],
+            edited_at=row[9],
+            mentions=mentions.get(row[0], []),
+            reactions=reactions.get(row[0], []),
+        )
+        for row in rows
+    ]
+
+
+def get(db: Database, channel_id: int, message_id: int, viewer: int | None) -> MessageRow | None:
+    """One message of a channel; `viewer` decides `reactions[].me` (None: always false)."""
+    rows = db.execute(
+        f"{_SELECT} WHERE m.id = ? AND m.channel_id = ?", (message_id, channel_id)
+    ).fetchall()
+    found = _complete(db, rows, viewer)
+    return found[0] if found else None
+
+
+def history(
+    db: Database,
+    channel_id: int,
+    viewer: int | None,
+    *,
+    before: int | None = None,
+    after: int | None = None,
+    around: int | None = None,
+    limit: int = 50,
+) -> list[MessageRow]:
+    """Up to `limit` messages, oldest first: the newest ones, those just before or just after
+    an id, or those around one (`limit // 2` older than it, the rest from it on)."""
+    where = f"{_SELECT} WHERE m.channel_id = ?"
+    if after is not None:
+        rows = db.execute(
+            f"{where} AND m.id > ? ORDER BY m.id LIMIT ?", (channel_id, after, limit)
+        ).fetchall()
+    elif around is not None:
+        older = db.execute(
+            f"{where} AND m.id < ? ORDER BY m.id DESC LIMIT ?", (channel_id, around, limit // 2)
+        ).fetchall()
+        newer = db.execute(
+            f"{where} AND m.id >= ? ORDER BY m.id LIMIT ?",
+            (channel_id, around, limit - limit // 2),
+        ).fetchall()
+        rows = older[::-1] + newer
+    else:
+        below = before if before is not None else MAX_ID
+        rows = db.execute(
+            f"{where} AND m.id < ? ORDER BY m.id DESC LIMIT ?", (channel_id, below, limit)
+        ).fetchall()[::-1]
+    return _complete(db, rows, viewer)
+
+
+def _author_of(db: Database, channel_id: int, message_id: int) -> int:
+    """The author of a message of this channel; NotFound("unknown_message") if there is none."""
+    row = db.execute(
+        "SELECT author_id FROM messages WHERE id = ? AND channel_id = ?", (message_id, channel_id)
+    ).fetchone()
+    if row is None:
+        raise NotFound("unknown message", code="unknown_message")
+    return int(row[0])
+
+
+def _visible_users(
+    db: Database, channel_id: int, server_id: int | None, candidates: list[int]
+) -> list[int]:
+    """Those of `candidates` who can see the channel, in the order given, at most MAX_MENTIONS."""
+    if not candidates:
+        return []
+    ids = json.dumps(candidates)
+    if server_id is None:
+        sql = (
+            "SELECT user_id FROM dm_recipients"
+            " WHERE channel_id = ? AND user_id IN (SELECT value FROM json_each(?))"
+        )
+        scope = channel_id
+    else:
+        sql = (
+            "SELECT user_id FROM members"
+            " WHERE server_id = ? AND user_id IN (SELECT value FROM json_each(?))"
+        )
+        scope = server_id
+    allowed = {row[0] for row in db.execute(sql, (scope, ids))}
+    return [u for u in candidates if u in allowed][:MAX_MENTIONS]
+
+
+def _store_mentions(
+    db: Database, message_id: int, channel_id: int, server_id: int | None, candidates: list[int]
+) -> None:
+    db.execute("DELETE FROM message_mentions WHERE message_id = ?", (message_id,))
+    for user_id in _visible_users(db, channel_id, server_id, candidates):
+        db.execute(
+            "INSERT INTO message_mentions (message_id, user_id, channel_id) VALUES (?, ?, ?)",
+            (message_id, user_id, channel_id),
+        )
+
+
+def _advance_read_state(db: Database, user_id: int, channel_id: int, message_id: int) -> bool:
+    cursor = db.execute(
+        "INSERT INTO read_states (user_id, channel_id, last_read_id) VALUES (?, ?, ?)"
+        " ON CONFLICT (user_id, channel_id) DO UPDATE SET last_read_id = excluded.last_read_id"
+        " WHERE excluded.last_read_id > read_states.last_read_id",
+        (user_id, channel_id, message_id),
+    )
+    return cursor.rowcount == 1
+
+
+# -- writes --------------------------------------------------------------------------------------
+
+
+def create(
+    db: Database,
+    message_id: int,
+    channel_id: int,
+    author_id: int,
+    content: str,
+    nonce: str | None,
+    reply_to: int | None,
+    mention_ids: list[int],
+    now_ms: int,
+) -> tuple[MessageRow, bool]:
+    """Store a message and return it with True; or, if the author sent the same nonce to this
+    channel within NONCE_WINDOW_MS, return that message with False and store nothing.
+
+    Mentions keep only users who can see the channel. The channel's last_message_id moves to
+    the new message, and so does the author's read state (one's own message is read).
+
+    Raises NotFound("unknown_channel"), BadRequest("not_a_text_channel" | "invalid_field" for a
+    reply_to that is not a message of this channel).
+    """
+    channel = visible_channel(db, channel_id, author_id)
+    if channel is None:
+        raise NotFound("unknown channel", code="unknown_channel")
+    if channel.type not in TEXT_TYPES:
+        raise BadRequest("this channel does not take messages", code="not_a_text_channel")
+    if nonce is not None:
+        row = db.execute(
+            "SELECT id FROM messages WHERE author_id = ? AND nonce = ? AND channel_id = ?"
+            " AND id >= ? ORDER BY id LIMIT 1",
+            (author_id, nonce, channel_id, first_id_at(now_ms - NONCE_WINDOW_MS)),
+        ).fetchone()
+        if row is not None:
+            first = get(db, channel_id, row[0], author_id)
+            assert first is not None
+            return first, False
+    if reply_to is not None:
+        found = db.execute(
+            "SELECT 1 FROM messages WHERE id = ? AND channel_id = ?", (reply_to, channel_id)
+        ).fetchone()
+        if found is None:
+            reason = "not a message of this channel"
+            raise BadRequest(
+                f"reply_to: {reason}", code="invalid_field", fields={"reply_to": reason}
+            )
+    db.execute(
+        "INSERT INTO messages (id, channel_id, author_id, content, nonce, reply_to)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (message_id, channel_id, author_id, content, nonce, reply_to),
+    )
+    _store_mentions(db, message_id, channel_id, channel.server_id, mention_ids)
+    db.execute(
+        "UPDATE channels SET last_message_id = ? WHERE id = ?"
+        " AND (last_message_id IS NULL OR last_message_id < ?)",
+        (message_id, channel_id, message_id),
+    )
+    _advance_read_state(db, author_id, channel_id, message_id)
+    message = get(db, channel_id, message_id, author_id)
+    assert message is not None
+    return message, True
+
+
+def edit(
+    db: Database,
+    channel_id: int,
+    message_id: int,
+    editor_id: int,
+    content: str,
+    mention_ids: list[int],
+    now_ms: int,
+) -> MessageRow:
+    """Replace a message's content (its author only), set edited_at, re-store its mentions.
+
+    Raises NotFound("unknown_message"), Forbidden("not_author").
+    """
+    if _author_of(db, channel_id, message_id) != editor_id:
+        raise Forbidden("only the author can edit a message", code="not_author")
+    db.execute(
+        "UPDATE messages SET content = ?, edited_at = ? WHERE id = ?",
+        (content, now_ms, message_id),
+    )
+    server_id = db.execute("SELECT server_id FROM channels WHERE id = ?", (channel_id,)).fetchone()
+    _store_mentions(db, message_id, channel_id, server_id[0], mention_ids)
+    message = get(db, channel_id, message_id, editor_id)
+    assert message is not None
+    return message
+
+
+def delete(db: Database, channel_id: int, message_id: int, user_id: int) -> None:
+    """Delete a message (its author only) with its mentions and reactions.
+
+    Raises NotFound("unknown_message"), Forbidden("not_author").
+    """
+    if _author_of(db, channel_id, message_id) != user_id:
+        raise Forbidden("only the author can delete a message", code="not_author")
+    db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+    db.execute(
+        "UPDATE channels SET last_message_id ="
+        " (SELECT max(id) FROM messages WHERE channel_id = ?) WHERE id = ? AND last_message_id = ?",
+        (channel_id, channel_id, message_id),
+    )
+
+
+def add_reaction(
+    db: Database,
+    channel_id: int,
+    message_id: int,
+    user_id: int,
+    emoji: str,
+    now_ms: int,
+    max_emoji: int = MAX_REACTION_EMOJI,
+) -> bool:
+    """Add the user's reaction; False if it was already there.
+
+    Raises NotFound("unknown_message"), Unprocessable("too_many_reactions") for a new emoji on
+    a message that already has `max_emoji` different ones.
+    """
+    _author_of(db, channel_id, message_id)
+    used = db.execute(
+        "SELECT 1 FROM reactions WHERE message_id = ? AND emoji = ? LIMIT 1", (message_id, emoji)
+    ).fetchone()
+    if used is None:
+        distinct = db.execute(
+            "SELECT count(DISTINCT emoji) FROM reactions WHERE message_id = ?", (message_id,)
+        ).fetchone()[0]
+        if distinct >= max_emoji:
+            raise Unprocessable(
+                f"a message takes at most {max_emoji} different reactions",
+                code="too_many_reactions",
+            )
+    cursor = db.execute(
+        "INSERT INTO reactions (message_id, emoji, user_id, created_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
+        (message_id, emoji, user_id, now_ms),
+    )
+    return cursor.rowcount == 1
+
+
+def remove_reaction(
+    db: Database, channel_id: int, message_id: int, user_id: int, emoji: str
+) -> bool:
+    """Remove the user's reaction; False if there was none. Raises NotFound("unknown_message")."""
+    _author_of(db, channel_id, message_id)
+    cursor = db.execute(
+        "DELETE FROM reactions WHERE message_id = ? AND emoji = ? AND user_id = ?",
+        (message_id, emoji, user_id),
+    )
+    return cursor.rowcount == 1
+
+
+def reactors(
+    db: Database, channel_id: int, message_id: int, emoji: str, after: int, limit: int
+) -> list[AuthorRow]:
+    """Users who reacted with `emoji`, by ascending id after `after`.
+    Raises NotFound("unknown_message")."""
+    _author_of(db, channel_id, message_id)
+    rows = db.execute(
+        "SELECT u.id, u.username, u.display_name FROM reactions r JOIN users u ON u.id = r.user_id"
+        " WHERE r.message_id = ? AND r.emoji = ? AND r.user_id > ? ORDER BY r.user_id LIMIT ?",
+        (message_id, emoji, after, limit),
+    ).fetchall()
+    return [AuthorRow(*row) for row in rows]
+
+
+def ack(db: Database, user_id: int, channel_id: int, message_id: int) -> bool:
+    """Move the user's read position in the channel forward to `message_id`; False if it was
+    already there or further. Raises NotFound("unknown_message")."""
+    _author_of(db, channel_id, message_id)
+    return _advance_read_state(db, user_id, channel_id, message_id)
+
+
+def read_states(db: Database, user_id: int) -> list[ReadStateRow]:
+    """Read position, newest message and unread mentions of every channel the user can see
+    that takes messages (text channels of their servers, their DMs): one query."""
+    rows = db.execute(
+        "WITH visible (id, last_message_id) AS ("
+        "  SELECT c.id, c.last_message_id FROM members m"
+        "  JOIN channels c ON c.server_id = m.server_id AND c.type = 'text' WHERE m.user_id = ?1"
+        "  UNION ALL"
+        "  SELECT c.id, c.last_message_id FROM dm_recipients r"
+        "  JOIN channels c ON c.id = r.channel_id AND c.type = 'dm' WHERE r.user_id = ?1)"
+        " SELECT v.id, coalesce(s.last_read_id, 0) AS read_id, v.last_message_id,"
+        "  (SELECT count(*) FROM message_mentions mm WHERE mm.user_id = ?1"
+        "   AND mm.channel_id = v.id AND mm.message_id > coalesce(s.last_read_id, 0))"
+        " FROM visible v LEFT JOIN read_states s ON s.user_id = ?1 AND s.channel_id = v.id"
+        " ORDER BY v.id",
+        (user_id,),
+    ).fetchall()
+    return [ReadStateRow(*row) for row in rows]

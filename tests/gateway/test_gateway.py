@@ -1,0 +1,415 @@
+"""The chat gateway end to end: real server, real WebSocket clients (trio-websocket), events
+produced by real REST calls."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+import trio_websocket
+from wsproto.events import AcceptConnection, CloseConnection, TextMessage
+
+from relay.client import GatewayClosed, open_gateway, open_websocket
+from tests.gateway.conftest import join, new_member
+from tests.realtime.clients import TEXT, RawClient, masked, split_url
+
+if TYPE_CHECKING:
+    from relay.client import Gateway
+    from tests.conftest import RunningServer
+    from tests.gateway.conftest import Member
+
+
+async def setup_pair(server: RunningServer) -> tuple[Member, Member, dict[str, Any]]:
+    alice = await new_member(server, "alice")
+    bob = await new_member(server, "bob")
+    guild = await alice.client.call("POST", "/v1/api/servers", {"name": "Home"})
+    await join(alice, [bob], guild["id"])
+    return alice, bob, guild
+
+
+def text_channel(guild: dict[str, Any]) -> str:
+    return str(next(c["id"] for c in guild["channels"] if c["type"] == "text"))
+
+
+async def post(member: Member, channel_id: str, content: str) -> dict[str, Any]:
+    result: dict[str, Any] = await member.client.call(
+        "POST", f"/v1/api/channels/{channel_id}/messages", {"content": content}
+    )
+    return result
+
+
+async def test_hello_identify_ready(gateway_server: RunningServer) -> None:
+    alice, _, guild = await setup_pair(gateway_server)
+    with trio.fail_after(10):
+        async with open_gateway(gateway_server.ws_url) as gw:
+            assert gw.hello["heartbeat_interval"] == 41250
+            ready = await gw.identify(alice.token)
+            assert gw.seq == 1
+            assert ready["user"]["id"] == alice.user_id
+            assert [s["id"] for s in ready["servers"]] == [guild["id"]]
+            names = {c["name"] for c in ready["servers"][0]["channels"]}
+            assert {"general", "General"} <= names
+            assert isinstance(ready["session_id"], str)
+            assert any(r["channel_id"] == text_channel(guild) for r in ready["read_states"])
+            await gw.heartbeat()
+            ops: list[int] = []
+            while not ops or ops[-1] != 11:
+                ops.append((await gw.receive())["op"])
+            assert set(ops) <= {0, 11}  # dispatches (e.g. her own PRESENCE_UPDATE), then the ack
+
+
+async def test_two_clients_see_each_other(gateway_server: RunningServer) -> None:
+    alice, bob, guild = await setup_pair(gateway_server)
+    channel = text_channel(guild)
+    with trio.fail_after(15):
+        async with (
+            open_gateway(gateway_server.ws_url) as a,
+            open_gateway(gateway_server.ws_url, encoding="msgpack") as b,
+        ):
+            await a.identify(alice.token)
+            await b.identify(bob.token)
+            presence = await a.dispatch("PRESENCE_UPDATE")
+            while presence["d"]["user_id"] != bob.user_id:
+                presence = await a.dispatch("PRESENCE_UPDATE")
+            assert presence["d"]["status"] == "online"
+
+            message = await post(alice, channel, "hello <@" + bob.user_id + ">")
+            created = (await b.dispatch("MESSAGE_CREATE"))["d"]
+            assert created["id"] == message["id"]
+            assert created["mentions"] == [bob.user_id]
+            assert (await a.dispatch("MESSAGE_CREATE"))["d"]["id"] == message["id"]
+
+            path = f"/v1/api/channels/{channel}/messages/{message['id']}"
+            await alice.client.call("PATCH", path, {"content": "edited"})
+            assert (await b.dispatch("MESSAGE_UPDATE"))["d"]["content"] == "edited"
+
+            await bob.client.call("PUT", f"{path}/reactions/%F0%9F%91%8D/@me")
+            reaction = (await a.dispatch("MESSAGE_REACTION_ADD"))["d"]
+            assert (reaction["emoji"], reaction["user_id"]) == ("👍", bob.user_id)
+
+            await bob.client.call("POST", f"/v1/api/channels/{channel}/typing")
+            typing = (await a.dispatch("TYPING_START"))["d"]
+            assert typing["user_id"] == bob.user_id
+
+            await alice.client.call("DELETE", path)
+            assert (await b.dispatch("MESSAGE_DELETE"))["d"]["id"] == message["id"]
+
+            await b.send(3, {"status": "dnd", "activity": "reading"})
+            presence = await a.dispatch("PRESENCE_UPDATE")
+            assert presence["d"] == {"user_id": bob.user_id, "status": "dnd", "activity": "reading"}
+        # Bob's last session is gone: after the grace period Alice's new session sees offline.
+
+
+async def test_presence_goes_offline_after_last_session(gateway_server: RunningServer) -> None:
+    alice, bob, _ = await setup_pair(gateway_server)
+    with trio.fail_after(10):
+        async with open_gateway(gateway_server.ws_url) as a:
+            await a.identify(alice.token)
+            async with open_gateway(gateway_server.ws_url) as b:
+                await b.identify(bob.token)
+                while (await a.dispatch("PRESENCE_UPDATE"))["d"]["user_id"] != bob.user_id:
+                    pass
+            while True:
+                update = (await a.dispatch("PRESENCE_UPDATE"))["d"]
+                if update["user_id"] == bob.user_id:
+                    break
+            assert update["status"] == "offline"
+
+
+async def test_500_messages_from_10_posters_arrive_once_in_history_order(
+    gateway_server: RunningServer,
+) -> None:
+    owner = await new_member(gateway_server, "owner")
+    guild = await owner.client.call("POST", "/v1/api/servers", {"name": "Busy"})
+    posters = [await new_member(gateway_server, f"poster{i}") for i in range(10)]
+    await join(owner, posters, guild["id"])
+    channel = text_channel(guild)
+    received: dict[str, list[str]] = {}
+
+    async def listen(name: str, token: str, ready: trio.Event) -> None:
+        async with open_gateway(gateway_server.ws_url) as gw:
+            await gw.identify(token)
+            ready.set()
+            ids = received.setdefault(name, [])
+            while len(ids) < 500:
+                ids.append((await gw.dispatch("MESSAGE_CREATE"))["d"]["id"])
+
+    async def send_50(member: Member) -> None:
+        for i in range(50):
+            await post(member, channel, f"message {i}")
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            listeners = [("owner", owner.token)] + [
+                (f"p{i}", p.token) for i, p in enumerate(posters[:3])
+            ]
+            for name, token in listeners:
+                ready = trio.Event()
+                nursery.start_soon(listen, name, token, ready)
+                await ready.wait()
+            async with trio.open_nursery() as senders:
+                for poster in posters:
+                    senders.start_soon(send_50, poster)
+
+    history: list[str] = []
+    after = "1"
+    while True:
+        page = await owner.client.call(
+            "GET", f"/v1/api/channels/{channel}/messages?after={after}&limit=100"
+        )
+        if not page:
+            break
+        history.extend(m["id"] for m in page)
+        after = page[-1]["id"]
+    assert len(history) == 500
+    assert len(set(history)) == 500
+    for name, ids in received.items():
+        assert ids == history, name
+
+
+async def test_resume_replays_exactly_what_was_missed(gateway_server: RunningServer) -> None:
+    alice, bob, guild = await setup_pair(gateway_server)
+    channel = text_channel(guild)
+    with trio.fail_after(15):
+        async with open_gateway(gateway_server.ws_url) as b:
+            await b.identify(bob.token)
+            first = await post(alice, channel, "before the drop")
+            assert (await b.dispatch("MESSAGE_CREATE"))["d"]["id"] == first["id"]
+            session_id, seq = b.session_id, b.seq
+        assert session_id is not None
+        missed = [(await post(alice, channel, f"missed {i}"))["id"] for i in range(5)]
+        async with open_gateway(gateway_server.ws_url) as b2:
+            await b2.resume(bob.token, session_id, seq)
+            replayed = []
+            while True:
+                frame = await b2.dispatch()
+                if frame["t"] == "RESUMED":
+                    break
+                if frame["t"] == "MESSAGE_CREATE":
+                    replayed.append(frame["d"]["id"])
+            assert replayed == missed
+            live = await post(alice, channel, "after the resume")
+            assert (await b2.dispatch("MESSAGE_CREATE"))["d"]["id"] == live["id"]
+
+        # A session id nobody has, or someone else's: INVALID_SESSION (d = false).
+        async with open_gateway(gateway_server.ws_url) as b3:
+            await b3.resume(alice.token, session_id, 0)
+            frame = await b3.receive()
+            assert (frame["op"], frame["d"]) == (9, False)
+            await b3.resume(bob.token, "no-such-session", 0)
+            frame = await b3.receive()
+            assert (frame["op"], frame["d"]) == (9, False)
+
+
+@pytest.mark.settings(replay_size=3)
+async def test_resume_after_the_buffer_overflowed_is_invalid(
+    gateway_server: RunningServer,
+) -> None:
+    alice, bob, guild = await setup_pair(gateway_server)
+    channel = text_channel(guild)
+    with trio.fail_after(15):
+        async with open_gateway(gateway_server.ws_url) as b:
+            await b.identify(bob.token)
+            session_id, seq = b.session_id, b.seq
+        assert session_id is not None
+        for i in range(5):
+            await post(alice, channel, f"missed {i}")
+        async with open_gateway(gateway_server.ws_url) as b2:
+            await b2.resume(bob.token, session_id, seq)
+            frame = await b2.receive()
+            assert (frame["op"], frame["d"]) == (9, False)
+            # The session is gone for good; IDENTIFY starts a new one on the same socket.
+            await b2.identify(bob.token)
+
+
+async def test_channel_actor_crash_is_restarted_and_delivery_goes_on(
+    gateway_server: RunningServer,
+) -> None:
+    alice, bob, guild = await setup_pair(gateway_server)
+    channel = text_channel(guild)
+    with trio.fail_after(15):
+        async with open_gateway(gateway_server.ws_url) as b:
+            await b.identify(bob.token)
+            await post(alice, channel, "one")
+            await b.dispatch("MESSAGE_CREATE")
+            await gateway_server.runtime.hub.inject_fault(int(channel))
+            second = await post(alice, channel, "two")
+            assert (await b.dispatch("MESSAGE_CREATE"))["d"]["id"] == second["id"]
+
+
+async def test_non_members_get_nothing(gateway_server: RunningServer) -> None:
+    alice, bob, guild = await setup_pair(gateway_server)
+    eve = await new_member(gateway_server, "eve")
+    channel = text_channel(guild)
+    with trio.fail_after(15):
+        async with (
+            open_gateway(gateway_server.ws_url) as e,
+            open_gateway(gateway_server.ws_url) as b,
+        ):
+            ready = await e.identify(eve.token)
+            assert ready["servers"] == []
+            await b.identify(bob.token)
+            response = await eve.client.request("GET", f"/v1/api/servers/{guild['id']}/channels")
+            assert response.status_code == 404
+            await post(alice, channel, "members only")
+            await b.dispatch("MESSAGE_CREATE")
+            # Up to her heartbeat's ack Eve got nothing of that server (her own presence only).
+            await e.heartbeat()
+            seen: list[tuple[int, str | None]] = []
+            while not seen or seen[-1] != (11, None):
+                frame = await e.receive()
+                seen.append((frame["op"], frame.get("t")))
+            assert set(seen) <= {(0, "PRESENCE_UPDATE"), (11, None)}, seen
+
+
+async def expect_close(gw: Gateway) -> int | None:
+    with trio.fail_after(5):
+        while True:
+            try:
+                await gw.receive()
+            except GatewayClosed as closed:
+                return closed.code
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ('{"op": 99, "d": null}', 4001),
+        ('{"op": 0, "d": null}', 4001),
+        ('{"op": 2}', 4002),
+        ("not json", 4002),
+        ('{"op": 2, "d": {"token": 5}}', 4002),
+        ('{"op": 3, "d": {"status": "online"}}', 4003),
+        ('{"op": 2, "d": {"token": "forged"}}', 4004),
+    ],
+)
+async def test_close_codes_for_bad_frames(
+    gateway_server: RunningServer, frame: str, code: int
+) -> None:
+    async with open_gateway(gateway_server.ws_url) as gw:
+        await gw.ws.send_message(frame)
+        assert await expect_close(gw) == code
+
+
+async def test_identify_twice_is_4005(gateway_server: RunningServer) -> None:
+    alice, _, _ = await setup_pair(gateway_server)
+    async with open_gateway(gateway_server.ws_url) as gw:
+        await gw.identify(alice.token)
+        await gw.send(2, {"token": alice.token})
+        assert await expect_close(gw) == 4005
+
+
+async def test_resume_with_future_seq_is_4007(gateway_server: RunningServer) -> None:
+    alice, _, _ = await setup_pair(gateway_server)
+    async with open_gateway(gateway_server.ws_url) as gw:
+        await gw.identify(alice.token)
+        session_id = gw.session_id
+    assert session_id is not None
+    async with open_gateway(gateway_server.ws_url) as gw:
+        await gw.resume(alice.token, session_id, 1000)
+        assert await expect_close(gw) == 4007
+
+
+@pytest.mark.settings(gateway_rate=5)
+async def test_rate_limit_is_4008(gateway_server: RunningServer) -> None:
+    async with open_gateway(gateway_server.ws_url) as gw:
+        for _ in range(6):
+            await gw.heartbeat()
+        assert await expect_close(gw) == 4008
+
+
+@pytest.mark.settings(heartbeat_interval_s=0.3, heartbeat_grace_s=0.2)
+async def test_missed_heartbeat_is_4009(gateway_server: RunningServer) -> None:
+    async with open_gateway(gateway_server.ws_url) as gw:
+        assert gw.hello["heartbeat_interval"] == 300
+        assert await expect_close(gw) == 4009
+
+
+async def test_unknown_encoding_is_4012(gateway_server: RunningServer) -> None:
+    url = f"{gateway_server.ws_url}/v1/gateway?encoding=xml"
+    async with open_websocket(url) as ws:
+        with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason is not None
+    assert closed.value.reason.code == 4012
+
+
+@pytest.mark.settings(max_frame_bytes=1024)
+async def test_oversize_frame_is_refused(gateway_server: RunningServer) -> None:
+    async with open_gateway(gateway_server.ws_url) as gw:
+        await gw.ws.send_message('{"op": 1, "d": null, "t": "' + "x" * 2000 + '"}')
+        assert await expect_close(gw) == 1009
+
+
+@pytest.mark.settings(outbox_frames=4)
+async def test_slow_consumer_is_cut_off_and_can_resume(gateway_server: RunningServer) -> None:
+    alice, bob, guild = await setup_pair(gateway_server)
+    carol = await new_member(gateway_server, "carol")
+    await join(alice, [carol], guild["id"])
+    channel = text_channel(guild)
+    total = 200
+    with trio.fail_after(60):
+        # Bob reads his READY and then nothing: a tiny receive buffer makes TCP push back soon.
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, port = split_url(gateway_server.ws_url)
+        await sock.connect((host, port))
+        slow = RawClient(trio.SocketStream(sock))
+        async with slow.stream:
+            assert isinstance(await slow.handshake("/v1/gateway"), AcceptConnection)
+            assert isinstance(await slow.next_event(), TextMessage)  # HELLO
+            identify = json.dumps({"op": 2, "d": {"token": bob.token}}).encode()
+            await slow.send(masked(TEXT, identify))
+            ready = await slow.next_event()
+            assert isinstance(ready, TextMessage)
+            session_id = json.loads(ready.data)["d"]["session_id"]
+
+            seen: list[str] = []
+
+            async def carol_reads(gw: Gateway) -> None:
+                while len(seen) < total:
+                    seen.append((await gw.dispatch("MESSAGE_CREATE"))["d"]["id"])
+
+            async with open_gateway(gateway_server.ws_url) as c, trio.open_nursery() as nursery:
+                await c.identify(carol.token)
+                nursery.start_soon(carol_reads, c)
+                posted = [
+                    (await post(alice, channel, f"{i:04d}" + "x" * 3996))["id"]
+                    for i in range(total)
+                ]
+            assert seen == posted  # Carol got everything, in order, despite Bob
+
+            # Bob's socket: what was queued before the cut, then the slow-consumer close.
+            got: list[str] = []
+            text = ""
+            while True:
+                event = await slow.next_event()
+                assert event is not None, "closed without a close frame"
+                if isinstance(event, CloseConnection):
+                    assert event.code == 4010
+                    break
+                if isinstance(event, TextMessage):  # wsproto hands over partial messages
+                    text += event.data
+                    if not event.message_finished:
+                        continue
+                    frame, text = json.loads(text), ""
+                    if frame.get("t") == "MESSAGE_CREATE":
+                        got.append(frame["d"]["id"])
+                    last_seq = frame.get("s") or 0
+            assert got == posted[: len(got)]
+            assert len(got) < total
+
+        # The session survived the cut: RESUME gets exactly the rest.
+        async with open_gateway(gateway_server.ws_url) as b:
+            await b.resume(bob.token, session_id, last_seq)
+            rest = []
+            while True:
+                frame = await b.dispatch()
+                if frame["t"] == "RESUMED":
+                    break
+                if frame["t"] == "MESSAGE_CREATE":
+                    rest.append(frame["d"]["id"])
+            assert got + rest == posted

@@ -1,0 +1,164 @@
+"""Clients for tests. `ws_client` is trio-websocket over a stream the test owns (trio-websocket
+0.12 leaves its socket open when the server closes first). `RawClient`: wsproto does the
+handshake and parses what the server sends, while the test writes whatever bytes it likes
+(fragments, RSV bits, bad UTF-8, garbage)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import WebSocketConnection, wrap_client_stream
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Event, RejectConnection, Request
+
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import AsyncIterator, Sequence
+
+    from wsproto.extensions import Extension
+    from wsproto.typing import Headers
+
+TEXT, BINARY, CONTINUATION, CLOSE, PING = 0x1, 0x2, 0x0, 0x8, 0x9
+
+
+def masked(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:
+    """One client-to-server frame, masked as clients must; `rsv` is the 3 reserved bits."""
+    mask = os.urandom(4)
+    first = (0x80 if fin else 0) | (rsv & 0x7) << 4 | opcode
+    n = len(payload)
+    if n <= 125:
+        header = bytes((first, 0x80 | n))
+    elif n <= 0xFFFF:
+        header = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, n)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return header + mask + body
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    return code.to_bytes(2, "big") + reason.encode()
+
+
+def split_url(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    return parts.hostname, parts.port
+
+
+class RawClient:
+    """A TCP connection to the listener; `ws` parses the server's side of the conversation."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.response_head = b""
+        self._events: list[Event] = []
+
+    @classmethod
+    async def connect(cls, url: str) -> RawClient:
+        host, port = split_url(url)
+        return cls(await trio.open_tcp_stream(host, port))
+
+    async def handshake(
+        self,
+        path: str,
+        *,
+        extensions: Sequence[Extension] = (),
+        extra_headers: Headers | None = None,
+        then: bytes = b"",
+    ) -> Event:
+        """Send the upgrade request (and `then`, in the same write); return Accept or Reject."""
+        request = Request(
+            host="127.0.0.1",
+            target=path,
+            extensions=list(extensions),
+            extra_headers=extra_headers or [],
+        )
+        await self.stream.send_all(self.ws.send(request) + then)
+        while True:
+            for event in self.ws.events():
+                if isinstance(event, AcceptConnection | RejectConnection):
+                    return event
+                self._events.append(event)
+            data = await self.stream.receive_some(65536)
+            assert data, "the server closed before answering the handshake"
+            if not self.response_head:
+                self.response_head = bytes(data).partition(b"\r\n\r\n")[0]
+            self.ws.receive_data(bytes(data))
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def next_event(self) -> Event | None:
+        """The server's next event; None when the server closed the TCP connection."""
+        while not self._events:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                return None
+            self.ws.receive_data(bytes(data))
+            self._events.extend(self.ws.events())
+        return self._events.pop(0)
+
+    async def expect_close(self) -> CloseConnection:
+        """Skip to the server's close frame, answer it, and see the TCP connection end."""
+        while True:
+            event = await self.next_event()
+            assert event is not None, "TCP closed without a close frame"
+            if isinstance(event, CloseConnection):
+                break
+        # After a protocol error the server may not wait for our answer: fine.
+        with contextlib.suppress(trio.BrokenResourceError):
+            await self.send(masked(CLOSE, close_payload(event.code)))
+        await self.read_to_eof()
+        return event
+
+    async def read_to_eof(self) -> int:
+        """Read (and count) everything until the server closes the connection."""
+        total = 0
+        with contextlib.suppress(trio.BrokenResourceError):  # a reset is closed all the same
+            while data := await self.stream.receive_some(65536):
+                total += len(data)
+        return total
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+@asynccontextmanager
+async def ws_client(
+    url: str, *, ssl_context: ssl.SSLContext | None = None, max_message_size: int = 2**20
+) -> AsyncIterator[WebSocketConnection]:
+    """A trio-websocket client for `url` (ws:// or wss://, with path and query)."""
+    parts = urlsplit(url)
+    host, port = split_url(url)
+    resource = parts.path + (f"?{parts.query}" if parts.query else "")
+    tcp = await trio.open_tcp_stream(host, port)
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
+    if ssl_context is not None:
+        stream = trio.SSLStream(tcp, ssl_context, server_hostname=host)
+    async with stream, trio.open_nursery() as nursery:
+        ws = await wrap_client_stream(
+            nursery, stream, host, resource or "/", max_message_size=max_message_size
+        )
+        try:
+            yield ws
+        finally:
+            await ws.aclose()
+
+
+@asynccontextmanager
+async def open_raw(url: str, path: str | None = None) -> AsyncIterator[RawClient]:
+    """A raw client, after a successful handshake for `path` if given; closed on exit."""
+    client = await RawClient.connect(url)
+    async with client.stream:
+        if path is not None:
+            assert isinstance(await client.handshake(path), AcceptConnection)
+        yield client
