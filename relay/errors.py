@@ -58,6 +58,13 @@ class Conflict(RelayError):
     code = "conflict"
 
 
+class Gone(RelayError):
+    """410: the thing existed but can no longer be used (an expired or used-up invite)."""
+
+    status = 410
+    code = "gone"
+
+
 class PayloadTooLarge(RelayError):
     status = 413
     code = "payload_too_large"

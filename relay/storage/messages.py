@@ -307,8 +307,8 @@ def edit(
         "UPDATE messages SET content = ?, edited_at = ? WHERE id = ?",
         (content, now_ms, message_id),
     )
-    server_id = db.execute("SELECT server_id FROM channels WHERE id = ?", (channel_id,)).fetchone()
-    _store_mentions(db, message_id, channel_id, server_id[0], mention_ids)
+    channel = db.execute("SELECT server_id FROM channels WHERE id = ?", (channel_id,)).fetchone()
+    _store_mentions(db, message_id, channel_id, channel[0], mention_ids)
     message = get(db, channel_id, message_id, editor_id)
     assert message is not None
     return message

@@ -19,18 +19,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from relay.errors import BadRequest, Conflict, Forbidden, NotFound, RelayError, Unprocessable
+from relay.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unprocessable
 from relay.storage.audience import visible_channel
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
-
-
-class Gone(RelayError):
-    """410: the thing existed but can no longer be used (an expired or used-up invite)."""
-
-    status = 410
-    code = "gone"
 
 
 class ServerRow(msgspec.Struct, frozen=True):
