@@ -112,6 +112,8 @@ class Connection:
         self._stream_failed = False
         self._close_sent = False
         self._done = trio.Event()
+        self._close_started = trio.Event()
+        self._pending_close: tuple[int, str] | None = None  # decided by the reader, not yet sent
         self.close_code: int | None = None  # the handshake's code: the peer's if it closed first
         self.close_reason = ""
         # Reassembly of a fragmented message.
@@ -169,11 +171,17 @@ class Connection:
 
     # -- closing ---------------------------------------------------------------------------------
 
-    def close_nowait(self, code: int = 1000, reason: str = "") -> None:
+    def close_nowait(self, code: int | None = None, reason: str = "") -> None:
         """Start the close handshake; idempotent, never blocks. The frames queued so far are
-        written first (within `close_timeout_s`), then the close frame."""
+        written first (within `close_timeout_s`), then the close frame.
+
+        `code=None` answers a close the reader already decided on (the peer's own code, or a
+        protocol error's), and is 1000 otherwise.
+        """
         if self._close_frame is not None or self._done.is_set():
             return
+        if code is None:
+            code, reason = self._pending_close or (CloseReason.NORMAL_CLOSURE, reason)
         try:
             self._close_frame = self._ws.send(CloseConnection(code=code, reason=reason))
         except LocalProtocolError:  # wsproto saw the connection end already
@@ -182,11 +190,12 @@ class Connection:
             self.close_code, self.close_reason = code, reason
         self._outbox_send.close()  # the writer drains what is queued, then writes the close
         self._inbox_send.close()  # receive() returns what was delivered, then raises
+        self._close_started.set()
         self._close_deadline = trio.current_time() + self.close_timeout_s
         if self._scope is not None:
             self._scope.deadline = min(self._scope.deadline, self._close_deadline)
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int | None = None, reason: str = "") -> None:
         """Close (see `close_nowait`) and wait until the connection has ended."""
         self.close_nowait(code, reason)
         await self._done.wait()
@@ -232,30 +241,47 @@ class Connection:
             self._done.set()
 
     async def _read_loop(self) -> None:
-        """Feed the stream to wsproto; deliver messages, answer pings and the peer's close."""
-        ws = self._ws
+        """Read until the peer closes, breaks the protocol or sends too much; then answer.
+
+        The answer waits until the endpoint has dealt with the messages it was given (it
+        closes or returns, see the listener) or `close_timeout_s`, whichever is first, so a
+        reply to a message sent just before the peer's close still goes out. RFC 6455 §5.5.1
+        lets an endpoint finish sending before it answers a close.
+        """
         try:
-            while True:
-                for event in ws.events():
-                    if isinstance(event, TextMessage | BytesMessage):
-                        message = self._assemble(event)
-                        if message is not None:
-                            # Closing: messages that arrive now are dropped.
-                            with contextlib.suppress(trio.ClosedResourceError):
-                                await self._inbox_send.send(message)
-                    elif isinstance(event, Ping):
-                        if self._close_frame is None:
-                            self.send_nowait(ws.send(event.response()))
-                    elif isinstance(event, CloseConnection):
-                        self._on_close(event)
-                        return
-                data = await self._stream.receive_some(RECEIVE_BYTES)
-                if not data:
-                    self._peer_gone()
-                    return
-                ws.receive_data(bytes(data))  # bytes(bytes) is no copy
+            if not await self._read_messages():
+                return  # we closed first and the peer answered: the handshake is complete
+            self._inbox_send.close()  # the endpoint sees the end after what was delivered
+            with trio.move_on_after(self.close_timeout_s):
+                await self._close_started.wait()
+            self.close_nowait()
+            if self._await_peer_close and self._ws.state is ConnectionState.LOCAL_CLOSING:
+                await self._read_messages()  # discards until the peer's close (or EOF)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._peer_gone()
+
+    async def _read_messages(self) -> bool:
+        """Deliver messages and answer pings until a close. True: this side must answer it."""
+        ws = self._ws
+        while True:
+            for event in ws.events():
+                if isinstance(event, TextMessage | BytesMessage):
+                    message = self._assemble(event)
+                    if self._pending_close is not None and self._close_frame is None:
+                        return True  # too big
+                    if message is not None:
+                        # After our close, messages that still arrive are dropped.
+                        with contextlib.suppress(trio.ClosedResourceError):
+                            await self._inbox_send.send(message)
+                elif isinstance(event, Ping):
+                    if self._close_frame is None:
+                        self.send_nowait(ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    return self._on_close(event)
+            data = await self._stream.receive_some(RECEIVE_BYTES)
+            if not data:
+                raise trio.BrokenResourceError("the peer closed TCP without a close frame")
+            ws.receive_data(bytes(data))  # bytes(bytes) is no copy
 
     def _assemble(self, event: TextMessage | BytesMessage) -> str | bytes | None:
         """Add one piece of a message; return the message once complete."""
@@ -283,18 +309,23 @@ class Connection:
             return data if len(parts) == 1 else "".join(parts)  # type: ignore[arg-type]
         return bytes(data) if len(parts) == 1 else b"".join(parts)  # type: ignore[arg-type]
 
-    def _on_close(self, event: CloseConnection) -> None:
+    def _on_close(self, event: CloseConnection) -> bool:
         state = self._ws.state
-        if state is ConnectionState.REMOTE_CLOSING:  # the peer starts: answer with its code
-            self.close_code, self.close_reason = event.code, event.reason or ""
-            self.close_nowait(event.code, event.reason or "")
-        elif state is not ConnectionState.CLOSED:
+        if state is ConnectionState.CLOSED:
+            return False  # the peer answered our close
+        if state is not ConnectionState.REMOTE_CLOSING:
             # wsproto reports a protocol error as a close event without changing state; its
-            # parser is dead now, so fail the connection without waiting for the peer.
+            # parser is dead now, so the connection is failed without waiting for the peer.
             log.debug("protocol error", extra={"code": event.code, "reason": event.reason})
             self._await_peer_close = False
-            self.close_nowait(event.code, event.reason or "")
-        # CLOSED: the peer answered our close; the handshake is complete.
+        self._decide_close(event.code, event.reason or "")
+        return self._close_frame is None
+
+    def _decide_close(self, code: int, reason: str) -> None:
+        """The reader's close: what receive() reports now and the code we answer with."""
+        self._pending_close = (code, reason)
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
 
     def _peer_gone(self) -> None:
         self._stream_failed = True
@@ -346,9 +377,9 @@ class Connection:
                 await self._stream.send_all(
                     self._ws.send(CloseConnection(code=CloseReason.GOING_AWAY))
                 )
-                self.close_code = CloseReason.GOING_AWAY
+                self.close_code = self.close_code or CloseReason.GOING_AWAY
                 self._close_sent = True
-                while True:
+                while self._ws.state is not ConnectionState.CLOSED:
                     data = await self._stream.receive_some(RECEIVE_BYTES)
                     if not data:
                         return

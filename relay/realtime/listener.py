@@ -246,6 +246,7 @@ async def _run_endpoint(endpoint: Endpoint, conn: Connection, request: Request) 
         await endpoint(conn, request)
     except Exception as e:
         if _is_connection_closed(e):
+            conn.close_nowait()
             return
         log.error(
             "realtime endpoint failed",
@@ -254,7 +255,7 @@ async def _run_endpoint(endpoint: Endpoint, conn: Connection, request: Request) 
         )
         conn.close_nowait(CloseReason.INTERNAL_ERROR, "internal error")
     else:
-        conn.close_nowait(CloseReason.NORMAL_CLOSURE)
+        conn.close_nowait()  # 1000, or the peer's code if it closed first
 
 
 def _is_connection_closed(exc: BaseException) -> bool:
