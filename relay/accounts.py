@@ -25,6 +25,8 @@ from relay.ratelimit import RateLimiter
 from relay.storage import users
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from relay.config import Settings
     from relay.storage.db import Store
     from relay.storage.users import SessionRow, UserRow
@@ -59,6 +61,8 @@ class Accounts:
         self.settings = settings
         self._signer = crypto.TokenSigner(signing_key)
         self._revoked: dict[int, int] = {}  # session id -> revoked at (ms)
+        # Called with each revoked session id (the gateway closes its connections).
+        self.on_revoke: list[Callable[[int], None]] = []
         window = settings.rate_window_s
         self._login_by_name = RateLimiter(settings.login_per_username, window)
         self._login_by_ip = RateLimiter(settings.login_per_ip, window)
@@ -258,6 +262,8 @@ class Accounts:
     def _forget(self, session_id: int) -> None:
         now = now_ms()
         self._revoked[session_id] = now
+        for callback in self.on_revoke:
+            callback(session_id)
         horizon = now - self.settings.access_token_ttl_s * 1000
         # Once a token's lifetime has passed since revocation its tokens have expired anyway.
         for old in [s for s, at in self._revoked.items() if at < horizon]:

@@ -46,6 +46,7 @@ async def run_services(
     ):
         accounts = await Accounts.open(store, settings)
         hub = Hub(store, settings)
+        accounts.on_revoke.append(hub.revoke_login)
         await nursery.start(hub.run)
         nursery.start_soon(prune_forever, store, settings.access_token_ttl_s * 1000)
         rt.attach(store, accounts, hub)

@@ -65,9 +65,7 @@ async def start_server(
 
     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
         try:
-            await server.run(
-                settings, app=app, shutdown_trigger=stop.wait, task_status=task_status
-            )
+            await server.run(settings, app=app, shutdown_trigger=stop.wait, task_status=task_status)
         finally:
             done.set()
 

@@ -51,6 +51,7 @@ from relay.rest.auth import me_out
 from relay.storage import users
 
 if TYPE_CHECKING:
+    from relay.accounts import Principal
     from relay.realtime.connection import Connection
     from relay.realtime.listener import Request
     from relay.runtime import Runtime
@@ -80,6 +81,9 @@ class _Sink:
 
     def send_payload(self, payload: bytes) -> bool:
         return self.conn.send_nowait(self.frame(payload))
+
+    def close(self, code: int, reason: str) -> None:
+        self.conn.close_nowait(code, reason)
 
     def slow_consumer(self) -> None:
         self.conn.close_nowait(int(Close.SLOW_CONSUMER), "too slow to keep up; RESUME to continue")
@@ -151,12 +155,10 @@ class GatewayConnection:
                 await self.conn.send(self.control(Op.HEARTBEAT_ACK, None))
             case Identify(d=data):
                 self._require_fresh()
-                user_id = self._authenticate(data.token)
-                await self._identify(user_id)
+                await self._identify(self._authenticate(data.token))
             case Resume(d=data):
                 self._require_fresh()
-                user_id = self._authenticate(data.token)
-                await self._resume(user_id, data.session_id, data.seq)
+                await self._resume(self._authenticate(data.token), data.session_id, data.seq)
             case PresenceUpdate(d=data):
                 if self.session is None:
                     raise _Closing(Close.NOT_AUTHENTICATED, "IDENTIFY first")
@@ -168,20 +170,22 @@ class GatewayConnection:
         if self.session is not None:
             raise _Closing(Close.ALREADY_AUTHENTICATED, "this connection already has a session")
 
-    def _authenticate(self, token: str) -> int:
+    def _authenticate(self, token: str) -> Principal:
         try:
-            return self.rt.accounts.authenticate(f"Bearer {token}").user_id
+            return self.rt.accounts.authenticate(f"Bearer {token}")
         except Unauthorized as e:
             raise _Closing(Close.AUTHENTICATION_FAILED, e.code) from None
 
-    async def _identify(self, user_id: int) -> None:
+    async def _identify(self, who: Principal) -> None:
         rt = self.rt
+        user_id = who.user_id
         ready = await ready_payload(rt, user_id)
         if ready is None:
             raise _Closing(Close.AUTHENTICATION_FAILED, "unknown user")
         settings = rt.settings
         session = Session(
             user_id,
+            who.session_id,
             self.encoding,
             replay_size=settings.replay_size,
             replay_age_s=settings.replay_age_s,
@@ -194,10 +198,10 @@ class GatewayConnection:
         self.session = session
         await rt.hub.set_status(session)
 
-    async def _resume(self, user_id: int, session_id: str, seq: int) -> None:
+    async def _resume(self, who: Principal, session_id: str, seq: int) -> None:
         hub = self.rt.hub
         session = hub.sessions.get(session_id)
-        if session is None or session.user_id != user_id:
+        if session is None or session.user_id != who.user_id:
             await self.conn.send(self.control(Op.INVALID_SESSION, False))
             return
         if seq > session.seq:
@@ -218,6 +222,7 @@ class GatewayConnection:
             for payload in missed:
                 await self.conn.send(self.sink.frame(payload))
             sent += len(missed)
+        session.auth_session_id = who.session_id
         session.attach(self.sink)
         session.deliver(Event("RESUMED", {"replayed": sent - seq}))
         self.session = session

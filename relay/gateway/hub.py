@@ -27,7 +27,7 @@ from actors import ActorStopped, Overloaded, Registry
 from actors.channel import ChannelActor, ChannelMsg, Fault, Post, Publish
 from actors.presence import PresenceActor, PresenceMsg, SessionGone, SetStatus
 from relay.errors import NotFound
-from relay.protocol.gateway import Event
+from relay.protocol.gateway import Close, Event
 from relay.storage import audience
 
 if TYPE_CHECKING:
@@ -97,6 +97,13 @@ class Hub:
                         members.discard(session.user_id)
                         if not members:
                             del self.online_members[server_id]
+
+    def revoke_login(self, auth_session_id: int) -> None:
+        """A login was revoked (logout, password change, reuse): end its gateway sessions."""
+        for session in [s for s in self.sessions.values() if s.auth_session_id == auth_session_id]:
+            if session.sink is not None:
+                session.sink.close(int(Close.AUTHENTICATION_FAILED), "session_revoked")
+            self.end_session(session)
 
     def is_online(self, user_id: int) -> bool:
         return user_id in self.by_user

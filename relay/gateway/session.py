@@ -27,12 +27,15 @@ class Sink(Protocol):
 
     def slow_consumer(self) -> None: ...
 
+    def close(self, code: int, reason: str) -> None: ...
+
 
 class Session:
     __slots__ = (
         "_replay",
         "_replay_age_s",
         "activity",
+        "auth_session_id",
         "detached_at",
         "encoding",
         "id",
@@ -44,10 +47,17 @@ class Session:
     )
 
     def __init__(
-        self, user_id: int, encoding: str, *, replay_size: int, replay_age_s: float
+        self,
+        user_id: int,
+        auth_session_id: int,
+        encoding: str,
+        *,
+        replay_size: int,
+        replay_age_s: float,
     ) -> None:
         self.id = secrets.token_urlsafe(16)
         self.user_id = user_id
+        self.auth_session_id = auth_session_id  # the login whose token identified it
         self.encoding = encoding
         self.seq = 0
         self.servers: set[int] = set()

@@ -295,10 +295,8 @@ class Connection:
             self._part_bytes += len(data)
         if self._part_bytes > self.max_message_bytes:
             self._parts.clear()
-            self.close_nowait(
-                CloseReason.MESSAGE_TOO_BIG,
-                f"messages are limited to {self.max_message_bytes} bytes",
-            )
+            reason = f"messages are limited to {self.max_message_bytes} bytes"
+            self._decide_close(CloseReason.MESSAGE_TOO_BIG, reason)
             return None
         self._parts.append(data if isinstance(data, str | bytes) else bytes(data))
         if not event.message_finished:

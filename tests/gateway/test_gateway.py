@@ -413,3 +413,22 @@ async def test_slow_consumer_is_cut_off_and_can_resume(gateway_server: RunningSe
                 if frame["t"] == "MESSAGE_CREATE":
                     rest.append(frame["d"]["id"])
             assert got + rest == posted
+
+
+async def test_logout_closes_the_logins_gateway_sessions(gateway_server: RunningServer) -> None:
+    alice, bob, _ = await setup_pair(gateway_server)
+    with trio.fail_after(10):
+        async with (
+            open_gateway(gateway_server.ws_url) as a,
+            open_gateway(gateway_server.ws_url) as b,
+        ):
+            await a.identify(alice.token)
+            await b.identify(bob.token)
+            await alice.client.logout()
+            assert await expect_close(a) == 4004
+            await b.heartbeat()  # Bob's session is untouched
+            while (await b.receive())["op"] != 11:
+                pass
+        assert all(
+            s.user_id != int(alice.user_id) for s in gateway_server.runtime.hub.sessions.values()
+        )

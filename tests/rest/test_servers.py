@@ -88,6 +88,9 @@ class Listener:
     def slow_consumer(self) -> None:
         raise AssertionError("a recording sink is never full")
 
+    def close(self, code: int, reason: str) -> None:
+        raise AssertionError(f"nothing here revokes logins ({code} {reason})")
+
     def take(self) -> list[tuple[str, Any]]:
         events, self.events = self.events, []
         return events
@@ -97,7 +100,7 @@ async def listen(server: RunningServer, user: User) -> Listener:
     """Attach a session for `user` to the hub, as the gateway does on IDENTIFY."""
     rt = server.runtime
     uid = int(user.id)
-    session = Session(uid, "json", replay_size=1000, replay_age_s=600)
+    session = Session(uid, 0, "json", replay_size=1000, replay_age_s=600)
     listener = Listener()
     session.attach(listener)
     rt.hub.add_session(session, await rt.store.read(audience.server_ids_of, uid))

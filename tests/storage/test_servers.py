@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from relay.errors import BadRequest, Forbidden, NotFound, Unprocessable
+from relay.errors import BadRequest, Forbidden, Gone, NotFound, Unprocessable
 from relay.storage import servers, users
 from relay.storage.db import connect, open_store
 from relay.storage.schema import migrate
-from relay.storage.servers import Gone
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
