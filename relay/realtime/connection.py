@@ -13,12 +13,18 @@ Overflow policy (slow consumer): `send_nowait` never blocks. It returns False wh
 is full or the connection is closing, drops the frame and counts it; the caller decides what
 that means, usually `close_nowait(code)` with its own slow-consumer code (SLOW_CONSUMER, 1008,
 unless the endpoint has a better one). `send` waits for room instead: backpressure for an
-endpoint that owns its lane (the echo endpoint).
+endpoint that owns its lane (the echo endpoint). Pongs go through the outbox too; one that does
+not fit is dropped and counted. Incoming, at most INBOX_MESSAGES wait for `receive`; then the
+reader stops reading and TCP pushes back on the client.
 
 Closing: `close_nowait(code, reason)` closes the outbox; the writer writes what was queued
 before it, then the close frame, and the reader waits for the peer's close. All of that gets
 `close_timeout_s` in total; after that the TCP connection is dropped, so a peer that stopped
-reading cannot hold a closing connection open. The peer's close is answered with the same code.
+reading cannot hold a closing connection open. When the reader ends the conversation (the
+peer's close, answered with its code; a protocol error; a message over the limit) `receive`
+raises ConnectionClosed after the messages already delivered, and the close frame goes out
+when the endpoint has closed or returned, or after `close_timeout_s`: replies to messages that
+came just before the close are not lost (RFC 6455 §5.5.1 allows finishing a send first).
 
 Resource handling: `run` owns the reader and the writer in one nursery and the stream. It
 returns when the close handshake is done, when the peer is gone, or when the close timeout
@@ -110,7 +116,6 @@ class Connection:
         self._await_peer_close = True  # False after a protocol error: the parser is dead
         self._writing = False  # a send_all is in progress (the stream is mid-frame)
         self._stream_failed = False
-        self._close_sent = False
         self._done = trio.Event()
         self._close_started = trio.Event()
         self._pending_close: tuple[int, str] | None = None  # decided by the reader, not yet sent
@@ -355,7 +360,6 @@ class Connection:
             assert self._close_frame is not None  # only close_nowait closes the outbox
             if self._close_frame:
                 await self._write(self._close_frame)
-                self._close_sent = True
             if not self._await_peer_close and self._scope is not None:
                 self._scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -370,14 +374,13 @@ class Connection:
 
     async def _goodbye(self) -> None:
         """Cancelled while open (shutdown): send 1001 and wait briefly for the peer's close."""
+        code, reason = self._pending_close or (CloseReason.GOING_AWAY, "server shutting down")
         with trio.move_on_after(GOODBYE_S, shield=True):
             try:
-                await self._stream.send_all(
-                    self._ws.send(CloseConnection(code=CloseReason.GOING_AWAY))
-                )
-                self.close_code = self.close_code or CloseReason.GOING_AWAY
-                self._close_sent = True
-                while self._ws.state is not ConnectionState.CLOSED:
+                await self._stream.send_all(self._ws.send(CloseConnection(code, reason)))
+                if self.close_code is None:
+                    self.close_code, self.close_reason = code, reason
+                while self._await_peer_close and self._ws.state is not ConnectionState.CLOSED:
                     data = await self._stream.receive_some(RECEIVE_BYTES)
                     if not data:
                         return

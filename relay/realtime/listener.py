@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 from urllib.parse import parse_qsl, urlsplit
@@ -32,6 +32,7 @@ import h11
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, RejectConnection
+from wsproto.events import Request as WsRequest
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import RemoteProtocolError
 
@@ -62,7 +63,7 @@ class Request:
     query: Mapping[str, str]  # the first value of each query parameter
     headers: Mapping[str, str]  # lower-case names; repeated headers joined with ", "
     remote: tuple[str, int] | None  # the client's address and port
-    subprotocols: list[str] = field(default_factory=list)  # offered, none is accepted yet
+    subprotocols: tuple[str, ...] = ()  # offered by the client; none is accepted yet
 
 
 Endpoint: TypeAlias = "Callable[[Connection, Request], Awaitable[None]]"
@@ -190,9 +191,16 @@ async def _handshake(
             ws.send(RejectConnection(status_code=405, headers=[(b"Allow", b"GET")]))
         )
         return None
+    if event.http_version != b"1.1":  # RFC 6455 §4.1; wsproto would take HTTP/1.0
+        await stream.send_all(ws.send(RejectConnection(status_code=400)))
+        return None
     try:
         ws.initiate_upgrade_connection(list(event.headers), event.target)
         upgrade = next(ws.events())
+    except h11.LocalProtocolError as e:  # wsproto re-encodes the request; h11 refused it
+        await stream.send_all(ws.send(RejectConnection(status_code=400)))
+        log.debug("unusable upgrade request", extra={"remote": remote, "reason": str(e)})
+        return None
     except RemoteProtocolError as e:
         reject: RejectConnection | None
         if "upgrade" not in headers:  # plain HTTP: say how to talk to this port
@@ -203,9 +211,6 @@ async def _handshake(
             reject = e.event_hint if isinstance(e.event_hint, RejectConnection) else None
         await stream.send_all(ws.send(reject or RejectConnection(status_code=400)))
         log.debug("not a WebSocket upgrade", extra={"remote": remote, "reason": str(e)})
-        return None
-    if event.http_version != b"1.1":  # RFC 6455 §4.1; wsproto would take HTTP/1.0
-        await stream.send_all(ws.send(RejectConnection(status_code=400)))
         return None
     endpoint = endpoints.get(target.path)
     if endpoint is None:
@@ -219,7 +224,7 @@ async def _handshake(
         query=query,
         headers=headers,
         remote=remote,
-        subprotocols=list(getattr(upgrade, "subprotocols", [])),
+        subprotocols=tuple(upgrade.subprotocols) if isinstance(upgrade, WsRequest) else (),
     )
     # No extensions: permessage-deflate offers are declined by omission.
     await stream.send_all(ws.send(AcceptConnection()))

@@ -337,3 +337,40 @@ async def test_messages_survive_a_peer_close_right_behind_them(serve: Serve, raw
         assert await client.next_event() == CloseConnection(code=1000, reason="")
         await done.wait()
     assert got == ["one", b"two"]
+
+
+async def test_reply_to_the_last_message_goes_out_before_the_close(echo_url: str, raw: Raw) -> None:
+    """A message, then the peer's close (or a protocol error) in the same packet: the echo of
+    the message is still sent, then the close (Autobahn 3.2 is strict about this)."""
+    with trio.fail_after(5):
+        client = await raw(echo_url, "/echo")
+        await client.send(masked(TEXT, b"request") + masked(CLOSE, close_payload(1001, "bye")))
+        assert await client.next_event() == TextMessage(data="request")
+        assert await client.next_event() == CloseConnection(code=1001, reason="bye")
+        assert await client.next_event() is None
+        client = await raw(echo_url, "/echo")
+        await client.send(masked(BINARY, b"request") + masked(TEXT, b"bad", rsv=2))
+        assert await client.next_event() == BytesMessage(data=b"request")
+        assert (await client.expect_close()).code == 1002
+
+
+async def test_peer_close_is_answered_even_if_the_endpoint_ignores_it(
+    serve: Serve, raw: Raw
+) -> None:
+    """An endpoint that never reads nor returns cannot hold a close: the answer goes out after
+    close_timeout_s, and the endpoint is cancelled soon after its connection ended."""
+    cancelled = trio.Event()
+
+    async def deaf(conn: Connection, request: Request) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    url = await serve({"/deaf": deaf}, close_timeout_s=0.3)
+    with trio.fail_after(5):
+        client = await raw(url, "/deaf")
+        await client.send(masked(CLOSE, close_payload(1000)))
+        assert await client.next_event() == CloseConnection(code=1000, reason="")
+        assert await client.next_event() is None
+        await cancelled.wait()

@@ -36,7 +36,7 @@ class Errors(logging.Handler):
         self.records.append(record)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(frames, junk), min_size=1, max_size=8))
 async def test_random_input_never_hurts_the_listener(chunks: list[bytes]) -> None:
     errors = Errors()
@@ -52,6 +52,50 @@ async def test_random_input_never_hurts_the_listener(chunks: list[bytes]) -> Non
                     # The server may close before it has read everything: that is fine.
                     with contextlib.suppress(trio.BrokenResourceError):
                         await client.send(b"".join(chunks))
+                        await client.stream.send_eof()
+                    await client.read_to_eof()
+                async with ws_client(urls[0] + "/echo") as ws:
+                    await ws.send_message("still serving")
+                    assert await ws.get_message() == "still serving"
+                nursery.cancel_scope.cancel()
+    finally:
+        logger.removeHandler(errors)
+    assert errors.records == []
+
+
+upgrade_lines = [
+    b"Host: x",
+    b"Connection: Upgrade",
+    b"Upgrade: websocket",
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    b"Sec-WebSocket-Version: 13",
+]
+heads = st.one_of(
+    junk,
+    st.builds(
+        lambda line, headers: line + b"\r\n" + b"\r\n".join(headers) + b"\r\n\r\n",
+        st.sampled_from([b"GET /echo HTTP/1.1", b"GET /echo?%ff HTTP/1.1", b"GET * HTTP/1.1"])
+        | st.binary(max_size=40),
+        st.lists(st.sampled_from(upgrade_lines) | st.binary(max_size=40), max_size=8),
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(heads)
+async def test_random_handshakes_never_hurt_the_listener(head: bytes) -> None:
+    errors = Errors()
+    logger = logging.getLogger("relay.realtime")
+    logger.addHandler(errors)
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                urls: list[str] = await nursery.start(
+                    partial(serve_realtime, {"/echo": echo}, "127.0.0.1", 0, close_timeout_s=0.5)
+                )
+                async with open_raw(urls[0]) as client:
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        await client.send(head)
                         await client.stream.send_eof()
                     await client.read_to_eof()
                 async with ws_client(urls[0] + "/echo") as ws:
