@@ -1,7 +1,6 @@
-"""Clients for tests. `ws_client` is trio-websocket over a stream the test owns (trio-websocket
-0.12 leaves its socket open when the server closes first). `RawClient`: wsproto does the
-handshake and parses what the server sends, while the test writes whatever bytes it likes
-(fragments, RSV bits, bad UTF-8, garbage)."""
+"""Clients for tests. `ws_client` is `relay.client.open_websocket` (trio-websocket over a stream
+it owns). `RawClient`: wsproto does the handshake and parses what the server sends, while the
+test writes whatever bytes it likes (fragments, RSV bits, bad UTF-8, garbage)."""
 
 from __future__ import annotations
 
@@ -13,17 +12,18 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import WebSocketConnection, wrap_client_stream
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Event, RejectConnection, Request
 
+from relay.client import open_websocket
+
 if TYPE_CHECKING:
-    import ssl
     from collections.abc import AsyncIterator, Sequence
 
     from wsproto.extensions import Extension
     from wsproto.typing import Headers
 
+ws_client = open_websocket
 TEXT, BINARY, CONTINUATION, CLOSE, PING = 0x1, 0x2, 0x0, 0x8, 0x9
 
 
@@ -130,28 +130,6 @@ class RawClient:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
-
-
-@asynccontextmanager
-async def ws_client(
-    url: str, *, ssl_context: ssl.SSLContext | None = None, max_message_size: int = 2**20
-) -> AsyncIterator[WebSocketConnection]:
-    """A trio-websocket client for `url` (ws:// or wss://, with path and query)."""
-    parts = urlsplit(url)
-    host, port = split_url(url)
-    resource = parts.path + (f"?{parts.query}" if parts.query else "")
-    tcp = await trio.open_tcp_stream(host, port)
-    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
-    if ssl_context is not None:
-        stream = trio.SSLStream(tcp, ssl_context, server_hostname=host)
-    async with stream, trio.open_nursery() as nursery:
-        ws = await wrap_client_stream(
-            nursery, stream, host, resource or "/", max_message_size=max_message_size
-        )
-        try:
-            yield ws
-        finally:
-            await ws.aclose()
 
 
 @asynccontextmanager
