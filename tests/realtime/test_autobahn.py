@@ -10,11 +10,15 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import trio
+from wsproto.events import RejectConnection
 
-from relay.realtime.echo import echo
+from tests.conftest import settings_for, start_server
+from tests.realtime.clients import open_raw
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from pathlib import Path
+
+    from tests.conftest import RunningServer
 
 # Runs in a child process: kosoku's API is asyncio, the listener is Trio.
 RUNNER = """
@@ -39,9 +43,11 @@ os._exit(0)  # kosoku 0.1.0 now and then aborts (SIGABRT) in interpreter shutdow
 ACCEPTABLE = {"OK", "NON-STRICT", "INFORMATIONAL"}
 
 
-async def test_autobahn_suite_passes(serve: Callable[..., Awaitable[str]]) -> None:
-    # Cases 9.* echo messages of up to 16 MiB.
-    url = await serve({"/v1/echo": echo}, max_message_bytes=16 * 1024 * 1024)
+async def test_autobahn_suite_passes(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # The real server with its echo endpoint switched on; cases 9.* echo messages of up to 16 MiB.
+    settings = settings_for(tmp_path, echo_endpoint=True, max_frame_bytes=16 * 1024 * 1024)
+    running, shutdown = await start_server(nursery, settings)
+    url = running.ws_url
     with trio.fail_after(60):
         process = await trio.run_process(
             [sys.executable, "-c", RUNNER, f"{url}/v1/echo"],
@@ -60,3 +66,11 @@ async def test_autobahn_suite_passes(serve: Callable[..., Awaitable[str]]) -> No
     assert len(results) > 290  # the whole suite ran (301 cases in kosoku 0.1.0)
     counts = Counter(r["behavior"] for r in results)
     assert counts["OK"] > 280
+    await shutdown()
+
+
+async def test_echo_endpoint_is_off_by_default(relay_server: RunningServer) -> None:
+    async with open_raw(relay_server.ws_url) as raw:
+        rejected = await raw.handshake("/v1/echo")
+    assert isinstance(rejected, RejectConnection)
+    assert rejected.status_code == 404
