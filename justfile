@@ -27,6 +27,14 @@ fmt:
 typecheck:
     .venv/bin/mypy
 
+# benchmark Relay against peer servers, short run (< ~3 min; args go to scripts/bench)
+bench *args:
+    scripts/bench {{args}}
+
+# benchmark with 15 s measured windows (about 7 min)
+bench-full *args:
+    scripts/bench --full {{args}}
+
 # create or upgrade the database
 db-migrate:
     .venv/bin/relay db migrate

@@ -58,12 +58,15 @@ CREATE INDEX IF NOT EXISTS auth_challenges_user ON auth_challenges (user_id);
 
 -- Chat: servers, channels, members, invites, DMs, messages, reactions, mentions, read state.
 
+-- Columns that migration 3 added with ALTER TABLE (is_public, description; rate_limit_per_user,
+-- permissions_synced; communication_disabled_until) are written the way SQLite stores an added
+-- column, odd commas included, so a fresh and a migrated database have the same schema text.
 CREATE TABLE IF NOT EXISTS servers (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     owner_id INTEGER NOT NULL REFERENCES users (id),
     created_at INTEGER NOT NULL
-) STRICT;
+, is_public INTEGER NOT NULL DEFAULT 0 CHECK (is_public IN (0, 1)), description TEXT) STRICT;
 
 -- Text, voice and category channels of a server, and 1:1 DM channels (server_id NULL).
 CREATE TABLE IF NOT EXISTS channels (
@@ -77,14 +80,14 @@ CREATE TABLE IF NOT EXISTS channels (
     dm_key TEXT UNIQUE, -- "<lower user id>:<higher user id>" for DMs: one channel per pair
     last_message_id INTEGER,
     created_at INTEGER NOT NULL
-) STRICT;
+, rate_limit_per_user INTEGER NOT NULL DEFAULT 0, permissions_synced INTEGER NOT NULL DEFAULT 0 CHECK (permissions_synced IN (0, 1))) STRICT;
 CREATE INDEX IF NOT EXISTS channels_server ON channels (server_id, position);
 
 CREATE TABLE IF NOT EXISTS members (
     server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
     user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     nickname TEXT,
-    joined_at INTEGER NOT NULL,
+    joined_at INTEGER NOT NULL, communication_disabled_until INTEGER,
     PRIMARY KEY (server_id, user_id)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS members_user ON members (user_id);
@@ -144,4 +147,75 @@ CREATE TABLE IF NOT EXISTS read_states (
     PRIMARY KEY (user_id, channel_id)
 ) STRICT, WITHOUT ROWID;
 
-PRAGMA user_version = 2;
+-- Roles, permissions and moderation (migration 3).
+
+-- Slowmode looks up an author's last message in a channel; a ban deletes an author's recent ones.
+CREATE INDEX IF NOT EXISTS messages_author ON messages (author_id, channel_id, id);
+
+-- A server's roles; @everyone has the server's id and position 0. permissions: relay/permissions.py.
+CREATE TABLE IF NOT EXISTS roles (
+    id INTEGER PRIMARY KEY,
+    server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    permissions INTEGER NOT NULL,
+    color INTEGER NOT NULL DEFAULT 0,
+    position INTEGER NOT NULL,
+    hoist INTEGER NOT NULL DEFAULT 0 CHECK (hoist IN (0, 1)),
+    mentionable INTEGER NOT NULL DEFAULT 0 CHECK (mentionable IN (0, 1)),
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS roles_server ON roles (server_id, position);
+
+-- Roles held by members (never @everyone, which every member has).
+CREATE TABLE IF NOT EXISTS member_roles (
+    server_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    role_id INTEGER NOT NULL REFERENCES roles (id) ON DELETE CASCADE,
+    PRIMARY KEY (server_id, user_id, role_id),
+    FOREIGN KEY (server_id, user_id) REFERENCES members (server_id, user_id) ON DELETE CASCADE
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS member_roles_role ON member_roles (role_id);
+
+-- Per-channel allow/deny for a role or a member. A role's are deleted with the role.
+CREATE TABLE IF NOT EXISTS overwrites (
+    channel_id INTEGER NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+    target_id INTEGER NOT NULL,
+    type TEXT NOT NULL CHECK (type IN ('role', 'member')),
+    allow INTEGER NOT NULL DEFAULT 0,
+    deny INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (channel_id, target_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS bans (
+    server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    reason TEXT,
+    banned_by INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (server_id, user_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS pins (
+    channel_id INTEGER NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+    message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    pinned_by INTEGER NOT NULL,
+    pinned_at INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, message_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pins_message ON pins (message_id);
+
+-- Every role, overwrite, channel, server, invite and moderation change, written in the same
+-- transaction as the change. changes: JSON [{"key", "old", "new"}].
+CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY,
+    server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
+    user_id INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    target_id INTEGER,
+    reason TEXT,
+    changes TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS audit_log_server ON audit_log (server_id, id);
+
+PRAGMA user_version = 3;

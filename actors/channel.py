@@ -8,8 +8,10 @@ not wait for each commit before taking the next message: it hands the queued wri
 *publisher* task, which awaits the commits one by one (they finish in order), then fans the event
 out and answers the poster. Publishes travel the same queue, so nothing overtakes a post.
 
-Who hears the channel (its audience) is not copied into the actor: `audience()` reads the hub's
-live membership index on every event, so joins, leaves and disconnects need no messages here.
+Who hears the channel (its audience) is not copied into the actor: `audience()` asks the hub on
+every event, which answers from its live membership index and its permission cache, so joins,
+leaves, disconnects and permission changes need no messages here. (It is awaited: a permission
+snapshot may have to be read first.)
 
 Resource handling: `run()` owns the publisher task in its own nursery and a bounded queue to it
 (256 items; a full queue makes the actor wait, which pushes back on the REST callers). When the
@@ -75,7 +77,7 @@ class ChannelActor(Actor[ChannelMsg]):
         self,
         key: str,
         store: Store,
-        audience: Callable[[ChannelAudience], Iterable[Subscriber]],
+        audience: Callable[[ChannelAudience], Awaitable[Iterable[Subscriber]]],
         load: Callable[[], Awaitable[ChannelAudience | None]],
         *,
         idle_timeout_s: float | None = None,
@@ -98,8 +100,8 @@ class ChannelActor(Actor[ChannelMsg]):
         # None: the channel was deleted; its events then reach nobody until the actor idles out.
         self._info = await self._load()
 
-    def audience(self) -> Iterable[Subscriber]:
-        return self._audience(self._info) if self._info is not None else ()
+    async def audience(self) -> Iterable[Subscriber]:
+        return await self._audience(self._info) if self._info is not None else ()
 
     async def handle(self, msg: ChannelMsg) -> None:
         match msg:
@@ -128,5 +130,5 @@ class ChannelActor(Actor[ChannelMsg]):
                 item.reply.send(payload)
                 event = Event("MESSAGE_CREATE", payload) if created else None
             if event is not None:
-                for subscriber in self.audience():
+                for subscriber in await self.audience():
                     subscriber.deliver(event)

@@ -23,6 +23,9 @@ from relay.rest.auth import auth_blueprint, users_blueprint
 from relay.rest.health import health_blueprint
 from relay.rest.http import error_response
 from relay.rest.messages import messages_blueprint
+from relay.rest.moderation import moderation_blueprint
+from relay.rest.roles import roles_blueprint
+from relay.rest.rooms import rooms_blueprint
 from relay.rest.servers import servers_blueprint
 from relay.runtime import Runtime
 from relay.services import run_services
@@ -52,6 +55,9 @@ def create_app(settings: Settings) -> QuartTrio:
         users_blueprint(rt),
         messages_blueprint(rt),
         servers_blueprint(rt),
+        roles_blueprint(rt),
+        moderation_blueprint(rt),
+        rooms_blueprint(rt),
     ):
         app.register_blueprint(blueprint)
 

@@ -38,6 +38,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     http_port: Port = 8080
     realtime_port: Port = 8081
     relay_port: Port | None = 33333  # None (env/TOML "off") disables the byte relay
+    relay_max_payload_bytes: Annotated[int, msgspec.Meta(ge=1, le=0xFFFF_FFFF)] = 8 * 1024 * 1024
+    relay_idle_s: PositiveFloat = 120.0  # a relay connection silent this long is closed
+    relay_queue_bytes: Positive = 1024 * 1024  # bytes queued per receiver before senders wait
+    relay_stall_s: PositiveFloat = 2.0  # a full receiver making no progress this long is cut
     tls_cert: FilePath | None = None
     tls_key: FilePath | None = None
     log_format: Literal["text", "json"] = "text"
@@ -64,6 +68,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_frame_bytes: Positive = 64 * 1024  # client frames over this close the socket (1009)
     gateway_rate: Positive = 120  # client frames per rate window (60 s); over it: close 4008
     presence_grace_s: PositiveFloat = 5.0  # offline only after the last session is gone this long
+    # App rooms (/v1/api/rooms, /v1/websocket)
+    room_capacity: Positive = 10_000  # clients in all rooms; also caps the sum of max_clients
+    room_max_clients: Positive = 1000  # the largest max_clients of one room
+    rooms_per_user: Positive = 10  # live rooms one account may have created
+    room_metadata_bytes: Positive = 4096  # a room's metadata, as JSON
+    room_message_bytes: Positive = 16 * 1024  # per room message; over it: close 1009
+    room_message_rate: Positive = 100  # messages per second per client (burst the same)
+    room_reconnect_grace_s: PositiveFloat = 30.0  # a dropped client keeps its slot this long
+    room_empty_grace_s: PositiveFloat = 60.0  # a room without clients closes after this long
     echo_endpoint: bool = False  # /v1/echo on the realtime listener, for the Autobahn suite
     db_readers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     shutdown_grace_s: PositiveFloat = 5.0

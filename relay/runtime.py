@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from relay.accounts import Accounts
+    from relay.byterelay import ByteRelay
     from relay.config import Settings
     from relay.gateway.hub import Hub
+    from relay.rooms.manager import RoomManager
     from relay.storage.db import Store
 
 
@@ -26,12 +28,19 @@ class Runtime:
         self._accounts: Accounts | None = None
         self._hub: Hub | None = None
         self.realtime_urls: list[str] = []  # e.g. ["ws://127.0.0.1:8081"], once listening
+        self.byte_relay: ByteRelay | None = None  # the relayd hub, unless relay_port is off
+        self.relay_addresses: list[tuple[str, int]] = []  # the relayd TCP listener's, once bound
+        self._rooms: RoomManager | None = None
 
     def attach(self, store: Store, accounts: Accounts, hub: Hub) -> None:
         self._store, self._accounts, self._hub = store, accounts, hub
 
+    def attach_rooms(self, rooms: RoomManager) -> None:
+        self._rooms = rooms
+
     def detach(self) -> None:
         self._store = self._accounts = self._hub = None
+        self._rooms = None
 
     @property
     def ready(self) -> bool:
@@ -54,3 +63,9 @@ class Runtime:
         if self._hub is None:
             raise NotStarted("the gateway hub is not running")
         return self._hub
+
+    @property
+    def rooms(self) -> RoomManager:
+        if self._rooms is None:
+            raise NotStarted("the room manager is not running")
+        return self._rooms

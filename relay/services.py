@@ -1,5 +1,5 @@
 """Everything that runs beside the HTTP server: the store, the account service, the gateway hub
-(with its channel actors) and maintenance jobs.
+(with its channel actors), the relayd byte relay (unless relay_port is off) and maintenance jobs.
 
 Resource handling: `run_services` owns one nursery for all of them and keeps it open until it
 is cancelled (the app's after_serving hook does that); the store closes last, after every task
@@ -19,10 +19,13 @@ from typing import TYPE_CHECKING
 import trio
 
 from relay.accounts import Accounts, now_ms
+from relay.byterelay import ByteRelay, RelayEndpoint, serve_byte_relay
 from relay.gateway.endpoint import gateway_endpoint
 from relay.gateway.hub import Hub
 from relay.realtime.echo import echo
 from relay.realtime.listener import serve_realtime
+from relay.rooms.endpoint import room_endpoint
+from relay.rooms.manager import RoomManager
 from relay.storage import users
 from relay.storage.db import open_store
 
@@ -50,6 +53,16 @@ async def run_services(
         await nursery.start(hub.run)
         nursery.start_soon(prune_forever, store, settings.access_token_ttl_s * 1000)
         rt.attach(store, accounts, hub)
+        rooms = RoomManager(settings, store.ids)
+        await nursery.start(rooms.run)
+        rt.attach_rooms(rooms)
+        if settings.relay_port is not None:
+            rt.byte_relay = ByteRelay.from_settings(settings)
+            rt.relay_addresses = await nursery.start(
+                serve_byte_relay, rt.byte_relay, settings.host, settings.relay_port
+            )
+            tcp = " ".join(f"{host}:{port}" for host, port in rt.relay_addresses)
+            log.info("byte relay listening", extra={"tcp": tcp})
         rt.realtime_urls = await nursery.start(
             partial(
                 serve_realtime,
@@ -69,13 +82,17 @@ async def run_services(
         finally:
             rt.detach()
             hub.close()
+            rooms.close()
 
 
 def realtime_endpoints(rt: Runtime) -> dict[str, Endpoint]:
     """Path -> endpoint on the realtime listener."""
     endpoints: dict[str, Endpoint] = {"/v1/gateway": partial(gateway_endpoint, rt)}
+    endpoints["/v1/websocket"] = partial(room_endpoint, rt.rooms)
     if rt.settings.echo_endpoint:
         endpoints["/v1/echo"] = echo
+    if rt.byte_relay is not None:
+        endpoints["/v1/relay"] = RelayEndpoint(rt.byte_relay)
     return endpoints
 
 

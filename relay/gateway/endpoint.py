@@ -149,8 +149,8 @@ class GatewayConnection:
     async def _handle(self, frame: Heartbeat | Identify | PresenceUpdate | Resume) -> None:
         match frame:
             case Heartbeat():
-                self.deadline = (
-                    trio.current_time() + self.heartbeat_s + self.rt.settings.heartbeat_grace_s
+                self.heartbeat_scope.deadline = (
+                    trio.current_time() + self.heartbeat_s + self.grace_s
                 )
                 await self.conn.send(self.control(Op.HEARTBEAT_ACK, None))
             case Identify(d=data):

@@ -4,7 +4,10 @@ take to reach them.
 It is plain state on the Trio thread, changed only by synchronous methods (no await between a
 check and its update), so it needs no locks and no actor of its own. Channel events go through
 channel actors (`ChannelActor`), which read `audience()` here on every event, so subscriptions
-are never copied and cannot drift from membership.
+are never copied and cannot drift from membership or permissions: a server channel's audience
+is its server's online members who have VIEW_CHANNEL in it, answered by the permission cache
+(`views`, relay.gateway.views), which the REST routes invalidate after every change that can
+alter it.
 
 Indexes (only for users with at least one session, attached or within its resume window):
 - `sessions`: session id -> Session; `by_user`: user id -> their sessions
@@ -27,6 +30,7 @@ from actors import ActorStopped, Overloaded, Registry
 from actors.channel import ChannelActor, ChannelMsg, Fault, Post, Publish
 from actors.presence import PresenceActor, PresenceMsg, SessionGone, SetStatus
 from relay.errors import NotFound
+from relay.gateway.views import Views
 from relay.protocol.gateway import Close, Event
 from relay.storage import audience
 
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
     from actors.base import Reply
     from relay.config import Settings
     from relay.gateway.session import Session
+    from relay.gateway.views import ServerView
     from relay.storage.db import Store
 
 log = logging.getLogger("relay.gateway")
@@ -61,6 +66,7 @@ class Hub:
         self.channels: Registry[ChannelMsg] = Registry(self._new_channel)
         self.presence: Registry[PresenceMsg] = Registry(self._new_presence)
         self.statuses: dict[int, tuple[str, str | None]] = {}  # users not seen as offline
+        self.views = Views(partial(store.read, audience.server_snapshot))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -97,6 +103,7 @@ class Hub:
                         members.discard(session.user_id)
                         if not members:
                             del self.online_members[server_id]
+                            self.views.drop(server_id)
 
     def revoke_login(self, auth_session_id: int) -> None:
         """A login was revoked (logout, password change, reuse): end its gateway sessions."""
@@ -155,6 +162,8 @@ class Hub:
             self.servers_of.setdefault(user_id, set()).add(server_id)
 
     def member_left(self, server_id: int, user_id: int) -> None:
+        """A member left, was kicked or banned: from now on no event of the server reaches them.
+        Their roles went with the membership, so the server's permission snapshot is stale."""
         members = self.online_members.get(server_id)
         if members is not None:
             members.discard(user_id)
@@ -163,10 +172,16 @@ class Hub:
         servers = self.servers_of.get(user_id)
         if servers is not None:
             servers.discard(server_id)
+        self.views.invalidate(server_id)
+
+    def permissions_changed(self, server_id: int) -> None:
+        """Roles, who holds them, overwrites, channels or the owner changed (committed)."""
+        self.views.invalidate(server_id)
 
     def server_deleted(self, server_id: int) -> None:
         for user_id in self.online_members.pop(server_id, set()):
             self.servers_of.get(user_id, set()).discard(server_id)
+        self.views.invalidate(server_id)
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -185,10 +200,28 @@ class Hub:
 
     def dispatch_server(self, server_id: int, t: str, d: Any) -> None:
         """Send an event to every online member of a server (server-wide events: SERVER_*,
-        CHANNEL_*, MEMBER_*)."""
+        MEMBER_*, ROLE_*). Channel events never come here: their audience depends on who can
+        see the channel (`channel_viewers`, relay.rest.visibility)."""
         event = Event(t, d)
         for session in tuple(self.server_sessions(server_id)):
             session.deliver(event)
+
+    async def channel_viewers(self, server_id: int, channel_id: int) -> list[int]:
+        """The online members of a server who can see one of its channels."""
+        view = await self._view_with(server_id, channel_id)
+        if view is None:
+            return []
+        members = self.online_members.get(server_id, ())
+        return [u for u in tuple(members) if view.can_view(u, channel_id)]
+
+    async def _view_with(self, server_id: int, channel_id: int) -> ServerView | None:
+        """The server's view; reloaded once if it does not know the channel (created since:
+        a missing invalidation must not make a private channel public)."""
+        view = await self.views.get(server_id)
+        if view is not None and not view.has_channel(channel_id):
+            self.views.invalidate(server_id)
+            view = await self.views.get(server_id)
+        return view
 
     def dispatch_users(self, user_ids: Iterable[int], t: str, d: Any) -> None:
         event = Event(t, d)
@@ -234,10 +267,13 @@ class Hub:
             idle_timeout_s=self.settings.actor_idle_s,
         )
 
-    def _channel_audience(self, info: audience.ChannelAudience) -> Iterable[Session]:
-        if info.server_id is not None:
-            return self.server_sessions(info.server_id)
-        return (s for user_id in info.recipients for s in tuple(self.user_sessions(user_id)))
+    async def _channel_audience(self, info: audience.ChannelAudience) -> list[Session]:
+        """Who hears a channel's event right now: a DM's recipients, or the server's online
+        members with VIEW_CHANNEL in it."""
+        if info.server_id is None:
+            return [s for user_id in info.recipients for s in tuple(self.user_sessions(user_id))]
+        viewers = await self.channel_viewers(info.server_id, info.channel_id)
+        return [s for user_id in viewers for s in tuple(self.user_sessions(user_id))]
 
     async def _reap_forever(self) -> None:
         window = self.settings.resume_window_s

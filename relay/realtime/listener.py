@@ -143,7 +143,11 @@ async def _handle(
             await trio.aclose_forcefully(transport)
             return
         ws, request, endpoint = accepted
-        conn = Connection(transport, ws, **options)
+        # An endpoint may override the listener's Connection options (the byte relay needs
+        # larger messages and a smaller outbox) with a `connection_options` mapping.
+        conn = Connection(
+            transport, ws, **{**options, **getattr(endpoint, "connection_options", {})}
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_run_endpoint, endpoint, conn, request)
             await conn.run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote
 
 import msgspec
 from quart import Response, request
@@ -42,8 +43,9 @@ async def body(kind: type[T]) -> T:
         raise invalid(str(e)) from None
     except (
         msgspec.DecodeError,
-        UnicodeDecodeError,
-    ) as e:  # msgspec raises the latter for bad UTF-8
+        UnicodeDecodeError,  # msgspec raises it for bad UTF-8
+        RecursionError,  # and this for JSON nested too deeply
+    ) as e:
         raise BadRequest(f"the body is not valid JSON: {e}", code="malformed_json") from None
 
 
@@ -93,6 +95,25 @@ def iso(ms: int) -> str:
 
 def principal(rt: Runtime) -> Principal:
     return rt.accounts.authenticate(request.headers.get("Authorization"))
+
+
+AUDIT_REASON_HEADER = "X-Audit-Log-Reason"
+MAX_AUDIT_REASON = 512
+
+
+def audit_reason() -> str | None:
+    """The reason a client gives for a change, for the audit log: the `X-Audit-Log-Reason`
+    header, URL-encoded (headers are Latin-1), at most 512 characters once decoded."""
+    raw = request.headers.get(AUDIT_REASON_HEADER)
+    if raw is None or not raw.strip():
+        return None
+    reason = unquote(raw).strip()  # undecodable bytes become U+FFFD
+    if len(reason) > MAX_AUDIT_REASON or any(ord(c) < 0x20 or ord(c) == 0x7F for c in reason):
+        why = f"at most {MAX_AUDIT_REASON} characters, no control characters"
+        raise BadRequest(
+            f"{AUDIT_REASON_HEADER}: {why}", code="invalid_field", fields={AUDIT_REASON_HEADER: why}
+        )
+    return reason
 
 
 def client_ip() -> str:

@@ -51,6 +51,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     reply_to: str | None
     mentions: list[str]  # user ids, ascending
     reactions: list[Reaction]  # in the order each emoji was first used
+    pinned: bool
     edited_at: str | None
     created_at: str
 

@@ -1,5 +1,9 @@
-"""Message routes: /v1/api/channels/{id}/messages/*, reactions, read acks and typing; and the
-read states that READY carries.
+"""Message routes: /v1/api/channels/{id}/messages/*, reactions, pins, bulk delete, read acks
+and typing; and the read states that READY carries.
+
+A channel the caller cannot see (no VIEW_CHANNEL, not a member or recipient) is 404; what it may
+not do there is 403 naming the permission. Reads are checked here; writes are checked again by
+their write function, in the transaction that makes the change.
 
 New messages go through the channel's actor (`Hub.create_message`), which gives them their id
 and publishes MESSAGE_CREATE in the same order as history. Every other change is written first
@@ -19,9 +23,12 @@ from actors import AskTimeout
 from relay.accounts import now_ms
 from relay.errors import BadRequest, NotFound, Unavailable
 from relay.ids import parse_id, timestamp_ms
+from relay.permissions import P
 from relay.ratelimit import RateLimiter
 from relay.rest import message_bodies as bodies
+from relay.rest import permission_bodies as pbodies
 from relay.rest.http import (
+    audit_reason,
     body,
     field_error,
     iso,
@@ -69,6 +76,7 @@ def message_out(
             bodies.Reaction(emoji=r.emoji, count=r.count, me=r.me and not for_event)
             for r in row.reactions
         ],
+        pinned=row.pinned,
         edited_at=iso(row.edited_at) if row.edited_at is not None else None,
         created_at=iso(timestamp_ms(row.id)),
     )
@@ -169,10 +177,17 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             raise BadRequest("this channel does not take messages", code="not_a_text_channel")
         return channel
 
+    async def readable(user_id: int, channel_id: str) -> VisibleChannel:
+        """A text channel whose history the user may read."""
+        channel = await text_channel(user_id, channel_id)
+        channel.require(P.READ_MESSAGE_HISTORY)
+        return channel
+
     @bp.post("/<channel_id>/messages")
     async def create_message(channel_id: str) -> Response:
         who = principal(rt)
         channel = await text_channel(who.user_id, channel_id)
+        channel.require(P.SEND_MESSAGES)  # fail fast; the write checks again
         data = await body(bodies.CreateMessage)
         content = content_of(data.content)
         reply_to = None
@@ -202,7 +217,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     @bp.get("/<channel_id>/messages")
     async def list_messages(channel_id: str) -> Response:
         who = principal(rt)
-        channel = await text_channel(who.user_id, channel_id)
+        channel = await readable(who.user_id, channel_id)
         given = [name for name in ("before", "after", "around") if name in request.args]
         if len(given) > 1:
             reason = "give at most one of before, after and around"
@@ -221,7 +236,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     @bp.get("/<channel_id>/messages/<message_id>")
     async def get_message(channel_id: str, message_id: str) -> Response:
         who = principal(rt)
-        channel = await text_channel(who.user_id, channel_id)
+        channel = await readable(who.user_id, channel_id)
         row = await rt.store.read(
             messages.get, channel.id, snowflake(message_id, "message"), who.user_id
         )
@@ -255,12 +270,73 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         channel = await text_channel(who.user_id, channel_id)
         mid = snowflake(message_id, "message")
-        await rt.store.write(messages.delete, channel.id, mid, who.user_id)
+        await rt.store.write(messages.delete, channel.id, mid, who.user_id, audit_reason())
         await rt.hub.dispatch_channel(
             channel.id,
             "MESSAGE_DELETE",
             bodies.MessageDeleted(id=str(mid), channel_id=str(channel.id)),
         )
+        return no_content()
+
+    @bp.post("/<channel_id>/messages/bulk-delete")
+    async def bulk_delete(channel_id: str) -> Response:
+        who = principal(rt)
+        channel = await text_channel(who.user_id, channel_id)
+        data = await body(pbodies.BulkDelete)
+        ids = [parse_id(text) for text in data.messages]
+        if None in ids or len(set(ids)) != len(ids):
+            raise field_error("messages", "must be 2 to 100 different message ids")
+        deleted = await rt.store.write(
+            messages.bulk_delete,
+            channel.id,
+            who.user_id,
+            [i for i in ids if i is not None],
+            audit_reason(),
+        )
+        if deleted:
+            await rt.hub.dispatch_channel(
+                channel.id,
+                "MESSAGE_DELETE_BULK",
+                pbodies.MessagesDeleted(ids=[str(i) for i in deleted], channel_id=str(channel.id)),
+            )
+        return no_content()
+
+    # -- pins ----------------------------------------------------------------------------------
+
+    @bp.get("/<channel_id>/pins")
+    async def list_pins(channel_id: str) -> Response:
+        who = principal(rt)
+        channel = await readable(who.user_id, channel_id)
+        rows = await rt.store.read(messages.pinned, channel.id, who.user_id)
+        return json_response([message_out(row) for row in rows])
+
+    async def change_pin(channel_id: str, message_id: str, pin: bool) -> None:
+        who = principal(rt)
+        channel = await text_channel(who.user_id, channel_id)
+        mid = snowflake(message_id, "message")
+        if pin:
+            changed = await rt.store.write(
+                messages.pin, channel.id, mid, who.user_id, now_ms(), audit_reason()
+            )
+        else:
+            changed = await rt.store.write(
+                messages.unpin, channel.id, mid, who.user_id, audit_reason()
+            )
+        if changed:
+            await rt.hub.dispatch_channel(
+                channel.id,
+                "CHANNEL_PINS_UPDATE",
+                pbodies.PinsUpdate(channel_id=str(channel.id), message_id=str(mid), pinned=pin),
+            )
+
+    @bp.put("/<channel_id>/pins/<message_id>")
+    async def pin_message(channel_id: str, message_id: str) -> Response:
+        await change_pin(channel_id, message_id, pin=True)
+        return no_content()
+
+    @bp.delete("/<channel_id>/pins/<message_id>")
+    async def unpin_message(channel_id: str, message_id: str) -> Response:
+        await change_pin(channel_id, message_id, pin=False)
         return no_content()
 
     # -- reactions -----------------------------------------------------------------------------
@@ -302,7 +378,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     @bp.get("/<channel_id>/messages/<message_id>/reactions/<emoji>")
     async def list_reactions(channel_id: str, message_id: str, emoji: str) -> Response:
         who = principal(rt)
-        channel = await text_channel(who.user_id, channel_id)
+        channel = await readable(who.user_id, channel_id)
         mid = snowflake(message_id, "message")
         emoji = checked_emoji(emoji)
         rows = await rt.store.read(
@@ -329,6 +405,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     async def start_typing(channel_id: str) -> Response:
         who = principal(rt)
         channel = await text_channel(who.user_id, channel_id)
+        channel.require(P.SEND_MESSAGES)
         if typing.hit(f"{who.user_id}:{channel.id}", trio.current_time()).allowed:
             await rt.hub.dispatch_channel(
                 channel.id,

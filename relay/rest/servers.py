@@ -1,36 +1,53 @@
-"""Server, channel, invite, member and DM routes under /v1/api, and the READY helpers.
+"""Server, channel, invite, member, discovery and DM routes under /v1/api, and the READY
+helpers.
 
-Every change is written first (one write function that also checks who may make it), and its
-gateway events are dispatched through the hub only after the write committed. What a caller may
-not see answers 404, never 403 (DESIGN §4).
+Every change is written first (one write function that also checks, in its transaction, that
+the caller has the permission it needs), and its gateway events are dispatched through the hub
+only after the write committed. What a caller may not see answers 404, never 403 (DESIGN §4).
+Changes that can alter who sees which channel go through `relay.rest.visibility`, which
+refreshes the gateway's permission cache and sends CHANNEL_* only to those who can see them.
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from msgspec import UNSET, UnsetType
 from quart import Blueprint, Response, request
 
+from relay import permissions as perms
 from relay.accounts import now_ms
 from relay.errors import Conflict, NotFound
 from relay.ids import parse_id
-from relay.rest import server_bodies
-from relay.rest.http import body, field_error, iso, json_response, no_content, principal, snowflake
-from relay.storage import servers
+from relay.permissions import Overwrite
+from relay.rest import server_bodies, visibility
+from relay.rest.http import (
+    audit_reason,
+    body,
+    field_error,
+    iso,
+    json_response,
+    no_content,
+    principal,
+    snowflake,
+)
+from relay.rest.objects import (
+    channel_out,
+    dm_out,
+    invite_out,
+    member_out,
+    public_server_out,
+    server_out,
+    server_state_out,
+    user_brief_out,
+)
+from relay.storage import channels, servers
 from relay.storage.servers import DmRow
 
 if TYPE_CHECKING:
     from relay.runtime import Runtime
-    from relay.storage.servers import (
-        ChannelRow,
-        InviteRow,
-        MemberRow,
-        ServerRow,
-        ServerState,
-        UserBrief,
-    )
+    from relay.storage.servers import Joined
 
 T = TypeVar("T")
 MAX_SERVERS_OWNED = 100
@@ -39,89 +56,15 @@ MEMBERS_PAGE = 50
 MAX_MEMBERS_PAGE = 100
 INVITE_CODE_CHARS = 10
 INVITE_CODE_TRIES = 3
-
-
-# -- response bodies ---------------------------------------------------------------------------
-
-
-def _id(value: int | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def server_out(s: ServerRow) -> server_bodies.Server:
-    return server_bodies.Server(
-        id=str(s.id), name=s.name, owner_id=str(s.owner_id), created_at=iso(s.created_at)
-    )
-
-
-def channel_out(c: ChannelRow) -> server_bodies.Channel:
-    return server_bodies.Channel(
-        id=str(c.id),
-        server_id=_id(c.server_id),
-        type=c.type,
-        name=c.name,
-        topic=c.topic,
-        position=c.position,
-        parent_id=_id(c.parent_id),
-        last_message_id=_id(c.last_message_id),
-        created_at=iso(c.created_at),
-    )
-
-
-def server_state_out(state: ServerState) -> server_bodies.ServerWithChannels:
-    s = state.server
-    return server_bodies.ServerWithChannels(
-        id=str(s.id),
-        name=s.name,
-        owner_id=str(s.owner_id),
-        created_at=iso(s.created_at),
-        channels=[channel_out(c) for c in state.channels],
-    )
-
-
-def user_brief_out(u: UserBrief) -> server_bodies.UserBrief:
-    return server_bodies.UserBrief(id=str(u.id), username=u.username, display_name=u.display_name)
-
-
-def dm_out(dm: DmRow) -> server_bodies.DmChannel:
-    c = dm.channel
-    return server_bodies.DmChannel(
-        id=str(c.id),
-        server_id=None,
-        type=c.type,
-        name=c.name,
-        topic=c.topic,
-        position=c.position,
-        parent_id=None,
-        last_message_id=_id(c.last_message_id),
-        created_at=iso(c.created_at),
-        recipients=[user_brief_out(u) for u in dm.recipients],
-    )
-
-
-def member_out(m: MemberRow) -> server_bodies.Member:
-    return server_bodies.Member(
-        user=user_brief_out(m.user), nickname=m.nickname, joined_at=iso(m.joined_at)
-    )
-
-
-def invite_out(i: InviteRow) -> server_bodies.Invite:
-    return server_bodies.Invite(
-        code=i.code,
-        server_id=str(i.server_id),
-        inviter_id=str(i.inviter_id),
-        max_uses=i.max_uses or 0,
-        uses=i.uses,
-        expires_at=None if i.expires_at is None else iso(i.expires_at),
-        created_at=iso(i.created_at),
-    )
+MAX_QUERY_CHARS = 100
 
 
 # -- READY -------------------------------------------------------------------------------------
 
 
 async def ready_servers(rt: Runtime, user_id: int) -> list[server_bodies.ServerWithChannels]:
-    """The user's servers with their channels, for READY (two queries in all)."""
+    """The user's servers with the channels they can see and the roles, for READY (a fixed
+    number of queries)."""
     return [server_state_out(s) for s in await rt.store.read(servers.ready_state, user_id)]
 
 
@@ -145,6 +88,30 @@ def id_field(text: str, field: str) -> int:
     if value is None:
         raise field_error(field, "must be an ID")
     return value
+
+
+def mask_field(text: str, field: str) -> int:
+    """A permission mask from its decimal string; bits that are not defined are refused."""
+    value = int(text)  # the body pattern allows digits only, at most 19
+    if value & ~perms.ALL:
+        raise field_error(field, "has bits that are not defined permissions")
+    return value
+
+
+def overwrite_of(
+    target_id: int, kind: Literal["role", "member"], allow: str, deny: str, field: str
+) -> Overwrite:
+    """An overwrite from its request fields (`field`: where they are, for errors)."""
+    prefix = f"{field}." if field else ""
+    allow_bits = mask_field(allow, f"{prefix}allow")
+    deny_bits = mask_field(deny, f"{prefix}deny")
+    if (allow_bits | deny_bits) & perms.P.ADMINISTRATOR:
+        raise field_error(field or "allow", "ADMINISTRATOR cannot be allowed or denied per channel")
+    return Overwrite(target_id, kind, allow_bits, deny_bits)
+
+
+def overwrite_in(o: server_bodies.OverwriteIn, field: str) -> Overwrite:
+    return overwrite_of(id_field(o.id, f"{field}.id"), o.type, o.allow, o.deny, field)
 
 
 def page_args() -> tuple[int, int]:
@@ -171,6 +138,35 @@ def invite_code() -> str:
 
 def unknown_channel() -> NotFound:
     return NotFound("unknown channel", code="unknown_channel")
+
+
+def announce_join(rt: Runtime, joined: Joined, user_id: int) -> None:
+    """After a user joined: MEMBER_ADD to the server (the joiner included), then the server to
+    the joiner."""
+    sid = joined.state.server.id
+    member = joined.member
+    rt.hub.member_joined(sid, user_id)
+    rt.hub.dispatch_server(
+        sid,
+        "MEMBER_ADD",
+        server_bodies.MemberAdd(
+            server_id=str(sid), user=user_brief_out(member.user), joined_at=iso(member.joined_at)
+        ),
+    )
+    rt.hub.dispatch_user(user_id, "SERVER_CREATE", server_state_out(joined.state))
+
+
+def announce_departure(rt: Runtime, server_id: int, member: servers.MemberRow) -> None:
+    """After a member left, was kicked or banned: MEMBER_REMOVE to the server (them included),
+    then they stop hearing it and get SERVER_DELETE."""
+    user = user_brief_out(member.user)
+    rt.hub.dispatch_server(
+        server_id,
+        "MEMBER_REMOVE",
+        server_bodies.MemberRemove(server_id=str(server_id), user=user),
+    )
+    rt.hub.member_left(server_id, member.user.id)
+    rt.hub.dispatch_user(member.user.id, "SERVER_DELETE", server_bodies.Deleted(id=str(server_id)))
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -206,6 +202,25 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         rows = await rt.store.read(servers.servers_of, who.user_id)
         return json_response([server_out(s) for s in rows])
 
+    @bp.get("/servers/discover")
+    async def discover() -> Response:
+        principal(rt)
+        query = request.args.get("q", "")
+        if len(query) > MAX_QUERY_CHARS:
+            raise field_error("q", f"at most {MAX_QUERY_CHARS} characters")
+        after, limit = page_args()
+        rows = await rt.store.read(servers.discover, query, after, limit)
+        return json_response([public_server_out(p) for p in rows])
+
+    @bp.post("/servers/<server_id>/join")
+    async def join_public(server_id: str) -> Response:
+        who = principal(rt)
+        sid = snowflake(server_id, "server")
+        joined = await rt.store.write(servers.join_public, sid, who.user_id, now_ms())
+        if joined.created:
+            announce_join(rt, joined, who.user_id)
+        return json_response(server_state_out(joined.state), 201 if joined.created else 200)
+
     @bp.get("/servers/<server_id>")
     async def get_server(server_id: str) -> Response:
         who = principal(rt)
@@ -219,9 +234,18 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         sid = snowflake(server_id, "server")
         data = await body(server_bodies.UpdateServer)
         name = data.name if isinstance(data.name, str) else None
-        server = await rt.store.write(servers.update_server, sid, who.user_id, name)
+        before = await rt.store.read(servers.require_member, sid, who.user_id)
+        server = await rt.store.write(
+            servers.update_server,
+            sid,
+            who.user_id,
+            name,
+            description=data.description,
+            is_public=None if isinstance(data.public, UnsetType) else data.public,
+            reason=audit_reason(),
+        )
         payload = server_out(server)
-        if name is not None:
+        if server != before:
             rt.hub.dispatch_server(sid, "SERVER_UPDATE", payload)
         return json_response(payload)
 
@@ -234,13 +258,27 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         rt.hub.server_deleted(sid)
         return no_content()
 
+    @bp.put("/servers/<server_id>/owner")
+    async def transfer_ownership(server_id: str) -> Response:
+        who = principal(rt)
+        sid = snowflake(server_id, "server")
+        data = await body(server_bodies.TransferOwnership)
+        new_owner = id_field(data.owner_id, "owner_id")
+        before = await visibility.before(rt, sid)
+        server = await rt.store.write(
+            servers.transfer_ownership, sid, who.user_id, new_owner, audit_reason()
+        )
+        rt.hub.dispatch_server(sid, "SERVER_UPDATE", server_out(server))
+        await visibility.after(rt, sid, before, users={who.user_id, new_owner})
+        return json_response(server_out(server))
+
     # -- channels ------------------------------------------------------------------------------
 
     @bp.get("/servers/<server_id>/channels")
     async def list_channels(server_id: str) -> Response:
         who = principal(rt)
         sid = snowflake(server_id, "server")
-        rows = await rt.store.read(servers.channels_for, sid, who.user_id)
+        rows = await rt.store.read(channels.channels_for, sid, who.user_id)
         return json_response([channel_out(c) for c in rows])
 
     @bp.post("/servers/<server_id>/channels")
@@ -250,13 +288,22 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         data = await body(server_bodies.CreateChannel)
         if data.topic is not None and data.type != "text":
             raise field_error("topic", "only text channels have a topic")
+        if data.rate_limit_per_user and data.type != "text":
+            raise field_error("rate_limit_per_user", "only text channels have a slowmode")
         parent_id = None
         if data.parent_id is not None:
             if data.type == "category":
                 raise field_error("parent_id", "a category cannot have a parent")
             parent_id = id_field(data.parent_id, "parent_id")
+        given = None
+        if data.permission_overwrites is not None:
+            given = tuple(
+                overwrite_in(o, f"permission_overwrites[{n}]")
+                for n, o in enumerate(data.permission_overwrites)
+            )
+        before = await visibility.before(rt, sid)
         channel = await rt.store.write(
-            servers.create_channel,
+            channels.create_channel,
             rt.store.ids.next(),
             sid,
             who.user_id,
@@ -267,10 +314,12 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
             position=data.position,
             now_ms=now_ms(),
             max_channels=MAX_CHANNELS,
+            rate_limit_per_user=data.rate_limit_per_user,
+            permission_overwrites=given,
+            reason=audit_reason(),
         )
-        payload = channel_out(channel)
-        rt.hub.dispatch_server(sid, "CHANNEL_CREATE", payload)
-        return json_response(payload, 201)
+        await visibility.after(rt, sid, before, channels={channel.id})
+        return json_response(channel_out(channel), 201)
 
     @bp.get("/channels/<channel_id>")
     async def get_channel(channel_id: str) -> Response:
@@ -291,30 +340,50 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         parent_id: int | UnsetType | None = UNSET if data.parent_id is UNSET else None
         if isinstance(data.parent_id, str):
             parent_id = id_field(data.parent_id, "parent_id")
+        old = await rt.store.read(servers.channel_for, cid, who.user_id)
+        if old is None:
+            raise unknown_channel()
+        sid = old.channel.server_id if isinstance(old, DmRow) else old.server_id
+        before = await visibility.before(rt, sid) if sid is not None else None
         channel = await rt.store.write(
-            servers.update_channel,
+            channels.update_channel,
             cid,
             who.user_id,
             name=data.name,
             topic=data.topic,
             position=data.position,
             parent_id=parent_id,
+            rate_limit_per_user=data.rate_limit_per_user,
+            permissions_synced=data.permissions_synced,
+            reason=audit_reason(),
         )
-        payload = channel_out(channel)
-        if data != server_bodies.UpdateChannel():
-            assert channel.server_id is not None
-            rt.hub.dispatch_server(channel.server_id, "CHANNEL_UPDATE", payload)
-        return json_response(payload)
+        assert channel.server_id is not None
+        if channel != old:
+            await visibility.after(rt, channel.server_id, before, channels={cid}, updated={cid})
+        return json_response(channel_out(channel))
 
     @bp.delete("/channels/<channel_id>")
     async def delete_channel(channel_id: str) -> Response:
         who = principal(rt)
         cid = snowflake(channel_id, "channel")
-        channel, orphans = await rt.store.write(servers.delete_channel, cid, who.user_id)
+        old = await rt.store.read(servers.channel_for, cid, who.user_id)
+        if old is None:
+            raise unknown_channel()
+        sid = old.channel.server_id if isinstance(old, DmRow) else old.server_id
+        before = await visibility.before(rt, sid) if sid is not None else None
+        channel, orphans = await rt.store.write(
+            channels.delete_channel, cid, who.user_id, audit_reason()
+        )
         assert channel.server_id is not None
-        rt.hub.dispatch_server(channel.server_id, "CHANNEL_DELETE", channel_out(channel))
-        for orphan in orphans:  # a deleted category's channels are now at the top level
-            rt.hub.dispatch_server(channel.server_id, "CHANNEL_UPDATE", channel_out(orphan))
+        # A deleted category's channels are now at the top level (CHANNEL_UPDATE).
+        await visibility.after(
+            rt,
+            channel.server_id,
+            before,
+            channels={cid, *(o.id for o in orphans)},
+            updated={o.id for o in orphans},
+            deleted=[channel],
+        )
         return no_content()
 
     # -- invites -------------------------------------------------------------------------------
@@ -324,6 +393,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         sid = snowflake(server_id, "server")
         data = await optional_body(server_bodies.CreateInvite)
+        reason = audit_reason()
         now = now_ms()
         expires_at = now + data.max_age * 1000 if data.max_age else None
         for _ in range(INVITE_CODE_TRIES):  # 60 random bits: a clash is all but impossible
@@ -336,11 +406,19 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
                     data.max_uses or None,
                     expires_at,
                     now,
+                    reason,
                 )
             except Conflict:
                 continue
             return json_response(invite_out(invite), 201)
         raise Conflict("could not pick a free invite code; try again", code="invite_code_taken")
+
+    @bp.get("/servers/<server_id>/invites")
+    async def list_invites(server_id: str) -> Response:
+        who = principal(rt)
+        sid = snowflake(server_id, "server")
+        rows = await rt.store.read(servers.invites_of, sid, who.user_id)
+        return json_response([invite_out(i) for i in rows])
 
     @bp.get("/invites/<code>")
     async def preview_invite(code: str) -> Response:
@@ -362,28 +440,14 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     async def join(code: str) -> Response:
         who = principal(rt)
         joined = await rt.store.write(servers.use_invite, code, who.user_id, now_ms())
-        payload = server_state_out(joined.state)
-        if not joined.created:
-            return json_response(payload)
-        sid = joined.state.server.id
-        member = joined.member
-        rt.hub.member_joined(sid, who.user_id)
-        rt.hub.dispatch_server(
-            sid,
-            "MEMBER_ADD",
-            server_bodies.MemberAdd(
-                server_id=str(sid),
-                user=user_brief_out(member.user),
-                joined_at=iso(member.joined_at),
-            ),
-        )
-        rt.hub.dispatch_user(who.user_id, "SERVER_CREATE", payload)
-        return json_response(payload, 201)
+        if joined.created:
+            announce_join(rt, joined, who.user_id)
+        return json_response(server_state_out(joined.state), 201 if joined.created else 200)
 
     @bp.delete("/invites/<code>")
     async def delete_invite(code: str) -> Response:
         who = principal(rt)
-        await rt.store.write(servers.delete_invite, code, who.user_id)
+        await rt.store.write(servers.delete_invite, code, who.user_id, audit_reason())
         return no_content()
 
     # -- members -------------------------------------------------------------------------------
@@ -401,12 +465,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         sid = snowflake(server_id, "server")
         member = await rt.store.write(servers.leave_server, sid, who.user_id)
-        user = user_brief_out(member.user)
-        rt.hub.dispatch_server(
-            sid, "MEMBER_REMOVE", server_bodies.MemberRemove(server_id=str(sid), user=user)
-        )
-        rt.hub.member_left(sid, who.user_id)
-        rt.hub.dispatch_user(who.user_id, "SERVER_DELETE", server_bodies.Deleted(id=str(sid)))
+        announce_departure(rt, sid, member)
         return no_content()
 
     # -- direct messages -----------------------------------------------------------------------

@@ -1,10 +1,15 @@
-"""Who may hear a channel, and which servers a user is in: the queries the gateway routes by."""
+"""Who may hear a channel, and which servers a user is in: the queries the gateway routes by
+(channel audiences, the permission snapshots of relay.gateway.views), and `visible_channel`,
+the 404 gate of every channel route."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import msgspec
+
+from relay import permissions as perms
+from relay.storage.access import Access, missing_permission, server_access, server_perms
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -47,17 +52,65 @@ class VisibleChannel(msgspec.Struct, frozen=True):
     server_id: int | None
     type: str  # text | voice | category | dm
     owner_id: int | None  # the server's owner; None for DMs
+    permissions: int  # the viewer's, in this channel (relay.permissions.DM in a DM)
+    rate_limit_per_user: int  # slowmode, seconds between one member's messages; 0: off
+    access: Access | None  # the viewer's standing in the server; None in a DM
+
+    def require(self, need: int) -> int:
+        """The viewer's permissions here if they include `need`; else Forbidden naming it."""
+        if self.access is not None:
+            return self.access.require(need, self.id)
+        lacking = perms.missing(self.permissions, need)
+        if lacking:
+            raise missing_permission(lacking)
+        return self.permissions
 
 
-def visible_channel(db: Database, channel_id: int, user_id: int) -> VisibleChannel | None:
-    """The channel if `user_id` may see it (a member of its server, or a DM recipient), else
-    None: callers answer 404 either way, so outsiders cannot tell "hidden" from "missing"."""
+def visible_channel(
+    db: Database, channel_id: int, user_id: int, now: int | None = None
+) -> VisibleChannel | None:
+    """The channel if `user_id` may see it (VIEW_CHANNEL in a server channel, or a DM
+    recipient), else None: callers answer 404 either way, so outsiders cannot tell "hidden"
+    from "missing"."""
     row = db.execute(
-        "SELECT c.id, c.server_id, c.type, s.owner_id FROM channels c"
-        " LEFT JOIN servers s ON s.id = c.server_id"
-        " WHERE c.id = ? AND ("
-        "  EXISTS (SELECT 1 FROM members m WHERE m.server_id = c.server_id AND m.user_id = ?)"
-        "  OR EXISTS (SELECT 1 FROM dm_recipients r WHERE r.channel_id = c.id AND r.user_id = ?))",
-        (channel_id, user_id, user_id),
+        "SELECT c.id, c.server_id, c.type, s.owner_id, c.rate_limit_per_user FROM channels c"
+        " LEFT JOIN servers s ON s.id = c.server_id WHERE c.id = ?",
+        (channel_id,),
     ).fetchone()
-    return VisibleChannel(*row) if row is not None else None
+    if row is None:
+        return None
+    cid, server_id, kind, owner_id, slowmode = row
+    if server_id is None:
+        recipient = db.execute(
+            "SELECT 1 FROM dm_recipients WHERE channel_id = ? AND user_id = ?", (cid, user_id)
+        ).fetchone()
+        if recipient is None:
+            return None
+        return VisibleChannel(cid, None, kind, None, perms.DM, 0, None)
+    access = server_access(db, server_id, user_id, [cid], now)
+    if access is None:
+        return None
+    permissions = access.permissions(cid)
+    if not permissions & perms.P.VIEW_CHANNEL:
+        return None
+    return VisibleChannel(cid, server_id, kind, owner_id, permissions, slowmode, access)
+
+
+class ServerSnapshot(msgspec.Struct, frozen=True):
+    """Everything channel visibility in a server depends on, for the gateway's permission cache:
+    roles, every channel's overwrites, and the roles of every member who has any."""
+
+    server: perms.ServerPerms
+    member_roles: dict[int, frozenset[int]]
+
+
+def server_snapshot(db: Database, server_id: int) -> ServerSnapshot | None:
+    server = server_perms(db, server_id, None)
+    if server is None:
+        return None
+    held: dict[int, set[int]] = {}
+    for user_id, role_id in db.execute(
+        "SELECT user_id, role_id FROM member_roles WHERE server_id = ?", (server_id,)
+    ):
+        held.setdefault(user_id, set()).add(role_id)
+    return ServerSnapshot(server, {u: frozenset(r) for u, r in held.items()})

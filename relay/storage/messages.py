@@ -1,11 +1,14 @@
-"""Queries for messages: create (with nonce dedup and mentions), history, edit, delete,
-reactions and read state.
+"""Queries for messages: create (with nonce dedup, mentions and slowmode), history, edit,
+delete (one or in bulk), pins, reactions and read state.
 
 Plain sync functions over a sqlite-utils Database, `db` first; the Store runs them in its writer
 or reader threads. Whole messages are assembled with a fixed number of queries however many are
 asked for (rows, then their mentions, then their reaction counts), never one query per message.
 Write functions check what they depend on inside their own transaction, so a check and its write
-cannot be raced (a nonce seen twice, a message deleted between the route's check and the write).
+cannot be raced (a nonce seen twice, a message deleted between the route's check and the write,
+a permission taken away): each write checks that the user can see the channel (else 404
+unknown_channel) and has the permission the action needs there (else 403, see
+relay.storage.access).
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from relay.errors import BadRequest, Forbidden, NotFound, Unprocessable
-from relay.ids import EPOCH_MS, SEQUENCE_BITS, WORKER_BITS, parse_id
-from relay.storage.audience import visible_channel
+from relay.errors import BadRequest, Forbidden, NotFound, RateLimited, Unprocessable
+from relay.ids import EPOCH_MS, SEQUENCE_BITS, WORKER_BITS, parse_id, timestamp_ms
+from relay.permissions import Member, P, compute
+from relay.storage import audit
+from relay.storage.access import accesses_of, server_perms
+from relay.storage.audience import VisibleChannel, visible_channel
+from relay.storage.roles import held_roles
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -30,6 +37,7 @@ NONCE_WINDOW_MS = 10 * 60 * 1000  # a nonce repeated by its author within this r
 MAX_MENTIONS = 100  # mentions stored per message
 MAX_REACTION_EMOJI = 20  # distinct emoji per message
 MAX_ID = (1 << 63) - 1  # SQLite's largest INTEGER; no snowflake reaches it
+MAX_PINS = 50  # pinned messages per channel
 _MENTION = re.compile(r"<@([0-9]{1,20})>")  # ASCII digits only: \d would take other scripts'
 
 
@@ -56,6 +64,7 @@ class MessageRow(msgspec.Struct, frozen=True):
     edited_at: int | None
     mentions: list[int]  # ascending
     reactions: list[ReactionCount]  # in the order each emoji was first used
+    pinned: bool = False
 
 
 class ReadStateRow(msgspec.Struct, frozen=True):
@@ -85,7 +94,8 @@ def first_id_at(ms: int) -> int:
 
 _SELECT = (
     "SELECT m.id, m.channel_id, c.server_id, m.author_id, u.username, u.display_name,"
-    " m.content, m.nonce, m.reply_to, m.edited_at"
+    " m.content, m.nonce, m.reply_to, m.edited_at,"
+    " EXISTS (SELECT 1 FROM pins p WHERE p.message_id = m.id)"
     " FROM messages m JOIN users u ON u.id = m.author_id JOIN channels c ON c.id = m.channel_id"
 )
 
@@ -122,6 +132,7 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
             edited_at=row[9],
             mentions=mentions.get(row[0], []),
             reactions=reactions.get(row[0], []),
+            pinned=bool(row[10]),
         )
         for row in rows
     ]
@@ -170,6 +181,16 @@ def history(
     return _complete(db, rows, viewer)
 
 
+def _seen(db: Database, channel_id: int, user_id: int, need: int = 0) -> VisibleChannel:
+    """The channel if the user can see it (else 404) and has `need` in it (else 403)."""
+    channel = visible_channel(db, channel_id, user_id)
+    if channel is None:
+        raise NotFound("unknown channel", code="unknown_channel")
+    if need:
+        channel.require(need)
+    return channel
+
+
 def _author_of(db: Database, channel_id: int, message_id: int) -> int:
     """The author of a message of this channel; NotFound("unknown_message") if there is none."""
     row = db.execute(
@@ -192,14 +213,25 @@ def _visible_users(
             "SELECT user_id FROM dm_recipients"
             " WHERE channel_id = ? AND user_id IN (SELECT value FROM json_each(?))"
         )
-        scope = channel_id
-    else:
-        sql = (
+        allowed = {row[0] for row in db.execute(sql, (channel_id, ids))}
+        return [u for u in candidates if u in allowed][:MAX_MENTIONS]
+    members = [
+        row[0]
+        for row in db.execute(
             "SELECT user_id FROM members"
-            " WHERE server_id = ? AND user_id IN (SELECT value FROM json_each(?))"
+            " WHERE server_id = ? AND user_id IN (SELECT value FROM json_each(?))",
+            (server_id, ids),
         )
-        scope = server_id
-    allowed = {row[0] for row in db.execute(sql, (scope, ids))}
+    ]
+    server = server_perms(db, server_id, [channel_id])
+    if server is None:
+        return []
+    roles = held_roles(db, server_id, members)
+    allowed = {
+        u
+        for u in members
+        if compute(server, Member(u, frozenset(roles.get(u, ()))), channel_id) & P.VIEW_CHANNEL
+    }
     return [u for u in candidates if u in allowed][:MAX_MENTIONS]
 
 
@@ -242,16 +274,18 @@ def create(
     channel within NONCE_WINDOW_MS, return that message with False and store nothing.
 
     Mentions keep only users who can see the channel. The channel's last_message_id moves to
-    the new message, and so does the author's read state (one's own message is read).
+    the new message, and so does the author's read state (one's own message is read). In a
+    channel with slowmode, an author without BYPASS_SLOWMODE must wait `rate_limit_per_user`
+    seconds after their previous message.
 
-    Raises NotFound("unknown_channel"), BadRequest("not_a_text_channel" | "invalid_field" for a
-    reply_to that is not a message of this channel).
+    Raises NotFound("unknown_channel"), Forbidden("missing_permission" | "timed_out"),
+    BadRequest("not_a_text_channel" | "invalid_field" for a reply_to that is not a message of
+    this channel), RateLimited("slowmode").
     """
-    channel = visible_channel(db, channel_id, author_id)
-    if channel is None:
-        raise NotFound("unknown channel", code="unknown_channel")
+    channel = _seen(db, channel_id, author_id)
     if channel.type not in TEXT_TYPES:
         raise BadRequest("this channel does not take messages", code="not_a_text_channel")
+    allowed = channel.require(P.SEND_MESSAGES)
     if nonce is not None:
         row = db.execute(
             "SELECT id FROM messages WHERE author_id = ? AND nonce = ? AND channel_id = ?"
@@ -262,6 +296,8 @@ def create(
             first = get(db, channel_id, row[0], author_id)
             assert first is not None
             return first, False
+    if channel.rate_limit_per_user and not allowed & P.BYPASS_SLOWMODE:
+        _check_slowmode(db, channel_id, author_id, channel.rate_limit_per_user, now_ms)
     if reply_to is not None:
         found = db.execute(
             "SELECT 1 FROM messages WHERE id = ? AND channel_id = ?", (reply_to, channel_id)
@@ -288,6 +324,24 @@ def create(
     return message, True
 
 
+def _check_slowmode(
+    db: Database, channel_id: int, author_id: int, every_s: int, now_ms: int
+) -> None:
+    last = db.execute(
+        "SELECT max(id) FROM messages WHERE author_id = ? AND channel_id = ?",
+        (author_id, channel_id),
+    ).fetchone()[0]
+    if last is None:
+        return
+    wait_ms = timestamp_ms(last) + every_s * 1000 - now_ms
+    if wait_ms > 0:
+        error = RateLimited(
+            f"slowmode: one message every {every_s} s", limit=1, retry_after_s=wait_ms / 1000
+        )
+        error.code = "slowmode"
+        raise error
+
+
 def edit(
     db: Database,
     channel_id: int,
@@ -297,12 +351,16 @@ def edit(
     mention_ids: list[int],
     now_ms: int,
 ) -> MessageRow:
-    """Replace a message's content (its author only), set edited_at, re-store its mentions.
+    """Replace a message's content (its author only, while they may send there), set edited_at,
+    re-store its mentions.
 
-    Raises NotFound("unknown_message"), Forbidden("not_author").
+    Raises NotFound("unknown_channel" | "unknown_message"), Forbidden("not_author" |
+    "missing_permission" | "timed_out").
     """
+    channel = _seen(db, channel_id, editor_id)
     if _author_of(db, channel_id, message_id) != editor_id:
         raise Forbidden("only the author can edit a message", code="not_author")
+    channel.require(P.SEND_MESSAGES)
     db.execute(
         "UPDATE messages SET content = ?, edited_at = ? WHERE id = ?",
         (content, now_ms, message_id),
@@ -314,19 +372,120 @@ def edit(
     return message
 
 
-def delete(db: Database, channel_id: int, message_id: int, user_id: int) -> None:
-    """Delete a message (its author only) with its mentions and reactions.
+def delete(
+    db: Database, channel_id: int, message_id: int, user_id: int, reason: str | None = None
+) -> None:
+    """Delete a message with its mentions, reactions and pin: one's own, or anyone's with
+    MANAGE_MESSAGES (audited).
 
-    Raises NotFound("unknown_message"), Forbidden("not_author").
+    Raises NotFound("unknown_channel" | "unknown_message"), Forbidden("missing_permission").
     """
-    if _author_of(db, channel_id, message_id) != user_id:
-        raise Forbidden("only the author can delete a message", code="not_author")
-    db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
-    db.execute(
-        "UPDATE channels SET last_message_id ="
-        " (SELECT max(id) FROM messages WHERE channel_id = ?) WHERE id = ? AND last_message_id = ?",
-        (channel_id, channel_id, message_id),
+    channel = _seen(db, channel_id, user_id)
+    author = _author_of(db, channel_id, message_id)
+    if author != user_id:
+        channel.require(P.MANAGE_MESSAGES)
+    delete_many(db, channel_id, [message_id])
+    if author != user_id and channel.server_id is not None:
+        changes = [audit.Change("channel_id", None, channel_id), audit.Change("author_id", author)]
+        audit.record(db, channel.server_id, user_id, "message_delete", message_id, changes, reason)
+
+
+def delete_many(db: Database, channel_id: int, message_ids: Sequence[int]) -> list[int]:
+    """Delete those of `message_ids` that are messages of the channel (no checks: the caller's);
+    returns the ids deleted, ascending. Keeps the channel's last_message_id right."""
+    ids = json.dumps(list(message_ids))
+    deleted = [
+        r[0]
+        for r in db.execute(
+            "DELETE FROM messages WHERE channel_id = ? AND id IN (SELECT value FROM json_each(?))"
+            " RETURNING id",
+            (channel_id, ids),
+        ).fetchall()
+    ]
+    if deleted:
+        db.execute(
+            "UPDATE channels SET last_message_id ="
+            " (SELECT max(id) FROM messages WHERE channel_id = ?1) WHERE id = ?1",
+            (channel_id,),
+        )
+    return sorted(deleted)
+
+
+def bulk_delete(
+    db: Database,
+    channel_id: int,
+    user_id: int,
+    message_ids: Sequence[int],
+    reason: str | None = None,
+) -> list[int]:
+    """Delete several messages of a channel at once (MANAGE_MESSAGES); ids that are not
+    messages of the channel are skipped. Returns the ids deleted, ascending."""
+    channel = _seen(db, channel_id, user_id, P.MANAGE_MESSAGES)
+    deleted = delete_many(db, channel_id, message_ids)
+    if deleted and channel.server_id is not None:
+        changes = [
+            audit.Change("channel_id", None, channel_id),
+            audit.Change("count", None, len(deleted)),
+        ]
+        audit.record(
+            db, channel.server_id, user_id, "message_bulk_delete", channel_id, changes, reason
+        )
+    return deleted
+
+
+def pin(
+    db: Database,
+    channel_id: int,
+    message_id: int,
+    user_id: int,
+    now_ms: int,
+    reason: str | None = None,
+) -> bool:
+    """Pin a message (MANAGE_MESSAGES); False if it already was. Raises
+    Unprocessable("too_many_pins") past MAX_PINS."""
+    channel = _seen(db, channel_id, user_id, P.MANAGE_MESSAGES)
+    _author_of(db, channel_id, message_id)
+    count = db.execute("SELECT count(*) FROM pins WHERE channel_id = ?", (channel_id,)).fetchone()
+    if count[0] >= MAX_PINS:
+        raise Unprocessable(f"a channel has at most {MAX_PINS} pins", code="too_many_pins")
+    cursor = db.execute(
+        "INSERT INTO pins (channel_id, message_id, pinned_by, pinned_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
+        (channel_id, message_id, user_id, now_ms),
     )
+    if cursor.rowcount != 1:
+        return False
+    if channel.server_id is not None:
+        changes = [audit.Change("channel_id", None, channel_id)]
+        audit.record(db, channel.server_id, user_id, "message_pin", message_id, changes, reason)
+    return True
+
+
+def unpin(
+    db: Database, channel_id: int, message_id: int, user_id: int, reason: str | None = None
+) -> bool:
+    """Unpin a message (MANAGE_MESSAGES); False if it was not pinned."""
+    channel = _seen(db, channel_id, user_id, P.MANAGE_MESSAGES)
+    _author_of(db, channel_id, message_id)
+    cursor = db.execute(
+        "DELETE FROM pins WHERE channel_id = ? AND message_id = ?", (channel_id, message_id)
+    )
+    if cursor.rowcount != 1:
+        return False
+    if channel.server_id is not None:
+        changes = [audit.Change("channel_id", None, channel_id)]
+        audit.record(db, channel.server_id, user_id, "message_unpin", message_id, changes, reason)
+    return True
+
+
+def pinned(db: Database, channel_id: int, viewer: int | None) -> list[MessageRow]:
+    """A channel's pinned messages, most recently pinned first."""
+    rows = db.execute(
+        f"{_SELECT} JOIN pins pin ON pin.message_id = m.id WHERE pin.channel_id = ?"
+        " ORDER BY pin.pinned_at DESC, m.id DESC",
+        (channel_id,),
+    ).fetchall()
+    return _complete(db, rows, viewer)
 
 
 def add_reaction(
@@ -340,9 +499,12 @@ def add_reaction(
 ) -> bool:
     """Add the user's reaction; False if it was already there.
 
-    Raises NotFound("unknown_message"), Unprocessable("too_many_reactions") for a new emoji on
-    a message that already has `max_emoji` different ones.
+    Raises NotFound("unknown_channel" | "unknown_message"), Forbidden("missing_permission" |
+    "timed_out") without ADD_REACTIONS and READ_MESSAGE_HISTORY, Unprocessable
+    ("too_many_reactions") for a new emoji on a message that already has `max_emoji` different
+    ones.
     """
+    _seen(db, channel_id, user_id, P.READ_MESSAGE_HISTORY | P.ADD_REACTIONS)
     _author_of(db, channel_id, message_id)
     used = db.execute(
         "SELECT 1 FROM reactions WHERE message_id = ? AND emoji = ? LIMIT 1", (message_id, emoji)
@@ -367,7 +529,9 @@ def add_reaction(
 def remove_reaction(
     db: Database, channel_id: int, message_id: int, user_id: int, emoji: str
 ) -> bool:
-    """Remove the user's reaction; False if there was none. Raises NotFound("unknown_message")."""
+    """Remove the user's reaction; False if there was none. Raises NotFound("unknown_channel" |
+    "unknown_message")."""
+    _seen(db, channel_id, user_id)
     _author_of(db, channel_id, message_id)
     cursor = db.execute(
         "DELETE FROM reactions WHERE message_id = ? AND emoji = ? AND user_id = ?",
@@ -392,26 +556,33 @@ def reactors(
 
 def ack(db: Database, user_id: int, channel_id: int, message_id: int) -> bool:
     """Move the user's read position in the channel forward to `message_id`; False if it was
-    already there or further. Raises NotFound("unknown_message")."""
+    already there or further. Raises NotFound("unknown_channel" | "unknown_message")."""
+    _seen(db, channel_id, user_id)
     _author_of(db, channel_id, message_id)
     return _advance_read_state(db, user_id, channel_id, message_id)
 
 
 def read_states(db: Database, user_id: int) -> list[ReadStateRow]:
     """Read position, newest message and unread mentions of every channel the user can see
-    that takes messages (text channels of their servers, their DMs): one query."""
+    that takes messages (text channels of their servers with VIEW_CHANNEL, their DMs): one
+    query, and five more for the permissions if the user is in any server."""
     rows = db.execute(
-        "WITH visible (id, last_message_id) AS ("
-        "  SELECT c.id, c.last_message_id FROM members m"
+        "WITH visible (id, server_id, last_message_id) AS ("
+        "  SELECT c.id, c.server_id, c.last_message_id FROM members m"
         "  JOIN channels c ON c.server_id = m.server_id AND c.type = 'text' WHERE m.user_id = ?1"
         "  UNION ALL"
-        "  SELECT c.id, c.last_message_id FROM dm_recipients r"
+        "  SELECT c.id, NULL, c.last_message_id FROM dm_recipients r"
         "  JOIN channels c ON c.id = r.channel_id AND c.type = 'dm' WHERE r.user_id = ?1)"
-        " SELECT v.id, coalesce(s.last_read_id, 0) AS read_id, v.last_message_id,"
+        " SELECT v.id, v.server_id, coalesce(s.last_read_id, 0) AS read_id, v.last_message_id,"
         "  (SELECT count(*) FROM message_mentions mm WHERE mm.user_id = ?1"
         "   AND mm.channel_id = v.id AND mm.message_id > coalesce(s.last_read_id, 0))"
         " FROM visible v LEFT JOIN read_states s ON s.user_id = ?1 AND s.channel_id = v.id"
         " ORDER BY v.id",
         (user_id,),
     ).fetchall()
-    return [ReadStateRow(*row) for row in rows]
+    accesses = accesses_of(db, user_id) if any(row[1] is not None for row in rows) else {}
+    return [
+        ReadStateRow(cid, read_id, last_id, mentions)
+        for cid, server_id, read_id, last_id, mentions in rows
+        if server_id is None or accesses[server_id].permissions(cid) & P.VIEW_CHANNEL
+    ]

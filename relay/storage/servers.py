@@ -1,4 +1,5 @@
-"""Queries for servers, their channels, members and invites, and 1:1 DM channels.
+"""Queries for servers, their members, invites and discovery, and 1:1 DM channels (a server's
+channels are relay.storage.channels).
 
 Plain sync functions over a sqlite-utils Database, `db` first; the Store runs them in its writer
 or reader threads. Write functions take the acting user and check what that user may do inside
@@ -7,8 +8,11 @@ deleted, an invite used up). They raise the error the client gets; the Store rol
 request's savepoint.
 
 Who may see what: a server and everything in it exist only for its members (everyone else gets a
-404, never a 403); a DM channel exists only for its two recipients. Owner-only actions go through
-`require_owner`, the one place the role/permission check will replace.
+404, never a 403), and a channel only for members with VIEW_CHANNEL in it; a DM channel exists
+only for its two recipients. What a member may do is decided by `relay.storage.access` (roles,
+overwrites, hierarchy); deleting a server and giving it away are the owner's alone
+(`require_owner`). Every change an operator may want to trace is written to the audit log in the
+same transaction (`relay.storage.audit`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,24 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from relay.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unprocessable
+from relay.permissions import P
+from relay.storage import audit
+from relay.storage.access import (
+    accesses_of,
+    require_server,
+    server_access,
+    unknown_server,
+    visible_ids,
+)
 from relay.storage.audience import visible_channel
+from relay.storage.channels import (
+    ChannelRow,
+    channels_where,
+    get_channel,
+    insert_channel,
+    list_channels,
+)
+from relay.storage.roles import RoleRow, held_roles, insert_everyone, list_roles, roles_where
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -31,18 +52,8 @@ class ServerRow(msgspec.Struct, frozen=True):
     name: str
     owner_id: int
     created_at: int
-
-
-class ChannelRow(msgspec.Struct, frozen=True):
-    id: int
-    server_id: int | None  # None for a DM channel
-    type: str  # text | voice | category | dm
-    name: str | None
-    topic: str | None
-    position: int
-    parent_id: int | None
-    last_message_id: int | None
-    created_at: int
+    is_public: bool = False  # listed by discovery; joinable without an invite
+    description: str | None = None
 
 
 class UserBrief(msgspec.Struct, frozen=True):
@@ -56,6 +67,8 @@ class MemberRow(msgspec.Struct, frozen=True):
     user: UserBrief
     nickname: str | None
     joined_at: int
+    roles: list[int] = msgspec.field(default_factory=list)  # without @everyone, ascending
+    communication_disabled_until: int | None = None  # a timeout (may have ended already)
 
 
 class InviteRow(msgspec.Struct, frozen=True):
@@ -75,10 +88,12 @@ class InvitePreview(msgspec.Struct, frozen=True):
 
 
 class ServerState(msgspec.Struct, frozen=True):
-    """A server with its channels (SERVER_CREATE, READY, joining)."""
+    """A server with the channels one member can see, and its roles (SERVER_CREATE, READY,
+    joining)."""
 
     server: ServerRow
     channels: list[ChannelRow]
+    roles: list[RoleRow] = msgspec.field(default_factory=list)
 
 
 class Joined(msgspec.Struct, frozen=True):
@@ -97,41 +112,41 @@ class DmOpened(msgspec.Struct, frozen=True):
     created: bool
 
 
-_CHANNEL = (
-    "c.id, c.server_id, c.type, c.name, c.topic, c.position, c.parent_id, c.last_message_id,"
-    " c.created_at"
+class PublicServer(msgspec.Struct, frozen=True):
+    server: ServerRow
+    member_count: int
+
+
+_SERVER = "s.id, s.name, s.owner_id, s.created_at, s.is_public, s.description"
+_MEMBER = (
+    "m.server_id, m.user_id, u.username, u.display_name, m.nickname, m.joined_at,"
+    " m.communication_disabled_until"
 )
-_MEMBER = "m.server_id, m.user_id, u.username, u.display_name, m.nickname, m.joined_at"
 
 
-def _one(db: Database, sql: str, params: tuple[Any, ...], row_type: type[Any]) -> Any:
-    rows = list(db.query(sql, params))
-    return msgspec.convert(rows[0], row_type) if rows else None
+def _server(row: tuple[Any, ...]) -> ServerRow:
+    server_id, name, owner_id, created_at, is_public, description = row
+    return ServerRow(server_id, name, owner_id, created_at, bool(is_public), description)
 
 
-def _all(db: Database, sql: str, params: tuple[Any, ...], row_type: type[Any]) -> list[Any]:
-    return msgspec.convert(list(db.query(sql, params)), list[row_type])  # type: ignore[valid-type]
+def _servers(db: Database, where: str, params: tuple[Any, ...]) -> list[ServerRow]:
+    rows = db.execute(f"SELECT {_SERVER} FROM servers s {where}", params).fetchall()
+    return [_server(r) for r in rows]
 
 
-def _member(row: tuple[Any, ...]) -> MemberRow:
-    server_id, user_id, username, display_name, nickname, joined_at = row
-    return MemberRow(server_id, UserBrief(user_id, username, display_name), nickname, joined_at)
-
-
-def _unknown_server() -> NotFound:
-    return NotFound("unknown server", code="unknown_server")
-
-
-def _unknown_channel() -> NotFound:
-    return NotFound("unknown channel", code="unknown_channel")
+def _member(row: tuple[Any, ...], roles: list[int]) -> MemberRow:
+    server_id, user_id, username, display_name, nickname, joined_at, until = row
+    return MemberRow(
+        server_id, UserBrief(user_id, username, display_name), nickname, joined_at, roles, until
+    )
 
 
 def _unknown_invite() -> NotFound:
     return NotFound("unknown invite", code="unknown_invite")
 
 
-def _field(field: str, reason: str) -> BadRequest:
-    return BadRequest(f"{field}: {reason}", code="invalid_field", fields={field: reason})
+def _banned() -> Forbidden:
+    return Forbidden("you are banned from this server", code="banned")
 
 
 # -- access ------------------------------------------------------------------------------------
@@ -141,13 +156,13 @@ def require_member(db: Database, server_id: int, user_id: int) -> ServerRow:
     """The server if `user_id` is a member; else NotFound (outsiders cannot tell it exists)."""
     server = server_for(db, server_id, user_id)
     if server is None:
-        raise _unknown_server()
+        raise unknown_server()
     return server
 
 
 def require_owner(db: Database, server_id: int, user_id: int) -> ServerRow:
-    """The server if `user_id` may manage it: today only its owner. Roles and permissions will
-    replace this check; keep every owner-only rule going through here."""
+    """The server if `user_id` owns it: deleting a server and giving it away are the owner's
+    alone (no permission grants them)."""
     server = require_member(db, server_id, user_id)
     if server.owner_id != user_id:
         raise Forbidden("only the server owner may do this", code="not_owner")
@@ -157,6 +172,13 @@ def require_owner(db: Database, server_id: int, user_id: int) -> ServerRow:
 def is_member(db: Database, server_id: int, user_id: int) -> bool:
     row = db.execute(
         "SELECT 1 FROM members WHERE server_id = ? AND user_id = ?", (server_id, user_id)
+    ).fetchone()
+    return row is not None
+
+
+def is_banned(db: Database, server_id: int, user_id: int) -> bool:
+    row = db.execute(
+        "SELECT 1 FROM bans WHERE server_id = ? AND user_id = ?", (server_id, user_id)
     ).fetchone()
     return row is not None
 
@@ -173,8 +195,9 @@ def create_server(
     now_ms: int,
     max_owned: int,
 ) -> ServerState:
-    """A server owned by (and with the single member) `owner_id`, with a `general` text channel
-    and a `General` voice channel. Raises Unprocessable("too_many_servers")."""
+    """A server owned by (and with the single member) `owner_id`, with its @everyone role, a
+    `general` text channel and a `General` voice channel. Raises
+    Unprocessable("too_many_servers")."""
     owned = db.execute("SELECT count(*) FROM servers WHERE owner_id = ?", (owner_id,)).fetchone()
     if owned[0] >= max_owned:
         raise Unprocessable(f"a user may own at most {max_owned} servers", code="too_many_servers")
@@ -182,6 +205,7 @@ def create_server(
         "INSERT INTO servers (id, name, owner_id, created_at) VALUES (?, ?, ?, ?)",
         (server_id, name, owner_id, now_ms),
     )
+    everyone = insert_everyone(db, server_id, now_ms)
     db.execute(
         "INSERT INTO members (server_id, user_id, joined_at) VALUES (?, ?, ?)",
         (server_id, owner_id, now_ms),
@@ -192,204 +216,168 @@ def create_server(
         ChannelRow(voice_id, server_id, "voice", "General", None, 1, None, None, now_ms),
     ]
     for c in channels:
-        _insert_channel(db, c)
-    return ServerState(ServerRow(server_id, name, owner_id, now_ms), channels)
+        insert_channel(db, c)
+    return ServerState(ServerRow(server_id, name, owner_id, now_ms), channels, [everyone])
 
 
-def _insert_channel(db: Database, c: ChannelRow, dm_key: str | None = None) -> None:
-    db.execute(
-        "INSERT INTO channels (id, server_id, type, name, topic, position, parent_id, dm_key,"
-        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (c.id, c.server_id, c.type, c.name, c.topic, c.position, c.parent_id, dm_key, c.created_at),
-    )
+def get_server(db: Database, server_id: int) -> ServerRow | None:
+    found = _servers(db, "WHERE s.id = ?", (server_id,))
+    return found[0] if found else None
 
 
 def server_for(db: Database, server_id: int, user_id: int) -> ServerRow | None:
     """The server if `user_id` is a member of it."""
-    sql = (
-        "SELECT s.* FROM servers s JOIN members m ON m.server_id = s.id"
-        " WHERE s.id = ? AND m.user_id = ?"
+    found = _servers(
+        db,
+        "JOIN members m ON m.server_id = s.id WHERE s.id = ? AND m.user_id = ?",
+        (server_id, user_id),
     )
-    row: ServerRow | None = _one(db, sql, (server_id, user_id), ServerRow)
-    return row
+    return found[0] if found else None
 
 
 def servers_of(db: Database, user_id: int) -> list[ServerRow]:
-    sql = (
-        "SELECT s.* FROM servers s JOIN members m ON m.server_id = s.id"
-        " WHERE m.user_id = ? ORDER BY s.id"
+    return _servers(
+        db, "JOIN members m ON m.server_id = s.id WHERE m.user_id = ? ORDER BY s.id", (user_id,)
     )
-    return _all(db, sql, (user_id,), ServerRow)
 
 
-def update_server(db: Database, server_id: int, user_id: int, name: str | None) -> ServerRow:
-    """Raises NotFound("unknown_server") or Forbidden("not_owner")."""
-    server = require_owner(db, server_id, user_id)
-    if name is None:
+def update_server(
+    db: Database,
+    server_id: int,
+    user_id: int,
+    name: str | None,
+    *,
+    description: str | UnsetType | None = UNSET,
+    is_public: bool | None = None,
+    reason: str | None = None,
+) -> ServerRow:
+    """Change the given fields (MANAGE_SERVER). Raises NotFound("unknown_server") or
+    Forbidden("missing_permission")."""
+    require_server(db, server_id, user_id, P.MANAGE_SERVER)
+    server = get_server(db, server_id)
+    assert server is not None
+    changes: dict[str, Any] = {}
+    if name is not None:
+        changes["name"] = name
+    if not isinstance(description, UnsetType):
+        changes["description"] = description
+    if is_public is not None:
+        changes["is_public"] = is_public
+    updated = msgspec.structs.replace(server, **changes)
+    if updated == server:
         return server
-    db.execute("UPDATE servers SET name = ? WHERE id = ?", (name, server_id))
-    return msgspec.structs.replace(server, name=name)
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    db.execute(f"UPDATE servers SET {assignments} WHERE id = ?", (*changes.values(), server_id))
+    audited = ("name", "description", "is_public")
+    audit.record(
+        db,
+        server_id,
+        user_id,
+        "server_update",
+        server_id,
+        audit.diff(
+            {k: getattr(server, k) for k in audited}, {k: getattr(updated, k) for k in audited}
+        ),
+        reason,
+    )
+    return updated
 
 
 def delete_server(db: Database, server_id: int, user_id: int) -> ServerRow:
-    """Delete a server and (by cascade) its channels, messages, members and invites."""
+    """Delete a server and (by cascade) its channels, messages, members, roles and invites."""
     server = require_owner(db, server_id, user_id)
     db.execute("DELETE FROM servers WHERE id = ?", (server_id,))
     return server
 
 
-def server_state(db: Database, server_id: int) -> ServerState:
-    server: ServerRow | None = _one(
-        db, "SELECT * FROM servers WHERE id = ?", (server_id,), ServerRow
-    )
-    if server is None:
-        raise _unknown_server()
-    return ServerState(server, list_channels(db, server_id))
+def transfer_ownership(
+    db: Database, server_id: int, user_id: int, new_owner_id: int, reason: str | None = None
+) -> ServerRow:
+    """Make another member the owner (the owner only). Raises NotFound("unknown_server" |
+    "unknown_member"), Forbidden("not_owner")."""
+    server = require_owner(db, server_id, user_id)
+    if not is_member(db, server_id, new_owner_id):
+        raise NotFound("unknown member", code="unknown_member")
+    if new_owner_id == user_id:
+        return server
+    db.execute("UPDATE servers SET owner_id = ? WHERE id = ?", (new_owner_id, server_id))
+    changes = [audit.Change("owner_id", user_id, new_owner_id)]
+    audit.record(db, server_id, user_id, "owner_transfer", new_owner_id, changes, reason)
+    return msgspec.structs.replace(server, owner_id=new_owner_id)
+
+
+def server_state(db: Database, server_id: int, viewer_id: int) -> ServerState:
+    """The server with the channels `viewer_id` (a member) can see, and its roles."""
+    server = get_server(db, server_id)
+    access = server_access(db, server_id, viewer_id, None)
+    if server is None or access is None:
+        raise unknown_server()
+    channels = list_channels(db, server_id)
+    seen = visible_ids(access, [c.id for c in channels])
+    return ServerState(server, [c for c in channels if c.id in seen], list_roles(db, server_id))
 
 
 def ready_state(db: Database, user_id: int) -> list[ServerState]:
-    """Every server of a user with its channels, in two queries (for READY)."""
+    """Every server of a user with the channels they can see and its roles (for READY), in a
+    fixed number of queries however many servers and channels there are."""
     servers = servers_of(db, user_id)
-    sql = (
-        f"SELECT {_CHANNEL} FROM channels c JOIN members m ON m.server_id = c.server_id"
-        " WHERE m.user_id = ? ORDER BY c.server_id, c.position, c.id"
+    if not servers:
+        return []
+    accesses = accesses_of(db, user_id)
+    mine = "JOIN members m ON m.server_id = {}.server_id AND m.user_id = ?"
+    channels: dict[int, list[ChannelRow]] = {s.id: [] for s in servers}
+    for c in channels_where(
+        db,
+        f"{mine.format('c')} ORDER BY c.server_id, c.position, c.id",
+        (user_id,),
+        {sid: access.server for sid, access in accesses.items()},
+    ):
+        assert c.server_id is not None
+        if accesses[c.server_id].permissions(c.id) & P.VIEW_CHANNEL:
+            channels[c.server_id].append(c)
+    roles: dict[int, list[RoleRow]] = {s.id: [] for s in servers}
+    for role in roles_where(db, f"{mine.format('r')} ORDER BY r.position, r.id", (user_id,)):
+        roles[role.server_id].append(role)
+    return [ServerState(s, channels[s.id], roles[s.id]) for s in servers]
+
+
+# -- discovery ---------------------------------------------------------------------------------
+
+
+def discover(db: Database, query: str, after: int, limit: int) -> list[PublicServer]:
+    """Public servers whose name contains `query` (case-insensitive), by id after `after`."""
+    pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = db.execute(
+        f"SELECT {_SERVER}, (SELECT count(*) FROM members m WHERE m.server_id = s.id)"
+        " FROM servers s WHERE s.is_public = 1 AND s.id > ? AND s.name LIKE ? ESCAPE '\\'"
+        " ORDER BY s.id LIMIT ?",
+        (after, pattern, limit),
+    ).fetchall()
+    return [PublicServer(_server(r[:6]), r[6]) for r in rows]
+
+
+def join_public(db: Database, server_id: int, user_id: int, now_ms: int) -> Joined:
+    """Join a public server without an invite. Raises NotFound("unknown_server") for a server
+    that is not public (or does not exist) and Forbidden("banned")."""
+    server = get_server(db, server_id)
+    if server is None or not (server.is_public or is_member(db, server_id, user_id)):
+        raise unknown_server()
+    return _join(db, server_id, user_id, now_ms)
+
+
+def _join(db: Database, server_id: int, user_id: int, now_ms: int) -> Joined:
+    member = get_member(db, server_id, user_id)
+    if member is not None:
+        return Joined(server_state(db, server_id, user_id), member, created=False)
+    if is_banned(db, server_id, user_id):
+        raise _banned()
+    db.execute(
+        "INSERT INTO members (server_id, user_id, joined_at) VALUES (?, ?, ?)",
+        (server_id, user_id, now_ms),
     )
-    by_server: dict[int, list[ChannelRow]] = {s.id: [] for s in servers}
-    for c in _all(db, sql, (user_id,), ChannelRow):
-        by_server.setdefault(c.server_id, []).append(c)
-    return [ServerState(s, by_server[s.id]) for s in servers]
-
-
-# -- channels ----------------------------------------------------------------------------------
-
-
-def list_channels(db: Database, server_id: int) -> list[ChannelRow]:
-    sql = f"SELECT {_CHANNEL} FROM channels c WHERE c.server_id = ? ORDER BY c.position, c.id"
-    return _all(db, sql, (server_id,), ChannelRow)
-
-
-def channels_for(db: Database, server_id: int, user_id: int) -> list[ChannelRow]:
-    """A server's channels if `user_id` is a member. Raises NotFound("unknown_server")."""
-    require_member(db, server_id, user_id)
-    return list_channels(db, server_id)
-
-
-def get_channel(db: Database, channel_id: int) -> ChannelRow | None:
-    sql = f"SELECT {_CHANNEL} FROM channels c WHERE c.id = ?"
-    row: ChannelRow | None = _one(db, sql, (channel_id,), ChannelRow)
-    return row
-
-
-def _check_parent(db: Database, server_id: int, parent_id: int) -> None:
-    row = db.execute("SELECT server_id, type FROM channels WHERE id = ?", (parent_id,)).fetchone()
-    if row is None or row[0] != server_id or row[1] != "category":
-        raise _field("parent_id", "must be a category channel of this server")
-
-
-def create_channel(
-    db: Database,
-    channel_id: int,
-    server_id: int,
-    user_id: int,
-    *,
-    name: str,
-    kind: str,
-    topic: str | None,
-    parent_id: int | None,
-    position: int | None,
-    now_ms: int,
-    max_channels: int,
-) -> ChannelRow:
-    """A channel at `position` (default: after the last one). The body rules that need no
-    database (a category has no parent, only text has a topic) are the caller's.
-
-    Raises NotFound("unknown_server"), Forbidden("not_owner"), BadRequest(parent_id) or
-    Unprocessable("too_many_channels").
-    """
-    require_owner(db, server_id, user_id)
-    count = db.execute("SELECT count(*) FROM channels WHERE server_id = ?", (server_id,))
-    if count.fetchone()[0] >= max_channels:
-        raise Unprocessable(
-            f"a server has at most {max_channels} channels", code="too_many_channels"
-        )
-    if parent_id is not None:
-        _check_parent(db, server_id, parent_id)
-    if position is None:
-        last = db.execute(
-            "SELECT max(position) FROM channels WHERE server_id = ?", (server_id,)
-        ).fetchone()[0]
-        position = 0 if last is None else last + 1
-    channel = ChannelRow(
-        channel_id, server_id, kind, name, topic, position, parent_id, None, now_ms
-    )
-    _insert_channel(db, channel)
-    return channel
-
-
-def _managed_channel(db: Database, channel_id: int, user_id: int) -> ChannelRow:
-    """A server channel `user_id` may manage; NotFound if they cannot see it."""
-    visible = visible_channel(db, channel_id, user_id)
-    if visible is None:
-        raise _unknown_channel()
-    if visible.server_id is None:
-        raise Forbidden("a DM channel cannot be changed or deleted", code="dm_channel")
-    require_owner(db, visible.server_id, user_id)
-    channel = get_channel(db, channel_id)
-    assert channel is not None
-    return channel
-
-
-def update_channel(
-    db: Database,
-    channel_id: int,
-    user_id: int,
-    *,
-    name: str | UnsetType = UNSET,
-    topic: str | UnsetType | None = UNSET,
-    position: int | UnsetType = UNSET,
-    parent_id: int | UnsetType | None = UNSET,
-) -> ChannelRow:
-    """Change the given fields (None clears topic or parent_id).
-
-    Raises NotFound("unknown_channel"), Forbidden("not_owner" | "dm_channel") or
-    BadRequest(topic | parent_id).
-    """
-    channel = _managed_channel(db, channel_id, user_id)
-    assert channel.server_id is not None
-    changes: dict[str, Any] = {}
-    if not isinstance(name, UnsetType):
-        changes["name"] = name
-    if not isinstance(topic, UnsetType):
-        if topic is not None and channel.type != "text":
-            raise _field("topic", "only text channels have a topic")
-        changes["topic"] = topic
-    if not isinstance(position, UnsetType):
-        changes["position"] = position
-    if not isinstance(parent_id, UnsetType):
-        if parent_id is not None:
-            if channel.type == "category":
-                raise _field("parent_id", "a category cannot have a parent")
-            _check_parent(db, channel.server_id, parent_id)
-        changes["parent_id"] = parent_id
-    if not changes:
-        return channel
-    assignments = ", ".join(f"{column} = ?" for column in changes)
-    db.execute(f"UPDATE channels SET {assignments} WHERE id = ?", (*changes.values(), channel_id))
-    return msgspec.structs.replace(channel, **changes)
-
-
-def delete_channel(
-    db: Database, channel_id: int, user_id: int
-) -> tuple[ChannelRow, list[ChannelRow]]:
-    """Delete a server channel (and its messages). Returns it and the channels that lost their
-    parent because it was their category (the foreign key sets their parent_id to NULL)."""
-    channel = _managed_channel(db, channel_id, user_id)
-    children = [
-        r[0] for r in db.execute("SELECT id FROM channels WHERE parent_id = ?", (channel_id,))
-    ]
-    db.execute("DELETE FROM channels WHERE id = ?", (channel_id,))
-    orphans = [get_channel(db, child) for child in children]
-    return channel, [c for c in orphans if c is not None]
+    member = get_member(db, server_id, user_id)
+    assert member is not None
+    return Joined(server_state(db, server_id, user_id), member, created=True)
 
 
 def channel_for(db: Database, channel_id: int, user_id: int) -> ChannelRow | DmRow | None:
@@ -407,13 +395,22 @@ def channel_for(db: Database, channel_id: int, user_id: int) -> ChannelRow | DmR
 # -- members -----------------------------------------------------------------------------------
 
 
-def list_members(db: Database, server_id: int, after: int, limit: int) -> list[MemberRow]:
+def _members(db: Database, where: str, params: tuple[Any, ...]) -> list[MemberRow]:
     rows = db.execute(
-        f"SELECT {_MEMBER} FROM members m JOIN users u ON u.id = m.user_id"
-        " WHERE m.server_id = ? AND m.user_id > ? ORDER BY m.user_id LIMIT ?",
-        (server_id, after, limit),
+        f"SELECT {_MEMBER} FROM members m JOIN users u ON u.id = m.user_id {where}", params
     ).fetchall()
-    return [_member(r) for r in rows]
+    if not rows:
+        return []
+    roles = held_roles(db, rows[0][0], [r[1] for r in rows])
+    return [_member(r, roles.get(r[1], [])) for r in rows]
+
+
+def list_members(db: Database, server_id: int, after: int, limit: int) -> list[MemberRow]:
+    return _members(
+        db,
+        "WHERE m.server_id = ? AND m.user_id > ? ORDER BY m.user_id LIMIT ?",
+        (server_id, after, limit),
+    )
 
 
 def members_page(
@@ -425,12 +422,8 @@ def members_page(
 
 
 def get_member(db: Database, server_id: int, user_id: int) -> MemberRow | None:
-    row = db.execute(
-        f"SELECT {_MEMBER} FROM members m JOIN users u ON u.id = m.user_id"
-        " WHERE m.server_id = ? AND m.user_id = ?",
-        (server_id, user_id),
-    ).fetchone()
-    return _member(row) if row is not None else None
+    found = _members(db, "WHERE m.server_id = ? AND m.user_id = ?", (server_id, user_id))
+    return found[0] if found else None
 
 
 def leave_server(db: Database, server_id: int, user_id: int) -> MemberRow:
@@ -457,9 +450,11 @@ def create_invite(
     max_uses: int | None,
     expires_at: int | None,
     now_ms: int,
+    reason: str | None = None,
 ) -> InviteRow:
-    """Raises NotFound("unknown_server") or Conflict("invite_code_taken") (retry another code)."""
-    require_member(db, server_id, inviter_id)
+    """Raises NotFound("unknown_server"), Forbidden("missing_permission") or
+    Conflict("invite_code_taken") (retry another code)."""
+    require_server(db, server_id, inviter_id, P.CREATE_INVITE)
     try:
         db.execute(
             "INSERT INTO invites (code, server_id, inviter_id, max_uses, expires_at, created_at)"
@@ -468,12 +463,30 @@ def create_invite(
         )
     except sqlite3.IntegrityError:
         raise Conflict("that invite code is taken", code="invite_code_taken") from None
-    return InviteRow(code, server_id, inviter_id, max_uses, 0, expires_at, now_ms)
+    invite = InviteRow(code, server_id, inviter_id, max_uses, 0, expires_at, now_ms)
+    values = {"code": code, "max_uses": max_uses, "expires_at": expires_at}
+    audit.record(db, server_id, inviter_id, "invite_create", None, audit.created(values), reason)
+    return invite
 
 
 def get_invite(db: Database, code: str) -> InviteRow | None:
-    row: InviteRow | None = _one(db, "SELECT * FROM invites WHERE code = ?", (code,), InviteRow)
-    return row
+    row = db.execute(
+        "SELECT code, server_id, inviter_id, max_uses, uses, expires_at, created_at"
+        " FROM invites WHERE code = ?",
+        (code,),
+    ).fetchone()
+    return InviteRow(*row) if row is not None else None
+
+
+def invites_of(db: Database, server_id: int, user_id: int) -> list[InviteRow]:
+    """A server's invites, newest first (MANAGE_SERVER)."""
+    require_server(db, server_id, user_id, P.MANAGE_SERVER)
+    rows = db.execute(
+        "SELECT code, server_id, inviter_id, max_uses, uses, expires_at, created_at"
+        " FROM invites WHERE server_id = ? ORDER BY created_at DESC, code",
+        (server_id,),
+    ).fetchall()
+    return [InviteRow(*r) for r in rows]
 
 
 def _usable_invite(db: Database, code: str, now_ms: int) -> InviteRow:
@@ -503,35 +516,36 @@ def use_invite(db: Database, code: str, user_id: int, now_ms: int) -> Joined:
     one write, so two joins on an invite with one use left cannot both pass.
 
     A user who is already a member gets the server back and spends nothing (even if the invite
-    has expired or is used up since). Raises NotFound("unknown_invite") or
-    Gone("invite_expired" | "invite_exhausted").
+    has expired or is used up since). Raises NotFound("unknown_invite"),
+    Gone("invite_expired" | "invite_exhausted") or Forbidden("banned").
     """
     invite = get_invite(db, code)
     if invite is None:
         raise _unknown_invite()
-    member = get_member(db, invite.server_id, user_id)
-    if member is not None:
-        return Joined(server_state(db, invite.server_id), member, created=False)
-    _usable_invite(db, code, now_ms)
-    db.execute("UPDATE invites SET uses = uses + 1 WHERE code = ?", (code,))
-    db.execute(
-        "INSERT INTO members (server_id, user_id, joined_at) VALUES (?, ?, ?)",
-        (invite.server_id, user_id, now_ms),
-    )
-    member = get_member(db, invite.server_id, user_id)
-    assert member is not None
-    return Joined(server_state(db, invite.server_id), member, created=True)
+    if not is_member(db, invite.server_id, user_id):
+        _usable_invite(db, code, now_ms)
+        if is_banned(db, invite.server_id, user_id):
+            raise _banned()
+        db.execute("UPDATE invites SET uses = uses + 1 WHERE code = ?", (code,))
+    return _join(db, invite.server_id, user_id, now_ms)
 
 
-def delete_invite(db: Database, code: str, user_id: int) -> InviteRow:
-    """The inviter or whoever manages the server may delete an invite; for non-members it does
-    not exist. Raises NotFound("unknown_invite") or Forbidden("not_owner")."""
+def delete_invite(db: Database, code: str, user_id: int, reason: str | None = None) -> InviteRow:
+    """The inviter or a member with MANAGE_SERVER may delete an invite; for non-members it does
+    not exist. Raises NotFound("unknown_invite") or Forbidden("missing_permission")."""
     invite = get_invite(db, code)
-    if invite is None or not is_member(db, invite.server_id, user_id):
+    if invite is None:
+        raise _unknown_invite()
+    access = server_access(db, invite.server_id, user_id)
+    if access is None:
         raise _unknown_invite()
     if invite.inviter_id != user_id:
-        require_owner(db, invite.server_id, user_id)
+        access.require(P.MANAGE_SERVER)
     db.execute("DELETE FROM invites WHERE code = ?", (code,))
+    values = {"code": code, "max_uses": invite.max_uses, "uses": invite.uses}
+    audit.record(
+        db, invite.server_id, user_id, "invite_delete", None, audit.removed(values), reason
+    )
     return invite
 
 
@@ -586,7 +600,7 @@ def open_dm(
     if shared is None:
         raise Forbidden("you share no server with this user", code="no_shared_server")
     channel = ChannelRow(channel_id, None, "dm", None, None, 0, None, None, now_ms)
-    _insert_channel(db, channel, dm_key=key)
+    insert_channel(db, channel, dm_key=key)
     for uid in (user_id, recipient_id):
         db.execute(
             "INSERT INTO dm_recipients (channel_id, user_id) VALUES (?, ?)", (channel_id, uid)
@@ -596,11 +610,11 @@ def open_dm(
 
 def dms_of(db: Database, user_id: int) -> list[DmRow]:
     """Every DM channel of a user with its recipients, in two queries (for READY)."""
-    sql = (
-        f"SELECT {_CHANNEL} FROM channels c JOIN dm_recipients r ON r.channel_id = c.id"
-        " WHERE r.user_id = ? ORDER BY c.id"
+    channels = channels_where(
+        db,
+        "JOIN dm_recipients r ON r.channel_id = c.id WHERE r.user_id = ? ORDER BY c.id",
+        (user_id,),
     )
-    channels: list[ChannelRow] = _all(db, sql, (user_id,), ChannelRow)
     recipients = _recipients(
         db, "r.channel_id IN (SELECT channel_id FROM dm_recipients WHERE user_id = ?)", (user_id,)
     )

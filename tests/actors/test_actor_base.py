@@ -189,3 +189,40 @@ async def test_close_drains_queued_messages_then_run_returns() -> None:
     # The nursery exited by itself, so run() returned.
     assert counter.seen == [1, 2, 3]
     assert counter.stopped
+
+
+class Batching(Counter):
+    batch_max = 3
+
+    def __init__(self, log: list[object]) -> None:
+        super().__init__("b")
+        self.log = log
+
+    async def handle(self, msg: CounterMsg) -> None:
+        if isinstance(msg, Add):
+            self.log.append(msg.n)
+        await super().handle(msg)
+
+
+async def test_batch_max_handles_queued_messages_without_yielding(nursery: trio.Nursery) -> None:
+    log: list[object] = []
+    actor = Batching(log)
+    await nursery.start(actor.run)
+    gate = trio.Event()
+    actor.tell(Wait(gate))
+    await trio.testing.wait_all_tasks_blocked()
+    for n in range(1, 5):
+        actor.tell(Add(n))
+
+    async def ticker() -> None:
+        while True:  # runs whenever the actor yields
+            log.append("tick")
+            await trio.lowlevel.checkpoint()
+
+    nursery.start_soon(ticker)
+    gate.set()
+    assert await actor.ask(Total) == 10
+    # Wait's turn takes Add 1 and 2 along; the next turn Add 3 and 4 (and Total).
+    assert log.index(2) == log.index(1) + 1
+    assert log.index(4) == log.index(3) + 1
+    assert actor.seen == [1, 2, 3, 4]

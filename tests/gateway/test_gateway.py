@@ -432,3 +432,14 @@ async def test_logout_closes_the_logins_gateway_sessions(gateway_server: Running
         assert all(
             s.user_id != int(alice.user_id) for s in gateway_server.runtime.hub.sessions.values()
         )
+
+
+@pytest.mark.settings(heartbeat_interval_s=0.5, heartbeat_grace_s=0.5)
+async def test_heartbeats_keep_the_session_alive(gateway_server: RunningServer) -> None:
+    async with open_gateway(gateway_server.ws_url) as gw:
+        # 2.4 s, well past the first deadline (1 s): each heartbeat must move it.
+        for _ in range(6):
+            await trio.sleep(0.4)
+            await gw.heartbeat()
+            while (await gw.receive())["op"] != 11:
+                pass

@@ -14,6 +14,7 @@ from msgspec import to_builtins
 from nacl.signing import SigningKey
 
 from relay.gateway.session import Session
+from relay.permissions import DEFAULT_EVERYONE
 from relay.rest import servers as servers_rest
 from relay.rest.servers import dm_channels, ready_servers
 from relay.storage import audience
@@ -108,9 +109,10 @@ async def listen(server: RunningServer, user: User) -> Listener:
 
 
 async def new_server(owner: User, name: str = "Home") -> dict[str, Any]:
-    """Create a server; return the server object (without the `channels` it also comes with)."""
+    """Create a server; return the server object (without the `channels` and `roles` it also
+    comes with)."""
     server: dict[str, Any] = await owner.call("POST", "/servers", {"name": name})
-    del server["channels"]
+    del server["channels"], server["roles"]
     return server
 
 
@@ -135,9 +137,21 @@ async def test_create_and_read_a_server(
     status, created = await ann.status("POST", "/servers", {"name": "Ann's place"})
 
     assert status == 201
-    server = {k: v for k, v in created.items() if k != "channels"}
-    assert set(server) == {"id", "name", "owner_id", "created_at"}
+    server = {k: v for k, v in created.items() if k not in ("channels", "roles")}
+    assert set(server) == {"id", "name", "owner_id", "created_at", "description", "public"}
     assert (server["name"], server["owner_id"]) == ("Ann's place", ann.id)
+    assert (server["description"], server["public"]) == (None, False)
+    assert created["roles"] == [
+        {
+            "id": server["id"],  # @everyone
+            "name": "@everyone",
+            "permissions": str(DEFAULT_EVERYONE),
+            "color": 0,
+            "position": 0,
+            "hoist": False,
+            "mentionable": False,
+        }
+    ]
     assert server["created_at"].endswith("Z")
     assert await ann.call("GET", f"/servers/{server['id']}") == server
     assert await ann.call("GET", "/users/@me/servers") == [server]
@@ -156,8 +170,11 @@ async def test_create_and_read_a_server(
         "parent_id": None,
         "last_message_id": None,
         "created_at": server["created_at"],
+        "rate_limit_per_user": 0,
+        "permissions_synced": False,
+        "permission_overwrites": [],
     }
-    assert created == {**server, "channels": channels}
+    assert created == {**server, "channels": channels, "roles": created["roles"]}
     assert events.take() == [("SERVER_CREATE", created)]
     # The creator's session now hears the new server's events.
     await ann.call("PATCH", f"/servers/{server['id']}", {"name": "Renamed"})
@@ -237,17 +254,25 @@ async def test_non_members_see_nothing_and_members_cannot_manage(
         for bad in BAD_IDS:
             assert await ann.error(method, f"/channels/{bad}", body) == (404, "unknown_channel")
 
-    # A member sees it but cannot manage it.
+    # A member sees it but cannot manage it: the permission it lacks is named; deleting the
+    # server is the owner's alone.
     assert (await bob.call("GET", f"/servers/{sid}"))["id"] == sid
     assert (await bob.call("GET", f"/channels/{general}"))["id"] == general
-    for method, path, body in [
-        ("PATCH", f"/servers/{sid}", {"name": "mine"}),
-        ("DELETE", f"/servers/{sid}", None),
-        ("POST", f"/servers/{sid}/channels", {"name": "x", "type": "text"}),
-        ("PATCH", f"/channels/{general}", {"name": "x"}),
-        ("DELETE", f"/channels/{general}", None),
+    for method, path, body, permission in [
+        ("PATCH", f"/servers/{sid}", {"name": "mine"}, "MANAGE_SERVER"),
+        ("POST", f"/servers/{sid}/channels", {"name": "x", "type": "text"}, "MANAGE_CHANNELS"),
+        ("PATCH", f"/channels/{general}", {"name": "x"}, "MANAGE_CHANNELS"),
+        ("DELETE", f"/channels/{general}", None, "MANAGE_CHANNELS"),
     ]:
-        assert await bob.error(method, path, body) == (403, "not_owner"), path
+        response = await bob.client.request(method, API + path, json=body)
+        assert response.status_code == 403, path
+        error = response.json()["error"]
+        assert (error["code"], error["fields"]) == (
+            "missing_permission",
+            {"permission": permission},
+        )
+        assert permission in error["message"]
+    assert await bob.error("DELETE", f"/servers/{sid}") == (403, "not_owner")
     assert (await ann.call("GET", f"/servers/{sid}"))["name"] == "Home"
     assert len(await ann.call("GET", f"/servers/{sid}/channels")) == 2
 
@@ -325,7 +350,16 @@ async def test_create_list_update_and_delete_channels(
         f"/channels/{text['id']}",
         {"name": "headlines", "topic": None, "position": 9, "parent_id": None},
     )
-    assert moved == {**text, "name": "headlines", "topic": None, "position": 9, "parent_id": None}
+    # Made in a category, it followed the category's overwrites; moved out, it keeps a copy.
+    assert text["permissions_synced"]
+    assert moved == {
+        **text,
+        "name": "headlines",
+        "topic": None,
+        "position": 9,
+        "parent_id": None,
+        "permissions_synced": False,
+    }
     assert await ann.call("PATCH", f"/channels/{text['id']}", {}) == moved
     back = await ann.call("PATCH", f"/channels/{text['id']}", {"parent_id": category["id"]})
     assert back["parent_id"] == category["id"]
@@ -464,7 +498,8 @@ async def test_invite_create_preview_join_and_events(
     status, joined = await bob.status("POST", f"/invites/{code}")
     assert status == 201
     channels = await ann.call("GET", f"/servers/{sid}/channels")
-    assert joined == {**server, "channels": channels}
+    roles = await ann.call("GET", f"/servers/{sid}/roles")
+    assert joined == {**server, "channels": channels, "roles": roles}
     assert (await bob.call("GET", f"/invites/{code}"))["member_count"] == 2
 
     # Joining again: 200 with the server, and no use spent.
@@ -584,7 +619,7 @@ async def test_delete_invite(make_user: Callable[[str], Awaitable[User]]) -> Non
     by_bob = await bob.call("POST", f"/servers/{sid}/invites", {})
     another = await bob.call("POST", f"/servers/{sid}/invites", {})
 
-    assert await cat.error("DELETE", f"/invites/{by_bob['code']}") == (403, "not_owner")
+    assert await cat.error("DELETE", f"/invites/{by_bob['code']}") == (403, "missing_permission")
     assert await eve.error("DELETE", f"/invites/{by_bob['code']}") == (404, "unknown_invite")
     assert await bob.status("DELETE", f"/invites/{by_bob['code']}") == (204, None)
     assert await ann.status("DELETE", f"/invites/{another['code']}") == (204, None)
@@ -606,8 +641,15 @@ async def test_member_list_pagination(make_user: Callable[[str], Awaitable[User]
     everyone = await others[0].call("GET", path)
     ids = [m["user"]["id"] for m in everyone]
     assert ids == sorted([ann.id] + [u.id for u in others], key=int)
-    assert set(everyone[0]) == {"user", "nickname", "joined_at"}
-    assert everyone[0]["nickname"] is None
+    assert set(everyone[0]) == {
+        "user",
+        "nickname",
+        "joined_at",
+        "roles",
+        "communication_disabled_until",
+    }
+    assert (everyone[0]["nickname"], everyone[0]["roles"]) == (None, [])
+    assert everyone[0]["communication_disabled_until"] is None
     assert await ann.call("GET", f"{path}?after=0&limit=100") == everyone
 
     first = await ann.call("GET", f"{path}?limit=2")
@@ -688,6 +730,9 @@ async def test_direct_messages(
         "parent_id": None,
         "last_message_id": None,
         "created_at": dm["created_at"],
+        "rate_limit_per_user": 0,
+        "permissions_synced": False,
+        "permission_overwrites": [],
         "recipients": recipients,
     }
     assert ann_events.take() == bob_events.take() == [("CHANNEL_CREATE", dm)]
@@ -737,7 +782,12 @@ async def test_ready_helpers(
     ready = await bob.call("GET", "/users/@me/servers")
     assert [s["id"] for s in ready] == [first["id"], second["id"]]
     states = [
-        {**s, "channels": await bob.call("GET", f"/servers/{s['id']}/channels")} for s in ready
+        {
+            **s,
+            "channels": await bob.call("GET", f"/servers/{s['id']}/channels"),
+            "roles": await bob.call("GET", f"/servers/{s['id']}/roles"),
+        }
+        for s in ready
     ]
     assert states[0]["channels"][-1] == extra
 

@@ -14,6 +14,7 @@ from relay.errors import BadRequest, Forbidden, NotFound, Unprocessable
 from relay.ids import EPOCH_MS, Snowflakes, timestamp_ms
 from relay.storage import messages
 from relay.storage.db import connect, open_store
+from relay.storage.roles import insert_everyone
 from relay.storage.schema import migrate
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def populate(db: Database) -> None:
         "INSERT INTO servers (id, name, owner_id, created_at) VALUES (?, 's', ?, 0)",
         (SERVER, ALICE),
     )
+    insert_everyone(db, SERVER, 0)  # what create_server does: members' default permissions
     for user_id in (ALICE, BOB, CAROL):
         db.execute(
             "INSERT INTO members (server_id, user_id, joined_at) VALUES (?, ?, 0)",
@@ -391,14 +393,15 @@ def test_read_states_cover_visible_text_channels_and_count_mentions(db: Database
     assert messages.read_states(db, EVE) == []
 
 
-def test_read_states_is_one_query(db: Database, ids: Ids) -> None:
+def test_read_states_take_a_fixed_number_of_queries(db: Database, ids: Ids) -> None:
     statements: list[str] = []
     db.conn.set_trace_callback(statements.append)
     try:
         messages.read_states(db, BOB)
+        messages.read_states(db, EVE)  # in no server: no permissions to load
     finally:
         db.conn.set_trace_callback(None)
-    assert len(statements) == 1
+    assert len(statements) == 1 + 5 + 1  # read states, then the permissions (access.accesses_of)
 
 
 def test_history_uses_a_fixed_number_of_queries(db: Database, ids: Ids) -> None:

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from relay.errors import BadRequest, Forbidden, Gone, NotFound, Unprocessable
-from relay.storage import servers, users
+from relay.storage import channels, servers, users
 from relay.storage.db import connect, open_store
 from relay.storage.schema import migrate
 
@@ -45,7 +45,7 @@ def count(db: Database, sql: str, *params: object) -> int:
 
 
 def channel(db: Database, channel_id: int, server_id: int, kind: str, **kw: object) -> None:
-    servers.create_channel(
+    channels.create_channel(
         db,
         channel_id,
         server_id,
@@ -83,7 +83,7 @@ def test_create_server_makes_owner_member_and_default_channels(db: Database) -> 
         (101, "text", "general", 0),
         (102, "voice", "General", 1),
     ]
-    assert servers.list_channels(db, 100) == state.channels
+    assert channels.list_channels(db, 100) == state.channels
     assert servers.is_member(db, 100, 1)
     assert servers.servers_of(db, 1) == [state.server]
 
@@ -134,7 +134,7 @@ def test_delete_server_cascades(world: Database) -> None:
 def test_create_channel_positions_parents_and_limit(world: Database) -> None:
     channel(world, 110, 100, "category")
     channel(world, 111, 100, "text", parent_id=110, position=0)
-    assert [(c.id, c.position) for c in servers.list_channels(world, 100)] == [
+    assert [(c.id, c.position) for c in channels.list_channels(world, 100)] == [
         (101, 0),
         (111, 0),  # same position: by id
         (102, 1),
@@ -157,44 +157,45 @@ def test_parent_must_be_in_the_same_server(world: Database) -> None:
     with pytest.raises(BadRequest):
         channel(world, 120, 100, "text", parent_id=210)
     with pytest.raises(BadRequest):
-        servers.update_channel(world, 101, 1, parent_id=210)
+        channels.update_channel(world, 101, 1, parent_id=210)
 
 
 def test_update_channel_rules(world: Database) -> None:
     channel(world, 110, 100, "category")
-    updated = servers.update_channel(world, 101, 1, name="chat", topic="hello", parent_id=110)
+    updated = channels.update_channel(world, 101, 1, name="chat", topic="hello", parent_id=110)
     assert (updated.name, updated.topic, updated.parent_id) == ("chat", "hello", 110)
-    assert servers.get_channel(world, 101) == updated
-    cleared = servers.update_channel(world, 101, 1, topic=None, parent_id=None, position=7)
+    assert channels.get_channel(world, 101) == updated
+    cleared = channels.update_channel(world, 101, 1, topic=None, parent_id=None, position=7)
     assert (cleared.topic, cleared.parent_id, cleared.position) == (None, None, 7)
-    assert servers.get_channel(world, 101) == cleared
+    assert channels.get_channel(world, 101) == cleared
 
     with pytest.raises(BadRequest) as topic:
-        servers.update_channel(world, 102, 1, topic="voice has none")
+        channels.update_channel(world, 102, 1, topic="voice has none")
     with pytest.raises(BadRequest) as nested:
-        servers.update_channel(world, 110, 1, parent_id=110)
-    with pytest.raises(Forbidden) as not_owner:
-        servers.update_channel(world, 101, 2, name="mine")
+        channels.update_channel(world, 110, 1, parent_id=110)
+    with pytest.raises(Forbidden) as not_allowed:
+        channels.update_channel(world, 101, 2, name="mine")
     with pytest.raises(NotFound) as outsider:
-        servers.update_channel(world, 101, 3, name="mine")
+        channels.update_channel(world, 101, 3, name="mine")
 
     assert "topic" in topic.value.fields
     assert "parent_id" in nested.value.fields
-    assert not_owner.value.code == "not_owner"
+    assert not_allowed.value.code == "missing_permission"
+    assert not_allowed.value.fields == {"permission": "MANAGE_CHANNELS"}
     assert outsider.value.code == "unknown_channel"
-    assert servers.get_channel(world, 101) == cleared
+    assert channels.get_channel(world, 101) == cleared
 
 
 def test_deleting_a_category_orphans_its_channels(world: Database) -> None:
     channel(world, 110, 100, "category")
-    servers.update_channel(world, 101, 1, parent_id=110)
-    servers.update_channel(world, 102, 1, parent_id=110)
+    channels.update_channel(world, 101, 1, parent_id=110)
+    channels.update_channel(world, 102, 1, parent_id=110)
 
-    deleted, orphans = servers.delete_channel(world, 110, 1)
+    deleted, orphans = channels.delete_channel(world, 110, 1)
 
     assert deleted.id == 110
     assert [(c.id, c.parent_id) for c in orphans] == [(101, None), (102, None)]
-    assert servers.get_channel(world, 110) is None
+    assert channels.get_channel(world, 110) is None
 
 
 # -- members -----------------------------------------------------------------------------------
@@ -351,9 +352,9 @@ def test_dm_channels_are_visible_to_their_recipients_only(world: Database) -> No
     assert isinstance(found, servers.DmRow)
     assert servers.channel_for(world, 500, 3) is None
     with pytest.raises(Forbidden) as dm:
-        servers.update_channel(world, 500, 1, name="x")
+        channels.update_channel(world, 500, 1, name="x")
     with pytest.raises(NotFound):
-        servers.delete_channel(world, 500, 3)
+        channels.delete_channel(world, 500, 3)
     assert dm.value.code == "dm_channel"
 
 
@@ -375,7 +376,8 @@ def test_ready_queries_take_a_constant_number_of_statements(world: Database) -> 
     dms = servers.dms_of(world, 2)
 
     world.conn.set_trace_callback(None)
-    assert len([s for s in statements if s.startswith("SELECT")]) == 4  # 2 + 2, whatever the counts
+    # Servers, 5 for permissions, channels, roles; then DMs and recipients: whatever the counts.
+    assert len([s for s in statements if s.startswith("SELECT")]) == 8 + 2
     assert [s.server.id for s in states] == [100, 200, 300, 400]
     assert [c.id for c in states[0].channels] == [101, 102, 110]
     assert [c.id for c in states[1].channels] == [201, 202]

@@ -1,0 +1,2 @@
+"""App rooms: a relay for games and collaborative apps (REST `/v1/api/rooms`, WebSocket
+`/v1/websocket`), one actor per room."""

@@ -1,0 +1,115 @@
+"""scripts/bench: the raw WebSocket/HTTP bytes of its load generator, and a smoke run.
+
+The smoke run is a few seconds with tiny sizes and Relay only (no peers, so no network beyond
+loopback). It checks that the run completes and writes the JSON with the expected keys; it
+asserts no timing: benchmarks are not tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchkit import wire  # noqa: E402
+
+
+def server_frame(payload: bytes, opcode: int = wire.OP_TEXT) -> bytes:
+    n = len(payload)
+    if n < 126:
+        return bytes((0x80 | opcode, n)) + payload
+    if n < 65536:
+        return bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big") + payload
+
+
+def test_scan_counts_bench_messages_across_any_split() -> None:
+    bench = wire.bench_text(123456789, 3, 7).encode()
+    stream = (
+        server_frame(b'{"op":0,"t":"PRESENCE_UPDATE"}')
+        + server_frame(b'{"content":"' + bench + b'"}')
+        + server_frame(b"x" * 200 + bench)  # a 16-bit length
+        + server_frame(b"\x03\xe8", wire.OP_CLOSE)
+    )
+    for cut in range(len(stream) + 1):
+        stamps: list[bytes] = []
+        pos, count, controls = wire.scan(stream[:cut], 0, stamps)
+        rest_pos, rest_count, rest_controls = wire.scan(stream[pos:], 0, stamps)
+        assert pos + rest_pos == len(stream)
+        assert count + rest_count == 2
+        assert [wire.parse_stamp(s) for s in stamps] == [(123456789, 3, 7)] * 2
+        assert (controls or []) + (rest_controls or []) == [(wire.OP_CLOSE, b"\x03\xe8")]
+
+
+def test_client_frames_are_masked() -> None:
+    payload = b"hello, relay" * 20
+    frame = wire.client_frame(payload)
+    assert frame[0] == 0x81
+    assert frame[1] == 0x80 | 126
+    assert int.from_bytes(frame[2:4], "big") == len(payload)
+    mask = frame[4:8]
+    assert wire.mask_bytes(frame[8:], mask) == payload
+
+
+def test_split_response_needs_the_whole_body() -> None:
+    answer = b"HTTP/1.1 201 \r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+    assert wire.split_response(answer[:-1]) is None
+    assert wire.split_response(answer + b"HTTP/1.1") == (201, b"{}", b"HTTP/1.1")
+
+
+def test_quick_run_writes_the_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench"),
+            "--quick",
+            "--only",
+            "relay",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,  # a hang guard, not a performance assertion
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert result["servers"] == ["relay"]
+    for key in ("date", "machine", "config", "rows", "phases", "details", "notes", "versions"):
+        assert key in result
+    for key in ("cpu_model", "cores", "memory_gb", "python", "node"):
+        assert key in result["machine"]
+    scenarios = {row["scenario"] for row in result["rows"]}
+    assert scenarios == {"fanout", "write", "idle"}
+    for row in result["rows"]:
+        assert set(row) >= {"case", "metric", "unit", "values", "ratios", "bar", "bar_met"}
+    for phase in result["phases"]:
+        assert phase["server_cpu_pct"] >= 0
+        assert phase["lg_cpu_pct"] >= 0
+        assert phase["missing_deliveries"] == 0
+    fanout = result["details"]["fanout"]
+    for by_server in fanout.values():
+        assert by_server["relay"]["max"]["deliveries_per_s"] > 0
+        assert by_server["relay"]["latency"]["latency"]["samples"] > 0
+    assert "### fanout" in done.stdout
+
+
+@pytest.mark.parametrize("text", ["bench|1|2|3|", "bench|1|2|3|" + "x" * 500])
+def test_peer_message_is_padded_json(text: str) -> None:
+    from benchkit.workers import peer_message
+
+    message = peer_message(text, 380)
+    assert len(message) >= 380
+    assert json.loads(message)["d"]["content"] == text

@@ -1,0 +1,102 @@
+"""Permission storage against real database files: migration 3 gives old servers their
+@everyone role, access checks see what the pure function says, and audit entries commit or
+roll back with their change."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from relay.errors import Forbidden
+from relay.permissions import ALL, DEFAULT_EVERYONE, Overwrite, P
+from relay.storage import audit, channels, overwrites, roles, servers, users
+from relay.storage.access import accesses_of, server_access
+from relay.storage.audience import server_snapshot, visible_channel
+from relay.storage.db import connect
+from relay.storage.schema import migrate
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from sqlite_utils import Database
+
+NOW = 1_800_000_000_000
+OWNER, MEMBER = 1, 2
+SERVER, TEXT, VOICE = 100, 101, 102
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = connect(tmp_path / "relay.db")
+    migrate(database)
+    for uid in (OWNER, MEMBER):
+        users.insert_user(database, uid, f"user{uid}", None, None, None, 0, NOW)
+    servers.create_server(database, SERVER, (TEXT, VOICE), OWNER, "s", NOW, 100)
+    servers.create_invite(database, "in", SERVER, OWNER, None, None, NOW)
+    servers.use_invite(database, "in", MEMBER, NOW)
+    yield database
+    database.close()
+
+
+def test_migration_3_gives_existing_servers_their_everyone_role(tmp_path: Path) -> None:
+    db = connect(tmp_path / "old.db")
+    db.execute("CREATE TABLE placeholder (x INTEGER)")  # not empty: take the migration path
+    migrate(db, target=2)
+    db.execute("INSERT INTO users (id, username, created_at, updated_at) VALUES (1, 'a', 0, 0)")
+    db.execute("INSERT INTO servers (id, name, owner_id, created_at) VALUES (7, 's', 1, 5)")
+    db.conn.commit()
+
+    migrate(db)
+
+    assert roles.list_roles(db, 7) == [
+        roles.RoleRow(7, 7, "@everyone", DEFAULT_EVERYONE, 0, 0, False, False, 5)
+    ]
+    db.close()
+
+
+def test_hidden_channels_are_invisible_and_checks_name_the_permission(db: Database) -> None:
+    overwrites.set_overwrite(db, TEXT, OWNER, Overwrite(SERVER, "role", 0, int(P.VIEW_CHANNEL)))
+
+    assert visible_channel(db, TEXT, MEMBER) is None
+    owners = visible_channel(db, TEXT, OWNER)
+    assert owners is not None
+    assert owners.permissions == ALL
+    voice = visible_channel(db, VOICE, MEMBER)
+    assert voice is not None
+    with pytest.raises(Forbidden) as refused:
+        voice.require(P.MANAGE_CHANNELS)
+    assert (refused.value.code, refused.value.fields) == (
+        "missing_permission",
+        {"permission": "MANAGE_CHANNELS"},
+    )
+    assert [c.id for c in channels.channels_for(db, SERVER, MEMBER)] == [VOICE]
+    access = accesses_of(db, MEMBER)[SERVER]
+    assert not access.permissions(TEXT) & P.VIEW_CHANNEL
+    snapshot = server_snapshot(db, SERVER)
+    assert snapshot is not None
+    assert snapshot.server.channels[TEXT].overwrites == (
+        Overwrite(SERVER, "role", 0, int(P.VIEW_CHANNEL)),
+    )
+
+
+def test_an_access_never_guesses_about_channels_it_did_not_load(db: Database) -> None:
+    access = server_access(db, SERVER, MEMBER)  # no channels loaded
+    assert access is not None
+    assert access.permissions() == DEFAULT_EVERYONE
+    with pytest.raises(LookupError):
+        access.permissions(TEXT)
+
+
+def test_audit_entries_commit_with_their_change(db: Database) -> None:
+    servers.update_server(db, SERVER, OWNER, "renamed", reason="why not")
+    with pytest.raises(Forbidden):
+        servers.update_server(db, SERVER, MEMBER, "mine")
+    entries = audit.entries(db, SERVER, OWNER)
+    assert [(e.action, e.user_id, e.reason) for e in entries][:1] == [
+        ("server_update", OWNER, "why not")
+    ]
+    assert entries[0].changes == [audit.Change("name", "s", "renamed")]
+    with pytest.raises(Forbidden):
+        audit.entries(db, SERVER, MEMBER)  # VIEW_AUDIT_LOG
