@@ -118,12 +118,26 @@ class ChannelActor(Actor[ChannelMsg]):
                 raise RuntimeError(f"fault injected into {self.key}")
 
     async def _publisher(self) -> None:
-        async for item in self._queue_recv:
+        while True:
+            # Take what is already queued without a scheduler pass per item: a commit batch
+            # finishes many posts at once, and publishing them together lets every
+            # connection's writer send them in one write instead of one write per message.
+            try:
+                item = self._queue_recv.receive_nowait()
+            except trio.WouldBlock:
+                try:
+                    item = await self._queue_recv.receive()
+                except trio.EndOfChannel:
+                    return
+            except trio.EndOfChannel:
+                return
             event = item.event
             if item.pending is not None:
                 assert item.reply is not None
+                if not item.pending.done.is_set():
+                    await item.pending.done.wait()
                 try:
-                    payload, created = await item.pending.wait()
+                    payload, created = item.pending.result_now()
                 except Exception as e:  # the write's own error (or StoreClosed) is the poster's
                     item.reply.fail(e)
                     continue

@@ -62,7 +62,11 @@ class Pending(Generic[T]):
 
     async def wait(self) -> T:
         await self.done.wait()
-        assert self.result is not None
+        return self.result_now()
+
+    def result_now(self) -> T:
+        """The result of a write whose `done` is set (raises the write's error)."""
+        assert self.result is not None, "the write has not finished"
         return self.result.unwrap()  # type: ignore[no-any-return]
 
 
