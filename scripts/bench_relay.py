@@ -20,7 +20,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
+from benchkit.procs import Procs, cpu_seconds
 
 from relay.protocol import relayd
 
@@ -169,22 +169,12 @@ class Server:
             time.sleep(0.05)
         raise TimeoutError("the server did not start its byte relay")
 
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU time of the server so far (Linux /proc), or None."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server so far (Linux /proc)."""
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        Procs().stop(self.proc)
 
 
 # -- one case --------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ import json
 import multiprocessing
 import os
 import random
-import signal
 import struct
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import trio
+from benchkit.procs import Procs, cpu_seconds
 from nacl.signing import SigningKey
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
@@ -321,21 +321,12 @@ class Server:
             time.sleep(0.05)
         raise TimeoutError("the server did not start")
 
-    def cpu_seconds(self) -> float | None:
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server so far (Linux /proc)."""
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        Procs().stop(self.proc)
 
 
 async def create_room(http_url: str, clients: int) -> tuple[str, str]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -138,7 +139,7 @@ class ByteRelay:
         target.close(Why.SLOW)
 
 
-class Peer:
+class Peer(ABC):
     """One relay connection, TCP or WebSocket: its login state and its outbox.
 
     Subclasses run the reader and writer tasks and implement `_stop`, which ends them at once.
@@ -206,8 +207,9 @@ class Peer:
         )
         self._stop(why)
 
+    @abstractmethod
     def _stop(self, why: Why) -> None:
-        raise NotImplementedError
+        """End this connection's tasks at once (the transport decides how)."""
 
 
 def _show(client_id: bytes | None) -> str | None:
