@@ -40,7 +40,6 @@ class Session:
         "encoding",
         "id",
         "seq",
-        "servers",
         "sink",
         "status",
         "user_id",
@@ -60,7 +59,6 @@ class Session:
         self.auth_session_id = auth_session_id  # the login whose token identified it
         self.encoding = encoding
         self.seq = 0
-        self.servers: set[int] = set()
         self.status = "online"
         self.activity: str | None = None
         self.sink: Sink | None = None
