@@ -72,16 +72,26 @@ class Config:
     sessions_per_user: int
     recv_procs: int
     peer_message_bytes: int
+    # The byte relay (scenario `relay`): sender/receiver pairs, payload sizes, its own windows
+    # (it has 12 cases, so they are shorter than the others).
+    relay_pairs: list[int] = field(default_factory=lambda: [1, 10, 50])
+    relay_sizes: list[int] = field(default_factory=lambda: [100, 65536])
+    relay_warm_s: float = 0.5
+    relay_measure_s: float = 2.0
 
     @classmethod
     def for_profile(cls, profile: str) -> Config:
         if profile == "quick":
-            return cls(profile, 0.3, 1.0, [20], 2, 2, 400, 4, [20, 40], 5, 1, PEER_MESSAGE_BYTES)
+            config = cls(profile, 0.3, 1.0, [20], 2, 2, 400, 4, [20, 40], 5, 1, PEER_MESSAGE_BYTES)
+            config.relay_pairs, config.relay_warm_s, config.relay_measure_s = [2], 0.2, 0.5
+            return config
         if profile == "full":
-            return cls(
+            config = cls(
                 profile, 2.0, 15.0, [100, 1000], 10, 4, 10_000, 50, [1000, 5000], 10, 2,
                 PEER_MESSAGE_BYTES,
             )  # fmt: skip
+            config.relay_warm_s, config.relay_measure_s = 1.0, 8.0
+            return config
         return cls(
             profile, 1.0, 4.0, [100, 1000], 10, 4, 10_000, 50, [1000, 5000], 10, 2,
             PEER_MESSAGE_BYTES,

@@ -8,6 +8,12 @@ compression (Relay negotiates none).
 - `node_ws`: Node.js with the `ws` package (npm), the usual broadcast loop.
 - `websockets`: Python `websockets` (asyncio implementation, `broadcast()`) on uvloop, in its
   own virtualenv.
+- `asyncio_relay`: the byte-relay peer (scenario `relay`), installed and run with the
+  `websockets` peer's virtualenv: the relayd frame format on asyncio + uvloop (login, transfers
+  forwarded to the receiver's connection, the last login wins, frames to offline ids dropped,
+  malformed input closes the connection). Each read is parsed in one pass and the frames it
+  holds for one receiver go out in one write; a receiver with over 1 MiB unsent pauses its
+  senders' reading (Relay's backpressure).
 
 Resource handling: a peer's process is registered with `Procs` and stopped by its id.
 """
@@ -71,8 +77,97 @@ async def main():
 uvloop.run(main())
 """
 
+RELAY_SERVER = """\
+# Relay bench peer: the relayd byte relay on asyncio + uvloop (one Protocol per connection).
+import asyncio
+
+import uvloop
+
+HEAD, HIGH, MAX_PAYLOAD = b"RELY\\x01", 1024 * 1024, 8 * 1024 * 1024
+clients = {}
+
+
+class Conn(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.t, self.id, self.rest, self.paused, self.waiting = transport, None, b"", False, set()
+        transport.set_write_buffer_limits(high=HIGH)
+
+    def data_received(self, data):
+        buf = self.rest + data if self.rest else data
+        mv, n, pos, out = memoryview(buf), len(buf), 0, {}
+        while n - pos >= 7:
+            cmd, a = buf[pos + 5], buf[pos + 6]
+            if buf[pos : pos + 5] != HEAD or not a or cmd not in (1, 9):
+                return self.t.close()
+            i = pos + 7 + a
+            if cmd == 1:
+                if n < i:
+                    break
+                if not self.login(buf[pos + 7 : i]):
+                    return self.t.close()
+                pos = i
+                continue
+            if n < i + 1:
+                break
+            j = i + 1 + buf[i]
+            if n < j + 4:
+                break
+            size = int.from_bytes(buf[j : j + 4], "big")
+            if size > MAX_PAYLOAD or buf[pos + 7 : i] != self.id:
+                return self.t.close()
+            if n < j + 4 + size:
+                break
+            if j > i + 1:  # to_len 0: a heartbeat
+                out.setdefault(buf[i + 1 : j], []).append(mv[pos : j + 4 + size])
+            pos = j + 4 + size
+        self.rest = buf[pos:]
+        for to, frames in out.items():
+            peer = clients.get(to)
+            if peer is not None:  # offline: dropped
+                peer.t.write(b"".join(frames))
+                if peer.paused:
+                    peer.waiting.add(self)
+                    self.t.pause_reading()
+
+    def login(self, client_id):
+        if self.id is not None:
+            return self.id == client_id
+        old, self.id, clients[client_id] = clients.get(client_id), client_id, self
+        if old is not None:  # the last login wins
+            old.t.close()
+        return True
+
+    def pause_writing(self):
+        self.paused = True
+
+    def resume_writing(self):
+        self.paused = False
+        for sender in self.waiting:
+            sender.t.resume_reading()
+        self.waiting.clear()
+
+    def connection_lost(self, exc):
+        if self.id is not None and clients.get(self.id) is self:
+            del clients[self.id]
+        self.resume_writing()
+
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Conn, "127.0.0.1", 0)
+    print("listening", server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+
+uvloop.run(main())
+"""
+
 PEERS = ("node_ws", "websockets")
-LABELS = {"relay": "Relay", "node_ws": "Node ws", "websockets": "websockets+uvloop"}
+LABELS = {
+    "relay": "Relay",
+    "node_ws": "Node ws",
+    "websockets": "websockets+uvloop",
+    "asyncio_relay": "asyncio+uvloop relay",
+}
 
 
 class PeerUnavailable(Exception):
@@ -146,20 +241,20 @@ def _install_python(home: Path) -> dict[str, str]:
         _run([*pip, "websockets>=13", "uvloop>=0.19"], "pip install websockets uvloop")
         versions = _run([str(python), "-c", probe], "probe")
     (home / "server.py").write_text(PYTHON_SERVER)
+    (home / "relay_server.py").write_text(RELAY_SERVER)
     websockets_version, uvloop_version = versions.split()
     python_version = _run([str(python), "-c", "import sys; print(sys.version.split()[0])"], "py")
     return {"python": python_version, "websockets": websockets_version, "uvloop": uvloop_version}
 
 
 def start(procs: Procs, name: str, scratch: Path, log_path: Path) -> PeerServer:
-    """Start an installed peer on a free port (it prints `listening PORT`)."""
+    """Start an installed peer on a free port (it prints `listening PORT`).
+    `asyncio_relay` runs in the `websockets` peer's virtualenv (install that one first)."""
     if name == "node_ws":
         args = [shutil.which("node") or "node", str(scratch / "node" / "server.js")]
     else:
-        args = [
-            str(scratch / "pyws" / "venv" / "bin" / "python"),
-            str(scratch / "pyws" / "server.py"),
-        ]
+        script = "relay_server.py" if name == "asyncio_relay" else "server.py"
+        args = [str(scratch / "pyws" / "venv" / "bin" / "python"), str(scratch / "pyws" / script)]
     with open(log_path, "ab") as log:
         proc = procs.popen(args, stdout=subprocess.PIPE, stderr=log)
     assert proc.stdout is not None

@@ -74,7 +74,6 @@ def _figure(value: float | None, unit: str) -> str:
 
 def markdown(result: dict[str, Any], rows: list[Row]) -> str:
     servers: list[str] = result["servers"]
-    peers = [s for s in servers if s != "relay"]
     m = result["machine"]
     lines = [
         f"Relay bench, {result['profile']} profile, {result['date']}: {m['cpu_model']}, "
@@ -85,8 +84,10 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
     ]
     for scenario in dict.fromkeys(r.scenario for r in rows):
         mine = [r for r in rows if r.scenario == scenario]
-        shown = [s for s in servers if any(s in r.values for r in mine)]
-        others = [p for p in peers if p in shown]
+        # Servers of the run, then any a scenario adds itself (the byte relay's asyncio peer).
+        keys = dict.fromkeys(k for r in mine for k in r.values)
+        shown = [s for s in servers if s in keys] + [k for k in keys if k not in servers]
+        others = [p for p in shown if p != "relay"]
         head = ["Case", "Metric", *(LABELS.get(s, s) for s in shown)]
         head += [f"Relay / {LABELS.get(p, p)}" for p in others] + ["Bar"]
         lines += [f"### {scenario}", "", "| " + " | ".join(head) + " |"]

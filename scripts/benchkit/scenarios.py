@@ -11,16 +11,26 @@
 3. `idle`: resident memory per idle gateway session at 1k and 5k sessions (Relay: identified
    sessions of users that share no server, so no presence traffic fills their replay buffers
    while they connect; peers: open WebSockets).
+4. `relay`: the relayd byte relay, frames/s and MB/s (payload) with 1, 10 and 50
+   sender/receiver pairs at 100 B and 64 KiB, Relay's TCP listener vs the asyncio+uvloop relay
+   peer (run when the `websockets` peer is, since it uses that peer's virtualenv). Each pair is
+   one sender streaming pre-built batches of frames to its own receiver; every receiver has
+   logged in and seen its own frame come back before the senders start. A case's figures are
+   the bytes received in the window over the frame length; after the window the senders stop,
+   the receivers drain, and frames sent but never received are reported as missing.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from benchkit.core import Row
-from benchkit.procs import rss_bytes
+from benchkit import workers
+from benchkit.core import Row, split
+from benchkit.procs import CpuMeter, free_port, rss_bytes
 from benchkit.relay import HOST
 
 if TYPE_CHECKING:
@@ -342,8 +352,162 @@ def _idle_one(bench: Bench, server: str) -> list[dict[str, Any]]:
         stop()
 
 
+def byte_relay(bench: Bench) -> list[Row]:
+    config = bench.config
+    servers = ["relay"] + (["asyncio_relay"] if "websockets" in bench.peers else [])
+    cases = [(p, s) for p in config.relay_pairs for s in config.relay_sizes]
+    results: dict[tuple[int, int], dict[str, dict[str, Any]]] = {c: {} for c in cases}
+    for server in servers:
+        try:
+            if server == "relay":
+                port = free_port()
+                relay = bench.start_relay(relay_port=str(port))
+                stop: Callable[[], Any] = relay.stop
+                pid = relay.pid
+                _wait_accepts(port)
+            else:
+                peer = bench.start_peer(server)
+                stop, pid, port = peer.stop, peer.pid, peer.port
+        except Exception as e:
+            bench.fail(f"byte relay: start {server}", e)
+            continue
+        try:
+            for pairs, size in cases:
+                bench.log(f"byte relay: {server}, {pairs} pairs, {_size_label(size)}")
+                try:
+                    results[(pairs, size)][server] = _relay_case(
+                        bench, server, pid, port, pairs, size
+                    )
+                except Exception as e:  # this cell stays empty; the others still run
+                    bench.fail(f"byte relay {server} {pairs} pairs {size} B", e)
+        finally:
+            stop()
+    bench.details["relay"] = {
+        f"{pairs} pairs, {size} B": by_server for (pairs, size), by_server in results.items()
+    }
+    rows: list[Row] = []
+    for (pairs, size), by_server in results.items():
+        case = f"{pairs} pairs, {_size_label(size)}"
+        frames = Row(
+            "relay", case, "frames/s", "1/s",
+            {s: r["frames_per_s"] for s, r in by_server.items()},
+            bar="≥ 1× the asyncio+uvloop relay",  # noqa: RUF001
+        )  # fmt: skip
+        if (r := frames.ratio("asyncio_relay")) is not None:
+            frames.bar_met = r >= 1.0
+        megabytes = Row(
+            "relay", case, "payload MB/s", "MB/s", {s: r["mb_per_s"] for s, r in by_server.items()}
+        )
+        rows += [frames, megabytes]
+    return rows
+
+
+def _relay_case(
+    bench: Bench, server: str, pid: int, port: int, pairs: int, size: int
+) -> dict[str, Any]:
+    """One window: receivers log in (and are confirmed), then senders stream for warm + measure;
+    the frames/s are those received in the measured window."""
+    config = bench.config
+    procs = max(1, min(pairs, (os.cpu_count() or 2) // 2))
+    tag = f"{server}-{pairs}-{size}"
+    ids = [(f"s{i}-{tag}", f"r{i}-{tag}") for i in range(pairs)]
+    started: list[Worker] = []
+    try:
+        receivers, senders = [], []
+        at = 0
+        shares = split(pairs, procs)
+        for i, share in enumerate(shares):
+            part = ids[at : at + share]
+            at += share
+            job = {"host": HOST, "port": port, "size": size}
+            receivers.append(
+                bench.procs.worker(
+                    workers.relayd_worker,
+                    dict(job, role="receiver", pairs=[[r, s] for s, r in part]),
+                    f"relayd-receiver-{i}",
+                )
+            )
+            senders.append(
+                bench.procs.worker(
+                    workers.relayd_worker,
+                    dict(job, role="sender", pairs=[[s, r] for s, r in part]),
+                    f"relayd-sender-{i}",
+                )
+            )
+        started = receivers + senders
+        bench.wait_ready(receivers, share_counts=shares)
+        bench.wait_ready(senders, share_counts=shares)
+        t0 = time.monotonic_ns() + 200_000_000
+        warm = t0 + int(config.relay_warm_s * 1e9)
+        end = warm + int(config.relay_measure_s * 1e9)
+        for worker in started:
+            worker.send({"cmd": "run", "t0": t0, "warm": warm, "end": end})
+        server_cpu, lg_cpu = CpuMeter([pid]), CpuMeter([w.pid for w in started])
+        _sleep_until_ns(warm)
+        server_cpu.start()
+        lg_cpu.start()
+        _sleep_until_ns(end)
+        cpu = {"server_cpu_pct": server_cpu.stop(), "lg_cpu_pct": lg_cpu.stop()}
+        cpu["server_sys_pct"], cpu["lg_sys_pct"] = server_cpu.system_pct, lg_cpu.system_pct
+        wait_s = 30 + workers.RELAYD_DRAIN_MAX_NS / 1e9
+        sent = [w.recv(wait_s) for w in senders]
+        got = [w.recv(wait_s) for w in receivers]
+    finally:
+        bench.stop_workers(started)
+    frame_bytes = len(workers.relayd_transfer(ids[0][0].encode(), ids[0][1].encode(), b"")) + size
+    in_window = sum(g["marks"][1] - g["marks"][0] for g in got) / frame_bytes
+    sent_frames = sum(n // frame_bytes for s in sent for n in s["sent_bytes"])
+    received = sum(n // frame_bytes for g in got for n in g["received_bytes"])
+    frames_per_s = in_window / config.relay_measure_s
+    result: dict[str, Any] = {
+        "scenario": "relay",
+        "server": server,
+        "sessions": f"{pairs} pairs",
+        "phase": _size_label(size),
+        "window_s": config.relay_measure_s,
+        "frames_per_s": round(frames_per_s, 1),
+        "mb_per_s": round(frames_per_s * size / 1e6, 1),
+        "deliveries_per_s": round(frames_per_s, 1),
+        "messages_sent": sent_frames,
+        "deliveries_total": received,
+        "missing_deliveries": sent_frames - received,
+        "closed_connections": {"receivers": closed}
+        if (closed := sum(g["closed"] for g in got))
+        else {},
+        "server_rss_mb": round(rss_bytes(pid) / 2**20, 1),
+        **cpu,
+        "lg_processes": len(started),
+    }
+    bench.phases.append(result)
+    _check(bench, result, server)
+    return result
+
+
+def _size_label(size: int) -> str:
+    return f"{size // 1024} KiB" if size >= 1024 and size % 1024 == 0 else f"{size} B"
+
+
+def _wait_accepts(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((HOST, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _sleep_until_ns(t_ns: int) -> None:
+    delay = (t_ns - time.monotonic_ns()) / 1e9
+    if delay > 0:
+        time.sleep(delay)
+
+
 SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "fanout": fanout,
     "write": write_path,
     "idle": idle,
+    "relay": byte_relay,
 }

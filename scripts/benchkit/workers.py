@@ -644,3 +644,145 @@ class HttpWorker:
             status, _, conn.buf = answer
             statuses.append(status)
         return statuses
+
+
+# -- the byte relay (relayd frames over TCP) ---------------------------------------------------
+
+RELAYD_BATCH_BYTES = 256 * 1024  # a sender writes pre-built batches of frames this big
+RELAYD_DRAIN_QUIET_NS = 300_000_000  # after `end`, receivers read until this long without data
+RELAYD_DRAIN_MAX_NS = 10_000_000_000
+
+
+def relayd_login(client_id: bytes) -> bytes:
+    return b"RELY\x01\x01" + bytes((len(client_id),)) + client_id
+
+
+def relayd_transfer(sender: bytes, to: bytes, payload: bytes) -> bytes:
+    head = b"RELY\x01\x09" + bytes((len(sender),)) + sender + bytes((len(to),)) + to
+    return head + len(payload).to_bytes(4, "big") + payload
+
+
+def relayd_worker(pipe: Connection, job: dict[str, Any]) -> None:
+    """Entry point: byte-relay clients, all senders or all receivers (job["role"])."""
+    _guard(pipe, lambda: RelaydWorker(pipe, job).serve())
+
+
+class RelaydWorker:
+    """Byte-relay clients over raw sockets. job: host, port, role ("sender" | "receiver"),
+    pairs [[own id, peer id], ...] (str), size (payload bytes).
+
+    A receiver logs in, sends itself an empty transfer and waits for it to come back (then its
+    login is in effect), and from a `run` on counts the bytes that arrive, with the totals at
+    `warm` and `end`; after `end` it drains until the stream goes quiet and answers. A sender
+    logs in and, from t0 to end, keeps writing the same batch of frames to its receiver; it
+    answers at `end` with the bytes it sent per connection.
+    """
+
+    def __init__(self, pipe: Connection, job: dict[str, Any]) -> None:
+        self.pipe = pipe
+        self.job = job
+        self.sending = job["role"] == "sender"
+        self.socks: list[socket.socket] = []
+
+    def serve(self) -> None:
+        job = self.job
+        try:
+            for own_text, _ in job["pairs"]:
+                own = own_text.encode()
+                sock = socket.create_connection((job["host"], job["port"]), timeout=30)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.sending:
+                    sock.sendall(relayd_login(own))
+                else:
+                    confirm = relayd_transfer(own, own, b"")
+                    sock.sendall(relayd_login(own) + confirm)
+                    got = 0
+                    while got < len(confirm):
+                        data = sock.recv(RECV_BYTES)
+                        if not data:
+                            raise ConnectionError("the server closed a receiver at login")
+                        got += len(data)
+                sock.setblocking(False)
+                self.socks.append(sock)
+            self.pipe.send({"ready": True, "open": len(self.socks), "failed": {}})
+            while True:
+                cmd = self.pipe.recv()
+                if cmd["cmd"] == "stop":
+                    return
+                if cmd["cmd"] == "run":
+                    self.pipe.send(self._send(cmd) if self.sending else self._receive(cmd))
+        finally:
+            for sock in self.socks:
+                sock.close()
+
+    def _send(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        size = self.job["size"]
+        batches = []
+        for own, to in self.job["pairs"]:
+            frame = relayd_transfer(own.encode(), to.encode(), b"\xa5" * size)
+            batches.append(memoryview(frame * max(1, RELAYD_BATCH_BYTES // len(frame))))
+        offsets = [0] * len(self.socks)
+        sent = [0] * len(self.socks)
+        sel = selectors.DefaultSelector()
+        for i, sock in enumerate(self.socks):
+            sel.register(sock, WRITE, i)
+        _wait_ns(cmd["t0"])
+        end = cmd["end"]
+        try:
+            while (now := time.monotonic_ns()) < end:
+                for key, _ in sel.select(min(0.05, (end - now) / 1e9)):
+                    i = key.data
+                    try:
+                        n = self.socks[i].send(batches[i][offsets[i] :])
+                    except BlockingIOError:
+                        continue
+                    sent[i] += n
+                    offsets[i] = (offsets[i] + n) % len(batches[i])
+        finally:
+            sel.close()
+        return {"sent_bytes": sent}
+
+    def _receive(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        buf = bytearray(RECV_BYTES)
+        got = [0] * len(self.socks)
+        closed = 0
+        sel = selectors.DefaultSelector()
+        for i, sock in enumerate(self.socks):
+            sel.register(sock, READ, i)
+        warm, end = cmd["warm"], cmd["end"]
+        marks: list[int] = []
+        last_data = time.monotonic_ns()
+        try:
+            while True:
+                now = time.monotonic_ns()
+                if not marks and now >= warm:
+                    marks.append(sum(got))
+                if len(marks) == 1 and now >= end:
+                    marks.append(sum(got))
+                if len(marks) == 2 and (
+                    now - last_data >= RELAYD_DRAIN_QUIET_NS or now - end >= RELAYD_DRAIN_MAX_NS
+                ):
+                    break
+                next_mark = warm if not marks else end if len(marks) == 1 else now + 50_000_000
+                timeout = min(0.05, max(0.0, (next_mark - now) / 1e9))
+                for key, _ in sel.select(timeout):
+                    i = key.data
+                    try:
+                        n = self.socks[i].recv_into(buf)
+                    except BlockingIOError:
+                        continue
+                    if not n:
+                        closed += 1
+                        sel.unregister(self.socks[i])
+                        continue
+                    got[i] += n
+                    last_data = time.monotonic_ns()
+        finally:
+            sel.close()
+        return {"marks": marks, "received_bytes": got, "closed": closed}
+
+
+def _wait_ns(t_ns: int) -> None:
+    delay = (t_ns - time.monotonic_ns()) / 1e9
+    if delay > 0:
+        time.sleep(delay)

@@ -92,7 +92,7 @@ def test_quick_run_writes_the_json(tmp_path: Path) -> None:
     for key in ("cpu_model", "cores", "memory_gb", "python", "node"):
         assert key in result["machine"]
     scenarios = {row["scenario"] for row in result["rows"]}
-    assert scenarios == {"fanout", "write", "idle"}
+    assert scenarios == {"fanout", "write", "idle", "relay"}
     for row in result["rows"]:
         assert set(row) >= {"case", "metric", "unit", "values", "ratios", "bar", "bar_met"}
     for phase in result["phases"]:
