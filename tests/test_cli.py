@@ -95,7 +95,9 @@ async def test_plain_hypercorn_runs_the_same_app(tmp_path: Path) -> None:
         "--bind",
         "127.0.0.1:0",
     ]
-    running = re.compile(rb"Running on (http://127\.0\.0\.1:\d+)")
+    # The worker's own JSON line: it logs after listen(). hypercorn's parent process prints a
+    # plain "Running on" line of its own, possibly before the worker listens (connect refused).
+    running = re.compile(rb'"msg":"Running on (http://127\.0\.0\.1:\d+)')
     code, output = await serve_and_stop(command, env, running)
     assert code == 0, output
     assert "services started" in output
