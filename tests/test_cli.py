@@ -26,7 +26,14 @@ BIN = Path(sys.executable).parent
 
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env.update(RELAY_DATA_DIR=str(tmp_path / "data"), RELAY_RELAY_PORT="off", **extra)
+    # Free ports for every listener: a fixed one (8081 by default) collides with anything else
+    # running on the machine, e.g. a second test run or scripts/serve.
+    env.update(
+        RELAY_DATA_DIR=str(tmp_path / "data"),
+        RELAY_REALTIME_PORT="0",
+        RELAY_RELAY_PORT="off",
+        **extra,
+    )
     return env
 
 
