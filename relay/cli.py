@@ -35,9 +35,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format, settings.log_level)
     if args.command == "serve":
+        from hypercorn.utils import LifespanFailureError
+
         from relay import server
 
-        trio.run(server.run, settings)
+        failed = False
+        try:
+            trio.run(server.run, settings)
+        except* LifespanFailureError:  # e.g. a port in use: the log names the setting
+            failed = True
+        if failed:
+            print("relay: start-up failed (the log above says why)", file=sys.stderr)
+            return 1
         return 0
     from relay.storage.db import connect
     from relay.storage.schema import migrate

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import ssl
+from contextlib import contextmanager
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ from relay.storage import users
 from relay.storage.db import open_store
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from relay.config import Settings
     from relay.realtime.listener import Endpoint
     from relay.runtime import Runtime
@@ -72,22 +75,24 @@ async def run_services(
         rt.attach_rooms(rooms)
         if settings.relay_port is not None:
             rt.byte_relay = ByteRelay.from_settings(settings)
-            rt.relay_addresses = await nursery.start(
-                serve_byte_relay, rt.byte_relay, settings.host, settings.relay_port
-            )
+            with listening("relay_port", settings.host, settings.relay_port):
+                rt.relay_addresses = await nursery.start(
+                    serve_byte_relay, rt.byte_relay, settings.host, settings.relay_port
+                )
             tcp = " ".join(f"{host}:{port}" for host, port in rt.relay_addresses)
             log.info("byte relay listening", extra={"tcp": tcp})
-        rt.realtime_urls = await nursery.start(
-            partial(
-                serve_realtime,
-                realtime_endpoints(rt),
-                settings.host,
-                settings.realtime_port,
-                ssl_context=tls_context(settings),
-                max_message_bytes=settings.max_frame_bytes,
-                outbox_frames=settings.outbox_frames,
+        with listening("realtime_port", settings.host, settings.realtime_port):
+            rt.realtime_urls = await nursery.start(
+                partial(
+                    serve_realtime,
+                    realtime_endpoints(rt),
+                    settings.host,
+                    settings.realtime_port,
+                    ssl_context=tls_context(settings),
+                    max_message_bytes=settings.max_frame_bytes,
+                    outbox_frames=settings.outbox_frames,
+                )
             )
-        )
         log.info("realtime listening", extra={"ws": " ".join(rt.realtime_urls)})
         log.info("services started", extra={"database": str(settings.db_path)})
         try:
@@ -97,6 +102,18 @@ async def run_services(
             rt.detach()
             hub.close()
             rooms.close()
+
+
+@contextmanager
+def listening(key: str, host: str, port: int) -> Iterator[None]:
+    """Turn a failure to bind into one log line naming the setting (e.g. a port in use)."""
+    try:
+        yield
+    except OSError as e:
+        log.error(
+            "cannot listen on %s:%s (%s, RELAY_%s): %s", host, port, key, key.upper(), e.strerror
+        )
+        raise
 
 
 def realtime_endpoints(rt: Runtime) -> dict[str, Endpoint]:

@@ -29,11 +29,9 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
     # Free ports for every listener: a fixed one (8081 by default) collides with anything else
     # running on the machine, e.g. a second test run or scripts/serve.
     env.update(
-        RELAY_DATA_DIR=str(tmp_path / "data"),
-        RELAY_REALTIME_PORT="0",
-        RELAY_RELAY_PORT="off",
-        **extra,
+        RELAY_DATA_DIR=str(tmp_path / "data"), RELAY_REALTIME_PORT="0", RELAY_RELAY_PORT="off"
     )
+    env.update(extra)
     return env
 
 
@@ -124,6 +122,22 @@ async def test_bad_setting_stops_startup_with_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert "RELAY_HTTP_PORT" in lines[0]
     assert not (tmp_path / "data").exists()
+
+
+async def test_port_in_use_stops_startup_naming_the_setting(tmp_path: Path) -> None:
+    with trio.socket.socket() as holder:
+        await holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = env_for(tmp_path, RELAY_HTTP_PORT="0", RELAY_REALTIME_PORT=str(port))
+        with trio.fail_after(20):
+            result = await trio.run_process(
+                [str(BIN / "relay"), "serve"], env=env, capture_stderr=True, check=False
+            )
+    assert result.returncode == 1
+    errors = result.stderr.decode()
+    assert f"cannot listen on 127.0.0.1:{port} (realtime_port, RELAY_REALTIME_PORT)" in errors
+    assert errors.rstrip().endswith("relay: start-up failed (the log above says why)")
 
 
 async def test_db_migrate_creates_the_database(tmp_path: Path) -> None:
