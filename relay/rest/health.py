@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import trio
@@ -45,6 +46,7 @@ def health_blueprint(rt: Runtime) -> Blueprint:
             checks["database"] = "timeout"
         checks["actors"] = "ok" if rt.hub.channels.is_running else "stopped"
         ok = all(v == "ok" for v in checks.values())
+        rooms, _ = rt.rooms.summary()
         return json_response(
             {
                 "status": "ready" if ok else "unavailable",
@@ -53,6 +55,8 @@ def health_blueprint(rt: Runtime) -> Blueprint:
                 "gateway_sessions": len(rt.hub.sessions),
                 "writes_committed": rt.store.writes,
                 "write_batches": rt.store.batches,
+                "rooms": asdict(rooms),
+                "byte_relay": asdict(rt.byte_relay.stats) if rt.byte_relay else None,
             },
             200 if ok else 503,
         )

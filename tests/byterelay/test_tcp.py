@@ -38,6 +38,10 @@ async def test_two_clients_exchange_data(relay_server: RelayServer) -> None:
         stats = relay_server.hub.stats
         assert stats.frames_forwarded == 101 + 2  # and the two logins' confirmations
         assert stats.logins == 2
+        async with relay_server.server.client() as http:  # the same counters on /readyz
+            ready = (await http.request("GET", "/readyz")).json()
+        assert ready["byte_relay"]["frames_forwarded"] == 103
+        assert ready["byte_relay"]["open_connections"] == 2
 
 
 async def test_frames_split_and_batched_arbitrarily(relay_server: RelayServer) -> None:
