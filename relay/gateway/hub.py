@@ -188,9 +188,10 @@ class Hub:
     def user_sessions(self, user_id: int) -> Iterable[Session]:
         return self.by_user.get(user_id, ())
 
-    def server_sessions(self, server_id: int) -> Iterable[Session]:
-        for user_id in tuple(self.online_members.get(server_id, ())):
-            yield from tuple(self.by_user.get(user_id, ()))
+    def server_sessions(self, server_id: int) -> list[Session]:
+        """A snapshot (delivering may cut connections, but never changes these indexes)."""
+        by_user = self.by_user
+        return [s for u in self.online_members.get(server_id, ()) for s in by_user.get(u, ())]
 
     def dispatch_user(self, user_id: int, t: str, d: Any) -> None:
         """Send an event to every session of one user."""
@@ -203,7 +204,7 @@ class Hub:
         MEMBER_*, ROLE_*). Channel events never come here: their audience depends on who can
         see the channel (`channel_viewers`, relay.rest.visibility)."""
         event = Event(t, d)
-        for session in tuple(self.server_sessions(server_id)):
+        for session in self.server_sessions(server_id):
             session.deliver(event)
 
     async def channel_viewers(self, server_id: int, channel_id: int) -> list[int]:
@@ -212,7 +213,7 @@ class Hub:
         if view is None:
             return []
         members = self.online_members.get(server_id, ())
-        return [u for u in tuple(members) if view.can_view(u, channel_id)]
+        return [u for u in members if view.can_view(u, channel_id)]
 
     async def _view_with(self, server_id: int, channel_id: int) -> ServerView | None:
         """The server's view; reloaded once if it does not know the channel (created since:
@@ -270,10 +271,13 @@ class Hub:
     async def _channel_audience(self, info: audience.ChannelAudience) -> list[Session]:
         """Who hears a channel's event right now: a DM's recipients, or the server's online
         members with VIEW_CHANNEL in it."""
+        # Lists built here are the snapshot: no copies of the hub's sets are needed on top.
         if info.server_id is None:
-            return [s for user_id in info.recipients for s in tuple(self.user_sessions(user_id))]
-        viewers = await self.channel_viewers(info.server_id, info.channel_id)
-        return [s for user_id in viewers for s in tuple(self.user_sessions(user_id))]
+            users: Iterable[int] = info.recipients
+        else:
+            users = await self.channel_viewers(info.server_id, info.channel_id)
+        by_user = self.by_user
+        return [s for user_id in users for s in by_user.get(user_id, ())]
 
     async def _reap_forever(self) -> None:
         window = self.settings.resume_window_s

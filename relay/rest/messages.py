@@ -343,34 +343,30 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
 
     @bp.put("/<channel_id>/messages/<message_id>/reactions/<emoji>/@me")
     async def add_reaction(channel_id: str, message_id: str, emoji: str) -> Response:
-        who = principal(rt)
-        channel = await text_channel(who.user_id, channel_id)
-        mid = snowflake(message_id, "message")
-        emoji = checked_emoji(emoji)
-        added = await rt.store.write(
-            messages.add_reaction, channel.id, mid, who.user_id, emoji, now_ms()
-        )
-        if added:
-            await rt.hub.dispatch_channel(
-                channel.id,
-                "MESSAGE_REACTION_ADD",
-                reaction_event(channel.id, mid, who.user_id, emoji),
-            )
-        return no_content()
+        return await react(channel_id, message_id, emoji, add=True)
 
     @bp.delete("/<channel_id>/messages/<message_id>/reactions/<emoji>/@me")
     async def remove_reaction(channel_id: str, message_id: str, emoji: str) -> Response:
+        return await react(channel_id, message_id, emoji, add=False)
+
+    async def react(channel_id: str, message_id: str, emoji: str, *, add: bool) -> Response:
+        """Add or remove the caller's reaction; an event only when something changed."""
         who = principal(rt)
         channel = await text_channel(who.user_id, channel_id)
         mid = snowflake(message_id, "message")
         emoji = checked_emoji(emoji)
-        removed = await rt.store.write(
-            messages.remove_reaction, channel.id, mid, who.user_id, emoji
-        )
-        if removed:
+        if add:
+            changed = await rt.store.write(
+                messages.add_reaction, channel.id, mid, who.user_id, emoji, now_ms()
+            )
+        else:
+            changed = await rt.store.write(
+                messages.remove_reaction, channel.id, mid, who.user_id, emoji
+            )
+        if changed:
             await rt.hub.dispatch_channel(
                 channel.id,
-                "MESSAGE_REACTION_REMOVE",
+                "MESSAGE_REACTION_ADD" if add else "MESSAGE_REACTION_REMOVE",
                 reaction_event(channel.id, mid, who.user_id, emoji),
             )
         return no_content()
