@@ -1,13 +1,19 @@
 """One accepted WebSocket: a reader that delivers whole messages, and a bounded outbox of
-pre-built frames drained by one coalescing writer.
+pre-built frames written with as few writes as possible.
 
 Outgoing frames are `bytes` built once by the caller (`relay.protocol.wsframe`), so one event
-can be queued unchanged to many connections. The writer takes a frame and everything else
-already queued and writes them with one `send_all`: an idle connection is written at once,
-a connection with a backlog gets one write for many frames. Incoming bytes go through wsproto
-(server side, no extension ever negotiated), which answers pings and closes and rejects
-protocol errors (RSV bits, bad opcodes, unmasked frames: 1002; invalid UTF-8: 1007). Messages
-are reassembled here, up to `max_message_bytes` (over it: 1009).
+can be queued unchanged to many connections. Writing is a hybrid (DESIGN §1): a connection with
+nothing in flight is written at once, a connection with a backlog gets one write for many
+frames. Queued frames of a plain TCP connection are written by the listener's `Flusher` at the
+next scheduler pass: one task that writes every connection's pending frames with one
+non-blocking write each, so a fan-out to a thousand connections wakes one task, not a thousand.
+What a socket does not take at once (its buffer is full: a backlog) goes to the connection's own
+writer task, started on demand, which waits for the socket and writes everything queued by then
+in one `send_all`; it ends when the outbox is empty. TLS connections always use the writer
+task. Incoming bytes go through wsproto (server side, no extension ever negotiated), which
+answers pings and closes and rejects protocol errors (RSV bits, bad opcodes, unmasked frames:
+1002; invalid UTF-8: 1007). Messages are reassembled here, up to `max_message_bytes` (over it:
+1009).
 
 Overflow policy (slow consumer): `send_nowait` never blocks. It returns False when the outbox
 is full or the connection is closing, drops the frame and counts it; the caller decides what
@@ -26,12 +32,12 @@ raises ConnectionClosed after the messages already delivered, and the close fram
 when the endpoint has closed or returned, or after `close_timeout_s`: replies to messages that
 came just before the close are not lost (RFC 6455 §5.5.1 allows finishing a send first).
 
-Resource handling: `run` owns the reader and the writer in one nursery and the stream. It
-returns when the close handshake is done, when the peer is gone, or when the close timeout
-runs out; then the stream is closed, `receive` raises ConnectionClosed once the messages
-already delivered are read, and sends fail. If `run` is cancelled from outside (shutdown) while
-the connection is open, it sends 1001 and waits up to GOODBYE_S for the peer's close, shielded,
-before closing the stream.
+Resource handling: `run` reads in the caller's task and owns the writer task (when there is
+one) in its nursery, and the stream. It returns when the close handshake is done, when the
+peer is gone, or when the close timeout runs out; then the stream is closed, `receive`
+raises ConnectionClosed once the messages already delivered are read, and sends fail. If
+`run` is cancelled from outside (shutdown) while the connection is open, it sends 1001 and
+waits up to GOODBYE_S for the peer's close, shielded, before closing the stream.
 
 Error handling: transport errors (reset, broken pipe, TLS errors) mean the peer is gone: `run`
 returns, close code 1006. Protocol errors close with the code wsproto gives. Nothing here
@@ -42,6 +48,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,6 +61,7 @@ from wsproto.utilities import LocalProtocolError
 
 if TYPE_CHECKING:
     from wsproto import WSConnection
+    from wsproto.connection import Connection as FrameConnection
 
 log = logging.getLogger("relay.realtime")
 
@@ -89,6 +98,45 @@ class ConnectionStatistics:
     outbox_size: int
 
 
+class Flusher:
+    """Writes the queued frames of many connections in one pass of one task.
+
+    A plain TCP connection that queues a frame while it has no writer task registers here
+    (once until flushed); the flusher runs at the next scheduler pass, after the task that
+    queued the frames yields, and writes each registered connection's outbox with one
+    non-blocking `os.write`. A fan-out thus costs one task switch and one system call per
+    connection, however many frames each got. Run `run` in the listener's nursery.
+    """
+
+    __slots__ = ("_dirty", "_task")
+
+    def __init__(self) -> None:
+        self._dirty: list[Connection] = []
+        self._task: trio.lowlevel.Task | None = None  # parked, waiting for work
+
+    def mark(self, conn: Connection) -> None:
+        self._dirty.append(conn)
+        if self._task is not None:
+            task, self._task = self._task, None
+            trio.lowlevel.reschedule(task)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            if not self._dirty:
+                self._task = trio.lowlevel.current_task()
+
+                def abort(_: object) -> trio.lowlevel.Abort:
+                    self._task = None
+                    return trio.lowlevel.Abort.SUCCEEDED
+
+                await trio.lowlevel.wait_task_rescheduled(abort)
+            dirty, self._dirty = self._dirty, []
+            for conn in dirty:
+                conn._flush()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+
 class Connection:
     """An open WebSocket after the handshake. The listener runs `run()` beside the endpoint."""
 
@@ -100,21 +148,34 @@ class Connection:
         outbox_frames: int = OUTBOX_FRAMES,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         close_timeout_s: float = CLOSE_TIMEOUT_S,
+        flusher: Flusher | None = None,
     ) -> None:
-        if ws.state is not ConnectionState.OPEN:
+        if ws.state is not ConnectionState.OPEN or ws.connection is None:
             raise ValueError("the WebSocket handshake has not completed")
         self.max_message_bytes = max_message_bytes
         self.close_timeout_s = close_timeout_s
         self._stream = stream
-        self._ws = ws
+        # The frame-level connection only: the handshake's state (an h11 connection) is freed.
+        self._ws: FrameConnection = ws.connection
+        # Direct writes need the socket itself; TLS streams always go through the writer task.
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._flusher = flusher if self._fd >= 0 else None
         self._outbox_frames = outbox_frames
-        self._outbox_send, self._outbox_recv = trio.open_memory_channel[bytes](outbox_frames)
+        self._queue: deque[bytes] = deque()  # frames not yet written, oldest first
+        self._head_frames = 0  # >0: the queue's head is what is left of that many frames
+        self._outbox_closed = False
+        self._dirty = False  # registered with the flusher
+        self._writer_running = False
+        self._room: trio.Event | None = None  # `send` waits on it while the outbox is full
+        self._nursery: trio.Nursery | None = None
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[str | bytes](INBOX_MESSAGES)
         self._scope: trio.CancelScope | None = None
-        self._close_frame: bytes | None = None  # written by the writer after the outbox drains
+        self._close_frame: bytes | None = None  # written after the outbox drains
+        self._close_sent = False
         self._close_deadline = float("inf")
         self._await_peer_close = True  # False after a protocol error: the parser is dead
         self._writing = False  # a send_all is in progress (the stream is mid-frame)
+        self._partial = False  # a direct write left part of a frame in the queue
         self._stream_failed = False
         self._done = trio.Event()
         self._close_started = trio.Event()
@@ -141,12 +202,17 @@ class Connection:
         the caller applies its policy, e.g. `close_nowait(SLOW_CONSUMER)`) or the connection is
         closing or closed.
         """
-        try:
-            self._outbox_send.send_nowait(frame)
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+        if self._outbox_closed or len(self._queue) >= self._outbox_frames:
             self._frames_dropped += 1
             return False
+        self._queue.append(frame)
         self._frames_queued += 1
+        if not self._writer_running and not self._dirty:
+            if self._flusher is not None:
+                self._dirty = True
+                self._flusher.mark(self)
+            else:
+                self._start_writer()
         return True
 
     async def send(self, frame: bytes) -> None:
@@ -155,11 +221,14 @@ class Connection:
         Raises:
             ConnectionClosed: the connection is closing or closed.
         """
-        try:
-            await self._outbox_send.send(frame)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise self._closed_error() from None
-        self._frames_queued += 1
+        await trio.lowlevel.checkpoint()
+        while not self._outbox_closed and len(self._queue) >= self._outbox_frames:
+            if self._room is None:
+                self._room = trio.Event()
+            await self._room.wait()
+        if not self.send_nowait(frame):
+            self._frames_dropped -= 1  # not a drop: the caller is told
+            raise self._closed_error()
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -193,12 +262,14 @@ class Connection:
             self._close_frame = b""
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-        self._outbox_send.close()  # the writer drains what is queued, then writes the close
+        self._outbox_closed = True  # the writer drains what is queued, then writes the close
+        self._wake_senders()
         self._inbox_send.close()  # receive() returns what was delivered, then raises
         self._close_started.set()
         self._close_deadline = trio.current_time() + self.close_timeout_s
         if self._scope is not None:
             self._scope.deadline = min(self._scope.deadline, self._close_deadline)
+        self._start_writer()
 
     async def close(self, code: int | None = None, reason: str = "") -> None:
         """Close (see `close_nowait`) and wait until the connection has ended."""
@@ -218,29 +289,38 @@ class Connection:
             writes=self._writes,
             bytes_written=self._bytes_written,
             messages_received=self._messages_received,
-            outbox_used=self._outbox_send.statistics().current_buffer_used,
+            outbox_used=len(self._queue),
             outbox_size=self._outbox_frames,
         )
 
     # -- the tasks -------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Read and write until the connection ends; then close the stream."""
+        """Read (in this task) and write until the connection ends; then close the stream."""
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 self._scope = nursery.cancel_scope
                 nursery.cancel_scope.deadline = self._close_deadline
-                nursery.start_soon(self._read_loop)
-                nursery.start_soon(self._write_loop)
+                if self._queue or self._close_frame is not None:
+                    self._start_writer()  # frames queued before run
                 task_status.started()
+                await self._read_loop()
         finally:
-            self._scope = None
-            if self._close_frame is None and not self._stream_failed and not self._writing:
+            self._scope = self._nursery = None
+            self._fd = -1  # before the stream closes: its number may be reused at once
+            if (
+                self._close_frame is None
+                and not self._stream_failed
+                and not self._writing
+                and not self._partial
+            ):
                 await self._goodbye()
             if self.close_code is None:
                 self.close_code = CloseReason.ABNORMAL_CLOSURE
-            self._outbox_send.close()
-            self._outbox_recv.close()  # frames still queued are dropped; later sends fail
+            self._outbox_closed = True  # frames still queued are dropped; later sends fail
+            self._queue.clear()
+            self._wake_senders()
             self._inbox_send.close()
             await trio.aclose_forcefully(self._stream)
             self._done.set()
@@ -337,33 +417,81 @@ class Connection:
         if self._scope is not None:
             self._scope.cancel()
 
+    def _start_writer(self) -> None:
+        if not self._writer_running and self._nursery is not None:
+            self._writer_running = True
+            self._nursery.start_soon(self._write_loop)
+
+    def _wake_senders(self) -> None:
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
+    def _take(self) -> tuple[bytes, int]:
+        """Everything queued (up to about MAX_WRITE_BYTES) as one buffer, and its frame count."""
+        queue = self._queue
+        first = queue.popleft()
+        frames = self._head_frames or 1
+        self._head_frames = 0
+        if not queue:
+            return first, frames
+        parts = [first]
+        size = len(first)
+        while queue and size < MAX_WRITE_BYTES:
+            frame = queue.popleft()
+            parts.append(frame)
+            size += len(frame)
+            frames += 1
+        return b"".join(parts), frames
+
+    def _flush(self) -> None:
+        """The flusher's turn: write what is queued without waiting; a backlog goes to the
+        writer task."""
+        self._dirty = False
+        if self._writer_running or not self._queue or self._fd < 0:
+            return
+        data, frames = self._take()
+        try:
+            written = os.write(self._fd, data)
+        except OSError:  # full (EAGAIN), or the peer is gone: the writer's send_all finds out
+            written = 0
+        if written:
+            self._writes += 1
+            self._bytes_written += written
+        if written == len(data):
+            self._frames_written += frames
+            if self._queue:
+                self._start_writer()  # more than one write's worth was queued
+        else:
+            self._queue.appendleft(data[written:])
+            self._head_frames = frames
+            self._partial = written > 0
+            self._start_writer()
+        self._wake_senders()
+
     async def _write_loop(self) -> None:
-        """Write everything queued, one send_all per batch; after the close, the close frame."""
-        outbox = self._outbox_recv
+        """Write everything queued, one send_all per batch; after the close, the close frame.
+        Ends when there is nothing left to write."""
         try:
             while True:
-                try:
-                    first = await outbox.receive()
-                except trio.EndOfChannel:
-                    break
-                batch = [first]
-                size = len(first)
-                while size < MAX_WRITE_BYTES:
-                    try:
-                        frame = outbox.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                    batch.append(frame)
-                    size += len(frame)
-                await self._write(first if len(batch) == 1 else b"".join(batch))
-                self._frames_written += len(batch)
-            assert self._close_frame is not None  # only close_nowait closes the outbox
-            if self._close_frame:
-                await self._write(self._close_frame)
-            if not self._await_peer_close and self._scope is not None:
-                self._scope.cancel()
+                if self._queue:
+                    data, frames = self._take()
+                    self._wake_senders()
+                    await self._write(data)
+                    self._frames_written += frames
+                    self._partial = False
+                elif self._close_frame is not None and not self._close_sent:
+                    self._close_sent = True
+                    if self._close_frame:
+                        await self._write(self._close_frame)
+                    if not self._await_peer_close and self._scope is not None:
+                        self._scope.cancel()
+                else:
+                    return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._peer_gone()
+        finally:
+            self._writer_running = False
 
     async def _write(self, data: bytes) -> None:
         self._writing = True

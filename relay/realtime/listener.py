@@ -7,9 +7,10 @@ a `Connection`. Unknown paths get 404, requests that are not WebSocket upgrades 
 a handshake that does not finish within `handshake_timeout_s` (TLS included) loses its TCP
 connection.
 
-Resource handling: `serve_realtime` owns the listening sockets; trio.serve_listeners runs one
-task per accepted connection in its own nursery. Each connection gets one nursery holding the
-endpoint and `Connection.run` (reader and writer). When the endpoint returns, the connection is
+Resource handling: `serve_realtime` owns the listening sockets and the connections' `Flusher`
+task; trio.serve_listeners runs one task per accepted connection in its own nursery. That task
+reads (`Connection.run`) and owns a nursery holding the endpoint (and the connection's writer
+task while it has a backlog). When the endpoint returns, the connection is
 closed with 1000; when the connection ends first, the endpoint gets ENDPOINT_GRACE_S to notice
 (its `receive` raises ConnectionClosed) and is then cancelled. Cancelling `serve_realtime`
 closes the listeners and every connection (each says 1001, see connection.py).
@@ -42,6 +43,7 @@ from relay.realtime.connection import (
     OUTBOX_FRAMES,
     Connection,
     ConnectionClosed,
+    Flusher,
 )
 
 if TYPE_CHECKING:
@@ -91,6 +93,7 @@ async def serve_realtime(
     urls = [
         f"{scheme}://{_format_address(listener.socket.getsockname())}" for listener in listeners
     ]
+    flusher = Flusher()  # writes every connection's queued frames, see connection.py
     handler = partial(
         _handle,
         endpoints=dict(endpoints),
@@ -100,9 +103,11 @@ async def serve_realtime(
             "outbox_frames": outbox_frames,
             "max_message_bytes": max_message_bytes,
             "close_timeout_s": close_timeout_s,
+            "flusher": flusher,
         },
     )
     async with trio.open_nursery() as nursery:
+        await nursery.start(flusher.run)
         await nursery.start(trio.serve_listeners, handler, listeners)
         log.debug("realtime listener ready", extra={"urls": " ".join(urls)})
         task_status.started(urls)

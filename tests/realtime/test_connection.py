@@ -374,3 +374,28 @@ async def test_peer_close_is_answered_even_if_the_endpoint_ignores_it(
         assert await client.next_event() == CloseConnection(code=1000, reason="")
         assert await client.next_event() is None
         await cancelled.wait()
+
+
+async def test_a_backlog_beyond_the_socket_buffer_arrives_whole_and_in_order(
+    serve: Serve,
+) -> None:
+    """The flusher writes what the socket takes at once; the rest (a partial frame included)
+    goes to the writer task, which must finish that frame before any later one."""
+    recorder = Recorder()
+    url = await serve({"/r": recorder.reader}, outbox_frames=512)
+    frames = [wsframe.binary_frame(i.to_bytes(4, "big") * 8191) for i in range(300)]  # ~10 MB
+    with trio.fail_after(10):
+        async with ws_client(url + "/r", max_message_size=2**20) as ws:
+            conn = await recorder.recv.receive()
+            for frame in frames:  # no checkpoint: all queued before the first write
+                assert conn.send_nowait(frame)
+            for i in range(len(frames)):
+                message = await ws.get_message()
+                assert message == i.to_bytes(4, "big") * 8191
+            stats = conn.statistics()
+            assert stats.frames_written == len(frames)
+            assert 1 < stats.writes < len(frames)  # coalesced, but more than one write
+            more = wsframe.text_frame("after the backlog")
+            assert conn.send_nowait(more)  # idle again: written at once by the flusher
+            assert await ws.get_message() == "after the backlog"
+            assert conn.statistics().writes == stats.writes + 1
