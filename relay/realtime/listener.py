@@ -153,6 +153,7 @@ async def _handle(
         conn = Connection(
             transport, ws, **{**options, **getattr(endpoint, "connection_options", {})}
         )
+        del accepted, ws  # the handshake's state is garbage now (kept, it costs ~2 KB a socket)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_run_endpoint, endpoint, conn, request)
             await conn.run()
