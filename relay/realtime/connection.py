@@ -452,15 +452,22 @@ class Connection:
 
     def _peer_gone(self) -> None:
         self._stream_failed = True
+        self._outbox_closed = True  # nothing more can be written: sends fail from now on
+        self._queue.clear()
+        self._wake_senders()
         if self.close_code is None:
             self.close_code = CloseReason.ABNORMAL_CLOSURE
         if self._scope is not None:
             self._scope.cancel()
 
     def _start_writer(self) -> None:
-        if not self._writer_running and self._nursery is not None:
-            self._writer_running = True
+        if self._writer_running or self._nursery is None or self._stream_failed:
+            return
+        try:
             self._nursery.start_soon(self._write_loop)
+        except RuntimeError:  # run's nursery is closing: run() ends and drops the queue
+            return
+        self._writer_running = True
 
     def _wake_senders(self) -> None:
         if self._room is not None:
@@ -493,8 +500,11 @@ class Connection:
         data, frames = self._take()
         try:
             written = os.write(self._fd, data)
-        except OSError:  # full (EAGAIN), or the peer is gone: the writer's send_all finds out
+        except BlockingIOError:  # the socket's buffer is full: a backlog, for the writer
             written = 0
+        except OSError:  # reset, broken pipe: the peer is gone
+            self._peer_gone()
+            return
         if written:
             self._writes += 1
             self._bytes_written += written

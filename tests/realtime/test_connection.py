@@ -4,6 +4,8 @@ handshake, size and protocol limits, the slow-consumer policy and write coalesci
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 from typing import TYPE_CHECKING
 
 import pytest
@@ -399,3 +401,33 @@ async def test_a_backlog_beyond_the_socket_buffer_arrives_whole_and_in_order(
             assert conn.send_nowait(more)  # idle again: written at once by the flusher
             assert await ws.get_message() == "after the backlog"
             assert conn.statistics().writes == stats.writes + 1
+
+
+async def test_a_peer_reset_while_the_endpoint_keeps_sending_leaves_the_listener_serving(
+    serve: Serve, raw: Raw
+) -> None:
+    """Regression: a reset peer made the flusher hand the failed write to a writer task in a
+    nursery that was already closing; the RuntimeError killed the flusher and the listener."""
+    recorder = Recorder()
+    stop = trio.Event()
+
+    async def flood(conn: Connection, request: Request) -> None:
+        recorder.send.send_nowait(conn)
+        while not stop.is_set():  # keeps sending past the end, as a slow endpoint would
+            conn.send_nowait(wsframe.text_frame("x" * 1000))
+            await trio.lowlevel.checkpoint()
+
+    url = await serve({"/flood": flood, "/echo": echo})
+    with trio.fail_after(10):
+        for _ in range(20):
+            client = await raw(url, "/flood")
+            conn = await recorder.recv.receive()
+            await client.stream.receive_some(1)
+            client.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await client.aclose()  # RST
+            await conn._done.wait()
+        stop.set()
+        async with ws_client(url + "/echo") as ws:  # the listener still works
+            await ws.send_message("still here")
+            assert await ws.get_message() == "still here"
+        assert not conn.send_nowait(b"x")  # a connection whose peer is gone takes nothing
