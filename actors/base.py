@@ -42,6 +42,46 @@ class Reply(Generic[R]):
             self._send.send_nowait(result)
 
 
+class Asked(Generic[R]):
+    """An ask whose message is queued (`Actor.start_ask`); `answer()` waits for the reply.
+
+    Resource handling: the actor keeps the reply channel (to close it if it stops without
+    answering) until `answer()` returns or `close()` is called; whoever holds an `Asked` must do
+    one of the two, in a `finally` if it may be cancelled.
+    """
+
+    __slots__ = ("_actor", "_recv", "_send")
+
+    def __init__(
+        self,
+        actor: Actor[Any],
+        send: trio.MemorySendChannel[outcome.Outcome[R]],
+        recv: trio.MemoryReceiveChannel[outcome.Outcome[R]],
+    ) -> None:
+        self._actor = actor
+        self._send = send
+        self._recv = recv
+
+    async def answer(self) -> R:
+        """Wait for the actor's answer (no timeout of its own: callers bound the wait).
+
+        Raises:
+            ActorStopped: the actor stopped or crashed without answering.
+            Exception: whatever the actor passed to `reply.fail()`.
+        """
+        try:
+            async for result in self._recv:  # ends empty if the actor stops first
+                return result.unwrap()
+            raise ActorStopped(self._actor.key)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop waiting: a later answer goes nowhere. Idempotent, never blocks."""
+        self._actor._asks.discard(self._send)
+        self._recv.close()
+
+
 class Actor(ABC, Generic[M]):
     """One task owning one bounded inbox and all of the actor's state.
 
@@ -116,17 +156,30 @@ class Actor(ABC, Generic[M]):
             ActorStopped: the actor stopped or crashed without answering.
             Exception: whatever the actor passed to `reply.fail()`.
         """
+        with trio.move_on_after(timeout_s):
+            asked = await self.start_ask(build)
+            return await asked.answer()
+        raise AskTimeout(self.key)
+
+    async def start_ask(self, build: Callable[[Reply[R]], M]) -> Asked[R]:
+        """The first half of `ask`: queue `build(reply)` (waiting for inbox space) and return
+        as soon as it is queued. A caller that must keep several asks in order queues them one
+        after the other and awaits their answers later (`Asked.answer`).
+
+        Raises:
+            ActorStopped: the actor has stopped or is stopping.
+        """
         reply_send, reply_recv = trio.open_memory_channel[outcome.Outcome[R]](1)
         self._asks.add(reply_send)
+        asked = Asked(self, reply_send, reply_recv)
+        queued = False
         try:
-            with reply_recv, trio.move_on_after(timeout_s):
-                await self.send(build(Reply(reply_send)))
-                async for result in reply_recv:  # ends empty if the actor stops first
-                    return result.unwrap()
-                raise ActorStopped(self.key)
+            await self.send(build(Reply(reply_send)))
+            queued = True
         finally:
-            self._asks.discard(reply_send)
-        raise AskTimeout(self.key)
+            if not queued:  # cancelled or refused: nobody will wait for this reply
+                asked.close()
+        return asked
 
     def close(self) -> None:
         """Stop taking messages; `run()` handles what is queued, awaits `on_stop()` and returns."""

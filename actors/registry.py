@@ -13,7 +13,7 @@ from actors.errors import ActorStopped, AskTimeout
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from actors.base import Actor, Reply
+    from actors.base import Actor, Asked, Reply
 
 M = TypeVar("M")
 R = TypeVar("R")
@@ -128,6 +128,15 @@ class Registry(Generic[M]):
             actor = await self.get(key)
             return await actor.ask(build, timeout_s=timeout_s)
         raise AskTimeout(key)
+
+    async def start_ask(self, key: str, build: Callable[[Reply[R]], M]) -> Asked[R]:
+        """`Actor.start_ask` on `key`'s actor, starting it if needed (no timeout: callers bound
+        the wait).
+
+        Raises:
+            ActorStopped: as for `get`, or the actor stopped before taking the message.
+        """
+        return await (await self.get(key)).start_ask(build)
 
     def running(self) -> list[str]:
         """Keys whose actor is up and taking messages (for /readyz and metrics)."""

@@ -32,12 +32,13 @@ from actors.presence import PresenceActor, PresenceMsg, SessionGone, SetStatus
 from relay.errors import NotFound
 from relay.gateway.views import Views
 from relay.protocol.gateway import Close, Event
+from relay.ratelimit import RateLimiter
 from relay.storage import audience
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from actors.base import Reply
+    from actors.base import Asked, Reply
     from relay.config import Settings
     from relay.gateway.session import Session
     from relay.gateway.views import ServerView
@@ -67,6 +68,8 @@ class Hub:
         self.presence: Registry[PresenceMsg] = Registry(self._new_presence)
         self.statuses: dict[int, tuple[str, str | None]] = {}  # users not seen as offline
         self.views = Views(partial(store.read, audience.server_snapshot))
+        # Gateway message sends (op 12) per user, over all their connections.
+        self.send_limiter = RateLimiter(settings.gateway_send_rate, settings.gateway_send_window_s)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -234,18 +237,24 @@ class Hub:
         """Send a channel event through the channel's actor, in order with its messages."""
         await self._tell(channel_id, Publish(Event(t, d)))
 
-    async def create_message(
+    async def queue_message(
         self, channel_id: int, write: Callable[..., tuple[Any, bool]], *args: Any
-    ) -> Any:
-        """Store a message through the channel's actor; returns the payload once committed.
+    ) -> Asked[Any]:
+        """Queue a new message with the channel's actor; returns once it is queued, and its
+        `answer()` is the payload once committed. Messages queued one after the other get
+        ascending ids and commit in that order, whoever waits for their answers and when.
 
-        `write(db, message_id, *args) -> (payload, created)` runs in the store's writer."""
+        `write(db, message_id, *args) -> (payload, created)` runs in the store's writer.
+
+        Raises:
+            NotFound("unknown_channel"): the channel's actor is gone (the channel was deleted).
+        """
 
         def build(reply: Reply[Any]) -> ChannelMsg:
             return Post(write, args, reply)
 
         try:
-            return await self.channels.ask(f"channel:{channel_id}", build, timeout_s=10.0)
+            return await self.channels.start_ask(f"channel:{channel_id}", build)
         except ActorStopped:
             raise NotFound("unknown channel", code="unknown_channel") from None
 

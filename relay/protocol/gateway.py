@@ -4,7 +4,9 @@ and the framing of server events.
 Envelope: `{"op": int, "d": ..., "s": int | null, "t": str | null}` as JSON text frames, or the
 same map as msgpack binary frames (`?encoding=msgpack`). A dispatched event's payload `d` is
 encoded once per encoding (`Event`); each session then splices its own sequence number in front
-of those bytes (`Event.payload`), so fan-out never re-encodes.
+of those bytes (`Event.payload`), so fan-out never re-encodes. A client posts a message with
+MESSAGE_SEND (op 12, `MessageSend`); the server answers each one with MESSAGE_SEND_ACK (op 13,
+`SendAck`) once it is committed or refused.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class Op(enum.IntEnum):
     INVALID_SESSION = 9
     HELLO = 10
     HEARTBEAT_ACK = 11
+    MESSAGE_SEND = 12
+    MESSAGE_SEND_ACK = 13
 
 
 class Close(enum.IntEnum):
@@ -93,7 +97,25 @@ class Resume(_Frame, tag=int(Op.RESUME), frozen=True):
     d: ResumeData
 
 
-ClientFrame = Heartbeat | Identify | PresenceUpdate | Resume
+# Only the shape is checked here: a malformed send is a protocol error (the client cannot be
+# answered without its nonce). What REST would refuse (empty or over-long content, an unknown
+# channel, a reply_to that is no id) is the send's own error, answered with MESSAGE_SEND_ACK.
+IdText = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+Nonce = Annotated[str, msgspec.Meta(min_length=1, max_length=25)]
+
+
+class MessageSendData(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    channel_id: IdText
+    content: str
+    nonce: Nonce
+    reply_to: IdText | None = None
+
+
+class MessageSend(_Frame, tag=int(Op.MESSAGE_SEND), frozen=True):
+    d: MessageSendData
+
+
+ClientFrame = Heartbeat | Identify | PresenceUpdate | Resume | MessageSend
 
 
 class FrameError(Exception):
@@ -140,6 +162,30 @@ def encode_control(op: Op, d: Any, encoding: str) -> bytes:
     """A non-dispatch server frame: {"op", "d", "s": null, "t": null}."""
     envelope = {"op": int(op), "d": d, "s": None, "t": None}
     return _msgpack.encode(envelope) if encoding == "msgpack" else _json.encode(envelope)
+
+
+class SendError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Why a MESSAGE_SEND failed: REST's error object, plus `retry_after` (seconds) when
+    waiting helps (`rate_limited`, `slowmode`)."""
+
+    code: str
+    message: str
+    fields: dict[str, str] | None = None
+    retry_after: float | None = None
+
+
+class SendAck(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """MESSAGE_SEND_ACK's `d`: `id` and `channel_id` of the committed message, or `error`."""
+
+    nonce: str
+    id: str | None = None
+    channel_id: str | None = None
+    error: SendError | None = None
+
+
+def encode_send_ack(ack: SendAck, encoding: str) -> bytes:
+    """The MESSAGE_SEND_ACK frame (op 13) for one send."""
+    return encode_control(Op.MESSAGE_SEND_ACK, ack, encoding)
 
 
 class Event:

@@ -14,7 +14,8 @@ from msgspec import Meta
 from relay.rest.bodies import Request
 
 # Lengths count characters (code points), as sent: the route refuses all-whitespace content.
-Content = Annotated[str, Meta(min_length=1, max_length=4000)]
+MAX_CONTENT_CHARS = 4000
+Content = Annotated[str, Meta(min_length=1, max_length=MAX_CONTENT_CHARS)]
 Nonce = Annotated[str, Meta(min_length=1, max_length=64)]
 IdText = Annotated[str, Meta(min_length=1, max_length=20)]  # checked by parse_id in the route
 

@@ -5,10 +5,12 @@ A channel the caller cannot see (no VIEW_CHANNEL, not a member or recipient) is 
 not do there is 403 naming the permission. Reads are checked here; writes are checked again by
 their write function, in the transaction that makes the change.
 
-New messages go through the channel's actor (`Hub.create_message`), which gives them their id
-and publishes MESSAGE_CREATE in the same order as history. Every other change is written first
-and announced after its commit through `Hub.dispatch_channel`, so it also travels the actor's
-queue and cannot overtake the message it is about.
+New messages go through the channel's actor (`Hub.queue_message`), which gives them their id
+and publishes MESSAGE_CREATE in the same order as history. The gateway's MESSAGE_SEND (op 12)
+posts through the same functions as the REST route (`sendable_channel`, `queue_message`,
+`message_posted`), so both check, store and announce a message alike. Every other change is
+written first and announced after its commit through `Hub.dispatch_channel`, so it also travels
+the actor's queue and cannot overtake the message it is about.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import emoji as emoji_db
 import trio
 from quart import Blueprint, Response, request
 
-from actors import AskTimeout
+from actors import ActorStopped
 from relay.accounts import now_ms
 from relay.errors import BadRequest, NotFound, Unavailable
 from relay.ids import parse_id, timestamp_ms
@@ -42,6 +44,7 @@ from relay.storage import audience, messages
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
+    from actors import Asked
     from relay.runtime import Runtime
     from relay.storage.audience import VisibleChannel
     from relay.storage.messages import AuthorRow, MessageRow
@@ -51,6 +54,7 @@ DEFAULT_LIMIT = 50
 TYPING_EVERY_S = 5.0  # a user's typing in one channel is announced at most this often
 TYPING_KEYS = 50_000  # (user, channel) pairs remembered for that; the idlest are forgotten
 MAX_EMOJI_CHARS = 32  # longer than any emoji sequence; bounds the work is_emoji does
+SEND_TIMEOUT_S = 10.0  # a new message's wait for its channel's actor, and then for its commit
 
 
 def author_out(author: AuthorRow) -> bodies.Author:
@@ -128,9 +132,87 @@ def reaction_event(
 
 
 def content_of(text: str) -> str:
+    """Message content as REST's body decoder and the gateway both require it."""
+    if not 0 < len(text) <= bodies.MAX_CONTENT_CHARS:  # REST bodies were checked already
+        raise field_error("content", f"must be 1 to {bodies.MAX_CONTENT_CHARS} characters")
     if not text.strip():
         raise field_error("content", "must not be only whitespace")
     return text
+
+
+# -- posting a message (REST and gateway op 12) --------------------------------------------------
+
+
+async def text_channel(rt: Runtime, user_id: int, channel_id: str) -> VisibleChannel:
+    """The channel if the user can see it (else 404 unknown_channel, also for a malformed id)
+    and it takes messages (else 400 not_a_text_channel)."""
+    channel = await rt.store.read(
+        audience.visible_channel, snowflake(channel_id, "channel"), user_id
+    )
+    if channel is None:
+        raise NotFound("unknown channel", code="unknown_channel")
+    if channel.type not in messages.TEXT_TYPES:
+        raise BadRequest("this channel does not take messages", code="not_a_text_channel")
+    return channel
+
+
+async def sendable_channel(rt: Runtime, user_id: int, channel_id: str) -> VisibleChannel:
+    """A text channel the user may post in (403 missing_permission or timed_out otherwise)."""
+    channel = await text_channel(rt, user_id, channel_id)
+    channel.require(P.SEND_MESSAGES)  # fail fast; the write checks again
+    return channel
+
+
+async def queue_message(
+    rt: Runtime,
+    user_id: int,
+    channel: VisibleChannel,
+    content: str,
+    nonce: str | None,
+    reply_to: str | None,
+) -> Asked[bodies.Message]:
+    """Check a new message's content and reply_to and queue it with the channel's actor.
+
+    Returns once it is queued (messages queued one after the other commit in that order);
+    `message_posted` waits for the result. Raises what `content_of` raises, and
+    BadRequest("invalid_field") for a reply_to that is not an id.
+    """
+    content = content_of(content)
+    reply_id = None
+    if reply_to is not None:
+        reply_id = parse_id(reply_to)
+        if reply_id is None:
+            raise field_error("reply_to", "must be a message id")
+    asked: Asked[bodies.Message] = await rt.hub.queue_message(
+        channel.id,
+        post_message,
+        channel.id,
+        user_id,
+        content,
+        nonce,
+        reply_id,
+        messages.parse_mentions(content),
+        now_ms(),
+    )
+    return asked
+
+
+async def message_posted(asked: Asked[bodies.Message]) -> bodies.Message:
+    """The message once committed: a `RepeatedMessage` for a nonce seen before. No timeout of
+    its own (callers bound it, then answer `channel_busy()`).
+
+    Raises the write's errors (`messages.create`), or NotFound("unknown_channel") if the
+    channel's actor stopped without answering (the channel was deleted meanwhile).
+    """
+    try:
+        return await asked.answer()
+    except ActorStopped:
+        raise NotFound("unknown channel", code="unknown_channel") from None
+
+
+def channel_busy() -> Unavailable:
+    # The write may still commit; a retry with the same nonce finds it.
+    return Unavailable("the channel is too busy; retry with the same nonce", code="channel_busy")
 
 
 def query_id(name: str) -> int | None:
@@ -166,53 +248,25 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("messages", __name__, url_prefix="/v1/api/channels")
     typing = RateLimiter(1, TYPING_EVERY_S, max_keys=TYPING_KEYS)
 
-    async def text_channel(user_id: int, channel_id: str) -> VisibleChannel:
-        """The channel if the user can see it (else 404) and it takes messages (else 400)."""
-        channel = await rt.store.read(
-            audience.visible_channel, snowflake(channel_id, "channel"), user_id
-        )
-        if channel is None:
-            raise NotFound("unknown channel", code="unknown_channel")
-        if channel.type not in messages.TEXT_TYPES:
-            raise BadRequest("this channel does not take messages", code="not_a_text_channel")
-        return channel
-
     async def readable(user_id: int, channel_id: str) -> VisibleChannel:
         """A text channel whose history the user may read."""
-        channel = await text_channel(user_id, channel_id)
+        channel = await text_channel(rt, user_id, channel_id)
         channel.require(P.READ_MESSAGE_HISTORY)
         return channel
 
     @bp.post("/<channel_id>/messages")
     async def create_message(channel_id: str) -> Response:
         who = principal(rt)
-        channel = await text_channel(who.user_id, channel_id)
-        channel.require(P.SEND_MESSAGES)  # fail fast; the write checks again
+        channel = await sendable_channel(rt, who.user_id, channel_id)
         data = await body(bodies.CreateMessage)
-        content = content_of(data.content)
-        reply_to = None
-        if data.reply_to is not None:
-            reply_to = parse_id(data.reply_to)
-            if reply_to is None:
-                raise field_error("reply_to", "must be a message id")
-        try:
-            payload = await rt.hub.create_message(
-                channel.id,
-                post_message,
-                channel.id,
-                who.user_id,
-                content,
-                data.nonce,
-                reply_to,
-                messages.parse_mentions(content),
-                now_ms(),
+        with trio.move_on_after(SEND_TIMEOUT_S):
+            asked = await queue_message(
+                rt, who.user_id, channel, data.content, data.nonce, data.reply_to
             )
-        except AskTimeout:
-            # The write may still commit; a retry with the same nonce finds it.
-            raise Unavailable(
-                "the channel is too busy; retry with the same nonce", code="channel_busy"
-            ) from None
-        return json_response(payload, 200 if isinstance(payload, bodies.RepeatedMessage) else 201)
+            payload = await message_posted(asked)
+            status = 200 if isinstance(payload, bodies.RepeatedMessage) else 201
+            return json_response(payload, status)
+        raise channel_busy()
 
     @bp.get("/<channel_id>/messages")
     async def list_messages(channel_id: str) -> Response:
@@ -247,7 +301,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     @bp.patch("/<channel_id>/messages/<message_id>")
     async def edit_message(channel_id: str, message_id: str) -> Response:
         who = principal(rt)
-        channel = await text_channel(who.user_id, channel_id)
+        channel = await text_channel(rt, who.user_id, channel_id)
         mid = snowflake(message_id, "message")
         data = await body(bodies.EditMessage)
         content = content_of(data.content)
@@ -268,7 +322,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     @bp.delete("/<channel_id>/messages/<message_id>")
     async def delete_message(channel_id: str, message_id: str) -> Response:
         who = principal(rt)
-        channel = await text_channel(who.user_id, channel_id)
+        channel = await text_channel(rt, who.user_id, channel_id)
         mid = snowflake(message_id, "message")
         await rt.store.write(messages.delete, channel.id, mid, who.user_id, audit_reason())
         await rt.hub.dispatch_channel(
@@ -281,7 +335,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/<channel_id>/messages/bulk-delete")
     async def bulk_delete(channel_id: str) -> Response:
         who = principal(rt)
-        channel = await text_channel(who.user_id, channel_id)
+        channel = await text_channel(rt, who.user_id, channel_id)
         data = await body(pbodies.BulkDelete)
         ids = [parse_id(text) for text in data.messages]
         if None in ids or len(set(ids)) != len(ids):
@@ -312,7 +366,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
 
     async def change_pin(channel_id: str, message_id: str, pin: bool) -> None:
         who = principal(rt)
-        channel = await text_channel(who.user_id, channel_id)
+        channel = await text_channel(rt, who.user_id, channel_id)
         mid = snowflake(message_id, "message")
         if pin:
             changed = await rt.store.write(
@@ -352,7 +406,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     async def react(channel_id: str, message_id: str, emoji: str, *, add: bool) -> Response:
         """Add or remove the caller's reaction; an event only when something changed."""
         who = principal(rt)
-        channel = await text_channel(who.user_id, channel_id)
+        channel = await text_channel(rt, who.user_id, channel_id)
         mid = snowflake(message_id, "message")
         emoji = checked_emoji(emoji)
         if add:
@@ -387,7 +441,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/<channel_id>/messages/<message_id>/ack")
     async def ack(channel_id: str, message_id: str) -> Response:
         who = principal(rt)
-        channel = await text_channel(who.user_id, channel_id)
+        channel = await text_channel(rt, who.user_id, channel_id)
         mid = snowflake(message_id, "message")
         if await rt.store.write(messages.ack, who.user_id, channel.id, mid):
             rt.hub.dispatch_user(
@@ -400,7 +454,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/<channel_id>/typing")
     async def start_typing(channel_id: str) -> Response:
         who = principal(rt)
-        channel = await text_channel(who.user_id, channel_id)
+        channel = await text_channel(rt, who.user_id, channel_id)
         channel.require(P.SEND_MESSAGES)
         if typing.hit(f"{who.user_id}:{channel.id}", trio.current_time()).allowed:
             await rt.hub.dispatch_channel(

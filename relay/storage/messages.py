@@ -236,14 +236,25 @@ def _visible_users(
 
 
 def _store_mentions(
-    db: Database, message_id: int, channel_id: int, server_id: int | None, candidates: list[int]
-) -> None:
-    db.execute("DELETE FROM message_mentions WHERE message_id = ?", (message_id,))
-    for user_id in _visible_users(db, channel_id, server_id, candidates):
+    db: Database,
+    message_id: int,
+    channel_id: int,
+    server_id: int | None,
+    candidates: list[int],
+    *,
+    new: bool = False,
+) -> list[int]:
+    """Store (replace, unless the message is `new`) a message's mentions; returns the user ids
+    stored, ascending (the order `get` reads them in)."""
+    if not new:
+        db.execute("DELETE FROM message_mentions WHERE message_id = ?", (message_id,))
+    stored = _visible_users(db, channel_id, server_id, candidates)
+    for user_id in stored:
         db.execute(
             "INSERT INTO message_mentions (message_id, user_id, channel_id) VALUES (?, ?, ?)",
             (message_id, user_id, channel_id),
         )
+    return sorted(stored)
 
 
 def _advance_read_state(db: Database, user_id: int, channel_id: int, message_id: int) -> bool:
@@ -312,15 +323,31 @@ def create(
         " VALUES (?, ?, ?, ?, ?, ?)",
         (message_id, channel_id, author_id, content, nonce, reply_to),
     )
-    _store_mentions(db, message_id, channel_id, channel.server_id, mention_ids)
+    mentions = _store_mentions(db, message_id, channel_id, channel.server_id, mention_ids, new=True)
     db.execute(
         "UPDATE channels SET last_message_id = ? WHERE id = ?"
         " AND (last_message_id IS NULL OR last_message_id < ?)",
         (message_id, channel_id, message_id),
     )
     _advance_read_state(db, author_id, channel_id, message_id)
-    message = get(db, channel_id, message_id, author_id)
-    assert message is not None
+    # The row as `get` would read it back, from what was just written (one query, not three:
+    # this runs in the single writer, once per message). New: no reactions, pin or edit yet.
+    username, display_name = db.execute(
+        "SELECT username, display_name FROM users WHERE id = ?", (author_id,)
+    ).fetchone()
+    message = MessageRow(
+        id=message_id,
+        channel_id=channel_id,
+        server_id=channel.server_id,
+        author=AuthorRow(author_id, username, display_name),
+        content=content,
+        nonce=nonce,
+        reply_to=reply_to,
+        edited_at=None,
+        mentions=mentions,
+        reactions=[],
+        pinned=False,
+    )
     return message, True
 
 

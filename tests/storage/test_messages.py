@@ -144,6 +144,32 @@ def test_create_stores_and_returns_the_whole_message(db: Database, ids: Ids) -> 
     )
 
 
+def test_create_returns_what_get_reads_back(db: Database, ids: Ids) -> None:
+    first, _ = post(db, ids, "<@13> <@12> <@11> <@13> héllo 👋", nonce="n")
+    made = [
+        first,
+        post(db, ids, "in a dm <@12> <@13>", channel=DM, author=BOB)[0],
+        post(db, ids, "a reply", reply_to=first.id, author=CAROL)[0],
+    ]
+    assert made[0].mentions == [ALICE, BOB, CAROL]
+    for message in made:
+        assert messages.get(db, message.channel_id, message.id, message.author.id) == message
+
+
+def test_create_takes_a_fixed_number_of_queries(db: Database, ids: Ids) -> None:
+    post(db, ids, "warm-up")
+    statements: list[str] = []
+    db.conn.set_trace_callback(statements.append)
+    try:
+        post(db, ids, "hello", nonce="q")
+    finally:
+        db.conn.set_trace_callback(None)
+    queries = [q for q in statements if q.split()[0] not in ("BEGIN", "COMMIT")]  # autocommit
+    # The permission check (channel, then access.server_access: 6), the nonce, the insert, the
+    # channel's last message, the author's read state, the author's names for the answer.
+    assert len(queries) == 7 + 1 + 1 + 1 + 1 + 1, queries
+
+
 def test_create_checks_the_channel(db: Database, ids: Ids) -> None:
     with pytest.raises(NotFound) as hidden:
         post(db, ids, author=EVE)
