@@ -27,11 +27,11 @@ fmt:
 typecheck:
     .venv/bin/mypy
 
-# benchmark Relay against peer servers, short run (< ~3 min; args go to scripts/bench)
+# benchmark Relay against peer servers, short run (about 4½ min; args go to scripts/bench)
 bench *args:
     scripts/bench {{args}}
 
-# benchmark with 15 s measured windows (about 7 min)
+# benchmark with 15 s measured windows (about 12 min)
 bench-full *args:
     scripts/bench --full {{args}}
 

@@ -24,6 +24,8 @@ from benchkit.procs import CpuMeter, Procs, Worker, rss_bytes
 from benchkit.relay import start_relay
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from multiprocessing.connection import Connection
     from pathlib import Path
 
     from benchkit.peers import PeerServer
@@ -78,12 +80,23 @@ class Config:
     relay_sizes: list[int] = field(default_factory=lambda: [100, 65536])
     relay_warm_s: float = 0.5
     relay_measure_s: float = 2.0
+    # App rooms (scenario `rooms`): one broadcast room of `rooms_clients`, `rooms_senders` of
+    # which send binary messages of `rooms_payload_bytes` (behind the 5-byte room header); the
+    # fixed rates of its latency phases, in deliveries/s; its own (shorter) windows.
+    rooms_clients: int = 100
+    rooms_senders: int = 10
+    rooms_payload_bytes: int = 64
+    rooms_rates: list[int] = field(default_factory=lambda: [10_000])
+    rooms_warm_s: float = 0.5
+    rooms_measure_s: float = 2.5
 
     @classmethod
     def for_profile(cls, profile: str) -> Config:
         if profile == "quick":
             config = cls(profile, 0.3, 1.0, [20], 2, 2, 400, 4, [20, 40], 5, 1, PEER_MESSAGE_BYTES)
             config.relay_pairs, config.relay_warm_s, config.relay_measure_s = [2], 0.2, 0.5
+            config.rooms_clients, config.rooms_senders, config.rooms_rates = 10, 2, [400]
+            config.rooms_warm_s, config.rooms_measure_s = 0.3, 1.0
             return config
         if profile == "full":
             config = cls(
@@ -91,6 +104,7 @@ class Config:
                 PEER_MESSAGE_BYTES,
             )  # fmt: skip
             config.relay_warm_s, config.relay_measure_s = 1.0, 8.0
+            config.rooms_warm_s, config.rooms_measure_s = 1.0, 8.0
             return config
         return cls(
             profile, 1.0, 4.0, [100, 1000], 10, 4, 10_000, 50, [1000, 5000], 10, 2,
@@ -149,10 +163,16 @@ class Bench:
     # -- load-generator workers ----------------------------------------------------------------
 
     def ws_workers(
-        self, job: dict[str, Any], count: int, procs: int, name: str = "receiver"
+        self,
+        job: dict[str, Any],
+        count: int,
+        procs: int,
+        name: str = "receiver",
+        target: Callable[[Connection, dict[str, Any]], None] = workers.ws_worker,
     ) -> list[Worker]:
         """`count` WebSocket connections (job["tokens"] split too, if given) over `procs`
-        processes; waits until every connection is open (and identified)."""
+        processes running `target` (e.g. `workers.room_worker`); waits until every connection
+        is open (and identified)."""
         tokens: list[str] | None = job.get("tokens")
         shares = split(count, procs)
         started: list[Worker] = []
@@ -162,7 +182,7 @@ class Bench:
             if tokens is not None:
                 part["tokens"] = tokens[at : at + share]
             at += share
-            started.append(self.procs.worker(workers.ws_worker, part, f"{name}-{i}"))
+            started.append(self.procs.worker(target, part, f"{name}-{i}"))
         self.wait_ready(started, share_counts=shares)
         return started
 
@@ -196,13 +216,18 @@ class Bench:
         sender: Worker | None,
         sender_cmd: dict[str, Any],
         latency: bool,
+        warm_s: float | None = None,
+        measure_s: float | None = None,
     ) -> dict[str, Any]:
         """One measured window: start the senders at t0, count from `warm` to `end`, then wait
-        until every connection has every message. Returns the figures (and records them)."""
+        until every connection has every message. Returns the figures (and records them).
+        `warm_s` and `measure_s` default to the configuration's."""
         config = self.config
+        warm_s = config.warm_s if warm_s is None else warm_s
+        measure_s = config.measure_s if measure_s is None else measure_s
         t0 = time.monotonic_ns() + 300_000_000
-        warm = t0 + int(config.warm_s * 1e9)
-        end = warm + int(config.measure_s * 1e9)
+        warm = t0 + int(warm_s * 1e9)
+        end = warm + int(measure_s * 1e9)
         base = {"cmd": "run", "t0": t0, "warm": warm, "end": end, "latency": latency}
         ws_sender = sender is not None and sender in receivers
         for worker in receivers:
@@ -214,12 +239,18 @@ class Bench:
         _sleep_until(warm)
         server_cpu.start()
         lg_cpu.start()
-        profiler = self._profiler(label, server_pid) if label["server"] == "relay" else None
+        profiler = (
+            self._profiler(label, server_pid, measure_s) if label["server"] == "relay" else None
+        )
         _sleep_until(end)
         cpu = {"server_cpu_pct": server_cpu.stop(), "lg_cpu_pct": lg_cpu.stop()}
         cpu["server_sys_pct"], cpu["lg_sys_pct"] = server_cpu.system_pct, lg_cpu.system_pct
         answers = [w.recv(60) for w in receivers]
         post = sender.recv(60) if sender is not None and not ws_sender else None
+        if sender is not None and ws_sender:
+            own = answers[receivers.index(sender)]
+            if "acked" in own:  # Relay's gateway senders: acknowledged by op 13, as posts
+                post = own
         if post is not None:
             expected = post["acked"]
             late_us = post["late_max_us"]
@@ -229,7 +260,7 @@ class Bench:
         for worker in receivers:
             worker.send({"cmd": "collect", "expected": expected, "timeout_s": 30})
         reports = [w.recv(60) for w in receivers]
-        window_s = config.measure_s
+        window_s = measure_s
         delivered = sum(r["counts_at_marks"][1] - r["counts_at_marks"][0] for r in reports)
         total = sum(r["total"] for r in reports)
         samples = sorted(s for r in reports for s in r["samples_us"])
@@ -268,7 +299,7 @@ class Bench:
         return result
 
     def _profiler(
-        self, label: dict[str, Any], pid: int
+        self, label: dict[str, Any], pid: int, measure_s: float
     ) -> tuple[subprocess.Popen[bytes], Path] | None:
         """py-spy (sampling, from outside the process) over this window, if asked for."""
         if self.profile_dir is None:
@@ -279,7 +310,7 @@ class Bench:
         path = self.profile_dir / f"relay-{name}.txt"
         py_spy = self.root / ".venv" / "bin" / "py-spy"
         args = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--output"]
-        args += [str(path), "--duration", str(max(1, int(self.config.measure_s))), "--nonblocking"]
+        args += [str(path), "--duration", str(max(1, int(measure_s))), "--nonblocking"]
         process = self.procs.popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return process, path
 

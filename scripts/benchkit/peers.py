@@ -167,6 +167,8 @@ LABELS = {
     "node_ws": "Node ws",
     "websockets": "websockets+uvloop",
     "asyncio_relay": "asyncio+uvloop relay",
+    "relay_tcp": "Relay TCP",
+    "relay_ws": "Relay /v1/relay",
 }
 
 

@@ -41,6 +41,7 @@ BENCH_ENV = {
     "RELAY_LOGIN_PER_IP": "100000000",
     "RELAY_LOGIN_PER_USERNAME": "100000000",
     "RELAY_GATEWAY_RATE": "100000000",
+    "RELAY_GATEWAY_SEND_RATE": "100000000",  # gateway message sends (op 12) per user
     "RELAY_HEARTBEAT_INTERVAL_S": "3600",
     "RELAY_ACCESS_TOKEN_TTL_S": "7200",
     "RELAY_RELAY_PORT": "off",
@@ -84,6 +85,16 @@ class RelayServer:
             return {}
         return {k: data[k] for k in ("writes_committed", "write_batches") if k in data}
 
+    def byte_relay_counters(self) -> dict[str, int]:
+        """The byte relay's counters so far (from /readyz; empty if it did not answer)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=5) as response:
+                data = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return {}
+        counters = data.get("byte_relay") or {}
+        return {k: v for k, v in counters.items() if isinstance(v, int)}
+
     # -- accounts ------------------------------------------------------------------------------
 
     def accounts(self, prefix: str, count: int) -> list[Account]:
@@ -92,6 +103,10 @@ class RelayServer:
     def community(self, owner: Account, members: list[Account]) -> tuple[str, str]:
         """A server owned by `owner` that `members` joined: (server id, text channel id)."""
         return trio.run(make_community, self.url, owner, members)
+
+    def room(self, owner: Account, max_clients: int) -> tuple[str, str]:
+        """A new `peer` app room created by `owner`: (room id, secret)."""
+        return trio.run(make_room, self.url, owner, max_clients)
 
 
 def start_relay(
@@ -213,3 +228,10 @@ async def make_community(url: str, owner: Account, members: list[Account]) -> tu
             for member in members:
                 nursery.start_soon(join, member)
     return str(server["id"]), str(channel)
+
+
+async def make_room(url: str, owner: Account, max_clients: int) -> tuple[str, str]:
+    async with RelayClient(url, timeout_s=60) as client:
+        body = {"max_clients": max_clients, "protocol": "peer"}
+        room = await _call(client, "POST", "/v1/api/rooms", owner.token, body)
+    return str(room["id"]), str(room["secret"])

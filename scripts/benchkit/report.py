@@ -64,6 +64,13 @@ def now_utc() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# What a scenario's "Relay" column is, when it is not the obvious thing.
+CAPTIONS = {
+    "relay_ws": "Relay: the byte relay over `/v1/relay` WebSockets; Relay TCP: its TCP listener "
+    "(scenario `relay`, same run). The asyncio relay speaks TCP only.",
+}
+
+
 def _figure(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
@@ -90,7 +97,10 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
         others = [p for p in shown if p != "relay"]
         head = ["Case", "Metric", *(LABELS.get(s, s) for s in shown)]
         head += [f"Relay / {LABELS.get(p, p)}" for p in others] + ["Bar"]
-        lines += [f"### {scenario}", "", "| " + " | ".join(head) + " |"]
+        lines += [f"### {scenario}", ""]
+        if scenario in CAPTIONS:
+            lines += [CAPTIONS[scenario], ""]
+        lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for r in mine:
             cells = [r.case, f"{r.metric} ({r.unit})" if r.unit else r.metric]

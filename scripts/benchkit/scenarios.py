@@ -5,9 +5,12 @@
    (b) p50/p99 end-to-end latency at a fixed 10k deliveries/s. Relay runs the real path: users
    logged in with Ed25519 keys, identified gateway sessions, messages POSTed over REST,
    committed, dispatched by the channel actor. The peers' senders are clients of the room; a
-   sender's own copy coming back is its acknowledgement (Relay's is the 201).
+   sender's own copy coming back is its acknowledgement (Relay's is the 201). Relay runs a
+   second time with its senders on the gateway: `senders` of the sessions are the posters'
+   own, and they post with MESSAGE_SEND (op 12), acknowledged by MESSAGE_SEND_ACK (op 13).
 2. `write`: committed messages/s with 50 concurrent REST senders in one channel, each waiting
-   for its 201 before the next post; p50/p99 ack latency.
+   for its 201 before the next post; p50/p99 ack latency. Then the same 50 users over their
+   gateway sessions (op 12, acknowledged by op 13): one send in flight each, then `window`.
 3. `idle`: resident memory per idle gateway session at 1k and 5k sessions (Relay: identified
    sessions of users that share no server, so no presence traffic fills their replay buffers
    while they connect; peers: open WebSockets).
@@ -18,6 +21,17 @@
    logged in and seen its own frame come back before the senders start. A case's figures are
    the bytes received in the window over the frame length; after the window the senders stop,
    the receivers drain, and frames sent but never received are reported as missing.
+4b. `relay_ws`: the same cases over Relay's `/v1/relay` WebSocket endpoint (each relayd frame
+   in one binary message, client frames masked by hand), next to the TCP and asyncio figures
+   of `relay` when it ran before in the same run (ratios Relay-WS / Relay-TCP and Relay-WS /
+   asyncio). The asyncio peer speaks TCP only.
+5. `rooms`: broadcast fan-out in one 100-client room, 10 of them sending 64-byte binary
+   payloads (behind the rooms' 5-byte header, so 69 bytes per delivery on every server):
+   Relay's `peer` app room over `/v1/websocket` against the peers' one broadcast room. (a) the
+   most deliveries/s, each sender keeping `window` messages in flight; (b) deliveries/s and
+   p50/p99 latency at fixed rates (10k deliveries/s). Every client gets every message once:
+   in Relay's room, whose broadcast skips its sender, each sender sends itself a copy (see
+   `workers.RoomWorker`).
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ if TYPE_CHECKING:
 
     from benchkit.core import Bench
     from benchkit.procs import Worker
+    from benchkit.relay import RelayServer
 
 SETTLE_S = 1.0  # after connecting: presence updates and READY traffic die down
 
@@ -45,6 +60,7 @@ SETTLE_S = 1.0  # after connecting: presence updates and READY traffic die down
 def fanout(bench: Bench) -> list[Row]:
     config = bench.config
     results: dict[int, dict[str, dict[str, Any]]] = {}
+    gateway: dict[int, dict[str, Any]] = {}  # Relay again, its senders on gateway op 12
     for sessions in config.fanout_sessions:
         results[sessions] = {}
         for server in bench.servers:
@@ -53,7 +69,13 @@ def fanout(bench: Bench) -> list[Row]:
                 results[sessions][server] = _fanout_one(bench, server, sessions)
             except Exception as e:  # this server's cells stay empty; the others still run
                 bench.fail(f"fan-out {server} {sessions} sessions", e)
+        bench.log(f"fan-out: relay, senders on gateway op 12, {sessions} sessions")
+        try:
+            gateway[sessions] = _fanout_one(bench, "relay", sessions, gateway_sends=True)
+        except Exception as e:
+            bench.fail(f"fan-out relay gateway op 12 {sessions} sessions", e)
     bench.details["fanout"] = {str(n): r for n, r in results.items()}
+    bench.details["fanout_gateway_op12"] = {str(n): r for n, r in gateway.items()}
     rows: list[Row] = []
     for sessions, by_server in results.items():
         case = f"{sessions} sessions"
@@ -68,31 +90,44 @@ def fanout(bench: Bench) -> list[Row]:
                 out[server] = figure.get(key) if isinstance(figure, dict) else None
             return out
 
-        peak = Row("fanout", case, "max deliveries/s", "1/s", values("max", "deliveries_per_s"))
         at = f"@{config.latency_deliveries_s:,} deliveries/s"
-        p50 = Row(
-            "fanout",
-            case,
-            f"p50 latency {at}",
-            "ms",
-            values("latency", "p50_ms", "latency"),
-            better="lower",
-        )
-        p99 = Row(
-            "fanout",
-            case,
-            f"p99 latency {at}",
-            "ms",
-            values("latency", "p99_ms", "latency"),
-            better="lower",
-        )
-        if big:
-            peak.bar = "≥ 2× Node ws"  # noqa: RUF001
-            if (r := peak.ratio("node_ws")) is not None:
-                peak.bar_met = r >= 2.0
-            p99.bar = "≤ Node ws"
-            if (r := p99.ratio("node_ws")) is not None:
-                p99.bar_met = r <= 1.0
+        # Relay's senders post over REST, then (second set of rows) over gateway op 12; the
+        # peers' figures are the same in both.
+        for via, relay_run in (("REST", by_server), ("gateway op 12", gateway.get(sessions))):
+            if relay_run is None:
+                continue
+            run = by_server if via == "REST" else dict(by_server, relay=relay_run)
+            peak = Row(
+                "fanout",
+                case,
+                f"max deliveries/s (Relay senders: {via})",
+                "1/s",
+                values("max", "deliveries_per_s", by_server=run),
+            )
+            p50 = Row(
+                "fanout",
+                case,
+                f"p50 latency {at} (Relay senders: {via})",
+                "ms",
+                values("latency", "p50_ms", "latency", by_server=run),
+                better="lower",
+            )
+            p99 = Row(
+                "fanout",
+                case,
+                f"p99 latency {at} (Relay senders: {via})",
+                "ms",
+                values("latency", "p99_ms", "latency", by_server=run),
+                better="lower",
+            )
+            if big:
+                peak.bar = "≥ 2× Node ws"  # noqa: RUF001
+                if (r := peak.ratio("node_ws")) is not None:
+                    peak.bar_met = r >= 2.0
+                p99.bar = "≤ Node ws"
+                if (r := p99.ratio("node_ws")) is not None:
+                    p99.bar_met = r <= 1.0
+            rows += [peak, p50, p99]
         rss = Row(
             "fanout",
             case,
@@ -101,11 +136,16 @@ def fanout(bench: Bench) -> list[Row]:
             values("latency", "server_rss_mb"),
             better="lower",
         )
-        rows += [peak, p50, p99, rss]
+        rows.append(rss)
     return rows
 
 
-def _fanout_one(bench: Bench, server: str, sessions: int) -> dict[str, Any]:
+def _fanout_one(
+    bench: Bench, server: str, sessions: int, gateway_sends: bool = False
+) -> dict[str, Any]:
+    """One server's two phases. `gateway_sends` (Relay): `senders` of the sessions are the
+    posters' own, and they post over them with op 12 (acknowledged by op 13), like the peers'
+    senders; otherwise every session reads and the posters POST over REST."""
     config = bench.config
     senders = config.fanout_senders
     started: list[Worker] = []
@@ -118,15 +158,23 @@ def _fanout_one(bench: Bench, server: str, sessions: int) -> dict[str, Any]:
         stop, pid = peer.stop, peer.pid
     try:
         if server == "relay":
-            users = math.ceil(sessions / config.sessions_per_user)
+            listening = sessions - senders if gateway_sends else sessions
+            users = math.ceil(listening / config.sessions_per_user)
             owner = relay.accounts("owner", 1)[0]
             readers = relay.accounts("reader", users)
             posters = relay.accounts("poster", senders)
             _, channel = relay.community(owner, readers + posters)
-            tokens = [readers[i // config.sessions_per_user].token for i in range(sessions)]
+            tokens = [readers[i // config.sessions_per_user].token for i in range(listening)]
             job = {"host": HOST, "port": relay.ws_port, "path": "/v1/gateway?encoding=json"}
-            receivers = bench.ws_workers(dict(job, tokens=tokens), sessions, config.recv_procs)
+            receivers = bench.ws_workers(dict(job, tokens=tokens), listening, config.recv_procs)
             started += receivers
+        if server == "relay" and gateway_sends:
+            poster_tokens = [p.token for p in posters]
+            sender_job = dict(job, tokens=poster_tokens, senders=senders, channel_id=channel)
+            sender = bench.ws_workers(sender_job, senders, 1, name="sender")[0]
+            started.append(sender)
+            receivers = [*receivers, sender]
+        elif server == "relay":
             sender = bench.http_worker(
                 {
                     "host": HOST,
@@ -151,8 +199,9 @@ def _fanout_one(bench: Bench, server: str, sessions: int) -> dict[str, Any]:
         time.sleep(SETTLE_S)
         before = relay.store_counters() if server == "relay" else {}
         label = {"scenario": "fanout", "server": server, "sessions": sessions}
+        via = " (gateway op 12)" if gateway_sends else ""
         peak = bench.run_phase(
-            label=dict(label, phase="max"),
+            label=dict(label, phase="max" + via),
             server_pid=pid,
             receivers=receivers,
             sender=sender,
@@ -161,7 +210,7 @@ def _fanout_one(bench: Bench, server: str, sessions: int) -> dict[str, Any]:
         )
         rate_per_sender = config.latency_deliveries_s / sessions / senders
         latency = bench.run_phase(
-            label=dict(label, phase="latency"),
+            label=dict(label, phase="latency" + via),
             server_pid=pid,
             receivers=receivers,
             sender=sender,
@@ -220,6 +269,35 @@ def write_path(bench: Bench) -> list[Row]:
         )
         phase["group_commit"] = _batches(before, relay.store_counters())
         bench.stop_workers(started)
+        # The same users over their gateway sessions: MESSAGE_SEND (op 12), acknowledged by
+        # op 13 after the commit. Each session also receives every message of the channel.
+        gateway_job = {
+            "host": HOST,
+            "port": relay.ws_port,
+            "path": "/v1/gateway?encoding=json",
+            "tokens": [p.token for p in posters],
+            "senders": config.write_senders,
+            "channel_id": channel,
+        }
+        started = bench.ws_workers(gateway_job, config.write_senders, 1, name="gateway-sender")
+        gateway: dict[int, dict[str, Any]] = {}
+        for window in sorted({1, config.window}):
+            before = relay.store_counters()
+            gateway[window] = bench.run_phase(
+                label={
+                    "scenario": "write",
+                    "server": "relay",
+                    "phase": f"gateway op 12, {window} in flight",
+                },
+                server_pid=relay.pid,
+                receivers=started,
+                sender=started[0],
+                sender_cmd={"mode": "closed", "window": window},
+                latency=False,
+            )
+            gateway[window]["group_commit"] = _batches(before, relay.store_counters())
+            _check(bench, gateway[window], "relay")
+        bench.stop_workers(started)
         # The same connections GETting /healthz: what hypercorn + Quart alone answer here.
         started = [
             bench.http_worker(
@@ -244,29 +322,42 @@ def write_path(bench: Bench) -> list[Row]:
     finally:
         bench.stop_workers(started)
         relay.stop()
-    bench.details["write"] = {"post": phase, "healthz": baseline}
-    errors = phase["posts"]["errors"]
-    if errors:
-        bench.notes.append(f"write path: failed posts {errors}")
+    bench.details["write"] = {
+        "post": phase,
+        "healthz": baseline,
+        "gateway_op12": {str(w): p for w, p in gateway.items()},
+    }
     case = f"{config.write_senders} senders"
-    acked = phase["acked_per_s"]
-    ack = phase.get("ack_latency", {})
-    return [
-        Row(
-            "write", case, "committed messages/s", "1/s", {"relay": acked},
-            bar="≥ 10k/s", bar_met=acked >= 10_000,
-        ),
-        Row("write", case, "p50 ack latency", "ms", {"relay": ack.get("p50_ms")}, "lower"),
-        Row("write", case, "p99 ack latency", "ms", {"relay": ack.get("p99_ms")}, "lower"),
-        Row(
-            "write", case, "messages per commit (group commit)", "",
-            {"relay": phase["group_commit"].get("writes_per_batch")},
-        ),
+    rows: list[Row] = []
+    runs = [("REST", phase)]
+    runs += [(f"gateway op 12, {w} in flight each", p) for w, p in gateway.items()]
+    for via, run in runs:
+        errors = run["posts"]["errors"]
+        if errors:
+            bench.notes.append(f"write path ({via}): failed sends {errors}")
+        acked = run["acked_per_s"]
+        ack = run.get("ack_latency", {})
+        rows += [
+            Row(
+                "write", case, f"committed messages/s ({via})", "1/s", {"relay": acked},
+                bar="≥ 10k/s", bar_met=acked >= 10_000,
+            ),
+            Row("write", case, f"p50 ack latency ({via})", "ms", {"relay": ack.get("p50_ms")},
+                "lower"),
+            Row("write", case, f"p99 ack latency ({via})", "ms", {"relay": ack.get("p99_ms")},
+                "lower"),
+            Row(
+                "write", case, f"messages per commit ({via})", "",
+                {"relay": run["group_commit"].get("writes_per_batch")},
+            ),
+        ]  # fmt: skip
+    rows.append(
         Row(
             "write", case, "GET /healthz answers/s (HTTP stack alone)", "1/s",
             {"relay": baseline["acked_per_s"]},
-        ),
-    ]  # fmt: skip
+        )
+    )  # fmt: skip
+    return rows
 
 
 def _batches(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
@@ -403,10 +494,23 @@ def byte_relay(bench: Bench) -> list[Row]:
 
 
 def _relay_case(
-    bench: Bench, server: str, pid: int, port: int, pairs: int, size: int
+    bench: Bench,
+    server: str,
+    pid: int,
+    port: int,
+    pairs: int,
+    size: int,
+    ws_path: str | None = None,
+    counters: Callable[[], dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """One window: receivers log in (and are confirmed), then senders stream for warm + measure;
-    the frames/s are those received in the measured window."""
+    the frames/s are those received in the measured window.
+
+    With `ws_path`, the clients speak WebSocket to that endpoint (Relay's `/v1/relay`). Its
+    backlog at the end (the relay queues and socket buffers) takes Relay far longer to drain
+    than the bench can wait, so the receivers drain for at most RELAY_WS_DRAIN_S; frames not
+    received by then are reported as still queued, and the server's own drop counters
+    (`counters`: the byte relay's from /readyz) say whether any was lost."""
     config = bench.config
     procs = max(1, min(pairs, (os.cpu_count() or 2) // 2))
     tag = f"{server}-{pairs}-{size}"
@@ -419,7 +523,9 @@ def _relay_case(
         for i, share in enumerate(shares):
             part = ids[at : at + share]
             at += share
-            job = {"host": HOST, "port": port, "size": size}
+            job: dict[str, Any] = {"host": HOST, "port": port, "size": size}
+            if ws_path is not None:
+                job |= {"ws_path": ws_path, "drain_max_s": RELAY_WS_DRAIN_S}
             receivers.append(
                 bench.procs.worker(
                     workers.relayd_worker,
@@ -437,6 +543,7 @@ def _relay_case(
         started = receivers + senders
         bench.wait_ready(receivers, share_counts=shares)
         bench.wait_ready(senders, share_counts=shares)
+        before = counters() if counters is not None else {}
         t0 = time.monotonic_ns() + 200_000_000
         warm = t0 + int(config.relay_warm_s * 1e9)
         end = warm + int(config.relay_measure_s * 1e9)
@@ -452,15 +559,36 @@ def _relay_case(
         wait_s = 30 + workers.RELAYD_DRAIN_MAX_NS / 1e9
         sent = [w.recv(wait_s) for w in senders]
         got = [w.recv(wait_s) for w in receivers]
+        after = counters() if counters is not None else {}
     finally:
         bench.stop_workers(started)
+    if ws_path is not None:
+        _wait_idle(pid)  # the reset connections' leftovers are gone before the next case
     frame_bytes = len(workers.relayd_transfer(ids[0][0].encode(), ids[0][1].encode(), b"")) + size
-    in_window = sum(g["marks"][1] - g["marks"][0] for g in got) / frame_bytes
-    sent_frames = sum(n // frame_bytes for s in sent for n in s["sent_bytes"])
-    received = sum(n // frame_bytes for g in got for n in g["received_bytes"])
+    sent_bytes = received_bytes = frame_bytes  # per frame, as written and as read
+    if ws_path is not None:
+        sent_bytes += workers.ws_header_len(frame_bytes, masked=True)
+        received_bytes = workers.relayd_received_len(frame_bytes, ws=True)
+    in_window = sum(g["marks"][1] - g["marks"][0] for g in got) / received_bytes
+    sent_frames = sum(n // sent_bytes for s in sent for n in s["sent_bytes"])
+    received = sum(n // received_bytes for g in got for n in g["received_bytes"])
+    closed = sum(g["closed"] for g in got)
+    close_codes: dict[str, int] = {}
+    for g in got:
+        for code, n in g.get("close_codes", {}).items():
+            close_codes[code] = close_codes.get(code, 0) + n
     frames_per_s = in_window / config.relay_measure_s
+    missing = sent_frames - received
+    extra: dict[str, Any] = {}
+    if counters is not None:
+        counted = {k: after.get(k, 0) - before.get(k, 0) for k in RELAY_LOSS_COUNTERS}
+        extra["server_counters"] = counted
+        if not all(g.get("drained", True) for g in got):
+            # Not lost: still queued when the drain stopped. Losses are what the server counted.
+            extra["queued_at_end"] = missing
+            missing = counted["dropped_offline"] + counted["dropped_gone"]
     result: dict[str, Any] = {
-        "scenario": "relay",
+        "scenario": "relay" if ws_path is None else "relay_ws",
         "server": server,
         "sessions": f"{pairs} pairs",
         "phase": _size_label(size),
@@ -470,17 +598,231 @@ def _relay_case(
         "deliveries_per_s": round(frames_per_s, 1),
         "messages_sent": sent_frames,
         "deliveries_total": received,
-        "missing_deliveries": sent_frames - received,
-        "closed_connections": {"receivers": closed}
-        if (closed := sum(g["closed"] for g in got))
-        else {},
+        "missing_deliveries": missing,
+        "closed_connections": close_codes or ({"receivers": closed} if closed else {}),
         "server_rss_mb": round(rss_bytes(pid) / 2**20, 1),
         **cpu,
         "lg_processes": len(started),
+        **extra,
     }
     bench.phases.append(result)
     _check(bench, result, server)
     return result
+
+
+RELAY_WS_PATH = "/v1/relay"
+RELAY_WS_DRAIN_S = 0.5
+RELAY_LOSS_COUNTERS = (
+    "frames_forwarded",
+    "dropped_offline",
+    "dropped_gone",
+    "slow_disconnects",
+    "violations",
+)
+
+
+def _serving(relay: RelayServer) -> bool:
+    """Whether Relay still runs and its realtime listener accepts (a crash of the listener's
+    tasks can end it while the process lives on, serving HTTP)."""
+    if relay.proc.poll() is not None:
+        return False
+    try:
+        with socket.create_connection((HOST, relay.ws_port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _relay_died(bench: Bench, relay: RelayServer) -> None:
+    """Relay (or its realtime listener) ended by itself: a failure of the run, said loudly."""
+    code = relay.stop()
+    error = RuntimeError(
+        f"Relay's realtime listener ended during the last case (exit code {code}); see "
+        f"{bench.log_path}"
+    )
+    bench.fail("byte relay over WebSocket", error)
+
+
+def _wait_idle(pid: int, timeout_s: float = 15.0) -> None:
+    """Until the process uses under a tenth of a core over 0.2 s (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        meter = CpuMeter([pid])
+        meter.start()
+        time.sleep(0.2)
+        if meter.stop() < 10:
+            return
+
+
+def byte_relay_ws(bench: Bench) -> list[Row]:
+    """Scenario 4b: the byte relay over `/v1/relay` WebSockets, next to `relay`'s figures."""
+    config = bench.config
+    cases = [(p, s) for p in config.relay_pairs for s in config.relay_sizes]
+    results: dict[tuple[int, int], dict[str, Any]] = {}
+    relay: RelayServer | None = None
+    try:
+        for pairs, size in cases:
+            bench.log(f"byte relay over {RELAY_WS_PATH}: {pairs} pairs, {_size_label(size)}")
+            try:
+                if relay is not None and not _serving(relay):
+                    _relay_died(bench, relay)
+                    relay = None  # another one for this case
+                if relay is None:
+                    relay = bench.start_relay(relay_port=str(free_port()))
+                results[(pairs, size)] = _relay_case(
+                    bench,
+                    "relay_ws",
+                    relay.pid,
+                    relay.ws_port,
+                    pairs,
+                    size,
+                    RELAY_WS_PATH,
+                    relay.byte_relay_counters,
+                )
+            except Exception as e:  # this cell stays empty; the others still run
+                bench.fail(f"byte relay over WebSocket {pairs} pairs {size} B", e)
+    finally:
+        if relay is not None and not _serving(relay):
+            _relay_died(bench, relay)
+        elif relay is not None:
+            relay.stop()
+    bench.details["relay_ws"] = {
+        f"{pairs} pairs, {size} B": result for (pairs, size), result in results.items()
+    }
+    tcp: dict[str, dict[str, Any]] = bench.details.get("relay", {})
+    rows: list[Row] = []
+    for pairs, size in cases:
+        # "relay" is the WebSocket figure (the ratios' numerator); the TCP listener's and the
+        # asyncio relay's come from scenario `relay` in this run, if it ran.
+        same = tcp.get(f"{pairs} pairs, {size} B", {})
+        shown = {"relay": results.get((pairs, size), {})}
+        shown |= {"relay_tcp" if s == "relay" else s: r for s, r in same.items()}
+        case = f"{pairs} pairs, {_size_label(size)}"
+        rows.append(
+            Row(
+                "relay_ws", case, "frames/s", "1/s",
+                {s: r.get("frames_per_s") for s, r in shown.items()},
+            )
+        )  # fmt: skip
+        rows.append(
+            Row(
+                "relay_ws", case, "payload MB/s", "MB/s",
+                {s: r.get("mb_per_s") for s, r in shown.items()},
+            )
+        )  # fmt: skip
+    return rows
+
+
+# Relay's per-client room limits would throttle the bench's senders (100 messages/s each).
+ROOM_SETTINGS = {"room_message_rate": "100000000"}
+
+
+def rooms(bench: Bench) -> list[Row]:
+    """Scenario 5: broadcast fan-out in one room of `rooms_clients` clients."""
+    config = bench.config
+    results: dict[str, dict[str, Any]] = {}
+    for server in bench.servers:
+        bench.log(f"rooms: {server}, {config.rooms_clients} clients")
+        try:
+            results[server] = _rooms_one(bench, server)
+        except Exception as e:  # this server's cells stay empty; the others still run
+            bench.fail(f"rooms {server}", e)
+    bench.details["rooms"] = results
+    case = (
+        f"{config.rooms_clients} clients, {config.rooms_senders} senders, "
+        f"{config.rooms_payload_bytes} B"
+    )
+
+    def values(phase: str, key: str, sub: str | None = None) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for server, r in results.items():
+            figure = r.get(phase, {})
+            figure = figure.get(sub, {}) if sub else figure
+            out[server] = figure.get(key)
+        return out
+
+    rows = [Row("rooms", case, "max deliveries/s", "1/s", values("max", "deliveries_per_s"))]
+    for rate in config.rooms_rates:
+        phase, at = _rate_phase(rate), f"@{rate:,} deliveries/s"
+        rows += [
+            Row("rooms", case, f"deliveries/s {at}", "1/s", values(phase, "deliveries_per_s")),
+            Row(
+                "rooms", case, f"p50 latency {at}", "ms",
+                values(phase, "p50_ms", "latency"), better="lower",
+            ),
+            Row(
+                "rooms", case, f"p99 latency {at}", "ms",
+                values(phase, "p99_ms", "latency"), better="lower",
+            ),
+        ]  # fmt: skip
+    return rows
+
+
+def _rate_phase(rate: int) -> str:
+    return f"{rate / 1000:g}k/s" if rate >= 1000 else f"{rate}/s"
+
+
+def _rooms_one(bench: Bench, server: str) -> dict[str, Any]:
+    config = bench.config
+    clients, senders = config.rooms_clients, config.rooms_senders
+    started: list[Worker] = []
+    if server == "relay":
+        relay = bench.start_relay(**ROOM_SETTINGS)
+        stop: Callable[[], Any] = relay.stop
+        pid = relay.pid
+    else:
+        peer = bench.start_peer(server)
+        stop, pid = peer.stop, peer.pid
+    try:
+        job: dict[str, Any] = {"host": HOST, "message_bytes": config.rooms_payload_bytes}
+        if server == "relay":
+            room_id, secret = relay.room(relay.accounts("roomhost", 1)[0], clients)
+            job |= {"port": relay.ws_port, "path": "/v1/websocket"}
+            job |= {"room_id": room_id, "secret": secret}
+        else:
+            job |= {"port": peer.port, "path": "/"}
+        target = workers.room_worker
+        receivers = bench.ws_workers(
+            job, clients - senders, config.recv_procs, "room-receiver", target
+        )
+        started += receivers
+        # Senders join last, so a peer's sender gets its own copy after every other client.
+        sender_job = dict(job, senders=senders)
+        sender = bench.ws_workers(sender_job, senders, 1, "room-sender", target)[0]
+        started.append(sender)
+        receivers = [*receivers, sender]
+        time.sleep(SETTLE_S)
+        label = {"scenario": "rooms", "server": server, "sessions": clients}
+        out = {
+            "max": bench.run_phase(
+                label=dict(label, phase="max"),
+                server_pid=pid,
+                receivers=receivers,
+                sender=sender,
+                sender_cmd={"mode": "closed", "window": config.window},
+                latency=False,
+                warm_s=config.rooms_warm_s,
+                measure_s=config.rooms_measure_s,
+            )
+        }
+        for rate in config.rooms_rates:
+            phase = _rate_phase(rate)
+            out[phase] = bench.run_phase(
+                label=dict(label, phase=phase),
+                server_pid=pid,
+                receivers=receivers,
+                sender=sender,
+                sender_cmd={"mode": "rate", "rate_per_sender": rate / clients / senders},
+                latency=True,
+                warm_s=config.rooms_warm_s,
+                measure_s=config.rooms_measure_s,
+            )
+        for result in out.values():
+            _check(bench, result, server)
+        return out
+    finally:
+        bench.stop_workers(started)
+        stop()
 
 
 def _size_label(size: int) -> str:
@@ -510,4 +852,6 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "write": write_path,
     "idle": idle,
     "relay": byte_relay,
+    "relay_ws": byte_relay_ws,
+    "rooms": rooms,
 }

@@ -11,7 +11,11 @@ A worker is driven over its pipe. It first opens its connections and answers `re
   `window` messages in flight; "rate": a fixed rate; "none": no sending). Everything received
   is counted from the command on; the totals at `warm` and `end` give the rate of the measured
   window, and with `latency` every bench message stamped within it gives a latency sample. The
-  answer comes at `end` (after the last answers, for the poster).
+  answer comes at `end` (after the last answers, for the poster and for gateway senders).
+  Relay's gateway senders (job["channel_id"]) post with MESSAGE_SEND (op 12) over their own
+  sessions, and their acknowledgement is MESSAGE_SEND_ACK (op 13, one per send, in send order
+  per connection): their answer has the poster's keys (acked, acked_in_window, errors,
+  samples_us of the ack latency). Other senders' acknowledgement is their own copy coming back.
 - `collect` {expected, timeout_s}: keep reading until every connection has `expected` bench
   messages (or the timeout), then answer with the counts and samples.
 - `stop`: close everything and exit.
@@ -24,8 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import selectors
 import socket
+import struct
 import time
 import traceback
 from collections import deque
@@ -83,6 +89,7 @@ class Phase:
         self.marks = [self.warm, self.end]
         self.mark_counts: list[int] = []
         self.samples_us: list[int] = []
+        self.ack_samples_us: list[int] = []  # gateway senders: send -> MESSAGE_SEND_ACK
         self.started = False
         self.answered = False
         self.sent = 0
@@ -101,6 +108,7 @@ class WsConn:
         "due_ns",
         "inflight",
         "out",
+        "pending",
         "sender",
         "seq",
         "sock",
@@ -120,6 +128,14 @@ class WsConn:
         self.seq = 0
         self.due_ns = 0
         self.close_code: int | None = None
+        self.pending: deque[int] = deque()  # gateway sends: send times of unacknowledged sends
+
+
+# MESSAGE_SEND_ACK frames as Relay encodes them (JSON): the nonce comes first, then "id" or
+# "error". Bench content never holds '{', so these bytes start nothing else.
+ACK_HEAD = b'{"op":13,"d":{"nonce":"'
+ACK_ERROR = b',"error"'
+ACK_WAIT_NS = 30_000_000_000  # after `end`, gateway senders wait this long for their acks
 
 
 class WsWorker:
@@ -133,6 +149,13 @@ class WsWorker:
         senders: int = job.get("senders", 0)
         base: int = job.get("sender_base", 0)
         self.message_bytes: int = job.get("message_bytes", 0)
+        # Relay's gateway senders post to this channel with op 12 (see the module docstring).
+        self.channel_id: str | None = job.get("channel_id")
+        self.send_head = b'{"op":12,"d":{"channel_id":"%s","content":"' % (
+            (self.channel_id or "").encode()
+        )
+        self.acked = self.acked_in_window = 0
+        self.ack_errors: dict[str, int] = {}
         self.conns = [
             WsConn(tokens[i] if tokens else None, base + i if i < senders else None)
             for i in range(count)
@@ -195,8 +218,11 @@ class WsWorker:
             case "run":
                 self.phase = Phase(cmd)
                 self.total = self.bytes = 0
+                self.acked = self.acked_in_window = 0
+                self.ack_errors = {}
                 for conn in self.conns:
                     conn.count = conn.inflight = 0
+                    conn.pending.clear()
             case "collect":
                 deadline = time.monotonic_ns() + int(cmd["timeout_s"] * 1e9)
                 self.collect = (cmd["expected"], deadline)
@@ -224,15 +250,35 @@ class WsWorker:
                     self._send_bench(conn, time.monotonic_ns())
                     conn.due_ns += phase.interval_ns
         phase.tick_marks(now, self.total)
-        if not phase.answered and len(phase.mark_counts) == len(phase.marks):
+        if (
+            not phase.answered
+            and len(phase.mark_counts) == len(phase.marks)
+            and self._acks_settled(phase, now)
+        ):
             phase.answered = True
-            self.pipe.send({"sent": phase.sent, "late_max_us": phase.late_max_ns // 1000})
+            answer: dict[str, Any] = {"sent": phase.sent, "late_max_us": phase.late_max_ns // 1000}
+            if self.channel_id is not None:
+                unanswered = sum(len(c.pending) for c in self.senders)
+                errors = dict(self.ack_errors, **({"unanswered": unanswered} if unanswered else {}))
+                answer.update(
+                    acked=self.acked,
+                    acked_in_window=self.acked_in_window,
+                    errors=errors,
+                    samples_us=phase.ack_samples_us,
+                )
+            self.pipe.send(answer)
         if self.collect is not None:
             expected, deadline = self.collect
             live = [c for c in self.conns if c.state == OPEN]
             if now >= deadline or all(c.count >= expected for c in live):
                 self.collect = None
                 self.pipe.send(self._report(expected))
+
+    def _acks_settled(self, phase: Phase, now: int) -> bool:
+        """Gateway senders answer once every send was acknowledged (or after ACK_WAIT_NS)."""
+        if self.channel_id is None or now >= phase.end + ACK_WAIT_NS:
+            return True
+        return all(not c.pending for c in self.senders if c.state == OPEN)
 
     def _report(self, expected: int) -> dict[str, Any]:
         phase = self.phase
@@ -370,6 +416,8 @@ class WsWorker:
         stamps: list[bytes] | None = [] if want else None
         pos, count, controls = wire.scan(data, 0, stamps)
         conn.buf = data[pos:]
+        if conn.pending:
+            self._acks(conn, data, pos)
         if count:
             conn.count += count
             self.total += count
@@ -392,10 +440,33 @@ class WsWorker:
             sent_ns, sender, _ = wire.parse_stamp(stamp)
             if phase.latency and phase.warm <= sent_ns < phase.end:
                 phase.samples_us.append((now - sent_ns) // 1000)
-            if sender == conn.sender and phase.mode == "closed":
+            if sender == conn.sender and phase.mode == "closed" and self.channel_id is None:
                 conn.inflight -= 1
                 if now < phase.end:
                     self._send_bench(conn, now)
+
+    def _acks(self, conn: WsConn, data: bytes, end: int) -> None:
+        """Take the MESSAGE_SEND_ACKs among the whole frames in data[:end] (in send order)."""
+        phase = self.phase
+        at = data.find(ACK_HEAD, 0, end)
+        while at >= 0 and conn.pending:
+            nonce_end = data.index(b'"', at + len(ACK_HEAD))
+            now = time.monotonic_ns()
+            sent_ns = conn.pending.popleft()
+            conn.inflight -= 1
+            if data.startswith(ACK_ERROR, nonce_end + 1):
+                code_at = data.find(b'"code":"', nonce_end) + 8
+                code = data[code_at : data.index(b'"', code_at)].decode()
+                self.ack_errors[code] = self.ack_errors.get(code, 0) + 1
+            elif phase is not None:
+                self.acked += 1
+                if phase.warm <= now < phase.end:
+                    self.acked_in_window += 1
+                if phase.warm <= sent_ns < phase.end:
+                    phase.ack_samples_us.append((now - sent_ns) // 1000)
+            if phase is not None and phase.mode == "closed" and now < phase.end:
+                self._send_bench(conn, now)
+            at = data.find(ACK_HEAD, nonce_end, end)
 
     def _handshake(self, conn: WsConn, data: bytes) -> bytes:
         """Advance a connection's handshake with `data`; returns the bytes not yet used."""
@@ -441,6 +512,11 @@ class WsWorker:
         conn.inflight += 1
         phase.sent += 1
         text = wire.bench_text(now, conn.sender, conn.seq)
+        if self.channel_id is not None:  # Relay: MESSAGE_SEND over the sender's own session
+            conn.pending.append(now)
+            body = self.send_head + text.encode() + b'","nonce":"%d"}}' % conn.seq
+            self._write(conn, wire.client_frame(body))
+            return
         self._write(conn, wire.client_frame(peer_message(text, self.message_bytes)))
 
 
@@ -650,7 +726,7 @@ class HttpWorker:
 
 RELAYD_BATCH_BYTES = 256 * 1024  # a sender writes pre-built batches of frames this big
 RELAYD_DRAIN_QUIET_NS = 300_000_000  # after `end`, receivers read until this long without data
-RELAYD_DRAIN_MAX_NS = 10_000_000_000
+RELAYD_DRAIN_MAX_NS = 10_000_000_000  # job["drain_max_s"] overrides it
 
 
 def relayd_login(client_id: bytes) -> bytes:
@@ -662,6 +738,31 @@ def relayd_transfer(sender: bytes, to: bytes, payload: bytes) -> bytes:
     return head + len(payload).to_bytes(4, "big") + payload
 
 
+def relayd_ws(frame: bytes) -> bytes:
+    """One relayd frame as the client's binary WebSocket message (masked by hand)."""
+    return wire.client_frame(frame, wire.OP_BINARY)
+
+
+def ws_header_len(payload_len: int, masked: bool) -> int:
+    """Bytes of a WebSocket frame header (RFC 6455 5.2) for a payload this long."""
+    base = 2 if payload_len < 126 else 4 if payload_len < 65536 else 10
+    return base + (4 if masked else 0)
+
+
+def relayd_received_len(frame_len: int, ws: bool) -> int:
+    """Bytes a receiver gets per relayd frame: the frame, or Relay's binary message of it."""
+    return frame_len + (ws_header_len(frame_len, masked=False) if ws else 0)
+
+
+def ws_close_code(tail: bytes) -> int | None:
+    """The code of the server close frame that ends `tail`, if it ends with one (the end of a
+    stream that closed); 1005 for a close without a code, None if there is none."""
+    for at in range(len(tail) - 2, -1, -1):
+        if tail[at] == 0x88 and tail[at + 1] == len(tail) - at - 2:
+            return wire.close_code(tail[at + 2 :])
+    return None
+
+
 def relayd_worker(pipe: Connection, job: dict[str, Any]) -> None:
     """Entry point: byte-relay clients, all senders or all receivers (job["role"])."""
     _guard(pipe, lambda: RelaydWorker(pipe, job).serve())
@@ -669,7 +770,9 @@ def relayd_worker(pipe: Connection, job: dict[str, Any]) -> None:
 
 class RelaydWorker:
     """Byte-relay clients over raw sockets. job: host, port, role ("sender" | "receiver"),
-    pairs [[own id, peer id], ...] (str), size (payload bytes).
+    pairs [[own id, peer id], ...] (str), size (payload bytes), and ws_path (optional: speak
+    to Relay's `/v1/relay` WebSocket endpoint there, each relayd frame in one binary message,
+    masked by hand; see `relayd_ws`).
 
     A receiver logs in, sends itself an empty transfer and waits for it to come back (then its
     login is in effect), and from a `run` on counts the bytes that arrive, with the totals at
@@ -683,21 +786,24 @@ class RelaydWorker:
         self.job = job
         self.sending = job["role"] == "sender"
         self.socks: list[socket.socket] = []
+        self.ws_path: str | None = job.get("ws_path")
 
     def serve(self) -> None:
         job = self.job
+        wrap = relayd_ws if self.ws_path else bytes
         try:
             for own_text, _ in job["pairs"]:
                 own = own_text.encode()
                 sock = socket.create_connection((job["host"], job["port"]), timeout=30)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                early = self._upgrade(sock) if self.ws_path else b""
                 if self.sending:
-                    sock.sendall(relayd_login(own))
+                    sock.sendall(wrap(relayd_login(own)))
                 else:
                     confirm = relayd_transfer(own, own, b"")
-                    sock.sendall(relayd_login(own) + confirm)
-                    got = 0
-                    while got < len(confirm):
+                    sock.sendall(wrap(relayd_login(own)) + wrap(confirm))
+                    got = len(early)
+                    while got < relayd_received_len(len(confirm), bool(self.ws_path)):
                         data = sock.recv(RECV_BYTES)
                         if not data:
                             raise ConnectionError("the server closed a receiver at login")
@@ -713,6 +819,10 @@ class RelaydWorker:
                     self.pipe.send(self._send(cmd) if self.sending else self._receive(cmd))
         finally:
             for sock in self.socks:
+                if self.ws_path:
+                    # Reset, so the kernel drops what is still buffered toward the server:
+                    # a backlog the server would otherwise go on relaying into the next case.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.close()
 
     def _send(self, cmd: dict[str, Any]) -> dict[str, Any]:
@@ -720,6 +830,8 @@ class RelaydWorker:
         batches = []
         for own, to in self.job["pairs"]:
             frame = relayd_transfer(own.encode(), to.encode(), b"\xa5" * size)
+            if self.ws_path:
+                frame = relayd_ws(frame)  # masked once: the batch repeats the same bytes
             batches.append(memoryview(frame * max(1, RELAYD_BATCH_BYTES // len(frame))))
         offsets = [0] * len(self.socks)
         sent = [0] * len(self.socks)
@@ -746,11 +858,15 @@ class RelaydWorker:
         buf = bytearray(RECV_BYTES)
         got = [0] * len(self.socks)
         closed = 0
+        close_codes: dict[str, int] = {}
+        tails = [b""] * len(self.socks)  # WebSocket: the end of the stream, for a close frame
         sel = selectors.DefaultSelector()
         for i, sock in enumerate(self.socks):
             sel.register(sock, READ, i)
         warm, end = cmd["warm"], cmd["end"]
+        drain_max_ns = int(self.job.get("drain_max_s", RELAYD_DRAIN_MAX_NS / 1e9) * 1e9)
         marks: list[int] = []
+        drained = False
         last_data = time.monotonic_ns()
         try:
             while True:
@@ -760,8 +876,9 @@ class RelaydWorker:
                 if len(marks) == 1 and now >= end:
                     marks.append(sum(got))
                 if len(marks) == 2 and (
-                    now - last_data >= RELAYD_DRAIN_QUIET_NS or now - end >= RELAYD_DRAIN_MAX_NS
+                    now - last_data >= RELAYD_DRAIN_QUIET_NS or now - end >= drain_max_ns
                 ):
+                    drained = now - last_data >= RELAYD_DRAIN_QUIET_NS
                     break
                 next_mark = warm if not marks else end if len(marks) == 1 else now + 50_000_000
                 timeout = min(0.05, max(0.0, (next_mark - now) / 1e9))
@@ -773,16 +890,132 @@ class RelaydWorker:
                         continue
                     if not n:
                         closed += 1
+                        if self.ws_path:
+                            code = str(ws_close_code(tails[i]))
+                            close_codes[code] = close_codes.get(code, 0) + 1
                         sel.unregister(self.socks[i])
                         continue
                     got[i] += n
+                    if self.ws_path:
+                        tails[i] = (tails[i] + bytes(buf[max(0, n - 128) : n]))[-128:]
                     last_data = time.monotonic_ns()
         finally:
             sel.close()
-        return {"marks": marks, "received_bytes": got, "closed": closed}
+        return {
+            "marks": marks,
+            "received_bytes": got,
+            "closed": closed,
+            "close_codes": close_codes,
+            "drained": drained,  # the stream went quiet (else the drain's time limit ended it)
+            "drain_s": round((last_data - end) / 1e9, 2),
+        }
+
+    def _upgrade(self, sock: socket.socket) -> bytes:
+        """The WebSocket handshake on a blocking socket; returns what came after the 101."""
+        assert self.ws_path is not None
+        sock.sendall(wire.upgrade_request(self.job["host"], self.job["port"], self.ws_path))
+        data = b""
+        while (head := wire.split_upgrade_response(data)) is None:
+            chunk = sock.recv(RECV_BYTES)
+            if not chunk:
+                raise ConnectionError(f"the server closed during the upgrade to {self.ws_path}")
+            data += chunk
+        accepted, rest = head
+        if not accepted:
+            raise ConnectionError(f"upgrade to {self.ws_path} refused: {data[:200]!r}")
+        return rest
 
 
 def _wait_ns(t_ns: int) -> None:
     delay = (t_ns - time.monotonic_ns()) / 1e9
     if delay > 0:
         time.sleep(delay)
+
+
+# -- app rooms (scenario `rooms`) --------------------------------------------------------------
+
+ROOM_BROADCAST, ROOM_TARGET = 1, 2  # header: [u8 kind][u32 client id] (relay.protocol.rooms)
+
+
+def room_worker(pipe: Connection, job: dict[str, Any]) -> None:
+    """Entry point: clients of one broadcast room (a Relay app room, or a peer's one room)."""
+    _guard(pipe, lambda: RoomWorker(pipe, job).serve())
+
+
+class RoomWorker(WsWorker):
+    """`WsWorker` for the rooms scenario: every bench message is one binary WebSocket message
+    of `message_bytes` payload behind the rooms' 5-byte header (kind, client id), the same
+    bytes on every server. job: as `WsWorker` (no tokens), plus `room_id` and `secret` for a
+    Relay app room at `/v1/websocket` (each connection joins with `connect` and is open once
+    `connected` names its client id); without them the connection is open after the upgrade
+    (a peer's room).
+
+    In a Relay room a broadcast goes to every client but its sender, so each sender also
+    sends the same message to itself (kind `target`, its own client id) right after the
+    broadcast: the room handles one client's messages in order, so that copy comes back after
+    the broadcast was queued to every receiver, like a peer's own copy of its broadcast. Every
+    client of every server then gets every message once, and a sender's own copy is its
+    acknowledgement in the closed-loop phase.
+    """
+
+    def __init__(self, pipe: Connection, job: dict[str, Any]) -> None:
+        super().__init__(pipe, job)
+        room_id: str | None = job.get("room_id")
+        self.connect = (
+            None
+            if room_id is None
+            else json.dumps({"type": "connect", "room_id": room_id, "secret": job["secret"]})
+        )
+        self.client_ids: dict[int, int] = {}  # id(conn) -> its client id in the Relay room
+
+    def _handshake(self, conn: WsConn, data: bytes) -> bytes:
+        if self.connect is None:
+            return super()._handshake(conn, data)  # no token: open after the upgrade
+        if conn.state == UPGRADING:
+            head = wire.split_upgrade_response(data)
+            if head is None:
+                return data
+            accepted, data = head
+            if not accepted:
+                self._handshake_done(conn, False, "upgrade refused")
+                return b""
+            self._write(conn, wire.client_frame(self.connect.encode()))
+            conn.state = IDENTIFYING
+        pos, frames = wire.data_frames(data, 0)
+        for i, (opcode, payload) in enumerate(frames):
+            if opcode == wire.OP_CLOSE:
+                self._handshake_done(conn, False, f"closed ({wire.close_code(payload)})")
+                return b""
+            if opcode != wire.OP_TEXT:
+                continue
+            event = json.loads(payload)
+            if event.get("type") == "error":
+                self._handshake_done(conn, False, f"join refused ({event.get('code')})")
+                return b""
+            if event.get("type") == "connected":
+                self.client_ids[id(conn)] = int(event["client_id"])
+                conn.state = OPEN
+                self._handshake_done(conn, True)
+                rest = data[pos:]
+                for later in reversed(frames[i + 1 :]):
+                    rest = _server_frame(*later) + rest
+                return rest
+        return data[pos:]
+
+    def _send_bench(self, conn: WsConn, now: int) -> None:
+        phase = self.phase
+        assert phase is not None
+        assert conn.sender is not None
+        if conn.state != OPEN:
+            return
+        conn.seq += 1
+        conn.inflight += 1
+        phase.sent += 1
+        text = wire.bench_text(now, conn.sender, conn.seq).encode()
+        body = text + b"x" * max(0, self.message_bytes - len(text))
+        frame = wire.client_frame(bytes((ROOM_BROADCAST, 0, 0, 0, 0)) + body, wire.OP_BINARY)
+        client_id = self.client_ids.get(id(conn))
+        if client_id is not None:  # a Relay room: the sender's own copy (see the class)
+            own = bytes((ROOM_TARGET,)) + client_id.to_bytes(4, "big") + body
+            frame += wire.client_frame(own, wire.OP_BINARY)
+        self._write(conn, frame)

@@ -1,6 +1,6 @@
 """scripts/bench: the raw WebSocket/HTTP bytes of its load generator, and a smoke run.
 
-The smoke run is a few seconds with tiny sizes and Relay only (no peers, so no network beyond
+The smoke run is under a minute with tiny sizes and Relay only (no peers, so no network beyond
 loopback). It checks that the run completes and writes the JSON with the expected keys; it
 asserts no timing: benchmarks are not tests.
 """
@@ -92,7 +92,7 @@ def test_quick_run_writes_the_json(tmp_path: Path) -> None:
     for key in ("cpu_model", "cores", "memory_gb", "python", "node"):
         assert key in result["machine"]
     scenarios = {row["scenario"] for row in result["rows"]}
-    assert scenarios == {"fanout", "write", "idle", "relay"}
+    assert scenarios == {"fanout", "write", "idle", "relay", "relay_ws", "rooms"}
     for row in result["rows"]:
         assert set(row) >= {"case", "metric", "unit", "values", "ratios", "bar", "bar_met"}
     for phase in result["phases"]:
@@ -103,7 +103,20 @@ def test_quick_run_writes_the_json(tmp_path: Path) -> None:
     for by_server in fanout.values():
         assert by_server["relay"]["max"]["deliveries_per_s"] > 0
         assert by_server["relay"]["latency"]["latency"]["samples"] > 0
+    rooms = result["details"]["rooms"]["relay"]
+    assert rooms["max"]["deliveries_per_s"] > 0
+    assert all(r["latency"]["samples"] > 0 for phase, r in rooms.items() if phase != "max")
+    assert all(r["frames_per_s"] > 0 for r in result["details"]["relay_ws"].values())
+    # Relay's senders on gateway op 12 (acknowledged by op 13), beside the REST posts.
+    for by_phase in result["details"]["fanout_gateway_op12"].values():
+        assert by_phase["max"]["acked_per_s"] > 0
+        assert by_phase["latency"]["latency"]["samples"] > 0
+    for write in result["details"]["write"]["gateway_op12"].values():
+        assert write["acked_per_s"] > 0
+        assert write["ack_latency"]["samples"] > 0
+        assert write["posts"]["errors"] == {}
     assert "### fanout" in done.stdout
+    assert "### rooms" in done.stdout
 
 
 @pytest.mark.parametrize("text", ["bench|1|2|3|", "bench|1|2|3|" + "x" * 500])

@@ -1,4 +1,5 @@
-"""scripts/bench_rooms.py runs end to end: its own server process, a small room, about a second."""
+"""scripts/bench_rooms.py (a wrapper over benchkit's `rooms` scenario) runs end to end: its own
+server process, a small room, a few seconds. No timing is asserted."""
 
 from __future__ import annotations
 
@@ -23,14 +24,21 @@ async def test_bench_rooms_prints_a_table() -> None:
         "--workers",
         "1",
     ]
-    with trio.fail_after(60):
+    with trio.fail_after(90):  # a hang guard, not a performance assertion
         result = await trio.run_process(
-            [sys.executable, str(SCRIPT), *args], capture_stdout=True, capture_stderr=True
+            [sys.executable, str(SCRIPT), *args],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
         )
-    lines = result.stdout.decode().strip().splitlines()
-    assert lines[0].startswith("| clients | senders | offered msg/s | sent msg/s | deliveries/s |")
-    (row,) = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
-    assert (row[0], row[1], row[2]) == ("5", "2", "40")
-    assert float(row[4].replace(",", "")) > 0  # deliveries/s: broadcasts went through
-    assert row[6] != "n/a"  # a p50 latency was measured
-    assert row[-1] == "0"  # nobody was cut as a slow consumer
+    out = result.stdout.decode()
+    assert result.returncode == 0, out[-2000:] + result.stderr.decode()[-4000:]
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("| clients | senders | phase (offered deliveries/s) |")
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    # The most deliveries/s, then 20 msg/s from each of 2 senders to all 5 clients.
+    assert [(row[0], row[1], row[2]) for row in rows] == [("5", "2", "max"), ("5", "2", "200/s")]
+    for row in rows:
+        assert float(row[4].replace(",", "")) > 0  # deliveries/s: broadcasts went through
+        assert (row[-2], row[-1]) == ("0", "0")  # nothing missing, nobody cut
+    assert rows[1][5] != "n/a"  # a p50 latency was measured at the fixed rate
