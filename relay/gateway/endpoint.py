@@ -149,6 +149,8 @@ def send_error(error: RelayError) -> SendError:
 class _Sink:
     """Hands a session's payloads to this connection's outbox, framed for its encoding."""
 
+    __slots__ = ("binary", "conn")
+
     def __init__(self, conn: Connection, binary: bool) -> None:
         self.conn = conn
         self.binary = binary
@@ -167,6 +169,22 @@ class _Sink:
 
 
 class GatewayConnection:
+    __slots__ = (
+        "conn",
+        "encoding",
+        "grace_s",
+        "heartbeat_deadline",
+        "heartbeat_s",
+        "last_send",
+        "limiter",
+        "rt",
+        "send_slots",
+        "sendable",
+        "sends",
+        "session",
+        "sink",
+    )
+
     def __init__(self, rt: Runtime, conn: Connection, encoding: str) -> None:
         self.rt = rt
         self.conn = conn
@@ -179,8 +197,10 @@ class GatewayConnection:
         # Waiting for the client's next frame ends here; each heartbeat moves it forward.
         self.heartbeat_deadline = trio.current_time() + self.heartbeat_s + self.grace_s
         self.limiter = RateLimiter(settings.gateway_rate, 60.0, max_keys=1)
-        self.sends: trio.Nursery | None = None  # owns the send tasks while the reader runs
-        self.send_slots = trio.Semaphore(settings.gateway_max_inflight_sends)
+        # Made at the first MESSAGE_SEND (most connections only listen): the nursery owning the
+        # send tasks while the reader runs, and the in-flight bound.
+        self.sends: trio.Nursery | None = None
+        self.send_slots: trio.Semaphore | None = None
         self.last_send: _Send | None = None
         self.sendable: dict[str, tuple[float, VisibleChannel]] = {}  # channel id -> checked
 
@@ -192,11 +212,15 @@ class GatewayConnection:
             self.control(Op.HELLO, {"heartbeat_interval": int(self.heartbeat_s * 1000)})
         )
         try:
-            async with trio.open_nursery() as sends:
-                self.sends = sends
-                await self._read_loop()
-                # The client left or closed: what it sent before may still be answered.
-                sends.cancel_scope.deadline = trio.current_time() + SEND_DRAIN_S
+            first_send = await self._read_loop()
+            if first_send is not None:
+                async with trio.open_nursery() as sends:
+                    self.sends = sends
+                    self.send_slots = trio.Semaphore(self.rt.settings.gateway_max_inflight_sends)
+                    await self._handle(first_send)
+                    await self._read_loop()
+                    # The client left or closed: what it sent before may still be answered.
+                    sends.cancel_scope.deadline = trio.current_time() + SEND_DRAIN_S
         except* _Closing as group:
             closing = _first_closing(group)
             await self.conn.close(int(closing.code), closing.reason)
@@ -206,23 +230,32 @@ class GatewayConnection:
                 with trio.CancelScope(shield=True):
                     await self.rt.hub.session_gone(self.session)
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self) -> MessageSend | None:
+        """Handle frames until the client leaves (None); a first MESSAGE_SEND while there is no
+        send nursery yet is returned instead, for `run` to open one."""
         while True:
-            data = None
+            data = None  # nothing of the last frame is kept while waiting for the next
             with trio.move_on_at(self.heartbeat_deadline):
                 try:
                     data = await self.conn.receive()
                 except ConnectionClosed:
-                    return
+                    return None
             if data is None:
                 raise _Closing(Close.SESSION_TIMED_OUT, "no heartbeat in time")
-            try:
-                frame = decode_client(data, self.encoding)
-            except FrameError as e:
-                raise _Closing(e.code, str(e)[:120]) from None
-            if not isinstance(frame, MessageSend):  # sends have their own limit (_send_frame)
-                self._count_frame()
+            frame = self._decode(data)
+            if isinstance(frame, MessageSend) and self.sends is None:
+                return frame
             await self._handle(frame)
+            del frame
+
+    def _decode(self, data: str | bytes) -> ClientFrame:
+        try:
+            frame = decode_client(data, self.encoding)
+        except FrameError as e:
+            raise _Closing(e.code, str(e)[:120]) from None
+        if not isinstance(frame, MessageSend):  # sends have their own limit (_send_frame)
+            self._count_frame()
+        return frame
 
     def _count_frame(self) -> None:
         if not self.limiter.hit("frames", trio.current_time()).allowed:
@@ -266,6 +299,7 @@ class GatewayConnection:
                 limit=decision.limit,
                 retry_after_s=decision.retry_after_s,
             )
+        assert self.send_slots is not None
         await self.send_slots.acquire()
         send = _Send(data, error)
         previous, self.last_send = self.last_send, send
@@ -339,6 +373,7 @@ class GatewayConnection:
             # Only reached early when cancelled, and then every later send is cancelled too.
             send.queued.set()
             send.acked.set()
+            assert self.send_slots is not None
             self.send_slots.release()
 
     def _require_fresh(self) -> None:

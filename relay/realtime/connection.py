@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -201,7 +200,9 @@ class Connection:
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._flusher = flusher if self._fd >= 0 else None
         self._outbox_frames = outbox_frames
-        self._queue: deque[bytes] = deque()  # frames not yet written, oldest first
+        # Frames not yet written, oldest first. A list, not a deque: an idle connection's empty
+        # list is 56 bytes, a deque's first block 600; the queue is taken whole or nearly.
+        self._queue: list[bytes] = []
         self._head_frames = 0  # >0: the queue's head is what is left of that many frames
         self._outbox_closed = False
         self._dirty = False  # registered with the flusher
@@ -477,19 +478,22 @@ class Connection:
     def _take(self) -> tuple[bytes, int]:
         """Everything queued (up to about MAX_WRITE_BYTES) as one buffer, and its frame count."""
         queue = self._queue
-        first = queue.popleft()
-        frames = self._head_frames or 1
+        frames = len(queue) - 1 + (self._head_frames or 1)
         self._head_frames = 0
-        if not queue:
-            return first, frames
-        parts = [first]
-        size = len(first)
-        while queue and size < MAX_WRITE_BYTES:
-            frame = queue.popleft()
-            parts.append(frame)
-            size += len(frame)
-            frames += 1
-        return b"".join(parts), frames
+        if len(queue) == 1:
+            self._queue = []
+            return queue[0], frames
+        taken = size = 0
+        while taken < len(queue) and size < MAX_WRITE_BYTES:
+            size += len(queue[taken])
+            taken += 1
+        if taken == len(queue):
+            self._queue = []
+        else:
+            frames -= len(queue) - taken
+            self._queue = queue[taken:]
+            queue = queue[:taken]
+        return b"".join(queue), frames
 
     def _flush(self) -> None:
         """The flusher's turn: write what is queued without waiting; a backlog goes to the
@@ -513,7 +517,7 @@ class Connection:
             if self._queue:
                 self._start_writer()  # more than one write's worth was queued
         else:
-            self._queue.appendleft(data[written:])
+            self._queue.insert(0, data[written:])
             self._head_frames = frames
             self._partial = written > 0
             self._start_writer()
