@@ -46,7 +46,6 @@ raises to the caller of `run` except bugs.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -148,14 +147,15 @@ class Connection:
         "_close_started",
         "_dirty",
         "_done",
+        "_ended",
         "_fd",
         "_flusher",
         "_frames_dropped",
         "_frames_queued",
         "_frames_written",
         "_head_frames",
-        "_inbox_recv",
-        "_inbox_send",
+        "_inbox",
+        "_inbox_closed",
         "_messages_received",
         "_nursery",
         "_outbox_closed",
@@ -165,6 +165,8 @@ class Connection:
         "_parts",
         "_pending_close",
         "_queue",
+        "_reader_parked",
+        "_receiver",
         "_room",
         "_scope",
         "_stream",
@@ -209,7 +211,12 @@ class Connection:
         self._writer_running = False
         self._room: trio.Event | None = None  # `send` waits on it while the outbox is full
         self._nursery: trio.Nursery | None = None
-        self._inbox_send, self._inbox_recv = trio.open_memory_channel[str | bytes](INBOX_MESSAGES)
+        # Delivered messages not yet taken by receive(), and who waits on either side. Not a
+        # memory channel: with its state, two ends and their waiters that is ~1.5 KB a socket.
+        self._inbox: list[str | bytes] = []
+        self._inbox_closed = False
+        self._receiver: trio.lowlevel.Task | None = None  # parked in receive()
+        self._reader_parked: trio.lowlevel.Task | None = None  # parked: the inbox is full
         self._scope: trio.CancelScope | None = None
         self._close_frame: bytes | None = None  # written after the outbox drains
         self._close_sent = False
@@ -218,8 +225,9 @@ class Connection:
         self._writing = False  # a send_all is in progress (the stream is mid-frame)
         self._partial = False  # a direct write left part of a frame in the queue
         self._stream_failed = False
-        self._done = trio.Event()
-        self._close_started = trio.Event()
+        self._ended = False
+        self._done: trio.Event | None = None  # made by close() callers waiting for the end
+        self._close_started: trio.Event | None = None  # made by the reader to wait for close_nowait
         self._pending_close: tuple[int, str] | None = None  # decided by the reader, not yet sent
         self.close_code: int | None = None  # the handshake's code: the peer's if it closed first
         self.close_reason = ""
@@ -274,15 +282,55 @@ class Connection:
     # -- receiving -------------------------------------------------------------------------------
 
     async def receive(self) -> str | bytes:
-        """The next complete message: `str` for text, `bytes` for binary.
+        """The next complete message: `str` for text, `bytes` for binary. One task at a time.
 
         Raises:
             ConnectionClosed: the connection closed and every message delivered was read.
         """
-        try:
-            return await self._inbox_recv.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise self._closed_error() from None
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._inbox:
+            while not self._inbox:
+                if self._inbox_closed:
+                    raise self._closed_error()
+                if self._receiver is not None:
+                    raise trio.BusyResourceError("another task is already receiving")
+                self._receiver = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        message = self._inbox.pop(0)
+        if self._reader_parked is not None:
+            task, self._reader_parked = self._reader_parked, None
+            trio.lowlevel.reschedule(task)
+        return message
+
+    def _abort_receive(self, _: object) -> trio.lowlevel.Abort:
+        self._receiver = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _abort_deliver(self, _: object) -> trio.lowlevel.Abort:
+        self._reader_parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def _deliver(self, message: str | bytes) -> None:
+        """The reader's half: wait while the inbox is full; after the close, drop."""
+        while len(self._inbox) >= INBOX_MESSAGES and not self._inbox_closed:
+            self._reader_parked = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_deliver)
+        if self._inbox_closed:
+            return  # after our close, messages that still arrive are dropped
+        self._inbox.append(message)
+        if self._receiver is not None:
+            task, self._receiver = self._receiver, None
+            trio.lowlevel.reschedule(task)
+
+    def _close_inbox(self) -> None:
+        """receive() returns what was delivered, then raises; a waiting reader drops its message."""
+        self._inbox_closed = True
+        for task in (self._receiver, self._reader_parked):
+            if task is not None:
+                trio.lowlevel.reschedule(task)
+        self._receiver = self._reader_parked = None
 
     # -- closing ---------------------------------------------------------------------------------
 
@@ -293,7 +341,7 @@ class Connection:
         `code=None` answers a close the reader already decided on (the peer's own code, or a
         protocol error's), and is 1000 otherwise.
         """
-        if self._close_frame is not None or self._done.is_set():
+        if self._close_frame is not None or self._ended:
             return
         if code is None:
             code, reason = self._pending_close or (CloseReason.NORMAL_CLOSURE, reason)
@@ -305,8 +353,9 @@ class Connection:
             self.close_code, self.close_reason = code, reason
         self._outbox_closed = True  # the writer drains what is queued, then writes the close
         self._wake_senders()
-        self._inbox_send.close()  # receive() returns what was delivered, then raises
-        self._close_started.set()
+        self._close_inbox()
+        if self._close_started is not None:
+            self._close_started.set()
         self._close_deadline = trio.current_time() + self.close_timeout_s
         if self._scope is not None:
             self._scope.deadline = min(self._scope.deadline, self._close_deadline)
@@ -315,12 +364,15 @@ class Connection:
     async def close(self, code: int | None = None, reason: str = "") -> None:
         """Close (see `close_nowait`) and wait until the connection has ended."""
         self.close_nowait(code, reason)
-        await self._done.wait()
+        if not self._ended:
+            if self._done is None:
+                self._done = trio.Event()
+            await self._done.wait()
 
     @property
     def closing(self) -> bool:
         """A close was started (by either side) or the connection has ended."""
-        return self._close_frame is not None or self._done.is_set()
+        return self._close_frame is not None or self._ended
 
     def statistics(self) -> ConnectionStatistics:
         return ConnectionStatistics(
@@ -362,9 +414,11 @@ class Connection:
             self._outbox_closed = True  # frames still queued are dropped; later sends fail
             self._queue.clear()
             self._wake_senders()
-            self._inbox_send.close()
+            self._close_inbox()
             await trio.aclose_forcefully(self._stream)
-            self._done.set()
+            self._ended = True
+            if self._done is not None:
+                self._done.set()
 
     async def _read_loop(self) -> None:
         """Read until the peer closes, breaks the protocol or sends too much; then answer.
@@ -377,9 +431,11 @@ class Connection:
         try:
             if not await self._read_messages():
                 return  # we closed first and the peer answered: the handshake is complete
-            self._inbox_send.close()  # the endpoint sees the end after what was delivered
-            with trio.move_on_after(self.close_timeout_s):
-                await self._close_started.wait()
+            self._close_inbox()  # the endpoint sees the end after what was delivered
+            if self._close_frame is None:  # wait for the endpoint's close (or return)
+                self._close_started = trio.Event()
+                with trio.move_on_after(self.close_timeout_s):
+                    await self._close_started.wait()
             self.close_nowait()
             if self._await_peer_close and self._ws.state is ConnectionState.LOCAL_CLOSING:
                 await self._read_messages()  # discards until the peer's close (or EOF)
@@ -396,9 +452,7 @@ class Connection:
                     if self._pending_close is not None and self._close_frame is None:
                         return True  # too big
                     if message is not None:
-                        # After our close, messages that still arrive are dropped.
-                        with contextlib.suppress(trio.ClosedResourceError):
-                            await self._inbox_send.send(message)
+                        await self._deliver(message)
                 elif isinstance(event, Ping):
                     if self._close_frame is None:
                         self.send_nowait(ws.send(event.response()))

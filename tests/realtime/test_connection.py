@@ -425,7 +425,7 @@ async def test_a_peer_reset_while_the_endpoint_keeps_sending_leaves_the_listener
             await client.stream.receive_some(1)
             client.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             await client.aclose()  # RST
-            await conn._done.wait()
+            await conn.close()  # returns once the connection has ended
         stop.set()
         async with ws_client(url + "/echo") as ws:  # the listener still works
             await ws.send_message("still here")
