@@ -71,7 +71,7 @@ from relay.protocol.gateway import (
     encode_control,
     encode_send_ack,
 )
-from relay.ratelimit import RateLimiter
+from relay.ratelimit import Bucket
 from relay.realtime.connection import ConnectionClosed
 from relay.rest.auth import me_out
 from relay.rest.messages import (
@@ -196,7 +196,7 @@ class GatewayConnection:
         self.grace_s = settings.heartbeat_grace_s
         # Waiting for the client's next frame ends here; each heartbeat moves it forward.
         self.heartbeat_deadline = trio.current_time() + self.heartbeat_s + self.grace_s
-        self.limiter = RateLimiter(settings.gateway_rate, 60.0, max_keys=1)
+        self.limiter = Bucket(settings.gateway_rate, 60.0, trio.current_time())
         # Made at the first MESSAGE_SEND (most connections only listen): the nursery owning the
         # send tasks while the reader runs, and the in-flight bound.
         self.sends: trio.Nursery | None = None
@@ -258,7 +258,7 @@ class GatewayConnection:
         return frame
 
     def _count_frame(self) -> None:
-        if not self.limiter.hit("frames", trio.current_time()).allowed:
+        if not self.limiter.hit(trio.current_time()):
             raise _Closing(Close.RATE_LIMITED, "too many frames")
 
     def _ready(self) -> Session:
@@ -404,7 +404,7 @@ class GatewayConnection:
         # From here to attach nothing awaits: READY is seq 1 and no event can slip in between.
         rt.hub.add_session(session, [int(s["id"]) for s in ready["servers"]])
         session.attach(self.sink)
-        session.deliver(Event("READY", ready))
+        session.deliver(Event("READY", ready), replay=False)
         self.session = session
         await rt.hub.set_status(session)
 

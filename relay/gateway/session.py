@@ -69,18 +69,23 @@ class Session:
         self._replay_size = replay_size
         self._replay_age_s = replay_age_s
 
-    def deliver(self, event: Event) -> None:
-        """Number the event, keep it for replay, and pass it to the connection (never blocks)."""
+    def deliver(self, event: Event, *, replay: bool = True) -> None:
+        """Number the event, keep it for replay, and pass it to the connection (never blocks).
+
+        `replay=False` for READY: only a client that has READY knows the session id, so none
+        resumes from before it, and an idle session need not keep it.
+        """
         self.seq += 1
         payload = event.payload(self.seq, self.encoding)
         now = trio.current_time()
-        replay = self._replay
-        replay.append((self.seq, now, payload))
-        if len(replay) > self._replay_size or now - replay[0][1] > self._replay_age_s:
-            cut = max(0, len(replay) - self._replay_size)
-            while cut < len(replay) and now - replay[cut][1] > self._replay_age_s:
-                cut += 1
-            del replay[:cut]
+        if replay:
+            kept = self._replay
+            kept.append((self.seq, now, payload))
+            if len(kept) > self._replay_size or now - kept[0][1] > self._replay_age_s:
+                cut = max(0, len(kept) - self._replay_size)
+                while cut < len(kept) and now - kept[cut][1] > self._replay_age_s:
+                    cut += 1
+                del kept[:cut]
         if self.sink is not None and not self.sink.send_payload(payload):
             sink, self.sink = self.sink, None
             self.detached_at = now

@@ -204,6 +204,33 @@ async def test_resume_replays_exactly_what_was_missed(gateway_server: RunningSer
             assert (frame["op"], frame["d"]) == (9, False)
 
 
+async def test_ready_is_not_replayed(gateway_server: RunningServer) -> None:
+    """Only a client that got READY knows the session id; the replay buffer does not keep it,
+    so a resume from before READY (seq 0) is INVALID_SESSION, one from READY replays nothing."""
+    _, bob, _ = await setup_pair(gateway_server)
+    with trio.fail_after(15):
+        async with open_gateway(gateway_server.ws_url) as b:
+            await b.identify(bob.token)
+            session_id, seq = b.session_id, b.seq
+        assert session_id is not None
+        async with open_gateway(gateway_server.ws_url) as b2:
+            await b2.resume(bob.token, session_id, 0)
+            frame = await b2.receive()
+            assert (frame["op"], frame["d"]) == (9, False)
+        async with open_gateway(gateway_server.ws_url) as b3:  # the session is gone now
+            await b3.resume(bob.token, session_id, seq)
+            assert (await b3.receive())["op"] == 9
+        async with open_gateway(gateway_server.ws_url) as b4:
+            await b4.identify(bob.token)
+            session_id, seq = b4.session_id, b4.seq
+        assert session_id is not None
+        async with open_gateway(gateway_server.ws_url) as b5:
+            await b5.resume(bob.token, session_id, seq)
+            frame = await b5.dispatch()
+            assert frame["t"] == "RESUMED"
+            assert frame["d"] == {"replayed": 0}
+
+
 @pytest.mark.settings(replay_size=3)
 async def test_resume_after_the_buffer_overflowed_is_invalid(
     gateway_server: RunningServer,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.ratelimit import Decision, RateLimiter
+from relay.ratelimit import Bucket, Decision, RateLimiter
 
 
 def assert_refused(decision: Decision, limit: int, remaining: int, retry_after_s: float) -> None:
@@ -169,3 +169,12 @@ def test_never_more_than_burst_plus_refill(limit: int, window: float, gaps: list
         for j in range(i, len(allowed_at)):
             count = j - i + 1
             assert count <= limit + (allowed_at[j] - first) * rate + 1e-6
+
+
+def test_bucket_allows_its_limit_then_refills_at_the_rate() -> None:
+    bucket = Bucket(3, 60.0, now=0.0)
+    assert [bucket.hit(0.0) for _ in range(4)] == [True, True, True, False]
+    assert not bucket.hit(19.9)  # one token takes 20 s
+    assert bucket.hit(20.1)
+    assert not bucket.hit(20.1)
+    assert [bucket.hit(1000.0) for _ in range(4)] == [True, True, True, False]  # capped at 3
