@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 
 class Subscriber(Protocol):
-    def deliver(self, event: Event) -> None: ...
+    def deliver(self, event: Event, now: float | None = None) -> None: ...
 
 
 class Post(msgspec.Struct, frozen=True):
@@ -144,5 +144,7 @@ class ChannelActor(Actor[ChannelMsg]):
                 item.reply.send(payload)
                 event = Event("MESSAGE_CREATE", payload) if created else None
             if event is not None:
-                for subscriber in await self.audience():
-                    subscriber.deliver(event)
+                audience = await self.audience()
+                now = trio.current_time()
+                for subscriber in audience:
+                    subscriber.deliver(event, now)

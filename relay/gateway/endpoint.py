@@ -85,6 +85,8 @@ from relay.storage import users
 from relay.storage.db import StoreClosed
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from actors import Asked
     from relay.accounts import Principal
     from relay.realtime.connection import Connection
@@ -147,19 +149,19 @@ def send_error(error: RelayError) -> SendError:
 
 
 class _Sink:
-    """Hands a session's payloads to this connection's outbox, framed for its encoding."""
+    """Hands a session's frames to this connection's outbox; frames the gateway's own control
+    payloads for the connection's encoding (text for JSON, binary for msgpack)."""
 
-    __slots__ = ("binary", "conn")
+    __slots__ = ("binary", "conn", "send_frame")
 
     def __init__(self, conn: Connection, binary: bool) -> None:
         self.conn = conn
         self.binary = binary
+        # Called once per delivered event: the connection's own method, no call in between.
+        self.send_frame: Callable[[bytes], bool] = conn.send_nowait
 
     def frame(self, payload: bytes) -> bytes:
         return wsframe.binary_frame(payload) if self.binary else wsframe.text_frame(payload)
-
-    def send_payload(self, payload: bytes) -> bool:
-        return self.conn.send_nowait(self.frame(payload))
 
     def close(self, code: int, reason: str) -> None:
         self.conn.close_nowait(code, reason)
@@ -429,8 +431,8 @@ class GatewayConnection:
                 return
             if not missed:
                 break
-            for payload in missed:
-                await self.conn.send(self.sink.frame(payload))
+            for frame in missed:
+                await self.conn.send(frame)
             sent += len(missed)
         session.auth_session_id = who.session_id
         session.attach(self.sink)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class Sink(Protocol):
     """Where an attached connection takes frames: False means its outbox is full."""
 
-    def send_payload(self, payload: bytes) -> bool: ...
+    def send_frame(self, frame: bytes) -> bool: ...
 
     def slow_consumer(self) -> None: ...
 
@@ -63,30 +63,32 @@ class Session:
         self.activity: str | None = None
         self.sink: Sink | None = None
         self.detached_at: float | None = None
-        # (seq, time, payload), oldest first. A list, not a deque: an idle session's deque
+        # (seq, time, frame), oldest first. A list, not a deque: an idle session's deque
         # block alone was 600 bytes.
         self._replay: list[tuple[int, float, bytes]] = []
         self._replay_size = replay_size
         self._replay_age_s = replay_age_s
 
-    def deliver(self, event: Event, *, replay: bool = True) -> None:
+    def deliver(self, event: Event, now: float | None = None, *, replay: bool = True) -> None:
         """Number the event, keep it for replay, and pass it to the connection (never blocks).
 
-        `replay=False` for READY: only a client that has READY knows the session id, so none
-        resumes from before it, and an idle session need not keep it.
+        `now` (trio.current_time()) may be given by a caller delivering one event to many
+        sessions. `replay=False` for READY: only a client that has READY knows the session
+        id, so none resumes from before it, and an idle session need not keep it.
         """
         self.seq += 1
-        payload = event.payload(self.seq, self.encoding)
-        now = trio.current_time()
+        frame = event.frame(self.seq, self.encoding)
+        if now is None:
+            now = trio.current_time()
         if replay:
             kept = self._replay
-            kept.append((self.seq, now, payload))
+            kept.append((self.seq, now, frame))
             if len(kept) > self._replay_size or now - kept[0][1] > self._replay_age_s:
                 cut = max(0, len(kept) - self._replay_size)
                 while cut < len(kept) and now - kept[cut][1] > self._replay_age_s:
                     cut += 1
                 del kept[:cut]
-        if self.sink is not None and not self.sink.send_payload(payload):
+        if self.sink is not None and not self.sink.send_frame(frame):
             sink, self.sink = self.sink, None
             self.detached_at = now
             sink.slow_consumer()
@@ -101,7 +103,7 @@ class Session:
             self.detached_at = trio.current_time()
 
     def missed_since(self, seq: int) -> list[bytes] | None:
-        """Every payload after `seq`, in order, or None if some of them are gone (or seq is
+        """Every frame after `seq`, in order, or None if some of them are gone (or seq is
         from the future)."""
         if seq > self.seq:
             return None
@@ -110,4 +112,4 @@ class Session:
         oldest = self._replay[0][0] if self._replay else self.seq + 1
         if seq + 1 < oldest:
             return None
-        return [payload for s, _, payload in self._replay if s > seq]
+        return [frame for s, _, frame in self._replay if s > seq]

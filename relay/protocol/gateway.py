@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from relay.protocol import wsframe
+
 # -- opcodes and close codes ---------------------------------------------------------------------
 
 
@@ -209,11 +211,17 @@ class Event:
             self._tails[encoding] = tail
         return tail
 
-    def payload(self, seq: int, encoding: str) -> bytes:
-        """The whole DISPATCH frame for one session: its seq spliced before the shared bytes."""
+    def frame(self, seq: int, encoding: str) -> bytes:
+        """The DISPATCH for one session as a whole WebSocket frame (text for JSON, binary for
+        msgpack): the frame header and the session's seq spliced before the shared bytes."""
+        tail = self._tails.get(encoding) or self._tail(encoding)
         if encoding == "msgpack":
-            return _MSGPACK_HEAD + _msgpack.encode(seq) + self._tail(encoding)
-        return b'{"op":0,"s":' + str(seq).encode() + self._tail(encoding)
+            head = _MSGPACK_HEAD + _msgpack.encode(seq)
+            first = wsframe.BINARY_FIN
+        else:
+            head = b'{"op":0,"s":%d' % seq
+            first = wsframe.TEXT_FIN
+        return wsframe.header(first, len(head) + len(tail)) + head + tail
 
 
 # fixmap of 4 entries, "op": 0, then the key "s"

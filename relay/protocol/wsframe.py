@@ -36,14 +36,23 @@ def frame(opcode: Opcode, payload: bytes) -> bytes:
         ValueError: a control frame (close, ping, pong) with more than 125 payload bytes.
     """
     length = len(payload)
-    first = _FIN | opcode
-    if length <= MAX_CONTROL_PAYLOAD:
-        return bytes((first, length)) + payload
-    if opcode >= Opcode.CLOSE:
+    if length > MAX_CONTROL_PAYLOAD and opcode >= Opcode.CLOSE:
         raise ValueError(f"a {opcode.name} frame carries at most 125 bytes, not {length}")
+    return header(_FIN | opcode, length) + payload
+
+
+TEXT_FIN = _FIN | Opcode.TEXT  # first byte of a whole text frame
+BINARY_FIN = _FIN | Opcode.BINARY
+
+
+def header(first: int, length: int) -> bytes:
+    """The header of an unmasked frame whose first byte is `first` (FIN | opcode) and whose
+    payload is `length` bytes; the payload follows it unchanged."""
+    if length <= MAX_CONTROL_PAYLOAD:
+        return bytes((first, length))
     if length <= 0xFFFF:
-        return _LEN16.pack(first, 126, length) + payload
-    return _LEN64.pack(first, 127, length) + payload
+        return _LEN16.pack(first, 126, length)
+    return _LEN64.pack(first, 127, length)
 
 
 def text_frame(text: str | bytes) -> bytes:

@@ -553,9 +553,14 @@ class Connection:
         """The flusher's turn: write what is queued without waiting; a backlog goes to the
         writer task."""
         self._dirty = False
-        if self._writer_running or not self._queue or self._fd < 0:
+        queue = self._queue
+        if self._writer_running or not queue or self._fd < 0:
             return
-        data, frames = self._take()
+        if len(queue) == 1 and not self._head_frames:  # the usual case: one frame
+            data, frames = queue[0], 1
+            self._queue = []
+        else:
+            data, frames = self._take()
         try:
             written = os.write(self._fd, data)
         except BlockingIOError:  # the socket's buffer is full: a backlog, for the writer
@@ -575,7 +580,8 @@ class Connection:
             self._head_frames = frames
             self._partial = written > 0
             self._start_writer()
-        self._wake_senders()
+        if self._room is not None:
+            self._wake_senders()
 
     async def _write_loop(self) -> None:
         """Write everything queued, one send_all per batch; after the close, the close frame.

@@ -81,9 +81,10 @@ class Listener:
 
     events: list[tuple[str, Any]] = field(default_factory=list)
 
-    def send_payload(self, payload: bytes) -> bool:
-        frame = json.loads(payload)
-        self.events.append((frame["t"], frame["d"]))
+    def send_frame(self, frame: bytes) -> bool:
+        length = frame[1] & 0x7F  # an unmasked server frame: the payload follows the header
+        dispatch = json.loads(frame[2 + {126: 2, 127: 8}.get(length, 0) :])
+        self.events.append((dispatch["t"], dispatch["d"]))
         return True
 
     def slow_consumer(self) -> None:
