@@ -10,11 +10,15 @@ frame closes the connection without a reply (RelaydError from `Peer.handle`). A 
 Actors and the hot path: every connected client is served by its own reader and writer tasks
 (`Peer` subclasses in tcp.py and ws.py), and its `Outbox` is owned by its writer: that pair of
 tasks is the client's actor. Forwarding is one hop: the sender's reader parses a frame, looks
-`to` up in `clients` (a dict) and queues the raw bytes into the receiver's outbox; the
-receiver's writer wakes and writes everything queued with one send. A hub actor in between
-would add a channel hop and a task switch per frame and push all traffic through one task,
-for no gain: the hub's state changes only in synchronous methods on the Trio thread (no await
-between a check and its update), so it needs no lock and no inbox, like the gateway hub.
+`to` up in `clients` (a dict) and queues the raw bytes into the receiver's outbox. After each
+read (`Peer.flush`), every receiver it queued for either writes its queue to its socket at
+once, without waiting, if its writer is idle (TCP; one `writev` for everything that read
+brought it), or wakes its writer, which writes everything queued with one send. So an idle
+receiver costs no task switch, and a busy one gets one write for many frames (DESIGN §1's
+hybrid). A hub actor in between would add a channel hop and a task switch per frame and push
+all traffic through one task, for no gain: the hub's state changes only in synchronous methods
+on the Trio thread (no await between a check and its update), so it needs no lock and no inbox,
+like the gateway hub.
 
 Slow receivers (policy): each receiver's outbox holds at most `queue_bytes` (one larger frame
 is taken into an empty outbox). When it is full, the sender's reader waits for room, so it
@@ -153,12 +157,14 @@ class Peer(ABC):
         self.outbox = Outbox(relay.queue_bytes)
         self.client_id: bytes | None = None
         self.why: Why | None = None  # set once, when the connection starts to close
+        self._touched: list[Peer] = []  # receivers of frames queued since the last flush
         relay.stats.connections += 1
         relay.stats.open_connections += 1
 
     def handle(self, frame: Frame) -> tuple[Peer, Transfer] | None:
-        """Apply one frame (or a run of transfers) from this client. Returns (receiver, frame)
-        if the receiver's outbox is full: the caller then awaits `relay.wait_for_room`.
+        """Apply one frame (or a run of transfers) from this client; a transfer is queued for
+        its receiver, to be sent by `flush`. Returns (receiver, frame) if the receiver's outbox
+        is full: the caller then calls `flush` and awaits `relay.wait_for_room`.
 
         Raises:
             RelaydError: the frame breaks the rules; close the connection without a reply.
@@ -183,11 +189,27 @@ class Peer(ABC):
         if target is None:
             relay.stats.dropped_offline += frame.count
             return None
-        if target.outbox.put_nowait(frame.raw):
+        if target.outbox.put_nowait(frame.raw, wake=False):
             relay.stats.frames_forwarded += frame.count
             relay.stats.bytes_forwarded += len(frame.raw)
+            touched = self._touched
+            if not touched or touched[-1] is not target:
+                touched.append(target)
             return None
         return target, frame
+
+    def flush(self) -> None:
+        """Send what `handle` queued: each receiver writes it at once or wakes its writer.
+        The reader calls this after each read, and before it waits for anything."""
+        if self._touched:
+            touched, self._touched = self._touched, []
+            for target in touched:
+                target.write_queued()
+
+    def write_queued(self) -> None:
+        """Frames were queued for this client without waking its writer (`handle`): write
+        them now, or wake the writer. TcpPeer writes at once while its writer is idle."""
+        self.outbox.wake()
 
     def close(self, why: Why) -> None:
         """End this connection at once (idempotent): it leaves the hub, its queue is dropped."""
@@ -196,6 +218,7 @@ class Peer(ABC):
         self.why = why
         self.relay.forget(self, why)
         self.outbox.close()
+        self.flush()  # what it queued before a bad frame still goes out
         log.debug(
             "relay connection closed",
             extra={

@@ -34,7 +34,13 @@ import trio
 
 from relay.byterelay.hub import Peer, Why
 from relay.protocol import wsframe
-from relay.protocol.relayd import MAX_HEADER_BYTES, FrameTooLarge, RelaydError, decode
+from relay.protocol.relayd import (
+    MAX_HEADER_BYTES,
+    FrameTooLarge,
+    RelaydError,
+    decode,
+    split_run,
+)
 from relay.realtime.connection import ConnectionClosed
 
 if TYPE_CHECKING:
@@ -114,6 +120,7 @@ class WsPeer(Peer):
                     return Why.TEXT
                 frame = decode(message, relay.max_payload_bytes)
                 stalled = self.handle(frame)
+                self.flush()
                 if stalled is not None:
                     await relay.wait_for_room(*stalled)
         except FrameTooLarge as e:
@@ -129,8 +136,10 @@ class WsPeer(Peer):
         outbox, conn = self.outbox, self.conn
         try:
             while True:
-                frames = await outbox.take(WS_BATCH_BYTES)
-                size = sum(map(len, frames))
+                items = await outbox.take(WS_BATCH_BYTES)
+                size = sum(map(len, items))
+                # An item may be a run of frames from a TCP sender: one message per frame.
+                frames = [bytes(f) for item in items for f in split_run(item)]
                 if len(frames) == 1:
                     data = wsframe.binary_frame(frames[0])
                 else:

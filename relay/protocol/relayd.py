@@ -16,16 +16,21 @@ bytes have arrived, before a single payload byte is kept. The only bytes ever he
 one unfinished frame, so `buffered_bytes` never exceeds `MAX_HEADER_BYTES + max_payload_bytes`
 once the frames fed so far have been taken.
 
-A frame that arrived in one chunk is sliced out of it once; a frame spread over several chunks
-is assembled in one bytearray and copied out once when complete. `Transfer.raw` is the frame
-exactly as the client sent it: since `from` must be the sender's own id, the relay forwards
-those bytes unchanged, without re-encoding.
+A frame that arrived in one chunk is sliced out of it once. A frame spread over several chunks
+is kept as views of those chunks (only an unfinished header is copied) and joined once, when
+complete; the views keep alive at most one chunk's worth of other bytes besides the frame's
+(the start of the chunk it began in). `Transfer.raw` is the frame exactly as the client sent
+it: since `from` must be the sender's own id, the relay forwards those bytes unchanged, without
+re-encoding.
 
 `Parser(coalesce=True)` is the relay's fast path: complete transfers that follow each other in
 one chunk and repeat the first one's header up to `to` (the same `from` and `to`) come back as
-one `Transfer` whose `raw` holds all of them (`count` frames, about RUN_BYTES at most, or one
-larger frame). Each one's length is still checked against the cap, but no object is built per
-frame: a sender streaming to one receiver costs a few operations per frame, not a dozen calls.
+one `Transfer` whose `raw` holds all of them (`count` frames, at most `run_bytes` in all, or
+one larger frame). Each one's length is still checked against the cap, but no object is built
+per frame: a sender streaming to one receiver costs a few operations per frame, not a dozen
+calls. Such a `raw` is a `memoryview` of the chunk, not a copy, when it covers at least half
+of the chunk (so a kept view never holds on to more than twice its own size); a smaller one is
+copied out.
 
 Error handling: any malformed input raises RelaydError (FrameTooLarge for a length over the
 cap). A parser that raised is dead: it keeps raising the same error.
@@ -34,6 +39,7 @@ cap). A parser that raised is dead: it keeps raising the same error.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 MAGIC = b"RELY"
 VERSION = 0x01
@@ -45,7 +51,10 @@ DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 # magic, version, cmd, from_len, from, to_len, to, payload_len: the longest possible header.
 MAX_HEADER_BYTES = 4 + 1 + 1 + 1 + MAX_ID_BYTES + 1 + MAX_ID_BYTES + 4
 _PREFIX = 6  # magic, version, cmd
-RUN_BYTES = 64 * 1024  # a coalesced run of transfers starts no frame past this many bytes
+RUN_BYTES = 256 * 1024  # the longest coalesced run of transfers (one frame may be longer)
+
+# A frame (or run) as it arrived: its own bytes, or a view of the chunk it came in.
+Bytes: TypeAlias = bytes | memoryview
 
 
 class RelaydError(Exception):
@@ -66,12 +75,13 @@ class Transfer:
     """A transfer as received: `raw` is the whole frame, forwarded unchanged.
 
     From a `Parser(coalesce=True)`, `raw` may hold `count` consecutive frames that share the
-    same `from` and `to` (see Parser); `payload` is then that of the first.
+    same `from` and `to`, and may be a view of the chunk they arrived in (see Parser);
+    `payload` is then that of the first.
     """
 
     sender: bytes
     to: bytes  # b"" for a heartbeat
-    raw: bytes
+    raw: Bytes
     payload_offset: int
     count: int = 1
 
@@ -82,9 +92,9 @@ class Transfer:
     @property
     def payload(self) -> bytes:
         if self.count == 1:
-            return self.raw[self.payload_offset :]
+            return bytes(self.raw[self.payload_offset :])
         length = int.from_bytes(self.raw[self.payload_offset - 4 : self.payload_offset], "big")
-        return self.raw[self.payload_offset : self.payload_offset + length]
+        return bytes(self.raw[self.payload_offset : self.payload_offset + length])
 
 
 Frame = Login | Transfer
@@ -130,7 +140,7 @@ def encode_heartbeat(sender: bytes) -> bytes:
 def encode(frame: Frame) -> bytes:
     if isinstance(frame, Login):
         return encode_login(frame.client_id)
-    return frame.raw
+    return bytes(frame.raw)
 
 
 def decode(message: bytes, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Frame:
@@ -147,13 +157,31 @@ def decode(message: bytes, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -
     return header.frame(message)
 
 
+def split_run(raw: Bytes) -> list[Bytes]:
+    """The frames of a `Transfer.raw` (one, or a coalesced run), each as a slice of it.
+
+    `raw` must come from a Parser (complete, valid frames); nothing is checked again.
+    """
+    frames: list[Bytes] = []
+    pos, end = 0, len(raw)
+    while pos < end:
+        to_at = pos + 7 + raw[pos + 6]
+        payload_at = to_at + 1 + raw[to_at] + 4
+        after = payload_at + int.from_bytes(raw[payload_at - 4 : payload_at], "big")
+        if pos == 0 and after >= end:
+            return [raw]
+        frames.append(raw[pos:after])
+        pos = after
+    return frames
+
+
 def _check_id(value: bytes, name: str, *, empty_ok: bool) -> None:
     if len(value) > MAX_ID_BYTES or (not value and not empty_ok):
         low = 0 if empty_ok else 1
         raise ValueError(f"{name} must be {low}-{MAX_ID_BYTES} bytes, not {len(value)}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every frame, and a frozen __init__ costs more
 class _Header:
     """Where the fields of one frame are, relative to its first byte."""
 
@@ -220,29 +248,38 @@ class Parser:
     """Incremental parser for one connection's byte stream (see the module docstring)."""
 
     def __init__(
-        self, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, *, coalesce: bool = False
+        self,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        *,
+        coalesce: bool = False,
+        run_bytes: int = RUN_BYTES,
     ) -> None:
         if not 0 <= max_payload_bytes <= MAX_PAYLOAD_LEN:
             raise ValueError(f"max_payload_bytes must be 0-{MAX_PAYLOAD_LEN}")
         self.max_payload_bytes = max_payload_bytes
         self.coalesce = coalesce
+        self.run_bytes = run_bytes
         self._chunk: bytes = b""  # the latest data fed, read from `_pos` on
+        self._view = memoryview(self._chunk)
         self._pos = 0
-        self._partial = bytearray()  # the start of a frame that began in an earlier chunk
-        self._header: _Header | None = None  # the partial frame's header, once complete
+        self._head = bytearray()  # the start of a frame whose header is not complete yet
+        self._header: _Header | None = None  # the unfinished frame's header, once complete
+        self._parts: list[Bytes] = []  # ... and its bytes so far (views of their chunks)
+        self._have = 0  # len() of the parts together
         self._error: RelaydError | None = None
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes held: the unfinished frame, plus fed bytes not yet parsed."""
-        return len(self._partial) + len(self._chunk) - self._pos
+        return len(self._head) + self._have + len(self._chunk) - self._pos
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: Bytes) -> None:
         """Add bytes from the stream (any split is fine)."""
         if self._pos < len(self._chunk):
             self._chunk = self._chunk[self._pos :] + data
         else:
             self._chunk = bytes(data)
+        self._view = memoryview(self._chunk)
         self._pos = 0
 
     def __iter__(self) -> Parser:
@@ -263,13 +300,15 @@ class Parser:
         if self._error is not None:
             raise self._error
         try:
-            if self._partial:
+            if self._header is not None or self._head:
                 return self._continue_partial()
             return self._from_chunk()
         except RelaydError as e:
             self._error = e
-            self._partial = bytearray()
+            self._head = bytearray()
+            self._header, self._parts, self._have = None, [], 0
             self._chunk, self._pos = b"", 0
+            self._view = memoryview(self._chunk)
             raise
 
     def _from_chunk(self) -> Frame | None:
@@ -284,24 +323,28 @@ class Parser:
             self._pos = pos + header.total
             return header.frame(chunk[pos : self._pos])
         # The frame goes on in later chunks: keep its start (the header is checked so far).
-        self._partial = bytearray(chunk[pos:])
-        self._header = header
-        self._chunk, self._pos = b"", 0
+        if header is None:  # shorter than a header: copy it
+            self._head = bytearray(chunk[pos:])
+        else:
+            self._header = header
+            self._parts = [self._view[pos:]]
+            self._have = end - pos
+        self._pos = end
         return None
 
     def _run(self, first: _Header) -> Transfer:
         """The complete transfer at `_pos`, with the complete ones right after it that repeat
-        its header up to `to` (so: the same `from` and `to`), up to about RUN_BYTES.
+        its header up to `to` (so: the same `from` and `to`), up to `run_bytes` in all.
 
         Only the length field of each following frame is read; a length over the cap ends the
         run, so that the frames before it are still delivered and the error comes next.
         """
         chunk, start = self._chunk, self._pos
-        end = len(chunk)
         to_end = first.to_end
         prefix = chunk[start : start + to_end]
         pos = start + first.total
-        stop = min(end, start + RUN_BYTES) - to_end - 4
+        end = min(len(chunk), start + max(self.run_bytes, first.total))
+        stop = end - to_end - 4
         count = 1
         while pos <= stop and chunk.startswith(prefix, pos):
             length = int.from_bytes(chunk[pos + to_end : pos + to_end + 4], "big")
@@ -311,38 +354,44 @@ class Parser:
             pos += total
             count += 1
         self._pos = pos
+        # A view keeps the whole chunk alive: worth it (no copy) only for a large part of it.
+        raw = self._view[start:pos] if 2 * (pos - start) >= len(chunk) else chunk[start:pos]
         return Transfer(
             sender=prefix[7 : first.id_end],
             to=prefix[first.id_end + 1 :],
-            raw=chunk[start:pos],
+            raw=raw,
             payload_offset=first.payload_offset,
             count=count,
         )
 
     def _continue_partial(self) -> Frame | None:
-        chunk, pos, partial = self._chunk, self._pos, self._partial
+        chunk, pos = self._chunk, self._pos
         header = self._header
         if header is None:
             # The header itself was cut: move at most a maximal header's worth of bytes over.
-            take = min(len(chunk) - pos, MAX_HEADER_BYTES - len(partial))
-            partial += chunk[pos : pos + take]
+            head = self._head
+            take = min(len(chunk) - pos, MAX_HEADER_BYTES - len(head))
+            head += chunk[pos : pos + take]
             pos += take
-            header = _parse_header(partial, 0, len(partial), self.max_payload_bytes)
+            header = _parse_header(head, 0, len(head), self.max_payload_bytes)
             if header is None:
                 self._pos = pos
                 return None
-            if len(partial) > header.total:  # a short frame: give back what follows it
-                pos -= len(partial) - header.total
-                del partial[header.total :]
+            if len(head) > header.total:  # a short frame: give back what follows it
+                pos -= len(head) - header.total
+                del head[header.total :]
             self._header = header
-        take = min(len(chunk) - pos, header.total - len(partial))
+            self._parts, self._have = [bytes(head)], len(head)
+            self._head = bytearray()
+        take = min(len(chunk) - pos, header.total - self._have)
         if take > 0:
-            partial += chunk[pos : pos + take]
+            self._parts.append(self._view[pos : pos + take])
+            self._have += take
             pos += take
         self._pos = pos
-        if len(partial) < header.total:
+        if self._have < header.total:
             return None
-        raw = bytes(partial)
-        self._partial = bytearray()
-        self._header = None
-        return header.frame(raw)
+        parts = self._parts
+        raw = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._header, self._parts, self._have = None, [], 0
+        return header.frame(bytes(raw))

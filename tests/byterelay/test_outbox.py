@@ -34,6 +34,23 @@ async def test_take_and_release() -> None:
     assert outbox.high_water_bytes == 100
 
 
+async def test_writing_the_queue_at_once_instead_of_the_writer() -> None:
+    outbox = Outbox(1000)
+    outbox.put_nowait(b"a" * 10, wake=False)
+    outbox.put_nowait(memoryview(b"b" * 20), wake=False)
+    assert not outbox.writing
+    assert outbox.peek(1) == [b"a" * 10]
+    assert outbox.peek(5) == [b"a" * 10, b"b" * 20]
+    outbox.written(15)  # all of the first, part of the second
+    assert (outbox.used_bytes, outbox.queued_bytes) == (15, 15)
+    assert await outbox.take() == [b"b" * 15]
+    assert outbox.writing  # taken, not yet released: nobody else may write now
+    outbox.release(15)
+    assert not outbox.writing
+    assert outbox.used_bytes == 0
+    assert outbox.high_water_bytes == 30
+
+
 async def test_a_waiting_sender_gets_room_when_bytes_are_released(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -58,6 +58,37 @@ async def test_frames_split_and_batched_arbitrarily(relay_server: RelayServer) -
         ]
 
 
+async def test_one_read_for_several_receivers(relay_server: RelayServer) -> None:
+    # One write from the sender carries frames for two receivers, small and large, interleaved:
+    # each receiver gets its own, in order.
+    with trio.fail_after(5):
+        alice = await relay_server.client(b"alice")
+        bob = await relay_server.client(b"bob")
+        carol = await relay_server.client(b"carol")
+        sizes = [10, 70_000, 10, 10, 200_000, 10, 64 * 1024, 10]
+        payloads = [os.urandom(size) for size in sizes]
+        targets = [b"bob", b"carol", b"bob", b"bob", b"carol", b"carol", b"bob", b"carol"]
+        await alice.send_raw(
+            b"".join(
+                relayd.encode_transfer(b"alice", t, p)
+                for t, p in zip(targets, payloads, strict=True)
+            )
+        )
+        for client, name in ((bob, b"bob"), (carol, b"carol")):
+            expected = [p for t, p in zip(targets, payloads, strict=True) if t == name]
+            assert [(await client.receive()).payload for _ in expected] == expected
+
+
+async def test_frames_before_a_bad_one_are_still_delivered(relay_server: RelayServer) -> None:
+    with trio.fail_after(5):
+        bob = await relay_server.client(b"bob")
+        alice = await relay_server.client(b"alice")
+        good = relayd.encode_transfer(b"alice", b"bob", b"before the bad frame")
+        await alice.send_raw(good * 3 + b"RELX")  # in one read: three frames, then garbage
+        await alice.expect_silent_close()
+        assert [(await bob.receive()).raw for _ in range(3)] == [good] * 3
+
+
 async def test_last_login_wins(relay_server: RelayServer) -> None:
     with trio.fail_after(5):
         first = await relay_server.client(b"dup")

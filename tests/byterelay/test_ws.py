@@ -120,3 +120,17 @@ async def test_idle_websocket_is_closed(relay_server: RelayServer) -> None:
             assert await close_code(ws) == 4009
         assert relay_server.hub.stats.heartbeats == 3
         assert relay_server.hub.stats.idle_closes == 1
+
+
+async def test_a_tcp_burst_reaches_a_websocket_as_one_message_per_frame(
+    relay_server: RelayServer,
+) -> None:
+    # Frames that arrive back to back over TCP are forwarded as one run (relayd.py); a WebSocket
+    # receiver must still get each one in its own message.
+    with trio.fail_after(5):
+        tcp = await relay_server.client(b"tcp")
+        async with relay_server.ws_client(b"ws") as ws:
+            frames = [relayd.encode_transfer(b"tcp", b"ws", b"%d" % i) for i in range(20)]
+            await tcp.send_raw(b"".join(frames))
+            assert await ws_bytes(ws) == frames[0]
+            assert [await ws_bytes(ws) for _ in frames[1:]] == frames[1:]

@@ -3,6 +3,7 @@ checked before any payload byte is kept."""
 
 from __future__ import annotations
 
+import os
 from itertools import pairwise
 
 import pytest
@@ -244,3 +245,58 @@ def test_a_run_is_bounded_and_never_swallows_an_error() -> None:
     assert run.count == 3
     with pytest.raises(FrameTooLarge):
         parser.next_frame()
+
+
+def test_a_run_is_a_view_of_its_chunk_only_when_it_is_most_of_it() -> None:
+    to_a = relayd.encode_transfer(b"me", b"a", b"x" * 100)
+    to_b = relayd.encode_transfer(b"me", b"b", b"y" * 1000)
+    parser = Parser(coalesce=True)
+    parser.feed(to_a * 10 + to_b)
+    run, single = list(parser)
+    assert isinstance(run, Transfer)
+    assert isinstance(single, Transfer)
+    # No copy for the larger part; the small one is copied out, so that a kept frame never
+    # holds on to a chunk more than twice its size.
+    assert isinstance(run.raw, memoryview)
+    assert run.raw == to_a * 10
+    assert run.count == 10
+    assert isinstance(single.raw, bytes)
+    assert single.raw == to_b
+
+
+def test_run_bytes_bounds_a_run_but_not_a_frame() -> None:
+    small = relayd.encode_transfer(b"me", b"you", b"x" * 100)
+    large = relayd.encode_transfer(b"me", b"you", b"x" * 5000)
+    parser = Parser(coalesce=True, run_bytes=1000)
+    parser.feed(small * 25 + large + small)
+    runs = [f for f in parser if isinstance(f, Transfer)]
+    assert b"".join(relayd.encode(f) for f in runs) == small * 25 + large + small
+    assert [f.count for f in runs] == [len(runs[0].raw) // len(small)] * 3 + [1, 1, 1]
+    assert all(len(f.raw) <= 1000 for f in runs if f.count > 1)
+    assert len(runs[4].raw) == len(large)
+
+
+def test_a_frame_over_several_chunks() -> None:
+    frame = relayd.encode_transfer(b"me", b"you", os.urandom(300_000))
+    parser = Parser(coalesce=True)
+    cut = len(frame) - 10
+    for i in range(0, cut, 1000):
+        parser.feed(frame[i : min(i + 1000, cut)])
+        assert parser.next_frame() is None
+        assert parser.buffered_bytes == min(i + 1000, cut)
+    parser.feed(frame[cut:] + frame[:5])  # the end, and the start of the next frame
+    whole = parser.next_frame()
+    assert isinstance(whole, Transfer)
+    assert whole.raw == frame
+    assert parser.next_frame() is None
+    assert parser.buffered_bytes == 5
+
+
+@settings(max_examples=100)
+@given(runs, st.lists(st.integers(min_value=0), max_size=10))
+def test_split_run_gives_back_the_frames(chunks: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(chunks)
+    plain = [relayd.encode(f) for f in parse_all(Parser(), [data]) if isinstance(f, Transfer)]
+    coalesced = parse_all(Parser(coalesce=True), split(data, cuts))
+    pieces = [p for f in coalesced if isinstance(f, Transfer) for p in relayd.split_run(f.raw)]
+    assert [bytes(p) for p in pieces] == plain
