@@ -64,11 +64,15 @@ def fanout(bench: Bench) -> list[Row]:
     for sessions in config.fanout_sessions:
         results[sessions] = {}
         for server in bench.servers:
+            if server == "relay" and not config.fanout_rest:
+                continue
             bench.log(f"fan-out: {server}, {sessions} sessions")
             try:
                 results[sessions][server] = _fanout_one(bench, server, sessions)
             except Exception as e:  # this server's cells stay empty; the others still run
                 bench.fail(f"fan-out {server} {sessions} sessions", e)
+        if "relay" not in bench.servers:
+            continue
         bench.log(f"fan-out: relay, senders on gateway op 12, {sessions} sessions")
         try:
             gateway[sessions] = _fanout_one(bench, "relay", sessions, gateway_sends=True)
@@ -93,10 +97,13 @@ def fanout(bench: Bench) -> list[Row]:
         at = f"@{config.latency_deliveries_s:,} deliveries/s"
         # Relay's senders post over REST, then (second set of rows) over gateway op 12; the
         # peers' figures are the same in both.
-        for via, relay_run in (("REST", by_server), ("gateway op 12", gateway.get(sessions))):
-            if relay_run is None:
-                continue
-            run = by_server if via == "REST" else dict(by_server, relay=relay_run)
+        for via, relay_run in (
+            ("REST", by_server.get("relay")),
+            ("gateway op 12", gateway.get(sessions)),
+        ):
+            if relay_run is None and (via == "REST" or "relay" in bench.servers):
+                continue  # not measured (REST: short profile), or failed
+            run = by_server if relay_run is None else dict(by_server, relay=relay_run)
             peak = Row(
                 "fanout",
                 case,
@@ -128,12 +135,15 @@ def fanout(bench: Bench) -> list[Row]:
                 if (r := p99.ratio("node_ws")) is not None:
                     p99.bar_met = r <= 1.0
             rows += [peak, p50, p99]
+        with_relay = by_server
+        if "relay" not in by_server and sessions in gateway:
+            with_relay = dict(by_server, relay=gateway[sessions])
         rss = Row(
             "fanout",
             case,
             "server RSS after the run",
             "MB",
-            values("latency", "server_rss_mb"),
+            values("latency", "server_rss_mb", by_server=with_relay),
             better="lower",
         )
         rows.append(rss)
