@@ -7,6 +7,8 @@ the store commits in queue order, so history order = id order = delivery order. 
 not wait for each commit before taking the next message: it hands the queued write to its
 *publisher* task, which awaits the commits one by one (they finish in order), then fans the event
 out and answers the poster. Publishes travel the same queue, so nothing overtakes a post.
+The actor makes each event (`Event`) itself: it knows whether its channel is a DM, which decides
+the event's intent bits (DIRECT_MESSAGES rather than SERVER_MESSAGES).
 
 Who hears the channel (its audience) is not copied into the actor: `audience()` asks the hub on
 every event, which answers from its live membership index and its permission cache, so joins,
@@ -56,7 +58,10 @@ class Post(msgspec.Struct, frozen=True):
 
 
 class Publish(msgspec.Struct, frozen=True):
-    event: Event
+    """Dispatch the event `t` with payload `d` to the channel's audience, in order."""
+
+    t: str
+    d: Any
 
 
 class Fault(msgspec.Struct, frozen=True):
@@ -87,6 +92,7 @@ class ChannelActor(Actor[ChannelMsg]):
         self._audience = audience
         self._load = load
         self._info: ChannelAudience | None = None
+        self._dm = False  # a DM channel: its message events carry the DIRECT_MESSAGES intent
         self.idle_timeout_s = idle_timeout_s
         self._queue_send, self._queue_recv = trio.open_memory_channel[_Queued](256)
 
@@ -99,6 +105,7 @@ class ChannelActor(Actor[ChannelMsg]):
     async def on_start(self) -> None:
         # None: the channel was deleted; its events then reach nobody until the actor idles out.
         self._info = await self._load()
+        self._dm = self._info is not None and self._info.server_id is None
 
     async def audience(self) -> Iterable[Subscriber]:
         return await self._audience(self._info) if self._info is not None else ()
@@ -112,8 +119,8 @@ class ChannelActor(Actor[ChannelMsg]):
                     reply.fail(e)
                     return
                 await self._queue_send.send(_Queued(pending, None, reply))
-            case Publish(event):
-                await self._queue_send.send(_Queued(None, event, None))
+            case Publish(t, d):
+                await self._queue_send.send(_Queued(None, Event(t, d, dm=self._dm), None))
             case Fault():
                 raise RuntimeError(f"fault injected into {self.key}")
 
@@ -142,7 +149,7 @@ class ChannelActor(Actor[ChannelMsg]):
                     item.reply.fail(e)
                     continue
                 item.reply.send(payload)
-                event = Event("MESSAGE_CREATE", payload) if created else None
+                event = Event("MESSAGE_CREATE", payload, dm=self._dm) if created else None
             if event is not None:
                 audience = await self.audience()
                 now = trio.current_time()

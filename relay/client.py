@@ -193,9 +193,12 @@ class Gateway:
             if frame["op"] == 0 and (t is None or frame["t"] == t):
                 return frame
 
-    async def identify(self, token: str) -> dict[str, Any]:
-        """IDENTIFY and wait for READY; returns READY's `d`."""
-        await self.send(2, {"token": token})
+    async def identify(self, token: str, intents: int | None = None) -> dict[str, Any]:
+        """IDENTIFY (with `intents`, if given) and wait for READY; returns READY's `d`."""
+        d: dict[str, Any] = {"token": token}
+        if intents is not None:
+            d["intents"] = intents
+        await self.send(2, d)
         ready = await self.dispatch("READY")
         self.session_id = ready["d"]["session_id"]
         result: dict[str, Any] = ready["d"]

@@ -4,10 +4,12 @@ closes.
 
 Theory of operation. A connection starts unauthenticated; only HEARTBEAT, IDENTIFY and RESUME
 are accepted then (anything else closes with 4003). IDENTIFY checks the access token, builds a
-Session, registers it with the hub and dispatches READY as the session's first event. RESUME
-re-attaches an existing session of the same user and replays, in order, every event after the
-client's `seq`; if the replay buffer no longer has them, the client gets INVALID_SESSION
-(d = false) and must IDENTIFY. A session outlives its connection for `resume_window_s`.
+Session with the IDENTIFY's intents (absent: all; bad ones close with 4013 when decoded),
+registers it with the hub and dispatches READY as the session's first event. RESUME
+re-attaches an existing session of the same user, intents and all, and replays, in order,
+every event after the client's `seq`; if the replay buffer no longer has them, the client gets
+INVALID_SESSION (d = false) and must IDENTIFY. A session outlives its connection for
+`resume_window_s`.
 
 | state           | HEARTBEAT | IDENTIFY        | RESUME       | PRESENCE_UPDATE | MESSAGE_SEND |
 |-----------------|-----------|-----------------|--------------|-----------------|--------------|
@@ -54,6 +56,7 @@ from relay.errors import RateLimited, RelayError, Unauthorized, Unavailable
 from relay.gateway.session import Session
 from relay.protocol import wsframe
 from relay.protocol.gateway import (
+    ALL_INTENTS,
     ClientFrame,
     Close,
     Event,
@@ -275,7 +278,8 @@ class GatewayConnection:
                 await self.conn.send(self.control(Op.HEARTBEAT_ACK, None))
             case Identify(d=data):
                 self._require_fresh()
-                await self._identify(self._authenticate(data.token))
+                intents = ALL_INTENTS if data.intents is None else data.intents
+                await self._identify(self._authenticate(data.token), intents)
             case Resume(d=data):
                 self._require_fresh()
                 await self._resume(self._authenticate(data.token), data.session_id, data.seq)
@@ -388,7 +392,7 @@ class GatewayConnection:
         except Unauthorized as e:
             raise _Closing(Close.AUTHENTICATION_FAILED, e.code) from None
 
-    async def _identify(self, who: Principal) -> None:
+    async def _identify(self, who: Principal, intents: int) -> None:
         rt = self.rt
         user_id = who.user_id
         ready = await ready_payload(rt, user_id)
@@ -401,6 +405,7 @@ class GatewayConnection:
             self.encoding,
             replay_size=settings.replay_size,
             replay_age_s=settings.replay_age_s,
+            intents=intents,
         )
         ready["session_id"] = session.id
         # From here to attach nothing awaits: READY is seq 1 and no event can slip in between.

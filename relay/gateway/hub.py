@@ -227,15 +227,17 @@ class Hub:
             view = await self.views.get(server_id)
         return view
 
-    def dispatch_users(self, user_ids: Iterable[int], t: str, d: Any) -> None:
-        event = Event(t, d)
+    def dispatch_users(self, user_ids: Iterable[int], t: str, d: Any, *, dm: bool = False) -> None:
+        """Send an event to every session of these users; `dm`: it is about a DM channel (a new
+        DM's CHANNEL_CREATE), which decides its intent bits."""
+        event = Event(t, d, dm=dm)
         for user_id in user_ids:
             for session in tuple(self.user_sessions(user_id)):
                 session.deliver(event)
 
     async def dispatch_channel(self, channel_id: int, t: str, d: Any) -> None:
         """Send a channel event through the channel's actor, in order with its messages."""
-        await self._tell(channel_id, Publish(Event(t, d)))
+        await self._tell(channel_id, Publish(t, d))
 
     async def queue_message(
         self, channel_id: int, write: Callable[..., tuple[Any, bool]], *args: Any

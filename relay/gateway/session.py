@@ -1,8 +1,9 @@
 """A gateway session: one identified login on the gateway, which outlives its connection for a
 resume window.
 
-Every event routed to a session gets the session's next sequence number and goes into its
-replay buffer (bounded by count and by age), then, if a connection is attached, into that
+Every event routed to a session that shares its intents (IDENTIFY's `intents`; others are
+skipped, as if never sent) gets the session's next sequence number and goes into its replay
+buffer (bounded by count and by age), then, if a connection is attached, into that
 connection's outbox. When the outbox is full the connection is cut as a slow consumer; the
 session stays, keeps buffering, and a RESUME replays what the client missed. A session whose
 buffer dropped events the client has not seen can no longer be resumed.
@@ -14,6 +15,8 @@ import secrets
 from typing import TYPE_CHECKING, Protocol
 
 import trio
+
+from relay.protocol.gateway import ALL_INTENTS, ALWAYS_INTENT
 
 if TYPE_CHECKING:
     from relay.protocol.gateway import Event
@@ -39,6 +42,7 @@ class Session:
         "detached_at",
         "encoding",
         "id",
+        "intents",
         "seq",
         "sink",
         "status",
@@ -53,11 +57,14 @@ class Session:
         *,
         replay_size: int,
         replay_age_s: float,
+        intents: int = ALL_INTENTS,
     ) -> None:
         self.id = secrets.token_urlsafe(16)
         self.user_id = user_id
         self.auth_session_id = auth_session_id  # the login whose token identified it
         self.encoding = encoding
+        # IDENTIFY's intents, plus the bit of the events every session gets (READY, RESUMED).
+        self.intents = intents | ALWAYS_INTENT
         self.seq = 0
         self.status = "online"
         self.activity: str | None = None
@@ -71,11 +78,14 @@ class Session:
 
     def deliver(self, event: Event, now: float | None = None, *, replay: bool = True) -> None:
         """Number the event, keep it for replay, and pass it to the connection (never blocks).
+        An event outside the session's intents is skipped: no seq, nothing kept.
 
         `now` (trio.current_time()) may be given by a caller delivering one event to many
         sessions. `replay=False` for READY: only a client that has READY knows the session
         id, so none resumes from before it, and an idle session need not keep it.
         """
+        if not event.intent & self.intents:
+            return
         self.seq += 1
         frame = event.frame(self.seq, self.encoding)
         if now is None:

@@ -7,6 +7,11 @@ encoded once per encoding (`Event`); each session then splices its own sequence 
 of those bytes (`Event.payload`), so fan-out never re-encodes. A client posts a message with
 MESSAGE_SEND (op 12, `MessageSend`); the server answers each one with MESSAGE_SEND_ACK (op 13,
 `SendAck`) once it is committed or refused.
+
+Intents: IDENTIFY may carry `intents`, a bitmask of `Intent`s, the classes of events the session
+wants (absent: all). Each Event knows its own bits (`Event.intent`, from `t` and whether it is a
+DM's); a session skips an event whose bits it does not share. READY and RESUMED carry
+`ALWAYS_INTENT`, a bit no client may send that every session has.
 """
 
 from __future__ import annotations
@@ -50,6 +55,55 @@ class Close(enum.IntEnum):
     SESSION_TIMED_OUT = 4009  # no heartbeat within interval + grace
     SLOW_CONSUMER = 4010  # the outbox filled up; RESUME to get what was missed
     INVALID_ENCODING = 4012  # ?encoding= other than json or msgpack
+    INVALID_INTENTS = 4013  # IDENTIFY's intents: not an integer, negative, or unknown bits
+
+
+class Intent(enum.IntFlag):
+    """IDENTIFY's `intents` bits: the classes of events a session receives (docs/gateway.md)."""
+
+    SERVERS = 1 << 0  # SERVER_*, ROLE_*, CHANNEL_CREATE/UPDATE/DELETE of server channels
+    SERVER_MEMBERS = 1 << 1  # MEMBER_ADD/UPDATE/REMOVE
+    SERVER_MESSAGES = 1 << 2  # MESSAGE_*, reactions, CHANNEL_PINS_UPDATE in server channels
+    MESSAGE_TYPING = 1 << 3  # TYPING_START, in server channels and DMs
+    PRESENCES = 1 << 4  # PRESENCE_UPDATE
+    DIRECT_MESSAGES = 1 << 5  # the message events of DMs, and a new DM's CHANNEL_CREATE
+
+
+ALL_INTENTS = int(sum(Intent))  # what a session without `intents` gets: everything
+# Every session has this bit and no client may ask for it: READY and RESUMED carry it. Below 256,
+# so every session's mask is one of CPython's cached small ints (nothing allocated per session).
+ALWAYS_INTENT = 1 << 7
+assert ALL_INTENTS < ALWAYS_INTENT
+
+_MESSAGE_EVENTS = (
+    "MESSAGE_CREATE",
+    "MESSAGE_UPDATE",
+    "MESSAGE_DELETE",
+    "MESSAGE_DELETE_BULK",
+    "MESSAGE_REACTION_ADD",
+    "MESSAGE_REACTION_REMOVE",
+    "CHANNEL_PINS_UPDATE",
+)
+_CHANNEL_EVENTS = ("CHANNEL_CREATE", "CHANNEL_UPDATE", "CHANNEL_DELETE")
+# Event name -> the intent bits that receive it (any one of them is enough).
+EVENT_INTENTS: dict[str, int] = {
+    "READY": ALWAYS_INTENT,
+    "RESUMED": ALWAYS_INTENT,
+    **dict.fromkeys(("SERVER_CREATE", "SERVER_UPDATE", "SERVER_DELETE"), int(Intent.SERVERS)),
+    **dict.fromkeys(("ROLE_CREATE", "ROLE_UPDATE", "ROLE_DELETE"), int(Intent.SERVERS)),
+    **dict.fromkeys(_CHANNEL_EVENTS, int(Intent.SERVERS)),
+    **dict.fromkeys(("MEMBER_ADD", "MEMBER_UPDATE", "MEMBER_REMOVE"), int(Intent.SERVER_MEMBERS)),
+    **dict.fromkeys(_MESSAGE_EVENTS, int(Intent.SERVER_MESSAGES)),
+    # The user's own read state: for any session that follows messages, servers' or DMs'.
+    "MESSAGE_ACK": int(Intent.SERVER_MESSAGES | Intent.DIRECT_MESSAGES),
+    "TYPING_START": int(Intent.MESSAGE_TYPING),
+    "PRESENCE_UPDATE": int(Intent.PRESENCES),
+}
+# The same events of a DM channel.
+DM_EVENT_INTENTS: dict[str, int] = {
+    **EVENT_INTENTS,
+    **dict.fromkeys((*_MESSAGE_EVENTS, *_CHANNEL_EVENTS), int(Intent.DIRECT_MESSAGES)),
+}
 
 
 # -- client frames -------------------------------------------------------------------------------
@@ -68,9 +122,13 @@ class Heartbeat(_Frame, tag=int(Op.HEARTBEAT), frozen=True):
     d: int | None = None  # the last sequence number the client saw
 
 
+Intents = Annotated[int, msgspec.Meta(ge=0, le=ALL_INTENTS)]
+
+
 class IdentifyData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     token: Token
     properties: dict[str, str] | None = None
+    intents: Intents | None = None  # absent or null: every event (ALL_INTENTS)
 
 
 class Identify(_Frame, tag=int(Op.IDENTIFY), frozen=True):
@@ -149,6 +207,8 @@ def decode_client(data: str | bytes, encoding: str) -> ClientFrame:
             op = message.split()[2]
             reason = "not a client opcode" if op.isdigit() and int(op) in _KNOWN_OPS else "unknown"
             raise FrameError(Close.UNKNOWN_OPCODE, f"op {op}: {reason}") from None
+        if message.endswith("- at `$.d.intents`"):  # only IDENTIFY has it
+            raise FrameError(Close.INVALID_INTENTS, message) from None
         raise FrameError(Close.DECODE_ERROR, message) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise FrameError(Close.DECODE_ERROR, f"not a valid frame: {e}") from None
@@ -191,13 +251,17 @@ def encode_send_ack(ack: SendAck, encoding: str) -> bytes:
 
 
 class Event:
-    """One dispatched event: its payload is encoded at most once per encoding, on first use."""
+    """One dispatched event: its payload is encoded at most once per encoding, on first use.
 
-    __slots__ = ("_tails", "d", "t")
+    `intent`: the intent bits that receive it (`EVENT_INTENTS`, or `DM_EVENT_INTENTS` when `dm`:
+    an event of a DM channel); an event name missing there reaches every session."""
 
-    def __init__(self, t: str, d: Any) -> None:
+    __slots__ = ("_tails", "d", "intent", "t")
+
+    def __init__(self, t: str, d: Any, *, dm: bool = False) -> None:
         self.t = t
         self.d = d
+        self.intent = (DM_EVENT_INTENTS if dm else EVENT_INTENTS).get(t, ALWAYS_INTENT)
         self._tails: dict[str, bytes] = {}
 
     def _tail(self, encoding: str) -> bytes:

@@ -481,7 +481,8 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         payload = dm_out(opened.dm)
         if not opened.created:
             return json_response(payload)
-        rt.hub.dispatch_users([u.id for u in opened.dm.recipients], "CHANNEL_CREATE", payload)
+        recipients = [u.id for u in opened.dm.recipients]
+        rt.hub.dispatch_users(recipients, "CHANNEL_CREATE", payload, dm=True)
         return json_response(payload, 201)
 
     return bp

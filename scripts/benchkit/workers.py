@@ -16,6 +16,9 @@ A worker is driven over its pipe. It first opens its connections and answers `re
   sessions, and their acknowledgement is MESSAGE_SEND_ACK (op 13, one per send, in send order
   per connection): their answer has the poster's keys (acked, acked_in_window, errors,
   samples_us of the ack latency). Other senders' acknowledgement is their own copy coming back.
+  Relay's sessions IDENTIFY with job["intents"] when given (absent: every event); with
+  job["receives_messages"] false their intents leave the bench messages out, and `collect`
+  expects none of them.
 - `collect` {expected, timeout_s}: keep reading until every connection has `expected` bench
   messages (or the timeout), then answer with the counts and samples.
 - `stop`: close everything and exit.
@@ -156,6 +159,9 @@ class WsWorker:
         )
         self.acked = self.acked_in_window = 0
         self.ack_errors: dict[str, int] = {}
+        intents: int | None = job.get("intents")
+        self.identify_tail = b"}}" if intents is None else b',"intents":%d}}' % intents
+        self.receives_messages: bool = job.get("receives_messages", True)
         self.conns = [
             WsConn(tokens[i] if tokens else None, base + i if i < senders else None)
             for i in range(count)
@@ -225,7 +231,8 @@ class WsWorker:
                     conn.pending.clear()
             case "collect":
                 deadline = time.monotonic_ns() + int(cmd["timeout_s"] * 1e9)
-                self.collect = (cmd["expected"], deadline)
+                expected = cmd["expected"] if self.receives_messages else 0
+                self.collect = (expected, deadline)
             case "stop":
                 self.stopping = True
             case other:
@@ -489,7 +496,8 @@ class WsWorker:
                 self._handshake_done(conn, False, f"closed ({wire.close_code(payload)})")
                 return b""
             if conn.state == HELLO:
-                identify = b'{"op":2,"d":{"token":"' + (conn.token or "").encode() + b'"}}'
+                token = (conn.token or "").encode()
+                identify = b'{"op":2,"d":{"token":"' + token + b'"' + self.identify_tail
                 self._write(conn, wire.client_frame(identify))
                 conn.state = IDENTIFYING
             elif conn.state == IDENTIFYING and b'"t":"READY"' in payload:

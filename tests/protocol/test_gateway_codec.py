@@ -1,10 +1,13 @@
 """The chat gateway codec without sockets: MESSAGE_SEND (op 12) decoded from JSON and msgpack,
 malformed sends refused with the decode-error code, garbage that only ever raises FrameError,
-and MESSAGE_SEND_ACK (op 13) frames read back."""
+MESSAGE_SEND_ACK (op 13) frames read back, and IDENTIFY's intents (a mask, or 4013) with the
+intent bits of every event as docs/gateway.md lists them."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -14,14 +17,23 @@ from hypothesis import strategies as st
 
 from relay.protocol import gateway
 from relay.protocol.gateway import (
+    ALL_INTENTS,
+    ALWAYS_INTENT,
+    DM_EVENT_INTENTS,
+    EVENT_INTENTS,
     Close,
     FrameError,
+    Identify,
+    IdentifyData,
+    Intent,
     MessageSend,
     MessageSendData,
     Op,
     SendAck,
     SendError,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 ids = st.text(min_size=1, max_size=20)
 nonces = st.text(min_size=1, max_size=25)
@@ -149,3 +161,88 @@ def test_acks_read_back(ack: SendAck, encoding: str) -> None:
     assert (error["code"], error["message"]) == (ack.error.code, ack.error.message)
     assert error.get("fields") == ack.error.fields
     assert error.get("retry_after") == ack.error.retry_after
+
+
+# -- IDENTIFY's intents ---------------------------------------------------------------------------
+
+intent_masks = st.integers(0, ALL_INTENTS)
+
+
+@given(st.none() | intent_masks, encodings, st.booleans())
+def test_identify_intents_round_trip(intents: int | None, encoding: str, absent: bool) -> None:
+    d: dict[str, Any] = {"token": "t", "intents": intents}
+    if intents is None and absent:
+        del d["intents"]  # absent and null are the same: every event
+    frame = gateway.decode_client(encode({"op": 2, "d": d}, encoding), encoding)
+    assert frame == Identify(d=IdentifyData(token="t", intents=intents))
+
+
+@given(
+    st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)  # json.dumps(inf) is not JSON
+    | st.booleans()
+    | st.text(max_size=4)
+    | st.lists(st.integers(0, 3), max_size=2),
+    encodings,
+)
+def test_any_intents_value_is_a_mask_or_4013(value: Any, encoding: str) -> None:
+    data = encode({"op": 2, "d": {"token": "t", "intents": value}}, encoding)
+    error: FrameError | None = None
+    try:
+        frame = gateway.decode_client(data, encoding)
+    except FrameError as e:
+        error = e
+    if error is not None:
+        assert error.code is Close.INVALID_INTENTS
+        assert not (type(value) is int and 0 <= value <= ALL_INTENTS)
+        return
+    assert isinstance(frame, Identify)
+    assert type(value) is int
+    assert frame.d.intents == value
+    assert 0 <= value <= ALL_INTENTS
+
+
+@pytest.mark.parametrize("value", [2**70, -(2**70)])
+def test_intents_beyond_64_bits_are_4013(value: int) -> None:
+    data = json.dumps({"op": 2, "d": {"token": "t", "intents": value}})
+    assert decode_error(data, "json").code is Close.INVALID_INTENTS
+
+
+def test_other_identify_errors_stay_decode_errors() -> None:
+    data = json.dumps({"op": 2, "d": {"token": "", "intents": 1}})
+    assert decode_error(data, "json").code is Close.DECODE_ERROR
+
+
+def test_intent_bits() -> None:
+    assert [int(i) for i in Intent] == [1, 2, 4, 8, 16, 32]
+    assert ALL_INTENTS == 63
+    assert ALWAYS_INTENT & ALL_INTENTS == 0  # no client can ask for (or refuse) READY
+
+
+def _documented_intents() -> tuple[dict[str, int], dict[str, int]]:
+    """The events table of docs/gateway.md: event name -> intent bits, outside DMs and in them."""
+    docs = (ROOT / "docs" / "gateway.md").read_text(encoding="utf-8")
+    after = docs.split("\n## Events\n", 1)[1].lstrip("\n").splitlines()
+    table = "\n".join(itertools.takewhile(lambda line: line.startswith("|"), after))
+    names = {i.name: int(i) for i in Intent} | {"always": ALWAYS_INTENT}
+    servers: dict[str, int] = {}
+    dms: dict[str, int] = {}
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        events, column = cells[0], cells[-1]
+        here, _, there = column.partition(" (")
+        bits = sum(names[n] for n in here.split(" or "))
+        dm_bits = names[there.split(": ")[1].rstrip(")")] if there else bits
+        for event in events.split(" / "):
+            servers[event], dms[event] = bits, dm_bits
+    return servers, dms
+
+
+def test_every_documented_event_has_its_documented_intent() -> None:
+    servers, dms = _documented_intents()
+    assert servers == EVENT_INTENTS
+    assert dms == DM_EVENT_INTENTS
+    for t in EVENT_INTENTS:
+        assert gateway.Event(t, None).intent == EVENT_INTENTS[t]
+        assert gateway.Event(t, None, dm=True).intent == DM_EVENT_INTENTS[t]
+    assert gateway.Event("SOMETHING_NEW", None).intent == ALWAYS_INTENT  # unmapped: everyone

@@ -112,6 +112,7 @@ def test_quick_run_writes_the_json(tmp_path: Path) -> None:
         assert by_phase["max"]["acked_per_s"] > 0
         assert by_phase["latency"]["latency"]["samples"] > 0
     for write in result["details"]["write"]["gateway_op12"].values():
+        assert write["deliveries_total"] == 0  # their intents keep the channel's messages out
         assert write["acked_per_s"] > 0
         assert write["ack_latency"]["samples"] > 0
         assert write["posts"]["errors"] == {}
