@@ -476,3 +476,33 @@ def test_not_mentions(text: str) -> None:
 
 def test_tokens_inside_other_text() -> None:
     assert messages.parse_mentions("a<@1>b<@<@2>>c<@3") == [1, 2]
+
+
+def test_the_nonce_lookup_reads_one_index_entry_not_the_authors_history(
+    db: Database, ids: Ids
+) -> None:
+    """Regression: the dedup query was planned on messages_author and scanned every message of
+    the author in the channel within the window, one by one, on each post."""
+
+    def vm_steps() -> int:  # SQLite virtual-machine steps (in hundreds) for one lookup
+        steps = [0]
+
+        def count_step() -> int:
+            steps[0] += 1
+            return 0  # 0: go on
+
+        db.conn.set_progress_handler(count_step, 100)
+        try:
+            assert db.execute(messages.NONCE_SQL, (ALICE, "n3", TEXT, 0)).fetchone() is not None
+        finally:
+            db.conn.set_progress_handler(None, 100)
+        return steps[0]
+
+    for i in range(30):
+        post(db, ids, f"m{i}", nonce=f"n{i}")
+    plan = db.execute("EXPLAIN QUERY PLAN " + messages.NONCE_SQL, (ALICE, "n3", TEXT, 0))
+    assert "USING INDEX messages_nonce (author_id=? AND nonce=?" in plan.fetchone()[-1]
+    few = vm_steps()
+    for i in range(30, 600):
+        post(db, ids, f"m{i}", nonce=f"n{i}")
+    assert vm_steps() <= few + 1  # the same work with twenty times the history
