@@ -70,9 +70,11 @@ class Session:
         self.activity: str | None = None
         self.sink: Sink | None = None
         self.detached_at: float | None = None
-        # (seq, time, frame), oldest first. A list, not a deque: an idle session's deque
-        # block alone was 600 bytes.
-        self._replay: list[tuple[int, float, bytes]] = []
+        # (seq, time, event), oldest first: the event is shared by every session it went to,
+        # and a RESUME builds the session's frames again (a frame per session per event was
+        # ~400 bytes: 400 MB for 1000 sessions' full buffers). A list, not a deque: an idle
+        # session's deque block alone was 600 bytes.
+        self._replay: list[tuple[int, float, Event]] = []
         self._replay_size = replay_size
         self._replay_age_s = replay_age_s
 
@@ -92,7 +94,7 @@ class Session:
             now = trio.current_time()
         if replay:
             kept = self._replay
-            kept.append((self.seq, now, frame))
+            kept.append((self.seq, now, event))
             if len(kept) > self._replay_size or now - kept[0][1] > self._replay_age_s:
                 cut = max(0, len(kept) - self._replay_size)
                 while cut < len(kept) and now - kept[cut][1] > self._replay_age_s:
@@ -122,4 +124,4 @@ class Session:
         oldest = self._replay[0][0] if self._replay else self.seq + 1
         if seq + 1 < oldest:
             return None
-        return [frame for s, _, frame in self._replay if s > seq]
+        return [event.frame(s, self.encoding) for s, _, event in self._replay if s > seq]
