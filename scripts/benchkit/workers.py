@@ -510,16 +510,23 @@ class WsWorker:
                 return rest
         return data[pos:]
 
-    def _send_bench(self, conn: WsConn, now: int) -> None:
+    def _next_bench_text(self, conn: WsConn, now: int) -> str | None:
+        """Count one more bench message from `conn` and return its stamped text (None: the
+        connection is not open, nothing is sent)."""
         phase = self.phase
         assert phase is not None
         assert conn.sender is not None
         if conn.state != OPEN:
-            return
+            return None
         conn.seq += 1
         conn.inflight += 1
         phase.sent += 1
-        text = wire.bench_text(now, conn.sender, conn.seq)
+        return wire.bench_text(now, conn.sender, conn.seq)
+
+    def _send_bench(self, conn: WsConn, now: int) -> None:
+        text = self._next_bench_text(conn, now)
+        if text is None:
+            return
         if self.channel_id is not None:  # Relay: MESSAGE_SEND over the sender's own session
             conn.pending.append(now)
             body = self.send_head + text.encode() + b'","nonce":"%d"}}' % conn.seq
@@ -1011,15 +1018,10 @@ class RoomWorker(WsWorker):
         return data[pos:]
 
     def _send_bench(self, conn: WsConn, now: int) -> None:
-        phase = self.phase
-        assert phase is not None
-        assert conn.sender is not None
-        if conn.state != OPEN:
+        stamped = self._next_bench_text(conn, now)
+        if stamped is None:
             return
-        conn.seq += 1
-        conn.inflight += 1
-        phase.sent += 1
-        text = wire.bench_text(now, conn.sender, conn.seq).encode()
+        text = stamped.encode()
         body = text + b"x" * max(0, self.message_bytes - len(text))
         frame = wire.client_frame(bytes((ROOM_BROADCAST, 0, 0, 0, 0)) + body, wire.OP_BINARY)
         client_id = self.client_ids.get(id(conn))
