@@ -67,10 +67,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     outbox_frames: Positive = 256  # per connection; full = slow consumer, closed with 4010
     max_frame_bytes: Positive = 64 * 1024  # client frames over this close the socket (1009)
     gateway_rate: Positive = 120  # client frames per rate window (60 s); over it: close 4008
-    # Messages sent over the gateway (op 12) per user: a burst of this many, refilled over the
-    # window (default 1 a second); over it the send is refused with a rate_limited ack.
-    gateway_send_rate: Positive = 10
-    gateway_send_window_s: PositiveFloat = 10.0
+    # Messages one user may send, REST posts and gateway sends (op 12) together: a burst of
+    # this many, refilled over the window (default 1 a second); over it: 429 or a rate_limited
+    # ack.
+    message_rate: Positive = 10
+    message_window_s: PositiveFloat = 10.0
     gateway_max_inflight_sends: Positive = 16  # per connection; more and the reader waits
     presence_grace_s: PositiveFloat = 5.0  # offline only after the last session is gone this long
     # App rooms (/v1/api/rooms, /v1/websocket)

@@ -48,6 +48,7 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
         "register_per_ip": 1000,
         "login_per_ip": 1000,
         "login_per_username": 1000,
+        "message_rate": 100_000,  # tests post fast; tests/gateway/test_send.py sets it low
         "shutdown_grace_s": 2.0,
     }
     values.update(overrides)

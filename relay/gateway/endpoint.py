@@ -23,9 +23,10 @@ SENDABLE_TTL_S, since the write checks again), then queues the message with the 
 actor strictly after the previous send was queued (so history order is send order), waits for
 the commit, and acknowledges (op 13) strictly after the previous send's ack. At most
 `gateway_max_inflight_sends` sends are in flight; then the reader waits for one to finish, and
-TCP pushes back on the client. Sends have their own per-user rate limit (`Hub.send_limiter`),
-answered with a `rate_limited` ack; they do not count against `gateway_rate` unless refused by
-it, so a client that ignores `retry_after` is still closed (4008) like any flood.
+TCP pushes back on the client. Sends have their own per-user rate limit, shared with REST
+posts (`Hub.message_refused`), answered with a `rate_limited` ack; they do not count against
+`gateway_rate` unless refused by it, so a client that ignores `retry_after` is still closed
+(4008) like any flood.
 
 Resource handling: the reader loop runs in the endpoint's task and waits for each frame until
 the heartbeat deadline (then 4009); one nursery holds the send tasks; when the reader fails,
@@ -295,16 +296,9 @@ class GatewayConnection:
 
     async def _send_frame(self, session: Session, data: MessageSendData) -> None:
         """Start one send's task, after waiting for a free in-flight slot (backpressure)."""
-        decision = self.rt.hub.send_limiter.hit(str(session.user_id), trio.current_time())
-        error: RelayError | None = None
-        if not decision.allowed:
+        error: RelayError | None = self.rt.hub.message_refused(session.user_id)
+        if error is not None:
             self._count_frame()  # a client that ignores retry_after is a flood: 4008 eventually
-            window_s = self.rt.settings.gateway_send_window_s
-            error = RateLimited(
-                f"at most {decision.limit} messages per {window_s:g} s",
-                limit=decision.limit,
-                retry_after_s=decision.retry_after_s,
-            )
         assert self.send_slots is not None
         await self.send_slots.acquire()
         send = _Send(data, error)

@@ -29,7 +29,7 @@ import trio
 from actors import ActorStopped, Overloaded, Registry
 from actors.channel import ChannelActor, ChannelMsg, Fault, Post, Publish
 from actors.presence import PresenceActor, PresenceMsg, SessionGone, SetStatus
-from relay.errors import NotFound
+from relay.errors import NotFound, RateLimited
 from relay.gateway.views import Views
 from relay.protocol.gateway import Close, Event
 from relay.ratelimit import RateLimiter
@@ -68,8 +68,20 @@ class Hub:
         self.presence: Registry[PresenceMsg] = Registry(self._new_presence)
         self.statuses: dict[int, tuple[str, str | None]] = {}  # users not seen as offline
         self.views = Views(partial(store.read, audience.server_snapshot))
-        # Gateway message sends (op 12) per user, over all their connections.
-        self.send_limiter = RateLimiter(settings.gateway_send_rate, settings.gateway_send_window_s)
+        # Messages per user, over REST and all their gateway connections.
+        self.message_limiter = RateLimiter(settings.message_rate, settings.message_window_s)
+
+    def message_refused(self, user_id: int) -> RateLimited | None:
+        """Count one message of `user_id` (a REST post or a gateway send): None if it may go,
+        else the error that refuses it (with retry_after)."""
+        decision = self.message_limiter.hit(str(user_id), trio.current_time())
+        if decision.allowed:
+            return None
+        return RateLimited(
+            f"at most {decision.limit} messages per {self.settings.message_window_s:g} s",
+            limit=decision.limit,
+            retry_after_s=decision.retry_after_s,
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

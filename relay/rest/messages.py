@@ -257,6 +257,8 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/<channel_id>/messages")
     async def create_message(channel_id: str) -> Response:
         who = principal(rt)
+        if (refused := rt.hub.message_refused(who.user_id)) is not None:
+            raise refused  # one budget with the gateway's MESSAGE_SEND: 429 and Retry-After
         channel = await sendable_channel(rt, who.user_id, channel_id)
         data = await body(bodies.CreateMessage)
         with trio.move_on_after(SEND_TIMEOUT_S):

@@ -41,7 +41,7 @@ BENCH_ENV = {
     "RELAY_LOGIN_PER_IP": "100000000",
     "RELAY_LOGIN_PER_USERNAME": "100000000",
     "RELAY_GATEWAY_RATE": "100000000",
-    "RELAY_GATEWAY_SEND_RATE": "100000000",  # gateway message sends (op 12) per user
+    "RELAY_MESSAGE_RATE": "100000000",  # messages per user (REST posts and gateway op 12)
     "RELAY_HEARTBEAT_INTERVAL_S": "3600",
     "RELAY_ACCESS_TOKEN_TTL_S": "7200",
     "RELAY_RELAY_PORT": "off",

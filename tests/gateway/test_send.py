@@ -149,7 +149,7 @@ async def test_repeated_nonce_answers_the_first_message(gateway_server: RunningS
             assert (await b.dispatch("MESSAGE_CREATE"))["d"]["id"] == later["id"]
 
 
-@pytest.mark.settings(gateway_send_rate=1000)
+@pytest.mark.settings(message_rate=1000)
 async def test_send_errors_are_acknowledged_and_keep_the_socket(
     gateway_server: RunningServer,
 ) -> None:
@@ -253,7 +253,7 @@ async def test_permission_lost_between_sends_is_refused_by_the_write(
     assert [m["content"] for m in await history(owner, channel)] == ["allowed"]
 
 
-@pytest.mark.settings(gateway_send_rate=3, gateway_send_window_s=60)
+@pytest.mark.settings(message_rate=3, message_window_s=60)
 async def test_send_rate_limit_is_an_error_ack(gateway_server: RunningServer) -> None:
     alice, _, guild = await setup_pair(gateway_server)
     channel = text_channel(guild)
@@ -290,7 +290,7 @@ async def test_sends_are_exempt_from_the_frame_limit(gateway_server: RunningServ
                 pass
 
 
-@pytest.mark.settings(gateway_rate=5, gateway_send_rate=2, gateway_send_window_s=60)
+@pytest.mark.settings(gateway_rate=5, message_rate=2, message_window_s=60)
 async def test_ignoring_retry_after_is_a_flood(gateway_server: RunningServer) -> None:
     alice, _, guild = await setup_pair(gateway_server)
     channel = text_channel(guild)
@@ -347,7 +347,7 @@ async def test_ack_is_a_server_op(gateway_server: RunningServer) -> None:
         assert await expect_close(gw) == 4001
 
 
-@pytest.mark.settings(gateway_send_rate=1000)
+@pytest.mark.settings(message_rate=1000)
 async def test_50_pipelined_sends_are_acked_and_stored_in_send_order(
     gateway_server: RunningServer,
 ) -> None:
@@ -502,3 +502,32 @@ async def test_members_posting_over_gateway_and_rest_share_the_order(
                 nursery.start_soon(over_rest, others[2])
             seen = [(await listener.dispatch("MESSAGE_CREATE"))["d"]["id"] for _ in range(30)]
     assert seen == [m["id"] for m in await history(owner, channel)]
+
+
+@pytest.mark.settings(message_rate=3, message_window_s=60)
+async def test_rest_posts_and_gateway_sends_share_one_message_limit(
+    gateway_server: RunningServer,
+) -> None:
+    alice, bob, guild = await setup_pair(gateway_server)
+    channel = text_channel(guild)
+    with trio.fail_after(15):
+        for i in range(2):
+            await post(alice, channel, f"rest {i}")
+        async with open_gateway(gateway_server.ws_url) as gw:
+            await gw.identify(alice.token)
+            assert "id" in await send_and_ack(gw, channel, "third", "n3")
+            refused = (await send_and_ack(gw, channel, "fourth", "n4"))["error"]
+            assert refused["code"] == "rate_limited"
+        response = await alice.client.request(
+            "POST", f"/v1/api/channels/{channel}/messages", json={"content": "fifth"}
+        )
+        assert response.status_code == 429
+        assert response.json()["error"]["code"] == "rate_limited"
+        assert 15 <= int(response.headers["Retry-After"]) <= 21  # 3 per 60 s
+        await post(bob, channel, "bob has his own budget")
+    assert [m["content"] for m in await history(alice, channel)] == [
+        "rest 0",
+        "rest 1",
+        "third",
+        "bob has his own budget",
+    ]
