@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import random
 import resource
 import signal
 import socket
@@ -36,11 +37,30 @@ def raise_nofile_limit() -> int:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the server binds it right after)."""
-    with socket.socket() as sock:
+    """A port that was free a moment ago (the server binds it right after), chosen below the
+    kernel's ephemeral range: a port the kernel hands out (bind to 0) can be taken, before the
+    server binds it, by one of the thousands of outgoing connections the load generator opens."""
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded machine: take what the kernel gives
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        any_port: int = sock.getsockname()[1]
+        return any_port
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def cpu_times(pid: int) -> tuple[float, float]:

@@ -115,7 +115,24 @@ def start_relay(
     """`relay serve` on free loopback ports with a fresh data directory; waits until it serves
     HTTP and accepts on the realtime port. Extra RELAY_* settings come as keyword arguments
     (e.g. relay_port="33334" for a scenario that needs the byte relay). `src`: run the Relay
-    source tree there (e.g. a `git worktree` of another commit) instead of this checkout."""
+    source tree there (e.g. a `git worktree` of another commit) instead of this checkout.
+    A port taken between choosing and binding it means another try with new ports."""
+    for attempt in range(3):
+        start = log_path.stat().st_size if log_path.exists() else 0
+        try:
+            return _start_relay(procs, scratch, log_path, src, **settings)
+        except RuntimeError:
+            with open(log_path, "rb") as log:
+                log.seek(start)
+                port_taken = b"Address already in use" in log.read()
+            if not port_taken or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_relay(
+    procs: Procs, scratch: Path, log_path: Path, src: Path | None, **settings: str
+) -> RelayServer:
     scratch.mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix="relay-data-", dir=scratch))
     http_port, ws_port = free_port(), free_port()
