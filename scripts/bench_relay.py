@@ -17,15 +17,12 @@ client processes. For the comparison with the asyncio+uvloop relay, run
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from benchkit.core import Bench, Config
-from benchkit.procs import raise_nofile_limit
-from benchkit.scenarios import SCENARIOS
+from benchkit.core import Config
+from benchkit.scenarios import run_relay_alone
 
 from relay.protocol import relayd
 
@@ -72,18 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.for_profile("short")
     config.relay_pairs, config.relay_sizes = args.pairs, args.sizes
     config.relay_warm_s, config.relay_measure_s = WARMUP_S, args.seconds
-    scratch = ROOT / ".bench"
-    scratch.mkdir(exist_ok=True)
-    log_path = scratch / f"servers-bench-relay-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    raise_nofile_limit()
-    bench = Bench(ROOT, scratch, config, [], log_path)
-    # benchkit's progress lines go to stderr: stdout is the table.
-    with contextlib.redirect_stdout(sys.stderr):
-        try:
-            for name in ["relay", "relay_ws"] if args.ws else ["relay"]:
-                SCENARIOS[name](bench)
-        finally:
-            bench.procs.stop_all()
+    names = ["relay", "relay_ws"] if args.ws else ["relay"]
+    bench, log_path = run_relay_alone(ROOT, config, names, "bench-relay")
     print(table(bench.phases))
     for note in bench.notes:
         print(f"- {note}")

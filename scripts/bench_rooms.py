@@ -21,16 +21,13 @@ docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from benchkit.core import Bench, Config
-from benchkit.procs import raise_nofile_limit
-from benchkit.scenarios import SCENARIOS
+from benchkit.core import Config
+from benchkit.scenarios import run_relay_alone
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP_S = 0.5
@@ -109,17 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     # The scenario's rates are deliveries/s: every message reaches every client.
     config.rooms_rates = [round(r * args.senders * args.clients) for r in args.rates]
     config.rooms_warm_s, config.rooms_measure_s = WARMUP_S, args.seconds
-    scratch = ROOT / ".bench"
-    scratch.mkdir(exist_ok=True)
-    log_path = scratch / f"servers-bench-rooms-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    raise_nofile_limit()
-    bench = Bench(ROOT, scratch, config, [], log_path)
-    # benchkit's progress lines go to stderr: stdout is the table.
-    with contextlib.redirect_stdout(sys.stderr):
-        try:
-            SCENARIOS["rooms"](bench)
-        finally:
-            bench.procs.stop_all()
+    bench, log_path = run_relay_alone(ROOT, config, ["rooms"], "bench-rooms")
     print(table(bench.phases, args.senders))
     for note in bench.notes:
         print(f"- {note}")

@@ -38,22 +38,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from benchkit import workers
-from benchkit.core import Row, split
-from benchkit.procs import CpuMeter, free_port, rss_bytes
+from benchkit.core import Bench, Row, split
+from benchkit.procs import CpuMeter, free_port, raise_nofile_limit, rss_bytes
 from benchkit.relay import HOST
 from relay.protocol.gateway import ALL_INTENTS, Intent
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
-    from benchkit.core import Bench
+    from benchkit.core import Config
     from benchkit.procs import Worker
     from benchkit.relay import RelayServer
 
@@ -879,3 +882,21 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "relay_ws": byte_relay_ws,
     "rooms": rooms,
 }
+
+
+def run_relay_alone(root: Path, config: Config, names: list[str], label: str) -> tuple[Bench, Path]:
+    """Run scenarios `names` against Relay alone (no peers), for the one-scenario wrappers
+    (scripts/bench_relay.py, scripts/bench_rooms.py): their progress lines go to stderr, since
+    stdout is their table. Returns the bench (phases, notes, failures) and the server log."""
+    scratch = root / ".bench"
+    scratch.mkdir(exist_ok=True)
+    log_path = scratch / f"servers-{label}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    raise_nofile_limit()
+    bench = Bench(root, scratch, config, [], log_path)
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            for name in names:
+                SCENARIOS[name](bench)
+        finally:
+            bench.procs.stop_all()
+    return bench, log_path
