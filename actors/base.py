@@ -104,9 +104,9 @@ class Actor(ABC, Generic[M]):
 
     inbox_size: ClassVar[int] = 256
     idle_timeout_s: float | None = None  # stop after this long without a message; None: never
-    # Messages handled per turn: after one, up to batch_max - 1 more that are already queued
-    # are handled before the actor yields. A fan-out actor sets it higher, so that under load
-    # its receivers' writers find several frames queued and send them in one write.
+    # Messages handled per turn: up to batch_max that are already queued are handled before
+    # the actor yields. A fan-out actor sets it higher, so that under load its receivers'
+    # writers find several frames queued and send them in one write.
     batch_max: ClassVar[int] = 1
 
     def __init__(self, key: str) -> None:
@@ -163,8 +163,9 @@ class Actor(ABC, Generic[M]):
 
     async def start_ask(self, build: Callable[[Reply[R]], M]) -> Asked[R]:
         """The first half of `ask`: queue `build(reply)` (waiting for inbox space) and return
-        as soon as it is queued. A caller that must keep several asks in order queues them one
-        after the other and awaits their answers later (`Asked.answer`).
+        as soon as it is queued (at once, without a checkpoint, if the inbox has room). A
+        caller that must keep several asks in order queues them one after the other and awaits
+        their answers later (`Asked.answer`).
 
         Raises:
             ActorStopped: the actor has stopped or is stopping.
@@ -173,8 +174,12 @@ class Actor(ABC, Generic[M]):
         self._asks.add(reply_send)
         asked = Asked(self, reply_send, reply_recv)
         queued = False
+        msg = build(Reply(reply_send))
         try:
-            await self.send(build(Reply(reply_send)))
+            try:
+                self.tell(msg)  # no checkpoint while the inbox has room
+            except Overloaded:
+                await self.send(msg)
             queued = True
         finally:
             if not queued:  # cancelled or refused: nobody will wait for this reply
@@ -193,22 +198,27 @@ class Actor(ABC, Generic[M]):
             with self._inbox:
                 await self.on_start()
                 task_status.started()
+                burst = 0  # messages handled since the actor last waited or yielded
                 while True:
                     try:
-                        with trio.fail_after(idle_s):
-                            msg = await self._inbox.receive()
-                    except trio.TooSlowError:
-                        self.close()  # then drain anything that raced in with the timeout
-                        continue
+                        msg = self._inbox.receive_nowait()  # no idle deadline to set up
+                    except trio.WouldBlock:
+                        burst = 0
+                        try:
+                            with trio.fail_after(idle_s):
+                                msg = await self._inbox.receive()
+                        except trio.TooSlowError:
+                            self.close()  # then drain anything that raced in with the timeout
+                            continue
+                        except trio.EndOfChannel:
+                            break
                     except trio.EndOfChannel:
                         break
                     await self.handle(msg)
-                    for _ in range(self.batch_max - 1):
-                        try:
-                            msg = self._inbox.receive_nowait()
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                        await self.handle(msg)
+                    burst += 1
+                    if burst >= self.batch_max:
+                        burst = 0
+                        await trio.lowlevel.checkpoint()
                 await self.on_stop()
         finally:
             self.close()

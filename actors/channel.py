@@ -11,9 +11,9 @@ The actor makes each event (`Event`) itself: it knows whether its channel is a D
 the event's intent bits (DIRECT_MESSAGES rather than SERVER_MESSAGES).
 
 Who hears the channel (its audience) is not copied into the actor: `audience()` asks the hub on
-every event, which answers from its live membership index and its permission cache, so joins,
-leaves, disconnects and permission changes need no messages here. (It is awaited: a permission
-snapshot may have to be read first.)
+every event, for the sessions whose intents take it, and the hub answers from its live
+membership index and its permission cache, so joins, leaves, disconnects and permission changes
+need no messages here. (It is awaited: a permission snapshot may have to be read first.)
 
 Resource handling: `run()` owns the publisher task in its own nursery and a bounded queue to it
 (256 items; a full queue makes the actor wait, which pushes back on the REST callers). When the
@@ -78,11 +78,13 @@ class _Queued(msgspec.Struct):
 
 
 class ChannelActor(Actor[ChannelMsg]):
+    batch_max = 64  # posts queued meanwhile go to the store together: one wake-up for the lot
+
     def __init__(
         self,
         key: str,
         store: Store,
-        audience: Callable[[ChannelAudience], Awaitable[Iterable[Subscriber]]],
+        audience: Callable[[ChannelAudience, int], Awaitable[Iterable[Subscriber]]],
         load: Callable[[], Awaitable[ChannelAudience | None]],
         *,
         idle_timeout_s: float | None = None,
@@ -107,8 +109,9 @@ class ChannelActor(Actor[ChannelMsg]):
         self._info = await self._load()
         self._dm = self._info is not None and self._info.server_id is None
 
-    async def audience(self) -> Iterable[Subscriber]:
-        return await self._audience(self._info) if self._info is not None else ()
+    async def audience(self, intent: int) -> Iterable[Subscriber]:
+        """Who hears an event of these intent bits (`Event.intent`) now."""
+        return await self._audience(self._info, intent) if self._info is not None else ()
 
     async def handle(self, msg: ChannelMsg) -> None:
         match msg:
@@ -118,11 +121,17 @@ class ChannelActor(Actor[ChannelMsg]):
                 except StoreClosed as e:
                     reply.fail(e)
                     return
-                await self._queue_send.send(_Queued(pending, None, reply))
+                await self._to_publisher(_Queued(pending, None, reply))
             case Publish(t, d):
-                await self._queue_send.send(_Queued(None, Event(t, d, dm=self._dm), None))
+                await self._to_publisher(_Queued(None, Event(t, d, dm=self._dm), None))
             case Fault():
                 raise RuntimeError(f"fault injected into {self.key}")
+
+    async def _to_publisher(self, item: _Queued) -> None:
+        try:
+            self._queue_send.send_nowait(item)  # no checkpoint while the queue has room
+        except trio.WouldBlock:
+            await self._queue_send.send(item)
 
     async def _publisher(self) -> None:
         while True:
@@ -151,7 +160,7 @@ class ChannelActor(Actor[ChannelMsg]):
                 item.reply.send(payload)
                 event = Event("MESSAGE_CREATE", payload, dm=self._dm) if created else None
             if event is not None:
-                audience = await self.audience()
+                audience = await self.audience(event.intent)
                 now = trio.current_time()
                 for subscriber in audience:
                     subscriber.deliver(event, now)

@@ -291,16 +291,22 @@ class Hub:
             idle_timeout_s=self.settings.actor_idle_s,
         )
 
-    async def _channel_audience(self, info: audience.ChannelAudience) -> list[Session]:
-        """Who hears a channel's event right now: a DM's recipients, or the server's online
-        members with VIEW_CHANNEL in it."""
-        # Lists built here are the snapshot: no copies of the hub's sets are needed on top.
+    async def _channel_audience(self, info: audience.ChannelAudience, intent: int) -> list[Session]:
+        """Who hears a channel's event (of these intent bits) right now: the sessions that want
+        it of a DM's recipients, or of the server's online members with VIEW_CHANNEL in it."""
+        by_user = self.by_user
         if info.server_id is None:
             users: Iterable[int] = info.recipients
         else:
-            users = await self.channel_viewers(info.server_id, info.channel_id)
-        by_user = self.by_user
-        return [s for user_id in users for s in by_user.get(user_id, ())]
+            users = self.online_members.get(info.server_id, ())
+        # Lists built here are the snapshot: no copies of the hub's sets are needed on top.
+        wanting = [s for user_id in users for s in by_user.get(user_id, ()) if s.intents & intent]
+        if not wanting or info.server_id is None:
+            return wanting
+        view = await self._view_with(info.server_id, info.channel_id)
+        if view is None:
+            return []
+        return [s for s in wanting if view.can_view(s.user_id, info.channel_id)]
 
     async def _reap_forever(self) -> None:
         window = self.settings.resume_window_s

@@ -19,6 +19,7 @@ import msgspec
 from relay import permissions as perms
 from relay.errors import Forbidden, NotFound
 from relay.permissions import ChannelNode, Member, Overwrite, Role, ServerPerms
+from relay.storage.writecache import cached
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -154,6 +155,13 @@ def server_perms(
 ) -> ServerPerms | None:
     """What permissions in the server depend on (None: no such server). `channel_ids`: the
     channels to load (None: all of them)."""
+    wanted = None if channel_ids is None else tuple(sorted(set(channel_ids)))
+    return cached(db, ("server", server_id, wanted), lambda: _server_perms(db, server_id, wanted))
+
+
+def _server_perms(
+    db: Database, server_id: int, channel_ids: tuple[int, ...] | None
+) -> ServerPerms | None:
     row = db.execute("SELECT owner_id FROM servers WHERE id = ?", (server_id,)).fetchone()
     if row is None:
         return None
@@ -177,18 +185,26 @@ def member_state(
     db: Database, server_id: int, user_id: int, now: int | None = None
 ) -> tuple[Member, int | None] | None:
     """The member (roles, timeout) and when their timeout ends; None if not a member."""
+    found = cached(db, ("member", server_id, user_id), lambda: _member_row(db, server_id, user_id))
+    if found is None:
+        return None
+    until, role_ids = found
+    current = now_ms() if now is None else now
+    if until is not None and until <= current:
+        until = None  # over: nobody needs to clear the column
+    return Member(user_id, role_ids, until is not None), until
+
+
+def _member_row(
+    db: Database, server_id: int, user_id: int
+) -> tuple[int | None, frozenset[int]] | None:
     row = db.execute(
         "SELECT communication_disabled_until FROM members WHERE server_id = ? AND user_id = ?",
         (server_id, user_id),
     ).fetchone()
     if row is None:
         return None
-    until: int | None = row[0]
-    current = now_ms() if now is None else now
-    if until is not None and until <= current:
-        until = None  # over: nobody needs to clear the column
-    member = Member(user_id, member_roles(db, server_id, user_id), until is not None)
-    return member, until
+    return row[0], member_roles(db, server_id, user_id)
 
 
 def server_access(

@@ -10,6 +10,7 @@ import msgspec
 
 from relay import permissions as perms
 from relay.storage.access import Access, missing_permission, server_access, server_perms
+from relay.storage.writecache import cached
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -72,19 +73,12 @@ def visible_channel(
     """The channel if `user_id` may see it (VIEW_CHANNEL in a server channel, or a DM
     recipient), else None: callers answer 404 either way, so outsiders cannot tell "hidden"
     from "missing"."""
-    row = db.execute(
-        "SELECT c.id, c.server_id, c.type, s.owner_id, c.rate_limit_per_user FROM channels c"
-        " LEFT JOIN servers s ON s.id = c.server_id WHERE c.id = ?",
-        (channel_id,),
-    ).fetchone()
+    row = cached(db, ("channel", channel_id), lambda: _channel_row(db, channel_id))
     if row is None:
         return None
     cid, server_id, kind, owner_id, slowmode = row
     if server_id is None:
-        recipient = db.execute(
-            "SELECT 1 FROM dm_recipients WHERE channel_id = ? AND user_id = ?", (cid, user_id)
-        ).fetchone()
-        if recipient is None:
+        if not cached(db, ("dm", cid, user_id), lambda: _dm_recipient(db, cid, user_id)):
             return None
         return VisibleChannel(cid, None, kind, None, perms.DM, 0, None)
     access = server_access(db, server_id, user_id, [cid], now)
@@ -94,6 +88,22 @@ def visible_channel(
     if not permissions & perms.P.VIEW_CHANNEL:
         return None
     return VisibleChannel(cid, server_id, kind, owner_id, permissions, slowmode, access)
+
+
+def _channel_row(
+    db: Database, channel_id: int
+) -> tuple[int, int | None, str, int | None, int] | None:
+    row = db.execute(
+        "SELECT c.id, c.server_id, c.type, s.owner_id, c.rate_limit_per_user FROM channels c"
+        " LEFT JOIN servers s ON s.id = c.server_id WHERE c.id = ?",
+        (channel_id,),
+    ).fetchone()
+    return None if row is None else tuple(row)
+
+
+def _dm_recipient(db: Database, channel_id: int, user_id: int) -> bool:
+    sql = "SELECT 1 FROM dm_recipients WHERE channel_id = ? AND user_id = ?"
+    return db.execute(sql, (channel_id, user_id)).fetchone() is not None
 
 
 class ServerSnapshot(msgspec.Struct, frozen=True):

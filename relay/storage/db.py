@@ -30,6 +30,7 @@ from sqlite_utils import Database
 
 from relay.ids import Snowflakes
 from relay.storage.schema import migrate
+from relay.storage.writecache import WriterCache
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -91,6 +92,8 @@ class Store:
     def __init__(self, writer: Database, readers: list[Database], *, inline: bool = False) -> None:
         self.ids = Snowflakes()
         self._writer = writer
+        # What permission checks read, kept between transactions (relay.storage.writecache).
+        self._cache = WriterCache(writer.conn)
         self._inline = inline
         self._closed = False
         self._write_send, self._write_recv = trio.open_memory_channel[Pending[Any]](WRITE_QUEUE)
@@ -105,9 +108,10 @@ class Store:
         return await (await self.submit(fn, *args, **kwargs)).wait()
 
     async def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Pending[T]:
-        """Queue a write and return at once with its handle. Writes run and commit in the order
-        they were submitted, so a caller that must publish in order (a channel actor) can queue
-        several and await them in turn without waiting for one commit per write."""
+        """Queue a write and return with its handle (at once if the queue has room). Writes run
+        and commit in the order they were submitted, so a caller that must publish in order (a
+        channel actor) can queue several and await them in turn without waiting for one commit
+        per write."""
         request: Pending[T] = Pending(fn, args, kwargs)
         if self._inline:
             if self._closed:
@@ -116,7 +120,10 @@ class Store:
             request.done.set()
             return request
         try:
-            await self._write_send.send(request)
+            try:
+                self._write_send.send_nowait(request)  # no checkpoint while there is room
+            except trio.WouldBlock:
+                await self._write_send.send(request)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise StoreClosed("the store is closed") from None
         return request
@@ -166,19 +173,22 @@ class Store:
         conn = self._writer.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for request in batch:
-                conn.execute("SAVEPOINT request")
-                try:
-                    request.result = outcome.Value(
-                        request.fn(self._writer, *request.args, **request.kwargs)
-                    )
-                except Exception as e:
-                    request.result = outcome.Error(e)
-                    conn.execute("ROLLBACK TO request")
-                conn.execute("RELEASE request")
+            with self._cache.open_for():
+                for request in batch:
+                    conn.execute("SAVEPOINT request")
+                    try:
+                        request.result = outcome.Value(
+                            request.fn(self._writer, *request.args, **request.kwargs)
+                        )
+                    except Exception as e:
+                        request.result = outcome.Error(e)
+                        conn.execute("ROLLBACK TO request")
+                        self._cache.clear()  # it may hold rows only this request wrote
+                    conn.execute("RELEASE request")
             conn.execute("COMMIT")
         except Exception as e:
             log.error("write transaction failed", exc_info=True)
+            self._cache.clear()
             if conn.in_transaction:
                 conn.rollback()
             for request in batch:

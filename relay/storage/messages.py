@@ -26,6 +26,7 @@ from relay.storage import audit
 from relay.storage.access import accesses_of, server_perms
 from relay.storage.audience import VisibleChannel, visible_channel
 from relay.storage.roles import held_roles
+from relay.storage.writecache import cached
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -338,9 +339,7 @@ def create(
     _advance_read_state(db, author_id, channel_id, message_id)
     # The row as `get` would read it back, from what was just written (one query, not three:
     # this runs in the single writer, once per message). New: no reactions, pin or edit yet.
-    username, display_name = db.execute(
-        "SELECT username, display_name FROM users WHERE id = ?", (author_id,)
-    ).fetchone()
+    username, display_name = cached(db, ("user", author_id), lambda: _names(db, author_id))
     message = MessageRow(
         id=message_id,
         channel_id=channel_id,
@@ -355,6 +354,11 @@ def create(
         pinned=False,
     )
     return message, True
+
+
+def _names(db: Database, user_id: int) -> tuple[str, str | None]:
+    row = db.execute("SELECT username, display_name FROM users WHERE id = ?", (user_id,)).fetchone()
+    return row[0], row[1]
 
 
 def _check_slowmode(
