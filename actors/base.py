@@ -76,6 +76,21 @@ class Asked(Generic[R]):
         finally:
             self.close()
 
+    def answer_nowait(self) -> R:
+        """The answer if it has come; else raises trio.WouldBlock and the ask stays open.
+
+        Raises:
+            trio.WouldBlock: no answer yet.
+            ActorStopped, Exception: as `answer()`.
+        """
+        try:
+            result = self._recv.receive_nowait()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self.close()
+            raise ActorStopped(self._actor.key) from None
+        self.close()
+        return result.unwrap()
+
     def close(self) -> None:
         """Stop waiting: a later answer goes nowhere. Idempotent, never blocks."""
         self._actor._asks.discard(self._send)

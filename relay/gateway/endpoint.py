@@ -16,27 +16,26 @@ INVALID_SESSION (d = false) and must IDENTIFY. A session outlives its connection
 | unauthenticated | ack       | -> ready / 4004 | -> ready / 9 | close 4003      | close 4003   |
 | ready           | ack       | close 4005      | close 4005   | update          | send, ack 13 |
 
-Message sends (op 12) are pipelined: the reader hands each one to its own task and reads on, so
-one connection is not limited to one message per commit. Each send task checks the channel (as
-the REST route does, concurrently with the sends before it; a channel that passed is trusted for
-SENDABLE_TTL_S, since the write checks again), then queues the message with the channel's
-actor strictly after the previous send was queued (so history order is send order), waits for
-the commit, and acknowledges (op 13) strictly after the previous send's ack. At most
-`gateway_max_inflight_sends` sends are in flight; then the reader waits for one to finish, and
-TCP pushes back on the client. Sends have their own per-user rate limit, shared with REST
-posts (`Hub.message_refused`), answered with a `rate_limited` ack; they do not count against
-`gateway_rate` unless refused by it, so a client that ignores `retry_after` is still closed
-(4008) like any flood.
+Message sends (op 12) are pipelined. The reader checks each one as the REST route does (a
+channel that passed is trusted for SENDABLE_TTL_S, since the write checks again) and queues it
+with the channel's actor, in the order read, so history order is send order; then it hands the
+send to the connection's *acker* task and reads on, so one connection is not limited to one
+message per commit. The acker waits for each send's commit in turn and acknowledges it (op 13),
+so acks go out in send order. At most `gateway_max_inflight_sends` sends are in flight; then
+the reader waits for an ack to go out, and TCP pushes back on the client. Sends have their own
+per-user rate limit, shared with REST posts (`Hub.message_refused`), answered with a
+`rate_limited` ack; they do not count against `gateway_rate` unless refused by it, so a client
+that ignores `retry_after` is still closed (4008) like any flood.
 
 Resource handling: the reader loop runs in the endpoint's task and waits for each frame until
-the heartbeat deadline (then 4009); one nursery holds the send tasks; when the reader fails,
-they are cancelled. When the client goes away or closes, sends already read get SEND_DRAIN_S to
-finish (and acknowledge, while the socket still takes frames). A send cancelled before it was
-queued is not stored; one queued is committed by its channel's actor whatever happens to the
-connection, so a retry with the same nonce (on any connection) gets its id. The session is
-detached (not ended) on the way out. A session whose connection's outbox is full cuts that
-connection (4010) from `deliver`, which never waits: the room goes on, the session keeps
-buffering for a RESUME.
+the heartbeat deadline (then 4009); a nursery opened at the first send holds the acker; when
+the reader fails, it is cancelled. When the client goes away or closes, sends already read get
+SEND_DRAIN_S to finish (and acknowledge, while the socket still takes frames). A send cancelled
+before it was queued is not stored; one queued is committed by its channel's actor whatever
+happens to the connection, so a retry with the same nonce (on any connection) gets its id. The
+session is detached (not ended) on the way out. A session whose connection's outbox is full
+cuts that connection (4010) from `deliver`, which never waits: the room goes on, the session
+keeps buffering for a RESUME.
 
 Error handling: protocol violations close the socket with the gateway close codes of
 `relay.protocol.gateway.Close`; transport failures just end the connection. A send's own
@@ -82,6 +81,7 @@ from relay.rest.messages import (
     SEND_TIMEOUT_S,
     channel_busy,
     message_posted,
+    message_posted_nowait,
     queue_message,
     sendable_channel,
 )
@@ -128,17 +128,23 @@ def _first_closing(group: BaseExceptionGroup[_Closing]) -> _Closing:
     return first
 
 
-class _Send:
-    """One MESSAGE_SEND in flight. `queued`: it and every send before it on the connection are
-    queued with their channels (or failed); `acked`: they are all answered."""
+class _Queued:
+    """One MESSAGE_SEND on its way from the reader to the acker: queued with its channel's actor
+    (`asked`), or already answered by an error."""
 
-    __slots__ = ("acked", "data", "error", "queued")
+    __slots__ = ("asked", "data", "deadline", "error")
 
-    def __init__(self, data: MessageSendData, error: RelayError | None) -> None:
+    def __init__(
+        self,
+        data: MessageSendData,
+        asked: Asked[Message] | None,
+        error: RelayError | None,
+        deadline: float,
+    ) -> None:
         self.data = data
-        self.error = error  # decided by the reader (the rate limit)
-        self.queued = trio.Event()
-        self.acked = trio.Event()
+        self.asked = asked
+        self.error = error
+        self.deadline = deadline  # the commit is awaited until then (then channel_busy)
 
 
 def send_error(error: RelayError) -> SendError:
@@ -176,17 +182,16 @@ class _Sink:
 
 class GatewayConnection:
     __slots__ = (
+        "acks",
         "conn",
         "encoding",
         "grace_s",
         "heartbeat_deadline",
         "heartbeat_s",
-        "last_send",
         "limiter",
         "rt",
         "send_slots",
         "sendable",
-        "sends",
         "session",
         "sink",
     )
@@ -203,11 +208,10 @@ class GatewayConnection:
         # Waiting for the client's next frame ends here; each heartbeat moves it forward.
         self.heartbeat_deadline = trio.current_time() + self.heartbeat_s + self.grace_s
         self.limiter = Bucket(settings.gateway_rate, 60.0, trio.current_time())
-        # Made at the first MESSAGE_SEND (most connections only listen): the nursery owning the
-        # send tasks while the reader runs, and the in-flight bound.
-        self.sends: trio.Nursery | None = None
+        # Made at the first MESSAGE_SEND (most connections only listen): the queue to the acker
+        # task and the in-flight bound.
+        self.acks: trio.MemorySendChannel[_Queued] | None = None
         self.send_slots: trio.Semaphore | None = None
-        self.last_send: _Send | None = None
         self.sendable: dict[str, tuple[float, VisibleChannel]] = {}  # channel id -> checked
 
     def control(self, op: Op, d: Any) -> bytes:
@@ -220,11 +224,15 @@ class GatewayConnection:
         try:
             first_send = await self._read_loop()
             if first_send is not None:
+                limit = self.rt.settings.gateway_max_inflight_sends
+                self.send_slots = trio.Semaphore(limit)
+                acks, queued = trio.open_memory_channel[_Queued](limit)
                 async with trio.open_nursery() as sends:
-                    self.sends = sends
-                    self.send_slots = trio.Semaphore(self.rt.settings.gateway_max_inflight_sends)
-                    await self._handle(first_send)
-                    await self._read_loop()
+                    sends.start_soon(self._acker, queued)
+                    with acks:
+                        self.acks = acks
+                        await self._handle(first_send)
+                        await self._read_loop()
                     # The client left or closed: what it sent before may still be answered.
                     sends.cancel_scope.deadline = trio.current_time() + SEND_DRAIN_S
         except* _Closing as group:
@@ -238,7 +246,7 @@ class GatewayConnection:
 
     async def _read_loop(self) -> MessageSend | None:
         """Handle frames until the client leaves (None); a first MESSAGE_SEND while there is no
-        send nursery yet is returned instead, for `run` to open one."""
+        acker yet is returned instead, for `run` to start one."""
         while True:
             data = None  # nothing of the last frame is kept while waiting for the next
             with trio.move_on_at(self.heartbeat_deadline):
@@ -249,7 +257,7 @@ class GatewayConnection:
             if data is None:
                 raise _Closing(Close.SESSION_TIMED_OUT, "no heartbeat in time")
             frame = self._decode(data)
-            if isinstance(frame, MessageSend) and self.sends is None:
+            if isinstance(frame, MessageSend) and self.acks is None:
                 return frame
             await self._handle(frame)
             del frame
@@ -295,16 +303,41 @@ class GatewayConnection:
     # -- message sends (op 12) -------------------------------------------------------------------
 
     async def _send_frame(self, session: Session, data: MessageSendData) -> None:
-        """Start one send's task, after waiting for a free in-flight slot (backpressure)."""
-        error: RelayError | None = self.rt.hub.message_refused(session.user_id)
+        """Check one send and queue it with its channel's actor, after waiting for a free
+        in-flight slot (backpressure); then hand it to the acker."""
+        user_id = session.user_id
+        error: RelayError | None = self.rt.hub.message_refused(user_id)
         if error is not None:
             self._count_frame()  # a client that ignores retry_after is a flood: 4008 eventually
-        assert self.send_slots is not None
-        await self.send_slots.acquire()
-        send = _Send(data, error)
-        previous, self.last_send = self.last_send, send
-        assert self.sends is not None
-        self.sends.start_soon(self._send, session.user_id, send, previous)
+        slots, acks = self.send_slots, self.acks
+        assert slots is not None
+        assert acks is not None
+        try:
+            slots.acquire_nowait()  # no checkpoint: the reader's receive had one
+        except trio.WouldBlock:
+            await slots.acquire()
+        asked: Asked[Message] | None = None
+        handed = False
+        try:
+            if error is None:
+                try:
+                    channel = await self._sendable_channel(user_id, data.channel_id)
+                    with trio.move_on_after(SEND_TIMEOUT_S):
+                        asked = await queue_message(
+                            self.rt, user_id, channel, data.content, data.nonce, data.reply_to
+                        )
+                    if asked is None:
+                        error = channel_busy()
+                except RelayError as e:
+                    error = e
+            deadline = trio.current_time() + SEND_TIMEOUT_S
+            acks.send_nowait(_Queued(data, asked, error, deadline))  # the slots keep room
+            handed = True
+        finally:
+            if not handed:  # cancelled on the way; if it was queued, the actor still commits it
+                if asked is not None:
+                    asked.close()
+                slots.release()
 
     async def _sendable_channel(self, user_id: int, channel_id: str) -> VisibleChannel:
         """REST's pre-check (`sendable_channel`); a positive answer is reused for
@@ -320,61 +353,54 @@ class GatewayConnection:
         self.sendable[channel_id] = (now, channel)
         return channel
 
-    async def _send(self, user_id: int, send: _Send, previous: _Send | None) -> None:
-        """Check, queue (after `previous`), commit and acknowledge (after `previous`) one send."""
-        data = send.data
-        error = send.error
-        asked: Asked[Message] | None = None
+    async def _acker(self, queued: trio.MemoryReceiveChannel[_Queued]) -> None:
+        """Acknowledge each send once committed (or refused), in send order. When cancelled,
+        the sends not yet answered are let go: their actors commit them, and a retry with the
+        same nonce (on any connection) gets the message's id."""
+        slots = self.send_slots
+        assert slots is not None
         try:
-            channel = None
-            if error is None:
-                try:  # concurrently with the sends before this one: it is only a read
-                    channel = await self._sendable_channel(user_id, data.channel_id)
-                except RelayError as e:
-                    error = e
-            if previous is not None:
-                await previous.queued.wait()
-            if channel is not None:
+            async for item in queued:
                 try:
-                    with trio.move_on_after(SEND_TIMEOUT_S):
-                        asked = await queue_message(
-                            self.rt, user_id, channel, data.content, data.nonce, data.reply_to
-                        )
-                    if asked is None:
-                        error = channel_busy()
-                except RelayError as e:
-                    error = e
-            send.queued.set()
-            message = None
-            if asked is not None:
+                    await self._ack(item)
+                finally:
+                    slots.release()
+        finally:
+            with queued:
+                while True:
+                    try:
+                        item = queued.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    if item.asked is not None:
+                        item.asked.close()
+
+    async def _ack(self, item: _Queued) -> None:
+        data, asked, error = item.data, item.asked, item.error
+        message = None
+        if asked is not None:
+            try:
                 try:
-                    with trio.move_on_after(SEND_TIMEOUT_S):
+                    message = message_posted_nowait(asked)  # a batch commits many at once
+                except trio.WouldBlock:
+                    with trio.move_on_at(item.deadline):
                         message = await message_posted(asked)
                     if message is None:
                         error = channel_busy()
-                except RelayError as e:
-                    error = e
-                    self.sendable.pop(data.channel_id, None)  # fail fast again from now on
-                except StoreClosed:
-                    error = Unavailable("the server is shutting down", code="unavailable")
-            if previous is not None:
-                await previous.acked.wait()
-            if message is not None:
-                ack = SendAck(nonce=data.nonce, id=message.id, channel_id=message.channel_id)
-            else:
-                assert error is not None
-                ack = SendAck(nonce=data.nonce, error=send_error(error))
-            # If the client is gone, a retry with the same nonce gets the message's id.
-            with contextlib.suppress(ConnectionClosed):
-                await self.conn.send(self.sink.frame(encode_send_ack(ack, self.encoding)))
-        finally:
-            if asked is not None:
-                asked.close()  # cancelled before the answer: the actor still commits it
-            # Only reached early when cancelled, and then every later send is cancelled too.
-            send.queued.set()
-            send.acked.set()
-            assert self.send_slots is not None
-            self.send_slots.release()
+            except RelayError as e:
+                error = e
+                self.sendable.pop(data.channel_id, None)  # fail fast again from now on
+            except StoreClosed:
+                error = Unavailable("the server is shutting down", code="unavailable")
+            finally:
+                asked.close()
+        if message is not None:
+            ack = SendAck(nonce=data.nonce, id=message.id, channel_id=message.channel_id)
+        else:
+            assert error is not None
+            ack = SendAck(nonce=data.nonce, error=send_error(error))
+        with contextlib.suppress(ConnectionClosed):
+            await self.conn.send(self.sink.frame(encode_send_ack(ack, self.encoding)))
 
     def _require_fresh(self) -> None:
         if self.session is not None:

@@ -210,6 +210,14 @@ async def message_posted(asked: Asked[bodies.Message]) -> bodies.Message:
         raise NotFound("unknown channel", code="unknown_channel") from None
 
 
+def message_posted_nowait(asked: Asked[bodies.Message]) -> bodies.Message:
+    """`message_posted` if the answer has come; else raises trio.WouldBlock (still asked)."""
+    try:
+        return asked.answer_nowait()
+    except ActorStopped:
+        raise NotFound("unknown channel", code="unknown_channel") from None
+
+
 def channel_busy() -> Unavailable:
     # The write may still commit; a retry with the same nonce finds it.
     return Unavailable("the channel is too busy; retry with the same nonce", code="channel_busy")

@@ -316,6 +316,7 @@ class Bench:
         py_spy = self.root / ".venv" / "bin" / "py-spy"
         args = [str(py_spy), "record", "--pid", str(pid), "--format", "raw", "--output"]
         args += [str(path), "--duration", str(max(1, int(measure_s))), "--nonblocking"]
+        args += ["--rate", "500"]  # py-spy's default 100 Hz gives too few samples in 3 s
         process = self.procs.popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return process, path
 

@@ -1,11 +1,16 @@
 """Actor on its own: ordering, inbox-full policy, ask/reply, idle stop and close."""
 
+from typing import TYPE_CHECKING
+
 import msgspec
 import pytest
 import trio
 import trio.testing
 
 from actors import Actor, ActorStopped, AskTimeout, Overloaded, Reply
+
+if TYPE_CHECKING:
+    from actors.base import Asked
 
 
 class Add(msgspec.Struct, tag="add", frozen=True):
@@ -226,3 +231,33 @@ async def test_batch_max_handles_queued_messages_without_yielding(nursery: trio.
     assert log.index(2) == log.index(1) + 1
     assert log.index(4) == log.index(3) + 1
     assert actor.seen == [1, 2, 3, 4]
+
+
+async def test_start_ask_queues_without_a_checkpoint_while_there_is_room(
+    nursery: trio.Nursery,
+) -> None:
+    counter, gate = await busy_counter(nursery)
+    with trio.testing.assert_no_checkpoints():
+        asked = await counter.start_ask(Total)
+    with pytest.raises(trio.WouldBlock):
+        asked.answer_nowait()  # the actor is still busy: the ask stays open
+    gate.set()
+    assert await asked.answer() == 0
+
+
+async def test_answer_nowait_returns_the_reply_raises_the_failure_or_actor_stopped(
+    nursery: trio.Nursery,
+) -> None:
+    counter = Counter("c")
+    await nursery.start(counter.run)
+    counter.tell(Add(3))
+    total = await counter.start_ask(Total)
+    divide: Asked[float] = await counter.start_ask(lambda reply: Divide(0, reply))
+    quit_ = await counter.start_ask(Quit)
+    await trio.testing.wait_all_tasks_blocked()
+
+    assert total.answer_nowait() == 3
+    with pytest.raises(ZeroDivisionError):
+        divide.answer_nowait()
+    with pytest.raises(ActorStopped):
+        quit_.answer_nowait()

@@ -358,3 +358,12 @@ async def test_inline_store_writes_and_reads_on_the_trio_thread(path: Path) -> N
         assert await store.read(lambda db: threading.get_ident()) == here
 
     assert (store.batches, store.writes) == (4, 4)
+
+
+async def test_submit_queues_without_a_checkpoint_while_there_is_room(
+    store: Store, path: Path
+) -> None:
+    with trio.testing.assert_no_checkpoints():
+        pending = await store.submit(insert_note, "queued")
+    note_id = await pending.wait()
+    assert committed_notes(path) == {"queued": note_id}
