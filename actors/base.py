@@ -176,7 +176,9 @@ class Actor(ABC, Generic[M]):
             return await asked.answer()
         raise AskTimeout(self.key)
 
-    async def start_ask(self, build: Callable[[Reply[R]], M]) -> Asked[R]:
+    async def start_ask(
+        self, build: Callable[[Reply[R]], M], *, deadline: float = math.inf
+    ) -> Asked[R]:
         """The first half of `ask`: queue `build(reply)` (waiting for inbox space) and return
         as soon as it is queued (at once, without a checkpoint, if the inbox has room). A
         caller that must keep several asks in order queues them one after the other and awaits
@@ -184,6 +186,7 @@ class Actor(ABC, Generic[M]):
 
         Raises:
             ActorStopped: the actor has stopped or is stopping.
+            AskTimeout: the inbox had no room by `deadline` (Trio time).
         """
         reply_send, reply_recv = trio.open_memory_channel[outcome.Outcome[R]](1)
         self._asks.add(reply_send)
@@ -192,9 +195,13 @@ class Actor(ABC, Generic[M]):
         msg = build(Reply(reply_send))
         try:
             try:
-                self.tell(msg)  # no checkpoint while the inbox has room
+                self.tell(msg)  # no checkpoint (and no deadline scope) while the inbox has room
             except Overloaded:
-                await self.send(msg)
+                with trio.move_on_at(deadline):
+                    await self.send(msg)
+                    queued = True
+                if not queued:
+                    raise AskTimeout(self.key) from None
             queued = True
         finally:
             if not queued:  # cancelled or refused: nobody will wait for this reply

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -129,14 +130,29 @@ class Registry(Generic[M]):
             return await actor.ask(build, timeout_s=timeout_s)
         raise AskTimeout(key)
 
-    async def start_ask(self, key: str, build: Callable[[Reply[R]], M]) -> Asked[R]:
-        """`Actor.start_ask` on `key`'s actor, starting it if needed (no timeout: callers bound
-        the wait).
+    async def start_ask(
+        self, key: str, build: Callable[[Reply[R]], M], *, deadline: float = math.inf
+    ) -> Asked[R]:
+        """`Actor.start_ask` on `key`'s actor, starting it if needed. Only a wait (for the start
+        or for inbox space) is bounded by `deadline` (Trio time); callers bound the answer.
 
         Raises:
             ActorStopped: as for `get`, or the actor stopped before taking the message.
+            AskTimeout: the actor did not start or take the message by `deadline`.
         """
-        return await (await self.get(key)).start_ask(build)
+        actor = self._running(key)  # no deadline scope to set up in the common case
+        if actor is None:
+            with trio.move_on_at(deadline):
+                actor = await self.get(key)
+            if actor is None:
+                raise AskTimeout(key)
+        return await actor.start_ask(build, deadline=deadline)
+
+    def _running(self, key: str) -> Actor[M] | None:
+        slot = self._slots.get(key)
+        if slot is None or slot.actor is None or not slot.actor.accepting:
+            return None
+        return None if self._nursery is None or self._closing.is_set() else slot.actor
 
     def running(self) -> list[str]:
         """Keys whose actor is up and taking messages (for /readyz and metrics)."""

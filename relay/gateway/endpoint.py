@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
+from actors.errors import AskTimeout
 from relay.errors import RateLimited, RelayError, Unauthorized, Unavailable
 from relay.gateway.session import Session
 from relay.protocol import wsframe
@@ -194,6 +195,7 @@ class GatewayConnection:
         "sendable",
         "session",
         "sink",
+        "watch",
     )
 
     def __init__(self, rt: Runtime, conn: Connection, encoding: str) -> None:
@@ -205,8 +207,9 @@ class GatewayConnection:
         settings = rt.settings
         self.heartbeat_s = settings.heartbeat_interval_s
         self.grace_s = settings.heartbeat_grace_s
-        # Waiting for the client's next frame ends here; each heartbeat moves it forward.
+        # Reading the client's frames ends here (4009); each heartbeat moves it forward.
         self.heartbeat_deadline = trio.current_time() + self.heartbeat_s + self.grace_s
+        self.watch: trio.CancelScope | None = None  # the read loop's scope with that deadline
         self.limiter = Bucket(settings.gateway_rate, 60.0, trio.current_time())
         # Made at the first MESSAGE_SEND (most connections only listen): the queue to the acker
         # task and the in-flight bound.
@@ -247,20 +250,21 @@ class GatewayConnection:
     async def _read_loop(self) -> MessageSend | None:
         """Handle frames until the client leaves (None); a first MESSAGE_SEND while there is no
         acker yet is returned instead, for `run` to start one."""
-        while True:
-            data = None  # nothing of the last frame is kept while waiting for the next
-            with trio.move_on_at(self.heartbeat_deadline):
+        # One scope for the whole loop, its deadline moved by each heartbeat: a scope per frame
+        # cost more than the rest of reading one.
+        with trio.CancelScope(deadline=self.heartbeat_deadline) as self.watch:
+            while True:
                 try:
                     data = await self.conn.receive()
                 except ConnectionClosed:
                     return None
-            if data is None:
-                raise _Closing(Close.SESSION_TIMED_OUT, "no heartbeat in time")
-            frame = self._decode(data)
-            if isinstance(frame, MessageSend) and self.acks is None:
-                return frame
-            await self._handle(frame)
-            del frame
+                frame = self._decode(data)
+                del data  # nothing of the last frame is kept while waiting for the next
+                if isinstance(frame, MessageSend) and self.acks is None:
+                    return frame
+                await self._handle(frame)
+                del frame
+        raise _Closing(Close.SESSION_TIMED_OUT, "no heartbeat in time")
 
     def _decode(self, data: str | bytes) -> ClientFrame:
         try:
@@ -284,6 +288,8 @@ class GatewayConnection:
         match frame:
             case Heartbeat():
                 self.heartbeat_deadline = trio.current_time() + self.heartbeat_s + self.grace_s
+                if self.watch is not None:
+                    self.watch.deadline = self.heartbeat_deadline
                 await self.conn.send(self.control(Op.HEARTBEAT_ACK, None))
             case Identify(d=data):
                 self._require_fresh()
@@ -322,14 +328,19 @@ class GatewayConnection:
             if error is None:
                 try:
                     channel = await self._sendable_channel(user_id, data.channel_id)
-                    with trio.move_on_after(SEND_TIMEOUT_S):
-                        asked = await queue_message(
-                            self.rt, user_id, channel, data.content, data.nonce, data.reply_to
-                        )
-                    if asked is None:
-                        error = channel_busy()
+                    asked = await queue_message(
+                        self.rt,
+                        user_id,
+                        channel,
+                        data.content,
+                        data.nonce,
+                        data.reply_to,
+                        deadline=trio.current_time() + SEND_TIMEOUT_S,
+                    )
                 except RelayError as e:
                     error = e
+                except AskTimeout:
+                    error = channel_busy()
             deadline = trio.current_time() + SEND_TIMEOUT_S
             acks.send_nowait(_Queued(data, asked, error, deadline))  # the slots keep room
             handed = True

@@ -20,6 +20,7 @@ whose resume window has passed.
 from __future__ import annotations
 
 import logging
+import math
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -252,7 +253,11 @@ class Hub:
         await self._tell(channel_id, Publish(t, d))
 
     async def queue_message(
-        self, channel_id: int, write: Callable[..., tuple[Any, bool]], *args: Any
+        self,
+        channel_id: int,
+        write: Callable[..., tuple[Any, bool]],
+        *args: Any,
+        deadline: float = math.inf,
     ) -> Asked[Any]:
         """Queue a new message with the channel's actor; returns once it is queued, and its
         `answer()` is the payload once committed. Messages queued one after the other get
@@ -262,13 +267,14 @@ class Hub:
 
         Raises:
             NotFound("unknown_channel"): the channel's actor is gone (the channel was deleted).
+            AskTimeout: the actor could not take it by `deadline` (Trio time).
         """
 
         def build(reply: Reply[Any]) -> ChannelMsg:
             return Post(write, args, reply)
 
         try:
-            return await self.channels.start_ask(f"channel:{channel_id}", build)
+            return await self.channels.start_ask(f"channel:{channel_id}", build, deadline=deadline)
         except ActorStopped:
             raise NotFound("unknown channel", code="unknown_channel") from None
 

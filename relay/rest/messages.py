@@ -15,6 +15,7 @@ the actor's queue and cannot overtake the message it is about.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import emoji as emoji_db
@@ -170,12 +171,15 @@ async def queue_message(
     content: str,
     nonce: str | None,
     reply_to: str | None,
+    *,
+    deadline: float = math.inf,
 ) -> Asked[bodies.Message]:
     """Check a new message's content and reply_to and queue it with the channel's actor.
 
     Returns once it is queued (messages queued one after the other commit in that order);
-    `message_posted` waits for the result. Raises what `content_of` raises, and
-    BadRequest("invalid_field") for a reply_to that is not an id.
+    `message_posted` waits for the result. Raises what `content_of` raises,
+    BadRequest("invalid_field") for a reply_to that is not an id, and AskTimeout if the
+    channel's actor could not take it by `deadline` (Trio time).
     """
     content = content_of(content)
     reply_id = None
@@ -193,6 +197,7 @@ async def queue_message(
         reply_id,
         messages.parse_mentions(content),
         now_ms(),
+        deadline=deadline,
     )
     return asked
 

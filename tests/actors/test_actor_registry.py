@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import Actor, ActorStopped, AskTimeout, Registry, Reply
+from actors import Actor, ActorStopped, AskTimeout, Overloaded, Registry, Reply
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -254,6 +254,29 @@ async def test_registry_ask_times_out(
     with pytest.raises(AskTimeout):
         await registry.ask("a", Total, timeout_s=1)
     assert trio.current_time() - start == pytest.approx(1)
+
+
+async def test_start_ask_waits_for_inbox_space_only_until_its_deadline(
+    nursery: trio.Nursery, db: FakeDb, autojump_clock: trio.testing.MockClock
+) -> None:
+    registry = await start_registry(nursery, db)
+    gate = trio.Event()
+    await registry.tell("a", Wait(gate))
+    await trio.testing.wait_all_tasks_blocked()
+    with trio.testing.assert_no_checkpoints():  # running, with room: queued at once
+        first = await registry.start_ask("a", Total, deadline=trio.current_time() + 1)
+    while True:  # fill the inbox
+        try:
+            await registry.tell("a", Add(1))
+        except Overloaded:
+            break
+    start = trio.current_time()
+
+    with pytest.raises(AskTimeout):
+        await registry.start_ask("a", Total, deadline=start + 1.5)
+    assert trio.current_time() - start == pytest.approx(1.5)
+    gate.set()
+    assert await first.answer() == 0
 
 
 async def test_idle_stop_frees_the_key_and_the_next_get_starts_a_new_instance(

@@ -355,6 +355,17 @@ async def test_missed_heartbeat_is_4009(gateway_server: RunningServer) -> None:
         assert await expect_close(gw) == 4009
 
 
+@pytest.mark.settings(heartbeat_interval_s=0.3, heartbeat_grace_s=0.2)
+async def test_each_heartbeat_moves_the_deadline(gateway_server: RunningServer) -> None:
+    async with open_gateway(gateway_server.ws_url) as gw:
+        for _ in range(8):  # 1.6 s in all, three times the first deadline
+            await trio.sleep(0.2)
+            await gw.heartbeat()
+            with trio.fail_after(5):
+                assert (await gw.receive())["op"] == 11  # acknowledged: still open
+        assert await expect_close(gw) == 4009
+
+
 async def test_unknown_encoding_is_4012(gateway_server: RunningServer) -> None:
     url = f"{gateway_server.ws_url}/v1/gateway?encoding=xml"
     async with open_websocket(url) as ws:
