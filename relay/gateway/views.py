@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from relay.permissions import Member, P, compute
+from relay.permissions import VIEW, Member, compute
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
@@ -63,7 +63,7 @@ class ServerView:
             roles = self.snapshot.member_roles.get(user_id, frozenset())
             member = Member(user_id, roles)  # a timeout never hides a channel
             perms = compute(self.snapshot.server, member, channel_id)
-            seen = self._memo[key] = bool(perms & P.VIEW_CHANNEL)
+            seen = self._memo[key] = bool(perms & VIEW)
         return seen
 
     def visible(self, user_id: int, channel_ids: Iterable[int] | None = None) -> set[int]:

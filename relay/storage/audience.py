@@ -59,12 +59,12 @@ class VisibleChannel(msgspec.Struct, frozen=True):
 
     def require(self, need: int) -> int:
         """The viewer's permissions here if they include `need`; else Forbidden naming it."""
-        if self.access is not None:
-            return self.access.require(need, self.id)
         lacking = perms.missing(self.permissions, need)
-        if lacking:
-            raise missing_permission(lacking)
-        return self.permissions
+        if not lacking:
+            return self.permissions
+        if self.access is not None:
+            self.access.require(need, self.id)  # raises, telling a timeout from a missing bit
+        raise missing_permission(lacking)
 
 
 def visible_channel(
@@ -85,7 +85,7 @@ def visible_channel(
     if access is None:
         return None
     permissions = access.permissions(cid)
-    if not permissions & perms.P.VIEW_CHANNEL:
+    if not permissions & perms.VIEW:
         return None
     return VisibleChannel(cid, server_id, kind, owner_id, permissions, slowmode, access)
 
