@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -20,12 +19,20 @@ R = TypeVar("R")
 
 
 class Reply(Generic[R]):
-    """The answering half of an `ask`: one value or one exception, and never blocks the actor."""
+    """The answering half of an `ask`: one value or one exception, and never blocks the actor.
 
-    __slots__ = ("_send",)
+    The first answer counts; later ones (and answers after the asker stopped waiting) are
+    dropped. The answer goes to the asker's `Asked`, or to the callback it gave
+    (`Actor.start_ask(on_answer=...)`), called at once in the answering task.
+    """
 
-    def __init__(self, send: trio.MemorySendChannel[outcome.Outcome[R]]) -> None:
-        self._send = send
+    __slots__ = ("_actor", "_on_answer")
+
+    def __init__(
+        self, actor: Actor[Any], on_answer: Callable[[outcome.Outcome[R]], object]
+    ) -> None:
+        self._actor = actor
+        self._on_answer: Callable[[outcome.Outcome[R]], object] | None = on_answer
 
     def send(self, value: R) -> None:
         """Answer with `value`."""
@@ -36,31 +43,41 @@ class Reply(Generic[R]):
         self._put(outcome.Error(exc))
 
     def _put(self, result: outcome.Outcome[R]) -> None:
-        # Closing after the first answer makes later answers no-ops; a closed or broken channel
-        # means the asker timed out and nobody is listening any more.
-        with self._send, contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            self._send.send_nowait(result)
+        on_answer, self._on_answer = self._on_answer, None
+        if on_answer is not None:
+            self._actor._asks.discard(self)
+            on_answer(result)
+
+    def cancel(self) -> None:
+        """The asker stopped waiting: a later answer goes nowhere. Idempotent."""
+        self._on_answer = None
+        self._actor._asks.discard(self)
 
 
 class Asked(Generic[R]):
     """An ask whose message is queued (`Actor.start_ask`); `answer()` waits for the reply.
 
-    Resource handling: the actor keeps the reply channel (to close it if it stops without
-    answering) until `answer()` returns or `close()` is called; whoever holds an `Asked` must do
-    one of the two, in a `finally` if it may be cancelled.
+    Resource handling: the actor keeps the reply (to answer ActorStopped if it stops without
+    answering) until it is answered or `close()` is called; whoever holds an `Asked` must await
+    `answer()` or call `close()`, in a `finally` if it may be cancelled.
     """
 
-    __slots__ = ("_actor", "_recv", "_send")
+    __slots__ = ("_result", "_waiter", "reply")
 
-    def __init__(
-        self,
-        actor: Actor[Any],
-        send: trio.MemorySendChannel[outcome.Outcome[R]],
-        recv: trio.MemoryReceiveChannel[outcome.Outcome[R]],
-    ) -> None:
-        self._actor = actor
-        self._send = send
-        self._recv = recv
+    def __init__(self, actor: Actor[Any]) -> None:
+        self.reply: Reply[R] = Reply(actor, self._answered)
+        self._result: outcome.Outcome[R] | None = None
+        self._waiter: trio.lowlevel.Task | None = None
+
+    def _answered(self, result: outcome.Outcome[R]) -> None:
+        self._result = result
+        if self._waiter is not None:
+            task, self._waiter = self._waiter, None
+            trio.lowlevel.reschedule(task)
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     async def answer(self) -> R:
         """Wait for the actor's answer (no timeout of its own: callers bound the wait).
@@ -70,9 +87,12 @@ class Asked(Generic[R]):
             Exception: whatever the actor passed to `reply.fail()`.
         """
         try:
-            async for result in self._recv:  # ends empty if the actor stops first
-                return result.unwrap()
-            raise ActorStopped(self._actor.key)
+            if self._result is None:
+                self._waiter = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._abort)
+            else:
+                await trio.lowlevel.checkpoint()
+            return self.answer_nowait()
         finally:
             self.close()
 
@@ -83,18 +103,14 @@ class Asked(Generic[R]):
             trio.WouldBlock: no answer yet.
             ActorStopped, Exception: as `answer()`.
         """
-        try:
-            result = self._recv.receive_nowait()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            self.close()
-            raise ActorStopped(self._actor.key) from None
-        self.close()
+        result = self._result
+        if result is None:
+            raise trio.WouldBlock
         return result.unwrap()
 
     def close(self) -> None:
         """Stop waiting: a later answer goes nowhere. Idempotent, never blocks."""
-        self._actor._asks.discard(self._send)
-        self._recv.close()
+        self.reply.cancel()
 
 
 class Actor(ABC, Generic[M]):
@@ -108,8 +124,8 @@ class Actor(ABC, Generic[M]):
     later `tell`/`send` raise `ActorStopped` instead of queueing into the void. `close()` (or
     `idle_timeout_s` without a message) closes the send half; `run()` then handles everything
     already queued, awaits `on_stop()` and returns. Each pending `ask` registers its reply
-    channel here, and `run()` closes them all on the way out, so an asker whose message will
-    never be answered learns it at once rather than at its timeout.
+    here, and `run()` answers them all with ActorStopped on the way out, so an asker whose
+    message will never be answered learns it at once rather than at its timeout.
 
     Error handling: an exception from `on_start`, `handle` or `on_stop` ends `run()` and
     propagates to the owning nursery (the registry's supervisor logs it, calls `on_crash` and
@@ -128,7 +144,7 @@ class Actor(ABC, Generic[M]):
         self.key = key
         self._inbox_send, self._inbox = trio.open_memory_channel[M](self.inbox_size)
         self._accepting = True
-        self._asks: set[trio.MemorySendChannel[Any]] = set()
+        self._asks: set[Reply[Any]] = set()  # asked of this actor, not answered yet
 
     @property
     def accepting(self) -> bool:
@@ -188,11 +204,34 @@ class Actor(ABC, Generic[M]):
             ActorStopped: the actor has stopped or is stopping.
             AskTimeout: the inbox had no room by `deadline` (Trio time).
         """
-        reply_send, reply_recv = trio.open_memory_channel[outcome.Outcome[R]](1)
-        self._asks.add(reply_send)
-        asked = Asked(self, reply_send, reply_recv)
+        asked: Asked[R] = Asked(self)
+        await self._queue_ask(build, asked.reply, deadline)
+        return asked
+
+    async def start_ask_with(
+        self,
+        build: Callable[[Reply[R]], M],
+        on_answer: Callable[[outcome.Outcome[R]], object],
+        *,
+        deadline: float = math.inf,
+    ) -> Reply[R]:
+        """`start_ask`, with the answer (or ActorStopped) passed to `on_answer` in the answering
+        task instead of to an `Asked` (no task switch). `on_answer` must not raise or block.
+        Returns the reply, whose `cancel()` stops the answer from reaching `on_answer`.
+
+        Raises:
+            ActorStopped, AskTimeout: as `start_ask`.
+        """
+        reply = Reply(self, on_answer)
+        await self._queue_ask(build, reply, deadline)
+        return reply
+
+    async def _queue_ask(
+        self, build: Callable[[Reply[R]], M], reply: Reply[R], deadline: float
+    ) -> None:
+        self._asks.add(reply)
         queued = False
-        msg = build(Reply(reply_send))
+        msg = build(reply)
         try:
             try:
                 self.tell(msg)  # no checkpoint (and no deadline scope) while the inbox has room
@@ -205,8 +244,7 @@ class Actor(ABC, Generic[M]):
             queued = True
         finally:
             if not queued:  # cancelled or refused: nobody will wait for this reply
-                asked.close()
-        return asked
+                reply.cancel()
 
     def close(self) -> None:
         """Stop taking messages; `run()` handles what is queued, awaits `on_stop()` and returns."""
@@ -244,8 +282,8 @@ class Actor(ABC, Generic[M]):
                 await self.on_stop()
         finally:
             self.close()
-            for reply_send in self._asks:
-                reply_send.close()
+            for reply in list(self._asks):  # answered now: nobody else will
+                reply.fail(ActorStopped(self.key))
 
     @abstractmethod
     async def handle(self, msg: M) -> None:

@@ -14,6 +14,8 @@ from actors.errors import ActorStopped, AskTimeout
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import outcome
+
     from actors.base import Actor, Asked, Reply
 
 M = TypeVar("M")
@@ -140,13 +142,30 @@ class Registry(Generic[M]):
             ActorStopped: as for `get`, or the actor stopped before taking the message.
             AskTimeout: the actor did not start or take the message by `deadline`.
         """
+        actor = await self._get_by(key, deadline)
+        return await actor.start_ask(build, deadline=deadline)
+
+    async def start_ask_with(
+        self,
+        key: str,
+        build: Callable[[Reply[R]], M],
+        on_answer: Callable[[outcome.Outcome[R]], object],
+        *,
+        deadline: float = math.inf,
+    ) -> Reply[R]:
+        """`Actor.start_ask_with` on `key`'s actor, starting it if needed; raises as
+        `start_ask`."""
+        actor = await self._get_by(key, deadline)
+        return await actor.start_ask_with(build, on_answer, deadline=deadline)
+
+    async def _get_by(self, key: str, deadline: float) -> Actor[M]:
         actor = self._running(key)  # no deadline scope to set up in the common case
         if actor is None:
             with trio.move_on_at(deadline):
                 actor = await self.get(key)
             if actor is None:
                 raise AskTimeout(key)
-        return await actor.start_ask(build, deadline=deadline)
+        return actor
 
     def _running(self, key: str) -> Actor[M] | None:
         slot = self._slots.get(key)

@@ -18,24 +18,27 @@ INVALID_SESSION (d = false) and must IDENTIFY. A session outlives its connection
 
 Message sends (op 12) are pipelined. The reader checks each one as the REST route does (a
 channel that passed is trusted for SENDABLE_TTL_S, since the write checks again) and queues it
-with the channel's actor, in the order read, so history order is send order; then it hands the
-send to the connection's *acker* task and reads on, so one connection is not limited to one
-message per commit. The acker waits for each send's commit in turn and acknowledges it (op 13),
-so acks go out in send order. At most `gateway_max_inflight_sends` sends are in flight; then
-the reader waits for an ack to go out, and TCP pushes back on the client. Sends have their own
+with the channel's actor, in the order read, so history order is send order; then it reads on,
+so one connection is not limited to one message per commit. The actor's publisher hands each
+answer straight back (`Hub.queue_message_with`: no task switch), and acks (op 13) go out in
+send order from a first-in first-out queue of the sends in flight. A send whose commit has not
+come after SEND_TIMEOUT_S is answered channel_busy (checked every ACK_CHECK_S). At most
+`gateway_max_inflight_sends` sends are in flight; then the reader waits for an ack to go out,
+and TCP pushes back on the client. Sends have their own
 per-user rate limit, shared with REST posts (`Hub.message_refused`), answered with a
 `rate_limited` ack; they do not count against `gateway_rate` unless refused by it, so a client
 that ignores `retry_after` is still closed (4008) like any flood.
 
 Resource handling: the reader loop runs in the endpoint's task and waits for each frame until
-the heartbeat deadline (then 4009); a nursery opened at the first send holds the acker; when
-the reader fails, it is cancelled. When the client goes away or closes, sends already read get
-SEND_DRAIN_S to finish (and acknowledge, while the socket still takes frames). A send cancelled
-before it was queued is not stored; one queued is committed by its channel's actor whatever
-happens to the connection, so a retry with the same nonce (on any connection) gets its id. The
-session is detached (not ended) on the way out. A session whose connection's outbox is full
-cuts that connection (4010) from `deliver`, which never waits: the room goes on, the session
-keeps buffering for a RESUME.
+the heartbeat deadline (then 4009); a nursery opened at the first send holds the task that
+times sends out; when the reader fails, it is cancelled. When the client goes away or closes,
+sends already read get SEND_DRAIN_S to finish (and acknowledge, while the socket still takes
+frames); an ack that does not fit in the outbox cuts the connection as a slow consumer (4010).
+A send cancelled before it was queued is not stored; one queued is committed by its channel's
+actor whatever happens to the connection, so a retry with the same nonce (on any connection)
+gets its id. The session is detached (not ended) on the way out. A session whose connection's
+outbox is full cuts that connection (4010) from `deliver`, which never waits: the room goes on,
+the session keeps buffering for a RESUME.
 
 Error handling: protocol violations close the socket with the gateway close codes of
 `relay.protocol.gateway.Close`; transport failures just end the connection. A send's own
@@ -44,9 +47,10 @@ errors (REST's error codes) are answered in its ack and never close the socket.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
+from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -81,9 +85,9 @@ from relay.rest.auth import me_out
 from relay.rest.messages import (
     SEND_TIMEOUT_S,
     channel_busy,
-    message_posted,
-    message_posted_nowait,
-    queue_message,
+    message_of,
+    post_args,
+    post_message,
     sendable_channel,
 )
 from relay.storage import users
@@ -92,7 +96,9 @@ from relay.storage.db import StoreClosed
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from actors import Asked
+    import outcome
+
+    from actors import Reply
     from relay.accounts import Principal
     from relay.realtime.connection import Connection
     from relay.realtime.listener import Request
@@ -103,6 +109,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay.gateway")
 ENCODINGS = ("json", "msgpack")
 SEND_DRAIN_S = 2.0  # after the client left or closed: sends in flight may finish this long
+ACK_CHECK_S = 1.0  # how often sends in flight are checked against SEND_TIMEOUT_S
 # A channel REST's pre-check let this connection post in is not looked up again for this long
 # (the write checks again in its transaction, with the same error codes): that read, a worker
 # thread round trip per message, would otherwise cost more than the write and spread the sends
@@ -130,22 +137,16 @@ def _first_closing(group: BaseExceptionGroup[_Closing]) -> _Closing:
 
 
 class _Queued:
-    """One MESSAGE_SEND on its way from the reader to the acker: queued with its channel's actor
-    (`asked`), or already answered by an error."""
+    """One MESSAGE_SEND in flight, in its place in the ack order: queued with its channel's
+    actor (`reply`) until `ack` is decided."""
 
-    __slots__ = ("asked", "data", "deadline", "error")
+    __slots__ = ("ack", "data", "deadline", "reply")
 
-    def __init__(
-        self,
-        data: MessageSendData,
-        asked: Asked[Message] | None,
-        error: RelayError | None,
-        deadline: float,
-    ) -> None:
+    def __init__(self, data: MessageSendData, deadline: float) -> None:
         self.data = data
-        self.asked = asked
-        self.error = error
-        self.deadline = deadline  # the commit is awaited until then (then channel_busy)
+        self.deadline = deadline  # then channel_busy
+        self.reply: Reply[Message] | None = None
+        self.ack: SendAck | None = None
 
 
 def send_error(error: RelayError) -> SendError:
@@ -185,6 +186,7 @@ class GatewayConnection:
     __slots__ = (
         "acks",
         "conn",
+        "drained",
         "encoding",
         "grace_s",
         "heartbeat_deadline",
@@ -211,10 +213,11 @@ class GatewayConnection:
         self.heartbeat_deadline = trio.current_time() + self.heartbeat_s + self.grace_s
         self.watch: trio.CancelScope | None = None  # the read loop's scope with that deadline
         self.limiter = Bucket(settings.gateway_rate, 60.0, trio.current_time())
-        # Made at the first MESSAGE_SEND (most connections only listen): the queue to the acker
-        # task and the in-flight bound.
-        self.acks: trio.MemorySendChannel[_Queued] | None = None
+        # Made at the first MESSAGE_SEND (most connections only listen): the sends in flight in
+        # send order, and their bound.
+        self.acks: deque[_Queued] | None = None
         self.send_slots: trio.Semaphore | None = None
+        self.drained: trio.Event | None = None  # set when `acks` empties, while draining
         self.sendable: dict[str, tuple[float, VisibleChannel]] = {}  # channel id -> checked
 
     def control(self, op: Op, d: Any) -> bytes:
@@ -227,21 +230,25 @@ class GatewayConnection:
         try:
             first_send = await self._read_loop()
             if first_send is not None:
-                limit = self.rt.settings.gateway_max_inflight_sends
-                self.send_slots = trio.Semaphore(limit)
-                acks, queued = trio.open_memory_channel[_Queued](limit)
+                self.send_slots = trio.Semaphore(self.rt.settings.gateway_max_inflight_sends)
+                self.acks = deque()
                 async with trio.open_nursery() as sends:
-                    sends.start_soon(self._acker, queued)
-                    with acks:
-                        self.acks = acks
-                        await self._handle(first_send)
-                        await self._read_loop()
+                    sends.start_soon(self._time_out_sends)
+                    await self._handle(first_send)
+                    await self._read_loop()
                     # The client left or closed: what it sent before may still be answered.
-                    sends.cancel_scope.deadline = trio.current_time() + SEND_DRAIN_S
+                    if self.acks:
+                        self.drained = trio.Event()
+                        with trio.move_on_after(SEND_DRAIN_S):
+                            await self.drained.wait()
+                    sends.cancel_scope.cancel()
         except* _Closing as group:
             closing = _first_closing(group)
             await self.conn.close(int(closing.code), closing.reason)
         finally:
+            for item in self.acks or ():  # their answers have nowhere to go now
+                if item.reply is not None:
+                    item.reply.cancel()
             if self.session is not None:
                 self.session.detach(self.sink)
                 with trio.CancelScope(shield=True):
@@ -310,7 +317,8 @@ class GatewayConnection:
 
     async def _send_frame(self, session: Session, data: MessageSendData) -> None:
         """Check one send and queue it with its channel's actor, after waiting for a free
-        in-flight slot (backpressure); then hand it to the acker."""
+        in-flight slot (backpressure); its ack goes out once it and every send before it are
+        answered."""
         user_id = session.user_id
         error: RelayError | None = self.rt.hub.message_refused(user_id)
         if error is not None:
@@ -322,33 +330,79 @@ class GatewayConnection:
             slots.acquire_nowait()  # no checkpoint: the reader's receive had one
         except trio.WouldBlock:
             await slots.acquire()
-        asked: Asked[Message] | None = None
-        handed = False
+        item = _Queued(data, trio.current_time() + SEND_TIMEOUT_S)
         try:
             if error is None:
                 try:
                     channel = await self._sendable_channel(user_id, data.channel_id)
-                    asked = await queue_message(
-                        self.rt,
-                        user_id,
-                        channel,
-                        data.content,
-                        data.nonce,
-                        data.reply_to,
-                        deadline=trio.current_time() + SEND_TIMEOUT_S,
+                    args = post_args(user_id, channel, data.content, data.nonce, data.reply_to)
+                    item.reply = await self.rt.hub.queue_message_with(
+                        channel.id,
+                        partial(self._answered, item),
+                        post_message,
+                        *args,
+                        deadline=item.deadline,
                     )
                 except RelayError as e:
                     error = e
                 except AskTimeout:
                     error = channel_busy()
-            deadline = trio.current_time() + SEND_TIMEOUT_S
-            acks.send_nowait(_Queued(data, asked, error, deadline))  # the slots keep room
-            handed = True
-        finally:
-            if not handed:  # cancelled on the way; if it was queued, the actor still commits it
-                if asked is not None:
-                    asked.close()
-                slots.release()
+            if error is not None:
+                item.ack = SendAck(nonce=data.nonce, error=send_error(error))
+        except BaseException:  # cancelled on the way; if it was queued, it still commits
+            slots.release()
+            raise
+        acks.append(item)
+        self._send_acks()
+
+    def _answered(self, item: _Queued, result: outcome.Outcome[Message]) -> None:
+        """A send's answer, in the channel's publisher task: must not raise."""
+        data = item.data
+        try:
+            message = message_of(result)
+            ack = SendAck(nonce=data.nonce, id=message.id, channel_id=message.channel_id)
+        except RelayError as e:
+            self.sendable.pop(data.channel_id, None)  # fail fast again from now on
+            ack = SendAck(nonce=data.nonce, error=send_error(e))
+        except StoreClosed:
+            closing = Unavailable("the server is shutting down", code="unavailable")
+            ack = SendAck(nonce=data.nonce, error=send_error(closing))
+        except Exception:  # a bug in the write: the poster hears of it, the channel goes on
+            log.error("message send failed", exc_info=True)
+            failed = RelayError("the message could not be stored")
+            ack = SendAck(nonce=data.nonce, error=send_error(failed))
+        item.ack = ack
+        self._send_acks()
+
+    def _send_acks(self) -> None:
+        """Send the acks that are decided, in send order, up to the first that is not."""
+        acks, slots = self.acks, self.send_slots
+        assert acks is not None
+        assert slots is not None
+        while acks and acks[0].ack is not None:
+            ack = acks.popleft().ack
+            assert ack is not None
+            if not self.conn.send_nowait(self.sink.frame(encode_send_ack(ack, self.encoding))):
+                self.sink.slow_consumer()  # or already closing: a retry finds it by nonce
+            slots.release()
+        if not acks and self.drained is not None:
+            self.drained.set()
+
+    async def _time_out_sends(self) -> None:
+        """Answer channel_busy to sends not committed within SEND_TIMEOUT_S (they may still
+        be stored: a retry with the same nonce finds them)."""
+        acks = self.acks
+        assert acks is not None
+        while True:
+            await trio.sleep(ACK_CHECK_S)
+            now = trio.current_time()
+            late = [item for item in acks if item.ack is None and item.deadline <= now]
+            for item in late:
+                if item.reply is not None:
+                    item.reply.cancel()
+                item.ack = SendAck(nonce=item.data.nonce, error=send_error(channel_busy()))
+            if late:
+                self._send_acks()
 
     async def _sendable_channel(self, user_id: int, channel_id: str) -> VisibleChannel:
         """REST's pre-check (`sendable_channel`); a positive answer is reused for
@@ -363,55 +417,6 @@ class GatewayConnection:
             self.sendable.clear()
         self.sendable[channel_id] = (now, channel)
         return channel
-
-    async def _acker(self, queued: trio.MemoryReceiveChannel[_Queued]) -> None:
-        """Acknowledge each send once committed (or refused), in send order. When cancelled,
-        the sends not yet answered are let go: their actors commit them, and a retry with the
-        same nonce (on any connection) gets the message's id."""
-        slots = self.send_slots
-        assert slots is not None
-        try:
-            async for item in queued:
-                try:
-                    await self._ack(item)
-                finally:
-                    slots.release()
-        finally:
-            with queued:
-                while True:
-                    try:
-                        item = queued.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                    if item.asked is not None:
-                        item.asked.close()
-
-    async def _ack(self, item: _Queued) -> None:
-        data, asked, error = item.data, item.asked, item.error
-        message = None
-        if asked is not None:
-            try:
-                try:
-                    message = message_posted_nowait(asked)  # a batch commits many at once
-                except trio.WouldBlock:
-                    with trio.move_on_at(item.deadline):
-                        message = await message_posted(asked)
-                    if message is None:
-                        error = channel_busy()
-            except RelayError as e:
-                error = e
-                self.sendable.pop(data.channel_id, None)  # fail fast again from now on
-            except StoreClosed:
-                error = Unavailable("the server is shutting down", code="unavailable")
-            finally:
-                asked.close()
-        if message is not None:
-            ack = SendAck(nonce=data.nonce, id=message.id, channel_id=message.channel_id)
-        else:
-            assert error is not None
-            ack = SendAck(nonce=data.nonce, error=send_error(error))
-        with contextlib.suppress(ConnectionClosed):
-            await self.conn.send(self.sink.frame(encode_send_ack(ack, self.encoding)))
 
     def _require_fresh(self) -> None:
         if self.session is not None:

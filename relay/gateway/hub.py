@@ -39,6 +39,8 @@ from relay.storage import audience
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    import outcome
+
     from actors.base import Asked, Reply
     from relay.config import Settings
     from relay.gateway.session import Session
@@ -253,11 +255,7 @@ class Hub:
         await self._tell(channel_id, Publish(t, d))
 
     async def queue_message(
-        self,
-        channel_id: int,
-        write: Callable[..., tuple[Any, bool]],
-        *args: Any,
-        deadline: float = math.inf,
+        self, channel_id: int, write: Callable[..., tuple[Any, bool]], *args: Any
     ) -> Asked[Any]:
         """Queue a new message with the channel's actor; returns once it is queued, and its
         `answer()` is the payload once committed. Messages queued one after the other get
@@ -267,14 +265,38 @@ class Hub:
 
         Raises:
             NotFound("unknown_channel"): the channel's actor is gone (the channel was deleted).
-            AskTimeout: the actor could not take it by `deadline` (Trio time).
         """
 
         def build(reply: Reply[Any]) -> ChannelMsg:
             return Post(write, args, reply)
 
         try:
-            return await self.channels.start_ask(f"channel:{channel_id}", build, deadline=deadline)
+            return await self.channels.start_ask(f"channel:{channel_id}", build)
+        except ActorStopped:
+            raise NotFound("unknown channel", code="unknown_channel") from None
+
+    async def queue_message_with(
+        self,
+        channel_id: int,
+        on_answer: Callable[[outcome.Outcome[Any]], object],
+        write: Callable[..., tuple[Any, bool]],
+        *args: Any,
+        deadline: float = math.inf,
+    ) -> Reply[Any]:
+        """`queue_message`, with the answer passed to `on_answer` in the channel's publisher
+        task (`Actor.start_ask_with`) rather than awaited.
+
+        Raises:
+            NotFound("unknown_channel"): as `queue_message`.
+            AskTimeout: the actor could not take it by `deadline` (Trio time).
+        """
+
+        def build(reply: Reply[Any]) -> ChannelMsg:
+            return Post(write, args, reply)
+
+        key = f"channel:{channel_id}"
+        try:
+            return await self.channels.start_ask_with(key, build, on_answer, deadline=deadline)
         except ActorStopped:
             raise NotFound("unknown channel", code="unknown_channel") from None
 

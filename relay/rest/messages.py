@@ -15,8 +15,7 @@ the actor's queue and cannot overtake the message it is about.
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import emoji as emoji_db
 import trio
@@ -43,6 +42,7 @@ from relay.rest.http import (
 from relay.storage import audience, messages
 
 if TYPE_CHECKING:
+    import outcome
     from sqlite_utils import Database
 
     from actors import Asked
@@ -164,6 +164,22 @@ async def sendable_channel(rt: Runtime, user_id: int, channel_id: str) -> Visibl
     return channel
 
 
+def post_args(
+    user_id: int, channel: VisibleChannel, content: str, nonce: str | None, reply_to: str | None
+) -> tuple[Any, ...]:
+    """Check a new message's content and reply_to; the arguments of `post_message` after its
+    message id. Raises what `content_of` raises, and BadRequest("invalid_field") for a
+    reply_to that is not an id."""
+    content = content_of(content)
+    reply_id = None
+    if reply_to is not None:
+        reply_id = parse_id(reply_to)
+        if reply_id is None:
+            raise field_error("reply_to", "must be a message id")
+    mentions = messages.parse_mentions(content)
+    return (channel.id, user_id, content, nonce, reply_id, mentions, now_ms())
+
+
 async def queue_message(
     rt: Runtime,
     user_id: int,
@@ -171,34 +187,14 @@ async def queue_message(
     content: str,
     nonce: str | None,
     reply_to: str | None,
-    *,
-    deadline: float = math.inf,
 ) -> Asked[bodies.Message]:
-    """Check a new message's content and reply_to and queue it with the channel's actor.
+    """Check a new message (`post_args`) and queue it with the channel's actor.
 
     Returns once it is queued (messages queued one after the other commit in that order);
-    `message_posted` waits for the result. Raises what `content_of` raises,
-    BadRequest("invalid_field") for a reply_to that is not an id, and AskTimeout if the
-    channel's actor could not take it by `deadline` (Trio time).
+    `message_posted` waits for the result.
     """
-    content = content_of(content)
-    reply_id = None
-    if reply_to is not None:
-        reply_id = parse_id(reply_to)
-        if reply_id is None:
-            raise field_error("reply_to", "must be a message id")
-    asked: Asked[bodies.Message] = await rt.hub.queue_message(
-        channel.id,
-        post_message,
-        channel.id,
-        user_id,
-        content,
-        nonce,
-        reply_id,
-        messages.parse_mentions(content),
-        now_ms(),
-        deadline=deadline,
-    )
+    args = post_args(user_id, channel, content, nonce, reply_to)
+    asked: Asked[bodies.Message] = await rt.hub.queue_message(channel.id, post_message, *args)
     return asked
 
 
@@ -215,10 +211,10 @@ async def message_posted(asked: Asked[bodies.Message]) -> bodies.Message:
         raise NotFound("unknown channel", code="unknown_channel") from None
 
 
-def message_posted_nowait(asked: Asked[bodies.Message]) -> bodies.Message:
-    """`message_posted` if the answer has come; else raises trio.WouldBlock (still asked)."""
+def message_of(result: outcome.Outcome[bodies.Message]) -> bodies.Message:
+    """`message_posted` for an answer passed to a callback (`Hub.queue_message_with`)."""
     try:
-        return asked.answer_nowait()
+        return result.unwrap()
     except ActorStopped:
         raise NotFound("unknown channel", code="unknown_channel") from None
 

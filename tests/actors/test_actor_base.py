@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING
 
 import msgspec
+import outcome
 import pytest
 import trio
 import trio.testing
@@ -261,3 +262,31 @@ async def test_answer_nowait_returns_the_reply_raises_the_failure_or_actor_stopp
         divide.answer_nowait()
     with pytest.raises(ActorStopped):
         quit_.answer_nowait()
+
+
+async def test_start_ask_with_hands_the_answer_to_the_callback_in_the_actors_task(
+    nursery: trio.Nursery,
+) -> None:
+    counter, gate = await busy_counter(nursery)
+    answers: list[tuple[object, trio.lowlevel.Task]] = []
+
+    def keep(result: object) -> None:
+        answers.append((result, trio.lowlevel.current_task()))
+
+    await counter.start_ask_with(Total, keep)  # the inbox takes four
+    await counter.start_ask_with(lambda reply: Divide(0, reply), keep)
+    dropped = await counter.start_ask_with(Total, keep)
+    dropped.cancel()  # the asker stopped waiting: its answer goes nowhere
+    await counter.start_ask_with(Quit, keep)  # stops without answering: the stop answers it
+    gate.set()
+    await trio.testing.wait_all_tasks_blocked()
+
+    results = [result for result, _ in answers]
+    assert len(results) == 3  # `dropped` got nothing
+    assert results[0] == outcome.Value(0)
+    assert isinstance(results[1], outcome.Error)
+    assert isinstance(results[1].error, ZeroDivisionError)
+    assert isinstance(results[2], outcome.Error)
+    assert isinstance(results[2].error, ActorStopped)
+    assert trio.lowlevel.current_task() not in {task for _, task in answers}
+    assert not counter._asks

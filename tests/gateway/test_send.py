@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from relay.client import open_gateway
+from relay.gateway import endpoint
 from tests.gateway.conftest import join, new_member
 from tests.gateway.test_gateway import expect_close, post, setup_pair, text_channel
 
@@ -458,6 +459,31 @@ async def test_sends_of_a_vanished_connection_commit_and_nothing_leaks(
             ack = await send_and_ack(gw, channel, "m1", "n1")
             assert ack["id"] == ids["n1"]
         assert len(await history(alice, channel)) == 3
+
+
+async def test_a_send_not_committed_in_time_is_channel_busy_and_still_stored(
+    gateway_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(endpoint, "SEND_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(endpoint, "ACK_CHECK_S", 0.05)
+    alice, _, guild = await setup_pair(gateway_server)
+    channel = text_channel(guild)
+    with trio.fail_after(30):
+        async with open_gateway(gateway_server.ws_url) as gw:
+            await gw.identify(alice.token)
+            async with writer_stalled(gateway_server):
+                await send(gw, channel, "late", "n-late")
+                await send(gw, channel, "later", "n-later")
+                first, second = await next_ack(gw), await next_ack(gw)  # in send order
+                assert (first["nonce"], second["nonce"]) == ("n-late", "n-later")
+                assert first["error"]["code"] == second["error"]["code"] == "channel_busy"
+            # The writer went on: both are stored, and a retry gets the stored message.
+            await gateway_server.runtime.store.write(_nothing)
+            ids = {m["nonce"]: m["id"] for m in await history(alice, channel)}
+            assert list(ids) == ["n-late", "n-later"]
+            ack = await send_and_ack(gw, channel, "late", "n-late")
+            assert ack["id"] == ids["n-late"]
+            assert _asks_of(gateway_server, channel) == set()
 
 
 def _nothing(_db: object) -> None:
