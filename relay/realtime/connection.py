@@ -70,7 +70,9 @@ GOODBYE_S = 1.0  # on shutdown: send 1001 and wait this long for the peer's clos
 SLOW_CONSUMER = 1008  # default close code for a full outbox; endpoints may use their own
 RECEIVE_BYTES = 64 * 1024
 MAX_WRITE_BYTES = 1024 * 1024  # one send_all takes queued frames up to about this much
-INBOX_MESSAGES = 1  # delivered messages not yet taken by receive(); then TCP pushes back
+# Delivered messages not yet taken by receive() (at most 4 x MAX_MESSAGE_BYTES); then TCP pushes
+# back. More than one lets a read that brought several messages hand them all over at once.
+INBOX_MESSAGES = 4
 
 
 class ConnectionClosed(Exception):
@@ -284,20 +286,20 @@ class Connection:
     async def receive(self) -> str | bytes:
         """The next complete message: `str` for text, `bytes` for binary. One task at a time.
 
+        A cancellation point; it yields only when it has to wait (at most INBOX_MESSAGES are
+        taken in a row without one, since the reader task refills the inbox).
+
         Raises:
             ConnectionClosed: the connection closed and every message delivered was read.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        if not self._inbox:
-            while not self._inbox:
-                if self._inbox_closed:
-                    raise self._closed_error()
-                if self._receiver is not None:
-                    raise trio.BusyResourceError("another task is already receiving")
-                self._receiver = trio.lowlevel.current_task()
-                await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
-        else:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        while not self._inbox:
+            if self._inbox_closed:
+                raise self._closed_error()
+            if self._receiver is not None:
+                raise trio.BusyResourceError("another task is already receiving")
+            self._receiver = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
         message = self._inbox.pop(0)
         if self._reader_parked is not None:
             task, self._reader_parked = self._reader_parked, None

@@ -14,7 +14,12 @@ from trio_websocket import ConnectionClosed as ClientClosed
 from wsproto.events import BytesMessage, CloseConnection, Pong, TextMessage
 
 from relay.protocol import wsframe
-from relay.realtime.connection import SLOW_CONSUMER, Connection, ConnectionClosed
+from relay.realtime.connection import (
+    INBOX_MESSAGES,
+    SLOW_CONSUMER,
+    Connection,
+    ConnectionClosed,
+)
 from relay.realtime.echo import echo
 from tests.realtime.clients import (
     BINARY,
@@ -339,6 +344,38 @@ async def test_messages_survive_a_peer_close_right_behind_them(serve: Serve, raw
         assert await client.next_event() == CloseConnection(code=1000, reason="")
         await done.wait()
     assert got == ["one", b"two"]
+
+
+async def test_messages_of_one_read_are_taken_without_waiting(serve: Serve, raw: Raw) -> None:
+    """Several messages in one packet are all handed over at once: the endpoint takes them in a
+    row, with no other task running in between."""
+    taken: list[str | bytes] = []
+    got: list[str | bytes] = []
+    done = trio.Event()
+
+    async def ticker() -> None:
+        while True:  # runs whenever the endpoint yields
+            taken.append("tick")
+            await trio.lowlevel.checkpoint()
+
+    async def take(conn: Connection, request: Request) -> None:
+        async with trio.open_nursery() as nursery:
+            first = await conn.receive()  # waits for the packet
+            nursery.start_soon(ticker)
+            taken.append(first)
+            for _ in range(INBOX_MESSAGES - 1):
+                taken.append(await conn.receive())
+            got.extend(taken)  # before the ticker has had a turn, if nothing yielded
+            done.set()
+            nursery.cancel_scope.cancel()
+
+    url = await serve({"/t": take})
+    with trio.fail_after(5):
+        client = await raw(url, "/t")
+        await client.send(b"".join(masked(TEXT, str(i).encode()) for i in range(INBOX_MESSAGES)))
+        await done.wait()
+    assert INBOX_MESSAGES > 1
+    assert got == [str(i) for i in range(INBOX_MESSAGES)]
 
 
 async def test_reply_to_the_last_message_goes_out_before_the_close(echo_url: str, raw: Raw) -> None:
