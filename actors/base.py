@@ -23,7 +23,7 @@ class Reply(Generic[R]):
 
     The first answer counts; later ones (and answers after the asker stopped waiting) are
     dropped. The answer goes to the asker's `Asked`, or to the callback it gave
-    (`Actor.start_ask(on_answer=...)`), called at once in the answering task.
+    (`Actor.start_ask_with`), called at once in the answering task.
     """
 
     __slots__ = ("_actor", "_on_answer")

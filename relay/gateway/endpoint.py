@@ -24,10 +24,10 @@ answer straight back (`Hub.queue_message_with`: no task switch), and acks (op 13
 send order from a first-in first-out queue of the sends in flight. A send whose commit has not
 come after SEND_TIMEOUT_S is answered channel_busy (checked every ACK_CHECK_S). At most
 `gateway_max_inflight_sends` sends are in flight; then the reader waits for an ack to go out,
-and TCP pushes back on the client. Sends have their own
-per-user rate limit, shared with REST posts (`Hub.message_refused`), answered with a
-`rate_limited` ack; they do not count against `gateway_rate` unless refused by it, so a client
-that ignores `retry_after` is still closed (4008) like any flood.
+and TCP pushes back on the client. Sends have their own per-user rate limit, shared with REST
+posts (`Hub.message_refused`), answered with a `rate_limited` ack; they do not count against
+`gateway_rate` unless refused by it, so a client that ignores `retry_after` is still closed
+(4008) like any flood.
 
 Resource handling: the reader loop runs in the endpoint's task and waits for each frame until
 the heartbeat deadline (then 4009); a nursery opened at the first send holds the task that
@@ -255,8 +255,8 @@ class GatewayConnection:
                     await self.rt.hub.session_gone(self.session)
 
     async def _read_loop(self) -> MessageSend | None:
-        """Handle frames until the client leaves (None); a first MESSAGE_SEND while there is no
-        acker yet is returned instead, for `run` to start one."""
+        """Handle frames until the client leaves (None); a first MESSAGE_SEND while sends are
+        not set up yet is returned instead, for `run` to set them up."""
         # One scope for the whole loop, its deadline moved by each heartbeat: a scope per frame
         # cost more than the rest of reading one.
         with trio.CancelScope(deadline=self.heartbeat_deadline) as self.watch:

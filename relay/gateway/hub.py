@@ -220,18 +220,10 @@ class Hub:
     def dispatch_server(self, server_id: int, t: str, d: Any) -> None:
         """Send an event to every online member of a server (server-wide events: SERVER_*,
         MEMBER_*, ROLE_*). Channel events never come here: their audience depends on who can
-        see the channel (`channel_viewers`, relay.rest.visibility)."""
+        see the channel (`_channel_audience`, relay.rest.visibility)."""
         event = Event(t, d)
         for session in self.server_sessions(server_id):
             session.deliver(event)
-
-    async def channel_viewers(self, server_id: int, channel_id: int) -> list[int]:
-        """The online members of a server who can see one of its channels."""
-        view = await self._view_with(server_id, channel_id)
-        if view is None:
-            return []
-        members = self.online_members.get(server_id, ())
-        return [u for u in members if view.can_view(u, channel_id)]
 
     async def _view_with(self, server_id: int, channel_id: int) -> ServerView | None:
         """The server's view; reloaded once if it does not know the channel (created since:
