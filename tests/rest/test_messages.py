@@ -17,6 +17,7 @@ from relay.client import open_gateway
 from relay.ids import timestamp_ms
 from relay.rest import messages as message_routes
 from tests.conftest import settings_for, start_server
+from tests.gateway.test_send import writer_stalled
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -192,6 +193,22 @@ async def test_post_and_read_a_message(world: World) -> None:
     assert await history(bob, world.text) == [message]
     channel = await bob.client.call("GET", f"/v1/api/channels/{world.text}")
     assert channel["last_message_id"] == message["id"]
+
+
+async def test_a_post_not_committed_in_time_is_503_channel_busy_and_still_stored(
+    world: World, relay_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(message_routes, "SEND_TIMEOUT_S", 0.3)
+    alice = world.alice
+    with trio.fail_after(30):
+        async with writer_stalled(relay_server):
+            late = {"content": "late", "nonce": "n-late"}
+            busy = await error_of(alice, "POST", messages_path(world.text), json=late)
+            assert busy == (503, "channel_busy")
+        stored = await history(alice, world.text)
+        assert [m["nonce"] for m in stored] == ["n-late"]
+        again = await post(alice, world.text, "late", nonce="n-late")  # the retry finds it
+        assert again["id"] == stored[0]["id"]
 
 
 async def test_content_limits_count_characters(world: World) -> None:
