@@ -478,8 +478,9 @@ async def test_a_send_not_committed_in_time_is_channel_busy_and_still_stored(
                 assert (first["nonce"], second["nonce"]) == ("n-late", "n-later")
                 assert first["error"]["code"] == second["error"]["code"] == "channel_busy"
             # The writer went on: both are stored, and a retry gets the stored message.
-            await gateway_server.runtime.store.write(_nothing)
-            ids = {m["nonce"]: m["id"] for m in await history(alice, channel)}
+            while len(stored := await history(alice, channel)) < 2:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            ids = {m["nonce"]: m["id"] for m in stored}
             assert list(ids) == ["n-late", "n-later"]
             ack = await send_and_ack(gw, channel, "late", "n-late")
             assert ack["id"] == ids["n-late"]
