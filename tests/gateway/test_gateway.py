@@ -355,11 +355,11 @@ async def test_missed_heartbeat_is_4009(gateway_server: RunningServer) -> None:
         assert await expect_close(gw) == 4009
 
 
-@pytest.mark.settings(heartbeat_interval_s=0.3, heartbeat_grace_s=0.2)
+@pytest.mark.settings(heartbeat_interval_s=0.6, heartbeat_grace_s=0.4)
 async def test_each_heartbeat_moves_the_deadline(gateway_server: RunningServer) -> None:
     async with open_gateway(gateway_server.ws_url) as gw:
-        for _ in range(8):  # 1.6 s in all, three times the first deadline
-            await trio.sleep(0.2)
+        for _ in range(10):  # 2.5 s in all, two and a half times the first deadline
+            await trio.sleep(0.25)
             await gw.heartbeat()
             with trio.fail_after(5):
                 assert (await gw.receive())["op"] == 11  # acknowledged: still open
