@@ -475,15 +475,25 @@ class WsWorker:
                 self._send_bench(conn, now)
             at = data.find(ACK_HEAD, nonce_end, end)
 
+    def _upgraded(self, conn: WsConn, data: bytes) -> bytes | None:
+        """The bytes after the server's upgrade response, or None while it is incomplete. A
+        refused upgrade ends the handshake (the connection is then CLOSED)."""
+        head = wire.split_upgrade_response(data)
+        if head is None:
+            return None
+        accepted, rest = head
+        if not accepted:
+            self._handshake_done(conn, False, "upgrade refused")
+        return rest
+
     def _handshake(self, conn: WsConn, data: bytes) -> bytes:
         """Advance a connection's handshake with `data`; returns the bytes not yet used."""
         if conn.state == UPGRADING:
-            head = wire.split_upgrade_response(data)
-            if head is None:
+            upgraded = self._upgraded(conn, data)
+            if upgraded is None:
                 return data
-            accepted, data = head
-            if not accepted:
-                self._handshake_done(conn, False, "upgrade refused")
+            data = upgraded
+            if conn.state == CLOSED:  # the upgrade was refused
                 return b""
             if conn.token is None:
                 conn.state = OPEN
@@ -987,12 +997,11 @@ class RoomWorker(WsWorker):
         if self.connect is None:
             return super()._handshake(conn, data)  # no token: open after the upgrade
         if conn.state == UPGRADING:
-            head = wire.split_upgrade_response(data)
-            if head is None:
+            upgraded = self._upgraded(conn, data)
+            if upgraded is None:
                 return data
-            accepted, data = head
-            if not accepted:
-                self._handshake_done(conn, False, "upgrade refused")
+            data = upgraded
+            if conn.state == CLOSED:  # the upgrade was refused
                 return b""
             self._write(conn, wire.client_frame(self.connect.encode()))
             conn.state = IDENTIFYING
