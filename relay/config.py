@@ -62,7 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     heartbeat_interval_s: PositiveFloat = 41.25
     heartbeat_grace_s: PositiveFloat = 5.0
     resume_window_s: PositiveFloat = 60.0  # a dropped session can RESUME this long
-    replay_size: Positive = 1000  # events kept per session for RESUME
+    replay_size: Positive = 1000  # events kept per session for RESUME (up to 1/8 more)
     replay_age_s: PositiveFloat = 120.0
     outbox_frames: Positive = 256  # per connection; full = slow consumer, closed with 4010
     max_frame_bytes: Positive = 64 * 1024  # client frames over this close the socket (1009)

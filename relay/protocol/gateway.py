@@ -4,7 +4,7 @@ and the framing of server events.
 Envelope: `{"op": int, "d": ..., "s": int | null, "t": str | null}` as JSON text frames, or the
 same map as msgpack binary frames (`?encoding=msgpack`). A dispatched event's payload `d` is
 encoded once per encoding (`Event`); each session then splices its own sequence number in front
-of those bytes (`Event.payload`), so fan-out never re-encodes. A client posts a message with
+of those bytes (`Event.frame`), so fan-out never re-encodes. A client posts a message with
 MESSAGE_SEND (op 12, `MessageSend`); the server answers each one with MESSAGE_SEND_ACK (op 13,
 `SendAck`) once it is committed or refused.
 
@@ -17,6 +17,7 @@ DM's); a session skips an event whose bits it does not share. READY and RESUMED 
 from __future__ import annotations
 
 import enum
+import math
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -256,37 +257,49 @@ class Event:
     `intent`: the intent bits that receive it (`EVENT_INTENTS`, or `DM_EVENT_INTENTS` when `dm`:
     an event of a DM channel); an event name missing there reaches every session."""
 
-    __slots__ = ("_tails", "d", "intent", "t")
+    __slots__ = ("_parts", "at", "d", "intent", "t")
 
     def __init__(self, t: str, d: Any, *, dm: bool = False) -> None:
         self.t = t
         self.d = d
         self.intent = (DM_EVENT_INTENTS if dm else EVENT_INTENTS).get(t, ALWAYS_INTENT)
-        self._tails: dict[str, bytes] = {}
+        self.at = math.inf  # when it was first delivered (trio time), for replay's age bound
+        # (frame header + start of the payload, rest of the payload) by the encoded seq's
+        # length, negative for msgpack: a frame is then two concatenations (fan-out builds one
+        # per session; the header's own packing was half of that cost).
+        self._parts: dict[int, tuple[bytes, bytes]] = {}
 
     def _tail(self, encoding: str) -> bytes:
-        tail = self._tails.get(encoding)
+        if encoding == "msgpack":
+            tail = _msgpack.encode("t") + _msgpack.encode(self.t)
+            return tail + _msgpack.encode("d") + _msgpack.encode(self.d)
+        return b',"t":' + _json.encode(self.t) + b',"d":' + _json.encode(self.d) + b"}"
+
+    def _new_parts(self, key: int) -> tuple[bytes, bytes]:
+        msgpack = key < 0
+        # The payload is encoded once per encoding, whatever lengths the sessions' seqs have.
+        tail = next((t for k, (_, t) in self._parts.items() if (k < 0) == msgpack), None)
         if tail is None:
-            if encoding == "msgpack":
-                tail = _msgpack.encode("t") + _msgpack.encode(self.t)
-                tail += _msgpack.encode("d") + _msgpack.encode(self.d)
-            else:
-                tail = b',"t":' + _json.encode(self.t) + b',"d":' + _json.encode(self.d) + b"}"
-            self._tails[encoding] = tail
-        return tail
+            tail = self._tail("msgpack" if msgpack else "json")
+        head = _MSGPACK_HEAD if msgpack else _JSON_HEAD
+        first = wsframe.BINARY_FIN if msgpack else wsframe.TEXT_FIN
+        front = wsframe.header(first, len(head) + abs(key) + len(tail)) + head
+        parts = self._parts[key] = (front, tail)
+        return parts
 
     def frame(self, seq: int, encoding: str) -> bytes:
         """The DISPATCH for one session as a whole WebSocket frame (text for JSON, binary for
         msgpack): the frame header and the session's seq spliced before the shared bytes."""
-        tail = self._tails.get(encoding) or self._tail(encoding)
         if encoding == "msgpack":
-            head = _MSGPACK_HEAD + _msgpack.encode(seq)
-            first = wsframe.BINARY_FIN
+            number = _msgpack.encode(seq)
+            key = -len(number)
         else:
-            head = b'{"op":0,"s":%d' % seq
-            first = wsframe.TEXT_FIN
-        return wsframe.header(first, len(head) + len(tail)) + head + tail
+            number = b"%d" % seq
+            key = len(number)
+        front, tail = self._parts.get(key) or self._new_parts(key)
+        return front + number + tail
 
 
+_JSON_HEAD = b'{"op":0,"s":'
 # fixmap of 4 entries, "op": 0, then the key "s"
 _MSGPACK_HEAD = b"\x84" + _msgpack.encode("op") + b"\x00" + _msgpack.encode("s")

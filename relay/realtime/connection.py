@@ -536,20 +536,14 @@ class Connection:
         queue = self._queue
         frames = len(queue) - 1 + (self._head_frames or 1)
         self._head_frames = 0
-        if len(queue) == 1:
-            self._queue = []
-            return queue[0], frames
         taken = size = 0
         while taken < len(queue) and size < MAX_WRITE_BYTES:
             size += len(queue[taken])
             taken += 1
-        if taken == len(queue):
-            self._queue = []
-        else:
-            frames -= len(queue) - taken
-            self._queue = queue[taken:]
-            queue = queue[:taken]
-        return b"".join(queue), frames
+        data = queue[0] if taken == 1 else b"".join(queue[:taken])
+        frames -= len(queue) - taken
+        del queue[:taken]  # the same list stays: a new one per write is work for the GC
+        return data, frames
 
     def _flush(self) -> None:
         """The flusher's turn: write what is queued without waiting; a backlog goes to the
@@ -559,8 +553,7 @@ class Connection:
         if self._writer_running or not queue or self._fd < 0:
             return
         if len(queue) == 1 and not self._head_frames:  # the usual case: one frame
-            data, frames = queue[0], 1
-            self._queue = []
+            data, frames = queue.pop(), 1
         else:
             data, frames = self._take()
         try:

@@ -1,7 +1,7 @@
 """The chat gateway codec without sockets: MESSAGE_SEND (op 12) decoded from JSON and msgpack,
 malformed sends refused with the decode-error code, garbage that only ever raises FrameError,
-MESSAGE_SEND_ACK (op 13) frames read back, and IDENTIFY's intents (a mask, or 4013) with the
-intent bits of every event as docs/gateway.md lists them."""
+MESSAGE_SEND_ACK (op 13) and dispatch frames read back, and IDENTIFY's intents (a mask, or
+4013) with the intent bits of every event as docs/gateway.md lists them."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wsproto.events import BytesMessage, TextMessage
 
 from relay.protocol import gateway
 from relay.protocol.gateway import (
@@ -32,6 +33,7 @@ from relay.protocol.gateway import (
     SendAck,
     SendError,
 )
+from tests.protocol.test_wsframe import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -246,3 +248,27 @@ def test_every_documented_event_has_its_documented_intent() -> None:
         assert gateway.Event(t, None).intent == EVENT_INTENTS[t]
         assert gateway.Event(t, None, dm=True).intent == DM_EVENT_INTENTS[t]
     assert gateway.Event("SOMETHING_NEW", None).intent == ALWAYS_INTENT  # unmapped: everyone
+
+
+@given(
+    json_values,
+    st.lists(st.tuples(st.integers(1, 2**63 - 1), encodings), min_size=1, max_size=8),
+)
+def test_event_frames_read_back_for_any_seq_and_encoding(
+    d: Any, frames: list[tuple[int, str]]
+) -> None:
+    """One event framed for sessions whose seqs have different lengths, in either encoding
+    (the parts are cached per seq length): each frame is one whole WebSocket frame of the
+    right type holding the envelope with that session's seq."""
+    event = gateway.Event("MESSAGE_CREATE", d)
+    for seq, encoding in frames:
+        [message] = parse(event.frame(seq, encoding))
+        assert isinstance(message, BytesMessage | TextMessage)
+        assert message.message_finished
+        if isinstance(message, BytesMessage):
+            assert encoding == "msgpack"
+            envelope = msgspec.msgpack.decode(bytes(message.data))
+        else:
+            assert encoding == "json"
+            envelope = json.loads(message.data)
+        assert envelope == {"op": 0, "s": seq, "t": "MESSAGE_CREATE", "d": d}
