@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from wsproto.typing import Headers
 
 ws_client = open_websocket
-TEXT, BINARY, CONTINUATION, CLOSE, PING = 0x1, 0x2, 0x0, 0x8, 0x9
+TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 
 
 def masked(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -26,6 +28,7 @@ from tests.realtime.clients import (
     CLOSE,
     CONTINUATION,
     PING,
+    PONG,
     TEXT,
     close_payload,
     masked,
@@ -468,3 +471,45 @@ async def test_a_peer_reset_while_the_endpoint_keeps_sending_leaves_the_listener
             await ws.send_message("still here")
             assert await ws.get_message() == "still here"
         assert not conn.send_nowait(b"x")  # a connection whose peer is gone takes nothing
+
+
+async def test_a_peer_flooding_control_frames_does_not_keep_the_loop(
+    serve: Serve, raw: Raw
+) -> None:
+    """Unsolicited pongs are read and dropped without reaching the endpoint, so nothing else
+    makes the reader wait. While another process floods them faster than the server parses,
+    another connection still gets its echo: every read follows a yield (a reader that read on
+    while data was waiting answered only once the whole flood was in)."""
+    recorder = Recorder()
+    url = await serve({"/flood": recorder.reader, "/echo": echo})
+    flooder = await raw(url, "/flood")
+    fd = flooder.stream.socket.fileno()
+    chunk = masked(PONG, b"p" * 125) * 500  # ~64 KiB
+    with trio.fail_after(30):
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-c", FLOOD, str(fd), chunk.hex(), str(256)],  # 16 MiB at most
+            pass_fds=(fd,),
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert process.stdout is not None
+            assert await process.stdout.receive_some(1) == b"."  # the flood is under way
+            async with ws_client(url + "/echo") as ws:
+                await ws.send_message("through")
+                assert await ws.get_message() == "through"
+            assert process.poll() is None  # still flooding
+        finally:
+            process.kill()
+            await process.wait()
+
+
+FLOOD = """
+import socket, sys
+sock = socket.socket(fileno=int(sys.argv[1]))
+sock.setblocking(True)
+chunk = bytes.fromhex(sys.argv[2])
+for i in range(int(sys.argv[3])):
+    sock.sendall(chunk)
+    if i == 1:
+        sys.stdout.write("."); sys.stdout.flush()
+"""
