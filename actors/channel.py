@@ -37,7 +37,7 @@ from relay.protocol.gateway import Event
 from relay.storage.db import Pending, StoreClosed
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import Awaitable, Callable, Sequence
 
     from relay.storage.audience import ChannelAudience
     from relay.storage.db import Store
@@ -84,7 +84,7 @@ class ChannelActor(Actor[ChannelMsg]):
         self,
         key: str,
         store: Store,
-        audience: Callable[[ChannelAudience, int], Awaitable[Iterable[Subscriber]]],
+        audience: Callable[[ChannelAudience, int], Awaitable[Sequence[Subscriber]]],
         load: Callable[[], Awaitable[ChannelAudience | None]],
         *,
         idle_timeout_s: float | None = None,
@@ -109,7 +109,7 @@ class ChannelActor(Actor[ChannelMsg]):
         self._info = await self._load()
         self._dm = self._info is not None and self._info.server_id is None
 
-    async def audience(self, intent: int) -> Iterable[Subscriber]:
+    async def audience(self, intent: int) -> Sequence[Subscriber]:
         """Who hears an event of these intent bits (`Event.intent`) now."""
         return await self._audience(self._info, intent) if self._info is not None else ()
 
@@ -134,6 +134,11 @@ class ChannelActor(Actor[ChannelMsg]):
             await self._queue_send.send(item)
 
     async def _publisher(self) -> None:
+        # The audience of the last event, by its intent bits, kept only while this task does
+        # not yield: who hears the channel changes only in other tasks, so until the next
+        # yield it is the same list. A commit batch's posts are published back to back, and
+        # they then share one audience instead of one per post (~0.6 ms for 1000 sessions).
+        last: tuple[int, Sequence[Subscriber]] | None = None
         while True:
             # Take what is already queued without a scheduler pass per item: a commit batch
             # finishes many posts at once, and publishing them together lets every
@@ -141,6 +146,7 @@ class ChannelActor(Actor[ChannelMsg]):
             try:
                 item = self._queue_recv.receive_nowait()
             except trio.WouldBlock:
+                last = None
                 try:
                     item = await self._queue_recv.receive()
                 except trio.EndOfChannel:
@@ -151,6 +157,7 @@ class ChannelActor(Actor[ChannelMsg]):
             if item.pending is not None:
                 assert item.reply is not None
                 if not item.pending.done.is_set():
+                    last = None
                     await item.pending.done.wait()
                 try:
                     payload, created = item.pending.result_now()
@@ -160,7 +167,11 @@ class ChannelActor(Actor[ChannelMsg]):
                 item.reply.send(payload)
                 event = Event("MESSAGE_CREATE", payload, dm=self._dm) if created else None
             if event is not None:
-                audience = await self.audience(event.intent)
+                if last is not None and last[0] == event.intent:
+                    audience = last[1]
+                else:
+                    audience = await self.audience(event.intent)
+                    last = (event.intent, audience)
                 now = trio.current_time()
                 for subscriber in audience:
                     subscriber.deliver(event, now)

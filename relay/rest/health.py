@@ -55,6 +55,7 @@ def health_blueprint(rt: Runtime) -> Blueprint:
                 "gateway_sessions": len(rt.hub.sessions),
                 "writes_committed": rt.store.writes,
                 "write_batches": rt.store.batches,
+                "writes_queued": rt.store.queued,
                 "rooms": asdict(rooms),
                 "byte_relay": asdict(rt.byte_relay.stats) if rt.byte_relay else None,
             },

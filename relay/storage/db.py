@@ -107,6 +107,11 @@ class Store:
         """Run fn(db, *args, **kwargs) in the next transaction; return its result once committed."""
         return await (await self.submit(fn, *args, **kwargs)).wait()
 
+    @property
+    def queued(self) -> int:
+        """Writes submitted and not yet taken into a transaction by the writer."""
+        return self._write_send.statistics().current_buffer_used
+
     async def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Pending[T]:
         """Queue a write and return with its handle (at once if the queue has room). Writes run
         and commit in the order they were submitted, so a caller that must publish in order (a

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from relay.client import Gateway
+    from relay.storage.db import Store
     from tests.conftest import RunningServer
     from tests.gateway.conftest import Member
 
@@ -558,3 +559,61 @@ async def test_rest_posts_and_gateway_sends_share_one_message_limit(
         "third",
         "bob has his own budget",
     ]
+
+
+class Stall:
+    """A write that holds the store's writer until released; `entered` once it runs."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, _db: object) -> None:
+        self.entered.set()
+        self.release.wait(20)
+
+    async def running(self) -> None:
+        assert await trio.to_thread.run_sync(self.entered.wait, 10)
+
+
+async def queued(store: Store, writes: int) -> None:
+    """Wait until `writes` writes wait for the store's writer (a count with no event to wait
+    on: polled)."""
+    while store.queued < writes:  # noqa: ASYNC110
+        await trio.sleep(0.005)
+
+
+async def test_a_session_identified_while_a_post_commits_gets_it(
+    gateway_server: RunningServer,
+) -> None:
+    """The channel's publisher reuses the last event's audience only while it has not
+    yielded. Here it publishes `one`, then must wait for the commit of `two`; a session that
+    identifies during that wait gets `two` (reusing the audience of `one` would skip it)."""
+    alice, bob, guild = await setup_pair(gateway_server)
+    channel = text_channel(guild)
+    store = gateway_server.runtime.store
+    stalls = first, second, third = Stall(), Stall(), Stall()
+    with trio.fail_after(20):
+        async with open_gateway(gateway_server.ws_url) as a:
+            await a.identify(alice.token)
+            try:
+                await store.submit(first)
+                await first.running()
+                await send(a, channel, "one", "n1")
+                await queued(store, 1)  # `one` waits behind `first`
+                await store.submit(second)  # commits together with `one`
+                first.release.set()
+                await second.running()
+                await store.submit(third)
+                await send(a, channel, "two", "n2")
+                await queued(store, 2)  # `two` waits behind `third`
+                second.release.set()  # `one` commits and is published; `two` waits
+                await third.running()
+                assert (await a.dispatch("MESSAGE_CREATE"))["d"]["content"] == "one"
+                async with open_gateway(gateway_server.ws_url) as b:
+                    await b.identify(bob.token)
+                    third.release.set()
+                    assert (await b.dispatch("MESSAGE_CREATE"))["d"]["content"] == "two"
+            finally:
+                for stall in stalls:
+                    stall.release.set()
