@@ -82,7 +82,7 @@ class Session:
         self._replay_size = replay_size
         # Trimmed back to replay_size only once it is an eighth over: cutting the oldest event
         # on every delivery moved the whole list each time (a full 1000-event buffer: 8 KB
-        # per session per event, 0.4 of the ~2.5 us each session's delivery took).
+        # per session per event, 0.4 of the ~2.5 µs each session's delivery took).
         self._replay_limit = replay_size + replay_size // 8
         self._replay_age_s = replay_age_s
 
