@@ -73,19 +73,30 @@ def iso_in(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + seconds))
 
 
+class Stall:
+    """A write that holds the store's writer until released; `entered` once it runs."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, _db: object) -> None:
+        self.entered.set()
+        self.release.wait(20)
+
+    async def running(self) -> None:
+        assert await trio.to_thread.run_sync(self.entered.wait, 10)
+
+
 @asynccontextmanager
 async def writer_stalled(server: RunningServer) -> AsyncIterator[None]:
     """Hold the store's writer thread: nothing commits until the block ends."""
-    release = threading.Event()
-
-    def stall(_db: object) -> None:
-        release.wait(20)
-
+    stall = Stall()
     pending = await server.runtime.store.submit(stall)
     try:
         yield
     finally:
-        release.set()
+        stall.release.set()
         with trio.fail_after(20):
             await pending.wait()
 
@@ -559,21 +570,6 @@ async def test_rest_posts_and_gateway_sends_share_one_message_limit(
         "third",
         "bob has his own budget",
     ]
-
-
-class Stall:
-    """A write that holds the store's writer until released; `entered` once it runs."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __call__(self, _db: object) -> None:
-        self.entered.set()
-        self.release.wait(20)
-
-    async def running(self) -> None:
-        assert await trio.to_thread.run_sync(self.entered.wait, 10)
 
 
 async def queued(store: Store, writes: int) -> None:
