@@ -111,10 +111,11 @@ ENCODINGS = ("json", "msgpack")
 SEND_DRAIN_S = 2.0  # after the client left or closed: sends in flight may finish this long
 ACK_CHECK_S = 1.0  # how often sends in flight are checked against SEND_TIMEOUT_S
 # A channel REST's pre-check let this connection post in is not looked up again for this long
-# (the write checks again in its transaction, with the same error codes): that read, a worker
-# thread round trip per message, would otherwise cost more than the write and spread the sends
-# out so that group commit has little to group.
-SENDABLE_TTL_S = 2.0
+# after that check or the last send that committed there (the write checks again in its
+# transaction, with the same error codes, and a refusal drops the channel from here): that
+# read, a worker thread round trip per message, would otherwise cost more than the write (0.7
+# ms of a send's latency) and spread the sends out so that group commit has little to group.
+SENDABLE_TTL_S = 30.0
 SENDABLE_CHANNELS = 64  # per connection; more and the memory starts over
 
 
@@ -361,6 +362,9 @@ class GatewayConnection:
         try:
             message = message_of(result)
             ack = SendAck(nonce=data.nonce, id=message.id, channel_id=message.channel_id)
+            known = self.sendable.get(data.channel_id)
+            if known is not None:  # the write has just checked the permission again
+                self.sendable[data.channel_id] = (trio.current_time(), known[1])
         except RelayError as e:
             self.sendable.pop(data.channel_id, None)  # fail fast again from now on
             ack = SendAck(nonce=data.nonce, error=send_error(e))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -613,3 +614,45 @@ async def test_a_session_identified_while_a_post_commits_gets_it(
             finally:
                 for stall in stalls:
                     stall.release.set()
+
+
+async def test_sends_that_commit_keep_the_channel_check_fresh(
+    gateway_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every committed send has just passed the write's own permission check, so the
+    connection's pre-check of a channel counts from the last send that committed there, not
+    only from the check. Here every reader is held when a send comes 1.4 s after the check
+    (SENDABLE_TTL_S is 1 s) but 0.8 s after the last committed send: it is acked all the
+    same, with no read."""
+    monkeypatch.setattr(endpoint, "SENDABLE_TTL_S", 1.0)
+    alice, _bob, guild = await setup_pair(gateway_server)
+    channel = text_channel(guild)
+    store = gateway_server.runtime.store
+    readers = gateway_server.settings.db_readers
+    hold = threading.Event()
+    held = trio.Semaphore(0)
+    token = trio.lowlevel.current_trio_token()
+
+    def occupy(_db: object) -> None:
+        trio.from_thread.run_sync(held.release, trio_token=token)
+        hold.wait(10)
+
+    with trio.fail_after(15):
+        async with open_gateway(gateway_server.ws_url) as gw, trio.open_nursery() as nursery:
+            await gw.identify(alice.token)
+            checked = trio.current_time()
+            for i in range(3):  # the check, then two sends that need none
+                assert "id" in await send_and_ack(gw, channel, f"m{i}", f"n{i}")
+                await trio.sleep(0.3)
+            try:
+                for _ in range(readers):
+                    nursery.start_soon(partial(store.read, occupy))
+                for _ in range(readers):
+                    await held.acquire()
+                await trio.sleep_until(checked + 1.4)
+                ack: dict[str, Any] = {}  # stays empty if the send waits for a reader
+                with trio.move_on_after(2):
+                    ack = await send_and_ack(gw, channel, "no read needed", "last")
+            finally:
+                hold.set()
+            assert "id" in ack
