@@ -17,17 +17,17 @@ INVALID_SESSION (d = false) and must IDENTIFY. A session outlives its connection
 | ready           | ack       | close 4005      | close 4005   | update          | send, ack 13 |
 
 Message sends (op 12) are pipelined. The reader checks each one as the REST route does (a
-channel that passed is trusted for SENDABLE_TTL_S, since the write checks again) and queues it
-with the channel's actor, in the order read, so history order is send order; then it reads on,
-so one connection is not limited to one message per commit. The actor's publisher hands each
-answer straight back (`Hub.queue_message_with`: no task switch), and acks (op 13) go out in
-send order from a first-in first-out queue of the sends in flight. A send whose commit has not
-come after SEND_TIMEOUT_S is answered channel_busy (checked every ACK_CHECK_S). At most
-`gateway_max_inflight_sends` sends are in flight; then the reader waits for an ack to go out,
-and TCP pushes back on the client. Sends have their own per-user rate limit, shared with REST
-posts (`Hub.message_refused`), answered with a `rate_limited` ack; they do not count against
-`gateway_rate` unless refused by it, so a client that ignores `retry_after` is still closed
-(4008) like any flood.
+channel that passed, or took a committed send, is trusted for SENDABLE_TTL_S, since the write
+checks again) and queues it with the channel's actor, in the order read, so history order is
+send order; then it reads on, so one connection is not limited to one message per commit. The
+actor's publisher hands each answer straight back (`Hub.queue_message_with`: no task switch),
+and acks (op 13) go out in send order from a first-in first-out queue of the sends in flight. A
+send whose commit has not come after SEND_TIMEOUT_S is answered channel_busy (checked every
+ACK_CHECK_S). At most `gateway_max_inflight_sends` sends are in flight; then the reader waits
+for an ack to go out, and TCP pushes back on the client. Sends have their own per-user rate
+limit, shared with REST posts (`Hub.message_refused`), answered with a `rate_limited` ack; they
+do not count against `gateway_rate` unless refused by it, so a client that ignores
+`retry_after` is still closed (4008) like any flood.
 
 Resource handling: the reader loop runs in the endpoint's task and waits for each frame until
 the heartbeat deadline (then 4009); a nursery opened at the first send holds the task that
@@ -410,8 +410,9 @@ class GatewayConnection:
 
     async def _sendable_channel(self, user_id: int, channel_id: str) -> VisibleChannel:
         """REST's pre-check (`sendable_channel`); a positive answer is reused for
-        SENDABLE_TTL_S. Only the fail-fast is skipped then: `messages.create` checks visibility
-        and SEND_MESSAGES again in the transaction and refuses with the same codes."""
+        SENDABLE_TTL_S after it or after the last send committed there. Only the fail-fast is
+        skipped then: `messages.create` checks visibility and SEND_MESSAGES again in the
+        transaction and refuses with the same codes."""
         now = trio.current_time()
         known = self.sendable.get(channel_id)
         if known is not None and now - known[0] < SENDABLE_TTL_S:
