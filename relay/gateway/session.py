@@ -111,6 +111,8 @@ class Session:
                 while cut < len(kept) and now - kept[cut].at > age:
                     cut += 1
                 del kept[:cut]
+        else:  # READY: missed_since counts the kept events' seqs back from `seq`
+            assert self.seq == 1, "only a session's first event may go unkept"
         if self.sink is not None and not self.sink.send_frame(frame):
             sink, self.sink = self.sink, None
             self.detached_at = now
