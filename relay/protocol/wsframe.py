@@ -15,9 +15,9 @@ MAX_CONTROL_PAYLOAD = 125  # RFC 6455 §5.5: control frames carry at most 125 by
 _FIN = 0x80
 _LEN16 = struct.Struct("!BBH")
 _LEN64 = struct.Struct("!BBQ")
-# Close codes below 3000 that a peer accepts: RFC 6455 §7.4.1 plus 1012/1013 (IANA). 1005,
-# 1006 and 1015 only report what happened locally; unassigned ones fail the peer's connection.
-_PROTOCOL_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013})
+# Close codes below 3000 that may be sent (either way): RFC 6455 §7.4.1 plus 1012/1013 (IANA).
+# 1005, 1006 and 1015 only report what happened locally; unassigned ones fail the connection.
+CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013})
 
 
 class Opcode(enum.IntEnum):
@@ -86,7 +86,7 @@ def close_frame(code: int | None = 1000, reason: str = "") -> bytes:
         if reason:
             raise ValueError("a close reason needs a close code")
         return frame(Opcode.CLOSE, b"")
-    if code not in _PROTOCOL_CODES and not 3000 <= code <= 4999:
+    if code not in CLOSE_CODES and not 3000 <= code <= 4999:
         raise ValueError(f"{code} is not a close code an endpoint may send")
     encoded = reason.encode("utf-8")
     if len(encoded) > MAX_CONTROL_PAYLOAD - 2:

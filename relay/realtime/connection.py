@@ -10,10 +10,10 @@ non-blocking write each, so a fan-out to a thousand connections wakes one task, 
 What a socket does not take at once (its buffer is full: a backlog) goes to the connection's own
 writer task, started on demand, which waits for the socket and writes everything queued by then
 in one `send_all`; it ends when the outbox is empty. TLS connections always use the writer
-task. Incoming bytes go through wsproto (server side, no extension ever negotiated), which
-answers pings and closes and rejects protocol errors (RSV bits, bad opcodes, unmasked frames:
-1002; invalid UTF-8: 1007). Messages are reassembled here, up to `max_message_bytes` (over it:
-1009).
+task. Incoming bytes go through `relay.protocol.wsread` (no extension is ever negotiated),
+which reassembles messages up to `max_message_bytes` (over it: 1009) and refuses protocol
+errors (RSV bits, bad opcodes, unmasked frames: 1002; invalid UTF-8: 1007); pings are answered
+here.
 
 Overflow policy (slow consumer): `send_nowait` never blocks. It returns False when the outbox
 is full or the connection is closing, drops the frame and counts it; the caller decides what
@@ -40,7 +40,7 @@ raises ConnectionClosed once the messages already delivered are read, and sends 
 waits up to GOODBYE_S for the peer's close, shielded, before closing the stream.
 
 Error handling: transport errors (reset, broken pipe, TLS errors) mean the peer is gone: `run`
-returns, close code 1006. Protocol errors close with the code wsproto gives. Nothing here
+returns, close code 1006. Protocol errors close with the code the frame reader gives. Nothing here
 raises to the caller of `run` except bugs.
 """
 
@@ -49,17 +49,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import trio
-from wsproto.connection import ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
-from wsproto.frame_protocol import CloseReason
-from wsproto.utilities import LocalProtocolError
 
-if TYPE_CHECKING:
-    from wsproto import WSConnection
-    from wsproto.connection import Connection as FrameConnection
+from relay.protocol import wsframe
+from relay.protocol.wsread import Close, FrameReader, Ping
 
 log = logging.getLogger("relay.realtime")
 
@@ -68,6 +62,8 @@ MAX_MESSAGE_BYTES = 64 * 1024
 CLOSE_TIMEOUT_S = 2.0  # flush what is queued, send the close frame, get the peer's close
 GOODBYE_S = 1.0  # on shutdown: send 1001 and wait this long for the peer's close
 SLOW_CONSUMER = 1008  # default close code for a full outbox; endpoints may use their own
+NORMAL_CLOSURE, GOING_AWAY, ABNORMAL_CLOSURE = 1000, 1001, 1006
+NO_CODE = 1005  # the peer's close had no code; answered with a close that has none
 RECEIVE_BYTES = 64 * 1024
 MAX_WRITE_BYTES = 1024 * 1024  # one send_all takes queued frames up to about this much
 # Delivered messages not yet taken by receive() (at most 4 x MAX_MESSAGE_BYTES); then TCP pushes
@@ -162,13 +158,13 @@ class Connection:
         "_nursery",
         "_outbox_closed",
         "_outbox_frames",
-        "_part_bytes",
         "_partial",
-        "_parts",
         "_pending_close",
         "_queue",
         "_read_full",
+        "_reader",
         "_reader_parked",
+        "_received",
         "_receiver",
         "_room",
         "_scope",
@@ -177,7 +173,6 @@ class Connection:
         "_writer_running",
         "_writes",
         "_writing",
-        "_ws",
         "close_code",
         "close_reason",
         "close_timeout_s",
@@ -187,20 +182,18 @@ class Connection:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        ws: WSConnection,
+        received: bytes = b"",
         *,
         outbox_frames: int = OUTBOX_FRAMES,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         close_timeout_s: float = CLOSE_TIMEOUT_S,
         flusher: Flusher | None = None,
     ) -> None:
-        if ws.state is not ConnectionState.OPEN or ws.connection is None:
-            raise ValueError("the WebSocket handshake has not completed")
         self.max_message_bytes = max_message_bytes
         self.close_timeout_s = close_timeout_s
         self._stream = stream
-        # The frame-level connection only: the handshake's state (an h11 connection) is freed.
-        self._ws: FrameConnection = ws.connection
+        self._reader = FrameReader(max_message_bytes)
+        self._received = received  # what the client sent right after its handshake
         # Direct writes need the socket itself; TLS streams always go through the writer task.
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._flusher = flusher if self._fd >= 0 else None
@@ -235,9 +228,6 @@ class Connection:
         self._pending_close: tuple[int, str] | None = None  # decided by the reader, not yet sent
         self.close_code: int | None = None  # the handshake's code: the peer's if it closed first
         self.close_reason = ""
-        # Reassembly of a fragmented message.
-        self._parts: list[str | bytes] = []
-        self._part_bytes = 0
         # Statistics.
         self._frames_queued = 0
         self._frames_dropped = 0
@@ -348,11 +338,8 @@ class Connection:
         if self._close_frame is not None or self._ended:
             return
         if code is None:
-            code, reason = self._pending_close or (CloseReason.NORMAL_CLOSURE, reason)
-        try:
-            self._close_frame = self._ws.send(CloseConnection(code=code, reason=reason))
-        except LocalProtocolError:  # wsproto saw the connection end already
-            self._close_frame = b""
+            code, reason = self._pending_close or (NORMAL_CLOSURE, reason)
+        self._close_frame = _close_frame(code, reason)
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
         self._outbox_closed = True  # the writer drains what is queued, then writes the close
@@ -414,7 +401,7 @@ class Connection:
             ):
                 await self._goodbye()
             if self.close_code is None:
-                self.close_code = CloseReason.ABNORMAL_CLOSURE
+                self.close_code = ABNORMAL_CLOSURE
             self._outbox_closed = True  # frames still queued are dropped; later sends fail
             self._queue.clear()
             self._wake_senders()
@@ -441,33 +428,42 @@ class Connection:
                 with trio.move_on_after(self.close_timeout_s):
                     await self._close_started.wait()
             self.close_nowait()
-            if self._await_peer_close and self._ws.state is ConnectionState.LOCAL_CLOSING:
+            if self._await_peer_close and not self._reader.stopped:
                 await self._read_messages()  # discards until the peer's close (or EOF)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._peer_gone()
 
     async def _read_messages(self) -> bool:
         """Deliver messages and answer pings until a close. True: this side must answer it."""
-        ws = self._ws
+        receive = self._reader.receive
+        data, self._received = self._received, b""
         while True:
-            for event in ws.events():
-                if isinstance(event, TextMessage | BytesMessage):
-                    message = self._assemble(event)
-                    if self._pending_close is not None and self._close_frame is None:
-                        return True  # too big
-                    if message is not None:
-                        await self._deliver(message)
+            for event in receive(data):
+                if isinstance(event, str | bytes):
+                    if self._close_frame is None:  # after our close, messages are dropped
+                        self._messages_received += 1
+                        await self._deliver(event)
                 elif isinstance(event, Ping):
                     if self._close_frame is None:
-                        self.send_nowait(ws.send(event.response()))
-                elif isinstance(event, CloseConnection):
-                    return self._on_close(event)
+                        self.send_nowait(wsframe.pong_frame(event.payload))
+                elif isinstance(event, Close):
+                    if self._close_frame is not None:
+                        return False  # the peer answered our close
+                    self._decide_close(event.code, event.reason)
+                    return True
+                elif event.fatal:  # a protocol error: nothing more can be read
+                    log.debug("protocol error", extra={"code": event.code, "reason": event.reason})
+                    self._await_peer_close = False
+                    self._decide_close(event.code, event.reason)
+                    return self._close_frame is None
+                elif self._close_frame is None:  # too big: answer; read on for the peer's close
+                    self._decide_close(event.code, event.reason)
+                    return True
             data = await self._receive_some()
             if not data:
                 raise trio.BrokenResourceError("the peer closed TCP without a close frame")
-            ws.receive_data(bytes(data))  # bytes(bytes) is no copy
 
-    async def _receive_some(self) -> bytes | bytearray:
+    async def _receive_some(self) -> bytes:
         """The next bytes from the peer (empty at EOF). On a plain socket: one yield (a wait
         for readability, or a checkpoint if the last read filled its buffer), then one
         non-blocking `os.read`. The stream's `receive_some` adds a failed read, a second
@@ -476,7 +472,7 @@ class Connection:
         keep the loop to itself. TLS goes through the stream."""
         fd = self._fd
         if fd < 0:
-            return await self._stream.receive_some(RECEIVE_BYTES)
+            return bytes(await self._stream.receive_some(RECEIVE_BYTES))
         assert isinstance(self._stream, trio.SocketStream)
         sock = self._stream.socket
         if self._read_full:
@@ -494,42 +490,6 @@ class Connection:
             self._read_full = len(data) == RECEIVE_BYTES
             return data
 
-    def _assemble(self, event: TextMessage | BytesMessage) -> str | bytes | None:
-        """Add one piece of a message; return the message once complete."""
-        if self._close_frame is not None:
-            self._parts.clear()
-            return None
-        data = event.data
-        if isinstance(data, str):
-            self._part_bytes += len(data) if data.isascii() else len(data.encode("utf-8"))
-        else:
-            self._part_bytes += len(data)
-        if self._part_bytes > self.max_message_bytes:
-            self._parts.clear()
-            reason = f"messages are limited to {self.max_message_bytes} bytes"
-            self._decide_close(CloseReason.MESSAGE_TOO_BIG, reason)
-            return None
-        self._parts.append(data if isinstance(data, str | bytes) else bytes(data))
-        if not event.message_finished:
-            return None
-        parts, self._parts, self._part_bytes = self._parts, [], 0
-        self._messages_received += 1
-        if isinstance(data, str):
-            return data if len(parts) == 1 else "".join(parts)  # type: ignore[arg-type]
-        return bytes(data) if len(parts) == 1 else b"".join(parts)  # type: ignore[arg-type]
-
-    def _on_close(self, event: CloseConnection) -> bool:
-        state = self._ws.state
-        if state is ConnectionState.CLOSED:
-            return False  # the peer answered our close
-        if state is not ConnectionState.REMOTE_CLOSING:
-            # wsproto reports a protocol error as a close event without changing state; its
-            # parser is dead now, so the connection is failed without waiting for the peer.
-            log.debug("protocol error", extra={"code": event.code, "reason": event.reason})
-            self._await_peer_close = False
-        self._decide_close(event.code, event.reason or "")
-        return self._close_frame is None
-
     def _decide_close(self, code: int, reason: str) -> None:
         """The reader's close: what receive() reports now and the code we answer with."""
         self._pending_close = (code, reason)
@@ -542,7 +502,7 @@ class Connection:
         self._queue.clear()
         self._wake_senders()
         if self.close_code is None:
-            self.close_code = CloseReason.ABNORMAL_CLOSURE
+            self.close_code = ABNORMAL_CLOSURE
         if self._scope is not None:
             self._scope.cancel()
 
@@ -640,22 +600,27 @@ class Connection:
 
     async def _goodbye(self) -> None:
         """Cancelled while open (shutdown): send 1001 and wait briefly for the peer's close."""
-        code, reason = self._pending_close or (CloseReason.GOING_AWAY, "server shutting down")
+        code, reason = self._pending_close or (GOING_AWAY, "server shutting down")
         with trio.move_on_after(GOODBYE_S, shield=True):
             try:
-                await self._stream.send_all(self._ws.send(CloseConnection(code, reason)))
+                await self._stream.send_all(_close_frame(code, reason))
                 if self.close_code is None:
                     self.close_code, self.close_reason = code, reason
-                while self._await_peer_close and self._ws.state is not ConnectionState.CLOSED:
+                reader = self._reader
+                while self._await_peer_close and not reader.stopped:
                     data = await self._stream.receive_some(RECEIVE_BYTES)
                     if not data:
                         return
-                    self._ws.receive_data(bytes(data))  # bytes(bytes) is no copy
-                    # Messages after our close are dropped; any close (or error) ends the wait.
-                    if any(isinstance(e, CloseConnection) for e in self._ws.events()):
-                        return
-            except (trio.BrokenResourceError, trio.ClosedResourceError, LocalProtocolError):
+                    # Messages after our close are dropped; the peer's close (or a protocol
+                    # error) stops the reader and ends the wait.
+                    reader.receive(bytes(data))  # bytes(bytes) is no copy
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
 
     def _closed_error(self) -> ConnectionClosed:
-        return ConnectionClosed(self.close_code or CloseReason.ABNORMAL_CLOSURE, self.close_reason)
+        return ConnectionClosed(self.close_code or ABNORMAL_CLOSURE, self.close_reason)
+
+
+def _close_frame(code: int, reason: str) -> bytes:
+    """Our close frame; a peer's close without a code (1005) is answered with none."""
+    return wsframe.close_frame(None if code == NO_CODE else code, reason)

@@ -147,13 +147,13 @@ async def _handle(
         if accepted is None:
             await trio.aclose_forcefully(transport)
             return
-        ws, request, endpoint = accepted
+        received, request, endpoint = accepted
         # An endpoint may override the listener's Connection options (the byte relay needs
         # larger messages and a smaller outbox) with a `connection_options` mapping.
         conn = Connection(
-            transport, ws, **{**options, **getattr(endpoint, "connection_options", {})}
+            transport, received, **{**options, **getattr(endpoint, "connection_options", {})}
         )
-        del accepted, ws  # the handshake's state is garbage now (kept, it costs ~2 KB a socket)
+        del accepted, received
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_run_endpoint, endpoint, conn, request)
             await conn.run()
@@ -167,8 +167,9 @@ async def _handle(
 
 async def _handshake(
     stream: trio.abc.Stream, endpoints: dict[str, Endpoint], remote: tuple[str, int]
-) -> tuple[WSConnection, Request, Endpoint] | None:
-    """Read the upgrade request and answer it: 101 (returned), or an HTTP error (None)."""
+) -> tuple[bytes, Request, Endpoint] | None:
+    """Read the upgrade request and answer it: 101 (returned, with the bytes that came after
+    the request: the client's first frames, if it did not wait), or an HTTP error (None)."""
     http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES)
     while True:
         try:
@@ -238,11 +239,8 @@ async def _handshake(
     )
     # No extensions: permessage-deflate offers are declined by omission.
     await stream.send_all(ws.send(AcceptConnection()))
-    # Bytes the client sent right after its request (pipelined frames) belong to wsproto now.
     trailing, _ = http.trailing_data
-    if trailing:
-        ws.receive_data(bytes(trailing))
-    return ws, request, endpoint
+    return bytes(trailing), request, endpoint
 
 
 async def _send_http_error(stream: trio.abc.Stream, http: h11.Connection, status: int) -> None:
