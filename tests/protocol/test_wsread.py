@@ -15,7 +15,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 from wsproto.events import Ping as WsPing
 
-from relay.protocol.wsread import Close, Event, FrameReader, Ping, Refusal, unmask
+from relay.protocol.wsread import Close, Event, FrameReader, Ping, Refusal
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -45,11 +45,6 @@ def read(data: bytes, cuts: Iterable[int] = (), limit: int = LIMIT) -> list[Even
     for start, end in pairwise(bounds):
         events += reader.receive(data[start:end])
     return events
-
-
-@given(st.binary(max_size=300), st.binary(min_size=4, max_size=4))
-def test_unmask_xors_each_byte_with_the_mask_repeated(payload: bytes, mask: bytes) -> None:
-    assert unmask(mask, payload) == bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 messages = st.lists(
