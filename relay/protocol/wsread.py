@@ -121,7 +121,7 @@ class FrameReader:
             if self._have < self._need:
                 return events
             data = b"".join(self._chunks)
-            self._chunks = []
+            self._chunks, self._have = [], 0
         buf, pos, end = data, 0, len(data)
         self._need = 0
         while end - pos >= 2:

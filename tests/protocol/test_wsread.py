@@ -188,3 +188,20 @@ def test_a_message_at_the_limit_is_read() -> None:
 def test_a_character_split_between_fragments_is_read() -> None:
     data = client_frame(0x01, b"ok\xc3") + client_frame(0x80, b"\xa9")
     assert read(data, range(len(data))) == ["oké"]
+
+
+@given(st.lists(st.binary(max_size=300), max_size=20), st.integers(min_value=0, max_value=500))
+def test_any_bytes_give_events_or_a_refusal_never_an_exception(
+    pieces: list[bytes], limit: int
+) -> None:
+    reader = FrameReader(limit)
+    for piece in pieces:
+        events = reader.receive(piece)
+        for event in events:
+            if isinstance(event, Refusal):
+                assert event.code in (1002, 1007, 1009)
+                assert event.fatal == (event.code != 1009)
+            elif isinstance(event, str | bytes):
+                assert len(event.encode() if isinstance(event, str) else event) <= limit
+        # at most one frame is held: a header (14 bytes) and a payload of at most `limit`
+        assert sum(map(len, reader._chunks)) <= 14 + limit
