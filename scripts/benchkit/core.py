@@ -245,7 +245,7 @@ class Bench:
         server_cpu.start()
         lg_cpu.start()
         profiler = (
-            self._profiler(label, server_pid, measure_s) if label["server"] == "relay" else None
+            self.profiler(label, server_pid, measure_s) if label["server"] == "relay" else None
         )
         _sleep_until(end)
         cpu = {"server_cpu_pct": server_cpu.stop(), "lg_cpu_pct": lg_cpu.stop()}
@@ -297,13 +297,11 @@ class Bench:
         if samples:
             result["latency"] = latency_summary(samples)
         if profiler is not None:
-            process, path = profiler
-            process.wait(30)
-            result["profile"] = {"file": str(path), **profile_summary(path)}
+            result["profile"] = profile_result(profiler)
         self.phases.append(result)
         return result
 
-    def _profiler(
+    def profiler(
         self, label: dict[str, Any], pid: int, measure_s: float
     ) -> tuple[subprocess.Popen[bytes], Path] | None:
         """py-spy (sampling, from outside the process) over this window, if asked for."""
@@ -319,6 +317,13 @@ class Bench:
         args += ["--rate", "500"]  # py-spy's default 100 Hz gives too few samples in 3 s
         process = self.procs.popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return process, path
+
+
+def profile_result(profiler: tuple[subprocess.Popen[bytes], Path]) -> dict[str, Any]:
+    """Wait for a `Bench.profiler` to finish; its file and summary, for a phase's JSON."""
+    process, path = profiler
+    process.wait(30)
+    return {"file": str(path), **profile_summary(path)}
 
 
 def profile_summary(path: Path, top: int = 15) -> dict[str, Any]:

@@ -47,7 +47,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from benchkit import workers
-from benchkit.core import Bench, Row, split
+from benchkit.core import Bench, Row, profile_result, split
 from benchkit.procs import CpuMeter, free_port, raise_nofile_limit, rss_bytes
 from benchkit.relay import HOST
 from relay.protocol.gateway import ALL_INTENTS, Intent
@@ -577,9 +577,13 @@ def _relay_case(
         for worker in started:
             worker.send({"cmd": "run", "t0": t0, "warm": warm, "end": end})
         server_cpu, lg_cpu = CpuMeter([pid]), CpuMeter([w.pid for w in started])
+        scenario = "relay" if ws_path is None else "relay_ws"
+        label = {"scenario": scenario, "sessions": f"{pairs} pairs", "phase": _size_label(size)}
         _sleep_until_ns(warm)
         server_cpu.start()
         lg_cpu.start()
+        relay = server in ("relay", "relay_ws")  # not the asyncio relay: only Relay is profiled
+        profiler = bench.profiler(label, pid, config.relay_measure_s) if relay else None
         _sleep_until_ns(end)
         cpu = {"server_cpu_pct": server_cpu.stop(), "lg_cpu_pct": lg_cpu.stop()}
         cpu["server_sys_pct"], cpu["lg_sys_pct"] = server_cpu.system_pct, lg_cpu.system_pct
@@ -615,10 +619,8 @@ def _relay_case(
             extra["queued_at_end"] = missing
             missing = counted["dropped_offline"] + counted["dropped_gone"]
     result: dict[str, Any] = {
-        "scenario": "relay" if ws_path is None else "relay_ws",
+        **label,
         "server": server,
-        "sessions": f"{pairs} pairs",
-        "phase": _size_label(size),
         "window_s": config.relay_measure_s,
         "frames_per_s": round(frames_per_s, 1),
         "mb_per_s": round(frames_per_s * size / 1e6, 1),
@@ -632,6 +634,8 @@ def _relay_case(
         "lg_processes": len(started),
         **extra,
     }
+    if profiler is not None:
+        result["profile"] = profile_result(profiler)
     bench.phases.append(result)
     _check(bench, result, server)
     return result
