@@ -11,7 +11,7 @@ gets a close code:
 | 1008 | a malformed frame, a transfer before login, a wrong `from`, a login with another id |
 | 1009 | a payload over the cap (or a message longer than the largest possible frame) |
 | 4000 | replaced: a newer login with the same client id |
-| 4009 | idle: nothing received for `relay_idle_s` (WebSocket pings do not count) |
+| 4009 | idle: nothing received for `relay_idle_s` (closed up to 1 s later; pings do not count) |
 | 4010 | slow consumer: the outbox was full and made no progress for `relay_stall_s` |
 
 Resource handling: the listener runs `RelayEndpoint` beside the Connection's own reader and
@@ -28,6 +28,7 @@ Error handling: as TCP; ConnectionClosed ends the client's tasks.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -53,6 +54,7 @@ log = logging.getLogger("relay.byterelay")
 # Frames handed to the Connection at once. The relay outbox counts a batch until the Connection
 # takes it, so this is also the step in which a slow WebSocket receiver shows progress.
 WS_BATCH_BYTES = 64 * 1024
+IDLE_SLACK_S = 1.0  # the idle close may come this much after relay_idle_s (at most idle_s / 8)
 CLOSE_CODES: dict[Why, tuple[int, str]] = {
     Why.TEXT: (1003, "binary relay frames only"),
     Why.VIOLATION: (1008, "protocol violation"),
@@ -109,20 +111,27 @@ class WsPeer(Peer):
 
     async def _read_loop(self) -> Why:
         relay, conn = self.relay, self.conn
+        idle_s, current_time = relay.idle_s, trio.current_time
+        # One idle scope for the whole loop: a scope per message cost ~12% of a small frame's
+        # time. Its deadline is pushed only once it is nearer than idle_s, by idle_s + slack, so
+        # at most once per `slack`: silence closes after idle_s to idle_s + slack.
+        slack = min(IDLE_SLACK_S, idle_s / 8)
         try:
-            while True:
-                message: str | bytes | None = None
-                with trio.move_on_after(relay.idle_s):
+            with trio.CancelScope(deadline=current_time() + idle_s + slack) as idle:
+                while True:
                     message = await conn.receive()
-                if message is None:
-                    return Why.IDLE
-                if isinstance(message, str):
-                    return Why.TEXT
-                frame = decode(message, relay.max_payload_bytes)
-                stalled = self.handle(frame)
-                self.flush()
-                if stalled is not None:
-                    await relay.wait_for_room(*stalled)
+                    if (now := current_time()) + idle_s > idle.deadline:
+                        idle.deadline = now + idle_s + slack
+                    if isinstance(message, str):
+                        return Why.TEXT
+                    frame = decode(message, relay.max_payload_bytes)
+                    stalled = self.handle(frame)
+                    self.flush()
+                    if stalled is not None:  # a stalled forward is not silence
+                        deadline, idle.deadline = idle.deadline, math.inf
+                        await relay.wait_for_room(*stalled)
+                        idle.deadline = max(deadline, current_time() + idle_s)
+            return Why.IDLE
         except FrameTooLarge as e:
             log.debug("relay frame too large", extra={"remote": self.remote, "reason": str(e)})
             return Why.TOO_LARGE

@@ -12,7 +12,7 @@ import trio_websocket
 
 from relay.protocol import relayd
 from relay.protocol.relayd import Transfer
-from tests.byterelay.conftest import ws_bytes
+from tests.byterelay.conftest import wait_until, ws_bytes
 
 if TYPE_CHECKING:
     from tests.byterelay.conftest import RelayServer
@@ -120,6 +120,33 @@ async def test_idle_websocket_is_closed(relay_server: RelayServer) -> None:
             assert await close_code(ws) == 4009
         assert relay_server.hub.stats.heartbeats == 3
         assert relay_server.hub.stats.idle_closes == 1
+
+
+@pytest.mark.settings(relay_idle_s=0.3, relay_stall_s=1.0, relay_queue_bytes=256 * 1024)
+async def test_a_sender_stalled_longer_than_idle_s_is_not_idle(relay_server: RelayServer) -> None:
+    # The idle timer covers waiting for the client's next message, not a forward that waits
+    # for room at a receiver that does not read (the slow-receiver policy's stall_s).
+    hub = relay_server.hub
+    with trio.fail_after(20):
+        stuck = await relay_server.connect(rcvbuf=16 * 1024)
+        await stuck.login(b"stuck")
+        async with relay_server.ws_client(b"alice") as ws:
+            frame = relayd.encode_transfer(b"alice", b"stuck", os.urandom(64 * 1024))
+
+            async def keep_alive() -> None:  # the receiver reads nothing but is not idle
+                while True:
+                    await stuck.send_raw(relayd.encode_heartbeat(b"stuck"))
+                    await trio.sleep(0.1)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(keep_alive)
+                for _ in range(100):  # never cancelled mid-message: the stream stays whole
+                    await ws.send_message(frame)
+                await wait_until(lambda: hub.stats.slow_disconnects > 0)
+                nursery.cancel_scope.cancel()
+            assert hub.stats.idle_closes == 0
+            await ws.send_message(relayd.encode_transfer(b"alice", b"alice", b"still here"))
+            assert await ws_bytes(ws) == relayd.encode_transfer(b"alice", b"alice", b"still here")
 
 
 async def test_a_tcp_burst_reaches_a_websocket_as_one_message_per_frame(
