@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from actors import ActorStopped, AskTimeout
+from actors import ActorStopped, AskTimeout, Overloaded
 from actors.room import Gone, GrantHost, Join, Kick, ListMembers, Rejoin, Relay
 from relay.protocol import rooms as wire
 from relay.protocol.rooms import Close, Kind, RoomError
@@ -172,6 +172,11 @@ class RoomConnection:
     async def _hand_over(self, room: Actor[RoomMsg], msg: RoomMsg) -> bool:
         """Queue `msg` for the room; False if the room has stopped."""
         try:
+            try:
+                room.tell(msg)  # no deadline scope (or checkpoint) while the room has space
+                return True
+            except Overloaded:
+                pass
             with trio.move_on_after(ROOM_SEND_TIMEOUT_S):
                 await room.send(msg)
                 return True
