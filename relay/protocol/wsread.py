@@ -28,7 +28,7 @@ message holds at most `max_message_bytes` of payload.
 from __future__ import annotations
 
 import codecs
-from typing import NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from relay.protocol.wsframe import CLOSE_CODES
 
@@ -93,7 +93,7 @@ class FrameReader:
         self._skip = 0  # payload bytes still to drop (the rest of a frame refused with 1009)
         self._stopped = False  # a fatal refusal or the peer's close: read nothing more
         # A fragmented message in progress: its parts and payload size so far.
-        self._parts: list[str] | list[bytes] | None = None
+        self._parts: list[Any] | None = None  # str parts (text) or bytes parts (binary)
         self._part_bytes = 0
         self._text = False
         self._decoder: codecs.IncrementalDecoder | None = None
@@ -230,17 +230,17 @@ class FrameReader:
         self._part_bytes += len(payload)
         if self._decoder is not None:
             try:
-                parts.append(self._decoder.decode(payload, final=bool(fin)))  # type: ignore[arg-type]
+                parts.append(self._decoder.decode(payload, final=bool(fin)))
             except UnicodeDecodeError:
                 return self._invalid_text()
         else:
-            parts.append(payload)  # type: ignore[arg-type]
+            parts.append(payload)
         if not fin:
             return None
         self._parts, self._decoder, self._part_bytes = None, None, 0
         if self._text:
-            return "".join(parts)  # type: ignore[arg-type]
-        return b"".join(parts)  # type: ignore[arg-type]
+            return "".join(parts)
+        return b"".join(parts)
 
     def _invalid_text(self) -> Refusal:
         self._stopped = True
