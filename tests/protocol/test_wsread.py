@@ -1,10 +1,10 @@
-"""relay.protocol.wsread: client frames built by wsproto's client side (and by hand, for what
-wsproto refuses to send) read back at every cut of the byte stream; every refusal's code."""
+"""relay.protocol.wsread: client frames built by wsproto's client side (and by the tests'
+`masked`, for what wsproto refuses to send) read back at every cut of the byte stream; every
+refusal's code."""
 
 from __future__ import annotations
 
 import os
-import struct
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
@@ -16,26 +16,12 @@ from wsproto.events import BytesMessage, CloseConnection, TextMessage
 from wsproto.events import Ping as WsPing
 
 from relay.protocol.wsread import Close, Event, FrameReader, Ping, Refusal
+from tests.realtime.clients import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, masked
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 LIMIT = 64 * 1024
-
-
-def client_frame(first: int, payload: bytes, *, mask: bytes | None = b"abcd") -> bytes:
-    """One client frame by hand: `first` is FIN | RSV | opcode; `mask=None` leaves it unmasked."""
-    length = len(payload)
-    masked = 0x80 if mask is not None else 0
-    if length <= 125:
-        head = bytes((first, masked | length))
-    elif length <= 0xFFFF:
-        head = struct.pack("!BBH", first, masked | 126, length)
-    else:
-        head = struct.pack("!BBQ", first, masked | 127, length)
-    if mask is None:
-        return head + payload
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 def read(data: bytes, cuts: Iterable[int] = (), limit: int = LIMIT) -> list[Event]:
@@ -88,44 +74,44 @@ def test_any_messages_read_back_at_any_cut(
 def test_every_length_class_reads_back() -> None:
     for size in (0, 125, 126, 0xFFFF, 0x10000, LIMIT):
         payload = os.urandom(size)
-        assert read(client_frame(0x82, payload), range(0, size + 14, 997)) == [payload]
+        assert read(masked(BINARY, payload), range(0, size + 14, 997)) == [payload]
 
 
 def test_a_pong_is_consumed() -> None:
-    assert read(client_frame(0x8A, b"x") + client_frame(0x81, b"after")) == ["after"]
+    assert read(masked(PONG, b"x") + masked(TEXT, b"after")) == ["after"]
 
 
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
-        pytest.param(client_frame(0xC1, b"x"), 1002, id="rsv1"),
-        pytest.param(client_frame(0xA1, b"x"), 1002, id="rsv2"),
-        pytest.param(client_frame(0x91, b"x"), 1002, id="rsv3"),
-        pytest.param(client_frame(0x81, b"x", mask=None), 1002, id="unmasked"),
-        pytest.param(client_frame(0x83, b"x"), 1002, id="opcode 3"),
-        pytest.param(client_frame(0x8B, b"x"), 1002, id="opcode 11"),
-        pytest.param(client_frame(0x09, b"x"), 1002, id="fragmented ping"),
-        pytest.param(client_frame(0x89, b"x" * 126), 1002, id="long ping"),
-        pytest.param(client_frame(0x80, b"x"), 1002, id="continuation first"),
-        pytest.param(client_frame(0x01, b"a") + client_frame(0x81, b"b"), 1002, id="new inside"),
+        pytest.param(masked(TEXT, b"x", rsv=4), 1002, id="rsv1"),
+        pytest.param(masked(TEXT, b"x", rsv=2), 1002, id="rsv2"),
+        pytest.param(masked(TEXT, b"x", rsv=1), 1002, id="rsv3"),
+        pytest.param(bytes((0x81, 1)) + b"x", 1002, id="unmasked"),
+        pytest.param(masked(3, b"x"), 1002, id="opcode 3"),
+        pytest.param(masked(11, b"x"), 1002, id="opcode 11"),
+        pytest.param(masked(PING, b"x", fin=False), 1002, id="fragmented ping"),
+        pytest.param(masked(PING, b"x" * 126), 1002, id="long ping"),
+        pytest.param(masked(CONTINUATION, b"x"), 1002, id="continuation first"),
+        pytest.param(masked(TEXT, b"a", fin=False) + masked(TEXT, b"b"), 1002, id="new inside"),
         pytest.param(b"\x82\xff" + b"\x80" + bytes(7) + b"abcd", 1002, id="length top bit"),
-        pytest.param(client_frame(0x81, b"\xff"), 1007, id="bad utf-8"),
-        pytest.param(client_frame(0x01, b"\xc3\x28"), 1007, id="bad utf-8 in a fragment"),
-        pytest.param(client_frame(0x88, b"\x03"), 1002, id="close of 1 byte"),
-        pytest.param(client_frame(0x88, b"\x03\xe7"), 1002, id="close 999"),
-        pytest.param(client_frame(0x88, b"\x03\xec"), 1002, id="close 1004"),
-        pytest.param(client_frame(0x88, b"\x03\xed"), 1002, id="close 1005"),
-        pytest.param(client_frame(0x88, b"\x03\xee"), 1002, id="close 1006"),
-        pytest.param(client_frame(0x88, b"\x03\xf7"), 1002, id="close 1015"),
-        pytest.param(client_frame(0x88, b"\x07\xcf"), 1002, id="close 1999"),
-        pytest.param(client_frame(0x88, b"\x03\xf6"), 1002, id="close 1014"),
-        pytest.param(client_frame(0x88, b"\x13\x88"), 1002, id="close 5000"),
-        pytest.param(client_frame(0x88, b"\x03\xe8\xff"), 1007, id="close reason not utf-8"),
+        pytest.param(masked(TEXT, b"\xff"), 1007, id="bad utf-8"),
+        pytest.param(masked(TEXT, b"\xc3\x28", fin=False), 1007, id="bad utf-8 in a fragment"),
+        pytest.param(masked(CLOSE, b"\x03"), 1002, id="close of 1 byte"),
+        pytest.param(masked(CLOSE, b"\x03\xe7"), 1002, id="close 999"),
+        pytest.param(masked(CLOSE, b"\x03\xec"), 1002, id="close 1004"),
+        pytest.param(masked(CLOSE, b"\x03\xed"), 1002, id="close 1005"),
+        pytest.param(masked(CLOSE, b"\x03\xee"), 1002, id="close 1006"),
+        pytest.param(masked(CLOSE, b"\x03\xf7"), 1002, id="close 1015"),
+        pytest.param(masked(CLOSE, b"\x07\xcf"), 1002, id="close 1999"),
+        pytest.param(masked(CLOSE, b"\x03\xf6"), 1002, id="close 1014"),
+        pytest.param(masked(CLOSE, b"\x13\x88"), 1002, id="close 5000"),
+        pytest.param(masked(CLOSE, b"\x03\xe8\xff"), 1007, id="close reason not utf-8"),
     ],
 )
 def test_refusals(frame: bytes, code: int) -> None:
-    before = client_frame(0x81, b"before")
-    after = client_frame(0x81, b"after")
+    before = masked(TEXT, b"before")
+    after = masked(TEXT, b"after")
     for cuts in ((), range(len(before) + len(frame) + 1)):
         reader = FrameReader(LIMIT)
         pieces = _pieces(before + frame + after, cuts)
@@ -143,33 +129,35 @@ def _pieces(data: bytes, cuts: Iterable[int]) -> list[bytes]:
 
 @pytest.mark.parametrize("code", [1000, 1001, 1003, 1011, 1012, 1013, 3000, 4999])
 def test_the_peers_close_codes(code: int) -> None:
-    frame = client_frame(0x88, code.to_bytes(2, "big") + "déjà".encode())
-    assert read(frame + client_frame(0x81, b"ignored")) == [Close(code, "déjà")]
+    frame = masked(CLOSE, code.to_bytes(2, "big") + "déjà".encode())
+    assert read(frame + masked(TEXT, b"ignored")) == [Close(code, "déjà")]
 
 
 def test_a_close_without_a_code_reads_as_1005() -> None:
-    assert read(client_frame(0x88, b"")) == [Close(1005, "")]
+    assert read(masked(CLOSE, b"")) == [Close(1005, "")]
 
 
 def test_an_oversize_frame_is_refused_from_its_header_and_skipped() -> None:
     reader = FrameReader(1000)
-    frame = client_frame(0x82, bytes(5000))
+    frame = masked(BINARY, bytes(5000))
     refusal = Refusal(1009, "messages are limited to 1000 bytes", fatal=False)
     assert reader.receive(frame[:4]) == [refusal]  # before any payload arrived
     for i in range(4, len(frame), 700):
         assert reader.receive(frame[i : i + 700]) == []
     assert not reader.stopped
-    assert reader.receive(client_frame(0x88, b"\x03\xe8")) == [Close(1000, "")]
+    assert reader.receive(masked(CLOSE, b"\x03\xe8")) == [Close(1000, "")]
 
 
 def test_an_oversize_fragmented_message_is_refused_and_its_other_frames_dropped() -> None:
     data = (
-        client_frame(0x01, b"a" * 600)
-        + client_frame(0x00, b"b" * 600)  # 1200 > 1000: refused here
-        + client_frame(0x89, b"ping")  # a control frame is still read
-        + client_frame(0x00, b"c" * 5000)  # the same message: dropped, though over the limit
-        + client_frame(0x80, b"d")
-        + client_frame(0x82, b"next")
+        masked(TEXT, b"a" * 600, fin=False)
+        + masked(CONTINUATION, b"b" * 600, fin=False)  # 1200 > 1000: refused here
+        + masked(PING, b"ping")  # a control frame is still read
+        + masked(
+            CONTINUATION, b"c" * 5000, fin=False
+        )  # the same message: dropped, though over the limit
+        + masked(CONTINUATION, b"d")
+        + masked(BINARY, b"next")
     )
     for cuts in ((), range(0, len(data), 333)):
         events = read(data, cuts, limit=1000)
@@ -181,12 +169,12 @@ def test_an_oversize_fragmented_message_is_refused_and_its_other_frames_dropped(
 
 
 def test_a_message_at_the_limit_is_read() -> None:
-    data = client_frame(0x01, b"a" * 600) + client_frame(0x80, b"b" * 400)
+    data = masked(TEXT, b"a" * 600, fin=False) + masked(CONTINUATION, b"b" * 400)
     assert read(data, limit=1000) == ["a" * 600 + "b" * 400]
 
 
 def test_a_character_split_between_fragments_is_read() -> None:
-    data = client_frame(0x01, b"ok\xc3") + client_frame(0x80, b"\xa9")
+    data = masked(TEXT, b"ok\xc3", fin=False) + masked(CONTINUATION, b"\xa9")
     assert read(data, range(len(data))) == ["oké"]
 
 
