@@ -51,6 +51,7 @@ import os
 from dataclasses import dataclass
 
 import trio
+from wsproto.frame_protocol import CloseReason
 
 from relay.protocol import wsframe
 from relay.protocol.wsread import Close, FrameReader, Ping
@@ -62,8 +63,6 @@ MAX_MESSAGE_BYTES = 64 * 1024
 CLOSE_TIMEOUT_S = 2.0  # flush what is queued, send the close frame, get the peer's close
 GOODBYE_S = 1.0  # on shutdown: send 1001 and wait this long for the peer's close
 SLOW_CONSUMER = 1008  # default close code for a full outbox; endpoints may use their own
-NORMAL_CLOSURE, GOING_AWAY, ABNORMAL_CLOSURE = 1000, 1001, 1006
-NO_CODE = 1005  # the peer's close had no code; answered with a close that has none
 RECEIVE_BYTES = 64 * 1024
 MAX_WRITE_BYTES = 1024 * 1024  # one send_all takes queued frames up to about this much
 # Delivered messages not yet taken by receive() (at most 4 x MAX_MESSAGE_BYTES); then TCP pushes
@@ -338,7 +337,7 @@ class Connection:
         if self._close_frame is not None or self._ended:
             return
         if code is None:
-            code, reason = self._pending_close or (NORMAL_CLOSURE, reason)
+            code, reason = self._pending_close or (CloseReason.NORMAL_CLOSURE, reason)
         self._close_frame = _close_frame(code, reason)
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
@@ -401,7 +400,7 @@ class Connection:
             ):
                 await self._goodbye()
             if self.close_code is None:
-                self.close_code = ABNORMAL_CLOSURE
+                self.close_code = CloseReason.ABNORMAL_CLOSURE
             self._outbox_closed = True  # frames still queued are dropped; later sends fail
             self._queue.clear()
             self._wake_senders()
@@ -502,7 +501,7 @@ class Connection:
         self._queue.clear()
         self._wake_senders()
         if self.close_code is None:
-            self.close_code = ABNORMAL_CLOSURE
+            self.close_code = CloseReason.ABNORMAL_CLOSURE
         if self._scope is not None:
             self._scope.cancel()
 
@@ -600,7 +599,7 @@ class Connection:
 
     async def _goodbye(self) -> None:
         """Cancelled while open (shutdown): send 1001 and wait briefly for the peer's close."""
-        code, reason = self._pending_close or (GOING_AWAY, "server shutting down")
+        code, reason = self._pending_close or (CloseReason.GOING_AWAY, "server shutting down")
         with trio.move_on_after(GOODBYE_S, shield=True):
             try:
                 await self._stream.send_all(_close_frame(code, reason))
@@ -618,9 +617,9 @@ class Connection:
                 return
 
     def _closed_error(self) -> ConnectionClosed:
-        return ConnectionClosed(self.close_code or ABNORMAL_CLOSURE, self.close_reason)
+        return ConnectionClosed(self.close_code or CloseReason.ABNORMAL_CLOSURE, self.close_reason)
 
 
 def _close_frame(code: int, reason: str) -> bytes:
     """Our close frame; a peer's close without a code (1005) is answered with none."""
-    return wsframe.close_frame(None if code == NO_CODE else code, reason)
+    return wsframe.close_frame(None if code == CloseReason.NO_STATUS_RCVD else code, reason)
