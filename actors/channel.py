@@ -12,8 +12,9 @@ the event's intent bits (DIRECT_MESSAGES rather than SERVER_MESSAGES).
 
 Who hears the channel (its audience) is not copied into the actor: `audience()` asks the hub on
 every event, for the sessions whose intents take it, and the hub answers from its live
-membership index and its permission cache, so joins, leaves, disconnects and permission changes
-need no messages here. (It is awaited: a permission snapshot may have to be read first.)
+membership index and its permission cache (keeping the answer until either changes), so joins,
+leaves, disconnects and permission changes need no messages here. (It is awaited: a permission
+snapshot may have to be read first.)
 
 Resource handling: `run()` owns the publisher task in its own nursery and a bounded queue to it
 (256 items; a full queue makes the actor wait, which pushes back on the REST callers). When the
@@ -134,11 +135,6 @@ class ChannelActor(Actor[ChannelMsg]):
             await self._queue_send.send(item)
 
     async def _publisher(self) -> None:
-        # The audience of the last event, by its intent bits, kept only while this task does
-        # not yield: who hears the channel changes only in other tasks, so until the next
-        # yield it is the same list. A commit batch's posts are published back to back, and
-        # they then share one audience instead of one per post (~0.6 ms for 1000 sessions).
-        last: tuple[int, Sequence[Subscriber]] | None = None
         while True:
             # Take what is already queued without a scheduler pass per item: a commit batch
             # finishes many posts at once, and publishing them together lets every
@@ -146,7 +142,6 @@ class ChannelActor(Actor[ChannelMsg]):
             try:
                 item = self._queue_recv.receive_nowait()
             except trio.WouldBlock:
-                last = None
                 try:
                     item = await self._queue_recv.receive()
                 except trio.EndOfChannel:
@@ -157,7 +152,6 @@ class ChannelActor(Actor[ChannelMsg]):
             if item.pending is not None:
                 assert item.reply is not None
                 if not item.pending.done.is_set():
-                    last = None
                     await item.pending.done.wait()
                 try:
                     payload, created = item.pending.result_now()
@@ -167,11 +161,7 @@ class ChannelActor(Actor[ChannelMsg]):
                 item.reply.send(payload)
                 event = Event("MESSAGE_CREATE", payload, dm=self._dm) if created else None
             if event is not None:
-                if last is not None and last[0] == event.intent:
-                    audience = last[1]
-                else:
-                    audience = await self.audience(event.intent)
-                    last = (event.intent, audience)
+                audience = await self.audience(event.intent)
                 now = trio.current_time()
                 for subscriber in audience:
                     subscriber.deliver(event, now)

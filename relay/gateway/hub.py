@@ -13,6 +13,12 @@ Indexes (only for users with at least one session, attached or within its resume
 - `sessions`: session id -> Session; `by_user`: user id -> their sessions
 - `online_members`: server id -> online user ids; `servers_of`: online user id -> server ids
 
+A channel's audience is computed once and kept until something it depends on changes: every
+change to the indexes above drops all kept audiences (`_membership_changed`), and an audience
+kept for a server channel is used only while that server's view is the one it was computed
+with (any permission change replaces the view). Computing it walks every online member
+(~0.7 ms for 1000 sessions, on the path of every event before its first write).
+
 Resource handling: `run()` owns the channel-actor registry and the reaper that ends sessions
 whose resume window has passed.
 """
@@ -37,7 +43,7 @@ from relay.ratelimit import RateLimiter
 from relay.storage import audience
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     import outcome
 
@@ -57,6 +63,7 @@ class PresencePayload(msgspec.Struct, frozen=True):
 
 
 REAP_EVERY_S = 1.0
+KEPT_AUDIENCES = 512  # channel audiences kept at most (then all are dropped and recomputed)
 
 
 class Hub:
@@ -71,6 +78,9 @@ class Hub:
         self.presence: Registry[PresenceMsg] = Registry(self._new_presence)
         self.statuses: dict[int, tuple[str, str | None]] = {}  # users not seen as offline
         self.views = Views(partial(store.read, audience.server_snapshot))
+        # (channel id, intent bits) -> (the server's view then, the audience); see the module doc
+        self._audiences: dict[tuple[int, int], tuple[ServerView | None, tuple[Session, ...]]] = {}
+        self._membership = 0  # bumped by every change to the indexes
         # Messages per user, over REST and all their gateway connections.
         self.message_limiter = RateLimiter(settings.message_rate, settings.message_window_s)
 
@@ -99,7 +109,12 @@ class Hub:
 
     # -- sessions ------------------------------------------------------------------------------
 
+    def _membership_changed(self) -> None:
+        self._membership += 1
+        self._audiences.clear()
+
     def add_session(self, session: Session, server_ids: Iterable[int]) -> None:
+        self._membership_changed()
         self.sessions[session.id] = session
         self.by_user.setdefault(session.user_id, set()).add(session)
         for server_id in server_ids:
@@ -109,6 +124,7 @@ class Hub:
         """Forget a session for good (logout, expiry of its resume window, revocation)."""
         if self.sessions.pop(session.id, None) is None:
             return
+        self._membership_changed()
         mine = self.by_user.get(session.user_id)
         if mine is not None:
             mine.discard(session)
@@ -176,12 +192,14 @@ class Hub:
 
     def member_joined(self, server_id: int, user_id: int) -> None:
         if user_id in self.by_user:
+            self._membership_changed()
             self.online_members.setdefault(server_id, set()).add(user_id)
             self.servers_of.setdefault(user_id, set()).add(server_id)
 
     def member_left(self, server_id: int, user_id: int) -> None:
         """A member left, was kicked or banned: from now on no event of the server reaches them.
         Their roles went with the membership, so the server's permission snapshot is stale."""
+        self._membership_changed()
         members = self.online_members.get(server_id)
         if members is not None:
             members.discard(user_id)
@@ -197,6 +215,7 @@ class Hub:
         self.views.invalidate(server_id)
 
     def server_deleted(self, server_id: int) -> None:
+        self._membership_changed()
         for user_id in self.online_members.pop(server_id, set()):
             self.servers_of.get(user_id, set()).discard(server_id)
         self.views.invalidate(server_id)
@@ -311,22 +330,37 @@ class Hub:
             idle_timeout_s=self.settings.actor_idle_s,
         )
 
-    async def _channel_audience(self, info: audience.ChannelAudience, intent: int) -> list[Session]:
+    async def _channel_audience(
+        self, info: audience.ChannelAudience, intent: int
+    ) -> Sequence[Session]:
         """Who hears a channel's event (of these intent bits) right now: the sessions that want
-        it of a DM's recipients, or of the server's online members with VIEW_CHANNEL in it."""
+        it of a DM's recipients, or of the server's online members with VIEW_CHANNEL in it.
+        Kept until it may have changed (module doc)."""
+        key = (info.channel_id, intent)
+        kept = self._audiences.get(key)
+        if kept is not None and (
+            info.server_id is None or self.views.cached(info.server_id) is kept[0]
+        ):
+            return kept[1]
+        membership = self._membership
         by_user = self.by_user
         if info.server_id is None:
             users: Iterable[int] = info.recipients
         else:
             users = self.online_members.get(info.server_id, ())
-        # Lists built here are the snapshot: no copies of the hub's sets are needed on top.
         wanting = [s for user_id in users for s in by_user.get(user_id, ()) if s.intents & intent]
-        if not wanting or info.server_id is None:
-            return wanting
-        view = await self._view_with(info.server_id, info.channel_id)
-        if view is None:
-            return []
-        return [s for s in wanting if view.can_view(s.user_id, info.channel_id)]
+        view = None
+        if wanting and info.server_id is not None:
+            view = await self._view_with(info.server_id, info.channel_id)
+            if view is None:
+                return ()
+            wanting = [s for s in wanting if view.can_view(s.user_id, info.channel_id)]
+        found = tuple(wanting)
+        if membership == self._membership:  # nothing changed while the view loaded
+            if len(self._audiences) >= KEPT_AUDIENCES:
+                self._audiences.clear()
+            self._audiences[key] = (view, found)
+        return found
 
     async def _reap_forever(self) -> None:
         window = self.settings.resume_window_s

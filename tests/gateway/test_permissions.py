@@ -188,3 +188,47 @@ async def test_losing_view_channel_stops_a_channels_events_at_once(
                 while True:
                     frame = await gw.dispatch()
                     assert frame["t"] != "MESSAGE_CREATE", frame
+
+
+async def test_a_channels_audience_follows_sessions_and_joins_between_its_events(
+    gateway_server: RunningServer,
+) -> None:
+    # The hub keeps a channel's audience between events (relay.gateway.hub); each step here
+    # changes who hears the channel without touching permissions, after an event was sent.
+    owner, insider, _outsider, sid, public, _ = await world(gateway_server)
+    newcomer = await new_member(gateway_server, "newcomer")
+    with trio.fail_after(15):
+        async with (
+            open_gateway(gateway_server.ws_url) as first,
+            open_gateway(gateway_server.ws_url) as late,
+            open_gateway(gateway_server.ws_url) as joiner,
+        ):
+            await first.identify(insider.token)
+            await joiner.identify(newcomer.token)
+            one = await api(owner, "POST", f"/channels/{public}/messages", {"content": "1"})
+            await until(first, "MESSAGE_CREATE", one["id"])
+
+            await late.identify(insider.token)  # a second session of a member
+            two = await api(owner, "POST", f"/channels/{public}/messages", {"content": "2"})
+            await until(late, "MESSAGE_CREATE", two["id"])
+
+            await join(owner, [newcomer], sid)  # an online user joins the server
+            three = await api(owner, "POST", f"/channels/{public}/messages", {"content": "3"})
+            await until(joiner, "MESSAGE_CREATE", three["id"])
+            dm = await api(owner, "POST", "/users/@me/channels", {"recipient_id": newcomer.user_id})
+
+            await api(owner, "DELETE", f"/servers/{sid}/members/{newcomer.user_id}")  # kicked
+            four = await api(owner, "POST", f"/channels/{public}/messages", {"content": "4"})
+            await until(first, "MESSAGE_CREATE", four["id"])
+            with trio.move_on_after(0.3):
+                while True:
+                    frame = await joiner.dispatch()
+                    assert frame["t"] != "MESSAGE_CREATE", frame
+
+            # A DM reaches its recipients' sessions, whatever servers they are in (none now).
+            five = await api(owner, "POST", f"/channels/{dm['id']}/messages", {"content": "5"})
+            await until(joiner, "MESSAGE_CREATE", five["id"])
+            async with open_gateway(gateway_server.ws_url) as again:
+                await again.identify(newcomer.token)
+                six = await api(owner, "POST", f"/channels/{dm['id']}/messages", {"content": "6"})
+                await until(again, "MESSAGE_CREATE", six["id"])
