@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 
 class Subscriber(Protocol):
-    def deliver(self, event: Event, now: float | None = None) -> None: ...
+    def deliver(self, event: Event, now: float | None = None, write_now: bool = False) -> None: ...
 
 
 class Post(msgspec.Struct, frozen=True):
@@ -163,5 +163,11 @@ class ChannelActor(Actor[ChannelMsg]):
             if event is not None:
                 audience = await self.audience(event.intent)
                 now = trio.current_time()
+                # The last event this task has before it waits: each connection writes at once,
+                # right after its delivery, rather than all of them after the loop (the first
+                # receivers of 1000 got the event ~3 ms later that way, at 10 events/s). While
+                # more are queued, the writes wait for the flusher's pass, one per connection
+                # for all of them.
+                write_now = self._queue_recv.statistics().current_buffer_used == 0
                 for subscriber in audience:
-                    subscriber.deliver(event, now)
+                    subscriber.deliver(event, now, write_now)

@@ -171,7 +171,7 @@ class _Sink:
         self.conn = conn
         self.binary = binary
         # Called once per delivered event: the connection's own method, no call in between.
-        self.send_frame: Callable[[bytes], bool] = conn.send_nowait
+        self.send_frame: Callable[[bytes, bool], bool] = conn.send_nowait
 
     def frame(self, payload: bytes) -> bytes:
         return wsframe.binary_frame(payload) if self.binary else wsframe.text_frame(payload)

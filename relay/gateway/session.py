@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class Sink(Protocol):
     """Where an attached connection takes frames: False means its outbox is full."""
 
-    def send_frame(self, frame: bytes) -> bool: ...
+    def send_frame(self, frame: bytes, write_now: bool, /) -> bool: ...
 
     def slow_consumer(self) -> None: ...
 
@@ -86,13 +86,22 @@ class Session:
         self._replay_limit = replay_size + replay_size // 8
         self._replay_age_s = replay_age_s
 
-    def deliver(self, event: Event, now: float | None = None, *, replay: bool = True) -> None:
+    def deliver(
+        self,
+        event: Event,
+        now: float | None = None,
+        write_now: bool = False,
+        *,
+        replay: bool = True,
+    ) -> None:
         """Number the event, keep it for replay, and pass it to the connection (never blocks).
         An event outside the session's intents is skipped: no seq, nothing kept.
 
         `now` (trio.current_time()) may be given by a caller delivering one event to many
-        sessions. `replay=False` for READY: only a client that has READY knows the session
-        id, so none resumes from before it, and an idle session need not keep it.
+        sessions; `write_now` by one that delivers nothing more before it yields (see
+        `Connection.send_nowait`). `replay=False` for READY: only a client that has READY
+        knows the session id, so none resumes from before it, and an idle session need not
+        keep it.
         """
         if not event.intent & self.intents:
             return
@@ -113,7 +122,7 @@ class Session:
                 del kept[:cut]
         else:  # READY: missed_since counts the kept events' seqs back from `seq`
             assert self.seq == 1, "only a session's first event may go unkept"
-        if self.sink is not None and not self.sink.send_frame(frame):
+        if self.sink is not None and not self.sink.send_frame(frame, write_now):
             sink, self.sink = self.sink, None
             self.detached_at = now
             sink.slow_consumer()

@@ -237,8 +237,13 @@ class Connection:
 
     # -- sending ---------------------------------------------------------------------------------
 
-    def send_nowait(self, frame: bytes) -> bool:
+    def send_nowait(self, frame: bytes, write_now: bool = False) -> bool:
         """Queue one pre-built frame without waiting.
+
+        `write_now`: the caller has nothing more for this connection before it yields (the
+        last event of a fan-out), so a plain TCP connection writes its outbox at once instead
+        of at the flusher's pass; the first receivers of a fan-out then need not wait for the
+        whole delivery loop.
 
         Returns False, dropping and counting the frame, if the outbox is full (a slow consumer:
         the caller applies its policy, e.g. `close_nowait(SLOW_CONSUMER)`) or the connection is
@@ -249,7 +254,9 @@ class Connection:
             return False
         self._queue.append(frame)
         self._frames_queued += 1
-        if not self._writer_running and not self._dirty:
+        if write_now and self._flusher is not None and not self._writer_running:
+            self._flush()  # if it was marked too, the flusher's turn finds nothing left
+        elif not self._writer_running and not self._dirty:
             if self._flusher is not None:
                 self._dirty = True
                 self._flusher.mark(self)

@@ -284,7 +284,7 @@ class FrameList:
     def __init__(self) -> None:
         self.frames: list[bytes] = []
 
-    def send_frame(self, frame: bytes) -> bool:
+    def send_frame(self, frame: bytes, write_now: bool = False, /) -> bool:
         self.frames.append(frame)
         return True
 

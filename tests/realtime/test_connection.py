@@ -289,6 +289,26 @@ async def test_backlog_is_coalesced_into_one_write(serve: Serve) -> None:
             assert after.outbox_size == 256
 
 
+async def test_write_now_writes_the_queued_frames_before_the_caller_yields(serve: Serve) -> None:
+    recorder = Recorder()
+    url = await serve({"/r": recorder.reader})
+    with trio.fail_after(5):
+        async with ws_client(url + "/r") as ws:
+            conn = await recorder.recv.receive()
+            before = conn.statistics()
+            assert conn.send_nowait(wsframe.text_frame("a"))  # waits for the flusher's pass
+            assert conn.statistics().writes == before.writes
+            assert conn.send_nowait(wsframe.text_frame("b"), True)  # both, in one write, now
+            now = conn.statistics()
+            assert (now.writes - before.writes, now.frames_written - before.frames_written) == (
+                1,
+                2,
+            )
+            assert [await ws.get_message() for _ in range(2)] == ["a", "b"]
+            await trio.sleep(0.05)  # the flusher's pass, when it came, had nothing left to write
+            assert conn.statistics().writes == now.writes
+
+
 async def test_idle_connection_writes_each_frame_at_once(serve: Serve) -> None:
     recorder = Recorder()
     url = await serve({"/echo": recorder.echo})

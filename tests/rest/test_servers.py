@@ -81,7 +81,7 @@ class Listener:
 
     events: list[tuple[str, Any]] = field(default_factory=list)
 
-    def send_frame(self, frame: bytes) -> bool:
+    def send_frame(self, frame: bytes, write_now: bool = False, /) -> bool:
         length = frame[1] & 0x7F  # an unmasked server frame: the payload follows the header
         dispatch = json.loads(frame[2 + {126: 2, 127: 8}.get(length, 0) :])
         self.events.append((dispatch["t"], dispatch["d"]))
