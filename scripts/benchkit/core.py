@@ -296,6 +296,7 @@ class Bench:
                 result["ack_latency"] = latency_summary(sorted(post["samples_us"]))
         if samples:
             result["latency"] = latency_summary(samples)
+            result["latency"].update(spread_summary([r.get("spread_us", {}) for r in reports]))
         if profiler is not None:
             result["profile"] = profile_result(profiler)
         self.phases.append(result)
@@ -372,6 +373,27 @@ def latency_summary(sorted_us: list[int]) -> dict[str, Any]:
         "p50_ms": round(percentile(sorted_us, 50) / 1000, 2),
         "p99_ms": round(percentile(sorted_us, 99) / 1000, 2),
         "max_ms": round(sorted_us[-1] / 1000, 2),
+    }
+
+
+def spread_summary(reports: list[dict[int, list[int]]]) -> dict[str, Any]:
+    """Per message, when its first and its last receiver got it (across every worker): the
+    medians say how much of the latency comes before the server's first write and how long
+    its fan-out takes."""
+    firsts: dict[int, int] = {}
+    lasts: dict[int, int] = {}
+    for report in reports:
+        for sent, (first_us, last_us) in report.items():
+            firsts[sent] = min(first_us, firsts.get(sent, first_us))
+            lasts[sent] = max(last_us, lasts.get(sent, last_us))
+    if not firsts:
+        return {}
+    first, last = sorted(firsts.values()), sorted(lasts.values())
+    return {
+        "messages": len(first),
+        "first_receiver_p50_ms": round(percentile(first, 50) / 1000, 2),
+        "last_receiver_p50_ms": round(percentile(last, 50) / 1000, 2),
+        "last_receiver_p90_ms": round(percentile(last, 90) / 1000, 2),
     }
 
 

@@ -145,6 +145,22 @@ def fanout(bench: Bench) -> list[Row]:
                 if (r := p99.ratio("node_ws")) is not None:
                     p99.bar_met = r <= 1.0
             rows += [peak, p50, p99]
+            if big:  # where the latency goes: before the first write, and the fan-out itself
+                for key, what in (
+                    ("first_receiver_p50_ms", "first"),
+                    ("last_receiver_p50_ms", "last"),
+                ):
+                    rows.append(
+                        Row(
+                            "fanout",
+                            case,
+                            f"median over messages of their {what} receiver's latency {at} "
+                            f"(Relay senders: {via})",
+                            "ms",
+                            values("latency", key, "latency", by_server=run),
+                            better="lower",
+                        )
+                    )
         with_relay = by_server
         if "relay" not in by_server and sessions in gateway:
             with_relay = dict(by_server, relay=gateway[sessions])

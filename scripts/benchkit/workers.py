@@ -92,6 +92,8 @@ class Phase:
         self.marks = [self.warm, self.end]
         self.mark_counts: list[int] = []
         self.samples_us: list[int] = []
+        # send time -> [first, last] latency of that message among this worker's receivers
+        self.spread_us: dict[int, list[int]] = {}
         self.ack_samples_us: list[int] = []  # gateway senders: send -> MESSAGE_SEND_ACK
         self.started = False
         self.answered = False
@@ -306,6 +308,7 @@ class WsWorker:
             "missing": sum(max(0, expected - n) for n in live),
             "closed": closed,
             "samples_us": phase.samples_us,
+            "spread_us": phase.spread_us,
             "sent": phase.sent,
         }
 
@@ -446,7 +449,13 @@ class WsWorker:
         for stamp in stamps:
             sent_ns, sender, _ = wire.parse_stamp(stamp)
             if phase.latency and phase.warm <= sent_ns < phase.end:
-                phase.samples_us.append((now - sent_ns) // 1000)
+                us = (now - sent_ns) // 1000
+                phase.samples_us.append(us)
+                seen = phase.spread_us.get(sent_ns)
+                if seen is None:
+                    phase.spread_us[sent_ns] = [us, us]
+                else:
+                    seen[0], seen[1] = min(seen[0], us), max(seen[1], us)
             if sender == conn.sender and phase.mode == "closed" and self.channel_id is None:
                 conn.inflight -= 1
                 if now < phase.end:

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from benchkit import wire  # noqa: E402
+from benchkit.core import spread_summary  # noqa: E402
 
 
 def server_frame(payload: bytes, opcode: int = wire.OP_TEXT) -> bytes:
@@ -110,7 +111,9 @@ def test_quick_run_writes_the_json(tmp_path: Path) -> None:
     # Relay's senders on gateway op 12 (acknowledged by op 13), beside the REST posts.
     for by_phase in result["details"]["fanout_gateway_op12"].values():
         assert by_phase["max"]["acked_per_s"] > 0
-        assert by_phase["latency"]["latency"]["samples"] > 0
+        latency = by_phase["latency"]["latency"]
+        assert latency["samples"] > 0
+        assert 0 < latency["first_receiver_p50_ms"] <= latency["last_receiver_p50_ms"]
     for write in result["details"]["write"]["gateway_op12"].values():
         assert write["deliveries_total"] == 0  # their intents keep the channel's messages out
         assert write["acked_per_s"] > 0
@@ -118,6 +121,22 @@ def test_quick_run_writes_the_json(tmp_path: Path) -> None:
         assert write["posts"]["errors"] == {}
     assert "### fanout" in done.stdout
     assert "### rooms" in done.stdout
+
+
+def test_spread_summary_joins_each_messages_receivers_across_workers() -> None:
+    # Two workers, three messages (by send time): each message's first and last receiver are
+    # the earliest and latest over both workers; one message only reached the first worker.
+    a = {1: [100, 900], 2: [300, 400], 3: [50, 60]}
+    b = {1: [200, 1500], 2: [250, 800]}
+    summary = spread_summary([a, b])
+    # firsts 100, 250, 50 (ms: 0.05, 0.1, 0.25); lasts 1500, 800, 60
+    assert summary == {
+        "messages": 3,
+        "first_receiver_p50_ms": 0.1,
+        "last_receiver_p50_ms": 0.8,
+        "last_receiver_p90_ms": 1.5,
+    }
+    assert spread_summary([{}, {}]) == {}
 
 
 @pytest.mark.parametrize("text", ["bench|1|2|3|", "bench|1|2|3|" + "x" * 500])
