@@ -7,6 +7,8 @@ nothing in flight is written at once, a connection with a backlog gets one write
 frames. Queued frames of a plain TCP connection are written by the listener's `Flusher` at the
 next scheduler pass: one task that writes every connection's pending frames with one
 non-blocking write each, so a fan-out to a thousand connections wakes one task, not a thousand.
+A caller with nothing more to queue before it yields (the last event of a fan-out) can have
+them written at once instead (`send_nowait(frame, write_now=True)`).
 What a socket does not take at once (its buffer is full: a backlog) goes to the connection's own
 writer task, started on demand, which waits for the socket and writes everything queued by then
 in one `send_all`; it ends when the outbox is empty. TLS connections always use the writer
