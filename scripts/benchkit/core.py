@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from benchkit import peers, workers
-from benchkit.procs import CpuMeter, Procs, Worker, rss_bytes
+from benchkit.procs import CpuMeter, Procs, Worker, preemptions, rss_bytes
 from benchkit.relay import start_relay
 
 if TYPE_CHECKING:
@@ -244,12 +244,16 @@ class Bench:
         _sleep_until(warm)
         server_cpu.start()
         lg_cpu.start()
+        preempted = preemptions(server_pid)
         profiler = (
             self.profiler(label, server_pid, measure_s) if label["server"] == "relay" else None
         )
         _sleep_until(end)
         cpu = {"server_cpu_pct": server_cpu.stop(), "lg_cpu_pct": lg_cpu.stop()}
         cpu["server_sys_pct"], cpu["lg_sys_pct"] = server_cpu.system_pct, lg_cpu.system_pct
+        # How often the server was switched out while runnable: on this 2-core machine, by the
+        # load generator's processes, woken by its writes (a stretch of the latency).
+        cpu["server_preempted_per_s"] = round((preemptions(server_pid) - preempted) / measure_s, 1)
         answers = [w.recv(60) for w in receivers]
         post = sender.recv(60) if sender is not None and not ws_sender else None
         if sender is not None and ws_sender:

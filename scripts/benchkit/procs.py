@@ -73,6 +73,20 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS  # fields 14, 15
 
 
+def preemptions(pid: int) -> int:
+    """How often the process's main thread (the event loop, for every server here) was switched
+    out while it could still run: nonvoluntary_ctxt_switches in /proc/<pid>/status. (Summing
+    over /proc/<pid>/task would not be monotonic: worker threads come and go.)"""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"nonvoluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
 def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 

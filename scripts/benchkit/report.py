@@ -119,15 +119,17 @@ def markdown(result: dict[str, Any], rows: list[Row]) -> str:
         lines += [
             "### CPU during each measured window",
             "",
-            "| Scenario | Server | Sessions | Phase | Server CPU % | Load generator CPU % "
-            "(processes) | Deliveries/s | Posts acked/s | Missing deliveries |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| Scenario | Server | Sessions | Phase | Server CPU % | Server preempted/s "
+            "| Load generator CPU % (processes) | Deliveries/s | Posts acked/s "
+            "| Missing deliveries |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for p in phases:
             acked = p.get("acked_per_s")
             lines.append(
                 f"| {p['scenario']} | {LABELS.get(p['server'], p['server'])} | "
                 f"{p.get('sessions', '')} | {p['phase']} | {p['server_cpu_pct']} | "
+                f"{p.get('server_preempted_per_s', '')} | "
                 f"{p['lg_cpu_pct']} ({p['lg_processes']}) | "
                 f"{_figure(p['deliveries_per_s'], '1/s') if p['deliveries_total'] else ''} | "
                 f"{'' if acked is None else _figure(acked, '1/s')} | "

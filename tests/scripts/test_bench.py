@@ -98,6 +98,8 @@ def test_quick_run_writes_the_json(tmp_path: Path) -> None:
         assert set(row) >= {"case", "metric", "unit", "values", "ratios", "bar", "bar_met"}
     for phase in result["phases"]:
         assert phase["server_cpu_pct"] >= 0
+        if phase["scenario"] in ("fanout", "write", "rooms"):
+            assert phase["server_preempted_per_s"] >= 0
         assert phase["lg_cpu_pct"] >= 0
         assert phase["missing_deliveries"] == 0
     fanout = result["details"]["fanout"]
