@@ -36,6 +36,15 @@ async def until(gateway: Gateway, t: str, marker: str) -> list[dict[str, Any]]:
                 return seen
 
 
+async def hears_no_message(gateway: Gateway) -> None:
+    """No MESSAGE_CREATE reaches `gateway` for a while (after a marker that would have come
+    later, so anything sent before it has had its chance)."""
+    with trio.move_on_after(0.3):
+        while True:
+            frame = await gateway.dispatch()
+            assert frame["t"] != "MESSAGE_CREATE", frame
+
+
 def mentions(frames: list[dict[str, Any]], channel_id: str) -> list[str]:
     """The events among `frames` that are about the channel."""
     return [
@@ -184,10 +193,7 @@ async def test_losing_view_channel_stops_a_channels_events_at_once(
                 await seer.identify(insider.token)
                 last = await api(owner, "POST", f"/channels/{public}/messages", {"content": "z"})
                 await until(seer, "MESSAGE_CREATE", last["id"])
-            with trio.move_on_after(0.3):
-                while True:
-                    frame = await gw.dispatch()
-                    assert frame["t"] != "MESSAGE_CREATE", frame
+            await hears_no_message(gw)
 
 
 async def test_a_channels_audience_follows_sessions_and_joins_between_its_events(
@@ -220,10 +226,7 @@ async def test_a_channels_audience_follows_sessions_and_joins_between_its_events
             await api(owner, "DELETE", f"/servers/{sid}/members/{newcomer.user_id}")  # kicked
             four = await api(owner, "POST", f"/channels/{public}/messages", {"content": "4"})
             await until(first, "MESSAGE_CREATE", four["id"])
-            with trio.move_on_after(0.3):
-                while True:
-                    frame = await joiner.dispatch()
-                    assert frame["t"] != "MESSAGE_CREATE", frame
+            await hears_no_message(joiner)
 
             # A DM reaches its recipients' sessions, whatever servers they are in (none now).
             five = await api(owner, "POST", f"/channels/{dm['id']}/messages", {"content": "5"})
