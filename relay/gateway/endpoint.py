@@ -476,7 +476,12 @@ class GatewayConnection:
                 await self.conn.send(self.control(Op.INVALID_SESSION, False))
                 return
             if not missed:
-                break
+                # RESUMED (below, without waiting) needs room too: the replay's last frames may
+                # still fill the outbox, and a full one would cut this client off as slow.
+                await self.conn.wait_for_room()
+                if session.seq == sent:
+                    break
+                continue  # events arrived meanwhile: replay them first
             for frame in missed:
                 await self.conn.send(frame)
             sent += len(missed)

@@ -266,17 +266,21 @@ class Connection:
                 self._start_writer()
         return True
 
+    async def wait_for_room(self) -> None:
+        """Return once the outbox can take a frame, or is closed (a cancellation point)."""
+        await trio.lowlevel.checkpoint()
+        while not self._outbox_closed and len(self._queue) >= self._outbox_frames:
+            if self._room is None:
+                self._room = trio.Event()
+            await self._room.wait()
+
     async def send(self, frame: bytes) -> None:
         """Queue one pre-built frame, waiting while the outbox is full.
 
         Raises:
             ConnectionClosed: the connection is closing or closed.
         """
-        await trio.lowlevel.checkpoint()
-        while not self._outbox_closed and len(self._queue) >= self._outbox_frames:
-            if self._room is None:
-                self._room = trio.Event()
-            await self._room.wait()
+        await self.wait_for_room()
         if not self.send_nowait(frame):
             self._frames_dropped -= 1  # not a drop: the caller is told
             raise self._closed_error()
