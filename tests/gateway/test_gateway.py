@@ -170,6 +170,17 @@ async def test_500_messages_from_10_posters_arrive_once_in_history_order(
         assert ids == history, name
 
 
+async def replayed_messages(gateway: Gateway) -> list[str]:
+    """The ids of the MESSAGE_CREATEs a RESUME replays, up to RESUMED."""
+    ids: list[str] = []
+    while True:
+        frame = await gateway.dispatch()
+        if frame["t"] == "RESUMED":
+            return ids
+        if frame["t"] == "MESSAGE_CREATE":
+            ids.append(frame["d"]["id"])
+
+
 async def test_resume_replays_exactly_what_was_missed(gateway_server: RunningServer) -> None:
     alice, bob, guild = await setup_pair(gateway_server)
     channel = text_channel(guild)
@@ -183,13 +194,7 @@ async def test_resume_replays_exactly_what_was_missed(gateway_server: RunningSer
         missed = [(await post(alice, channel, f"missed {i}"))["id"] for i in range(5)]
         async with open_gateway(gateway_server.ws_url) as b2:
             await b2.resume(bob.token, session_id, seq)
-            replayed = []
-            while True:
-                frame = await b2.dispatch()
-                if frame["t"] == "RESUMED":
-                    break
-                if frame["t"] == "MESSAGE_CREATE":
-                    replayed.append(frame["d"]["id"])
+            replayed = await replayed_messages(b2)
             assert replayed == missed
             live = await post(alice, channel, "after the resume")
             assert (await b2.dispatch("MESSAGE_CREATE"))["d"]["id"] == live["id"]
@@ -443,13 +448,7 @@ async def test_slow_consumer_is_cut_off_and_can_resume(gateway_server: RunningSe
         # The session survived the cut: RESUME gets exactly the rest.
         async with open_gateway(gateway_server.ws_url) as b:
             await b.resume(bob.token, session_id, last_seq)
-            rest = []
-            while True:
-                frame = await b.dispatch()
-                if frame["t"] == "RESUMED":
-                    break
-                if frame["t"] == "MESSAGE_CREATE":
-                    rest.append(frame["d"]["id"])
+            rest = await replayed_messages(b)
             assert got + rest == posted
 
 
@@ -468,13 +467,7 @@ async def test_resumed_waits_for_room_after_the_replay(gateway_server: RunningSe
         missed = [(await post(alice, channel, f"missed {i}"))["id"] for i in range(3)]
         async with open_gateway(gateway_server.ws_url) as b2:
             await b2.resume(bob.token, session_id, seq)
-            replayed = []
-            while True:
-                frame = await b2.dispatch()
-                if frame["t"] == "RESUMED":
-                    break
-                if frame["t"] == "MESSAGE_CREATE":
-                    replayed.append(frame["d"]["id"])
+            replayed = await replayed_messages(b2)
             assert replayed == missed
 
 
