@@ -16,10 +16,13 @@ import trio
 import trio_websocket
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wsproto.events import TextMessage
 
+from actors.room import RoomActor
 from relay.protocol.rooms import Close, Kind
+from relay.rooms import endpoint as room_endpoint
 from tests.conftest import settings_for, start_server
-from tests.realtime.clients import TEXT, RawClient, masked, split_url
+from tests.realtime.clients import TEXT, RawClient, masked, open_raw, split_url
 from tests.rooms.conftest import account, joined, new_room, open_client
 
 if TYPE_CHECKING:
@@ -91,6 +94,44 @@ async def test_rate_limit_closes_with_4008(rooms_server: RunningServer) -> None:
             assert event == {"type": "client_disconnected", "client_id": 2}
             assert 3 <= len(got) <= 6  # the burst (5, less the connect) plus a little refill
             assert got == list(range(len(got)))
+
+
+async def next_json(client: RawClient) -> dict[str, Any]:
+    """The server's next text message on a raw client, as JSON."""
+    event = await client.next_event()
+    assert isinstance(event, TextMessage), event
+    message: dict[str, Any] = json.loads(event.data)
+    return message
+
+
+async def test_a_message_the_busy_room_cannot_take_is_dropped_with_an_error(
+    rooms_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A room whose inbox holds one message, and no wait for room. Of three messages that
+    # arrive in one read, the first goes straight to the waiting room, the second fills its
+    # inbox and the third finds it full: the room has not run in between.
+    monkeypatch.setattr(RoomActor, "inbox_size", 1)
+    alice = await account(rooms_server, "alice")
+    room = await new_room(alice)
+    with trio.fail_after(5):
+        async with (
+            joined(rooms_server, room) as reader,
+            open_raw(rooms_server.ws_url, "/v1/websocket") as sender,
+        ):
+            connect = {"type": "connect", "room_id": room["id"], "secret": room["secret"]}
+            await sender.send(masked(TEXT, json.dumps(connect).encode()))
+            assert (await next_json(sender))["type"] == "connected"
+            assert await reader.event() == {"type": "client_joined", "client_id": 2}
+            monkeypatch.setattr(room_endpoint, "ROOM_SEND_TIMEOUT_S", 0)
+
+            def broadcast(n: int) -> bytes:
+                return masked(TEXT, json.dumps({"type": "broadcast", "data": n}).encode())
+
+            await sender.send(broadcast(0) + broadcast(1) + broadcast(2))  # one write
+            assert (await next_json(sender))["code"] == "busy"
+            await sender.send(broadcast(3))  # still joined: the next message goes through
+            for n in (0, 1, 3):
+                assert await reader.event() == {"type": "broadcast", "from": 2, "data": n}
 
 
 @contextlib.asynccontextmanager
