@@ -27,7 +27,7 @@ fmt:
 typecheck:
     .venv/bin/mypy
 
-# benchmark Relay against peer servers, short run (about 3½ min; args go to scripts/bench)
+# benchmark Relay against peer servers, short run (about 3 min; args go to scripts/bench)
 bench *args:
     scripts/bench {{args}}
 

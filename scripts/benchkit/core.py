@@ -79,7 +79,7 @@ class Config:
     relay_pairs: list[int] = field(default_factory=lambda: [1, 10, 50])
     relay_sizes: list[int] = field(default_factory=lambda: [100, 65536])
     relay_warm_s: float = 0.5
-    relay_measure_s: float = 2.0
+    relay_measure_s: float = 1.5
     # App rooms (scenario `rooms`): one broadcast room of `rooms_clients`, `rooms_senders` of
     # which send binary messages of `rooms_payload_bytes` (behind the 5-byte room header); the
     # fixed rates of its latency phases, in deliveries/s; its own (shorter) windows.
@@ -88,7 +88,7 @@ class Config:
     rooms_payload_bytes: int = 64
     rooms_rates: list[int] = field(default_factory=lambda: [10_000])
     rooms_warm_s: float = 0.5
-    rooms_measure_s: float = 2.5
+    rooms_measure_s: float = 2.0
     # Fan-out with Relay's senders on REST as well as on gateway op 12 (the short profile
     # measures op 12 only, to stay near three minutes; the REST figures are in --full).
     fanout_rest: bool = True
