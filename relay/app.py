@@ -45,7 +45,7 @@ _HTTP_CODES = {
 
 def create_app(settings: Settings) -> QuartTrio:
     rt = Runtime(settings)
-    app = QuartTrio("relay")
+    app = QuartTrio("relay", static_folder=None)  # no static files: no /static route
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_grace_s
     app.extensions["relay"] = rt

@@ -1,13 +1,17 @@
-"""Helpers of the REST layer without a server: timestamps."""
+"""The REST layer without a server: timestamps, and the routes against the README."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relay.app import create_app
 from relay.rest.http import iso
+from tests.conftest import settings_for
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -22,3 +26,22 @@ def test_iso_examples() -> None:
     assert iso(0) == "1970-01-01T00:00:00.000Z"
     assert iso(1_795_000_000_123) == "2026-11-18T11:06:40.123Z"
     assert iso(253_402_300_799_999) == "9999-12-31T23:59:59.999Z"  # float division gave .998
+
+
+def test_the_readme_documents_every_route_and_only_those(tmp_path: Path) -> None:
+    """Every method and path the app routes is in README.md's API tables, and every one there
+    is routed (paths there are relative to /v1/api, except the health checks)."""
+    app = create_app(settings_for(tmp_path))
+    routed = {
+        (method, re.sub(r"<(?:[^:>]+:)?[^>]+>", "{}", rule.rule).removeprefix("/v1/api"))
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods or ()
+        if method not in ("HEAD", "OPTIONS")
+    }
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    documented = {
+        (method, re.sub(r"\{[^}]+\}", "{}", path.partition("?")[0]))
+        for method, path in re.findall(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`\s]*)`", readme)
+    }
+    assert routed - documented == set()
+    assert documented - routed == set()
