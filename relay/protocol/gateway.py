@@ -45,7 +45,6 @@ class Op(enum.IntEnum):
 class Close(enum.IntEnum):
     """Gateway close codes. Documented in the README; clients act on them."""
 
-    UNKNOWN_ERROR = 4000  # something went wrong on our side; reconnect
     UNKNOWN_OPCODE = 4001  # an op the server does not take from clients
     DECODE_ERROR = 4002  # a frame that is not a valid envelope for its op
     NOT_AUTHENTICATED = 4003  # anything but IDENTIFY/RESUME/HEARTBEAT before READY
