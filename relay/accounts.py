@@ -92,9 +92,14 @@ class Accounts:
 
     # -- rate limits ---------------------------------------------------------------------------
 
-    def check_login_rate(self, username: str, ip: str) -> None:
+    def check_login_rate(self, username: str | None, ip: str) -> None:
+        """Count an attempt against the client IP's budget and, for a login or challenge, the
+        username's (None: a refresh, whose username is not known before its token is)."""
         now = trio.current_time()
-        for limiter, key in ((self._login_by_ip, ip), (self._login_by_name, username.lower())):
+        limits = [(self._login_by_ip, ip)]
+        if username is not None:
+            limits.append((self._login_by_name, username.lower()))
+        for limiter, key in limits:
             decision = limiter.hit(key, now)
             if not decision.allowed:
                 raise RateLimited(

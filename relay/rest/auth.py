@@ -125,7 +125,7 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/refresh")
     async def refresh() -> Response:
         data = await body(bodies.Refresh)
-        rt.accounts.check_login_rate("", client_ip())
+        rt.accounts.check_login_rate(None, client_ip())
         _, tokens = await rt.accounts.refresh(data.refresh_token)
         return json_response(
             bodies.TokenPair(

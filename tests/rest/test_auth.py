@@ -452,6 +452,21 @@ async def test_login_rate_limited_per_username(nursery: trio.Nursery, tmp_path: 
     await shutdown()
 
 
+async def test_refreshes_count_per_ip_not_against_one_shared_username(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # Refreshes once all went to the username bucket "": a few clients' refreshes used it up
+    # and every other refresh on the server was refused.
+    settings = settings_for(tmp_path, login_per_username=2, login_per_ip=100, rate_window_s=600)
+    running, shutdown = await start_server(nursery, settings)
+    for name in ("ann", "bob", "cat", "dan"):
+        async with running.client() as client:
+            await client.register(name, PASSWORD)
+            await client.login(name, PASSWORD)
+            await client.refresh()
+    await shutdown()
+
+
 async def test_login_rate_limited_per_ip(nursery: trio.Nursery, tmp_path: Path) -> None:
     settings = settings_for(tmp_path, login_per_ip=4, register_per_ip=2, rate_window_s=600)
     running, shutdown = await start_server(nursery, settings)
