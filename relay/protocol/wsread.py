@@ -22,13 +22,15 @@ After a refusal the reader returns nothing more, except after a 1009 (`Refusal.f
 it skips the rest of that message and goes on reading frames, so that the peer's close can
 still end the handshake. After the peer's close, nothing is read (RFC 6455 §5.5.1).
 Memory: at most one frame is buffered, and no frame over `max_message_bytes`; a fragmented
-message holds at most `max_message_bytes` of payload.
+message holds at most `max_message_bytes` of payload, in one buffer whatever the number of
+fragments (an object per fragment let empty or 1-byte fragments, which the size limit does
+not stop, grow memory without bound: ~42 bytes per byte sent, more for empty ones).
 """
 
 from __future__ import annotations
 
 import codecs
-from typing import Any, NamedTuple, TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from relay.protocol.wsframe import CLOSE_CODES
 
@@ -92,8 +94,9 @@ class FrameReader:
         self._need = 0
         self._skip = 0  # payload bytes still to drop (the rest of a frame refused with 1009)
         self._stopped = False  # a fatal refusal or the peer's close: read nothing more
-        # A fragmented message in progress: its parts and payload size so far.
-        self._parts: list[Any] | None = None  # str parts (text) or bytes parts (binary)
+        # A fragmented message in progress: its payload so far (text too: its fragments are
+        # checked as they come, and it is decoded once, whole).
+        self._parts: bytearray | None = None
         self._part_bytes = 0
         self._text = False
         self._decoder: codecs.IncrementalDecoder | None = None
@@ -223,24 +226,23 @@ class FrameReader:
                 return self._invalid_text()
         if opcode:  # the first fragment
             self._text = opcode == 1
-            self._parts = []
+            self._parts = bytearray()
             self._decoder = codecs.getincrementaldecoder("utf-8")() if self._text else None
         parts = self._parts
         assert parts is not None
         self._part_bytes += len(payload)
         if self._decoder is not None:
-            try:
-                parts.append(self._decoder.decode(payload, final=bool(fin)))
+            try:  # only to refuse bad UTF-8 at the first fragment that shows it
+                self._decoder.decode(payload, final=bool(fin))
             except UnicodeDecodeError:
                 return self._invalid_text()
-        else:
-            parts.append(payload)
+        parts += payload
         if not fin:
             return None
         self._parts, self._decoder, self._part_bytes = None, None, 0
         if self._text:
-            return "".join(parts)
-        return b"".join(parts)
+            return parts.decode("utf-8")  # valid: the decoder saw every byte
+        return bytes(parts)
 
     def _invalid_text(self) -> Refusal:
         self._stopped = True

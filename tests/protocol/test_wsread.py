@@ -5,6 +5,7 @@ refusal's code."""
 from __future__ import annotations
 
 import os
+import tracemalloc
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
@@ -171,6 +172,25 @@ def test_an_oversize_fragmented_message_is_refused_and_its_other_frames_dropped(
 def test_a_message_at_the_limit_is_read() -> None:
     data = masked(TEXT, b"a" * 600, fin=False) + masked(CONTINUATION, b"b" * 400)
     assert read(data, limit=1000) == ["a" * 600 + "b" * 400]
+
+
+@pytest.mark.parametrize("opcode", [TEXT, BINARY])
+def test_tiny_fragments_cost_their_bytes_not_an_object_each(opcode: int) -> None:
+    # 100,000 one-byte fragments and as many empty ones: the size limit stops neither. Kept as
+    # an object each they held ~4 MB (and the empty ones grew the list without end).
+    reader = FrameReader(1024 * 1024)
+    one, empty = masked(CONTINUATION, b"a", fin=False), masked(CONTINUATION, b"", fin=False)
+    assert reader.receive(masked(opcode, b"", fin=False)) == []
+    tracemalloc.start()
+    try:
+        for _ in range(100):
+            assert reader.receive((one + empty) * 1000) == []
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 512 * 1024
+    message = reader.receive(masked(CONTINUATION, b"!"))
+    assert message == ["a" * 100_000 + "!" if opcode == TEXT else b"a" * 100_000 + b"!"]
 
 
 def test_a_character_split_between_fragments_is_read() -> None:
