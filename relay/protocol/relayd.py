@@ -17,11 +17,14 @@ one unfinished frame, so `buffered_bytes` never exceeds `MAX_HEADER_BYTES + max_
 once the frames fed so far have been taken.
 
 A frame that arrived in one chunk is sliced out of it once. A frame spread over several chunks
-is kept as views of those chunks (only an unfinished header is copied) and joined once, when
-complete; the views keep alive at most one chunk's worth of other bytes besides the frame's
-(the start of the chunk it began in). `Transfer.raw` is the frame exactly as the client sent
-it: since `from` must be the sender's own id, the relay forwards those bytes unchanged, without
-re-encoding.
+is kept as views of those chunks and joined once, when complete; the views keep alive at most
+one chunk's worth of other bytes besides the frame's (the start of the chunk it began in).
+Pieces under VIEW_MIN_BYTES are copied into one buffer instead, so a frame sent in tiny reads
+costs its own bytes, not an object per read (a view and a chunk per read were ~320 bytes per
+byte received: an 8 MiB frame sent a byte at a time could hold 2.6 GB).
+
+`Transfer.raw` is the frame exactly as the client sent it: since `from` must be the sender's
+own id, the relay forwards those bytes unchanged, without re-encoding.
 
 `Parser(coalesce=True)` is the relay's fast path: complete transfers that follow each other in
 one chunk and repeat the first one's header up to `to` (the same `from` and `to`) come back as
@@ -52,6 +55,7 @@ DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 MAX_HEADER_BYTES = 4 + 1 + 1 + 1 + MAX_ID_BYTES + 1 + MAX_ID_BYTES + 4
 _PREFIX = 6  # magic, version, cmd
 RUN_BYTES = 256 * 1024  # the longest coalesced run of transfers (one frame may be longer)
+VIEW_MIN_BYTES = 4096  # a smaller piece of an unfinished frame is copied, not viewed
 
 # A frame (or run) as it arrived: its own bytes, or a view of the chunk it came in.
 Bytes: TypeAlias = bytes | memoryview
@@ -264,7 +268,7 @@ class Parser:
         self._pos = 0
         self._head = bytearray()  # the start of a frame whose header is not complete yet
         self._header: _Header | None = None  # the unfinished frame's header, once complete
-        self._parts: list[Bytes] = []  # ... and its bytes so far (views of their chunks)
+        self._parts: list[Bytes | bytearray] = []  # ... and its bytes so far (see _keep)
         self._have = 0  # len() of the parts together
         self._error: RelaydError | None = None
 
@@ -327,10 +331,23 @@ class Parser:
             self._head = bytearray(chunk[pos:])
         else:
             self._header = header
-            self._parts = [self._view[pos:]]
-            self._have = end - pos
+            self._parts, self._have = [], 0
+            self._keep(pos, end)
         self._pos = end
         return None
+
+    def _keep(self, start: int, end: int) -> None:
+        """Add chunk[start:end] to the unfinished frame: as a view if it is large, else copied
+        into the buffer at the end of the parts."""
+        parts = self._parts
+        size = end - start
+        if size >= VIEW_MIN_BYTES:
+            parts.append(self._view[start:end])
+        elif parts and isinstance(parts[-1], bytearray):
+            parts[-1] += self._view[start:end]
+        else:
+            parts.append(bytearray(self._view[start:end]))
+        self._have += size
 
     def _run(self, first: _Header) -> Transfer:
         """The complete transfer at `_pos`, with the complete ones right after it that repeat
@@ -381,12 +398,11 @@ class Parser:
                 pos -= len(head) - header.total
                 del head[header.total :]
             self._header = header
-            self._parts, self._have = [bytes(head)], len(head)
+            self._parts, self._have = [head], len(head)  # more small pieces join it
             self._head = bytearray()
         take = min(len(chunk) - pos, header.total - self._have)
         if take > 0:
-            self._parts.append(self._view[pos : pos + take])
-            self._have += take
+            self._keep(pos, pos + take)
             pos += take
         self._pos = pos
         if self._have < header.total:

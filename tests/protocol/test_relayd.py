@@ -4,6 +4,7 @@ checked before any payload byte is kept."""
 from __future__ import annotations
 
 import os
+import tracemalloc
 from itertools import pairwise
 
 import pytest
@@ -87,6 +88,37 @@ def test_feeding_before_taking_keeps_order() -> None:
     parser.feed(a + b[:3])
     parser.feed(b[3:])
     assert list(parser) == [Login(b"a"), relayd.decode(b)]
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_a_frame_fed_a_byte_at_a_time_costs_its_bytes(coalesce: bool) -> None:
+    # A view and a chunk per read were ~320 bytes per byte: an 8 MiB transfer sent a byte at
+    # a time (relay_idle_s counts from the last read) could hold 2.6 GB.
+    payload = os.urandom(100_000)
+    frame = relayd.encode_transfer(b"a", b"b", payload)
+    parser = relayd.Parser(coalesce=coalesce)
+    tracemalloc.start()
+    try:
+        for i in range(len(frame) - 1):
+            parser.feed(frame[i : i + 1])
+            assert parser.next_frame() is None
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * len(frame)
+    parser.feed(frame[-1:])
+    assert parser.next_frame() == relayd.decode(frame)
+
+
+def test_a_frame_in_large_and_small_pieces_reads_back() -> None:
+    frame = relayd.encode_transfer(b"a", b"b", os.urandom(50_000))
+    cuts = [3, 20, 30, 9000, 9001, 9002, 30000, 30005, 49000, len(frame) - 1]
+    parser = relayd.Parser()
+    got = []
+    for start, end in pairwise([0, *cuts, len(frame)]):
+        parser.feed(frame[start:end])
+        got += list(parser)
+    assert got == [relayd.decode(frame)]
 
 
 # -- errors --------------------------------------------------------------------------------------
