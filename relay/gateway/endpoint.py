@@ -272,6 +272,8 @@ class GatewayConnection:
                     return frame
                 await self._handle(frame)
                 del frame
+        if self.session is None:
+            raise _Closing(Close.NOT_AUTHENTICATED, "no IDENTIFY or RESUME in time")
         raise _Closing(Close.SESSION_TIMED_OUT, "no heartbeat in time")
 
     def _decode(self, data: str | bytes) -> ClientFrame:
@@ -295,9 +297,13 @@ class GatewayConnection:
     async def _handle(self, frame: ClientFrame) -> None:
         match frame:
             case Heartbeat():
-                self.heartbeat_deadline = trio.current_time() + self.heartbeat_s + self.grace_s
-                if self.watch is not None:
-                    self.watch.deadline = self.heartbeat_deadline
+                # Before IDENTIFY or RESUME a heartbeat is answered but moves nothing: a
+                # connection that never logs in ends at the first deadline (4003), so
+                # strangers cannot hold connections open with heartbeats alone.
+                if self.session is not None:
+                    self.heartbeat_deadline = trio.current_time() + self.heartbeat_s + self.grace_s
+                    if self.watch is not None:
+                        self.watch.deadline = self.heartbeat_deadline
                 await self.conn.send(self.control(Op.HEARTBEAT_ACK, None))
             case Identify(d=data):
                 self._require_fresh()
