@@ -81,17 +81,26 @@ class Hub:
         # (channel id, intent bits) -> (the server's view then, the audience); see the module doc
         self._audiences: dict[tuple[int, int], tuple[ServerView | None, tuple[Session, ...]]] = {}
         self._membership = 0  # bumped by every change to the indexes
-        # Messages per user, over REST and all their gateway connections.
+        # Messages per user, over REST and all their gateway connections; and their edits and
+        # reaction changes, each of which is written and sent to the channel's audience too.
         self.message_limiter = RateLimiter(settings.message_rate, settings.message_window_s)
+        self.action_limiter = RateLimiter(settings.action_rate, settings.message_window_s)
 
     def message_refused(self, user_id: int) -> RateLimited | None:
         """Count one message of `user_id` (a REST post or a gateway send): None if it may go,
         else the error that refuses it (with retry_after)."""
-        decision = self.message_limiter.hit(str(user_id), trio.current_time())
+        return self._refused(self.message_limiter, user_id, "messages")
+
+    def action_refused(self, user_id: int) -> RateLimited | None:
+        """Count one message edit or reaction change of `user_id`, like `message_refused`."""
+        return self._refused(self.action_limiter, user_id, "edits and reaction changes")
+
+    def _refused(self, limiter: RateLimiter, user_id: int, what: str) -> RateLimited | None:
+        decision = limiter.hit(str(user_id), trio.current_time())
         if decision.allowed:
             return None
         return RateLimited(
-            f"at most {decision.limit} messages per {self.settings.message_window_s:g} s",
+            f"at most {decision.limit} {what} per {self.settings.message_window_s:g} s",
             limit=decision.limit,
             retry_after_s=decision.retry_after_s,
         )

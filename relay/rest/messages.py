@@ -312,6 +312,8 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     @bp.patch("/<channel_id>/messages/<message_id>")
     async def edit_message(channel_id: str, message_id: str) -> Response:
         who = principal(rt)
+        if (refused := rt.hub.action_refused(who.user_id)) is not None:
+            raise refused
         channel = await text_channel(rt, who.user_id, channel_id)
         mid = snowflake(message_id, "message")
         data = await body(bodies.EditMessage)
@@ -417,6 +419,8 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     async def react(channel_id: str, message_id: str, emoji: str, *, add: bool) -> Response:
         """Add or remove the caller's reaction; an event only when something changed."""
         who = principal(rt)
+        if (refused := rt.hub.action_refused(who.user_id)) is not None:
+            raise refused
         channel = await text_channel(rt, who.user_id, channel_id)
         mid = snowflake(message_id, "message")
         emoji = checked_emoji(emoji)

@@ -726,3 +726,33 @@ async def test_concurrent_posters_share_one_order(world: World) -> None:
         mine = [m for m in oldest + newest if m["author"]["id"] == members[n].id]
         assert [m["content"] for m in mine] == [f"{n}:{i}" for i in range(each)]
         assert [m["id"] for m in mine] == answered[n]
+
+
+async def test_edits_and_reaction_changes_have_their_own_rate_limit(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, action_rate=3, message_window_s=60)
+    running, shutdown = await start_server(nursery, settings)
+    async with AsyncExitStack() as stack:
+        w = await make_world(stack, running)
+        message = await post(w.alice, w.text)
+        edit = messages_path(w.text, message["id"])
+        thumbs = reactions_path(w.text, message["id"], "👍")
+        await w.alice.client.call("PATCH", edit, {"content": "edited"})
+        assert (await w.alice.client.request("PUT", thumbs)).status_code == 204
+        assert (await w.alice.client.request("DELETE", thumbs)).status_code == 204
+        response = await w.alice.client.request("PUT", thumbs)
+        assert response.status_code == 429
+        assert response.json()["error"]["code"] == "rate_limited"
+        assert int(response.headers["Retry-After"]) >= 1
+        assert await error_of(w.alice, "PATCH", edit, json={"content": "again"}) == (
+            429,
+            "rate_limited",
+        )
+        # Nothing refused was applied; Bob's budget is his own, and posting is another one.
+        assert (await w.bob.client.request("PUT", thumbs)).status_code == 204
+        got = await w.alice.client.call("GET", edit)
+        assert got["content"] == "edited"
+        assert [(r["emoji"], r["count"]) for r in got["reactions"]] == [("👍", 1)]
+        await post(w.alice, w.text, "still allowed")
+    await shutdown()
