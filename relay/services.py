@@ -29,7 +29,7 @@ from relay.realtime.echo import echo
 from relay.realtime.listener import serve_realtime
 from relay.rooms.endpoint import room_endpoint
 from relay.rooms.manager import RoomManager
-from relay.storage import users
+from relay.storage import servers, users
 from relay.storage.db import open_store
 
 if TYPE_CHECKING:
@@ -143,9 +143,12 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 async def prune_forever(store: Store, keep_revoked_ms: int) -> None:
-    """Delete expired challenges and long-dead sessions every few minutes."""
+    """Delete expired challenges, long-dead sessions and spent invites every few minutes."""
     while True:
         deleted = await store.write(users.prune, now_ms(), keep_revoked_ms)
         if deleted:
             log.info("pruned expired auth rows", extra={"rows": deleted})
+        deleted = await store.write(servers.prune_invites, now_ms())
+        if deleted:
+            log.info("pruned spent invites", extra={"rows": deleted})
         await trio.sleep(PRUNE_EVERY_S)

@@ -117,6 +117,7 @@ class PublicServer(msgspec.Struct, frozen=True):
     member_count: int
 
 
+MAX_INVITES = 1000  # usable ones per server; spent ones are pruned (prune_invites)
 _SERVER = "s.id, s.name, s.owner_id, s.created_at, s.is_public, s.description"
 _MEMBER = (
     "m.server_id, m.user_id, u.username, u.display_name, m.nickname, m.joined_at,"
@@ -451,10 +452,23 @@ def create_invite(
     expires_at: int | None,
     now_ms: int,
     reason: str | None = None,
+    *,
+    max_invites: int = MAX_INVITES,
 ) -> InviteRow:
-    """Raises NotFound("unknown_server"), Forbidden("missing_permission") or
+    """Raises NotFound("unknown_server"), Forbidden("missing_permission"),
+    Unprocessable("too_many_invites": the server has `max_invites` usable ones) or
     Conflict("invite_code_taken") (retry another code)."""
     require_server(db, server_id, inviter_id, P.CREATE_INVITE)
+    usable = db.execute(
+        "SELECT count(*) FROM invites WHERE server_id = ?"
+        " AND (expires_at IS NULL OR expires_at > ?) AND (max_uses IS NULL OR uses < max_uses)",
+        (server_id, now_ms),
+    ).fetchone()[0]
+    if usable >= max_invites:
+        raise Unprocessable(
+            f"a server has at most {max_invites} usable invites; delete some first",
+            code="too_many_invites",
+        )
     try:
         db.execute(
             "INSERT INTO invites (code, server_id, inviter_id, max_uses, expires_at, created_at)"
@@ -467,6 +481,15 @@ def create_invite(
     values = {"code": code, "max_uses": max_uses, "expires_at": expires_at}
     audit.record(db, server_id, inviter_id, "invite_create", None, audit.created(values), reason)
     return invite
+
+
+def prune_invites(db: Database, now_ms: int) -> int:
+    """Delete invites that expired or were used up: nobody can use them again."""
+    cursor = db.execute(
+        "DELETE FROM invites WHERE expires_at <= ? OR (max_uses IS NOT NULL AND uses >= max_uses)",
+        (now_ms,),
+    )
+    return int(cursor.rowcount)
 
 
 def get_invite(db: Database, code: str) -> InviteRow | None:

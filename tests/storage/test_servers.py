@@ -271,6 +271,25 @@ def test_invite_preview(world: Database) -> None:
         servers.invite_preview(world, "old", NOW)
 
 
+def test_usable_invites_are_capped_and_spent_ones_pruned(world: Database) -> None:
+    add_user(world, 4)
+    servers.create_invite(world, "spent", 100, 1, 1, None, NOW, max_invites=3)
+    servers.use_invite(world, "spent", 4, NOW)  # used up: no longer counts
+    servers.create_invite(world, "old", 100, 1, None, NOW + 1, NOW, max_invites=3)
+    servers.create_invite(world, "third", 100, 1, None, None, NOW, max_invites=3)  # + joinme
+    with pytest.raises(Unprocessable) as full:
+        servers.create_invite(world, "fourth", 100, 1, None, None, NOW, max_invites=3)
+    assert (full.value.status, full.value.code) == (422, "too_many_invites")
+    servers.create_invite(
+        world, "fourth", 100, 1, None, None, NOW + 1, max_invites=3
+    )  # old expired
+
+    assert servers.prune_invites(world, NOW + 1) == 2
+    assert servers.get_invite(world, "spent") is None
+    assert servers.get_invite(world, "old") is None
+    assert [i.code for i in servers.invites_of(world, 100, 1)] == ["fourth", "joinme", "third"]
+
+
 def test_delete_invite_by_inviter_or_owner(world: Database) -> None:
     add_user(world, 4)
     servers.use_invite(world, "joinme", 4, NOW)
