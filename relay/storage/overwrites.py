@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from relay.errors import Forbidden, NotFound
+from relay.errors import Forbidden, NotFound, Unprocessable
 from relay.permissions import Overwrite, P
 from relay.storage import audit
 from relay.storage.access import Access, server_access
@@ -24,6 +24,8 @@ from relay.storage.roles import get_role, require_grantable, unknown_member, unk
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
+
+MAX_OVERWRITES = 100  # per channel, as a new channel's body allows
 
 
 def own_overwrites(db: Database, channel_id: int) -> list[Overwrite]:
@@ -114,13 +116,18 @@ def set_overwrite(
     """Create or replace the overwrite for `overwrite.target_id`; returns the server id.
 
     Raises NotFound("unknown_channel" | "unknown_role" | "unknown_member"),
-    Forbidden("missing_permission" | "role_hierarchy" | "dm_channel")."""
+    Forbidden("missing_permission" | "role_hierarchy" | "dm_channel"),
+    Unprocessable("too_many_overwrites": a new one beyond MAX_OVERWRITES)."""
     server_id, actor = _managed(db, channel_id, user_id)
     check_target(db, actor, server_id, overwrite.target_id, overwrite.type)
     unsync(db, channel_id)
-    old = next(
-        (o for o in own_overwrites(db, channel_id) if o.target_id == overwrite.target_id), None
-    )
+    existing = own_overwrites(db, channel_id)
+    old = next((o for o in existing if o.target_id == overwrite.target_id), None)
+    if old is None and len(existing) >= MAX_OVERWRITES:
+        raise Unprocessable(
+            f"a channel has at most {MAX_OVERWRITES} permission overwrites",
+            code="too_many_overwrites",
+        )
     require_grantable_in(actor.permissions(channel_id), old, overwrite)
     insert(db, channel_id, overwrite)
     after = {"type": overwrite.type, "allow": overwrite.allow, "deny": overwrite.deny}

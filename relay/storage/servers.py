@@ -118,6 +118,7 @@ class PublicServer(msgspec.Struct, frozen=True):
 
 
 MAX_INVITES = 1000  # usable ones per server; spent ones are pruned (prune_invites)
+MAX_JOINED = 200  # servers one user may be a member of, by invite or public join
 _SERVER = "s.id, s.name, s.owner_id, s.created_at, s.is_public, s.description"
 _MEMBER = (
     "m.server_id, m.user_id, u.username, u.display_name, m.nickname, m.joined_at,"
@@ -372,6 +373,12 @@ def _join(db: Database, server_id: int, user_id: int, now_ms: int) -> Joined:
         return Joined(server_state(db, server_id, user_id), member, created=False)
     if is_banned(db, server_id, user_id):
         raise _banned()
+    joined = db.execute("SELECT count(*) FROM members WHERE user_id = ?", (user_id,)).fetchone()
+    if joined[0] >= MAX_JOINED:
+        raise Unprocessable(
+            f"a user may be a member of at most {MAX_JOINED} servers; leave one first",
+            code="too_many_servers_joined",
+        )
     db.execute(
         "INSERT INTO members (server_id, user_id, joined_at) VALUES (?, ?, ?)",
         (server_id, user_id, now_ms),

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from relay.errors import Forbidden
+from relay.errors import Forbidden, Unprocessable
 from relay.permissions import ALL, DEFAULT_EVERYONE, Overwrite, P
 from relay.storage import audit, channels, overwrites, roles, servers, users
 from relay.storage.access import accesses_of, server_access
@@ -100,3 +100,23 @@ def test_audit_entries_commit_with_their_change(db: Database) -> None:
     assert entries[0].changes == [audit.Change("name", "s", "renamed")]
     with pytest.raises(Forbidden):
         audit.entries(db, SERVER, MEMBER)  # VIEW_AUDIT_LOG
+
+
+def test_a_channel_has_at_most_max_overwrites(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(overwrites, "MAX_OVERWRITES", 2)
+    role = roles.create_role(
+        db, 500, SERVER, OWNER, name="a", permissions=0, color=0, hoist=False,
+        mentionable=False, position=1, now_ms=NOW, max_roles=10,
+    )  # fmt: skip
+    overwrites.set_overwrite(db, TEXT, OWNER, Overwrite(SERVER, "role", 0, 0))
+    overwrites.set_overwrite(db, TEXT, OWNER, Overwrite(MEMBER, "member", 0, 0))
+    with pytest.raises(Unprocessable) as full:
+        overwrites.set_overwrite(db, TEXT, OWNER, Overwrite(role.id, "role", 0, 0))
+    assert (full.value.status, full.value.code) == (422, "too_many_overwrites")
+    # Replacing one is not a new one; after a delete there is room again.
+    overwrites.set_overwrite(db, TEXT, OWNER, Overwrite(MEMBER, "member", int(P.VIEW_CHANNEL), 0))
+    overwrites.delete_overwrite(db, TEXT, MEMBER, OWNER)
+    overwrites.set_overwrite(db, TEXT, OWNER, Overwrite(role.id, "role", 0, 0))
+    assert {o.target_id for o in overwrites.own_overwrites(db, TEXT)} == {SERVER, role.id}

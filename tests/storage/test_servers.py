@@ -406,3 +406,20 @@ def test_ready_queries_take_a_constant_number_of_statements(world: Database) -> 
     ]
     assert servers.ready_state(world, 3) == []
     assert servers.dms_of(world, 3) == []
+
+
+def test_a_user_is_a_member_of_at_most_max_joined_servers(
+    world: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(servers, "MAX_JOINED", 2)  # user 2 is in server 100 already
+    for sid in (200, 300):
+        add_server(world, sid, 1)
+        servers.create_invite(world, f"to{sid}", sid, 1, None, None, NOW)
+    assert servers.use_invite(world, "to200", 2, NOW).created
+    with pytest.raises(Unprocessable) as full:
+        servers.use_invite(world, "to300", 2, NOW)
+    assert (full.value.status, full.value.code) == (422, "too_many_servers_joined")
+    assert not servers.is_member(world, 300, 2)
+    assert not servers.use_invite(world, "to200", 2, NOW).created  # a member already: fine
+    servers.leave_server(world, 200, 2)
+    assert servers.use_invite(world, "to300", 2, NOW).created  # room again
