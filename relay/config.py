@@ -74,6 +74,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     action_rate: Positive = 30  # message edits and reaction changes per message_window_s
     message_window_s: PositiveFloat = 10.0
     gateway_max_inflight_sends: Positive = 16  # per connection; more and the reader waits
+    # Gateway sessions per user, connected or waiting for a RESUME; the oldest waiting ones make
+    # way for a new IDENTIFY, and with this many connected it is refused (4011).
+    max_sessions_per_user: Positive = 32
     presence_grace_s: PositiveFloat = 5.0  # offline only after the last session is gone this long
     # App rooms (/v1/api/rooms, /v1/websocket)
     room_capacity: Positive = 10_000  # clients in all rooms; also caps the sum of max_clients

@@ -456,6 +456,9 @@ class GatewayConnection:
         )
         ready["session_id"] = session.id
         # From here to attach nothing awaits: READY is seq 1 and no event can slip in between.
+        if not rt.hub.make_room_for_session(user_id, settings.max_sessions_per_user):
+            limit = settings.max_sessions_per_user
+            raise _Closing(Close.TOO_MANY_SESSIONS, f"at most {limit} connected sessions per user")
         rt.hub.add_session(session, [int(s["id"]) for s in ready["servers"]])
         session.attach(self.sink)
         session.deliver(Event("READY", ready), replay=False)

@@ -129,6 +129,21 @@ class Hub:
         for server_id in server_ids:
             self.member_joined(server_id, session.user_id)
 
+    def make_room_for_session(self, user_id: int, limit: int) -> bool:
+        """Before a new session of `user_id`: end its oldest detached sessions (resumable,
+        not connected) so that it has fewer than `limit`; False if its connected ones alone
+        are that many."""
+        mine = self.by_user.get(user_id, set())
+        over = len(mine) - limit + 1
+        if over <= 0:
+            return True
+        detached = sorted((s for s in mine if s.sink is None), key=lambda s: s.detached_at or 0)
+        if len(detached) < over:
+            return False
+        for session in detached[:over]:
+            self.end_session(session)
+        return True
+
     def end_session(self, session: Session) -> None:
         """Forget a session for good (logout, expiry of its resume window, revocation)."""
         if self.sessions.pop(session.id, None) is None:

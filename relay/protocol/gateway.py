@@ -54,6 +54,7 @@ class Close(enum.IntEnum):
     RATE_LIMITED = 4008  # too many frames per window
     SESSION_TIMED_OUT = 4009  # no heartbeat within interval + grace
     SLOW_CONSUMER = 4010  # the outbox filled up; RESUME to get what was missed
+    TOO_MANY_SESSIONS = 4011  # IDENTIFY while the user has max_sessions_per_user connected
     INVALID_ENCODING = 4012  # ?encoding= other than json or msgpack
     INVALID_INTENTS = 4013  # IDENTIFY's intents: not an integer, negative, or unknown bits
 

@@ -42,6 +42,7 @@ BENCH_ENV = {
     "RELAY_LOGIN_PER_USERNAME": "100000000",
     "RELAY_GATEWAY_RATE": "100000000",
     "RELAY_MESSAGE_RATE": "100000000",  # messages per user (REST posts and gateway op 12)
+    "RELAY_MAX_SESSIONS_PER_USER": "100000000",  # --sessions-per-user may ask for many
     "RELAY_HEARTBEAT_INTERVAL_S": "3600",
     "RELAY_ACCESS_TOKEN_TTL_S": "7200",
     "RELAY_RELAY_PORT": "off",

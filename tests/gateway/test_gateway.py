@@ -515,3 +515,27 @@ async def test_heartbeats_keep_the_session_alive(gateway_server: RunningServer) 
             await gw.heartbeat()
             while (await gw.receive())["op"] != 11:
                 pass
+
+
+@pytest.mark.settings(max_sessions_per_user=2)
+async def test_a_users_sessions_are_capped_and_the_longest_detached_make_way(
+    gateway_server: RunningServer,
+) -> None:
+    alice = await new_member(gateway_server, "alice")
+    with trio.fail_after(10):
+        async with open_gateway(gateway_server.ws_url) as first:
+            await first.identify(alice.token)
+            async with open_gateway(gateway_server.ws_url) as second:
+                await second.identify(alice.token)
+                second_id = second.session_id
+                async with open_gateway(gateway_server.ws_url) as third:
+                    await third.send(2, {"token": alice.token})
+                    assert await expect_close(third) == 4011  # two connected: no room
+            # The second is detached (resumable) now: a new one ends it to make room.
+            async with open_gateway(gateway_server.ws_url) as fourth:
+                await fourth.identify(alice.token)
+            assert second_id is not None
+            async with open_gateway(gateway_server.ws_url) as fifth:
+                await fifth.resume(alice.token, second_id, 1)
+                frame = await fifth.receive()
+                assert (frame["op"], frame["d"]) == (9, False)  # gone
