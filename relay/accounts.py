@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("relay.auth")
 CHALLENGES_PER_USER = 5
+LOGINS_PER_USER = 100  # live sessions; a new login revokes the least recently used beyond it
 VERIFIED_CACHE = 10_000  # access tokens
 
 
@@ -212,6 +213,10 @@ class Accounts:
             (user_agent or "")[:256] or None,
             ip,
         )
+        for old in await self.store.write(
+            users.revoke_beyond, user_id, now, "session_limit", LOGINS_PER_USER
+        ):
+            self._forget(old)
         return self._tokens(session, refresh)
 
     def _tokens(self, session: SessionRow, refresh: str) -> Tokens:

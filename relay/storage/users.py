@@ -249,6 +249,18 @@ def revoke_user_sessions(
     return [row[0] for row in rows]
 
 
+def revoke_beyond(db: Database, user_id: int, now_ms: int, reason: str, keep: int) -> list[int]:
+    """Revoke the user's live sessions beyond the `keep` most recently used; their ids."""
+    rows = db.execute(
+        "UPDATE auth_sessions SET revoked_at = ?, revoked_reason = ? WHERE id IN"
+        " (SELECT id FROM auth_sessions WHERE user_id = ? AND revoked_at IS NULL"
+        "  AND expires_at > ? ORDER BY last_used_at DESC, id DESC LIMIT -1 OFFSET ?)"
+        " RETURNING id",
+        (now_ms, reason, user_id, now_ms, keep),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 def revoked_since(db: Database, since_ms: int) -> list[int]:
     """Sessions revoked recently enough that their access tokens may still be unexpired."""
     rows = db.execute("SELECT id FROM auth_sessions WHERE revoked_at >= ?", (since_ms,))

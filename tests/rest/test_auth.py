@@ -10,6 +10,7 @@ import pytest
 import trio
 from nacl.signing import SigningKey
 
+from relay import accounts
 from relay.client import KEY_LOGIN_PREFIX, ApiError, RelayClient
 from tests.conftest import settings_for, start_server
 
@@ -485,3 +486,27 @@ async def test_login_rate_limited_per_ip(nursery: trio.Nursery, tmp_path: Path) 
         body = {"username": "uma", "password": PASSWORD}
         assert (await client.request("POST", "/v1/api/auth/login", json=body)).status_code == 429
     await shutdown()
+
+
+async def test_a_login_beyond_the_cap_revokes_the_least_recently_used(
+    relay_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(accounts, "LOGINS_PER_USER", 2)
+    key = SigningKey.generate()
+    async with relay_server.client() as first, relay_server.client() as second:
+        await first.register("kim", public_key=bytes(key.verify_key))
+        await first.login_with_key("kim", key)
+        await second.login_with_key("kim", key)
+        await first.refresh()  # used more recently than the second now
+        async with relay_server.client() as third:
+            await third.login_with_key("kim", key)
+            status, code = await error_of(second, "GET", "/v1/api/users/@me")
+            assert (status, code) == (401, "session_revoked")
+            status, code = await error_of(
+                second, "POST", "/v1/api/auth/refresh", json={"refresh_token": second.refresh_token}
+            )
+            assert status == 401
+            await first.me()
+            await third.me()
+            sessions = await third.call("GET", "/v1/api/auth/sessions")
+            assert len(sessions) == 2
