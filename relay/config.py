@@ -71,7 +71,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # this many, refilled over the window (default 1 a second); over it: 429 or a rate_limited
     # ack.
     message_rate: Positive = 10
-    action_rate: Positive = 30  # message edits and reaction changes per message_window_s
+    action_rate: Positive = 30  # message edits, reaction changes, DM opens per message_window_s
     message_window_s: PositiveFloat = 10.0
     gateway_max_inflight_sends: Positive = 16  # per connection; more and the reader waits
     # Gateway sessions per user, connected or waiting for a RESUME; the oldest waiting ones make

@@ -81,8 +81,8 @@ class Hub:
         # (channel id, intent bits) -> (the server's view then, the audience); see the module doc
         self._audiences: dict[tuple[int, int], tuple[ServerView | None, tuple[Session, ...]]] = {}
         self._membership = 0  # bumped by every change to the indexes
-        # Messages per user, over REST and all their gateway connections; and their edits and
-        # reaction changes, each of which is written and sent to the channel's audience too.
+        # Messages per user, over REST and all their gateway connections; and their edits,
+        # reaction changes and DM opens, each of which is written and sent to others too.
         self.message_limiter = RateLimiter(settings.message_rate, settings.message_window_s)
         self.action_limiter = RateLimiter(settings.action_rate, settings.message_window_s)
 
@@ -92,8 +92,9 @@ class Hub:
         return self._refused(self.message_limiter, user_id, "messages")
 
     def action_refused(self, user_id: int) -> RateLimited | None:
-        """Count one message edit or reaction change of `user_id`, like `message_refused`."""
-        return self._refused(self.action_limiter, user_id, "edits and reaction changes")
+        """Count one message edit, reaction change or DM open of `user_id`, like
+        `message_refused`."""
+        return self._refused(self.action_limiter, user_id, "edits, reactions and DM opens")
 
     def _refused(self, limiter: RateLimiter, user_id: int, what: str) -> RateLimited | None:
         decision = limiter.hit(str(user_id), trio.current_time())

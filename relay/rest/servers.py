@@ -473,6 +473,8 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/users/@me/channels")
     async def open_dm() -> Response:
         who = principal(rt)
+        if (refused := rt.hub.action_refused(who.user_id)) is not None:
+            raise refused  # a DM, once made, is there for good and in both users' READY
         data = await body(server_bodies.OpenDm)
         recipient_id = id_field(data.recipient_id, "recipient_id")
         opened = await rt.store.write(

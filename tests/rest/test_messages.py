@@ -728,13 +728,13 @@ async def test_concurrent_posters_share_one_order(world: World) -> None:
         assert [m["id"] for m in mine] == answered[n]
 
 
-async def test_edits_and_reaction_changes_have_their_own_rate_limit(
+async def test_edits_reactions_and_dm_opens_have_their_own_rate_limit(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    settings = settings_for(tmp_path, action_rate=3, message_window_s=60)
+    settings = settings_for(tmp_path, action_rate=4, message_window_s=60)
     running, shutdown = await start_server(nursery, settings)
     async with AsyncExitStack() as stack:
-        w = await make_world(stack, running)
+        w = await make_world(stack, running)  # Alice opened her DM with Bob: one of four
         message = await post(w.alice, w.text)
         edit = messages_path(w.text, message["id"])
         thumbs = reactions_path(w.text, message["id"], "👍")
@@ -746,6 +746,11 @@ async def test_edits_and_reaction_changes_have_their_own_rate_limit(
         assert response.json()["error"]["code"] == "rate_limited"
         assert int(response.headers["Retry-After"]) >= 1
         assert await error_of(w.alice, "PATCH", edit, json={"content": "again"}) == (
+            429,
+            "rate_limited",
+        )
+        dm = {"recipient_id": w.bob.id}
+        assert await error_of(w.alice, "POST", "/v1/api/users/@me/channels", json=dm) == (
             429,
             "rate_limited",
         )
