@@ -37,6 +37,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     host: str = "127.0.0.1"
     http_port: Port = 8080
     realtime_port: Port = 8081
+    # Open connections per listener (realtime, byte relay), in all and from one client address.
+    max_connections: Positive = 20_000
+    max_connections_per_ip: Positive = 1_000
     relay_port: Port | None = 33333  # None (env/TOML "off") disables the byte relay
     relay_max_payload_bytes: Annotated[int, msgspec.Meta(ge=1, le=0xFFFF_FFFF)] = 8 * 1024 * 1024
     relay_idle_s: PositiveFloat = 120.0  # a relay connection silent this long is closed

@@ -26,6 +26,7 @@ from relay.byterelay import ByteRelay, RelayEndpoint, serve_byte_relay
 from relay.gateway.endpoint import gateway_endpoint
 from relay.gateway.hub import Hub
 from relay.realtime.echo import echo
+from relay.realtime.gate import Gate
 from relay.realtime.listener import serve_realtime
 from relay.rooms.endpoint import room_endpoint
 from relay.rooms.manager import RoomManager
@@ -98,6 +99,7 @@ async def run_services(
                     ssl_context=tls_context(settings),
                     max_message_bytes=settings.max_frame_bytes,
                     outbox_frames=settings.outbox_frames,
+                    gate=Gate(settings.max_connections, settings.max_connections_per_ip),
                 )
             )
         log.info("realtime listening", extra={"ws": " ".join(rt.realtime_urls)})

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from relay.byterelay.outbox import Outbox
 from relay.protocol.relayd import DEFAULT_MAX_PAYLOAD_BYTES, Login, RelaydError
+from relay.realtime.gate import Gate
 
 if TYPE_CHECKING:
     from relay.config import Settings
@@ -88,11 +89,14 @@ class ByteRelay:
         idle_s: float = 120.0,
         queue_bytes: int = 1024 * 1024,
         stall_s: float = 2.0,
+        max_connections: int = 20_000,
+        max_connections_per_ip: int = 1_000,
     ) -> None:
         self.max_payload_bytes = max_payload_bytes
         self.idle_s = idle_s
         self.queue_bytes = queue_bytes
         self.stall_s = stall_s
+        self.gate = Gate(max_connections, max_connections_per_ip)  # the TCP listener's
         self.clients: dict[bytes, Peer] = {}
         self.stats = RelayStatistics()
 
@@ -103,6 +107,8 @@ class ByteRelay:
             idle_s=settings.relay_idle_s,
             queue_bytes=settings.relay_queue_bytes,
             stall_s=settings.relay_stall_s,
+            max_connections=settings.max_connections,
+            max_connections_per_ip=settings.max_connections_per_ip,
         )
 
     def login(self, peer: Peer, client_id: bytes) -> None:

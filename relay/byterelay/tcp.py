@@ -86,10 +86,16 @@ async def _serve_connection(relay: ByteRelay, stream: trio.SocketStream) -> None
     except OSError:  # already reset by the client
         await trio.aclose_forcefully(stream)
         return
+    if not relay.gate.admit(remote[0]):  # over a cap: closed silently, as every close here
+        log.debug("relay connection refused: over a cap", extra={"remote": remote})
+        await trio.aclose_forcefully(stream)
+        return
     try:
         await TcpPeer(relay, stream, remote).run()
     except Exception:
         log.error("byte relay connection failed", exc_info=True, extra={"remote": remote})
+    finally:
+        relay.gate.leave(remote[0])
 
 
 class TcpPeer(Peer):

@@ -7,6 +7,9 @@ a `Connection`. Unknown paths get 404, requests that are not WebSocket upgrades 
 a handshake that does not finish within `handshake_timeout_s` (TLS included) loses its TCP
 connection.
 
+Connections are capped in all and per client address (`Gate`): one over a cap gets 503 (over
+TLS: nothing) and is closed before its request is read.
+
 Resource handling: `serve_realtime` owns the listening sockets and the connections' `Flusher`
 task; trio.serve_listeners runs one task per accepted connection in its own nursery. That task
 reads (`Connection.run`) and owns a nursery holding the endpoint (and the connection's writer
@@ -22,6 +25,7 @@ a client does, and no endpoint bug, stops the listener.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from dataclasses import dataclass
@@ -45,6 +49,7 @@ from relay.realtime.connection import (
     ConnectionClosed,
     Flusher,
 )
+from relay.realtime.gate import Gate
 
 if TYPE_CHECKING:
     import ssl
@@ -55,6 +60,8 @@ log = logging.getLogger("relay.realtime")
 HANDSHAKE_TIMEOUT_S = 10.0
 MAX_REQUEST_HEAD_BYTES = 16 * 1024
 ENDPOINT_GRACE_S = 1.0  # an endpoint may finish on its own this long after its connection ended
+MAX_CONNECTIONS = 100_000  # without a gate of the caller's
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,7 @@ async def serve_realtime(
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     outbox_frames: int = OUTBOX_FRAMES,
     close_timeout_s: float = CLOSE_TIMEOUT_S,
+    gate: Gate | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve `endpoints` (path -> endpoint) until cancelled.
@@ -96,6 +104,7 @@ async def serve_realtime(
     flusher = Flusher()  # writes every connection's queued frames, see connection.py
     handler = partial(
         _handle,
+        gate=gate or Gate(MAX_CONNECTIONS, MAX_CONNECTIONS),
         endpoints=dict(endpoints),
         ssl_context=ssl_context,
         handshake_timeout_s=handshake_timeout_s,
@@ -122,6 +131,7 @@ def _format_address(address: Any) -> str:
 async def _handle(
     stream: trio.SocketStream,
     *,
+    gate: Gate,
     endpoints: dict[str, Endpoint],
     ssl_context: ssl.SSLContext | None,
     handshake_timeout_s: float,
@@ -135,6 +145,30 @@ async def _handle(
     except OSError:  # already reset by the client
         await trio.aclose_forcefully(stream)
         return
+    if not gate.admit(remote[0]):
+        log.debug("connection refused: over a cap", extra={"remote": remote})
+        if ssl_context is None:  # over TLS the client would only see a broken handshake
+            with (
+                trio.move_on_after(1.0),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
+                await stream.send_all(_BUSY)
+        await trio.aclose_forcefully(stream)
+        return
+    try:
+        await _serve(stream, remote, endpoints, ssl_context, handshake_timeout_s, options)
+    finally:
+        gate.leave(remote[0])
+
+
+async def _serve(
+    stream: trio.SocketStream,
+    remote: tuple[str, int],
+    endpoints: dict[str, Endpoint],
+    ssl_context: ssl.SSLContext | None,
+    handshake_timeout_s: float,
+    options: dict[str, Any],
+) -> None:
     transport: trio.abc.Stream = stream
     if ssl_context is not None:
         transport = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)

@@ -43,6 +43,7 @@ BENCH_ENV = {
     "RELAY_GATEWAY_RATE": "100000000",
     "RELAY_MESSAGE_RATE": "100000000",  # messages per user (REST posts and gateway op 12)
     "RELAY_MAX_SESSIONS_PER_USER": "100000000",  # --sessions-per-user may ask for many
+    "RELAY_MAX_CONNECTIONS_PER_IP": "100000000",  # every bench client is 127.0.0.1
     "RELAY_HEARTBEAT_INTERVAL_S": "3600",
     "RELAY_ACCESS_TOKEN_TTL_S": "7200",
     "RELAY_RELAY_PORT": "off",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 
 from relay.client import open_websocket
@@ -242,3 +243,20 @@ async def test_shutdown_closes_relay_connections(nursery: trio.Nursery, tmp_path
                 assert ws.closed.code == 1001
     assert hub.stats.open_connections == 0
     assert hub.clients == {}
+
+
+@pytest.mark.settings(max_connections_per_ip=2)
+async def test_connections_over_the_per_address_cap_are_closed_at_once(
+    relay_server: RelayServer,
+) -> None:
+    with trio.fail_after(5):
+        a = await relay_server.client(b"a")
+        b = await relay_server.client(b"b")
+        third = await relay_server.connect()
+        await third.expect_silent_close()
+        assert relay_server.hub.gate.refused == 1
+        await a.send(b"b", b"still relayed")
+        assert (await b.receive()).payload == b"still relayed"
+        await a.stream.aclose()
+        await trio.testing.wait_all_tasks_blocked()  # the server's side of it has ended too
+        await relay_server.client(b"c")  # room again

@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trio
+import trio.testing
 import trustme
 from wsproto.events import AcceptConnection, CloseConnection, RejectConnection, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
 from relay.protocol import wsframe
 from relay.realtime.echo import echo
+from relay.realtime.gate import Gate
 from relay.realtime.listener import serve_realtime
 from tests.realtime.clients import CLOSE, TEXT, close_payload, masked, ws_client
 
@@ -237,3 +239,25 @@ async def test_shutdown_says_going_away(nursery: trio.Nursery, raw: Raw) -> None
         assert (await client.expect_close()).code == 1001
         with pytest.raises(OSError, match="failed"):  # nobody listens any more
             await trio.open_tcp_stream("127.0.0.1", int(url.rsplit(":", 1)[1]))
+
+
+async def test_connections_over_a_cap_get_503_until_one_ends(serve: Serve, raw: Raw) -> None:
+    gate = Gate(max_total=10, max_per_ip=2)
+    url = await serve({"/echo": echo}, gate=gate)
+    first = await raw(url, "/echo")
+    await raw(url, "/echo")
+    refused = await raw(url)
+    rejected = await refused.handshake("/echo")
+    assert isinstance(rejected, RejectConnection)
+    assert rejected.status_code == 503
+    assert gate.refused == 1
+    await first.send(masked(CLOSE, close_payload(1000)))
+    await first.read_to_eof()
+    await trio.testing.wait_all_tasks_blocked()  # the server's side of it has ended too
+    assert gate.held_by("127.0.0.1") == 1
+    again = await raw(url)
+    assert isinstance(await again.handshake("/echo"), AcceptConnection)
+    # The total cap counts every address.
+    gate.max_total = gate.total
+    other = await raw(url)
+    assert isinstance(await other.handshake("/echo"), RejectConnection)
