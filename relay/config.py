@@ -40,6 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Open connections per listener (realtime, byte relay), in all and from one client address.
     max_connections: Positive = 20_000
     max_connections_per_ip: Positive = 1_000
+    audit_log_days: Positive = 90  # audit entries older than this are deleted
     relay_port: Port | None = 33333  # None (env/TOML "off") disables the byte relay
     relay_max_payload_bytes: Annotated[int, msgspec.Meta(ge=1, le=0xFFFF_FFFF)] = 8 * 1024 * 1024
     relay_idle_s: PositiveFloat = 120.0  # a relay connection silent this long is closed

@@ -30,7 +30,7 @@ from relay.realtime.gate import Gate
 from relay.realtime.listener import serve_realtime
 from relay.rooms.endpoint import room_endpoint
 from relay.rooms.manager import RoomManager
-from relay.storage import servers, users
+from relay.storage import audit, servers, users
 from relay.storage.db import open_store
 
 if TYPE_CHECKING:
@@ -76,7 +76,8 @@ async def run_services(
         hub = Hub(store, settings)
         accounts.on_revoke.append(hub.revoke_login)
         await nursery.start(hub.run)
-        nursery.start_soon(prune_forever, store, settings.access_token_ttl_s * 1000)
+        keep_audit_ms = settings.audit_log_days * 86_400_000
+        nursery.start_soon(prune_forever, store, settings.access_token_ttl_s * 1000, keep_audit_ms)
         rt.attach(store, accounts, hub)
         rooms = RoomManager(settings, store.ids)
         await nursery.start(rooms.run)
@@ -144,8 +145,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-async def prune_forever(store: Store, keep_revoked_ms: int) -> None:
-    """Delete expired challenges, long-dead sessions and spent invites every few minutes."""
+async def prune_forever(store: Store, keep_revoked_ms: int, keep_audit_ms: int) -> None:
+    """Delete expired challenges, long-dead sessions, spent invites and old audit entries every
+    few minutes (the audit log in batches, each its own short transaction)."""
     while True:
         deleted = await store.write(users.prune, now_ms(), keep_revoked_ms)
         if deleted:
@@ -153,4 +155,9 @@ async def prune_forever(store: Store, keep_revoked_ms: int) -> None:
         deleted = await store.write(servers.prune_invites, now_ms())
         if deleted:
             log.info("pruned spent invites", extra={"rows": deleted})
+        deleted = 0
+        while batch := await store.write(audit.prune, now_ms() - keep_audit_ms):
+            deleted += batch
+        if deleted:
+            log.info("pruned old audit entries", extra={"rows": deleted})
         await trio.sleep(PRUNE_EVERY_S)

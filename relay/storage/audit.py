@@ -102,6 +102,17 @@ def record(
     )
 
 
+def prune(db: Database, before_ms: int, batch: int = 1000) -> int:
+    """Delete up to `batch` of the oldest entries written before `before_ms`. Entry ids grow
+    with time, so the oldest are the first by id: no scan of the whole log for a time."""
+    cursor = db.execute(
+        "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log ORDER BY id LIMIT ?)"
+        " AND created_at < ?",
+        (batch, before_ms),
+    )
+    return int(cursor.rowcount)
+
+
 def entries(
     db: Database,
     server_id: int,

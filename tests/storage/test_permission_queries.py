@@ -102,6 +102,21 @@ def test_audit_entries_commit_with_their_change(db: Database) -> None:
         audit.entries(db, SERVER, MEMBER)  # VIEW_AUDIT_LOG
 
 
+def test_old_audit_entries_are_pruned_oldest_first_in_batches(db: Database) -> None:
+    for name in ("a", "b", "c", "d", "e"):
+        servers.update_server(db, SERVER, OWNER, name)
+    ids = [r[0] for r in db.execute("SELECT id FROM audit_log ORDER BY id").fetchall()]
+    cutoff = ids[-2]  # every entry before the last two renames is made old
+    db.execute("UPDATE audit_log SET created_at = 1 WHERE id < ?", (cutoff,))
+    deleted = []
+    while batch := audit.prune(db, 2, batch=2):
+        deleted.append(batch)
+    assert sum(deleted) == len(ids) - 2
+    assert max(deleted) == 2
+    left = audit.entries(db, SERVER, OWNER)
+    assert [e.changes[0].new for e in left] == ["e", "d"]
+
+
 def test_a_channel_has_at_most_max_overwrites(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
