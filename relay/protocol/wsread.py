@@ -78,7 +78,6 @@ class FrameReader:
         "_discarding",
         "_have",
         "_need",
-        "_part_bytes",
         "_parts",
         "_skip",
         "_stopped",
@@ -97,7 +96,6 @@ class FrameReader:
         # A fragmented message in progress: its payload so far (text too: its fragments are
         # checked as they come, and it is decoded once, whole).
         self._parts: bytearray | None = None
-        self._part_bytes = 0
         self._text = False
         self._decoder: codecs.IncrementalDecoder | None = None
         self._discarding = False  # the message in progress was refused (1009): drop its frames
@@ -199,8 +197,9 @@ class FrameReader:
         if self._discarding:  # more of a message refused with 1009
             self._discarding = not first & 0x80
             return _DROP
-        if self._part_bytes + length > self.max_message_bytes:
-            self._parts, self._decoder, self._part_bytes = None, None, 0
+        held = len(self._parts) if self._parts is not None else 0
+        if held + length > self.max_message_bytes:
+            self._parts, self._decoder = None, None
             self._discarding = not first & 0x80
             return Refusal(
                 _TOO_BIG, f"messages are limited to {self.max_message_bytes} bytes", fatal=False
@@ -230,7 +229,6 @@ class FrameReader:
             self._decoder = codecs.getincrementaldecoder("utf-8")() if self._text else None
         parts = self._parts
         assert parts is not None
-        self._part_bytes += len(payload)
         if self._decoder is not None:
             try:  # only to refuse bad UTF-8 at the first fragment that shows it
                 self._decoder.decode(payload, final=bool(fin))
@@ -239,7 +237,7 @@ class FrameReader:
         parts += payload
         if not fin:
             return None
-        self._parts, self._decoder, self._part_bytes = None, None, 0
+        self._parts, self._decoder = None, None
         if self._text:
             return parts.decode("utf-8")  # valid: the decoder saw every byte
         return bytes(parts)

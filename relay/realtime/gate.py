@@ -37,6 +37,3 @@ class Gate:
         else:
             del self._by_ip[ip]
         self.total -= 1
-
-    def held_by(self, ip: str) -> int:
-        return self._by_ip.get(ip, 0)
