@@ -38,7 +38,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     http_port: Port = 8080
     realtime_port: Port = 8081
     # Open connections per listener (realtime, byte relay), in all and from one client address.
-    max_connections: Positive = 20_000
+    max_connections: Positive = 10_000
     max_connections_per_ip: Positive = 1_000
     audit_log_days: Positive = 90  # audit entries older than this are deleted
     relay_port: Port | None = 33333  # None (env/TOML "off") disables the byte relay

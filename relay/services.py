@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import resource
 import ssl
 import sys
 from contextlib import contextmanager
@@ -43,6 +44,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("relay.services")
 PRUNE_EVERY_S = 600
+NOFILE_WANTED = 1 << 20  # the soft open-files limit asked for when the hard one is unlimited
+
+
+def raise_open_files_limit(settings: Settings) -> int:
+    """Raise the soft open-files limit to the hard one and return it: every connection is a
+    descriptor, and the usual soft limit (1024) is far below `max_connections`. Logs a warning
+    when that is more than the limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = NOFILE_WANTED if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # e.g. over the kernel's nr_open: keep what we have
+            log.warning("could not raise the open-files limit", extra={"limit": soft})
+    if soft != resource.RLIM_INFINITY and soft < settings.max_connections + 256:
+        log.warning(
+            "the open-files limit is below what max_connections allows",
+            extra={"limit": soft, "max_connections": settings.max_connections},
+        )
+    return soft
 
 
 def tune_gc() -> None:
@@ -68,6 +90,7 @@ async def run_services(
 ) -> None:
     settings = rt.settings
     tune_gc()
+    raise_open_files_limit(settings)
     async with (
         open_store(settings.db_path, readers=settings.db_readers) as store,
         trio.open_nursery() as nursery,

@@ -3,6 +3,7 @@ the bad key in both spellings."""
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,8 @@ import pytest
 
 from relay.config import ENV_PREFIX, Settings, load_settings
 from relay.errors import ConfigError
+from relay.services import NOFILE_WANTED, raise_open_files_limit
+from tests.conftest import settings_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -293,3 +296,16 @@ def test_settings_are_frozen() -> None:
     settings = load_settings({})
     with pytest.raises(AttributeError):
         settings.http_port = 1  # type: ignore[misc]
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_limit(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lower = min(soft, 256)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lower, hard))
+    try:
+        raised = raise_open_files_limit(settings_for(tmp_path))
+        now, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert raised == now
+        assert now == (hard if hard != resource.RLIM_INFINITY else NOFILE_WANTED)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -89,7 +89,7 @@ class ByteRelay:
         idle_s: float = 120.0,
         queue_bytes: int = 1024 * 1024,
         stall_s: float = 2.0,
-        max_connections: int = 20_000,
+        max_connections: int = 10_000,
         max_connections_per_ip: int = 1_000,
     ) -> None:
         self.max_payload_bytes = max_payload_bytes
