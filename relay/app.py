@@ -17,11 +17,12 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from relay.errors import RelayError
+from relay.errors import RateLimited, RelayError
 from relay.logs import configure_logging
+from relay.ratelimit import RateLimiter
 from relay.rest.auth import auth_blueprint, users_blueprint
 from relay.rest.health import health_blueprint
-from relay.rest.http import error_response
+from relay.rest.http import client_ip, error_response
 from relay.rest.messages import messages_blueprint
 from relay.rest.moderation import moderation_blueprint
 from relay.rest.roles import roles_blueprint
@@ -94,9 +95,19 @@ def create_app(settings: Settings) -> QuartTrio:
         log.error("unhandled error", exc_info=error)
         return error_response(RelayError("internal server error"))
 
+    # Every request, whatever its route: the routes' own limits (logins, messages) come after.
+    requests = RateLimiter(settings.http_per_ip, 1.0)
+
     @app.before_request
-    async def start_timer() -> None:
+    async def start_request() -> None:
         g.started = time.perf_counter()
+        decision = requests.hit(client_ip(), trio.current_time())
+        if not decision.allowed:
+            raise RateLimited(
+                "too many requests from this address",
+                limit=decision.limit,
+                retry_after_s=decision.retry_after_s,
+            )
 
     @app.after_request
     async def log_request(response: Response) -> Response:

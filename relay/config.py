@@ -61,6 +61,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     login_per_ip: Positive = 30
     register_per_ip: Positive = 10
     rate_window_s: PositiveFloat = 60.0
+    http_per_ip: Positive = 200  # REST requests per client IP per second, in bursts of as many
     actor_idle_s: PositiveFloat = 300.0
     # Gateway (realtime listener)
     heartbeat_interval_s: PositiveFloat = 41.25

@@ -50,6 +50,7 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
         "login_per_username": 1000,
         "message_rate": 100_000,  # tests post fast; tests/gateway/test_send.py sets it low
         "action_rate": 100_000,
+        "http_per_ip": 1_000_000,
         "shutdown_grace_s": 2.0,
     }
     values.update(overrides)

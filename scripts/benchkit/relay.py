@@ -40,6 +40,7 @@ BENCH_ENV = {
     "RELAY_REGISTER_PER_IP": "100000000",
     "RELAY_LOGIN_PER_IP": "100000000",
     "RELAY_LOGIN_PER_USERNAME": "100000000",
+    "RELAY_HTTP_PER_IP": "100000000",
     "RELAY_GATEWAY_RATE": "100000000",
     "RELAY_MESSAGE_RATE": "100000000",  # messages per user (REST posts and gateway op 12)
     "RELAY_MAX_SESSIONS_PER_USER": "100000000",  # --sessions-per-user may ask for many

@@ -5,13 +5,17 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.app import create_app
 from relay.rest.http import iso
-from tests.conftest import settings_for
+from tests.conftest import settings_for, start_server
+
+if TYPE_CHECKING:
+    import trio
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -45,3 +49,17 @@ def test_the_readme_documents_every_route_and_only_those(tmp_path: Path) -> None
     }
     assert routed - documented == set()
     assert documented - routed == set()
+
+
+async def test_requests_over_the_per_address_rate_get_429(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    running, shutdown = await start_server(nursery, settings_for(tmp_path, http_per_ip=5))
+    async with running.client() as client:
+        statuses = [(await client.request("GET", "/healthz")).status_code for _ in range(5)]
+        assert statuses == [200] * 5
+        response = await client.request("GET", "/v1/api/users/@me")  # any route counts
+        assert response.status_code == 429
+        assert response.json()["error"]["code"] == "rate_limited"
+        assert int(response.headers["Retry-After"]) >= 1
+    await shutdown()
