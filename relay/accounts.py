@@ -103,20 +103,12 @@ class Accounts:
         for limiter, key in limits:
             decision = limiter.hit(key, now)
             if not decision.allowed:
-                raise RateLimited(
-                    "too many login attempts; try again later",
-                    limit=decision.limit,
-                    retry_after_s=decision.retry_after_s,
-                )
+                raise RateLimited.refusing("too many login attempts; try again later", decision)
 
     def check_register_rate(self, ip: str) -> None:
         decision = self._register_by_ip.hit(ip, trio.current_time())
         if not decision.allowed:
-            raise RateLimited(
-                "too many registrations from this address",
-                limit=decision.limit,
-                retry_after_s=decision.retry_after_s,
-            )
+            raise RateLimited.refusing("too many registrations from this address", decision)
 
     # -- registration and login ----------------------------------------------------------------
 

@@ -103,11 +103,7 @@ def create_app(settings: Settings) -> QuartTrio:
         g.started = time.perf_counter()
         decision = requests.hit(client_ip(), trio.current_time())
         if not decision.allowed:
-            raise RateLimited(
-                "too many requests from this address",
-                limit=decision.limit,
-                retry_after_s=decision.retry_after_s,
-            )
+            raise RateLimited.refusing("too many requests from this address", decision)
 
     @app.after_request
     async def log_request(response: Response) -> Response:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from relay.ratelimit import Decision
+
 
 class ConfigError(Exception):
     """A setting is missing or invalid; start-up stops with this one line."""
@@ -90,6 +92,11 @@ class RateLimited(RelayError):
             "X-RateLimit-Remaining": "0",
             "X-RateLimit-Reset-After": f"{retry_after_s:.3f}",
         }
+
+    @classmethod
+    def refusing(cls, message: str, decision: Decision) -> RateLimited:
+        """The error for a limiter's refusal (`RateLimiter.hit`)."""
+        return cls(message, limit=decision.limit, retry_after_s=decision.retry_after_s)
 
 
 class Unavailable(RelayError):

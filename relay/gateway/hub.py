@@ -100,11 +100,8 @@ class Hub:
         decision = limiter.hit(str(user_id), trio.current_time())
         if decision.allowed:
             return None
-        return RateLimited(
-            f"at most {decision.limit} {what} per {self.settings.message_window_s:g} s",
-            limit=decision.limit,
-            retry_after_s=decision.retry_after_s,
-        )
+        window = self.settings.message_window_s
+        return RateLimited.refusing(f"at most {decision.limit} {what} per {window:g} s", decision)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
