@@ -57,6 +57,7 @@ import msgspec
 import trio
 
 from actors.errors import AskTimeout
+from relay.chat.objects import me_out
 from relay.errors import RateLimited, RelayError, Unauthorized, Unavailable
 from relay.gateway.session import Session
 from relay.protocol import wsframe
@@ -81,7 +82,6 @@ from relay.protocol.gateway import (
 )
 from relay.ratelimit import Bucket
 from relay.realtime.connection import ConnectionClosed
-from relay.rest.auth import me_out
 from relay.rest.messages import (
     SEND_TIMEOUT_S,
     channel_busy,
@@ -100,9 +100,9 @@ if TYPE_CHECKING:
 
     from actors import Reply
     from relay.accounts import Principal
+    from relay.chat.objects import Message
     from relay.realtime.connection import Connection
     from relay.realtime.listener import Request
-    from relay.rest.message_bodies import Message
     from relay.runtime import Runtime
     from relay.storage.audience import VisibleChannel
 

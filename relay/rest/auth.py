@@ -8,13 +8,13 @@ from quart import Blueprint, Response, request
 
 from relay import crypto
 from relay.accounts import now_ms
+from relay.chat.objects import iso, key_out, me_out, user_out
 from relay.errors import Forbidden, NotFound
 from relay.rest import bodies
 from relay.rest.http import (
     body,
     client_ip,
     field_error,
-    iso,
     json_response,
     no_content,
     principal,
@@ -25,33 +25,7 @@ from relay.storage import users
 if TYPE_CHECKING:
     from relay.accounts import Tokens
     from relay.runtime import Runtime
-    from relay.storage.users import KeyRow, UserRow
-
-
-def user_out(user: UserRow) -> bodies.User:
-    return bodies.User(
-        id=str(user.id),
-        username=user.username,
-        display_name=user.display_name,
-        created_at=iso(user.created_at),
-    )
-
-
-def me_out(user: UserRow, keys: list[KeyRow]) -> bodies.Me:
-    return bodies.Me(
-        id=str(user.id),
-        username=user.username,
-        display_name=user.display_name,
-        created_at=iso(user.created_at),
-        has_password=user.password_hash is not None,
-        keys=[key_out(k) for k in keys],
-    )
-
-
-def key_out(key: KeyRow) -> bodies.Key:
-    return bodies.Key(
-        id=str(key.id), public_key=crypto.b64encode(key.public_key), created_at=iso(key.created_at)
-    )
+    from relay.storage.users import UserRow
 
 
 def public_key(text: str) -> bytes:

@@ -11,6 +11,9 @@ from typing import Annotated
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from relay.chat.commands import Request
+from relay.chat.objects import Me
+
 Username = Annotated[str, Meta(min_length=2, max_length=32, pattern=r"^[A-Za-z0-9_.]+$")]
 Password = Annotated[str, Meta(min_length=8, max_length=256)]
 DisplayName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -18,10 +21,6 @@ AnyUsername = Annotated[str, Meta(min_length=1, max_length=64)]  # login: wrong 
 AnyPassword = Annotated[str, Meta(min_length=1, max_length=256)]
 Base64 = Annotated[str, Meta(min_length=1, max_length=128)]
 Token = Annotated[str, Meta(min_length=1, max_length=256)]
-
-
-class Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
 
 
 class Register(Request, frozen=True):
@@ -58,24 +57,6 @@ class UpdateMe(Request, frozen=True):
 
 class AddKey(Request, frozen=True):
     public_key: Base64
-
-
-class User(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    username: str
-    display_name: str | None
-    created_at: str
-
-
-class Key(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    public_key: str
-    created_at: str
-
-
-class Me(User, frozen=True, kw_only=True):
-    has_password: bool
-    keys: list[Key]
 
 
 class LoginResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -6,9 +6,7 @@ validation errors become 400s with the offending field named in `fields`.
 
 from __future__ import annotations
 
-import functools
 import re
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
@@ -87,19 +85,6 @@ def snowflake(text: str, what: str = "resource") -> int:
     if value is None:
         raise NotFound(f"unknown {what}", code=f"unknown_{what}")
     return value
-
-
-def iso(ms: int) -> str:
-    """Unix milliseconds as ISO 8601 UTC, e.g. 2026-11-21T10:00:00.000Z."""
-    second, milli = divmod(ms, 1000)
-    return f"{_iso_second(second)}.{milli:03d}Z"
-
-
-@functools.lru_cache(maxsize=64)
-def _iso_second(second: int) -> str:
-    # Every message object has a timestamp, built in the store's writer: the datetime was
-    # ~4% of the GIL-held time per gateway send; messages of one second share this part.
-    return datetime.fromtimestamp(second, UTC).isoformat()[:19]
 
 
 def principal(rt: Runtime) -> Principal:

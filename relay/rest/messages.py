@@ -23,17 +23,16 @@ from quart import Blueprint, Response, request
 
 from actors import ActorStopped
 from relay.accounts import now_ms
+from relay.chat import commands, objects
+from relay.chat.objects import author_out, iso, message_out
 from relay.errors import BadRequest, NotFound, Unavailable
-from relay.ids import parse_id, timestamp_ms
+from relay.ids import parse_id
 from relay.permissions import P
 from relay.ratelimit import RateLimiter
-from relay.rest import message_bodies as bodies
-from relay.rest import permission_bodies as pbodies
 from relay.rest.http import (
     audit_reason,
     body,
     field_error,
-    iso,
     json_response,
     no_content,
     principal,
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
     from actors import Asked
     from relay.runtime import Runtime
     from relay.storage.audience import VisibleChannel
-    from relay.storage.messages import AuthorRow, MessageRow
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
@@ -56,35 +54,6 @@ TYPING_EVERY_S = 5.0  # a user's typing in one channel is announced at most this
 TYPING_KEYS = 50_000  # (user, channel) pairs remembered for that; the idlest are forgotten
 MAX_EMOJI_CHARS = 32  # longer than any emoji sequence; bounds the work is_emoji does
 SEND_TIMEOUT_S = 10.0  # a new message's wait for its channel's actor, and then for its commit
-
-
-def author_out(author: AuthorRow) -> bodies.Author:
-    return bodies.Author(
-        id=str(author.id), username=author.username, display_name=author.display_name
-    )
-
-
-def message_out(
-    row: MessageRow, *, for_event: bool = False, kind: type[bodies.Message] = bodies.Message
-) -> bodies.Message:
-    """The message object; `for_event` makes `reactions[].me` false (one payload for all)."""
-    return kind(
-        id=str(row.id),
-        channel_id=str(row.channel_id),
-        server_id=str(row.server_id) if row.server_id is not None else None,
-        author=author_out(row.author),
-        content=row.content,
-        nonce=row.nonce,
-        reply_to=str(row.reply_to) if row.reply_to is not None else None,
-        mentions=[str(u) for u in row.mentions],
-        reactions=[
-            bodies.Reaction(emoji=r.emoji, count=r.count, me=r.me and not for_event)
-            for r in row.reactions
-        ],
-        pinned=row.pinned,
-        edited_at=iso(row.edited_at) if row.edited_at is not None else None,
-        created_at=iso(timestamp_ms(row.id)),
-    )
 
 
 def post_message(
@@ -97,7 +66,7 @@ def post_message(
     reply_to: int | None,
     mention_ids: list[int],
     now: int,
-) -> tuple[bodies.Message, bool]:
+) -> tuple[objects.Message, bool]:
     """The channel actor's write function: `messages.create`, answered as the message object.
 
     A new message has no reactions yet, so its object is also the MESSAGE_CREATE payload. A
@@ -106,15 +75,15 @@ def post_message(
     row, created = messages.create(
         db, message_id, channel_id, author_id, content, nonce, reply_to, mention_ids, now
     )
-    return message_out(row, kind=bodies.Message if created else bodies.RepeatedMessage), created
+    return message_out(row, kind=objects.Message if created else objects.RepeatedMessage), created
 
 
-async def read_states(rt: Runtime, user_id: int) -> list[bodies.ReadState]:
+async def read_states(rt: Runtime, user_id: int) -> list[objects.ReadState]:
     """For READY: read position, newest message and unread mention count of every channel the
     user can see that takes messages (one query)."""
     rows = await rt.store.read(messages.read_states, user_id)
     return [
-        bodies.ReadState(
+        objects.ReadState(
             channel_id=str(r.channel_id),
             last_read_id=str(r.last_read_id) if r.last_read_id else None,
             last_message_id=str(r.last_message_id) if r.last_message_id is not None else None,
@@ -126,16 +95,16 @@ async def read_states(rt: Runtime, user_id: int) -> list[bodies.ReadState]:
 
 def reaction_event(
     channel_id: int, message_id: int, user_id: int, emoji: str
-) -> bodies.ReactionEvent:
-    return bodies.ReactionEvent(
+) -> objects.ReactionEvent:
+    return objects.ReactionEvent(
         message_id=str(message_id), channel_id=str(channel_id), user_id=str(user_id), emoji=emoji
     )
 
 
 def content_of(text: str) -> str:
     """Message content as REST's body decoder and the gateway both require it."""
-    if not 0 < len(text) <= bodies.MAX_CONTENT_CHARS:  # REST bodies were checked already
-        raise field_error("content", f"must be 1 to {bodies.MAX_CONTENT_CHARS} characters")
+    if not 0 < len(text) <= commands.MAX_CONTENT_CHARS:  # REST bodies were checked already
+        raise field_error("content", f"must be 1 to {commands.MAX_CONTENT_CHARS} characters")
     if not text.strip():
         raise field_error("content", "must not be only whitespace")
     return text
@@ -187,18 +156,18 @@ async def queue_message(
     content: str,
     nonce: str | None,
     reply_to: str | None,
-) -> Asked[bodies.Message]:
+) -> Asked[objects.Message]:
     """Check a new message (`post_args`) and queue it with the channel's actor.
 
     Returns once it is queued (messages queued one after the other commit in that order);
     `message_posted` waits for the result.
     """
     args = post_args(user_id, channel, content, nonce, reply_to)
-    asked: Asked[bodies.Message] = await rt.hub.queue_message(channel.id, post_message, *args)
+    asked: Asked[objects.Message] = await rt.hub.queue_message(channel.id, post_message, *args)
     return asked
 
 
-async def message_posted(asked: Asked[bodies.Message]) -> bodies.Message:
+async def message_posted(asked: Asked[objects.Message]) -> objects.Message:
     """The message once committed: a `RepeatedMessage` for a nonce seen before. No timeout of
     its own (callers bound it, then answer `channel_busy()`).
 
@@ -211,7 +180,7 @@ async def message_posted(asked: Asked[bodies.Message]) -> bodies.Message:
         raise NotFound("unknown channel", code="unknown_channel") from None
 
 
-def message_of(result: outcome.Outcome[bodies.Message]) -> bodies.Message:
+def message_of(result: outcome.Outcome[objects.Message]) -> objects.Message:
     """`message_posted` for an answer passed to a callback (`Hub.queue_message_with`)."""
     try:
         return result.unwrap()
@@ -269,13 +238,13 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
         if (refused := rt.hub.message_refused(who.user_id)) is not None:
             raise refused  # one budget with the gateway's MESSAGE_SEND: 429 and Retry-After
         channel = await sendable_channel(rt, who.user_id, channel_id)
-        data = await body(bodies.CreateMessage)
+        data = await body(commands.CreateMessage)
         with trio.move_on_after(SEND_TIMEOUT_S):
             asked = await queue_message(
                 rt, who.user_id, channel, data.content, data.nonce, data.reply_to
             )
             payload = await message_posted(asked)
-            status = 200 if isinstance(payload, bodies.RepeatedMessage) else 201
+            status = 200 if isinstance(payload, objects.RepeatedMessage) else 201
             return json_response(payload, status)
         raise channel_busy()
 
@@ -316,7 +285,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             raise refused
         channel = await text_channel(rt, who.user_id, channel_id)
         mid = snowflake(message_id, "message")
-        data = await body(bodies.EditMessage)
+        data = await body(commands.EditMessage)
         content = content_of(data.content)
         row = await rt.store.write(
             messages.edit,
@@ -341,7 +310,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
         await rt.hub.dispatch_channel(
             channel.id,
             "MESSAGE_DELETE",
-            bodies.MessageDeleted(id=str(mid), channel_id=str(channel.id)),
+            objects.MessageDeleted(id=str(mid), channel_id=str(channel.id)),
         )
         return no_content()
 
@@ -349,7 +318,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     async def bulk_delete(channel_id: str) -> Response:
         who = principal(rt)
         channel = await text_channel(rt, who.user_id, channel_id)
-        data = await body(pbodies.BulkDelete)
+        data = await body(commands.BulkDelete)
         ids = [parse_id(text) for text in data.messages]
         if None in ids or len(set(ids)) != len(ids):
             raise field_error("messages", "must be 2 to 100 different message ids")
@@ -364,7 +333,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             await rt.hub.dispatch_channel(
                 channel.id,
                 "MESSAGE_DELETE_BULK",
-                pbodies.MessagesDeleted(ids=[str(i) for i in deleted], channel_id=str(channel.id)),
+                objects.MessagesDeleted(ids=[str(i) for i in deleted], channel_id=str(channel.id)),
             )
         return no_content()
 
@@ -393,7 +362,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             await rt.hub.dispatch_channel(
                 channel.id,
                 "CHANNEL_PINS_UPDATE",
-                pbodies.PinsUpdate(channel_id=str(channel.id), message_id=str(mid), pinned=pin),
+                objects.PinsUpdate(channel_id=str(channel.id), message_id=str(mid), pinned=pin),
             )
 
     @bp.put("/<channel_id>/pins/<message_id>")
@@ -462,7 +431,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             rt.hub.dispatch_user(
                 who.user_id,
                 "MESSAGE_ACK",
-                bodies.MessageAck(channel_id=str(channel.id), message_id=str(mid)),
+                objects.MessageAck(channel_id=str(channel.id), message_id=str(mid)),
             )
         return no_content()
 
@@ -475,7 +444,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             await rt.hub.dispatch_channel(
                 channel.id,
                 "TYPING_START",
-                bodies.TypingStart(
+                objects.TypingStart(
                     channel_id=str(channel.id), user_id=str(who.user_id), timestamp=iso(now_ms())
                 ),
             )

@@ -14,7 +14,8 @@ from msgspec import UNSET, UnsetType
 from quart import Blueprint, Response, request
 
 from relay.accounts import now_ms
-from relay.rest import permission_bodies as pbodies
+from relay.chat import commands, objects
+from relay.chat.objects import audit_out, ban_out, member_out, member_update_out
 from relay.rest.http import (
     audit_reason,
     body,
@@ -25,7 +26,6 @@ from relay.rest.http import (
     snowflake,
 )
 from relay.rest.messages import query_id, query_limit
-from relay.rest.objects import audit_out, ban_out, member_out, member_update_out
 from relay.rest.servers import announce_departure, optional_body, page_args
 from relay.storage import audit, moderation
 
@@ -57,7 +57,7 @@ def moderation_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         sid = snowflake(server_id, "server")
         uid = member_id(user_id, who.user_id)
-        data = await body(pbodies.UpdateMember)
+        data = await body(commands.UpdateMember)
         until: int | UnsetType | None = UNSET
         if isinstance(data.communication_disabled_until, str):
             until = time_field(data.communication_disabled_until, "communication_disabled_until")
@@ -73,7 +73,7 @@ def moderation_blueprint(rt: Runtime) -> Blueprint:
             now_ms=now_ms(),
             reason=audit_reason(),
         )
-        if data != pbodies.UpdateMember():
+        if data != commands.UpdateMember():
             rt.hub.dispatch_server(sid, "MEMBER_UPDATE", member_update_out(member))
         return json_response(member_out(member))
 
@@ -110,7 +110,7 @@ def moderation_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         sid = snowflake(server_id, "server")
         uid = snowflake(user_id, "user")
-        data = await optional_body(pbodies.PutBan)
+        data = await optional_body(commands.PutBan)
         banned = await rt.store.write(
             moderation.ban,
             sid,
@@ -127,7 +127,7 @@ def moderation_blueprint(rt: Runtime) -> Blueprint:
                 await rt.hub.dispatch_channel(
                     channel_id,
                     "MESSAGE_DELETE_BULK",
-                    pbodies.MessagesDeleted(ids=[str(i) for i in ids], channel_id=str(channel_id)),
+                    objects.MessagesDeleted(ids=[str(i) for i in ids], channel_id=str(channel_id)),
                 )
         return no_content()
 

@@ -14,11 +14,11 @@ from msgspec import UNSET, UnsetType
 from quart import Blueprint, Response
 
 from relay.accounts import now_ms
+from relay.chat import commands, objects
+from relay.chat.objects import member_update_out, role_out
 from relay.errors import Forbidden
-from relay.rest import permission_bodies as pbodies
 from relay.rest import visibility
 from relay.rest.http import audit_reason, body, json_response, no_content, principal, snowflake
-from relay.rest.objects import member_update_out, role_out
 from relay.rest.servers import id_field, mask_field, overwrite_of, unknown_channel
 from relay.storage import channels, overwrites, roles, servers
 
@@ -35,7 +35,7 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
 
     def role_event(t: str, role: RoleRow) -> None:
         rt.hub.dispatch_server(
-            role.server_id, t, pbodies.RoleEvent(server_id=str(role.server_id), role=role_out(role))
+            role.server_id, t, objects.RoleEvent(server_id=str(role.server_id), role=role_out(role))
         )
 
     async def holders(server_id: int, role_id: int) -> set[int] | None:
@@ -58,7 +58,7 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
     async def create_role(server_id: str) -> Response:
         who = principal(rt)
         sid = snowflake(server_id, "server")
-        data = await body(pbodies.CreateRole)
+        data = await body(commands.CreateRole)
         role = await rt.store.write(
             roles.create_role,
             rt.store.ids.next(),
@@ -82,7 +82,7 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
     async def reorder_roles(server_id: str) -> Response:
         who = principal(rt)
         sid = snowflake(server_id, "server")
-        data = await body(pbodies.ReorderRoles)
+        data = await body(commands.ReorderRoles)
         moves = [(id_field(m.id, f"[{n}].id"), m.position) for n, m in enumerate(data)]
         moved = await rt.store.write(roles.reorder_roles, sid, who.user_id, moves, audit_reason())
         rt.hub.permissions_changed(sid)  # positions decide the hierarchy, not visibility
@@ -96,7 +96,7 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         sid = snowflake(server_id, "server")
         rid = snowflake(role_id, "role")
-        data = await body(pbodies.UpdateRole)
+        data = await body(commands.UpdateRole)
         permissions: int | UnsetType = UNSET
         if isinstance(data.permissions, str):
             permissions = mask_field(data.permissions, "permissions")
@@ -127,7 +127,7 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         affected = await holders(sid, rid)
         await rt.store.write(roles.delete_role, sid, rid, who.user_id, audit_reason())
         rt.hub.dispatch_server(
-            sid, "ROLE_DELETE", pbodies.RoleDeleted(server_id=str(sid), role_id=str(rid))
+            sid, "ROLE_DELETE", objects.RoleDeleted(server_id=str(sid), role_id=str(rid))
         )
         # Its overwrites went too, which can change any channel for anyone.
         await visibility.after(rt, sid, before, users=affected)
@@ -185,7 +185,7 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
     async def put_overwrite(channel_id: str, target_id: str) -> Response:
         who = principal(rt)
         cid = snowflake(channel_id, "channel")
-        data = await body(pbodies.PutOverwrite)
+        data = await body(commands.PutOverwrite)
         tid = snowflake(target_id, data.type if data.type == "role" else "member")
         given = overwrite_of(tid, data.type, data.allow, data.deny, "")
         sid = await server_of(cid, who.user_id)

@@ -14,12 +14,12 @@ import msgspec
 from msgspec import UNSET
 from quart import Blueprint, Response, request
 
+from relay.chat import commands, objects
+from relay.chat.objects import iso
 from relay.errors import NotFound
-from relay.rest import room_bodies as rb
 from relay.rest.http import (
     body,
     field_error,
-    iso,
     json_response,
     no_content,
     principal,
@@ -34,8 +34,8 @@ PAGE = 50
 MAX_PAGE = 100
 
 
-def room_out(record: RoomRecord, viewer: int | None) -> rb.Room:
-    return rb.Room(
+def room_out(record: RoomRecord, viewer: int | None) -> objects.Room:
+    return objects.Room(
         id=str(record.id),
         secret=record.secret if viewer == record.creator_id else UNSET,
         max_clients=record.max_clients,
@@ -99,7 +99,7 @@ def rooms_blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/rooms")
     async def create_room() -> Response:
         who = principal(rt)
-        data = await body(rb.CreateRoom)
+        data = await body(commands.CreateRoom)
         record = await rt.rooms.create(
             who.user_id,
             data.protocol,
@@ -125,7 +125,7 @@ def rooms_blueprint(rt: Runtime) -> Blueprint:
     @bp.patch("/rooms/<room_id>")
     async def update_room(room_id: str) -> Response:
         who = principal(rt)
-        data = await body(rb.UpdateRoom)
+        data = await body(commands.UpdateRoom)
         record = await rt.rooms.update(
             snowflake(room_id, "room"),
             who.user_id,
@@ -145,13 +145,13 @@ def rooms_blueprint(rt: Runtime) -> Blueprint:
     async def summary() -> Response:
         total, per_protocol = rt.rooms.summary()
         return json_response(
-            rb.Summary(
+            objects.Summary(
                 number_of_rooms=total.number_of_rooms,
                 max_clients=rt.rooms.capacity,
                 current_clients=total.current_clients,
                 committed_clients=total.committed_clients,
                 protocols={
-                    name: rb.ProtocolCounts(
+                    name: objects.ProtocolCounts(
                         number_of_rooms=c.number_of_rooms,
                         current_clients=c.current_clients,
                         committed_clients=c.committed_clients,

@@ -18,29 +18,30 @@ from quart import Blueprint, Response, request
 
 from relay import permissions as perms
 from relay.accounts import now_ms
-from relay.errors import Conflict, NotFound
-from relay.ids import parse_id
-from relay.permissions import Overwrite
-from relay.rest import server_bodies, visibility
-from relay.rest.http import (
-    audit_reason,
-    body,
-    field_error,
-    iso,
-    json_response,
-    no_content,
-    principal,
-    snowflake,
-)
-from relay.rest.objects import (
+from relay.chat import commands, objects
+from relay.chat.objects import (
     channel_out,
     dm_out,
     invite_out,
+    iso,
     member_out,
     public_server_out,
     server_out,
     server_state_out,
     user_brief_out,
+)
+from relay.errors import Conflict, NotFound
+from relay.ids import parse_id
+from relay.permissions import Overwrite
+from relay.rest import visibility
+from relay.rest.http import (
+    audit_reason,
+    body,
+    field_error,
+    json_response,
+    no_content,
+    principal,
+    snowflake,
 )
 from relay.storage import channels, servers
 from relay.storage.servers import DmRow
@@ -62,13 +63,13 @@ MAX_QUERY_CHARS = 100
 # -- READY -------------------------------------------------------------------------------------
 
 
-async def ready_servers(rt: Runtime, user_id: int) -> list[server_bodies.ServerWithChannels]:
+async def ready_servers(rt: Runtime, user_id: int) -> list[objects.ServerWithChannels]:
     """The user's servers with the channels they can see and the roles, for READY (a fixed
     number of queries)."""
     return [server_state_out(s) for s in await rt.store.read(servers.ready_state, user_id)]
 
 
-async def dm_channels(rt: Runtime, user_id: int) -> list[server_bodies.DmChannel]:
+async def dm_channels(rt: Runtime, user_id: int) -> list[objects.DmChannel]:
     """The user's DM channels with their recipients, for READY (two queries in all)."""
     return [dm_out(dm) for dm in await rt.store.read(servers.dms_of, user_id)]
 
@@ -110,7 +111,7 @@ def overwrite_of(
     return Overwrite(target_id, kind, allow_bits, deny_bits)
 
 
-def overwrite_in(o: server_bodies.OverwriteIn, field: str) -> Overwrite:
+def overwrite_in(o: commands.OverwriteIn, field: str) -> Overwrite:
     return overwrite_of(id_field(o.id, f"{field}.id"), o.type, o.allow, o.deny, field)
 
 
@@ -149,7 +150,7 @@ def announce_join(rt: Runtime, joined: Joined, user_id: int) -> None:
     rt.hub.dispatch_server(
         sid,
         "MEMBER_ADD",
-        server_bodies.MemberAdd(
+        objects.MemberAdd(
             server_id=str(sid), user=user_brief_out(member.user), joined_at=iso(member.joined_at)
         ),
     )
@@ -163,10 +164,10 @@ def announce_departure(rt: Runtime, server_id: int, member: servers.MemberRow) -
     rt.hub.dispatch_server(
         server_id,
         "MEMBER_REMOVE",
-        server_bodies.MemberRemove(server_id=str(server_id), user=user),
+        objects.MemberRemove(server_id=str(server_id), user=user),
     )
     rt.hub.member_left(server_id, member.user.id)
-    rt.hub.dispatch_user(member.user.id, "SERVER_DELETE", server_bodies.Deleted(id=str(server_id)))
+    rt.hub.dispatch_user(member.user.id, "SERVER_DELETE", objects.Deleted(id=str(server_id)))
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -180,7 +181,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/servers")
     async def create_server() -> Response:
         who = principal(rt)
-        data = await body(server_bodies.CreateServer)
+        data = await body(commands.CreateServer)
         ids = rt.store.ids
         state = await rt.store.write(
             servers.create_server,
@@ -232,7 +233,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     async def update_server(server_id: str) -> Response:
         who = principal(rt)
         sid = snowflake(server_id, "server")
-        data = await body(server_bodies.UpdateServer)
+        data = await body(commands.UpdateServer)
         name = data.name if isinstance(data.name, str) else None
         before = await rt.store.read(servers.require_member, sid, who.user_id)
         server = await rt.store.write(
@@ -254,7 +255,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         sid = snowflake(server_id, "server")
         await rt.store.write(servers.delete_server, sid, who.user_id)
-        rt.hub.dispatch_server(sid, "SERVER_DELETE", server_bodies.Deleted(id=str(sid)))
+        rt.hub.dispatch_server(sid, "SERVER_DELETE", objects.Deleted(id=str(sid)))
         rt.hub.server_deleted(sid)
         return no_content()
 
@@ -262,7 +263,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     async def transfer_ownership(server_id: str) -> Response:
         who = principal(rt)
         sid = snowflake(server_id, "server")
-        data = await body(server_bodies.TransferOwnership)
+        data = await body(commands.TransferOwnership)
         new_owner = id_field(data.owner_id, "owner_id")
         before = await visibility.before(rt, sid)
         server = await rt.store.write(
@@ -285,7 +286,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     async def create_channel(server_id: str) -> Response:
         who = principal(rt)
         sid = snowflake(server_id, "server")
-        data = await body(server_bodies.CreateChannel)
+        data = await body(commands.CreateChannel)
         if data.topic is not None and data.type != "text":
             raise field_error("topic", "only text channels have a topic")
         if data.rate_limit_per_user and data.type != "text":
@@ -336,7 +337,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     async def update_channel(channel_id: str) -> Response:
         who = principal(rt)
         cid = snowflake(channel_id, "channel")
-        data = await body(server_bodies.UpdateChannel)
+        data = await body(commands.UpdateChannel)
         parent_id: int | UnsetType | None = UNSET if data.parent_id is UNSET else None
         if isinstance(data.parent_id, str):
             parent_id = id_field(data.parent_id, "parent_id")
@@ -392,7 +393,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     async def create_invite(server_id: str) -> Response:
         who = principal(rt)
         sid = snowflake(server_id, "server")
-        data = await optional_body(server_bodies.CreateInvite)
+        data = await optional_body(commands.CreateInvite)
         reason = audit_reason()
         now = now_ms()
         expires_at = now + data.max_age * 1000 if data.max_age else None
@@ -426,11 +427,9 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         preview = await rt.store.read(servers.invite_preview, code, now_ms())
         invite = preview.invite
         return json_response(
-            server_bodies.InvitePreview(
+            objects.InvitePreview(
                 code=invite.code,
-                server=server_bodies.InviteServer(
-                    id=str(invite.server_id), name=preview.server_name
-                ),
+                server=objects.InviteServer(id=str(invite.server_id), name=preview.server_name),
                 member_count=preview.member_count,
                 expires_at=None if invite.expires_at is None else iso(invite.expires_at),
             )
@@ -475,7 +474,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         if (refused := rt.hub.action_refused(who.user_id)) is not None:
             raise refused  # a DM, once made, is there for good and in both users' READY
-        data = await body(server_bodies.OpenDm)
+        data = await body(commands.OpenDm)
         recipient_id = id_field(data.recipient_id, "recipient_id")
         opened = await rt.store.write(
             servers.open_dm, rt.store.ids.next(), who.user_id, recipient_id, now_ms()

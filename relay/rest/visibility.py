@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from relay.rest.objects import channel_out
+from relay.chat.objects import channel_out
 from relay.storage import channels as stored_channels
 
 if TYPE_CHECKING:

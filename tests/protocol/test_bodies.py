@@ -22,7 +22,9 @@ from relay.rest import bodies, http
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
 
-REQUESTS: list[type[bodies.Request]] = [
+    from relay.chat import commands
+
+REQUESTS: list[type[commands.Request]] = [
     bodies.Register,
     bodies.Login,
     bodies.ChallengeRequest,
@@ -36,7 +38,7 @@ ALL_FIELDS = sorted({name for kind in REQUESTS for name in kind.__struct_fields_
 app = QuartTrio(__name__)
 
 
-async def decode(kind: type[bodies.Request], raw: bytes) -> bodies.Request | BadRequest:
+async def decode(kind: type[commands.Request], raw: bytes) -> commands.Request | BadRequest:
     """Run the real `body()` on `raw`; a BadRequest is returned, anything else propagates."""
     async with app.test_request_context("/", method="POST", data=raw):
         try:
@@ -45,7 +47,7 @@ async def decode(kind: type[bodies.Request], raw: bytes) -> bodies.Request | Bad
             return e
 
 
-def check_outcome(kind: type[bodies.Request], raw: bytes, outcome: object) -> None:
+def check_outcome(kind: type[commands.Request], raw: bytes, outcome: object) -> None:
     if isinstance(outcome, BadRequest):
         assert outcome.status == 400
         assert outcome.message
@@ -91,18 +93,18 @@ kinds = st.sampled_from(REQUESTS)
 
 
 @given(kinds, st.binary(max_size=400))
-async def test_arbitrary_bytes(kind: type[bodies.Request], raw: bytes) -> None:
+async def test_arbitrary_bytes(kind: type[commands.Request], raw: bytes) -> None:
     check_outcome(kind, raw, await decode(kind, raw))
 
 
 @given(kinds, JSON_VALUES)
-async def test_arbitrary_json(kind: type[bodies.Request], value: Any) -> None:
+async def test_arbitrary_json(kind: type[commands.Request], value: Any) -> None:
     raw = json.dumps(value).encode()
     check_outcome(kind, raw, await decode(kind, raw))
 
 
 @given(kinds, BODY_LIKE)
-async def test_body_like_objects(kind: type[bodies.Request], value: dict[str, Any]) -> None:
+async def test_body_like_objects(kind: type[commands.Request], value: dict[str, Any]) -> None:
     raw = json.dumps(value).encode()
     outcome = await decode(kind, raw)
     check_outcome(kind, raw, outcome)
@@ -114,7 +116,7 @@ async def test_body_like_objects(kind: type[bodies.Request], value: dict[str, An
 
 
 @given(kinds, st.binary(min_size=1, max_size=40), st.integers(min_value=0, max_value=60))
-async def test_invalid_utf8_inside_json(kind: type[bodies.Request], junk: bytes, at: int) -> None:
+async def test_invalid_utf8_inside_json(kind: type[commands.Request], junk: bytes, at: int) -> None:
     """msgspec raises UnicodeDecodeError (not DecodeError) for bad UTF-8 inside a string."""
     text = json.dumps({"username": "x" * at})
     raw = text[:-2].encode() + b"\xff" + junk + b'"}'
@@ -140,7 +142,7 @@ async def test_the_error_codes() -> None:
 # -- the messages `invalid()` turns into fields -------------------------------------------------
 
 
-def validation_error(kind: type[bodies.Request], value: Any) -> BadRequest:
+def validation_error(kind: type[commands.Request], value: Any) -> BadRequest:
     with pytest.raises(msgspec.ValidationError) as info:
         msgspec.json.decode(json.dumps(value).encode(), type=kind)
     error = http.invalid(str(info.value))
@@ -180,7 +182,7 @@ def validation_error(kind: type[bodies.Request], value: Any) -> BadRequest:
     ],
 )
 def test_invalid_names_the_field(
-    kind: type[bodies.Request], value: Any, field: str, reason: str
+    kind: type[commands.Request], value: Any, field: str, reason: str
 ) -> None:
     error = validation_error(kind, value)
     assert list(error.fields) == [field]

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.app import create_app
-from relay.rest.http import iso
+from relay.chat.objects import iso
 from tests.conftest import settings_for, start_server
 
 if TYPE_CHECKING:

@@ -1,0 +1,213 @@
+"""The typed arguments of chat operations: what a client asks for, as msgspec Structs.
+
+Every string and number is bounded and unknown fields are refused, so a client cannot make the
+server hold more than it allows; an edge decodes its input into these and hands them to the
+chat layer. IDs arrive as strings and are parsed by the operation.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+
+class Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+# Lengths count characters (code points), as sent: the route refuses all-whitespace content.
+MAX_CONTENT_CHARS = 4000
+
+
+Content = Annotated[str, Meta(min_length=1, max_length=MAX_CONTENT_CHARS)]
+
+
+Nonce = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+IdText = Annotated[str, Meta(min_length=1, max_length=20)]  # checked by parse_id in the route
+
+
+class CreateMessage(Request, frozen=True):
+    content: Content
+    nonce: Nonce | None = None
+    reply_to: IdText | None = None
+
+
+class EditMessage(Request, frozen=True):
+    content: Content
+
+
+# 1-100 characters, no control characters (C0, DEL, C1), not only whitespace.
+Name = Annotated[
+    str, Meta(min_length=1, max_length=100, pattern=r"^(?!\s*$)[^\x00-\x1f\x7f-\x9f]+$")
+]
+
+
+# Newlines and tabs are fine in a topic; other control characters are not.
+Topic = Annotated[str, Meta(max_length=1024, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
+
+
+Position = Annotated[int, Meta(ge=0, le=1_000_000)]
+
+
+SnowflakeText = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,18}$")]
+
+
+MaxAge = Annotated[int, Meta(ge=0, le=604_800)]  # seconds; 0 = never expires
+
+
+MaxUses = Annotated[int, Meta(ge=0, le=100)]  # 0 = unlimited
+
+
+ChannelType = Literal["text", "voice", "category"]
+
+
+Description = Annotated[str, Meta(max_length=300, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
+
+
+Slowmode = Annotated[int, Meta(ge=0, le=21_600)]  # seconds between one member's messages
+
+
+# A permission mask as a decimal string (64-bit masks exceed JavaScript's safe integers); the
+# route refuses bits that are not defined (relay/permissions.py).
+PermissionText = Annotated[str, Meta(pattern=r"^(0|[1-9][0-9]{0,18})$")]
+
+
+OverwriteType = Literal["role", "member"]
+
+
+class OverwriteIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    id: SnowflakeText  # a role id (the server id for @everyone) or a user id
+    type: OverwriteType
+    allow: PermissionText = "0"
+    deny: PermissionText = "0"
+
+
+class CreateServer(Request, frozen=True):
+    name: Name
+
+
+class UpdateServer(Request, frozen=True):
+    name: Name | UnsetType = UNSET
+    description: Description | UnsetType | None = UNSET  # null clears it
+    public: bool | UnsetType = UNSET  # listed by discovery, joinable without an invite
+
+
+class TransferOwnership(Request, frozen=True):
+    owner_id: SnowflakeText
+
+
+class CreateChannel(Request, frozen=True):
+    name: Name
+    type: ChannelType
+    topic: Topic | None = None  # text channels only
+    parent_id: SnowflakeText | None = None  # a category of the same server
+    position: Position | None = None  # default: after the last channel
+    rate_limit_per_user: Slowmode = 0  # text channels only
+    # Default: none of its own (in a category: follows the category's). Needs MANAGE_ROLES.
+    permission_overwrites: Annotated[list[OverwriteIn], Meta(max_length=100)] | None = None
+
+
+class UpdateChannel(Request, frozen=True):
+    name: Name | UnsetType = UNSET
+    topic: Topic | UnsetType | None = UNSET  # null clears it
+    position: Position | UnsetType = UNSET
+    parent_id: SnowflakeText | UnsetType | None = UNSET  # null clears it
+    rate_limit_per_user: Slowmode | UnsetType = UNSET
+    permissions_synced: bool | UnsetType = UNSET  # true: follow the category's overwrites
+
+
+class CreateInvite(Request, frozen=True):
+    max_age: MaxAge = 86_400
+    max_uses: MaxUses = 0
+
+
+class OpenDm(Request, frozen=True):
+    recipient_id: SnowflakeText
+
+
+RoleName = Annotated[
+    str, Meta(min_length=1, max_length=100, pattern=r"^(?!\s*$)[^\x00-\x1f\x7f-\x9f]+$")
+]
+
+
+Color = Annotated[int, Meta(ge=0, le=0xFFFFFF)]
+
+
+RolePosition = Annotated[int, Meta(ge=1, le=1_000_000)]  # 0 is @everyone's alone
+
+
+Nickname = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
+
+
+IsoTime = Annotated[str, Meta(min_length=10, max_length=40)]  # checked by the route
+
+
+BanReason = Annotated[str, Meta(max_length=512)]
+
+
+class CreateRole(Request, frozen=True):
+    name: RoleName = "new role"
+    permissions: PermissionText = "0"
+    color: Color = 0
+    hoist: bool = False  # shown apart in member lists
+    mentionable: bool = False
+    position: RolePosition = 1  # just above @everyone
+
+
+class UpdateRole(Request, frozen=True):
+    name: RoleName | UnsetType = UNSET
+    permissions: PermissionText | UnsetType = UNSET
+    color: Color | UnsetType = UNSET
+    hoist: bool | UnsetType = UNSET
+    mentionable: bool | UnsetType = UNSET
+
+
+class RoleMove(Request, frozen=True):
+    id: SnowflakeText
+    position: RolePosition
+
+
+ReorderRoles = Annotated[list[RoleMove], Meta(min_length=1, max_length=250)]
+
+
+class PutOverwrite(Request, frozen=True):
+    type: OverwriteType
+    allow: PermissionText = "0"
+    deny: PermissionText = "0"
+
+
+class UpdateMember(Request, frozen=True):
+    nickname: Nickname | UnsetType | None = UNSET  # null clears it
+    communication_disabled_until: IsoTime | UnsetType | None = UNSET  # null ends a timeout
+
+
+class PutBan(Request, frozen=True):
+    delete_message_days: Annotated[int, Meta(ge=0, le=7)] = 0
+    reason: BanReason | None = None  # default: the X-Audit-Log-Reason header
+
+
+class BulkDelete(Request, frozen=True):
+    messages: Annotated[list[SnowflakeText], Meta(min_length=2, max_length=100)]
+
+
+MaxClients = Annotated[int, Meta(ge=1)]
+
+
+Protocol = Literal["host", "peer"]
+
+
+class CreateRoom(Request, frozen=True):
+    max_clients: MaxClients
+    protocol: Protocol
+    public: bool = False
+    metadata: dict[str, Any] | None = None  # a JSON object; null or absent: {}
+
+
+class UpdateRoom(Request, frozen=True):
+    max_clients: MaxClients | UnsetType = UNSET
+    public: bool | UnsetType = UNSET
+    metadata: dict[str, Any] | UnsetType = UNSET  # replaces the whole object
