@@ -5,19 +5,17 @@ every other channel event (`Publish`: edits, deletes, reactions, typing, acks). 
 id from the actor in inbox order and their writes are queued to the store in that same order;
 the store commits in queue order, so history order = id order = delivery order. The actor does
 not wait for each commit before taking the next message: it hands the queued write to its
-*publisher* task, which awaits the commits one by one (they finish in order), then fans the event
-out and answers the poster. Publishes travel the same queue, so nothing overtakes a post.
-The actor makes each event (`Event`) itself: it knows whether its channel is a DM, which decides
-the event's intent bits (DIRECT_MESSAGES rather than SERVER_MESSAGES).
+*publisher* task, which awaits the commits one by one (they finish in order), then answers the
+poster and publishes the new message's event. Publishes travel the same queue, so nothing
+overtakes a post.
 
-Who hears the channel (its audience) is not copied into the actor: `audience()` asks the hub on
-every event, for the sessions whose intents take it, and the hub answers from its live
-membership index and its permission cache (keeping the answer until either changes), so joins,
-leaves, disconnects and permission changes need no messages here. (It is awaited: a permission
-snapshot may have to be read first.)
+The actor never looks inside an event: the chat layer made it, `created(row)` makes the one for
+a new message, and `publish(info, event, write_now)` hands it to whoever delivers it (the
+gateway hub, which finds the audience: who can see the channel now). `info` says which server
+the channel is in, or that it is a DM, so nothing about membership is copied here.
 
 Resource handling: `run()` owns the publisher task in its own nursery and a bounded queue to it
-(256 items; a full queue makes the actor wait, which pushes back on the REST callers). When the
+(256 items; a full queue makes the actor wait, which pushes back on the callers). When the
 inbox closes, the queue closes after it and the publisher drains it, so every accepted post is
 published and answered.
 
@@ -28,41 +26,35 @@ subscribers belong to the hub).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 import msgspec
 import trio
 
 from actors.base import Actor, Reply
-from relay.protocol.gateway import Event
+from relay.storage import messages
 from relay.storage.db import Pending, StoreClosed
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable
 
     from relay.storage.audience import ChannelAudience
     from relay.storage.db import Store
-
-
-class Subscriber(Protocol):
-    def deliver(self, event: Event, now: float | None = None, write_now: bool = False) -> None: ...
+    from relay.storage.messages import MessageRow, NewMessage, Posted
 
 
 class Post(msgspec.Struct, frozen=True):
-    """Create a message: `write(db, message_id, *args)` stores it and returns
-    `(payload, created)`; the payload is dispatched as MESSAGE_CREATE if created (a repeated
-    nonce returns the earlier message with created=False) and sent back through `reply`."""
+    """Store a new message (`messages.post`) and answer `Posted` through `reply`; publish
+    `created(row)` if it is new (a repeated nonce answers the earlier message, created=False)."""
 
-    write: Any  # Callable[..., tuple[object, bool]]
-    args: tuple[Any, ...]
-    reply: Reply[Any]
+    new: NewMessage
+    reply: Reply[Posted]
 
 
 class Publish(msgspec.Struct, frozen=True):
-    """Dispatch the event `t` with payload `d` to the channel's audience, in order."""
+    """Publish an event to the channel's audience, in order (opaque to the actor)."""
 
-    t: str
-    d: Any
+    event: object
 
 
 class Fault(msgspec.Struct, frozen=True):
@@ -73,9 +65,9 @@ ChannelMsg = Post | Publish | Fault
 
 
 class _Queued(msgspec.Struct):
-    pending: Pending[Any] | None
-    event: Event | None
-    reply: Reply[Any] | None
+    pending: Pending[Posted] | None
+    event: object
+    reply: Reply[Posted] | None
 
 
 class ChannelActor(Actor[ChannelMsg]):
@@ -85,17 +77,18 @@ class ChannelActor(Actor[ChannelMsg]):
         self,
         key: str,
         store: Store,
-        audience: Callable[[ChannelAudience, int], Awaitable[Sequence[Subscriber]]],
+        publish: Callable[[ChannelAudience, object, bool], Awaitable[None]],
+        created: Callable[[MessageRow], object],
         load: Callable[[], Awaitable[ChannelAudience | None]],
         *,
         idle_timeout_s: float | None = None,
     ) -> None:
         super().__init__(key)
         self.store = store
-        self._audience = audience
+        self._publish = publish
+        self._created = created
         self._load = load
         self._info: ChannelAudience | None = None
-        self._dm = False  # a DM channel: its message events carry the DIRECT_MESSAGES intent
         self.idle_timeout_s = idle_timeout_s
         self._queue_send, self._queue_recv = trio.open_memory_channel[_Queued](256)
 
@@ -108,23 +101,18 @@ class ChannelActor(Actor[ChannelMsg]):
     async def on_start(self) -> None:
         # None: the channel was deleted; its events then reach nobody until the actor idles out.
         self._info = await self._load()
-        self._dm = self._info is not None and self._info.server_id is None
-
-    async def audience(self, intent: int) -> Sequence[Subscriber]:
-        """Who hears an event of these intent bits (`Event.intent`) now."""
-        return await self._audience(self._info, intent) if self._info is not None else ()
 
     async def handle(self, msg: ChannelMsg) -> None:
         match msg:
-            case Post(write, args, reply):
+            case Post(new, reply):
                 try:
-                    pending = await self.store.submit(write, self.store.ids.next(), *args)
+                    pending = await self.store.submit(messages.post, self.store.ids.next(), new)
                 except StoreClosed as e:
                     reply.fail(e)
                     return
                 await self._to_publisher(_Queued(pending, None, reply))
-            case Publish(t, d):
-                await self._to_publisher(_Queued(None, Event(t, d, dm=self._dm), None))
+            case Publish(event):
+                await self._to_publisher(_Queued(None, event, None))
             case Fault():
                 raise RuntimeError(f"fault injected into {self.key}")
 
@@ -154,20 +142,17 @@ class ChannelActor(Actor[ChannelMsg]):
                 if not item.pending.done.is_set():
                     await item.pending.done.wait()
                 try:
-                    payload, created = item.pending.result_now()
+                    posted = item.pending.result_now()
                 except Exception as e:  # the write's own error (or StoreClosed) is the poster's
                     item.reply.fail(e)
                     continue
-                item.reply.send(payload)
-                event = Event("MESSAGE_CREATE", payload, dm=self._dm) if created else None
-            if event is not None:
-                audience = await self.audience(event.intent)
-                now = trio.current_time()
+                item.reply.send(posted)
+                event = self._created(posted.message) if posted.created else None
+            if event is not None and self._info is not None:
                 # The last event this task has before it waits: each connection writes at once,
                 # right after its delivery, rather than all of them after the loop (the first
                 # receivers of 1000 got the event ~3 ms later that way, at 10 events/s). While
                 # more are queued, the writes wait for the flusher's pass, one per connection
                 # for all of them.
                 write_now = self._queue_recv.statistics().current_buffer_used == 0
-                for subscriber in audience:
-                    subscriber.deliver(event, now, write_now)
+                await self._publish(self._info, event, write_now)

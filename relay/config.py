@@ -79,6 +79,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     action_rate: Positive = 30  # message edits, reaction changes, DM opens per message_window_s
     message_window_s: PositiveFloat = 10.0
     gateway_max_inflight_sends: Positive = 16  # per connection; more and the reader waits
+    send_timeout_s: PositiveFloat = 10.0  # a new message's wait for its channel and its commit
+    typing_interval_s: PositiveFloat = 5.0  # a user's typing in a channel is sent this often
+    max_pins: Positive = 50  # pinned messages per channel
     # Gateway sessions per user, connected or waiting for a RESUME; the oldest waiting ones make
     # way for a new IDENTIFY, and with this many connected it is refused (4011).
     max_sessions_per_user: Positive = 32

@@ -1,7 +1,7 @@
 """Runtime: the explicit dependencies that routes and listeners are built with.
 
 Created by `create_app` before the server runs; `services.run` fills in the parts that need
-I/O (the store, the account service, the gateway hub) during start-up.
+I/O (the store, the account service, the gateway hub, the chat layer's `Chat`) during start-up.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from relay.accounts import Accounts
     from relay.byterelay import ByteRelay
+    from relay.chat.context import Chat
     from relay.config import Settings
     from relay.gateway.hub import Hub
     from relay.rooms.manager import RoomManager
@@ -27,19 +28,23 @@ class Runtime:
         self._store: Store | None = None
         self._accounts: Accounts | None = None
         self._hub: Hub | None = None
+        self._chat: Chat | None = None
+        # The fan-out's implementation (a subclass of the in-process hub); tests swap in one
+        # that sends every crossing through msgpack, as a broker between processes would.
+        self.hub_type: type[Hub] | None = None
         self.realtime_urls: list[str] = []  # e.g. ["ws://127.0.0.1:8081"], once listening
         self.byte_relay: ByteRelay | None = None  # the relayd hub, unless relay_port is off
         self.relay_addresses: list[tuple[str, int]] = []  # the relayd TCP listener's, once bound
         self._rooms: RoomManager | None = None
 
-    def attach(self, store: Store, accounts: Accounts, hub: Hub) -> None:
-        self._store, self._accounts, self._hub = store, accounts, hub
+    def attach(self, store: Store, accounts: Accounts, hub: Hub, chat: Chat) -> None:
+        self._store, self._accounts, self._hub, self._chat = store, accounts, hub, chat
 
     def attach_rooms(self, rooms: RoomManager) -> None:
         self._rooms = rooms
 
     def detach(self) -> None:
-        self._store = self._accounts = self._hub = None
+        self._store = self._accounts = self._hub = self._chat = None
         self._rooms = None
 
     @property
@@ -63,6 +68,12 @@ class Runtime:
         if self._hub is None:
             raise NotStarted("the gateway hub is not running")
         return self._hub
+
+    @property
+    def chat(self) -> Chat:
+        if self._chat is None:
+            raise NotStarted("the chat layer is not running")
+        return self._chat
 
     @property
     def rooms(self) -> RoomManager:

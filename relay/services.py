@@ -24,6 +24,9 @@ import trio
 
 from relay.accounts import Accounts, now_ms
 from relay.byterelay import ByteRelay, RelayEndpoint, serve_byte_relay
+from relay.chat.context import Chat
+from relay.chat.fanout import LoginRevoked
+from relay.chat.views import Views
 from relay.gateway.endpoint import gateway_endpoint
 from relay.gateway.hub import Hub
 from relay.realtime.echo import echo
@@ -31,7 +34,7 @@ from relay.realtime.gate import Gate
 from relay.realtime.listener import serve_realtime
 from relay.rooms.endpoint import room_endpoint
 from relay.rooms.manager import RoomManager
-from relay.storage import audit, servers, users
+from relay.storage import audience, audit, servers, users
 from relay.storage.db import open_store
 
 if TYPE_CHECKING:
@@ -96,12 +99,14 @@ async def run_services(
         trio.open_nursery() as nursery,
     ):
         accounts = await Accounts.open(store, settings)
-        hub = Hub(store, settings)
-        accounts.on_revoke.append(hub.revoke_login)
+        views = Views(partial(store.read, audience.server_snapshot))
+        hub = (rt.hub_type or Hub)(store, settings, views)
+        chat = Chat(store, hub, views, settings)
+        accounts.on_revoke.append(lambda login: hub.announce(LoginRevoked(login)))
         await nursery.start(hub.run)
         keep_audit_ms = settings.audit_log_days * 86_400_000
         nursery.start_soon(prune_forever, store, settings.access_token_ttl_s * 1000, keep_audit_ms)
-        rt.attach(store, accounts, hub)
+        rt.attach(store, accounts, hub, chat)
         rooms = RoomManager(settings, store.ids)
         await nursery.start(rooms.run)
         rt.attach_rooms(rooms)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
+    from relay.gateway.hub import Hub
     from relay.runtime import Runtime
 
 
@@ -58,13 +59,15 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 async def start_server(
-    nursery: trio.Nursery, settings: Settings
+    nursery: trio.Nursery, settings: Settings, *, hub_type: type[Hub] | None = None
 ) -> tuple[RunningServer, Callable[[], Any]]:
-    """Start the real server; the returned coroutine function stops it gracefully and waits."""
+    """Start the real server; the returned coroutine function stops it gracefully and waits.
+    `hub_type`: another implementation of the fan-out than the in-process hub."""
     stop = trio.Event()
     done = trio.Event()
     app = create_app(settings)
     runtime: Runtime = app.extensions["relay"]
+    runtime.hub_type = hub_type
 
     async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
         try:

@@ -162,6 +162,7 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_user: int
     permissions_synced: bool
     permission_overwrites: list[Overwrite]  # effective: the category's when synced
+    recipients: list[UserBrief] | UnsetType = UNSET  # a DM's two users (absent elsewhere)
 
 
 class ServerWithChannels(Server, frozen=True, kw_only=True):
@@ -173,10 +174,6 @@ class UserBrief(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     username: str
     display_name: str | None
-
-
-class DmChannel(Channel, frozen=True, kw_only=True):
-    recipients: list[UserBrief]
 
 
 class Member(msgspec.Struct, frozen=True, kw_only=True):
@@ -310,6 +307,28 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     protocols: dict[str, ProtocolCounts]
 
 
+class Presence(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    status: str  # online | idle | dnd | offline (invisible shows as offline)
+    activity: str | None
+
+
+class Ready(msgspec.Struct, frozen=True, kw_only=True):
+    """READY's payload: everything a client needs to start."""
+
+    v: int = 1
+    session_id: str
+    user: Me
+    servers: list[ServerWithChannels]
+    private_channels: list[Channel]
+    read_states: list[ReadState]
+    presences: list[Presence]  # of the people the user shares a server with, who are online
+
+
+class Resumed(msgspec.Struct, frozen=True, kw_only=True):
+    replayed: int  # events replayed before RESUMED
+
+
 # -- from storage rows ------------------------------------------------------------------------
 
 
@@ -392,9 +411,9 @@ def user_brief_out(u: UserBriefRow) -> UserBrief:
     return UserBrief(id=str(u.id), username=u.username, display_name=u.display_name)
 
 
-def dm_out(dm: DmRow) -> DmChannel:
+def dm_out(dm: DmRow) -> Channel:
     c = dm.channel
-    return DmChannel(
+    return Channel(
         id=str(c.id),
         server_id=None,
         type=c.type,

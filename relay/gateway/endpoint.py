@@ -20,12 +20,12 @@ Message sends (op 12) are pipelined. The reader checks each one as the REST rout
 channel that passed, or took a committed send, is trusted for SENDABLE_TTL_S, since the write
 checks again) and queues it with the channel's actor, in the order read, so history order is
 send order; then it reads on, so one connection is not limited to one message per commit. The
-actor's publisher hands each answer straight back (`Hub.queue_message_with`: no task switch),
+actor's publisher hands each answer straight back (`Fanout.post_with`: no task switch),
 and acks (op 13) go out in send order from a first-in first-out queue of the sends in flight. A
-send whose commit has not come after SEND_TIMEOUT_S is answered channel_busy (checked every
+send whose commit has not come after `send_timeout_s` is answered channel_busy (checked every
 ACK_CHECK_S). At most `gateway_max_inflight_sends` sends are in flight; then the reader waits
 for an ack to go out, and TCP pushes back on the client. Sends have their own per-user rate
-limit, shared with REST posts (`Hub.message_refused`), answered with a `rate_limited` ack; they
+limit, shared with REST posts (`Chat.message_refused`), answered with a `rate_limited` ack; they
 do not count against `gateway_rate` unless refused by it, so a client that ignores
 `retry_after` is still closed (4008) like any flood.
 
@@ -53,19 +53,21 @@ from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import trio
 
 from actors.errors import AskTimeout
-from relay.chat.objects import me_out
+from relay.chat import messages as chat_messages
+from relay.chat.events import ReadyEvent, ResumedEvent
+from relay.chat.objects import Resumed
+from relay.chat.ready import ready
 from relay.errors import RateLimited, RelayError, Unauthorized, Unavailable
+from relay.gateway.hub import wire
 from relay.gateway.session import Session
 from relay.protocol import wsframe
 from relay.protocol.gateway import (
     ALL_INTENTS,
     ClientFrame,
     Close,
-    Event,
     FrameError,
     Heartbeat,
     Identify,
@@ -82,15 +84,6 @@ from relay.protocol.gateway import (
 )
 from relay.ratelimit import Bucket
 from relay.realtime.connection import ConnectionClosed
-from relay.rest.messages import (
-    SEND_TIMEOUT_S,
-    channel_busy,
-    message_of,
-    post_args,
-    post_message,
-    sendable_channel,
-)
-from relay.storage import users
 from relay.storage.db import StoreClosed
 
 if TYPE_CHECKING:
@@ -100,16 +93,16 @@ if TYPE_CHECKING:
 
     from actors import Reply
     from relay.accounts import Principal
-    from relay.chat.objects import Message
     from relay.realtime.connection import Connection
     from relay.realtime.listener import Request
     from relay.runtime import Runtime
     from relay.storage.audience import VisibleChannel
+    from relay.storage.messages import Posted
 
 log = logging.getLogger("relay.gateway")
 ENCODINGS = ("json", "msgpack")
 SEND_DRAIN_S = 2.0  # after the client left or closed: sends in flight may finish this long
-ACK_CHECK_S = 1.0  # how often sends in flight are checked against SEND_TIMEOUT_S
+ACK_CHECK_S = 1.0  # how often sends in flight are checked against send_timeout_s
 # A channel REST's pre-check let this connection post in is not looked up again for this long
 # after that check or the last send that committed there (the write checks again in its
 # transaction, with the same error codes, and a refusal drops the channel from here): that
@@ -146,7 +139,7 @@ class _Queued:
     def __init__(self, data: MessageSendData, deadline: float) -> None:
         self.data = data
         self.deadline = deadline  # then channel_busy
-        self.reply: Reply[Message] | None = None
+        self.reply: Reply[Posted] | None = None
         self.ack: SendAck | None = None
 
 
@@ -327,7 +320,7 @@ class GatewayConnection:
         in-flight slot (backpressure); its ack goes out once it and every send before it are
         answered."""
         user_id = session.user_id
-        error: RelayError | None = self.rt.hub.message_refused(user_id)
+        error: RelayError | None = self.rt.chat.message_refused(user_id)
         if error is not None:
             self._count_frame()  # a client that ignores retry_after is a flood: 4008 eventually
         slots, acks = self.send_slots, self.acks
@@ -337,23 +330,21 @@ class GatewayConnection:
             slots.acquire_nowait()  # no checkpoint: the reader's receive had one
         except trio.WouldBlock:
             await slots.acquire()
-        item = _Queued(data, trio.current_time() + SEND_TIMEOUT_S)
+        item = _Queued(data, trio.current_time() + self.rt.settings.send_timeout_s)
         try:
             if error is None:
                 try:
                     channel = await self._sendable_channel(user_id, data.channel_id)
-                    args = post_args(user_id, channel, data.content, data.nonce, data.reply_to)
-                    item.reply = await self.rt.hub.queue_message_with(
-                        channel.id,
-                        partial(self._answered, item),
-                        post_message,
-                        *args,
-                        deadline=item.deadline,
+                    new = chat_messages.new_message(
+                        user_id, channel, data.content, data.nonce, data.reply_to
+                    )
+                    item.reply = await chat_messages.queue_post_with(
+                        self.rt.chat, new, partial(self._answered, item), item.deadline
                     )
                 except RelayError as e:
                     error = e
                 except AskTimeout:
-                    error = channel_busy()
+                    error = chat_messages.channel_busy()
             if error is not None:
                 item.ack = SendAck(nonce=data.nonce, error=send_error(error))
         except BaseException:  # cancelled on the way; if it was queued, it still commits
@@ -362,12 +353,12 @@ class GatewayConnection:
         acks.append(item)
         self._send_acks()
 
-    def _answered(self, item: _Queued, result: outcome.Outcome[Message]) -> None:
+    def _answered(self, item: _Queued, result: outcome.Outcome[Posted]) -> None:
         """A send's answer, in the channel's publisher task: must not raise."""
         data = item.data
         try:
-            message = message_of(result)
-            ack = SendAck(nonce=data.nonce, id=message.id, channel_id=message.channel_id)
+            message = chat_messages.posted_of(result).message
+            ack = SendAck(nonce=data.nonce, id=str(message.id), channel_id=str(message.channel_id))
             known = self.sendable.get(data.channel_id)
             if known is not None:  # the write has just checked the permission again
                 self.sendable[data.channel_id] = (trio.current_time(), known[1])
@@ -399,7 +390,7 @@ class GatewayConnection:
             self.drained.set()
 
     async def _time_out_sends(self) -> None:
-        """Answer channel_busy to sends not committed within SEND_TIMEOUT_S (they may still
+        """Answer channel_busy to sends not committed within `send_timeout_s` (they may still
         be stored: a retry with the same nonce finds them)."""
         acks = self.acks
         assert acks is not None
@@ -410,12 +401,13 @@ class GatewayConnection:
             for item in late:
                 if item.reply is not None:
                     item.reply.cancel()
-                item.ack = SendAck(nonce=item.data.nonce, error=send_error(channel_busy()))
+                busy = chat_messages.channel_busy()
+                item.ack = SendAck(nonce=item.data.nonce, error=send_error(busy))
             if late:
                 self._send_acks()
 
     async def _sendable_channel(self, user_id: int, channel_id: str) -> VisibleChannel:
-        """REST's pre-check (`sendable_channel`); a positive answer is reused for
+        """The chat layer's pre-check (`sendable_channel`); a positive answer is reused for
         SENDABLE_TTL_S after it or after the last send committed there. Only the fail-fast is
         skipped then: `messages.create` checks visibility and SEND_MESSAGES again in the
         transaction and refuses with the same codes."""
@@ -423,7 +415,7 @@ class GatewayConnection:
         known = self.sendable.get(channel_id)
         if known is not None and now - known[0] < SENDABLE_TTL_S:
             return known[1]
-        channel = await sendable_channel(self.rt, user_id, channel_id)
+        channel = await chat_messages.sendable_channel(self.rt.chat, user_id, channel_id)
         if len(self.sendable) >= SENDABLE_CHANNELS:
             self.sendable.clear()
         self.sendable[channel_id] = (now, channel)
@@ -442,9 +434,6 @@ class GatewayConnection:
     async def _identify(self, who: Principal, intents: int) -> None:
         rt = self.rt
         user_id = who.user_id
-        ready = await ready_payload(rt, user_id)
-        if ready is None:
-            raise _Closing(Close.AUTHENTICATION_FAILED, "unknown user")
         settings = rt.settings
         session = Session(
             user_id,
@@ -454,14 +443,16 @@ class GatewayConnection:
             replay_age_s=settings.replay_age_s,
             intents=intents,
         )
-        ready["session_id"] = session.id
+        payload = await ready(rt.chat, user_id, session.id, rt.hub.statuses.get)
+        if payload is None:
+            raise _Closing(Close.AUTHENTICATION_FAILED, "unknown user")
         # From here to attach nothing awaits: READY is seq 1 and no event can slip in between.
         if not rt.hub.make_room_for_session(user_id, settings.max_sessions_per_user):
             limit = settings.max_sessions_per_user
             raise _Closing(Close.TOO_MANY_SESSIONS, f"at most {limit} connected sessions per user")
-        rt.hub.add_session(session, [int(s["id"]) for s in ready["servers"]])
+        rt.hub.add_session(session, [int(s.id) for s in payload.servers])
         session.attach(self.sink)
-        session.deliver(Event("READY", ready), replay=False)
+        session.deliver(wire(ReadyEvent(d=payload)), replay=False)
         self.session = session
         await rt.hub.set_status(session)
 
@@ -496,40 +487,9 @@ class GatewayConnection:
             sent += len(missed)
         session.auth_session_id = who.session_id
         session.attach(self.sink)
-        session.deliver(Event("RESUMED", {"replayed": sent - seq}))
+        session.deliver(wire(ResumedEvent(d=Resumed(replayed=sent - seq))))
         self.session = session
         await hub.set_status(session)
-
-
-async def ready_payload(rt: Runtime, user_id: int) -> dict[str, Any] | None:
-    """Everything a client needs to start: who it is, its servers with channels, DMs, read
-    states, and who among the people it shares a server with is online."""
-    from relay.rest.messages import read_states
-    from relay.rest.servers import dm_channels, ready_servers
-
-    user = await rt.store.read(users.get_user, user_id)
-    if user is None:
-        return None
-    keys = await rt.store.read(users.list_keys, user_id)
-    servers = msgspec.to_builtins(await ready_servers(rt, user_id))
-    hub = rt.hub
-    sharing: set[int] = set()
-    for server in servers:
-        sharing.update(hub.online_members.get(int(server["id"]), ()))
-    presences = [
-        {"user_id": str(uid), "status": hub.statuses[uid][0], "activity": hub.statuses[uid][1]}
-        for uid in sorted(sharing)
-        if uid in hub.statuses
-    ]
-    return {
-        "v": 1,
-        "session_id": "",
-        "user": msgspec.to_builtins(me_out(user, keys)),
-        "servers": servers,
-        "private_channels": msgspec.to_builtins(await dm_channels(rt, user_id)),
-        "read_states": msgspec.to_builtins(await read_states(rt, user_id)),
-        "presences": presences,
-    }
 
 
 async def gateway_endpoint(rt: Runtime, conn: Connection, request: Request) -> None:

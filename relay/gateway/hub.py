@@ -1,13 +1,14 @@
 """The hub: every live gateway session, who is online in which server, and the routes events
-take to reach them.
+take to reach them. It is the in-process implementation of the chat layer's fan-out
+(`relay.chat.fanout.Fanout`).
 
 It is plain state on the Trio thread, changed only by synchronous methods (no await between a
 check and its update), so it needs no locks and no actor of its own. Channel events go through
-channel actors (`ChannelActor`), which read `audience()` here on every event, so subscriptions
-are never copied and cannot drift from membership or permissions: a server channel's audience
-is its server's online members who have VIEW_CHANNEL in it, answered by the permission cache
-(`views`, relay.gateway.views), which the REST routes invalidate after every change that can
-alter it.
+channel actors (`ChannelActor`), which order them and hand each back to `_publish` here, which
+finds the channel's audience at that moment, so subscriptions are never copied and cannot drift
+from membership or permissions: a server channel's audience is its server's online members who
+have VIEW_CHANNEL in it, answered by the permission cache (`views`, relay.chat.views), which the
+chat layer invalidates after every change that can alter it (`announce`).
 
 Indexes (only for users with at least one session, attached or within its resume window):
 - `sessions`: session id -> Session; `by_user`: user id -> their sessions
@@ -28,38 +29,41 @@ from __future__ import annotations
 import logging
 import math
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import msgspec
 import trio
 
 from actors import ActorStopped, Overloaded, Registry
 from actors.channel import ChannelActor, ChannelMsg, Fault, Post, Publish
 from actors.presence import PresenceActor, PresenceMsg, SessionGone, SetStatus
-from relay.errors import NotFound, RateLimited
-from relay.gateway.views import Views
+from relay.chat.events import ChatEvent, PresenceUpdateEvent
+from relay.chat.fanout import (
+    Change,
+    LoginRevoked,
+    MemberJoined,
+    MemberLeft,
+    PermissionsChanged,
+    ServerDeleted,
+)
+from relay.chat.messages import created_event
+from relay.chat.objects import Presence
+from relay.errors import NotFound
 from relay.protocol.gateway import Close, Event
-from relay.ratelimit import RateLimiter
 from relay.storage import audience
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Collection, Iterable, Sequence
 
     import outcome
 
     from actors.base import Asked, Reply
+    from relay.chat.views import ServerView, Views
     from relay.config import Settings
     from relay.gateway.session import Session
-    from relay.gateway.views import ServerView
     from relay.storage.db import Store
+    from relay.storage.messages import NewMessage, Posted
 
 log = logging.getLogger("relay.gateway")
-
-
-class PresencePayload(msgspec.Struct, frozen=True):
-    user_id: str
-    status: str
-    activity: str | None
 
 
 REAP_EVERY_S = 1.0
@@ -67,7 +71,7 @@ KEPT_AUDIENCES = 512  # channel audiences kept at most (then all are dropped and
 
 
 class Hub:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, views: Views) -> None:
         self.store = store
         self.settings = settings
         self.sessions: dict[str, Session] = {}
@@ -77,31 +81,10 @@ class Hub:
         self.channels: Registry[ChannelMsg] = Registry(self._new_channel)
         self.presence: Registry[PresenceMsg] = Registry(self._new_presence)
         self.statuses: dict[int, tuple[str, str | None]] = {}  # users not seen as offline
-        self.views = Views(partial(store.read, audience.server_snapshot))
+        self.views = views
         # (channel id, intent bits) -> (the server's view then, the audience); see the module doc
         self._audiences: dict[tuple[int, int], tuple[ServerView | None, tuple[Session, ...]]] = {}
         self._membership = 0  # bumped by every change to the indexes
-        # Messages per user, over REST and all their gateway connections; and their edits,
-        # reaction changes and DM opens, each of which is written and sent to others too.
-        self.message_limiter = RateLimiter(settings.message_rate, settings.message_window_s)
-        self.action_limiter = RateLimiter(settings.action_rate, settings.message_window_s)
-
-    def message_refused(self, user_id: int) -> RateLimited | None:
-        """Count one message of `user_id` (a REST post or a gateway send): None if it may go,
-        else the error that refuses it (with retry_after)."""
-        return self._refused(self.message_limiter, user_id, "messages")
-
-    def action_refused(self, user_id: int) -> RateLimited | None:
-        """Count one message edit, reaction change or DM open of `user_id`, like
-        `message_refused`."""
-        return self._refused(self.action_limiter, user_id, "edits, reactions and DM opens")
-
-    def _refused(self, limiter: RateLimiter, user_id: int, what: str) -> RateLimited | None:
-        decision = limiter.hit(str(user_id), trio.current_time())
-        if decision.allowed:
-            return None
-        window = self.settings.message_window_s
-        return RateLimited.refusing(f"at most {decision.limit} {what} per {window:g} s", decision)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -197,7 +180,8 @@ class Hub:
             self.statuses.pop(user_id, None)
         else:
             self.statuses[user_id] = (status, activity)
-        event = Event("PRESENCE_UPDATE", PresencePayload(str(user_id), status, activity))
+        presence = Presence(user_id=str(user_id), status=status, activity=activity)
+        event = wire(PresenceUpdateEvent(d=presence))
         for session in self.presence_audience(user_id):
             session.deliver(event)
         if status == "offline" and user_id not in self.by_user:
@@ -210,7 +194,23 @@ class Hub:
             users.update(self.online_members.get(server_id, ()))
         return [s for u in users for s in self.by_user.get(u, ())]
 
-    # -- membership (called by REST after the change committed) ------------------------------
+    # -- membership (announced by the chat layer after the change committed) -----------------
+
+    def announce(self, change: Change) -> None:
+        match change:
+            case MemberJoined(server_id, user_id):
+                self.member_joined(server_id, user_id)
+            case MemberLeft(server_id, user_id):
+                self.member_left(server_id, user_id)
+            case PermissionsChanged(server_id):
+                self.views.invalidate(server_id)
+            case ServerDeleted(server_id):
+                self.server_deleted(server_id)
+            case LoginRevoked(auth_session_id):
+                self.revoke_login(auth_session_id)
+
+    def online(self, server_id: int) -> Collection[int]:
+        return self.online_members.get(server_id, ())
 
     def member_joined(self, server_id: int, user_id: int) -> None:
         if user_id in self.by_user:
@@ -232,10 +232,6 @@ class Hub:
             servers.discard(server_id)
         self.views.invalidate(server_id)
 
-    def permissions_changed(self, server_id: int) -> None:
-        """Roles, who holds them, overwrites, channels or the owner changed (committed)."""
-        self.views.invalidate(server_id)
-
     def server_deleted(self, server_id: int) -> None:
         self._membership_changed()
         for user_id in self.online_members.pop(server_id, set()):
@@ -252,19 +248,21 @@ class Hub:
         by_user = self.by_user
         return [s for u in self.online_members.get(server_id, ()) for s in by_user.get(u, ())]
 
-    def dispatch_user(self, user_id: int, t: str, d: Any) -> None:
-        """Send an event to every session of one user."""
-        event = Event(t, d)
-        for session in tuple(self.user_sessions(user_id)):
-            session.deliver(event)
+    def to_users(self, user_ids: Iterable[int], event: ChatEvent, *, dm: bool = False) -> None:
+        """Send an event to every session of these users; `dm`: it is about a DM channel (a new
+        DM's CHANNEL_CREATE), which decides its intent bits."""
+        framed = wire(event, dm=dm)
+        for user_id in user_ids:
+            for session in tuple(self.user_sessions(user_id)):
+                session.deliver(framed)
 
-    def dispatch_server(self, server_id: int, t: str, d: Any) -> None:
+    def to_server(self, server_id: int, event: ChatEvent) -> None:
         """Send an event to every online member of a server (server-wide events: SERVER_*,
         MEMBER_*, ROLE_*). Channel events never come here: their audience depends on who can
-        see the channel (`_channel_audience`, relay.rest.visibility)."""
-        event = Event(t, d)
+        see the channel (`_channel_audience`)."""
+        framed = wire(event)
         for session in self.server_sessions(server_id):
-            session.deliver(event)
+            session.deliver(framed)
 
     async def _view_with(self, server_id: int, channel_id: int) -> ServerView | None:
         """The server's view; reloaded once if it does not know the channel (created since:
@@ -275,59 +273,46 @@ class Hub:
             view = await self.views.get(server_id)
         return view
 
-    def dispatch_users(self, user_ids: Iterable[int], t: str, d: Any, *, dm: bool = False) -> None:
-        """Send an event to every session of these users; `dm`: it is about a DM channel (a new
-        DM's CHANNEL_CREATE), which decides its intent bits."""
-        event = Event(t, d, dm=dm)
-        for user_id in user_ids:
-            for session in tuple(self.user_sessions(user_id)):
-                session.deliver(event)
-
-    async def dispatch_channel(self, channel_id: int, t: str, d: Any) -> None:
+    async def to_channel(self, channel_id: int, event: ChatEvent) -> None:
         """Send a channel event through the channel's actor, in order with its messages."""
-        await self._tell(channel_id, Publish(t, d))
+        await self._tell(channel_id, Publish(event))
 
-    async def queue_message(
-        self, channel_id: int, write: Callable[..., tuple[Any, bool]], *args: Any
-    ) -> Asked[Any]:
-        """Queue a new message with the channel's actor; returns once it is queued, and its
-        `answer()` is the payload once committed. Messages queued one after the other get
+    async def post(self, new: NewMessage) -> Asked[Posted]:
+        """Queue a new message with its channel's actor; returns once it is queued, and its
+        `answer()` is the outcome once committed. Messages queued one after the other get
         ascending ids and commit in that order, whoever waits for their answers and when.
-
-        `write(db, message_id, *args) -> (payload, created)` runs in the store's writer.
 
         Raises:
             NotFound("unknown_channel"): the channel's actor is gone (the channel was deleted).
         """
 
-        def build(reply: Reply[Any]) -> ChannelMsg:
-            return Post(write, args, reply)
+        def build(reply: Reply[Posted]) -> ChannelMsg:
+            return Post(new, reply)
 
         try:
-            return await self.channels.start_ask(f"channel:{channel_id}", build)
+            return await self.channels.start_ask(f"channel:{new.channel_id}", build)
         except ActorStopped:
             raise NotFound("unknown channel", code="unknown_channel") from None
 
-    async def queue_message_with(
+    async def post_with(
         self,
-        channel_id: int,
-        on_answer: Callable[[outcome.Outcome[Any]], object],
-        write: Callable[..., tuple[Any, bool]],
-        *args: Any,
+        new: NewMessage,
+        on_answer: Callable[[outcome.Outcome[Posted]], object],
+        *,
         deadline: float = math.inf,
-    ) -> Reply[Any]:
-        """`queue_message`, with the answer passed to `on_answer` in the channel's publisher
-        task (`Actor.start_ask_with`) rather than awaited.
+    ) -> Reply[Posted]:
+        """`post`, with the answer passed to `on_answer` in the channel's publisher task
+        (`Actor.start_ask_with`) rather than awaited.
 
         Raises:
-            NotFound("unknown_channel"): as `queue_message`.
+            NotFound("unknown_channel"): as `post`.
             AskTimeout: the actor could not take it by `deadline` (Trio time).
         """
 
-        def build(reply: Reply[Any]) -> ChannelMsg:
-            return Post(write, args, reply)
+        def build(reply: Reply[Posted]) -> ChannelMsg:
+            return Post(new, reply)
 
-        key = f"channel:{channel_id}"
+        key = f"channel:{new.channel_id}"
         try:
             return await self.channels.start_ask_with(key, build, on_answer, deadline=deadline)
         except ActorStopped:
@@ -347,10 +332,22 @@ class Hub:
         return ChannelActor(
             key,
             self.store,
-            self._channel_audience,
+            self._publish,
+            created_event,
             partial(self.store.read, audience.channel_audience, channel_id),
             idle_timeout_s=self.settings.actor_idle_s,
         )
+
+    async def _publish(
+        self, info: audience.ChannelAudience, event: object, write_now: bool
+    ) -> None:
+        """Deliver a channel's event (its actor's turn) to the channel's audience now."""
+        assert isinstance(event, ChatEvent)
+        framed = wire(event, dm=info.server_id is None)
+        sessions = await self._channel_audience(info, framed.intent)
+        now = trio.current_time()
+        for session in sessions:
+            session.deliver(framed, now, write_now)
 
     async def _channel_audience(
         self, info: audience.ChannelAudience, intent: int
@@ -395,3 +392,8 @@ class Hub:
                 if s.detached_at is not None and s.detached_at < deadline
             ]:
                 self.end_session(session)
+
+
+def wire(event: ChatEvent, *, dm: bool = False) -> Event:
+    """A chat event as the gateway frames it: payload encoded once, seq spliced per session."""
+    return Event(event.t, event.d, event.intent_for(dm=dm))

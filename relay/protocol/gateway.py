@@ -9,9 +9,9 @@ MESSAGE_SEND (op 12, `MessageSend`); the server answers each one with MESSAGE_SE
 `SendAck`) once it is committed or refused.
 
 Intents: IDENTIFY may carry `intents`, a bitmask of `Intent`s, the classes of events the session
-wants (absent: all). Each Event knows its own bits (`Event.intent`, from `t` and whether it is a
-DM's); a session skips an event whose bits it does not share. READY and RESUMED carry
-`ALWAYS_INTENT`, a bit no client may send that every session has.
+wants (absent: all). Each Event carries its own bits (`Event.intent`, given by the chat layer's
+event classes, relay.chat.events); a session skips an event whose bits it does not share. READY
+and RESUMED carry `ALWAYS_INTENT`, a bit no client may send that every session has.
 """
 
 from __future__ import annotations
@@ -75,37 +75,6 @@ ALL_INTENTS = int(sum(Intent))  # what a session without `intents` gets: everyth
 # so every session's mask is one of CPython's cached small ints (nothing allocated per session).
 ALWAYS_INTENT = 1 << 7
 assert ALL_INTENTS < ALWAYS_INTENT
-
-_MESSAGE_EVENTS = (
-    "MESSAGE_CREATE",
-    "MESSAGE_UPDATE",
-    "MESSAGE_DELETE",
-    "MESSAGE_DELETE_BULK",
-    "MESSAGE_REACTION_ADD",
-    "MESSAGE_REACTION_REMOVE",
-    "CHANNEL_PINS_UPDATE",
-)
-_CHANNEL_EVENTS = ("CHANNEL_CREATE", "CHANNEL_UPDATE", "CHANNEL_DELETE")
-# Event name -> the intent bits that receive it (any one of them is enough).
-EVENT_INTENTS: dict[str, int] = {
-    "READY": ALWAYS_INTENT,
-    "RESUMED": ALWAYS_INTENT,
-    **dict.fromkeys(("SERVER_CREATE", "SERVER_UPDATE", "SERVER_DELETE"), int(Intent.SERVERS)),
-    **dict.fromkeys(("ROLE_CREATE", "ROLE_UPDATE", "ROLE_DELETE"), int(Intent.SERVERS)),
-    **dict.fromkeys(_CHANNEL_EVENTS, int(Intent.SERVERS)),
-    **dict.fromkeys(("MEMBER_ADD", "MEMBER_UPDATE", "MEMBER_REMOVE"), int(Intent.SERVER_MEMBERS)),
-    **dict.fromkeys(_MESSAGE_EVENTS, int(Intent.SERVER_MESSAGES)),
-    # The user's own read state: for any session that follows messages, servers' or DMs'.
-    "MESSAGE_ACK": int(Intent.SERVER_MESSAGES | Intent.DIRECT_MESSAGES),
-    "TYPING_START": int(Intent.MESSAGE_TYPING),
-    "PRESENCE_UPDATE": int(Intent.PRESENCES),
-}
-# The same events of a DM channel.
-DM_EVENT_INTENTS: dict[str, int] = {
-    **EVENT_INTENTS,
-    **dict.fromkeys((*_MESSAGE_EVENTS, *_CHANNEL_EVENTS), int(Intent.DIRECT_MESSAGES)),
-}
-
 
 # -- client frames -------------------------------------------------------------------------------
 
@@ -254,15 +223,14 @@ def encode_send_ack(ack: SendAck, encoding: str) -> bytes:
 class Event:
     """One dispatched event: its payload is encoded at most once per encoding, on first use.
 
-    `intent`: the intent bits that receive it (`EVENT_INTENTS`, or `DM_EVENT_INTENTS` when `dm`:
-    an event of a DM channel); an event name missing there reaches every session."""
+    `intent`: the intent bits that receive it (any one of them is enough)."""
 
     __slots__ = ("_parts", "at", "d", "intent", "t")
 
-    def __init__(self, t: str, d: Any, *, dm: bool = False) -> None:
+    def __init__(self, t: str, d: Any, intent: int = ALWAYS_INTENT) -> None:
         self.t = t
         self.d = d
-        self.intent = (DM_EVENT_INTENTS if dm else EVENT_INTENTS).get(t, ALWAYS_INTENT)
+        self.intent = intent
         self.at = math.inf  # when it was first delivered (trio time), for replay's age bound
         # (frame header + start of the payload, rest of the payload) by the encoded seq's
         # length, negative for msgpack: a frame is then two concatenations (fan-out builds one

@@ -8,18 +8,11 @@ from quart import Blueprint, Response, request
 
 from relay import crypto
 from relay.accounts import now_ms
+from relay.chat.args import field_error, snowflake
 from relay.chat.objects import iso, key_out, me_out, user_out
 from relay.errors import Forbidden, NotFound
 from relay.rest import bodies
-from relay.rest.http import (
-    body,
-    client_ip,
-    field_error,
-    json_response,
-    no_content,
-    principal,
-    snowflake,
-)
+from relay.rest.http import body, client_ip, json_response, no_content, principal
 from relay.storage import users
 
 if TYPE_CHECKING:

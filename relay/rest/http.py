@@ -13,8 +13,8 @@ from urllib.parse import unquote
 import msgspec
 from quart import Response, request
 
-from relay.errors import BadRequest, NotFound, RelayError
-from relay.ids import parse_id
+from relay.chat.args import field_error
+from relay.errors import BadRequest, RelayError
 
 if TYPE_CHECKING:
     from relay.accounts import Principal
@@ -58,10 +58,6 @@ def invalid(message: str) -> BadRequest:
     return field_error(field or "$", reason)
 
 
-def field_error(field: str, reason: str) -> BadRequest:
-    return BadRequest(f"{field}: {reason}", code="invalid_field", fields={field: reason})
-
-
 def json_response(value: Any, status: int = 200) -> Response:
     return Response(_encoder.encode(value), status=status, content_type="application/json")
 
@@ -77,14 +73,6 @@ def error_response(error: RelayError) -> Response:
     response = json_response({"error": payload}, error.status)
     response.headers.update(error.headers)
     return response
-
-
-def snowflake(text: str, what: str = "resource") -> int:
-    """A path segment that must be an ID; anything else is simply not found."""
-    value = parse_id(text)
-    if value is None:
-        raise NotFound(f"unknown {what}", code=f"unknown_{what}")
-    return value
 
 
 def principal(rt: Runtime) -> Principal:

@@ -2,7 +2,7 @@
 
 The write functions (relay.storage.moderation) check the permission, the hierarchy and write
 the audit entry in one transaction. A kicked or banned member is taken out of routing at once
-(`announce_departure` calls `Hub.member_left`), so no further event of the server reaches them.
+(`announce_departure` announces `MemberLeft`), so no further event of the server reaches them.
 """
 
 from __future__ import annotations
@@ -14,17 +14,11 @@ from msgspec import UNSET, UnsetType
 from quart import Blueprint, Response, request
 
 from relay.accounts import now_ms
-from relay.chat import commands, objects
+from relay.chat import commands, events
+from relay.chat.args import field_error, snowflake
+from relay.chat.messages import announce_bulk_delete
 from relay.chat.objects import audit_out, ban_out, member_out, member_update_out
-from relay.rest.http import (
-    audit_reason,
-    body,
-    field_error,
-    json_response,
-    no_content,
-    principal,
-    snowflake,
-)
+from relay.rest.http import audit_reason, body, json_response, no_content, principal
 from relay.rest.messages import query_id, query_limit
 from relay.rest.servers import announce_departure, optional_body, page_args
 from relay.storage import audit, moderation
@@ -74,7 +68,7 @@ def moderation_blueprint(rt: Runtime) -> Blueprint:
             reason=audit_reason(),
         )
         if data != commands.UpdateMember():
-            rt.hub.dispatch_server(sid, "MEMBER_UPDATE", member_update_out(member))
+            rt.chat.fanout.to_server(sid, events.MemberUpdateEvent(d=member_update_out(member)))
         return json_response(member_out(member))
 
     @bp.delete("/members/<user_id>")
@@ -124,11 +118,7 @@ def moderation_blueprint(rt: Runtime) -> Blueprint:
             announce_departure(rt, sid, banned.member)
         for channel_id, ids in banned.deleted.items():
             if ids:
-                await rt.hub.dispatch_channel(
-                    channel_id,
-                    "MESSAGE_DELETE_BULK",
-                    objects.MessagesDeleted(ids=[str(i) for i in ids], channel_id=str(channel_id)),
-                )
+                await announce_bulk_delete(rt.chat, channel_id, ids)
         return no_content()
 
     @bp.delete("/bans/<user_id>")

@@ -14,16 +14,17 @@ from msgspec import UNSET, UnsetType
 from quart import Blueprint, Response
 
 from relay.accounts import now_ms
-from relay.chat import commands, objects
+from relay.chat import commands, events, objects, visibility
+from relay.chat.args import id_field, mask_field, overwrite_of, snowflake
+from relay.chat.fanout import PermissionsChanged
 from relay.chat.objects import member_update_out, role_out
 from relay.errors import Forbidden
-from relay.rest import visibility
-from relay.rest.http import audit_reason, body, json_response, no_content, principal, snowflake
-from relay.rest.servers import id_field, mask_field, overwrite_of, unknown_channel
+from relay.rest.http import audit_reason, body, json_response, no_content, principal
+from relay.rest.servers import unknown_channel
 from relay.storage import channels, overwrites, roles, servers
 
 if TYPE_CHECKING:
-    from relay.gateway.views import ServerView
+    from relay.chat.views import ServerView
     from relay.runtime import Runtime
     from relay.storage.roles import RoleRow
 
@@ -33,16 +34,15 @@ MAX_ROLES = 250
 def roles_blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("roles", __name__, url_prefix="/v1/api")
 
-    def role_event(t: str, role: RoleRow) -> None:
-        rt.hub.dispatch_server(
-            role.server_id, t, objects.RoleEvent(server_id=str(role.server_id), role=role_out(role))
-        )
+    def role_event(kind: type[events.RoleCreate | events.RoleUpdate], role: RoleRow) -> None:
+        payload = objects.RoleEvent(server_id=str(role.server_id), role=role_out(role))
+        rt.chat.fanout.to_server(role.server_id, kind(d=payload))
 
     async def holders(server_id: int, role_id: int) -> set[int] | None:
         """Who a change of this role's permissions can affect (None: everybody)."""
         if role_id == server_id:
             return None
-        view = await rt.hub.views.get(server_id)
+        view = await rt.chat.views.get(server_id)
         return view.holders(role_id) if view is not None else set()
 
     # -- roles ---------------------------------------------------------------------------------
@@ -74,8 +74,8 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
             max_roles=MAX_ROLES,
             reason=audit_reason(),
         )
-        rt.hub.permissions_changed(sid)  # nobody holds it yet: nobody's view changes
-        role_event("ROLE_CREATE", role)
+        rt.chat.fanout.announce(PermissionsChanged(sid))  # nobody holds it yet
+        role_event(events.RoleCreate, role)
         return json_response(role_out(role), 201)
 
     @bp.patch("/servers/<server_id>/roles")
@@ -85,9 +85,9 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         data = await body(commands.ReorderRoles)
         moves = [(id_field(m.id, f"[{n}].id"), m.position) for n, m in enumerate(data)]
         moved = await rt.store.write(roles.reorder_roles, sid, who.user_id, moves, audit_reason())
-        rt.hub.permissions_changed(sid)  # positions decide the hierarchy, not visibility
+        rt.chat.fanout.announce(PermissionsChanged(sid))  # the hierarchy, not visibility
         for role in moved:
-            role_event("ROLE_UPDATE", role)
+            role_event(events.RoleUpdate, role)
         rows = await rt.store.read(roles.roles_for, sid, who.user_id)
         return json_response([role_out(r) for r in rows])
 
@@ -100,7 +100,7 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         permissions: int | UnsetType = UNSET
         if isinstance(data.permissions, str):
             permissions = mask_field(data.permissions, "permissions")
-        before = await visibility.before(rt, sid)
+        before = await visibility.before(rt.chat, sid)
         affected = await holders(sid, rid)
         role = await rt.store.write(
             roles.update_role,
@@ -114,8 +114,8 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
             mentionable=data.mentionable,
             reason=audit_reason(),
         )
-        role_event("ROLE_UPDATE", role)
-        await visibility.after(rt, sid, before, users=affected)
+        role_event(events.RoleUpdate, role)
+        await visibility.after(rt.chat, sid, before, users=affected)
         return json_response(role_out(role))
 
     @bp.delete("/servers/<server_id>/roles/<role_id>")
@@ -123,14 +123,13 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         sid = snowflake(server_id, "server")
         rid = snowflake(role_id, "role")
-        before = await visibility.before(rt, sid)
+        before = await visibility.before(rt.chat, sid)
         affected = await holders(sid, rid)
         await rt.store.write(roles.delete_role, sid, rid, who.user_id, audit_reason())
-        rt.hub.dispatch_server(
-            sid, "ROLE_DELETE", objects.RoleDeleted(server_id=str(sid), role_id=str(rid))
-        )
+        deleted = objects.RoleDeleted(server_id=str(sid), role_id=str(rid))
+        rt.chat.fanout.to_server(sid, events.RoleDelete(d=deleted))
         # Its overwrites went too, which can change any channel for anyone.
-        await visibility.after(rt, sid, before, users=affected)
+        await visibility.after(rt.chat, sid, before, users=affected)
         return no_content()
 
     # -- member roles --------------------------------------------------------------------------
@@ -140,15 +139,15 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         sid = snowflake(server_id, "server")
         uid = snowflake(user_id, "member")
         rid = snowflake(role_id, "role")
-        before = await visibility.before(rt, sid)
+        before = await visibility.before(rt.chat, sid)
         write = roles.add_member_role if add else roles.remove_member_role
         changed = await rt.store.write(write, sid, uid, rid, who.user_id, audit_reason())
         if not changed:
             return
         member = await rt.store.read(servers.get_member, sid, uid)
         if member is not None:
-            rt.hub.dispatch_server(sid, "MEMBER_UPDATE", member_update_out(member))
-        await visibility.after(rt, sid, before, users={uid})
+            rt.chat.fanout.to_server(sid, events.MemberUpdateEvent(d=member_update_out(member)))
+        await visibility.after(rt.chat, sid, before, users={uid})
 
     @bp.put("/servers/<server_id>/members/<user_id>/roles/<role_id>")
     async def add_member_role(server_id: str, user_id: str, role_id: str) -> Response:
@@ -179,7 +178,7 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
             if c.parent_id == channel_id and c.permissions_synced
         }
         scope = {channel_id, *children}
-        await visibility.after(rt, server_id, before, channels=scope, updated=scope)
+        await visibility.after(rt.chat, server_id, before, channels=scope, updated=scope)
 
     @bp.put("/channels/<channel_id>/permissions/<target_id>")
     async def put_overwrite(channel_id: str, target_id: str) -> Response:
@@ -189,7 +188,7 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         tid = snowflake(target_id, data.type if data.type == "role" else "member")
         given = overwrite_of(tid, data.type, data.allow, data.deny, "")
         sid = await server_of(cid, who.user_id)
-        before = await visibility.before(rt, sid)
+        before = await visibility.before(rt.chat, sid)
         await rt.store.write(overwrites.set_overwrite, cid, who.user_id, given, audit_reason())
         await overwrite_changed(sid, cid, before)
         return no_content()
@@ -200,7 +199,7 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         cid = snowflake(channel_id, "channel")
         tid = snowflake(target_id, "overwrite")
         sid = await server_of(cid, who.user_id)
-        before = await visibility.before(rt, sid)
+        before = await visibility.before(rt.chat, sid)
         await rt.store.write(overwrites.delete_overwrite, cid, tid, who.user_id, audit_reason())
         await overwrite_changed(sid, cid, before)
         return no_content()

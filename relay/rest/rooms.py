@@ -15,16 +15,10 @@ from msgspec import UNSET
 from quart import Blueprint, Response, request
 
 from relay.chat import commands, objects
+from relay.chat.args import field_error, snowflake
 from relay.chat.objects import iso
 from relay.errors import NotFound
-from relay.rest.http import (
-    body,
-    field_error,
-    json_response,
-    no_content,
-    principal,
-    snowflake,
-)
+from relay.rest.http import body, json_response, no_content, principal
 
 if TYPE_CHECKING:
     from relay.rooms.manager import RoomRecord

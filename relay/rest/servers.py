@@ -11,14 +11,15 @@ refreshes the gateway's permission cache and sends CHANNEL_* only to those who c
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from msgspec import UNSET, UnsetType
 from quart import Blueprint, Response, request
 
-from relay import permissions as perms
 from relay.accounts import now_ms
-from relay.chat import commands, objects
+from relay.chat import commands, events, objects, visibility
+from relay.chat.args import field_error, id_field, overwrite_in, snowflake
+from relay.chat.fanout import MemberJoined, MemberLeft, ServerDeleted
 from relay.chat.objects import (
     channel_out,
     dm_out,
@@ -31,18 +32,7 @@ from relay.chat.objects import (
     user_brief_out,
 )
 from relay.errors import Conflict, NotFound
-from relay.ids import parse_id
-from relay.permissions import Overwrite
-from relay.rest import visibility
-from relay.rest.http import (
-    audit_reason,
-    body,
-    field_error,
-    json_response,
-    no_content,
-    principal,
-    snowflake,
-)
+from relay.rest.http import audit_reason, body, json_response, no_content, principal
 from relay.storage import channels, servers
 from relay.storage.servers import DmRow
 
@@ -69,7 +59,7 @@ async def ready_servers(rt: Runtime, user_id: int) -> list[objects.ServerWithCha
     return [server_state_out(s) for s in await rt.store.read(servers.ready_state, user_id)]
 
 
-async def dm_channels(rt: Runtime, user_id: int) -> list[objects.DmChannel]:
+async def dm_channels(rt: Runtime, user_id: int) -> list[objects.Channel]:
     """The user's DM channels with their recipients, for READY (two queries in all)."""
     return [dm_out(dm) for dm in await rt.store.read(servers.dms_of, user_id)]
 
@@ -82,37 +72,6 @@ async def optional_body(kind: type[T]) -> T:
     if not await request.get_data(cache=True):
         return kind()
     return await body(kind)
-
-
-def id_field(text: str, field: str) -> int:
-    value = parse_id(text)
-    if value is None:
-        raise field_error(field, "must be an ID")
-    return value
-
-
-def mask_field(text: str, field: str) -> int:
-    """A permission mask from its decimal string; bits that are not defined are refused."""
-    value = int(text)  # the body pattern allows digits only, at most 19
-    if value & ~perms.ALL:
-        raise field_error(field, "has bits that are not defined permissions")
-    return value
-
-
-def overwrite_of(
-    target_id: int, kind: Literal["role", "member"], allow: str, deny: str, field: str
-) -> Overwrite:
-    """An overwrite from its request fields (`field`: where they are, for errors)."""
-    prefix = f"{field}." if field else ""
-    allow_bits = mask_field(allow, f"{prefix}allow")
-    deny_bits = mask_field(deny, f"{prefix}deny")
-    if (allow_bits | deny_bits) & perms.P.ADMINISTRATOR:
-        raise field_error(field or "allow", "ADMINISTRATOR cannot be allowed or denied per channel")
-    return Overwrite(target_id, kind, allow_bits, deny_bits)
-
-
-def overwrite_in(o: commands.OverwriteIn, field: str) -> Overwrite:
-    return overwrite_of(id_field(o.id, f"{field}.id"), o.type, o.allow, o.deny, field)
 
 
 def page_args() -> tuple[int, int]:
@@ -146,28 +105,32 @@ def announce_join(rt: Runtime, joined: Joined, user_id: int) -> None:
     the joiner."""
     sid = joined.state.server.id
     member = joined.member
-    rt.hub.member_joined(sid, user_id)
-    rt.hub.dispatch_server(
+    fanout = rt.chat.fanout
+    fanout.announce(MemberJoined(sid, user_id))
+    fanout.to_server(
         sid,
-        "MEMBER_ADD",
-        objects.MemberAdd(
-            server_id=str(sid), user=user_brief_out(member.user), joined_at=iso(member.joined_at)
+        events.MemberAddEvent(
+            d=objects.MemberAdd(
+                server_id=str(sid),
+                user=user_brief_out(member.user),
+                joined_at=iso(member.joined_at),
+            )
         ),
     )
-    rt.hub.dispatch_user(user_id, "SERVER_CREATE", server_state_out(joined.state))
+    fanout.to_users((user_id,), events.ServerCreate(d=server_state_out(joined.state)))
 
 
 def announce_departure(rt: Runtime, server_id: int, member: servers.MemberRow) -> None:
     """After a member left, was kicked or banned: MEMBER_REMOVE to the server (them included),
     then they stop hearing it and get SERVER_DELETE."""
     user = user_brief_out(member.user)
-    rt.hub.dispatch_server(
+    fanout = rt.chat.fanout
+    fanout.to_server(
         server_id,
-        "MEMBER_REMOVE",
-        objects.MemberRemove(server_id=str(server_id), user=user),
+        events.MemberRemoveEvent(d=objects.MemberRemove(server_id=str(server_id), user=user)),
     )
-    rt.hub.member_left(server_id, member.user.id)
-    rt.hub.dispatch_user(member.user.id, "SERVER_DELETE", objects.Deleted(id=str(server_id)))
+    fanout.announce(MemberLeft(server_id, member.user.id))
+    fanout.to_users((member.user.id,), events.ServerDelete(d=objects.Deleted(id=str(server_id))))
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -193,8 +156,8 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
             MAX_SERVERS_OWNED,
         )
         payload = server_state_out(state)
-        rt.hub.member_joined(state.server.id, who.user_id)
-        rt.hub.dispatch_user(who.user_id, "SERVER_CREATE", payload)
+        rt.chat.fanout.announce(MemberJoined(state.server.id, who.user_id))
+        rt.chat.fanout.to_users((who.user_id,), events.ServerCreate(d=payload))
         return json_response(payload, 201)  # with its channels, as SERVER_CREATE and joining
 
     @bp.get("/users/@me/servers")
@@ -247,7 +210,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         )
         payload = server_out(server)
         if server != before:
-            rt.hub.dispatch_server(sid, "SERVER_UPDATE", payload)
+            rt.chat.fanout.to_server(sid, events.ServerUpdate(d=payload))
         return json_response(payload)
 
     @bp.delete("/servers/<server_id>")
@@ -255,8 +218,8 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         sid = snowflake(server_id, "server")
         await rt.store.write(servers.delete_server, sid, who.user_id)
-        rt.hub.dispatch_server(sid, "SERVER_DELETE", objects.Deleted(id=str(sid)))
-        rt.hub.server_deleted(sid)
+        rt.chat.fanout.to_server(sid, events.ServerDelete(d=objects.Deleted(id=str(sid))))
+        rt.chat.fanout.announce(ServerDeleted(sid))
         return no_content()
 
     @bp.put("/servers/<server_id>/owner")
@@ -265,12 +228,12 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         sid = snowflake(server_id, "server")
         data = await body(commands.TransferOwnership)
         new_owner = id_field(data.owner_id, "owner_id")
-        before = await visibility.before(rt, sid)
+        before = await visibility.before(rt.chat, sid)
         server = await rt.store.write(
             servers.transfer_ownership, sid, who.user_id, new_owner, audit_reason()
         )
-        rt.hub.dispatch_server(sid, "SERVER_UPDATE", server_out(server))
-        await visibility.after(rt, sid, before, users={who.user_id, new_owner})
+        rt.chat.fanout.to_server(sid, events.ServerUpdate(d=server_out(server)))
+        await visibility.after(rt.chat, sid, before, users={who.user_id, new_owner})
         return json_response(server_out(server))
 
     # -- channels ------------------------------------------------------------------------------
@@ -302,7 +265,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
                 overwrite_in(o, f"permission_overwrites[{n}]")
                 for n, o in enumerate(data.permission_overwrites)
             )
-        before = await visibility.before(rt, sid)
+        before = await visibility.before(rt.chat, sid)
         channel = await rt.store.write(
             channels.create_channel,
             rt.store.ids.next(),
@@ -319,7 +282,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
             permission_overwrites=given,
             reason=audit_reason(),
         )
-        await visibility.after(rt, sid, before, channels={channel.id})
+        await visibility.after(rt.chat, sid, before, channels={channel.id})
         return json_response(channel_out(channel), 201)
 
     @bp.get("/channels/<channel_id>")
@@ -345,7 +308,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         if old is None:
             raise unknown_channel()
         sid = old.channel.server_id if isinstance(old, DmRow) else old.server_id
-        before = await visibility.before(rt, sid) if sid is not None else None
+        before = await visibility.before(rt.chat, sid) if sid is not None else None
         channel = await rt.store.write(
             channels.update_channel,
             cid,
@@ -360,7 +323,9 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         )
         assert channel.server_id is not None
         if channel != old:
-            await visibility.after(rt, channel.server_id, before, channels={cid}, updated={cid})
+            await visibility.after(
+                rt.chat, channel.server_id, before, channels={cid}, updated={cid}
+            )
         return json_response(channel_out(channel))
 
     @bp.delete("/channels/<channel_id>")
@@ -371,14 +336,14 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         if old is None:
             raise unknown_channel()
         sid = old.channel.server_id if isinstance(old, DmRow) else old.server_id
-        before = await visibility.before(rt, sid) if sid is not None else None
+        before = await visibility.before(rt.chat, sid) if sid is not None else None
         channel, orphans = await rt.store.write(
             channels.delete_channel, cid, who.user_id, audit_reason()
         )
         assert channel.server_id is not None
         # A deleted category's channels are now at the top level (CHANNEL_UPDATE).
         await visibility.after(
-            rt,
+            rt.chat,
             channel.server_id,
             before,
             channels={cid, *(o.id for o in orphans)},
@@ -472,7 +437,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/users/@me/channels")
     async def open_dm() -> Response:
         who = principal(rt)
-        if (refused := rt.hub.action_refused(who.user_id)) is not None:
+        if (refused := rt.chat.action_refused(who.user_id)) is not None:
             raise refused  # a DM, once made, is there for good and in both users' READY
         data = await body(commands.OpenDm)
         recipient_id = id_field(data.recipient_id, "recipient_id")
@@ -483,7 +448,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         if not opened.created:
             return json_response(payload)
         recipients = [u.id for u in opened.dm.recipients]
-        rt.hub.dispatch_users(recipients, "CHANNEL_CREATE", payload, dm=True)
+        rt.chat.fanout.to_users(recipients, events.ChannelCreate(d=payload), dm=True)
         return json_response(payload, 201)
 
     return bp

@@ -1,5 +1,5 @@
 """Who may hear a channel, and which servers a user is in: the queries the gateway routes by
-(channel audiences, the permission snapshots of relay.gateway.views), and `visible_channel`,
+(channel audiences, the permission snapshots of relay.chat.views), and `visible_channel`,
 the 404 gate of every channel route."""
 
 from __future__ import annotations

@@ -46,7 +46,6 @@ NONCE_SQL = (
 MAX_MENTIONS = 100  # mentions stored per message
 MAX_REACTION_EMOJI = 20  # distinct emoji per message
 MAX_ID = (1 << 63) - 1  # SQLite's largest INTEGER; no snowflake reaches it
-MAX_PINS = 50  # pinned messages per channel
 _MENTION = re.compile(r"<@([0-9]{1,20})>")  # ASCII digits only: \d would take other scripts'
 
 
@@ -279,6 +278,43 @@ def _advance_read_state(db: Database, user_id: int, channel_id: int, message_id:
 # -- writes --------------------------------------------------------------------------------------
 
 
+class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A message to store, checked and parsed: what travels from the chat layer through the
+    channel's actor to the writer (plain data: it round-trips through msgpack)."""
+
+    channel_id: int
+    author_id: int
+    content: str
+    nonce: str | None
+    reply_to: int | None
+    mentions: list[int]
+    now_ms: int
+
+
+class Posted(msgspec.Struct, frozen=True):
+    """A post's outcome: the stored message, and False if it is an earlier one with the same
+    nonce (nothing was stored)."""
+
+    message: MessageRow
+    created: bool
+
+
+def post(db: Database, message_id: int, new: NewMessage) -> Posted:
+    """`create` for a `NewMessage` (the channel actor's write)."""
+    row, created = create(
+        db,
+        message_id,
+        new.channel_id,
+        new.author_id,
+        new.content,
+        new.nonce,
+        new.reply_to,
+        new.mentions,
+        new.now_ms,
+    )
+    return Posted(row, created)
+
+
 def create(
     db: Database,
     message_id: int,
@@ -477,14 +513,15 @@ def pin(
     user_id: int,
     now_ms: int,
     reason: str | None = None,
+    max_pins: int = 50,
 ) -> bool:
     """Pin a message (MANAGE_MESSAGES); False if it already was. Raises
-    Unprocessable("too_many_pins") past MAX_PINS."""
+    Unprocessable("too_many_pins") past `max_pins` in the channel."""
     channel = _seen(db, channel_id, user_id, P.MANAGE_MESSAGES)
     _author_of(db, channel_id, message_id)
     count = db.execute("SELECT count(*) FROM pins WHERE channel_id = ?", (channel_id,)).fetchone()
-    if count[0] >= MAX_PINS:
-        raise Unprocessable(f"a channel has at most {MAX_PINS} pins", code="too_many_pins")
+    if count[0] >= max_pins:
+        raise Unprocessable(f"a channel has at most {max_pins} pins", code="too_many_pins")
     cursor = db.execute(
         "INSERT INTO pins (channel_id, message_id, pinned_by, pinned_at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT DO NOTHING",

@@ -9,6 +9,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from tests.conftest import settings_for, start_server
+from tests.gateway.msgpack_hub import MsgpackHub
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -45,14 +46,18 @@ async def join(owner: Member, others: list[Member], server_id: str) -> None:
 GATEWAY_SETTINGS: dict[str, Any] = {"presence_grace_s": 0.2}
 
 
-@pytest.fixture
+@pytest.fixture(params=["local", "msgpack"])
 async def gateway_server(
     nursery: trio.Nursery, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[RunningServer]:
+    """The real server, with the in-process fan-out ("local") and with one that sends every
+    crossing through msgpack ("msgpack"), as a broker between processes would."""
     overrides = dict(GATEWAY_SETTINGS)
     marker = request.node.get_closest_marker("settings")
     if marker is not None:
         overrides.update(marker.kwargs)
-    running, shutdown = await start_server(nursery, settings_for(tmp_path, **overrides))
+    hub_type = MsgpackHub if request.param == "msgpack" else None
+    settings = settings_for(tmp_path, **overrides)
+    running, shutdown = await start_server(nursery, settings, hub_type=hub_type)
     yield running
     await shutdown()

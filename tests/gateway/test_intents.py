@@ -18,7 +18,7 @@ import trio
 
 from relay.client import open_gateway
 from relay.gateway.session import Session
-from relay.protocol.gateway import ALL_INTENTS, Event, Intent
+from relay.protocol.gateway import ALL_INTENTS, ALWAYS_INTENT, Event, Intent
 from tests.gateway.conftest import join, new_member
 from tests.gateway.test_gateway import expect_close, post, setup_pair, text_channel
 from tests.gateway.test_send import next_ack, send
@@ -300,12 +300,12 @@ def test_a_skipped_event_takes_no_seq_and_is_not_kept(intents: int) -> None:
     session = Session(1, 1, "json", replay_size=10, replay_age_s=60.0, intents=intents)
     sink = FrameList()
     session.attach(sink)
-    session.deliver(Event("READY", {}), 0.0, replay=False)
-    session.deliver(Event("MESSAGE_CREATE", {}), 0.0)
-    session.deliver(Event("MESSAGE_CREATE", {}, dm=True), 0.0)
+    session.deliver(Event("READY", {}, ALWAYS_INTENT), 0.0, replay=False)
+    session.deliver(Event("MESSAGE_CREATE", {}, int(Intent.SERVER_MESSAGES)), 0.0)
+    session.deliver(Event("MESSAGE_CREATE", {}, int(Intent.DIRECT_MESSAGES)), 0.0)
     assert (session.seq, session.missed_since(1), len(sink.frames)) == (1, [], 1)
-    session.deliver(Event("PRESENCE_UPDATE", {}), 0.0)
-    session.deliver(Event("RESUMED", {}), 0.0)
+    session.deliver(Event("PRESENCE_UPDATE", {}, int(Intent.PRESENCES)), 0.0)
+    session.deliver(Event("RESUMED", {}, ALWAYS_INTENT), 0.0)
     wanted = 2 if intents else 1
     assert session.seq == 1 + wanted
     assert session.missed_since(1) == sink.frames[1:]

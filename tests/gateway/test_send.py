@@ -474,10 +474,10 @@ async def test_sends_of_a_vanished_connection_commit_and_nothing_leaks(
         assert len(await history(alice, channel)) == 3
 
 
+@pytest.mark.settings(send_timeout_s=0.3)
 async def test_a_send_not_committed_in_time_is_channel_busy_and_still_stored(
     gateway_server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(endpoint, "SEND_TIMEOUT_S", 0.3)
     monkeypatch.setattr(endpoint, "ACK_CHECK_S", 0.05)
     alice, _, guild = await setup_pair(gateway_server)
     channel = text_channel(guild)

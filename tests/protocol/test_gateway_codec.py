@@ -5,7 +5,6 @@ MESSAGE_SEND_ACK (op 13) and dispatch frames read back, and IDENTIFY's intents (
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,6 @@ from relay.protocol import gateway
 from relay.protocol.gateway import (
     ALL_INTENTS,
     ALWAYS_INTENT,
-    DM_EVENT_INTENTS,
-    EVENT_INTENTS,
     Close,
     FrameError,
     Identify,
@@ -219,35 +216,6 @@ def test_intent_bits() -> None:
     assert [int(i) for i in Intent] == [1, 2, 4, 8, 16, 32]
     assert ALL_INTENTS == 63
     assert ALWAYS_INTENT & ALL_INTENTS == 0  # no client can ask for (or refuse) READY
-
-
-def _documented_intents() -> tuple[dict[str, int], dict[str, int]]:
-    """The events table of docs/gateway.md: event name -> intent bits, outside DMs and in them."""
-    docs = (ROOT / "docs" / "gateway.md").read_text(encoding="utf-8")
-    after = docs.split("\n## Events\n", 1)[1].lstrip("\n").splitlines()
-    table = "\n".join(itertools.takewhile(lambda line: line.startswith("|"), after))
-    names = {i.name: int(i) for i in Intent} | {"always": ALWAYS_INTENT}
-    servers: dict[str, int] = {}
-    dms: dict[str, int] = {}
-    for row in table.splitlines()[2:]:
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        events, column = cells[0], cells[-1]
-        here, _, there = column.partition(" (")
-        bits = sum(names[n] for n in here.split(" or "))
-        dm_bits = names[there.split(": ")[1].rstrip(")")] if there else bits
-        for event in events.split(" / "):
-            servers[event], dms[event] = bits, dm_bits
-    return servers, dms
-
-
-def test_every_documented_event_has_its_documented_intent() -> None:
-    servers, dms = _documented_intents()
-    assert servers == EVENT_INTENTS
-    assert dms == DM_EVENT_INTENTS
-    for t in EVENT_INTENTS:
-        assert gateway.Event(t, None).intent == EVENT_INTENTS[t]
-        assert gateway.Event(t, None, dm=True).intent == DM_EVENT_INTENTS[t]
-    assert gateway.Event("SOMETHING_NEW", None).intent == ALWAYS_INTENT  # unmapped: everyone
 
 
 @given(

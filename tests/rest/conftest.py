@@ -38,7 +38,8 @@ class SharedServer:
 
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedServer]:
-    settings = settings_for(tmp_path_factory.mktemp("shared"), presence_grace_s=0.2)
+    # max_pins is low so that test_pins reaches it
+    settings = settings_for(tmp_path_factory.mktemp("shared"), presence_grace_s=0.2, max_pins=2)
     started: queue.Queue[SharedServer | BaseException] = queue.Queue()
     stop: list[Callable[[], None]] = []
 

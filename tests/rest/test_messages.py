@@ -15,7 +15,6 @@ from nacl.signing import SigningKey
 
 from relay.client import open_gateway
 from relay.ids import timestamp_ms
-from relay.rest import messages as message_routes
 from tests.conftest import settings_for, start_server
 from tests.gateway.test_send import writer_stalled
 
@@ -196,20 +195,23 @@ async def test_post_and_read_a_message(world: World) -> None:
 
 
 async def test_a_post_not_committed_in_time_is_503_channel_busy_and_still_stored(
-    world: World, relay_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+    nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(message_routes, "SEND_TIMEOUT_S", 0.3)
-    alice = world.alice
+    relay_server, shutdown = await start_server(nursery, settings_for(tmp_path, send_timeout_s=0.3))
     with trio.fail_after(30):
-        async with writer_stalled(relay_server):
-            late = {"content": "late", "nonce": "n-late"}
-            busy = await error_of(alice, "POST", messages_path(world.text), json=late)
-            assert busy == (503, "channel_busy")
-        while not (stored := await history(alice, world.text)):  # noqa: ASYNC110 (no event)
-            await trio.sleep(0.01)  # the writer goes on: the post commits after the stall
-        assert [m["nonce"] for m in stored] == ["n-late"]
-        again = await post(alice, world.text, "late", nonce="n-late")  # the retry finds it
-        assert again["id"] == stored[0]["id"]
+        async with AsyncExitStack() as stack:
+            world = await make_world(stack, relay_server)
+            alice = world.alice
+            async with writer_stalled(relay_server):
+                late = {"content": "late", "nonce": "n-late"}
+                busy = await error_of(alice, "POST", messages_path(world.text), json=late)
+                assert busy == (503, "channel_busy")
+            while not (stored := await history(alice, world.text)):  # noqa: ASYNC110 (no event)
+                await trio.sleep(0.01)  # the writer goes on: the post commits after the stall
+            assert [m["nonce"] for m in stored] == ["n-late"]
+            again = await post(alice, world.text, "late", nonce="n-late")  # the retry finds it
+            assert again["id"] == stored[0]["id"]
+    await shutdown()
 
 
 async def test_content_limits_count_characters(world: World) -> None:
@@ -532,8 +534,7 @@ async def test_at_most_20_distinct_reactions(world: World) -> None:
 async def test_typing_is_announced_at_most_every_few_seconds(
     nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(message_routes, "TYPING_EVERY_S", 1.5)
-    running, shutdown = await start_server(nursery, settings_for(tmp_path))
+    running, shutdown = await start_server(nursery, settings_for(tmp_path, typing_interval_s=1.5))
     with trio.fail_after(10):
         async with AsyncExitStack() as stack:
             w = await make_world(stack, running)

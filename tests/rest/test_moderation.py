@@ -12,13 +12,10 @@ import trio
 
 from relay.client import open_gateway
 from relay.permissions import DEFAULT_EVERYONE, P
-from relay.storage import messages as stored_messages
 from tests.rest.conftest import add_role, gather, give, join, new_server, post
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
-
-    import pytest
 
     from relay.client import Gateway
     from tests.rest.conftest import Person, SharedServer
@@ -202,7 +199,6 @@ async def test_moderators_delete_others_messages_in_bulk_and_alone(
 async def test_pins(
     shared_server: SharedServer,
     people: Callable[[str], Awaitable[Person]],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, mod, member, _, text = await trio_of(people, P.MANAGE_MESSAGES)
     first, second = await post(member, text, "first"), await post(member, text, "second")
@@ -219,13 +215,14 @@ async def test_pins(
     await mod.call("DELETE", f"/channels/{text}/pins/{second}")
     assert [m["id"] for m in await member.call("GET", f"/channels/{text}/pins")] == [first]
     assert (await mod.error("PUT", f"/channels/{text}/pins/123"))[:2] == (404, "unknown_message")
-    monkeypatch.setattr(stored_messages, "MAX_PINS", 1)  # the server runs in this process
-    assert (await mod.error("PUT", f"/channels/{text}/pins/{second}"))[:2] == (
+    await mod.call("PUT", f"/channels/{text}/pins/{second}")  # the shared server's max_pins: 2
+    third = await post(member, text, "third")
+    assert (await mod.error("PUT", f"/channels/{text}/pins/{third}"))[:2] == (
         422,
         "too_many_pins",
     )
     await member.call("DELETE", f"/channels/{text}/messages/{first}")  # its pin goes with it
-    assert await member.call("GET", f"/channels/{text}/pins") == []
+    assert [m["id"] for m in await member.call("GET", f"/channels/{text}/pins")] == [second]
 
 
 async def test_slowmode(people: Callable[[str], Awaitable[Person]]) -> None:

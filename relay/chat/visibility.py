@@ -1,12 +1,12 @@
-"""After a change of permissions: refresh the gateway's permission cache, and tell each online
-member about the channels they gained (CHANNEL_CREATE) or lost (CHANNEL_DELETE) sight of, and
-about changed channels they still see (CHANNEL_UPDATE).
+"""After a change of permissions: refresh the permission cache (relay.chat.views), and tell
+each online member about the channels they gained (CHANNEL_CREATE) or lost (CHANNEL_DELETE)
+sight of, and about changed channels they still see (CHANNEL_UPDATE).
 
 Usage, around any write that can change who sees what:
 
-    before = await visibility.before(rt, server_id)
+    before = await visibility.before(chat, server_id)
     ... the write ...
-    await visibility.after(rt, server_id, before, channels={...}, users={...})
+    await visibility.after(chat, server_id, before, channels={...}, users={...})
 
 `before` is the cache's view from just before the write; `after` invalidates it (so from here on
 no event reaches someone who lost VIEW_CHANNEL), loads the new one and diffs the two for the
@@ -22,23 +22,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from relay.chat import events
+from relay.chat.fanout import PermissionsChanged
 from relay.chat.objects import channel_out
 from relay.storage import channels as stored_channels
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from relay.gateway.views import ServerView
-    from relay.runtime import Runtime
+    from relay.chat.context import Chat
+    from relay.chat.views import ServerView
     from relay.storage.channels import ChannelRow
 
 
-async def before(rt: Runtime, server_id: int) -> ServerView | None:
-    return await rt.hub.views.get(server_id)
+async def before(chat: Chat, server_id: int) -> ServerView | None:
+    return await chat.views.get(server_id)
 
 
 async def after(
-    rt: Runtime,
+    chat: Chat,
     server_id: int,
     old: ServerView | None,
     *,
@@ -51,13 +53,12 @@ async def after(
 
     `updated`: channels whose object changed (CHANNEL_UPDATE to those who still see them);
     `deleted`: channels that are gone (CHANNEL_DELETE to those who saw them)."""
-    hub = rt.hub
-    hub.permissions_changed(server_id)
-    new = await hub.views.get(server_id)
+    chat.fanout.announce(PermissionsChanged(server_id))
+    new = await chat.views.get(server_id)
     gone_rows = {c.id: c for c in deleted}
     changed = set(updated)
     scope = None if channels is None else {*channels, *changed, *gone_rows}
-    online = set(hub.online_members.get(server_id, ()))
+    online = set(chat.fanout.online(server_id))
     targets = online if users is None else online & set(users)
     rows: dict[int, ChannelRow] | None = None
     for user_id in sorted(targets):
@@ -67,15 +68,17 @@ async def after(
         if not (lost or gained or kept):
             continue
         if rows is None:  # read the channels once, only if someone needs them
-            rows = {c.id: c for c in await rt.store.read(stored_channels.list_channels, server_id)}
+            rows = {
+                c.id: c for c in await chat.store.read(stored_channels.list_channels, server_id)
+            }
             rows.update(gone_rows)
-        for t, ids in (
-            ("CHANNEL_DELETE", lost),
-            ("CHANNEL_CREATE", gained),
-            ("CHANNEL_UPDATE", kept),
+        for kind, ids in (
+            (events.ChannelDelete, lost),
+            (events.ChannelCreate, gained),
+            (events.ChannelUpdate, kept),
         ):
             for channel_id in sorted(
                 ids, key=lambda c: (rows[c].position, c) if c in rows else (0, c)
             ):
                 if channel_id in rows:
-                    hub.dispatch_user(user_id, t, channel_out(rows[channel_id]))
+                    chat.fanout.to_users((user_id,), kind(d=channel_out(rows[channel_id])))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from relay.gateway.views import Views
+from relay.chat.views import Views
 from relay.permissions import ChannelNode, Overwrite, P, Role, ServerPerms
 from relay.storage.audience import ServerSnapshot
 

@@ -1,0 +1,54 @@
+"""`Chat`: what every chat operation works with, passed to each explicitly.
+
+The store, the fan-out (relay.chat.fanout), the permission views (relay.chat.views: the one
+answer to who sees which channel), the settings, and the per-user budgets that every edge shares
+(a REST post and a gateway send spend the same one). Built once by the composition root
+(relay.services) and handed to the edges; there is no service locator.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from relay.errors import RateLimited
+from relay.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from relay.chat.fanout import Fanout
+    from relay.chat.views import Views
+    from relay.config import Settings
+    from relay.storage.db import Store
+
+TYPING_KEYS = 50_000  # (user, channel) pairs remembered for that; the idlest are forgotten
+
+
+class Chat:
+    def __init__(self, store: Store, fanout: Fanout, views: Views, settings: Settings) -> None:
+        self.store = store
+        self.fanout = fanout
+        self.views = views
+        self.settings = settings
+        # Messages per user, over REST and all their gateway connections; and their edits,
+        # reaction changes and DM opens, each of which is written and sent to others too.
+        self.message_limiter = RateLimiter(settings.message_rate, settings.message_window_s)
+        self.action_limiter = RateLimiter(settings.action_rate, settings.message_window_s)
+        self.typing_limiter = RateLimiter(1, settings.typing_interval_s, max_keys=TYPING_KEYS)
+
+    def message_refused(self, user_id: int) -> RateLimited | None:
+        """Count one message of `user_id` (a REST post or a gateway send): None if it may go,
+        else the error that refuses it (with retry_after)."""
+        return self._refused(self.message_limiter, user_id, "messages")
+
+    def action_refused(self, user_id: int) -> RateLimited | None:
+        """Count one message edit, reaction change or DM open of `user_id`, like
+        `message_refused`."""
+        return self._refused(self.action_limiter, user_id, "edits, reactions and DM opens")
+
+    def _refused(self, limiter: RateLimiter, user_id: int, what: str) -> RateLimited | None:
+        decision = limiter.hit(str(user_id), trio.current_time())
+        if decision.allowed:
+            return None
+        window = self.settings.message_window_s
+        return RateLimited.refusing(f"at most {decision.limit} {what} per {window:g} s", decision)

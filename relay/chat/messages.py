@@ -1,0 +1,388 @@
+"""Messages: posting, history, edits, deletes, pins, reactions, read state and typing.
+
+Every edge calls these (REST routes, the gateway's MESSAGE_SEND), so a message is checked,
+stored and announced alike whichever way it came. A channel the user cannot see (no
+VIEW_CHANNEL, not a member or recipient) is 404 unknown_channel; what they may not do there is
+403 naming the permission. Reads are checked here; writes are checked again by their storage
+function, in the transaction that makes the change.
+
+New messages go through the channel's order (`Fanout.post`): the channel's actor gives them
+their id and publishes MESSAGE_CREATE in the same order as history. Every other change is
+written first and announced after its commit with `Fanout.to_channel`, which travels the same
+order, so it cannot overtake the message it is about.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import emoji as emoji_db
+import trio
+
+from actors import ActorStopped
+from relay.chat import events
+from relay.chat.args import field_error, snowflake
+from relay.chat.objects import (
+    MessageAck,
+    MessageDeleted,
+    MessagesDeleted,
+    PinsUpdate,
+    ReactionEvent,
+    ReadState,
+    TypingStart,
+    author_out,
+    iso,
+    message_out,
+)
+from relay.errors import BadRequest, NotFound, Unavailable
+from relay.ids import parse_id
+from relay.permissions import P
+from relay.storage import audience, messages
+from relay.storage.access import now_ms
+from relay.storage.messages import NewMessage
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import outcome
+
+    from actors import Asked, Reply
+    from relay.chat.context import Chat
+    from relay.chat.objects import Author, Message
+    from relay.storage.audience import VisibleChannel
+    from relay.storage.messages import MessageRow, Posted
+
+MAX_EMOJI_CHARS = 32  # longer than any emoji sequence; bounds the work is_emoji does
+MAX_CONTENT_CHARS = 4000  # characters (code points), as sent
+
+
+def created_event(row: MessageRow) -> events.MessageCreate:
+    """MESSAGE_CREATE for a message just stored (the channel actor's `created`)."""
+    return events.MessageCreate(d=message_out(row, for_event=True))
+
+
+def content_of(text: str) -> str:
+    """Message content as every edge requires it (REST's body type checked the length)."""
+    if not 0 < len(text) <= MAX_CONTENT_CHARS:
+        raise field_error("content", f"must be 1 to {MAX_CONTENT_CHARS} characters")
+    if not text.strip():
+        raise field_error("content", "must not be only whitespace")
+    return text
+
+
+def checked_emoji(text: str) -> str:
+    """A reaction's emoji (already URL-decoded): one emoji, nothing else."""
+    if len(text) > MAX_EMOJI_CHARS or not emoji_db.is_emoji(text):
+        raise BadRequest(f"not a single emoji: {text[:MAX_EMOJI_CHARS]!r}", code="invalid_emoji")
+    return text
+
+
+def channel_busy() -> Unavailable:
+    # The write may still commit; a retry with the same nonce finds it.
+    return Unavailable("the channel is too busy; retry with the same nonce", code="channel_busy")
+
+
+# -- which channel -------------------------------------------------------------------------------
+
+
+async def text_channel(chat: Chat, user_id: int, channel_id: str) -> VisibleChannel:
+    """The channel if the user can see it (else 404 unknown_channel, also for a malformed id)
+    and it takes messages (else 400 not_a_text_channel)."""
+    channel = await chat.store.read(
+        audience.visible_channel, snowflake(channel_id, "channel"), user_id
+    )
+    if channel is None:
+        raise NotFound("unknown channel", code="unknown_channel")
+    if channel.type not in messages.TEXT_TYPES:
+        raise BadRequest("this channel does not take messages", code="not_a_text_channel")
+    return channel
+
+
+async def sendable_channel(chat: Chat, user_id: int, channel_id: str) -> VisibleChannel:
+    """A text channel the user may post in (403 missing_permission or timed_out otherwise)."""
+    channel = await text_channel(chat, user_id, channel_id)
+    channel.require(P.SEND_MESSAGES)  # fail fast; the write checks again
+    return channel
+
+
+async def readable_channel(chat: Chat, user_id: int, channel_id: str) -> VisibleChannel:
+    """A text channel whose history the user may read."""
+    channel = await text_channel(chat, user_id, channel_id)
+    channel.require(P.READ_MESSAGE_HISTORY)
+    return channel
+
+
+# -- posting -------------------------------------------------------------------------------------
+
+
+def new_message(
+    user_id: int, channel: VisibleChannel, content: str, nonce: str | None, reply_to: str | None
+) -> NewMessage:
+    """Check a new message's content and reply_to. Raises what `content_of` raises, and
+    BadRequest("invalid_field") for a reply_to that is not an id."""
+    content = content_of(content)
+    reply_id = None
+    if reply_to is not None:
+        reply_id = parse_id(reply_to)
+        if reply_id is None:
+            raise field_error("reply_to", "must be a message id")
+    return NewMessage(
+        channel_id=channel.id,
+        author_id=user_id,
+        content=content,
+        nonce=nonce,
+        reply_to=reply_id,
+        mentions=messages.parse_mentions(content),
+        now_ms=now_ms(),
+    )
+
+
+async def queue_post(chat: Chat, new: NewMessage) -> Asked[Posted]:
+    """Queue a checked message in its channel's order; returns once it is queued (messages
+    queued one after the other commit in that order). `posted` waits for the outcome."""
+    return await chat.fanout.post(new)
+
+
+async def queue_post_with(
+    chat: Chat,
+    new: NewMessage,
+    on_answer: Callable[[outcome.Outcome[Posted]], object],
+    deadline: float,
+) -> Reply[Posted]:
+    """`queue_post`, with the outcome handed to `on_answer` (see `posted_of`)."""
+    return await chat.fanout.post_with(new, on_answer, deadline=deadline)
+
+
+async def posted(asked: Asked[Posted]) -> Posted:
+    """A queued message once committed (`created` is False for a nonce seen before). No timeout
+    of its own (callers bound it, then answer `channel_busy()`).
+
+    Raises the write's errors (`messages.create`), or NotFound("unknown_channel") if the
+    channel's actor stopped without answering (the channel was deleted meanwhile)."""
+    try:
+        return await asked.answer()
+    except ActorStopped:
+        raise _gone() from None
+
+
+def posted_of(result: outcome.Outcome[Posted]) -> Posted:
+    """`posted` for an outcome handed to a callback."""
+    try:
+        return result.unwrap()
+    except ActorStopped:
+        raise _gone() from None
+
+
+def _gone() -> NotFound:
+    return NotFound("unknown channel", code="unknown_channel")
+
+
+async def post(
+    chat: Chat,
+    user_id: int,
+    channel_id: str,
+    content: str,
+    nonce: str | None,
+    reply_to: str | None,
+) -> tuple[Message, bool]:
+    """Post a message and wait for its commit: the message, and False if a post with the same
+    nonce made it earlier. Raises 429 rate_limited over the user's budget, 503 channel_busy if
+    it was not committed within `send_timeout_s`, and what the checks and the write raise."""
+    if (refused := chat.message_refused(user_id)) is not None:
+        raise refused  # one budget with the gateway's MESSAGE_SEND
+    channel = await sendable_channel(chat, user_id, channel_id)
+    with trio.move_on_after(chat.settings.send_timeout_s):
+        asked = await queue_post(chat, new_message(user_id, channel, content, nonce, reply_to))
+        done = await posted(asked)
+        return message_out(done.message), done.created
+    raise channel_busy()
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+async def history(
+    chat: Chat,
+    user_id: int,
+    channel_id: str,
+    *,
+    before: int | None,
+    after: int | None,
+    around: int | None,
+    limit: int,
+) -> list[Message]:
+    """A page of the channel's messages, newest first (oldest first with `after`)."""
+    channel = await readable_channel(chat, user_id, channel_id)
+    rows = await chat.store.read(
+        messages.history,
+        channel.id,
+        user_id,
+        before=before,
+        after=after,
+        around=around,
+        limit=limit,
+    )
+    return [message_out(row) for row in rows]
+
+
+async def get(chat: Chat, user_id: int, channel_id: str, message_id: str) -> Message:
+    channel = await readable_channel(chat, user_id, channel_id)
+    row = await chat.store.read(messages.get, channel.id, snowflake(message_id, "message"), user_id)
+    if row is None:
+        raise NotFound("unknown message", code="unknown_message")
+    return message_out(row)
+
+
+async def pins(chat: Chat, user_id: int, channel_id: str) -> list[Message]:
+    channel = await readable_channel(chat, user_id, channel_id)
+    rows = await chat.store.read(messages.pinned, channel.id, user_id)
+    return [message_out(row) for row in rows]
+
+
+async def reactors(
+    chat: Chat, user_id: int, channel_id: str, message_id: str, emoji: str, after: int, limit: int
+) -> list[Author]:
+    """Who reacted with `emoji`, by user id, after `after`."""
+    channel = await readable_channel(chat, user_id, channel_id)
+    mid = snowflake(message_id, "message")
+    rows = await chat.store.read(
+        messages.reactors, channel.id, mid, checked_emoji(emoji), after, limit
+    )
+    return [author_out(row) for row in rows]
+
+
+async def read_states(chat: Chat, user_id: int) -> list[ReadState]:
+    """Read position, newest message and unread mention count of every channel the user can
+    see that takes messages (one query)."""
+    rows = await chat.store.read(messages.read_states, user_id)
+    return [
+        ReadState(
+            channel_id=str(r.channel_id),
+            last_read_id=str(r.last_read_id) if r.last_read_id else None,
+            last_message_id=str(r.last_message_id) if r.last_message_id is not None else None,
+            mention_count=r.mention_count,
+        )
+        for r in rows
+    ]
+
+
+# -- changing ------------------------------------------------------------------------------------
+
+
+async def edit(chat: Chat, user_id: int, channel_id: str, message_id: str, content: str) -> Message:
+    """Edit one's own message (429 over the action budget)."""
+    if (refused := chat.action_refused(user_id)) is not None:
+        raise refused
+    channel = await text_channel(chat, user_id, channel_id)
+    mid = snowflake(message_id, "message")
+    content = content_of(content)
+    row = await chat.store.write(
+        messages.edit,
+        channel.id,
+        mid,
+        user_id,
+        content,
+        messages.parse_mentions(content),
+        now_ms(),
+    )
+    await chat.fanout.to_channel(
+        channel.id, events.MessageUpdate(d=message_out(row, for_event=True))
+    )
+    return message_out(row)
+
+
+async def delete(
+    chat: Chat, user_id: int, channel_id: str, message_id: str, reason: str | None
+) -> None:
+    channel = await text_channel(chat, user_id, channel_id)
+    mid = snowflake(message_id, "message")
+    await chat.store.write(messages.delete, channel.id, mid, user_id, reason)
+    await chat.fanout.to_channel(
+        channel.id, events.MessageDelete(d=MessageDeleted(id=str(mid), channel_id=str(channel.id)))
+    )
+
+
+async def bulk_delete(
+    chat: Chat, user_id: int, channel_id: str, message_ids: list[str], reason: str | None
+) -> None:
+    channel = await text_channel(chat, user_id, channel_id)
+    ids = [parse_id(text) for text in message_ids]
+    if None in ids or len(set(ids)) != len(ids):
+        raise field_error("messages", "must be 2 to 100 different message ids")
+    deleted = await chat.store.write(
+        messages.bulk_delete, channel.id, user_id, [i for i in ids if i is not None], reason
+    )
+    if deleted:
+        await announce_bulk_delete(chat, channel.id, deleted)
+
+
+async def announce_bulk_delete(chat: Chat, channel_id: int, deleted: list[int]) -> None:
+    payload = MessagesDeleted(ids=[str(i) for i in deleted], channel_id=str(channel_id))
+    await chat.fanout.to_channel(channel_id, events.MessageDeleteBulk(d=payload))
+
+
+async def set_pinned(
+    chat: Chat, user_id: int, channel_id: str, message_id: str, pin: bool, reason: str | None
+) -> None:
+    """Pin or unpin; an event only when something changed."""
+    channel = await text_channel(chat, user_id, channel_id)
+    mid = snowflake(message_id, "message")
+    if pin:
+        changed = await chat.store.write(
+            messages.pin, channel.id, mid, user_id, now_ms(), reason, chat.settings.max_pins
+        )
+    else:
+        changed = await chat.store.write(messages.unpin, channel.id, mid, user_id, reason)
+    if changed:
+        payload = PinsUpdate(channel_id=str(channel.id), message_id=str(mid), pinned=pin)
+        await chat.fanout.to_channel(channel.id, events.PinsUpdateEvent(d=payload))
+
+
+async def react(
+    chat: Chat, user_id: int, channel_id: str, message_id: str, emoji: str, *, add: bool
+) -> None:
+    """Add or remove the user's reaction (429 over the action budget); an event only when
+    something changed."""
+    if (refused := chat.action_refused(user_id)) is not None:
+        raise refused
+    channel = await text_channel(chat, user_id, channel_id)
+    mid = snowflake(message_id, "message")
+    emoji = checked_emoji(emoji)
+    if add:
+        changed = await chat.store.write(
+            messages.add_reaction,
+            channel.id,
+            mid,
+            user_id,
+            emoji,
+            now_ms(),
+        )
+    else:
+        changed = await chat.store.write(messages.remove_reaction, channel.id, mid, user_id, emoji)
+    if changed:
+        payload = ReactionEvent(
+            message_id=str(mid), channel_id=str(channel.id), user_id=str(user_id), emoji=emoji
+        )
+        event = events.ReactionAdd(d=payload) if add else events.ReactionRemove(d=payload)
+        await chat.fanout.to_channel(channel.id, event)
+
+
+async def ack(chat: Chat, user_id: int, channel_id: str, message_id: str) -> None:
+    """Mark the channel read up to a message; the user's sessions hear MESSAGE_ACK."""
+    channel = await text_channel(chat, user_id, channel_id)
+    mid = snowflake(message_id, "message")
+    if await chat.store.write(messages.ack, user_id, channel.id, mid):
+        payload = MessageAck(channel_id=str(channel.id), message_id=str(mid))
+        chat.fanout.to_users((user_id,), events.MessageAckEvent(d=payload))
+
+
+async def start_typing(chat: Chat, user_id: int, channel_id: str) -> None:
+    """TYPING_START to the channel, at most once per `typing_interval_s` per user and
+    channel."""
+    channel = await text_channel(chat, user_id, channel_id)
+    channel.require(P.SEND_MESSAGES)
+    if chat.typing_limiter.hit(f"{user_id}:{channel.id}", trio.current_time()).allowed:
+        payload = TypingStart(
+            channel_id=str(channel.id), user_id=str(user_id), timestamp=iso(now_ms())
+        )
+        await chat.fanout.to_channel(channel.id, events.TypingStartEvent(d=payload))
