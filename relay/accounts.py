@@ -15,13 +15,15 @@ import logging
 import secrets as pysecrets
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import trio
 
 from relay import crypto
 from relay.errors import RateLimited, Unauthorized
+from relay.fairlimit import FairLimiter, QueueFull
 from relay.ratelimit import RateLimiter
 from relay.storage import users
 
@@ -36,6 +38,10 @@ log = logging.getLogger("relay.auth")
 CHALLENGES_PER_USER = 5
 LOGINS_PER_USER = 100  # live sessions; a new login revokes the least recently used beyond it
 VERIFIED_CACHE = 10_000  # access tokens
+HASHES_AT_ONCE = 2  # argon2 uses ~64 MiB per hash
+HASHES_PER_IP = 8  # password hashes one client address may have running or waiting; more: 429
+
+T = TypeVar("T")
 
 
 def now_ms() -> int:
@@ -74,8 +80,12 @@ class Accounts:
         self._login_by_name = RateLimiter(settings.login_per_username, window)
         self._login_by_ip = RateLimiter(settings.login_per_ip, window)
         self._register_by_ip = RateLimiter(settings.register_per_ip, window)
-        # argon2 uses ~64 MiB per hash; bound how many run at once.
-        self._hash_limiter = trio.CapacityLimiter(2)
+        # At most HASHES_AT_ONCE argon2 hashes run (memory), and waiters take turns by client
+        # address: one address's flood of wrong passwords cannot hold everyone's logins up.
+        self._hash_queue = FairLimiter(HASHES_AT_ONCE, HASHES_PER_IP)
+        # Never waited on (the queue admits no more), but keeps hashing off trio's default
+        # thread limiter, which other worker-thread calls share.
+        self._hash_threads = trio.CapacityLimiter(HASHES_AT_ONCE)
 
     @classmethod
     async def open(cls, store: Store, settings: Settings) -> Accounts:
@@ -112,15 +122,29 @@ class Accounts:
 
     # -- registration and login ----------------------------------------------------------------
 
-    async def hash_password(self, password: str) -> str:
-        return await trio.to_thread.run_sync(
-            crypto.hash_password, password, limiter=self._hash_limiter
-        )
+    async def hash_password(self, password: str, ip: str) -> str:
+        """Hash in a worker thread, in `ip`'s turn. Raises RateLimited: see `_in_turn`."""
+        return await self._in_turn(ip, partial(crypto.hash_password, password))
 
-    async def verify_password(self, password_hash: str, password: str) -> bool:
-        return await trio.to_thread.run_sync(
-            crypto.verify_password, password_hash, password, limiter=self._hash_limiter
-        )
+    async def verify_password(self, password_hash: str, password: str, ip: str) -> bool:
+        """Verify in a worker thread, in `ip`'s turn. Raises RateLimited: see `_in_turn`."""
+        return await self._in_turn(ip, partial(crypto.verify_password, password_hash, password))
+
+    async def _in_turn(self, ip: str, work: Callable[[], T]) -> T:
+        """Run one argon2 call once the client address `ip` has its turn.
+
+        Raises:
+            RateLimited: `ip` already has HASHES_PER_IP hashes running or waiting.
+        """
+        try:
+            async with self._hash_queue.hold(ip):
+                return await trio.to_thread.run_sync(work, limiter=self._hash_threads)
+        except QueueFull:
+            raise RateLimited(
+                "too many password checks from this address at once; try again shortly",
+                limit=HASHES_PER_IP,
+                retry_after_s=1.0,
+            ) from None
 
     async def register(
         self,
@@ -128,8 +152,9 @@ class Accounts:
         password: str | None,
         public_key: bytes | None,
         display_name: str | None,
+        ip: str,
     ) -> UserRow:
-        password_hash = await self.hash_password(password) if password is not None else None
+        password_hash = await self.hash_password(password, ip) if password is not None else None
         ids = self.store.ids
         return await self.store.write(
             users.insert_user,
@@ -143,12 +168,12 @@ class Accounts:
         )
 
     async def login_password(
-        self, username: str, password: str, user_agent: str | None, ip: str | None
+        self, username: str, password: str, user_agent: str | None, ip: str
     ) -> tuple[UserRow, Tokens]:
         user = await self.store.read(users.get_user_by_name, username)
         stored = user.password_hash if user is not None else None
         # Verify against a dummy hash for unknown users too, so timing does not reveal them.
-        ok = await self.verify_password(stored or _DUMMY_HASH, password)
+        ok = await self.verify_password(stored or _DUMMY_HASH, password, ip)
         if user is None or stored is None or not ok:
             raise Unauthorized("wrong username or password", code="invalid_credentials")
         return user, await self._start_session(user.id, user_agent, ip)

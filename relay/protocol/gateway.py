@@ -182,6 +182,8 @@ def decode_client(data: str | bytes, encoding: str) -> ClientFrame:
         raise FrameError(Close.DECODE_ERROR, message) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise FrameError(Close.DECODE_ERROR, f"not a valid frame: {e}") from None
+    except RecursionError:  # msgspec's answer to nesting past the recursion limit, either encoding
+        raise FrameError(Close.DECODE_ERROR, "not a valid frame: nested too deeply") from None
 
 
 # -- server frames -------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
         key = public_key(data.public_key) if data.public_key is not None else None
         rt.accounts.check_register_rate(client_ip())
         user = await rt.accounts.register(
-            data.username.lower(), data.password, key, data.display_name
+            data.username.lower(), data.password, key, data.display_name, client_ip()
         )
         keys = await rt.store.read(users.list_keys, user.id)
         return json_response(me_out(user, keys), 201)
@@ -163,9 +163,10 @@ def users_blueprint(rt: Runtime) -> Blueprint:
             if me.password_hash is not None:
                 if not isinstance(data.current_password, str):
                     raise field_error("current_password", "required to change the password")
-                if not await rt.accounts.verify_password(me.password_hash, data.current_password):
+                current = data.current_password
+                if not await rt.accounts.verify_password(me.password_hash, current, client_ip()):
                     raise Forbidden("current_password is wrong", code="invalid_credentials")
-            new_hash = await rt.accounts.hash_password(data.password)
+            new_hash = await rt.accounts.hash_password(data.password, client_ip())
         display_name = data.display_name if isinstance(data.display_name, str) else None
         updated = await rt.store.write(
             users.update_user,

@@ -4,6 +4,7 @@ produced by real REST calls."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -336,6 +337,20 @@ async def test_close_codes_for_bad_frames(
     async with open_gateway(gateway_server.ws_url) as gw:
         await gw.ws.send_message(frame)
         assert await expect_close(gw) == code
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_deeply_nested_frame_is_a_decode_error(
+    gateway_server: RunningServer, encoding: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Objects nested 1000 deep, 6 KB, before any login: msgspec raises RecursionError for them.
+    frame: str | bytes = '{"a":' * 1000 + "1" + "}" * 1000
+    if encoding == "msgpack":
+        frame = b"\x81\xa1a" * 1000 + b"\x01"  # fixmap {"a": ...}
+    async with open_gateway(gateway_server.ws_url, encoding=encoding) as gw:
+        await gw.ws.send_message(frame)
+        assert await expect_close(gw) == 4002
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_identify_twice_is_4005(gateway_server: RunningServer) -> None:

@@ -126,6 +126,24 @@ def test_garbage_only_raises_frame_error(data: str | bytes, encoding: str) -> No
     assert error is None or error.code in (Close.DECODE_ERROR, Close.UNKNOWN_OPCODE)
 
 
+DEEP = 1000  # msgspec raises RecursionError (neither of its own errors) well before this
+
+
+@pytest.mark.parametrize(
+    ("data", "encoding"),
+    [
+        ('{"a":' * DEEP + "1" + "}" * DEEP, "json"),  # objects nested 1000 deep, 6 KB
+        ('{"d":' + "[" * DEEP + "]" * DEEP + ',"op":1}', "json"),  # skipped to find the op
+        (b"\x81\xa1a" * DEEP + b"\x01", "msgpack"),  # the same as fixmaps {"a": ...}
+        (b"\x82\xa1d" + b"\x91" * DEEP + b"\x01\xa2op\x01", "msgpack"),
+    ],
+)
+def test_deeply_nested_frames_are_decode_errors(data: str | bytes, encoding: str) -> None:
+    error = decode_error(data, encoding)
+    assert error.code is Close.DECODE_ERROR
+    assert "nested too deeply" in str(error)
+
+
 def test_the_ack_op_is_not_a_client_op() -> None:
     error = decode_error('{"op": 13, "d": {"nonce": "n"}}', "json")
     assert error.code is Close.UNKNOWN_OPCODE

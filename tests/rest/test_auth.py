@@ -4,8 +4,10 @@ sessions, profile, keys, and the bad input each of them must refuse."""
 from __future__ import annotations
 
 import base64
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 import trio
 from nacl.signing import SigningKey
@@ -486,6 +488,44 @@ async def test_login_rate_limited_per_ip(nursery: trio.Nursery, tmp_path: Path) 
         body = {"username": "uma", "password": PASSWORD}
         assert (await client.request("POST", "/v1/api/auth/login", json=body)).status_code == 429
     await shutdown()
+
+
+async def test_a_wrong_password_flood_does_not_hold_up_another_addresss_login(
+    relay_server: RunningServer,
+) -> None:
+    # Password hashes run two at a time. Four addresses send 8 wrong passwords each (the most
+    # one address may have in flight); once the first is answered, a fifth logs in. In one FIFO
+    # it waited for the whole flood: at most one flood login finished after it.
+    async with relay_server.client() as client:
+        await client.register("zoe", PASSWORD)
+    finished: list[tuple[str, int]] = []
+    first_answer = trio.Event()
+
+    def from_address(ip: str) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(local_address=ip)
+        return httpx.AsyncClient(base_url=relay_server.url, transport=transport, timeout=60)
+
+    async def login(http: httpx.AsyncClient, who: str, password: str) -> None:
+        body = {"username": "zoe", "password": password}
+        response = await http.post("/v1/api/auth/login", json=body)
+        finished.append((who, response.status_code))
+        first_answer.set()
+
+    async with AsyncExitStack() as clients:
+        flooders = [
+            await clients.enter_async_context(from_address(f"127.0.0.{i}")) for i in (1, 2, 3, 4)
+        ]
+        quiet = await clients.enter_async_context(from_address("127.0.0.5"))
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for http in flooders:
+                    for _ in range(8):
+                        nursery.start_soon(login, http, "flood", "wrong password")
+                await first_answer.wait()
+                nursery.start_soon(login, quiet, "quiet", PASSWORD)
+    assert sorted(set(finished)) == [("flood", 401), ("quiet", 200)]
+    floods_after = len(finished) - 1 - finished.index(("quiet", 200))
+    assert floods_after >= 16, finished
 
 
 async def test_a_login_beyond_the_cap_revokes_the_least_recently_used(
