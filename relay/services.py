@@ -34,7 +34,7 @@ from relay.realtime.gate import Gate
 from relay.realtime.listener import serve_realtime
 from relay.rooms.endpoint import room_endpoint
 from relay.rooms.manager import RoomManager
-from relay.storage import audience, audit, servers, users
+from relay.storage import audience, audit, invites, users
 from relay.storage.db import open_store
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ async def prune_forever(store: Store, keep_revoked_ms: int, keep_audit_ms: int) 
         deleted = await store.write(users.prune, now_ms(), keep_revoked_ms)
         if deleted:
             log.info("pruned expired auth rows", extra={"rows": deleted})
-        deleted = await store.write(servers.prune_invites, now_ms())
+        deleted = await store.write(invites.prune_invites, now_ms())
         if deleted:
             log.info("pruned spent invites", extra={"rows": deleted})
         deleted = 0

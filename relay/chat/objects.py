@@ -24,22 +24,15 @@ if TYPE_CHECKING:
     from relay.permissions import Overwrite as OverwriteRule
     from relay.storage.audit import AuditEntry as AuditRow
     from relay.storage.channels import ChannelRow
+    from relay.storage.dms import DmRow
+    from relay.storage.invites import InviteRow
+    from relay.storage.members import MemberRow
+    from relay.storage.members import UserBrief as UserBriefRow
     from relay.storage.messages import AuthorRow, MessageRow
     from relay.storage.moderation import BanRow
     from relay.storage.roles import RoleRow
-    from relay.storage.servers import (
-        DmRow,
-        InviteRow,
-        MemberRow,
-        ServerRow,
-        ServerState,
-    )
-    from relay.storage.servers import (
-        PublicServer as PublicServerRow,
-    )
-    from relay.storage.servers import (
-        UserBrief as UserBriefRow,
-    )
+    from relay.storage.servers import PublicServer as PublicServerRow
+    from relay.storage.servers import ServerRow, ServerState
     from relay.storage.users import KeyRow, UserRow
 
 

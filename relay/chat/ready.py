@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from relay.chat.messages import read_states
 from relay.chat.objects import Presence, Ready, dm_out, me_out, server_state_out
+from relay.storage import dms as stored_dms
 from relay.storage import servers, users
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ async def ready(
         seen = presence_of(uid)
         if seen is not None:
             presences.append(Presence(user_id=str(uid), status=seen[0], activity=seen[1]))
-    dms = await chat.store.read(servers.dms_of, user_id)
+    dms = await chat.store.read(stored_dms.dms_of, user_id)
     return Ready(
         session_id=session_id,
         user=me_out(user, keys),

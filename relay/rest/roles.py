@@ -21,7 +21,7 @@ from relay.chat.objects import member_update_out, role_out
 from relay.errors import Forbidden
 from relay.rest.http import audit_reason, body, json_response, no_content, principal
 from relay.rest.servers import unknown_channel
-from relay.storage import channels, overwrites, roles, servers
+from relay.storage import channels, dms, members, overwrites, roles
 
 if TYPE_CHECKING:
     from relay.chat.views import ServerView
@@ -144,7 +144,7 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         changed = await rt.store.write(write, sid, uid, rid, who.user_id, audit_reason())
         if not changed:
             return
-        member = await rt.store.read(servers.get_member, sid, uid)
+        member = await rt.store.read(members.get_member, sid, uid)
         if member is not None:
             rt.chat.fanout.to_server(sid, events.MemberUpdateEvent(d=member_update_out(member)))
         await visibility.after(rt.chat, sid, before, users={uid})
@@ -163,10 +163,10 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
 
     async def server_of(channel_id: int, user_id: int) -> int:
         """The server of a channel the user can see (else 404)."""
-        found = await rt.store.read(servers.channel_for, channel_id, user_id)
+        found = await rt.store.read(dms.channel_for, channel_id, user_id)
         if found is None:
             raise unknown_channel()
-        if isinstance(found, servers.DmRow) or found.server_id is None:
+        if isinstance(found, dms.DmRow) or found.server_id is None:
             raise Forbidden("a DM channel has no permission overwrites", code="dm_channel")
         return found.server_id
 

@@ -33,12 +33,12 @@ from relay.chat.objects import (
 )
 from relay.errors import Conflict, NotFound
 from relay.rest.http import audit_reason, body, json_response, no_content, principal
-from relay.storage import channels, servers
-from relay.storage.servers import DmRow
+from relay.storage import channels, dms, invites, members, servers
+from relay.storage.dms import DmRow
 
 if TYPE_CHECKING:
     from relay.runtime import Runtime
-    from relay.storage.servers import Joined
+    from relay.storage.members import Joined
 
 T = TypeVar("T")
 MAX_SERVERS_OWNED = 100
@@ -61,7 +61,7 @@ async def ready_servers(rt: Runtime, user_id: int) -> list[objects.ServerWithCha
 
 async def dm_channels(rt: Runtime, user_id: int) -> list[objects.Channel]:
     """The user's DM channels with their recipients, for READY (two queries in all)."""
-    return [dm_out(dm) for dm in await rt.store.read(servers.dms_of, user_id)]
+    return [dm_out(dm) for dm in await rt.store.read(dms.dms_of, user_id)]
 
 
 # -- request helpers ---------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def announce_join(rt: Runtime, joined: Joined, user_id: int) -> None:
     fanout.to_users((user_id,), events.ServerCreate(d=server_state_out(joined.state)))
 
 
-def announce_departure(rt: Runtime, server_id: int, member: servers.MemberRow) -> None:
+def announce_departure(rt: Runtime, server_id: int, member: members.MemberRow) -> None:
     """After a member left, was kicked or banned: MEMBER_REMOVE to the server (them included),
     then they stop hearing it and get SERVER_DELETE."""
     user = user_brief_out(member.user)
@@ -180,7 +180,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     async def join_public(server_id: str) -> Response:
         who = principal(rt)
         sid = snowflake(server_id, "server")
-        joined = await rt.store.write(servers.join_public, sid, who.user_id, now_ms())
+        joined = await rt.store.write(members.join_public, sid, who.user_id, now_ms())
         if joined.created:
             announce_join(rt, joined, who.user_id)
         return json_response(server_state_out(joined.state), 201 if joined.created else 200)
@@ -289,7 +289,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     async def get_channel(channel_id: str) -> Response:
         who = principal(rt)
         cid = snowflake(channel_id, "channel")
-        found = await rt.store.read(servers.channel_for, cid, who.user_id)
+        found = await rt.store.read(dms.channel_for, cid, who.user_id)
         if found is None:
             raise unknown_channel()
         if isinstance(found, DmRow):
@@ -304,7 +304,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         parent_id: int | UnsetType | None = UNSET if data.parent_id is UNSET else None
         if isinstance(data.parent_id, str):
             parent_id = id_field(data.parent_id, "parent_id")
-        old = await rt.store.read(servers.channel_for, cid, who.user_id)
+        old = await rt.store.read(dms.channel_for, cid, who.user_id)
         if old is None:
             raise unknown_channel()
         sid = old.channel.server_id if isinstance(old, DmRow) else old.server_id
@@ -332,7 +332,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     async def delete_channel(channel_id: str) -> Response:
         who = principal(rt)
         cid = snowflake(channel_id, "channel")
-        old = await rt.store.read(servers.channel_for, cid, who.user_id)
+        old = await rt.store.read(dms.channel_for, cid, who.user_id)
         if old is None:
             raise unknown_channel()
         sid = old.channel.server_id if isinstance(old, DmRow) else old.server_id
@@ -365,7 +365,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         for _ in range(INVITE_CODE_TRIES):  # 60 random bits: a clash is all but impossible
             try:
                 invite = await rt.store.write(
-                    servers.create_invite,
+                    invites.create_invite,
                     invite_code(),
                     sid,
                     who.user_id,
@@ -383,13 +383,13 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     async def list_invites(server_id: str) -> Response:
         who = principal(rt)
         sid = snowflake(server_id, "server")
-        rows = await rt.store.read(servers.invites_of, sid, who.user_id)
+        rows = await rt.store.read(invites.invites_of, sid, who.user_id)
         return json_response([invite_out(i) for i in rows])
 
     @bp.get("/invites/<code>")
     async def preview_invite(code: str) -> Response:
         principal(rt)
-        preview = await rt.store.read(servers.invite_preview, code, now_ms())
+        preview = await rt.store.read(invites.invite_preview, code, now_ms())
         invite = preview.invite
         return json_response(
             objects.InvitePreview(
@@ -403,7 +403,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/invites/<code>")
     async def join(code: str) -> Response:
         who = principal(rt)
-        joined = await rt.store.write(servers.use_invite, code, who.user_id, now_ms())
+        joined = await rt.store.write(invites.use_invite, code, who.user_id, now_ms())
         if joined.created:
             announce_join(rt, joined, who.user_id)
         return json_response(server_state_out(joined.state), 201 if joined.created else 200)
@@ -411,7 +411,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     @bp.delete("/invites/<code>")
     async def delete_invite(code: str) -> Response:
         who = principal(rt)
-        await rt.store.write(servers.delete_invite, code, who.user_id, audit_reason())
+        await rt.store.write(invites.delete_invite, code, who.user_id, audit_reason())
         return no_content()
 
     # -- members -------------------------------------------------------------------------------
@@ -421,14 +421,14 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         sid = snowflake(server_id, "server")
         after, limit = page_args()
-        rows = await rt.store.read(servers.members_page, sid, who.user_id, after, limit)
+        rows = await rt.store.read(members.members_page, sid, who.user_id, after, limit)
         return json_response([member_out(m) for m in rows])
 
     @bp.delete("/servers/<server_id>/members/@me")
     async def leave(server_id: str) -> Response:
         who = principal(rt)
         sid = snowflake(server_id, "server")
-        member = await rt.store.write(servers.leave_server, sid, who.user_id)
+        member = await rt.store.write(members.leave_server, sid, who.user_id)
         announce_departure(rt, sid, member)
         return no_content()
 
@@ -442,7 +442,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         data = await body(commands.OpenDm)
         recipient_id = id_field(data.recipient_id, "recipient_id")
         opened = await rt.store.write(
-            servers.open_dm, rt.store.ids.next(), who.user_id, recipient_id, now_ms()
+            dms.open_dm, rt.store.ids.next(), who.user_id, recipient_id, now_ms()
         )
         payload = dm_out(opened.dm)
         if not opened.created:

@@ -4,7 +4,7 @@ Every action here needs its permission (MANAGE_NICKNAMES / CHANGE_NICKNAME, MODE
 KICK_MEMBERS, BAN_MEMBERS), follows the hierarchy (only members strictly below the actor's
 highest role; never the owner) and is written to the audit log in the same transaction.
 A ban removes the member, can delete their recent messages, and keeps them out: every way in
-(invites, discovery) checks the ban list (relay.storage.servers).
+(invites, public servers) checks the ban list (relay.storage.members.join).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from relay.errors import BadRequest, NotFound, Unprocessable
 from relay.permissions import P
 from relay.storage import audit
 from relay.storage.access import Access, require_server, server_access
+from relay.storage.members import MemberRow, UserBrief, get_member
 from relay.storage.messages import delete_many, first_id_at
 from relay.storage.roles import unknown_member
-from relay.storage.servers import MemberRow, UserBrief, get_member
 
 if TYPE_CHECKING:
     from sqlite_utils import Database

@@ -1,5 +1,7 @@
-"""Queries for servers, their members, invites and discovery, and 1:1 DM channels (a server's
-channels are relay.storage.channels).
+"""Queries for servers: creating, changing, deleting and giving one away, what a member sees of
+them (server_state, ready_state), who is a member or banned, and discovery of public servers.
+Their members are relay.storage.members, invites relay.storage.invites, 1:1 DM channels
+relay.storage.dms, and a server's channels relay.storage.channels.
 
 Plain sync functions over a sqlite-utils Database, `db` first; the Store runs them in its writer
 or reader threads. Write functions take the acting user and check what that user may do inside
@@ -17,13 +19,12 @@ same transaction (`relay.storage.audit`).
 
 from __future__ import annotations
 
-import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from relay.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unprocessable
+from relay.errors import Forbidden, NotFound, Unprocessable
 from relay.permissions import P
 from relay.storage import audit
 from relay.storage.access import (
@@ -33,15 +34,8 @@ from relay.storage.access import (
     unknown_server,
     visible_ids,
 )
-from relay.storage.audience import visible_channel
-from relay.storage.channels import (
-    ChannelRow,
-    channels_where,
-    get_channel,
-    insert_channel,
-    list_channels,
-)
-from relay.storage.roles import RoleRow, held_roles, insert_everyone, list_roles, roles_where
+from relay.storage.channels import ChannelRow, channels_where, insert_channel, list_channels
+from relay.storage.roles import RoleRow, insert_everyone, list_roles, roles_where
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -56,37 +50,6 @@ class ServerRow(msgspec.Struct, frozen=True):
     description: str | None = None
 
 
-class UserBrief(msgspec.Struct, frozen=True):
-    id: int
-    username: str
-    display_name: str | None
-
-
-class MemberRow(msgspec.Struct, frozen=True):
-    server_id: int
-    user: UserBrief
-    nickname: str | None
-    joined_at: int
-    roles: list[int] = msgspec.field(default_factory=list)  # without @everyone, ascending
-    communication_disabled_until: int | None = None  # a timeout (may have ended already)
-
-
-class InviteRow(msgspec.Struct, frozen=True):
-    code: str
-    server_id: int
-    inviter_id: int
-    max_uses: int | None  # None: unlimited
-    uses: int
-    expires_at: int | None  # None: never
-    created_at: int
-
-
-class InvitePreview(msgspec.Struct, frozen=True):
-    invite: InviteRow
-    server_name: str
-    member_count: int
-
-
 class ServerState(msgspec.Struct, frozen=True):
     """A server with the channels one member can see, and its roles (SERVER_CREATE, READY,
     joining)."""
@@ -96,34 +59,12 @@ class ServerState(msgspec.Struct, frozen=True):
     roles: list[RoleRow] = msgspec.field(default_factory=list)
 
 
-class Joined(msgspec.Struct, frozen=True):
-    state: ServerState
-    member: MemberRow
-    created: bool  # False: the user was already a member and no use was spent
-
-
-class DmRow(msgspec.Struct, frozen=True):
-    channel: ChannelRow
-    recipients: list[UserBrief]  # both users, by id
-
-
-class DmOpened(msgspec.Struct, frozen=True):
-    dm: DmRow
-    created: bool
-
-
 class PublicServer(msgspec.Struct, frozen=True):
     server: ServerRow
     member_count: int
 
 
-MAX_INVITES = 1000  # usable ones per server; spent ones are pruned (prune_invites)
-MAX_JOINED = 200  # servers one user may be a member of, by invite or public join
 _SERVER = "s.id, s.name, s.owner_id, s.created_at, s.is_public, s.description"
-_MEMBER = (
-    "m.server_id, m.user_id, u.username, u.display_name, m.nickname, m.joined_at,"
-    " m.communication_disabled_until"
-)
 
 
 def _server(row: tuple[Any, ...]) -> ServerRow:
@@ -136,22 +77,7 @@ def _servers(db: Database, where: str, params: tuple[Any, ...]) -> list[ServerRo
     return [_server(r) for r in rows]
 
 
-def _member(row: tuple[Any, ...], roles: list[int]) -> MemberRow:
-    server_id, user_id, username, display_name, nickname, joined_at, until = row
-    return MemberRow(
-        server_id, UserBrief(user_id, username, display_name), nickname, joined_at, roles, until
-    )
-
-
-def _unknown_invite() -> NotFound:
-    return NotFound("unknown invite", code="unknown_invite")
-
-
-def _banned() -> Forbidden:
-    return Forbidden("you are banned from this server", code="banned")
-
-
-# -- access ------------------------------------------------------------------------------------
+# -- access ----------------------------------------------------------------------------------------
 
 
 def require_member(db: Database, server_id: int, user_id: int) -> ServerRow:
@@ -185,7 +111,7 @@ def is_banned(db: Database, server_id: int, user_id: int) -> bool:
     return row is not None
 
 
-# -- servers -----------------------------------------------------------------------------------
+# -- servers ---------------------------------------------------------------------------------------
 
 
 def create_server(
@@ -343,7 +269,7 @@ def ready_state(db: Database, user_id: int) -> list[ServerState]:
     return [ServerState(s, channels[s.id], roles[s.id]) for s in servers]
 
 
-# -- discovery ---------------------------------------------------------------------------------
+# -- discovery -------------------------------------------------------------------------------------
 
 
 def discover(db: Database, query: str, after: int, limit: int) -> list[PublicServer]:
@@ -356,296 +282,3 @@ def discover(db: Database, query: str, after: int, limit: int) -> list[PublicSer
         (after, pattern, limit),
     ).fetchall()
     return [PublicServer(_server(r[:6]), r[6]) for r in rows]
-
-
-def join_public(db: Database, server_id: int, user_id: int, now_ms: int) -> Joined:
-    """Join a public server without an invite. Raises NotFound("unknown_server") for a server
-    that is not public (or does not exist) and Forbidden("banned")."""
-    server = get_server(db, server_id)
-    if server is None or not (server.is_public or is_member(db, server_id, user_id)):
-        raise unknown_server()
-    return _join(db, server_id, user_id, now_ms)
-
-
-def _join(db: Database, server_id: int, user_id: int, now_ms: int) -> Joined:
-    member = get_member(db, server_id, user_id)
-    if member is not None:
-        return Joined(server_state(db, server_id, user_id), member, created=False)
-    if is_banned(db, server_id, user_id):
-        raise _banned()
-    joined = db.execute("SELECT count(*) FROM members WHERE user_id = ?", (user_id,)).fetchone()
-    if joined[0] >= MAX_JOINED:
-        raise Unprocessable(
-            f"a user may be a member of at most {MAX_JOINED} servers; leave one first",
-            code="too_many_servers_joined",
-        )
-    db.execute(
-        "INSERT INTO members (server_id, user_id, joined_at) VALUES (?, ?, ?)",
-        (server_id, user_id, now_ms),
-    )
-    member = get_member(db, server_id, user_id)
-    assert member is not None
-    return Joined(server_state(db, server_id, user_id), member, created=True)
-
-
-def channel_for(db: Database, channel_id: int, user_id: int) -> ChannelRow | DmRow | None:
-    """The channel if `user_id` may see it: a DM comes with its recipients."""
-    if visible_channel(db, channel_id, user_id) is None:
-        return None
-    channel = get_channel(db, channel_id)
-    if channel is None:
-        return None
-    if channel.type == "dm":
-        return _dm(db, channel)
-    return channel
-
-
-# -- members -----------------------------------------------------------------------------------
-
-
-def _members(db: Database, where: str, params: tuple[Any, ...]) -> list[MemberRow]:
-    rows = db.execute(
-        f"SELECT {_MEMBER} FROM members m JOIN users u ON u.id = m.user_id {where}", params
-    ).fetchall()
-    if not rows:
-        return []
-    roles = held_roles(db, rows[0][0], [r[1] for r in rows])
-    return [_member(r, roles.get(r[1], [])) for r in rows]
-
-
-def list_members(db: Database, server_id: int, after: int, limit: int) -> list[MemberRow]:
-    return _members(
-        db,
-        "WHERE m.server_id = ? AND m.user_id > ? ORDER BY m.user_id LIMIT ?",
-        (server_id, after, limit),
-    )
-
-
-def members_page(
-    db: Database, server_id: int, user_id: int, after: int, limit: int
-) -> list[MemberRow]:
-    """Members by user id, after `after`, if `user_id` is one. Raises NotFound("unknown_server")."""
-    require_member(db, server_id, user_id)
-    return list_members(db, server_id, after, limit)
-
-
-def get_member(db: Database, server_id: int, user_id: int) -> MemberRow | None:
-    found = _members(db, "WHERE m.server_id = ? AND m.user_id = ?", (server_id, user_id))
-    return found[0] if found else None
-
-
-def leave_server(db: Database, server_id: int, user_id: int) -> MemberRow:
-    """Raises NotFound("unknown_server") or Unprocessable("owner_cannot_leave")."""
-    server = require_member(db, server_id, user_id)
-    if server.owner_id == user_id:
-        raise Unprocessable(
-            "the owner cannot leave; delete the server instead", code="owner_cannot_leave"
-        )
-    member = get_member(db, server_id, user_id)
-    assert member is not None
-    db.execute("DELETE FROM members WHERE server_id = ? AND user_id = ?", (server_id, user_id))
-    return member
-
-
-# -- invites -----------------------------------------------------------------------------------
-
-
-def create_invite(
-    db: Database,
-    code: str,
-    server_id: int,
-    inviter_id: int,
-    max_uses: int | None,
-    expires_at: int | None,
-    now_ms: int,
-    reason: str | None = None,
-    *,
-    max_invites: int = MAX_INVITES,
-) -> InviteRow:
-    """Raises NotFound("unknown_server"), Forbidden("missing_permission"),
-    Unprocessable("too_many_invites": the server has `max_invites` usable ones) or
-    Conflict("invite_code_taken") (retry another code)."""
-    require_server(db, server_id, inviter_id, P.CREATE_INVITE)
-    usable = db.execute(
-        "SELECT count(*) FROM invites WHERE server_id = ?"
-        " AND (expires_at IS NULL OR expires_at > ?) AND (max_uses IS NULL OR uses < max_uses)",
-        (server_id, now_ms),
-    ).fetchone()[0]
-    if usable >= max_invites:
-        raise Unprocessable(
-            f"a server has at most {max_invites} usable invites; delete some first",
-            code="too_many_invites",
-        )
-    try:
-        db.execute(
-            "INSERT INTO invites (code, server_id, inviter_id, max_uses, expires_at, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (code, server_id, inviter_id, max_uses, expires_at, now_ms),
-        )
-    except sqlite3.IntegrityError:
-        raise Conflict("that invite code is taken", code="invite_code_taken") from None
-    invite = InviteRow(code, server_id, inviter_id, max_uses, 0, expires_at, now_ms)
-    values = {"code": code, "max_uses": max_uses, "expires_at": expires_at}
-    audit.record(db, server_id, inviter_id, "invite_create", None, audit.created(values), reason)
-    return invite
-
-
-def prune_invites(db: Database, now_ms: int) -> int:
-    """Delete invites that expired or were used up: nobody can use them again."""
-    cursor = db.execute(
-        "DELETE FROM invites WHERE expires_at <= ? OR (max_uses IS NOT NULL AND uses >= max_uses)",
-        (now_ms,),
-    )
-    return int(cursor.rowcount)
-
-
-def get_invite(db: Database, code: str) -> InviteRow | None:
-    row = db.execute(
-        "SELECT code, server_id, inviter_id, max_uses, uses, expires_at, created_at"
-        " FROM invites WHERE code = ?",
-        (code,),
-    ).fetchone()
-    return InviteRow(*row) if row is not None else None
-
-
-def invites_of(db: Database, server_id: int, user_id: int) -> list[InviteRow]:
-    """A server's invites, newest first (MANAGE_SERVER)."""
-    require_server(db, server_id, user_id, P.MANAGE_SERVER)
-    rows = db.execute(
-        "SELECT code, server_id, inviter_id, max_uses, uses, expires_at, created_at"
-        " FROM invites WHERE server_id = ? ORDER BY created_at DESC, code",
-        (server_id,),
-    ).fetchall()
-    return [InviteRow(*r) for r in rows]
-
-
-def _usable_invite(db: Database, code: str, now_ms: int) -> InviteRow:
-    invite = get_invite(db, code)
-    if invite is None:
-        raise _unknown_invite()
-    if invite.expires_at is not None and invite.expires_at <= now_ms:
-        raise Gone("this invite has expired", code="invite_expired")
-    if invite.max_uses is not None and invite.uses >= invite.max_uses:
-        raise Gone("this invite has been used up", code="invite_exhausted")
-    return invite
-
-
-def invite_preview(db: Database, code: str, now_ms: int) -> InvitePreview:
-    """Raises NotFound("unknown_invite") or Gone("invite_expired" | "invite_exhausted")."""
-    invite = _usable_invite(db, code, now_ms)
-    row = db.execute(
-        "SELECT s.name, (SELECT count(*) FROM members m WHERE m.server_id = s.id)"
-        " FROM servers s WHERE s.id = ?",
-        (invite.server_id,),
-    ).fetchone()
-    return InvitePreview(invite, row[0], row[1])
-
-
-def use_invite(db: Database, code: str, user_id: int, now_ms: int) -> Joined:
-    """Join the invite's server, spending one use. The check and the increment happen in this
-    one write, so two joins on an invite with one use left cannot both pass.
-
-    A user who is already a member gets the server back and spends nothing (even if the invite
-    has expired or is used up since). Raises NotFound("unknown_invite"),
-    Gone("invite_expired" | "invite_exhausted") or Forbidden("banned").
-    """
-    invite = get_invite(db, code)
-    if invite is None:
-        raise _unknown_invite()
-    if not is_member(db, invite.server_id, user_id):
-        _usable_invite(db, code, now_ms)
-        if is_banned(db, invite.server_id, user_id):
-            raise _banned()
-        db.execute("UPDATE invites SET uses = uses + 1 WHERE code = ?", (code,))
-    return _join(db, invite.server_id, user_id, now_ms)
-
-
-def delete_invite(db: Database, code: str, user_id: int, reason: str | None = None) -> InviteRow:
-    """The inviter or a member with MANAGE_SERVER may delete an invite; for non-members it does
-    not exist. Raises NotFound("unknown_invite") or Forbidden("missing_permission")."""
-    invite = get_invite(db, code)
-    if invite is None:
-        raise _unknown_invite()
-    access = server_access(db, invite.server_id, user_id)
-    if access is None:
-        raise _unknown_invite()
-    if invite.inviter_id != user_id:
-        access.require(P.MANAGE_SERVER)
-    db.execute("DELETE FROM invites WHERE code = ?", (code,))
-    values = {"code": code, "max_uses": invite.max_uses, "uses": invite.uses}
-    audit.record(
-        db, invite.server_id, user_id, "invite_delete", None, audit.removed(values), reason
-    )
-    return invite
-
-
-# -- direct messages ---------------------------------------------------------------------------
-
-
-def dm_key(a: int, b: int) -> str:
-    return f"{min(a, b)}:{max(a, b)}"
-
-
-def _recipients(db: Database, where: str, params: tuple[Any, ...]) -> dict[int, list[UserBrief]]:
-    """Recipients of the DM channels `where` selects (a condition on `r`), by channel."""
-    rows = db.execute(
-        "SELECT r.channel_id, u.id, u.username, u.display_name FROM dm_recipients r"
-        f" JOIN users u ON u.id = r.user_id WHERE {where} ORDER BY r.channel_id, u.id",
-        params,
-    )
-    found: dict[int, list[UserBrief]] = {}
-    for channel_id, uid, username, display_name in rows.fetchall():
-        found.setdefault(channel_id, []).append(UserBrief(uid, username, display_name))
-    return found
-
-
-def _dm(db: Database, channel: ChannelRow) -> DmRow:
-    return DmRow(channel, _recipients(db, "r.channel_id = ?", (channel.id,)).get(channel.id, []))
-
-
-def open_dm(
-    db: Database, channel_id: int, user_id: int, recipient_id: int, now_ms: int
-) -> DmOpened:
-    """The DM channel between two users, created if they have none yet (then they must share a
-    server). An existing DM is returned as it is: both users can already see it.
-
-    Raises BadRequest("cannot_dm_self"), NotFound("unknown_user") or
-    Forbidden("no_shared_server").
-    """
-    if recipient_id == user_id:
-        raise BadRequest("you cannot open a DM with yourself", code="cannot_dm_self")
-    key = dm_key(user_id, recipient_id)
-    existing = db.execute("SELECT id FROM channels WHERE dm_key = ?", (key,)).fetchone()
-    if existing is not None:
-        channel = get_channel(db, existing[0])
-        assert channel is not None
-        return DmOpened(_dm(db, channel), created=False)
-    if db.execute("SELECT 1 FROM users WHERE id = ?", (recipient_id,)).fetchone() is None:
-        raise NotFound("unknown user", code="unknown_user")
-    shared = db.execute(
-        "SELECT 1 FROM members a JOIN members b ON b.server_id = a.server_id"
-        " WHERE a.user_id = ? AND b.user_id = ? LIMIT 1",
-        (user_id, recipient_id),
-    ).fetchone()
-    if shared is None:
-        raise Forbidden("you share no server with this user", code="no_shared_server")
-    channel = ChannelRow(channel_id, None, "dm", None, None, 0, None, None, now_ms)
-    insert_channel(db, channel, dm_key=key)
-    for uid in (user_id, recipient_id):
-        db.execute(
-            "INSERT INTO dm_recipients (channel_id, user_id) VALUES (?, ?)", (channel_id, uid)
-        )
-    return DmOpened(_dm(db, channel), created=True)
-
-
-def dms_of(db: Database, user_id: int) -> list[DmRow]:
-    """Every DM channel of a user with its recipients, in two queries (for READY)."""
-    channels = channels_where(
-        db,
-        "JOIN dm_recipients r ON r.channel_id = c.id WHERE r.user_id = ? ORDER BY c.id",
-        (user_id,),
-    )
-    recipients = _recipients(
-        db, "r.channel_id IN (SELECT channel_id FROM dm_recipients WHERE user_id = ?)", (user_id,)
-    )
-    return [DmRow(c, recipients.get(c.id, [])) for c in channels]

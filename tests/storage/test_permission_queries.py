@@ -10,7 +10,7 @@ import pytest
 
 from relay.errors import Forbidden, Unprocessable
 from relay.permissions import ALL, DEFAULT_EVERYONE, Overwrite, P
-from relay.storage import audit, channels, overwrites, roles, servers, users
+from relay.storage import audit, channels, invites, overwrites, roles, servers, users
 from relay.storage.access import accesses_of, server_access
 from relay.storage.audience import server_snapshot, visible_channel
 from relay.storage.db import connect
@@ -34,8 +34,8 @@ def db(tmp_path: Path) -> Iterator[Database]:
     for uid in (OWNER, MEMBER):
         users.insert_user(database, uid, f"user{uid}", None, None, None, 0, NOW)
     servers.create_server(database, SERVER, (TEXT, VOICE), OWNER, "s", NOW, 100)
-    servers.create_invite(database, "in", SERVER, OWNER, None, None, NOW)
-    servers.use_invite(database, "in", MEMBER, NOW)
+    invites.create_invite(database, "in", SERVER, OWNER, None, None, NOW)
+    invites.use_invite(database, "in", MEMBER, NOW)
     yield database
     database.close()
 

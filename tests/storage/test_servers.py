@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from relay.errors import BadRequest, Forbidden, Gone, NotFound, Unprocessable
-from relay.storage import channels, servers, users
+from relay.storage import channels, dms, invites, members, servers, users
 from relay.storage.db import connect, open_store
 from relay.storage.schema import migrate
 
@@ -66,8 +66,8 @@ def world(db: Database) -> Database:
     for uid in (1, 2, 3):
         add_user(db, uid)
     add_server(db, 100, 1)
-    servers.create_invite(db, "joinme", 100, 1, None, None, NOW)
-    servers.use_invite(db, "joinme", 2, NOW)
+    invites.create_invite(db, "joinme", 100, 1, None, None, NOW)
+    invites.use_invite(db, "joinme", 2, NOW)
     return db
 
 
@@ -204,22 +204,22 @@ def test_deleting_a_category_orphans_its_channels(world: Database) -> None:
 def test_members_page_and_leave(world: Database) -> None:
     for uid in range(10, 15):
         add_user(world, uid)
-        servers.use_invite(world, "joinme", uid, NOW)
+        invites.use_invite(world, "joinme", uid, NOW)
 
-    first = servers.members_page(world, 100, 2, 0, 3)
-    rest = servers.members_page(world, 100, 2, first[-1].user.id, 100)
+    first = members.members_page(world, 100, 2, 0, 3)
+    rest = members.members_page(world, 100, 2, first[-1].user.id, 100)
     assert [m.user.id for m in first + rest] == [1, 2, 10, 11, 12, 13, 14]
-    assert first[0].user == servers.UserBrief(1, "user1", None)
+    assert first[0].user == members.UserBrief(1, "user1", None)
     with pytest.raises(NotFound):
-        servers.members_page(world, 100, 3, 0, 10)
+        members.members_page(world, 100, 3, 0, 10)
 
-    left = servers.leave_server(world, 100, 2)
+    left = members.leave_server(world, 100, 2)
     assert left.user.id == 2
     assert not servers.is_member(world, 100, 2)
     with pytest.raises(NotFound):
-        servers.leave_server(world, 100, 2)
+        members.leave_server(world, 100, 2)
     with pytest.raises(Unprocessable) as owner:
-        servers.leave_server(world, 100, 1)
+        members.leave_server(world, 100, 1)
     assert owner.value.code == "owner_cannot_leave"
 
 
@@ -227,17 +227,17 @@ def test_members_page_and_leave(world: Database) -> None:
 
 
 def test_invite_expiry_and_exhaustion(world: Database) -> None:
-    servers.create_invite(world, "once", 100, 2, 1, NOW + HOUR, NOW)
+    invites.create_invite(world, "once", 100, 2, 1, NOW + HOUR, NOW)
     for uid in (4, 5):
         add_user(world, uid)
 
     with pytest.raises(Gone) as expired:
-        servers.use_invite(world, "once", 4, NOW + HOUR)
-    joined = servers.use_invite(world, "once", 4, NOW + HOUR - 1)
+        invites.use_invite(world, "once", 4, NOW + HOUR)
+    joined = invites.use_invite(world, "once", 4, NOW + HOUR - 1)
     with pytest.raises(Gone) as used_up:
-        servers.use_invite(world, "once", 5, NOW)
+        invites.use_invite(world, "once", 5, NOW)
     with pytest.raises(NotFound) as unknown:
-        servers.use_invite(world, "nope", 5, NOW)
+        invites.use_invite(world, "nope", 5, NOW)
 
     assert (expired.value.status, expired.value.code) == (410, "invite_expired")
     assert (used_up.value.status, used_up.value.code) == (410, "invite_exhausted")
@@ -245,79 +245,79 @@ def test_invite_expiry_and_exhaustion(world: Database) -> None:
     assert joined.created
     assert joined.member.user.id == 4
     assert [c.id for c in joined.state.channels] == [101, 102]
-    invite = servers.get_invite(world, "once")
+    invite = invites.get_invite(world, "once")
     assert invite is not None
     assert invite.uses == 1
     assert not servers.is_member(world, 100, 5)
 
 
 def test_a_member_joining_again_spends_nothing(world: Database) -> None:
-    servers.create_invite(world, "once", 100, 1, 1, NOW + HOUR, NOW)
+    invites.create_invite(world, "once", 100, 1, 1, NOW + HOUR, NOW)
 
-    again = servers.use_invite(world, "once", 2, NOW + 2 * HOUR)  # expired, but 2 is a member
+    again = invites.use_invite(world, "once", 2, NOW + 2 * HOUR)  # expired, but 2 is a member
 
     assert not again.created
     assert again.state.server.id == 100
-    invite = servers.get_invite(world, "once")
+    invite = invites.get_invite(world, "once")
     assert invite is not None
     assert invite.uses == 0
 
 
 def test_invite_preview(world: Database) -> None:
-    preview = servers.invite_preview(world, "joinme", NOW)
+    preview = invites.invite_preview(world, "joinme", NOW)
     assert (preview.server_name, preview.member_count) == ("s100", 2)
-    servers.create_invite(world, "old", 100, 1, None, NOW, NOW - 1)
+    invites.create_invite(world, "old", 100, 1, None, NOW, NOW - 1)
     with pytest.raises(Gone):
-        servers.invite_preview(world, "old", NOW)
+        invites.invite_preview(world, "old", NOW)
 
 
 def test_usable_invites_are_capped_and_spent_ones_pruned(world: Database) -> None:
     add_user(world, 4)
-    servers.create_invite(world, "spent", 100, 1, 1, None, NOW, max_invites=3)
-    servers.use_invite(world, "spent", 4, NOW)  # used up: no longer counts
-    servers.create_invite(world, "old", 100, 1, None, NOW + 1, NOW, max_invites=3)
-    servers.create_invite(world, "third", 100, 1, None, None, NOW, max_invites=3)  # + joinme
+    invites.create_invite(world, "spent", 100, 1, 1, None, NOW, max_invites=3)
+    invites.use_invite(world, "spent", 4, NOW)  # used up: no longer counts
+    invites.create_invite(world, "old", 100, 1, None, NOW + 1, NOW, max_invites=3)
+    invites.create_invite(world, "third", 100, 1, None, None, NOW, max_invites=3)  # + joinme
     with pytest.raises(Unprocessable) as full:
-        servers.create_invite(world, "fourth", 100, 1, None, None, NOW, max_invites=3)
+        invites.create_invite(world, "fourth", 100, 1, None, None, NOW, max_invites=3)
     assert (full.value.status, full.value.code) == (422, "too_many_invites")
-    servers.create_invite(
+    invites.create_invite(
         world, "fourth", 100, 1, None, None, NOW + 1, max_invites=3
     )  # old expired
 
-    assert servers.prune_invites(world, NOW + 1) == 2
-    assert servers.get_invite(world, "spent") is None
-    assert servers.get_invite(world, "old") is None
-    assert [i.code for i in servers.invites_of(world, 100, 1)] == ["fourth", "joinme", "third"]
+    assert invites.prune_invites(world, NOW + 1) == 2
+    assert invites.get_invite(world, "spent") is None
+    assert invites.get_invite(world, "old") is None
+    assert [i.code for i in invites.invites_of(world, 100, 1)] == ["fourth", "joinme", "third"]
 
 
 def test_delete_invite_by_inviter_or_owner(world: Database) -> None:
     add_user(world, 4)
-    servers.use_invite(world, "joinme", 4, NOW)
-    servers.create_invite(world, "by2", 100, 2, None, None, NOW)
-    servers.create_invite(world, "by2b", 100, 2, None, None, NOW)
+    invites.use_invite(world, "joinme", 4, NOW)
+    invites.create_invite(world, "by2", 100, 2, None, None, NOW)
+    invites.create_invite(world, "by2b", 100, 2, None, None, NOW)
 
     with pytest.raises(Forbidden):
-        servers.delete_invite(world, "by2", 4)  # another member
+        invites.delete_invite(world, "by2", 4)  # another member
     with pytest.raises(NotFound):
-        servers.delete_invite(world, "by2", 3)  # an outsider
-    assert servers.delete_invite(world, "by2", 2).code == "by2"  # the inviter
-    assert servers.delete_invite(world, "by2b", 1).code == "by2b"  # the owner
+        invites.delete_invite(world, "by2", 3)  # an outsider
+    assert invites.delete_invite(world, "by2", 2).code == "by2"  # the inviter
+    assert invites.delete_invite(world, "by2b", 1).code == "by2b"  # the owner
     with pytest.raises(NotFound):
-        servers.delete_invite(world, "by2", 2)
+        invites.delete_invite(world, "by2", 2)
 
 
 async def test_concurrent_joins_on_a_single_use_invite(tmp_path: Path) -> None:
     async with open_store(tmp_path / "relay.db", readers=1) as store:
         await store.write(add_user, 1)
         await store.write(add_server, 100, 1)
-        await store.write(servers.create_invite, "once", 100, 1, 1, None, NOW)
+        await store.write(invites.create_invite, "once", 100, 1, 1, None, NOW)
         for uid in range(10, 30):
             await store.write(add_user, uid)
         results: dict[int, str] = {}
 
         async def join(uid: int) -> None:
             try:
-                await store.write(servers.use_invite, "once", uid, NOW)
+                await store.write(invites.use_invite, "once", uid, NOW)
                 results[uid] = "joined"
             except Gone as e:
                 results[uid] = e.code
@@ -327,11 +327,11 @@ async def test_concurrent_joins_on_a_single_use_invite(tmp_path: Path) -> None:
                 nursery.start_soon(join, uid)
 
         assert sorted(results.values()) == ["invite_exhausted"] * 19 + ["joined"]
-        invite = await store.read(servers.get_invite, "once")
+        invite = await store.read(invites.get_invite, "once")
         assert invite is not None
         assert invite.uses == 1
-        members = await store.read(servers.list_members, 100, 0, 100)
-        assert len(members) == 2
+        joined = await store.read(members.list_members, 100, 0, 100)
+        assert len(joined) == 2
 
 
 # -- DMs ---------------------------------------------------------------------------------------
@@ -339,37 +339,37 @@ async def test_concurrent_joins_on_a_single_use_invite(tmp_path: Path) -> None:
 
 def test_open_dm_rules(world: Database) -> None:
     with pytest.raises(BadRequest) as self_dm:
-        servers.open_dm(world, 500, 1, 1, NOW)
+        dms.open_dm(world, 500, 1, 1, NOW)
     with pytest.raises(NotFound) as nobody:
-        servers.open_dm(world, 500, 1, 999, NOW)
+        dms.open_dm(world, 500, 1, 999, NOW)
     with pytest.raises(Forbidden) as stranger:
-        servers.open_dm(world, 500, 1, 3, NOW)
+        dms.open_dm(world, 500, 1, 3, NOW)
     assert self_dm.value.code == "cannot_dm_self"
     assert nobody.value.code == "unknown_user"
     assert stranger.value.code == "no_shared_server"
 
-    opened = servers.open_dm(world, 500, 2, 1, NOW)
+    opened = dms.open_dm(world, 500, 2, 1, NOW)
     assert opened.created
     assert opened.dm.channel.type == "dm"
     assert [u.id for u in opened.dm.recipients] == [1, 2]
     key = world.execute("SELECT dm_key FROM channels WHERE id = 500").fetchone()[0]
     assert key == "1:2"
 
-    again = servers.open_dm(world, 501, 1, 2, NOW)  # the other way round: the same channel
+    again = dms.open_dm(world, 501, 1, 2, NOW)  # the other way round: the same channel
     assert not again.created
     assert again.dm == opened.dm
-    servers.leave_server(world, 100, 2)
-    kept = servers.open_dm(world, 502, 1, 2, NOW)  # no shared server now, but the DM exists
+    members.leave_server(world, 100, 2)
+    kept = dms.open_dm(world, 502, 1, 2, NOW)  # no shared server now, but the DM exists
     assert kept.dm.channel.id == 500
     assert count(world, "channels WHERE type = 'dm'") == 1
 
 
 def test_dm_channels_are_visible_to_their_recipients_only(world: Database) -> None:
-    servers.open_dm(world, 500, 1, 2, NOW)
+    dms.open_dm(world, 500, 1, 2, NOW)
 
-    found = servers.channel_for(world, 500, 2)
-    assert isinstance(found, servers.DmRow)
-    assert servers.channel_for(world, 500, 3) is None
+    found = dms.channel_for(world, 500, 2)
+    assert isinstance(found, dms.DmRow)
+    assert dms.channel_for(world, 500, 3) is None
     with pytest.raises(Forbidden) as dm:
         channels.update_channel(world, 500, 1, name="x")
     with pytest.raises(NotFound):
@@ -385,14 +385,14 @@ def test_ready_queries_take_a_constant_number_of_statements(world: Database) -> 
         add_server(world, sid, 2)
     channel(world, 110, 100, "category")
     add_user(world, 4)
-    servers.use_invite(world, "joinme", 4, NOW)
-    servers.open_dm(world, 500, 2, 1, NOW)
-    servers.open_dm(world, 501, 2, 4, NOW)
+    invites.use_invite(world, "joinme", 4, NOW)
+    dms.open_dm(world, 500, 2, 1, NOW)
+    dms.open_dm(world, 501, 2, 4, NOW)
     statements: list[str] = []
     world.conn.set_trace_callback(statements.append)
 
     states = servers.ready_state(world, 2)
-    dms = servers.dms_of(world, 2)
+    dm_rows = dms.dms_of(world, 2)
 
     world.conn.set_trace_callback(None)
     # Servers, 5 for permissions, channels, roles; then DMs and recipients: whatever the counts.
@@ -400,26 +400,26 @@ def test_ready_queries_take_a_constant_number_of_statements(world: Database) -> 
     assert [s.server.id for s in states] == [100, 200, 300, 400]
     assert [c.id for c in states[0].channels] == [101, 102, 110]
     assert [c.id for c in states[1].channels] == [201, 202]
-    assert [(d.channel.id, [u.id for u in d.recipients]) for d in dms] == [
+    assert [(d.channel.id, [u.id for u in d.recipients]) for d in dm_rows] == [
         (500, [1, 2]),
         (501, [2, 4]),
     ]
     assert servers.ready_state(world, 3) == []
-    assert servers.dms_of(world, 3) == []
+    assert dms.dms_of(world, 3) == []
 
 
 def test_a_user_is_a_member_of_at_most_max_joined_servers(
     world: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(servers, "MAX_JOINED", 2)  # user 2 is in server 100 already
+    monkeypatch.setattr(members, "MAX_JOINED", 2)  # user 2 is in server 100 already
     for sid in (200, 300):
         add_server(world, sid, 1)
-        servers.create_invite(world, f"to{sid}", sid, 1, None, None, NOW)
-    assert servers.use_invite(world, "to200", 2, NOW).created
+        invites.create_invite(world, f"to{sid}", sid, 1, None, None, NOW)
+    assert invites.use_invite(world, "to200", 2, NOW).created
     with pytest.raises(Unprocessable) as full:
-        servers.use_invite(world, "to300", 2, NOW)
+        invites.use_invite(world, "to300", 2, NOW)
     assert (full.value.status, full.value.code) == (422, "too_many_servers_joined")
     assert not servers.is_member(world, 300, 2)
-    assert not servers.use_invite(world, "to200", 2, NOW).created  # a member already: fine
-    servers.leave_server(world, 200, 2)
-    assert servers.use_invite(world, "to300", 2, NOW).created  # room again
+    assert not invites.use_invite(world, "to200", 2, NOW).created  # a member already: fine
+    members.leave_server(world, 200, 2)
+    assert invites.use_invite(world, "to300", 2, NOW).created  # room again

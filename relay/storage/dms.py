@@ -1,0 +1,113 @@
+"""Queries for 1:1 DM channels (a channel of type "dm" with no server, keyed by its two users)
+and their recipients, and channel_for, which looks up any channel a user may see and gives a DM
+with its recipients.
+
+Like every storage module, plain sync functions, `db` first, that check what the acting user may
+do in the same transaction as the change (see relay.storage.servers): a DM channel exists only
+for its two recipients.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from relay.errors import BadRequest, Forbidden, NotFound
+from relay.storage.audience import visible_channel
+from relay.storage.channels import ChannelRow, channels_where, get_channel, insert_channel
+from relay.storage.members import UserBrief
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+
+
+class DmRow(msgspec.Struct, frozen=True):
+    channel: ChannelRow
+    recipients: list[UserBrief]  # both users, by id
+
+
+class DmOpened(msgspec.Struct, frozen=True):
+    dm: DmRow
+    created: bool
+
+
+def dm_key(a: int, b: int) -> str:
+    return f"{min(a, b)}:{max(a, b)}"
+
+
+def _recipients(db: Database, where: str, params: tuple[Any, ...]) -> dict[int, list[UserBrief]]:
+    """Recipients of the DM channels `where` selects (a condition on `r`), by channel."""
+    rows = db.execute(
+        "SELECT r.channel_id, u.id, u.username, u.display_name FROM dm_recipients r"
+        f" JOIN users u ON u.id = r.user_id WHERE {where} ORDER BY r.channel_id, u.id",
+        params,
+    )
+    found: dict[int, list[UserBrief]] = {}
+    for channel_id, uid, username, display_name in rows.fetchall():
+        found.setdefault(channel_id, []).append(UserBrief(uid, username, display_name))
+    return found
+
+
+def _dm(db: Database, channel: ChannelRow) -> DmRow:
+    return DmRow(channel, _recipients(db, "r.channel_id = ?", (channel.id,)).get(channel.id, []))
+
+
+def open_dm(
+    db: Database, channel_id: int, user_id: int, recipient_id: int, now_ms: int
+) -> DmOpened:
+    """The DM channel between two users, created if they have none yet (then they must share a
+    server). An existing DM is returned as it is: both users can already see it.
+
+    Raises BadRequest("cannot_dm_self"), NotFound("unknown_user") or
+    Forbidden("no_shared_server").
+    """
+    if recipient_id == user_id:
+        raise BadRequest("you cannot open a DM with yourself", code="cannot_dm_self")
+    key = dm_key(user_id, recipient_id)
+    existing = db.execute("SELECT id FROM channels WHERE dm_key = ?", (key,)).fetchone()
+    if existing is not None:
+        channel = get_channel(db, existing[0])
+        assert channel is not None
+        return DmOpened(_dm(db, channel), created=False)
+    if db.execute("SELECT 1 FROM users WHERE id = ?", (recipient_id,)).fetchone() is None:
+        raise NotFound("unknown user", code="unknown_user")
+    shared = db.execute(
+        "SELECT 1 FROM members a JOIN members b ON b.server_id = a.server_id"
+        " WHERE a.user_id = ? AND b.user_id = ? LIMIT 1",
+        (user_id, recipient_id),
+    ).fetchone()
+    if shared is None:
+        raise Forbidden("you share no server with this user", code="no_shared_server")
+    channel = ChannelRow(channel_id, None, "dm", None, None, 0, None, None, now_ms)
+    insert_channel(db, channel, dm_key=key)
+    for uid in (user_id, recipient_id):
+        db.execute(
+            "INSERT INTO dm_recipients (channel_id, user_id) VALUES (?, ?)", (channel_id, uid)
+        )
+    return DmOpened(_dm(db, channel), created=True)
+
+
+def dms_of(db: Database, user_id: int) -> list[DmRow]:
+    """Every DM channel of a user with its recipients, in two queries (for READY)."""
+    channels = channels_where(
+        db,
+        "JOIN dm_recipients r ON r.channel_id = c.id WHERE r.user_id = ? ORDER BY c.id",
+        (user_id,),
+    )
+    recipients = _recipients(
+        db, "r.channel_id IN (SELECT channel_id FROM dm_recipients WHERE user_id = ?)", (user_id,)
+    )
+    return [DmRow(c, recipients.get(c.id, [])) for c in channels]
+
+
+def channel_for(db: Database, channel_id: int, user_id: int) -> ChannelRow | DmRow | None:
+    """The channel if `user_id` may see it: a DM comes with its recipients."""
+    if visible_channel(db, channel_id, user_id) is None:
+        return None
+    channel = get_channel(db, channel_id)
+    if channel is None:
+        return None
+    if channel.type == "dm":
+        return _dm(db, channel)
+    return channel
