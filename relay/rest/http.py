@@ -13,7 +13,7 @@ from urllib.parse import unquote
 import msgspec
 from quart import Response, request
 
-from relay.chat.args import field_error
+from relay.chat.args import field_error, id_field
 from relay.errors import BadRequest, RelayError
 
 if TYPE_CHECKING:
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from relay.runtime import Runtime
 
 T = TypeVar("T")
+PAGE = 50  # ?limit= of a members or bans page when not given
+MAX_PAGE = 100
 _PATH = re.compile(r" - at `\$\.?([^`]*)`")
 _NAMED = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
@@ -100,3 +102,27 @@ def audit_reason() -> str | None:
 
 def client_ip() -> str:
     return request.remote_addr or "unknown"
+
+
+async def optional_body(kind: type[T]) -> T:
+    """A body whose fields are all optional may be left out altogether."""
+    if not await request.get_data(cache=True):
+        return kind()
+    return await body(kind)
+
+
+def page_args() -> tuple[int, int]:
+    """`?after=ID&limit=N`: after defaults to the start (0 is accepted too), limit to 50."""
+    after_text = request.args.get("after")
+    after = 0
+    if after_text is not None and after_text != "0":
+        after = id_field(after_text, "after")
+    limit_text = request.args.get("limit")
+    limit = PAGE
+    if limit_text is not None:
+        if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 3):
+            raise field_error("limit", f"must be an integer from 1 to {MAX_PAGE}")
+        limit = int(limit_text)
+        if not 1 <= limit <= MAX_PAGE:
+            raise field_error("limit", f"must be an integer from 1 to {MAX_PAGE}")
+    return after, limit

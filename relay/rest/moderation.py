@@ -16,11 +16,19 @@ from quart import Blueprint, Response, request
 from relay.accounts import now_ms
 from relay.chat import commands, events
 from relay.chat.args import field_error, snowflake
+from relay.chat.members import announce_departure
 from relay.chat.messages import announce_bulk_delete
 from relay.chat.objects import audit_out, ban_out, member_out, member_update_out
-from relay.rest.http import audit_reason, body, json_response, no_content, principal
+from relay.rest.http import (
+    audit_reason,
+    body,
+    json_response,
+    no_content,
+    optional_body,
+    page_args,
+    principal,
+)
 from relay.rest.messages import query_id, query_limit
-from relay.rest.servers import announce_departure, optional_body, page_args
 from relay.storage import audit, moderation
 
 if TYPE_CHECKING:
@@ -77,7 +85,7 @@ def moderation_blueprint(rt: Runtime) -> Blueprint:
         sid = snowflake(server_id, "server")
         uid = snowflake(user_id, "member")
         member = await rt.store.write(moderation.kick, sid, uid, who.user_id, audit_reason())
-        announce_departure(rt, sid, member)
+        announce_departure(rt.chat, sid, member)
         return no_content()
 
     # -- bans ----------------------------------------------------------------------------------
@@ -115,7 +123,7 @@ def moderation_blueprint(rt: Runtime) -> Blueprint:
             reason=data.reason or audit_reason(),
         )
         if banned.member is not None:
-            announce_departure(rt, sid, banned.member)
+            announce_departure(rt.chat, sid, banned.member)
         for channel_id, ids in banned.deleted.items():
             if ids:
                 await announce_bulk_delete(rt.chat, channel_id, ids)

@@ -19,7 +19,8 @@ from quart import Blueprint, Response, request
 from relay.accounts import now_ms
 from relay.chat import commands, events, objects, visibility
 from relay.chat.args import field_error, id_field, overwrite_in, snowflake
-from relay.chat.fanout import MemberJoined, MemberLeft, ServerDeleted
+from relay.chat.fanout import MemberJoined, ServerDeleted
+from relay.chat.members import announce_departure, announce_join
 from relay.chat.objects import (
     channel_out,
     dm_out,
@@ -29,22 +30,26 @@ from relay.chat.objects import (
     public_server_out,
     server_out,
     server_state_out,
-    user_brief_out,
 )
 from relay.errors import Conflict, NotFound
-from relay.rest.http import audit_reason, body, json_response, no_content, principal
+from relay.rest.http import (
+    audit_reason,
+    body,
+    json_response,
+    no_content,
+    optional_body,
+    page_args,
+    principal,
+)
 from relay.storage import channels, dms, invites, members, servers
 from relay.storage.dms import DmRow
 
 if TYPE_CHECKING:
     from relay.runtime import Runtime
-    from relay.storage.members import Joined
 
 T = TypeVar("T")
 MAX_SERVERS_OWNED = 100
 MAX_CHANNELS = 500
-MEMBERS_PAGE = 50
-MAX_MEMBERS_PAGE = 100
 INVITE_CODE_CHARS = 10
 INVITE_CODE_TRIES = 3
 MAX_QUERY_CHARS = 100
@@ -67,30 +72,6 @@ async def dm_channels(rt: Runtime, user_id: int) -> list[objects.Channel]:
 # -- request helpers ---------------------------------------------------------------------------
 
 
-async def optional_body(kind: type[T]) -> T:
-    """A body whose fields are all optional may be left out altogether."""
-    if not await request.get_data(cache=True):
-        return kind()
-    return await body(kind)
-
-
-def page_args() -> tuple[int, int]:
-    """`?after=ID&limit=N`: after defaults to the start (0 is accepted too), limit to 50."""
-    after_text = request.args.get("after")
-    after = 0
-    if after_text is not None and after_text != "0":
-        after = id_field(after_text, "after")
-    limit_text = request.args.get("limit")
-    limit = MEMBERS_PAGE
-    if limit_text is not None:
-        if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 3):
-            raise field_error("limit", f"must be an integer from 1 to {MAX_MEMBERS_PAGE}")
-        limit = int(limit_text)
-        if not 1 <= limit <= MAX_MEMBERS_PAGE:
-            raise field_error("limit", f"must be an integer from 1 to {MAX_MEMBERS_PAGE}")
-    return after, limit
-
-
 def invite_code() -> str:
     """10 random URL-safe characters (60 bits)."""
     return secrets.token_urlsafe(8)[:INVITE_CODE_CHARS]
@@ -98,39 +79,6 @@ def invite_code() -> str:
 
 def unknown_channel() -> NotFound:
     return NotFound("unknown channel", code="unknown_channel")
-
-
-def announce_join(rt: Runtime, joined: Joined, user_id: int) -> None:
-    """After a user joined: MEMBER_ADD to the server (the joiner included), then the server to
-    the joiner."""
-    sid = joined.state.server.id
-    member = joined.member
-    fanout = rt.chat.fanout
-    fanout.announce(MemberJoined(sid, user_id))
-    fanout.to_server(
-        sid,
-        events.MemberAddEvent(
-            d=objects.MemberAdd(
-                server_id=str(sid),
-                user=user_brief_out(member.user),
-                joined_at=iso(member.joined_at),
-            )
-        ),
-    )
-    fanout.to_users((user_id,), events.ServerCreate(d=server_state_out(joined.state)))
-
-
-def announce_departure(rt: Runtime, server_id: int, member: members.MemberRow) -> None:
-    """After a member left, was kicked or banned: MEMBER_REMOVE to the server (them included),
-    then they stop hearing it and get SERVER_DELETE."""
-    user = user_brief_out(member.user)
-    fanout = rt.chat.fanout
-    fanout.to_server(
-        server_id,
-        events.MemberRemoveEvent(d=objects.MemberRemove(server_id=str(server_id), user=user)),
-    )
-    fanout.announce(MemberLeft(server_id, member.user.id))
-    fanout.to_users((member.user.id,), events.ServerDelete(d=objects.Deleted(id=str(server_id))))
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -182,7 +130,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         sid = snowflake(server_id, "server")
         joined = await rt.store.write(members.join_public, sid, who.user_id, now_ms())
         if joined.created:
-            announce_join(rt, joined, who.user_id)
+            announce_join(rt.chat, joined, who.user_id)
         return json_response(server_state_out(joined.state), 201 if joined.created else 200)
 
     @bp.get("/servers/<server_id>")
@@ -405,7 +353,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         joined = await rt.store.write(invites.use_invite, code, who.user_id, now_ms())
         if joined.created:
-            announce_join(rt, joined, who.user_id)
+            announce_join(rt.chat, joined, who.user_id)
         return json_response(server_state_out(joined.state), 201 if joined.created else 200)
 
     @bp.delete("/invites/<code>")
@@ -429,7 +377,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         sid = snowflake(server_id, "server")
         member = await rt.store.write(members.leave_server, sid, who.user_id)
-        announce_departure(rt, sid, member)
+        announce_departure(rt.chat, sid, member)
         return no_content()
 
     # -- direct messages -----------------------------------------------------------------------
