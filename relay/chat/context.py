@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from relay.chat.messages import SendableMemo
 from relay.errors import RateLimited
 from relay.ratelimit import RateLimiter
 
@@ -35,6 +36,7 @@ class Chat:
         self.message_limiter = RateLimiter(settings.message_rate, settings.message_window_s)
         self.action_limiter = RateLimiter(settings.action_rate, settings.message_window_s)
         self.typing_limiter = RateLimiter(1, settings.typing_interval_s, max_keys=TYPING_KEYS)
+        self.sendable = SendableMemo(views)  # who may post where, as last checked
 
     def message_refused(self, user_id: int) -> RateLimited | None:
         """Count one message of `user_id` (a REST post or a gateway send): None if it may go,

@@ -34,7 +34,7 @@ from relay.chat.objects import (
     iso,
     message_out,
 )
-from relay.errors import BadRequest, NotFound, Unavailable
+from relay.errors import BadRequest, NotFound, RelayError, Unavailable
 from relay.ids import parse_id
 from relay.permissions import P
 from relay.storage import audience, messages
@@ -49,11 +49,14 @@ if TYPE_CHECKING:
     from actors import Asked, Reply
     from relay.chat.context import Chat
     from relay.chat.objects import Author, Message
+    from relay.chat.views import Views
     from relay.storage.audience import VisibleChannel
     from relay.storage.messages import MessageRow, Posted
 
 MAX_EMOJI_CHARS = 32  # longer than any emoji sequence; bounds the work is_emoji does
 MAX_CONTENT_CHARS = 4000  # characters (code points), as sent
+SENDABLE_TTL_S = 30.0  # see SendableMemo
+SENDABLE_KEPT = 10_000  # (user, channel) pre-checks kept; more and the memo starts over
 
 
 def created_event(row: MessageRow) -> events.MessageCreate:
@@ -99,10 +102,63 @@ async def text_channel(chat: Chat, user_id: int, channel_id: str) -> VisibleChan
 
 
 async def sendable_channel(chat: Chat, user_id: int, channel_id: str) -> VisibleChannel:
-    """A text channel the user may post in (403 missing_permission or timed_out otherwise)."""
+    """A text channel the user may post in (403 missing_permission or timed_out otherwise).
+    A positive answer is kept (`SendableMemo`): only the fail-fast, since the write checks
+    again."""
+    now = trio.current_time()
+    known = chat.sendable.get(user_id, channel_id, now)
+    if known is not None:
+        return known
+    changes = chat.views.changes  # before the read: a change during it makes the answer stale
     channel = await text_channel(chat, user_id, channel_id)
-    channel.require(P.SEND_MESSAGES)  # fail fast; the write checks again
+    channel.require(P.SEND_MESSAGES)
+    chat.sendable.put(user_id, channel_id, channel, changes, now)
     return channel
+
+
+class SendableMemo:
+    """Who may post where, as last checked: so a post usually needs no read before its write.
+
+    The pre-check is only a fail-fast: `messages.create` checks visibility and SEND_MESSAGES
+    again in its transaction and refuses with the same codes. Without it, that read (a worker
+    thread round trip, and a permission load in a reader whose cache every commit clears) cost
+    more than the write. An entry holds while no permission or membership changed anywhere
+    (`Views.changes`), and for SENDABLE_TTL_S after its check or after the last post that
+    committed there (which passed the write's check); a post the write refuses drops it.
+    """
+
+    __slots__ = ("_entries", "_views")
+
+    def __init__(self, views: Views) -> None:
+        self._views = views
+        self._entries: dict[tuple[int, str], tuple[float, int, VisibleChannel]] = {}
+
+    def get(self, user_id: int, channel_id: str, now: float) -> VisibleChannel | None:
+        entry = self._entries.get((user_id, channel_id))
+        if entry is None:
+            return None
+        at, changes, channel = entry
+        if changes != self._views.changes or now - at >= SENDABLE_TTL_S:
+            del self._entries[user_id, channel_id]
+            return None
+        return channel
+
+    def put(
+        self, user_id: int, channel_id: str, channel: VisibleChannel, changes: int, now: float
+    ) -> None:
+        if len(self._entries) >= SENDABLE_KEPT:
+            self._entries.clear()
+        self._entries[user_id, channel_id] = (now, changes, channel)
+
+    def committed(self, user_id: int, channel_id: str, now: float) -> None:
+        """A post there just passed the write's own check: the entry is fresh again."""
+        entry = self._entries.get((user_id, channel_id))
+        if entry is not None and entry[1] == self._views.changes:
+            self._entries[user_id, channel_id] = (now, entry[1], entry[2])
+
+    def refused(self, user_id: int, channel_id: str) -> None:
+        """The write refused a post there: check before the next one."""
+        self._entries.pop((user_id, channel_id), None)
 
 
 async def readable_channel(chat: Chat, user_id: int, channel_id: str) -> VisibleChannel:
@@ -193,7 +249,12 @@ async def post(
     channel = await sendable_channel(chat, user_id, channel_id)
     with trio.move_on_after(chat.settings.send_timeout_s):
         asked = await queue_post(chat, new_message(user_id, channel, content, nonce, reply_to))
-        done = await posted(asked)
+        try:
+            done = await posted(asked)
+        except RelayError:
+            chat.sendable.refused(user_id, channel_id)
+            raise
+        chat.sendable.committed(user_id, channel_id, trio.current_time())
         return message_out(done.message), done.created
     raise channel_busy()
 

@@ -80,6 +80,7 @@ class Views:
         self._generation: dict[int, int] = {}  # bumped by invalidate: stale loads are dropped
         self._loading: dict[int, trio.Event] = {}  # loads in flight, set when each ends
         self.loads = 0  # snapshots read from the database (for tests and metrics)
+        self.changes = 0  # invalidations so far, of any server: what was checked before is stale
 
     async def get(self, server_id: int) -> ServerView | None:
         """The server's current view (None: the server is gone). Concurrent callers share one
@@ -112,6 +113,7 @@ class Views:
 
     def invalidate(self, server_id: int) -> None:
         self._generation[server_id] = self._generation.get(server_id, 0) + 1
+        self.changes += 1
         self._views.pop(server_id, None)
 
     def drop(self, server_id: int) -> None:

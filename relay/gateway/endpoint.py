@@ -16,9 +16,9 @@ INVALID_SESSION (d = false) and must IDENTIFY. A session outlives its connection
 | unauthenticated | ack       | -> ready / 4004 | -> ready / 9 | close 4003      | close 4003   |
 | ready           | ack       | close 4005      | close 4005   | update          | send, ack 13 |
 
-Message sends (op 12) are pipelined. The reader checks each one as the REST route does (a
-channel that passed, or took a committed send, is trusted for SENDABLE_TTL_S, since the write
-checks again) and queues it with the channel's actor, in the order read, so history order is
+Message sends (op 12) are pipelined. The reader checks each one as the REST route does (with
+the chat layer's `sendable_channel`, which keeps positive answers, since the write checks
+again) and queues it with the channel's actor, in the order read, so history order is
 send order; then it reads on, so one connection is not limited to one message per commit. The
 actor's publisher hands each answer straight back (`Fanout.post_with`: no task switch),
 and acks (op 13) go out in send order from a first-in first-out queue of the sends in flight. A
@@ -96,20 +96,12 @@ if TYPE_CHECKING:
     from relay.realtime.connection import Connection
     from relay.realtime.listener import Request
     from relay.runtime import Runtime
-    from relay.storage.audience import VisibleChannel
     from relay.storage.messages import Posted
 
 log = logging.getLogger("relay.gateway")
 ENCODINGS = ("json", "msgpack")
 SEND_DRAIN_S = 2.0  # after the client left or closed: sends in flight may finish this long
 ACK_CHECK_S = 1.0  # how often sends in flight are checked against send_timeout_s
-# A channel REST's pre-check let this connection post in is not looked up again for this long
-# after that check or the last send that committed there (the write checks again in its
-# transaction, with the same error codes, and a refusal drops the channel from here): that
-# read, a worker thread round trip per message, would otherwise cost more than the write (0.7
-# ms of a send's latency) and spread the sends out so that group commit has little to group.
-SENDABLE_TTL_S = 30.0
-SENDABLE_CHANNELS = 64  # per connection; more and the memory starts over
 
 
 class _Closing(Exception):
@@ -188,7 +180,6 @@ class GatewayConnection:
         "limiter",
         "rt",
         "send_slots",
-        "sendable",
         "session",
         "sink",
         "watch",
@@ -212,7 +203,6 @@ class GatewayConnection:
         self.acks: deque[_Queued] | None = None
         self.send_slots: trio.Semaphore | None = None
         self.drained: trio.Event | None = None  # set when `acks` empties, while draining
-        self.sendable: dict[str, tuple[float, VisibleChannel]] = {}  # channel id -> checked
 
     def control(self, op: Op, d: Any) -> bytes:
         return self.sink.frame(encode_control(op, d, self.encoding))
@@ -334,7 +324,9 @@ class GatewayConnection:
         try:
             if error is None:
                 try:
-                    channel = await self._sendable_channel(user_id, data.channel_id)
+                    channel = await chat_messages.sendable_channel(
+                        self.rt.chat, user_id, data.channel_id
+                    )
                     new = chat_messages.new_message(
                         user_id, channel, data.content, data.nonce, data.reply_to
                     )
@@ -356,14 +348,14 @@ class GatewayConnection:
     def _answered(self, item: _Queued, result: outcome.Outcome[Posted]) -> None:
         """A send's answer, in the channel's publisher task: must not raise."""
         data = item.data
+        assert self.session is not None  # sends are read only once there is a session
+        user_id, sendable = self.session.user_id, self.rt.chat.sendable
         try:
             message = chat_messages.posted_of(result).message
             ack = SendAck(nonce=data.nonce, id=str(message.id), channel_id=str(message.channel_id))
-            known = self.sendable.get(data.channel_id)
-            if known is not None:  # the write has just checked the permission again
-                self.sendable[data.channel_id] = (trio.current_time(), known[1])
+            sendable.committed(user_id, data.channel_id, trio.current_time())
         except RelayError as e:
-            self.sendable.pop(data.channel_id, None)  # fail fast again from now on
+            sendable.refused(user_id, data.channel_id)  # fail fast again from now on
             ack = SendAck(nonce=data.nonce, error=send_error(e))
         except StoreClosed:
             closing = Unavailable("the server is shutting down", code="unavailable")
@@ -405,21 +397,6 @@ class GatewayConnection:
                 item.ack = SendAck(nonce=item.data.nonce, error=send_error(busy))
             if late:
                 self._send_acks()
-
-    async def _sendable_channel(self, user_id: int, channel_id: str) -> VisibleChannel:
-        """The chat layer's pre-check (`sendable_channel`); a positive answer is reused for
-        SENDABLE_TTL_S after it or after the last send committed there. Only the fail-fast is
-        skipped then: `messages.create` checks visibility and SEND_MESSAGES again in the
-        transaction and refuses with the same codes."""
-        now = trio.current_time()
-        known = self.sendable.get(channel_id)
-        if known is not None and now - known[0] < SENDABLE_TTL_S:
-            return known[1]
-        channel = await chat_messages.sendable_channel(self.rt.chat, user_id, channel_id)
-        if len(self.sendable) >= SENDABLE_CHANNELS:
-            self.sendable.clear()
-        self.sendable[channel_id] = (now, channel)
-        return channel
 
     def _require_fresh(self) -> None:
         if self.session is not None:

@@ -1,1 +1,1 @@
-"""Storage: SQLite through sqlite-utils; sync query functions per area and the async Store (DESIGN §3)."""
+"""Storage: SQLite through sqlite-utils, sync queries per area and the async Store (DESIGN §3)."""

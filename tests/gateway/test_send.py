@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
+from relay.chat import messages as chat_messages
 from relay.client import open_gateway
 from relay.gateway import endpoint
 from tests.gateway.conftest import join, new_member
@@ -624,7 +625,7 @@ async def test_sends_that_commit_keep_the_channel_check_fresh(
     only from the check. Here every reader is held when a send comes 1.4 s after the check
     (SENDABLE_TTL_S is 1 s) but 0.8 s after the last committed send: it is acked all the
     same, with no read."""
-    monkeypatch.setattr(endpoint, "SENDABLE_TTL_S", 1.0)
+    monkeypatch.setattr(chat_messages, "SENDABLE_TTL_S", 1.0)
     alice, _bob, guild = await setup_pair(gateway_server)
     channel = text_channel(guild)
     store = gateway_server.runtime.store

@@ -4,8 +4,10 @@ the events they produce, watched on real gateway connections."""
 
 from __future__ import annotations
 
+import threading
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -762,3 +764,42 @@ async def test_edits_reactions_and_dm_opens_have_their_own_rate_limit(
         assert [(r["emoji"], r["count"]) for r in got["reactions"]] == [("👍", 1)]
         await post(w.alice, w.text, "still allowed")
     await shutdown()
+
+
+async def test_a_post_after_a_checked_one_needs_no_read(world: World) -> None:
+    """A channel the poster was just let into is not read again before the next post (the
+    write checks again in its transaction): a post goes through while every reader is busy.
+    A permission change anywhere makes the next post read again."""
+    store = world.running.runtime.store
+    hold = threading.Event()
+    held = trio.Semaphore(0)
+    token = trio.lowlevel.current_trio_token()
+
+    def occupy(_db: object) -> None:
+        trio.from_thread.run_sync(held.release, trio_token=token)
+        hold.wait(10)
+
+    posted_without_read = False
+    with trio.fail_after(15):
+        await post(world.alice, world.text, "checked")
+        async with trio.open_nursery() as nursery:
+            try:
+                for _ in range(world.running.settings.db_readers):
+                    nursery.start_soon(partial(store.read, occupy))
+                    await held.acquire()
+                with trio.move_on_after(2):
+                    assert (await post(world.alice, world.text, "no read"))["content"] == "no read"
+                    posted_without_read = True
+            finally:
+                hold.set()
+        assert posted_without_read
+        before = world.running.runtime.chat.views.changes
+        role = {"name": "r", "permissions": "0"}
+        await world.alice.client.call("POST", f"/v1/api/servers/{world.server_id}/roles", role)
+        assert world.running.runtime.chat.views.changes > before
+        assert (
+            world.running.runtime.chat.sendable.get(
+                int(world.alice.id), world.text, trio.current_time()
+            )
+            is None
+        )
