@@ -31,6 +31,7 @@ import math
 from functools import partial
 from typing import TYPE_CHECKING
 
+import msgspec
 import trio
 
 from actors import ActorStopped, Overloaded, Registry
@@ -66,6 +67,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay.gateway")
 
 
+class HubHealth(msgspec.Struct, frozen=True):
+    """What /readyz reports of the hub."""
+
+    running: bool  # the channel-actor registry is running
+    channel_actors: int
+    sessions: int  # gateway sessions, connected or waiting for a RESUME
+
+
 REAP_EVERY_S = 1.0
 KEPT_AUDIENCES = 512  # channel audiences kept at most (then all are dropped and recomputed)
 
@@ -92,6 +101,9 @@ class Hub:
             await nursery.start(self.presence.run)
             nursery.start_soon(self._reap_forever)
             task_status.started()
+
+    def health(self) -> HubHealth:
+        return HubHealth(self.channels.is_running, len(self.channels.running()), len(self.sessions))
 
     def close(self) -> None:
         self.channels.close_all()

@@ -44,15 +44,16 @@ def health_blueprint(rt: Runtime) -> Blueprint:
                 checks["database"] = f"error: {type(e).__name__}"
         if scope.cancelled_caught:
             checks["database"] = "timeout"
-        checks["actors"] = "ok" if rt.hub.channels.is_running else "stopped"
+        hub = rt.hub.health()
+        checks["actors"] = "ok" if hub.running else "stopped"
         ok = all(v == "ok" for v in checks.values())
         rooms, _ = rt.rooms.summary()
         return json_response(
             {
                 "status": "ready" if ok else "unavailable",
                 "checks": checks,
-                "actors_running": len(rt.hub.channels.running()),
-                "gateway_sessions": len(rt.hub.sessions),
+                "actors_running": hub.channel_actors,
+                "gateway_sessions": hub.sessions,
                 "writes_committed": rt.store.writes,
                 "write_batches": rt.store.batches,
                 "writes_queued": rt.store.queued,
