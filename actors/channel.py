@@ -34,13 +34,14 @@ import trio
 from actors.base import Actor, Reply
 from relay.storage import messages
 from relay.storage.db import Pending, StoreClosed
+from relay.storage.messages import NewMessage, Posted
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from relay.storage.audience import ChannelAudience
     from relay.storage.db import Store
-    from relay.storage.messages import MessageRow, NewMessage, Posted
+    from relay.storage.messages import MessageRow
 
 
 class Post(msgspec.Struct, frozen=True):

@@ -82,6 +82,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     send_timeout_s: PositiveFloat = 10.0  # a new message's wait for its channel and its commit
     typing_interval_s: PositiveFloat = 5.0  # a user's typing in a channel is sent this often
     max_pins: Positive = 50  # pinned messages per channel
+    # Servers and what they hold; over a limit the change is refused with 422.
+    max_servers_owned: Positive = 100  # servers one user may own (too_many_servers)
+    max_servers_joined: Positive = 200  # memberships one user may have (too_many_servers_joined)
+    max_channels_per_server: Positive = 500  # channels of all types (too_many_channels)
+    max_invites_per_server: Positive = 1000  # usable invites; spent ones are pruned
     # Gateway sessions per user, connected or waiting for a RESUME; the oldest waiting ones make
     # way for a new IDENTIFY, and with this many connected it is refused (4011).
     max_sessions_per_user: Positive = 32

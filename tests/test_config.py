@@ -3,6 +3,7 @@ the bad key in both spellings."""
 
 from __future__ import annotations
 
+import inspect
 import resource
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ import pytest
 from relay.config import ENV_PREFIX, Settings, load_settings
 from relay.errors import ConfigError
 from relay.services import NOFILE_WANTED, raise_open_files_limit
+from relay.storage import invites, members
 from tests.conftest import settings_for
 
 if TYPE_CHECKING:
@@ -61,6 +63,30 @@ def test_defaults_need_no_configuration() -> None:
     assert settings.refresh_token_ttl_s == 30 * 24 * 3600
     assert settings.rate_window_s == 60.0
     assert settings.db_readers == 4
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    missing = [
+        name
+        for name in Settings.__struct_fields__
+        if f"`{ENV_PREFIX}{name.upper()}`" not in readme or f"`{name}`" not in readme
+    ]
+    assert missing == []
+
+
+def test_storage_limits_default_to_the_settings_defaults() -> None:
+    """The storage functions' limits are parameters (the chat layer passes the settings);
+    their defaults, for direct callers such as tests, are the settings' defaults."""
+    defaults = Settings()
+
+    def default(fn: Callable[..., Any], name: str) -> Any:
+        return inspect.signature(fn).parameters[name].default
+
+    assert default(members.join, "max_joined") == defaults.max_servers_joined
+    assert default(members.join_public, "max_joined") == defaults.max_servers_joined
+    assert default(invites.use_invite, "max_joined") == defaults.max_servers_joined
+    assert default(invites.create_invite, "max_invites") == defaults.max_invites_per_server
 
 
 def test_env_without_the_prefix_is_ignored() -> None:

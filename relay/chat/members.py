@@ -1,27 +1,64 @@
-"""Membership announcements: what the fan-out hears when someone joins or leaves a server.
+"""Members: listing a server's members and leaving one, and the membership announcements
+(what the fan-out hears when someone joins or leaves a server).
 
-Called by every operation that changes membership (joining by invite or publicly, creating a
-server, leaving, kicks and bans), after the change committed.
+The announcements are made by every operation that changes membership (joining by invite or
+publicly, creating a server, leaving, kicks and bans), after the change committed.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from relay.chat import events
+from relay.chat.args import snowflake
 from relay.chat.fanout import MemberJoined, MemberLeft
 from relay.chat.objects import (
     Deleted,
     MemberAdd,
     MemberRemove,
+    ServerWithChannels,
     iso,
+    member_out,
     server_state_out,
     user_brief_out,
 )
+from relay.storage import members
 
 if TYPE_CHECKING:
     from relay.chat.context import Chat
+    from relay.chat.objects import Member
     from relay.storage.members import Joined, MemberRow
+
+
+class JoinedServer(msgspec.Struct, frozen=True, kw_only=True):
+    """What joining a server answers: the server with its channels and roles, and False in
+    `created` if the user was a member already (nothing changed, nothing was announced)."""
+
+    server: ServerWithChannels
+    created: bool
+
+
+async def page(chat: Chat, user_id: int, server_id: str, after: int, limit: int) -> list[Member]:
+    """The server's members by user id, after `after` (a member may list them)."""
+    sid = snowflake(server_id, "server")
+    rows = await chat.store.read(members.members_page, sid, user_id, after, limit)
+    return [member_out(m) for m in rows]
+
+
+async def leave(chat: Chat, user_id: int, server_id: str) -> None:
+    """Leave the server (not its owner: 422 owner_cannot_leave)."""
+    sid = snowflake(server_id, "server")
+    member = await chat.store.write(members.leave_server, sid, user_id)
+    announce_departure(chat, sid, member)
+
+
+def after_join(chat: Chat, done: Joined, user_id: int) -> JoinedServer:
+    """After a join committed: announce it if the user is new, and say what to answer."""
+    if done.created:
+        announce_join(chat, done, user_id)
+    return JoinedServer(server=server_state_out(done.state), created=done.created)
 
 
 def announce_join(chat: Chat, joined: Joined, user_id: int) -> None:

@@ -180,7 +180,8 @@ def create_channel(
     are the caller's.
 
     Raises NotFound("unknown_server"), Forbidden("missing_permission" | "role_hierarchy"),
-    BadRequest(parent_id) or Unprocessable("too_many_channels").
+    BadRequest(parent_id) or Unprocessable("too_many_channels": the server has `max_channels`,
+    the setting max_channels_per_server).
     """
     actor = require_server(db, server_id, user_id, P.MANAGE_CHANNELS)
     if permission_overwrites is not None:

@@ -40,9 +40,6 @@ class InvitePreview(msgspec.Struct, frozen=True):
     member_count: int
 
 
-MAX_INVITES = 1000  # usable ones per server; spent ones are pruned (prune_invites)
-
-
 def _unknown_invite() -> NotFound:
     return NotFound("unknown invite", code="unknown_invite")
 
@@ -57,10 +54,11 @@ def create_invite(
     now_ms: int,
     reason: str | None = None,
     *,
-    max_invites: int = MAX_INVITES,
+    max_invites: int = 1000,
 ) -> InviteRow:
     """Raises NotFound("unknown_server"), Forbidden("missing_permission"),
-    Unprocessable("too_many_invites": the server has `max_invites` usable ones) or
+    Unprocessable("too_many_invites": the server has `max_invites` usable ones, the setting
+    max_invites_per_server; spent ones are pruned by `prune_invites`) or
     Conflict("invite_code_taken") (retry another code)."""
     require_server(db, server_id, inviter_id, P.CREATE_INVITE)
     usable = db.execute(
@@ -138,13 +136,16 @@ def invite_preview(db: Database, code: str, now_ms: int) -> InvitePreview:
     return InvitePreview(invite, row[0], row[1])
 
 
-def use_invite(db: Database, code: str, user_id: int, now_ms: int) -> Joined:
+def use_invite(
+    db: Database, code: str, user_id: int, now_ms: int, *, max_joined: int = 200
+) -> Joined:
     """Join the invite's server, spending one use. The check and the increment happen in this
     one write, so two joins on an invite with one use left cannot both pass.
 
     A user who is already a member gets the server back and spends nothing (even if the invite
     has expired or is used up since). Raises NotFound("unknown_invite"),
-    Gone("invite_expired" | "invite_exhausted") or Forbidden("banned").
+    Gone("invite_expired" | "invite_exhausted"), Forbidden("banned") or
+    Unprocessable("too_many_servers_joined": see `members.join`).
     """
     invite = get_invite(db, code)
     if invite is None:
@@ -154,7 +155,7 @@ def use_invite(db: Database, code: str, user_id: int, now_ms: int) -> Joined:
         if is_banned(db, invite.server_id, user_id):
             raise banned()
         db.execute("UPDATE invites SET uses = uses + 1 WHERE code = ?", (code,))
-    return join(db, invite.server_id, user_id, now_ms)
+    return join(db, invite.server_id, user_id, now_ms, max_joined=max_joined)
 
 
 def delete_invite(db: Database, code: str, user_id: int, reason: str | None = None) -> InviteRow:

@@ -49,7 +49,6 @@ class Joined(msgspec.Struct, frozen=True):
     created: bool  # False: the user was already a member and no use was spent
 
 
-MAX_JOINED = 200  # servers one user may be a member of, by invite or public join
 _MEMBER = (
     "m.server_id, m.user_id, u.username, u.display_name, m.nickname, m.joined_at,"
     " m.communication_disabled_until"
@@ -111,28 +110,33 @@ def leave_server(db: Database, server_id: int, user_id: int) -> MemberRow:
     return member
 
 
-def join_public(db: Database, server_id: int, user_id: int, now_ms: int) -> Joined:
+def join_public(
+    db: Database, server_id: int, user_id: int, now_ms: int, *, max_joined: int = 200
+) -> Joined:
     """Join a public server without an invite. Raises NotFound("unknown_server") for a server
-    that is not public (or does not exist) and Forbidden("banned")."""
+    that is not public (or does not exist), and what `join` raises."""
     server = get_server(db, server_id)
     if server is None or not (server.is_public or is_member(db, server_id, user_id)):
         raise unknown_server()
-    return join(db, server_id, user_id, now_ms)
+    return join(db, server_id, user_id, now_ms, max_joined=max_joined)
 
 
-def join(db: Database, server_id: int, user_id: int, now_ms: int) -> Joined:
+def join(
+    db: Database, server_id: int, user_id: int, now_ms: int, *, max_joined: int = 200
+) -> Joined:
     """Make `user_id` a member once the caller has let them in (a public server, a usable
     invite); a member already gets the server back. Raises Forbidden("banned") or
-    Unprocessable("too_many_servers_joined")."""
+    Unprocessable("too_many_servers_joined": the user is a member of `max_joined` servers,
+    the setting max_servers_joined)."""
     member = get_member(db, server_id, user_id)
     if member is not None:
         return Joined(server_state(db, server_id, user_id), member, created=False)
     if is_banned(db, server_id, user_id):
         raise banned()
     joined = db.execute("SELECT count(*) FROM members WHERE user_id = ?", (user_id,)).fetchone()
-    if joined[0] >= MAX_JOINED:
+    if joined[0] >= max_joined:
         raise Unprocessable(
-            f"a user may be a member of at most {MAX_JOINED} servers; leave one first",
+            f"a user may be a member of at most {max_joined} servers; leave one first",
             code="too_many_servers_joined",
         )
     db.execute(

@@ -125,7 +125,8 @@ def create_server(
 ) -> ServerState:
     """A server owned by (and with the single member) `owner_id`, with its @everyone role, a
     `general` text channel and a `General` voice channel. Raises
-    Unprocessable("too_many_servers")."""
+    Unprocessable("too_many_servers": `owner_id` owns `max_owned`, the setting
+    max_servers_owned)."""
     owned = db.execute("SELECT count(*) FROM servers WHERE owner_id = ?", (owner_id,)).fetchone()
     if owned[0] >= max_owned:
         raise Unprocessable(f"a user may own at most {max_owned} servers", code="too_many_servers")

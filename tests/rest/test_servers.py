@@ -13,14 +13,16 @@ import trio
 from msgspec import to_builtins
 from nacl.signing import SigningKey
 
+from relay.chat.dms import dm_channels
+from relay.chat.servers import ready_states
 from relay.gateway.session import Session
 from relay.permissions import DEFAULT_EVERYONE
-from relay.rest import servers as servers_rest
-from relay.rest.servers import dm_channels, ready_servers
 from relay.storage import audience
+from tests.conftest import settings_for, start_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+    from pathlib import Path
 
     from relay.client import RelayClient
     from tests.conftest import RunningServer
@@ -57,20 +59,26 @@ class User:
         return fields
 
 
-@pytest.fixture
-async def make_user(relay_server: RunningServer) -> AsyncIterator[Callable[[str], Awaitable[User]]]:
+def user_maker(
+    server: RunningServer, clients: list[RelayClient]
+) -> Callable[[str], Awaitable[User]]:
     """Register (with an Ed25519 key: no password hashing) and log in a new user."""
-    clients: list[RelayClient] = []
 
     async def make(name: str) -> User:
         key = SigningKey.generate()
-        client = relay_server.client()
+        client = server.client()
         clients.append(client)
         user = await client.register(name, public_key=bytes(key.verify_key))
         await client.login_with_key(name, key)
         return User(client, user["id"], name)
 
-    yield make
+    return make
+
+
+@pytest.fixture
+async def make_user(relay_server: RunningServer) -> AsyncIterator[Callable[[str], Awaitable[User]]]:
+    clients: list[RelayClient] = []
+    yield user_maker(relay_server, clients)
     for client in clients:
         await client.aclose()
 
@@ -303,10 +311,9 @@ async def test_update_and_delete_a_server(
     assert sid not in relay_server.runtime.hub.online_members
 
 
-async def test_servers_owned_are_limited(
-    monkeypatch: pytest.MonkeyPatch, make_user: Callable[[str], Awaitable[User]]
-) -> None:
-    monkeypatch.setattr(servers_rest, "MAX_SERVERS_OWNED", 3)
+async def test_servers_owned_are_limited(nursery: trio.Nursery, tmp_path: Path) -> None:
+    running, shutdown = await start_server(nursery, settings_for(tmp_path, max_servers_owned=3))
+    make_user = user_maker(running, [])
     ann, bob = await make_user("ann"), await make_user("bob")
     owned = [await new_server(ann, f"s{n}") for n in range(3)]
     assert await ann.error("POST", "/servers", {"name": "one more"}) == (422, "too_many_servers")
@@ -314,6 +321,7 @@ async def test_servers_owned_are_limited(
     assert len(await ann.call("GET", "/users/@me/servers")) == 4
     await ann.call("DELETE", f"/servers/{owned[0]['id']}")
     await new_server(ann, "again")
+    await shutdown()
 
 
 # -- channels ----------------------------------------------------------------------------------
@@ -449,11 +457,10 @@ async def test_channel_parents_must_be_categories_of_the_same_server(
     assert await ann.call("GET", f"/channels/{general['id']}") == general
 
 
-async def test_channels_per_server_are_limited(
-    monkeypatch: pytest.MonkeyPatch, make_user: Callable[[str], Awaitable[User]]
-) -> None:
-    monkeypatch.setattr(servers_rest, "MAX_CHANNELS", 3)
-    ann = await make_user("ann")
+async def test_channels_per_server_are_limited(nursery: trio.Nursery, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, max_channels_per_server=3)
+    running, shutdown = await start_server(nursery, settings)
+    ann = await user_maker(running, [])("ann")
     sid = (await new_server(ann))["id"]
     path = f"/servers/{sid}/channels"
     third = await ann.call("POST", path, {"name": "third", "type": "text"})
@@ -463,6 +470,7 @@ async def test_channels_per_server_are_limited(
     )
     await ann.call("DELETE", f"/channels/{third['id']}")
     await ann.call("POST", path, {"name": "fourth", "type": "text"})
+    await shutdown()
 
 
 # -- invites -----------------------------------------------------------------------------------
@@ -778,7 +786,7 @@ async def test_ready_helpers(
     )
     dm_ab = await bob.call("POST", "/users/@me/channels", {"recipient_id": ann.id})
     dm_bc = await bob.call("POST", "/users/@me/channels", {"recipient_id": cat.id})
-    rt = relay_server.runtime
+    chat = relay_server.runtime.chat
 
     ready = await bob.call("GET", "/users/@me/servers")
     assert [s["id"] for s in ready] == [first["id"], second["id"]]
@@ -792,8 +800,8 @@ async def test_ready_helpers(
     ]
     assert states[0]["channels"][-1] == extra
 
-    assert to_builtins(await ready_servers(rt, int(bob.id))) == states
-    assert to_builtins(await dm_channels(rt, int(bob.id))) == [dm_ab, dm_bc]
-    assert to_builtins(await dm_channels(rt, int(ann.id))) == [dm_ab]
-    assert await ready_servers(rt, 123) == []
-    assert await dm_channels(rt, 123) == []
+    assert to_builtins(await ready_states(chat, int(bob.id))) == states
+    assert to_builtins(await dm_channels(chat, int(bob.id))) == [dm_ab, dm_bc]
+    assert to_builtins(await dm_channels(chat, int(ann.id))) == [dm_ab]
+    assert await ready_states(chat, 123) == []
+    assert await dm_channels(chat, 123) == []

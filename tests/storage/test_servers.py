@@ -408,18 +408,15 @@ def test_ready_queries_take_a_constant_number_of_statements(world: Database) -> 
     assert dms.dms_of(world, 3) == []
 
 
-def test_a_user_is_a_member_of_at_most_max_joined_servers(
-    world: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(members, "MAX_JOINED", 2)  # user 2 is in server 100 already
+def test_a_user_is_a_member_of_at_most_max_joined_servers(world: Database) -> None:
     for sid in (200, 300):
         add_server(world, sid, 1)
         invites.create_invite(world, f"to{sid}", sid, 1, None, None, NOW)
-    assert invites.use_invite(world, "to200", 2, NOW).created
+    assert invites.use_invite(world, "to200", 2, NOW, max_joined=2).created  # 2 is in 100 already
     with pytest.raises(Unprocessable) as full:
-        invites.use_invite(world, "to300", 2, NOW)
+        invites.use_invite(world, "to300", 2, NOW, max_joined=2)
     assert (full.value.status, full.value.code) == (422, "too_many_servers_joined")
     assert not servers.is_member(world, 300, 2)
-    assert not invites.use_invite(world, "to200", 2, NOW).created  # a member already: fine
+    assert not invites.use_invite(world, "to200", 2, NOW, max_joined=2).created  # a member: fine
     members.leave_server(world, 200, 2)
-    assert invites.use_invite(world, "to300", 2, NOW).created  # room again
+    assert invites.use_invite(world, "to300", 2, NOW, max_joined=2).created  # room again

@@ -1,0 +1,50 @@
+"""Direct messages: opening the DM channel between two users, and the user's DM channels.
+
+Messages in a DM channel are relay.chat.messages, like any text channel's.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from relay.chat import events
+from relay.chat.args import id_field
+from relay.chat.objects import Channel, dm_out
+from relay.storage import dms
+from relay.storage.access import now_ms
+
+if TYPE_CHECKING:
+    from relay.chat import commands
+    from relay.chat.context import Chat
+
+
+class OpenedDm(msgspec.Struct, frozen=True, kw_only=True):
+    """The DM channel, and False in `created` if the two users had one already."""
+
+    channel: Channel
+    created: bool
+
+
+async def open_dm(chat: Chat, user_id: int, data: commands.OpenDm) -> OpenedDm:
+    """The DM channel with `data.recipient_id`, made if they have none yet (then both users
+    hear CHANNEL_CREATE). Counts against the user's action budget (429 rate_limited), and
+    raises 400 cannot_dm_self, 404 unknown_user or 403 no_shared_server."""
+    if (refused := chat.action_refused(user_id)) is not None:
+        raise refused  # a DM, once made, is there for good and in both users' READY
+    recipient_id = id_field(data.recipient_id, "recipient_id")
+    opened = await chat.store.write(
+        dms.open_dm, chat.store.ids.next(), user_id, recipient_id, now_ms()
+    )
+    payload = dm_out(opened.dm)
+    if opened.created:
+        recipients = [u.id for u in opened.dm.recipients]
+        chat.fanout.to_users(recipients, events.ChannelCreate(d=payload), dm=True)
+    return OpenedDm(channel=payload, created=opened.created)
+
+
+async def dm_channels(chat: Chat, user_id: int) -> list[Channel]:
+    """The user's DM channels with their recipients, as READY has them (two queries in
+    all)."""
+    return [dm_out(dm) for dm in await chat.store.read(dms.dms_of, user_id)]
