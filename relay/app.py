@@ -48,6 +48,7 @@ _HTTP_CODES = {
     400: "bad_request",
     404: "unknown_route",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
@@ -105,6 +106,7 @@ def create_app(settings: Settings) -> QuartTrio:
     app = QuartTrio("relay", static_folder=None)  # no static files: no /static route
     app.asgi_http_class = HTTPConnection
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["BODY_TIMEOUT"] = settings.body_timeout_s  # 408 after it (quart-trio's default: 60)
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_grace_s
     app.extensions["relay"] = rt
     for blueprint in (

@@ -173,3 +173,73 @@ async def test_a_kept_alive_connection_does_not_hold_up_shutdown(
         await shutdown()
         assert trio.current_time() - started < 1.0
         assert await stream.receive_some(100) == b""
+
+
+async def connect_from(url: str, source: str) -> trio.SocketStream:
+    """A TCP connection to the server from `source`, one of the loopback addresses."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = trio.socket.socket()
+    await sock.bind((source, 0))
+    await sock.connect((host, int(port)))
+    return trio.SocketStream(sock)
+
+
+async def answers(stream: trio.SocketStream) -> bool:
+    await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    return (await read_response(stream)).startswith(b"HTTP/1.1 200")
+
+
+async def refused(stream: trio.SocketStream) -> bool:
+    """Whether the server answered 503 and closed, before being sent anything."""
+    received = b""
+    while chunk := await stream.receive_some(65536):
+        received += chunk
+    status, body = status_and_json(received)
+    return (status, body["error"]["code"]) == (503, "too_many_connections")  # type: ignore[index]
+
+
+async def test_connections_over_a_cap_get_503_until_one_ends(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, max_connections=3, max_connections_per_ip=2)
+    running, shutdown = await start_server(nursery, settings)
+    with trio.fail_after(5):
+        first = await connect_from(running.url, "127.0.0.1")
+        second = await connect_from(running.url, "127.0.0.1")
+        assert await answers(first)
+        assert await answers(second)
+        async with await connect_from(running.url, "127.0.0.1") as third:
+            assert await refused(third)
+        await first.aclose()
+        await trio.testing.wait_all_tasks_blocked()  # the server's side of it has ended too
+        again = await connect_from(running.url, "127.0.0.1")
+        assert await answers(again)
+        # The total cap (3) counts every address.
+        other = await connect_from(running.url, "127.0.0.2")
+        assert await answers(other)
+        async with await connect_from(running.url, "127.0.0.3") as over:
+            assert await refused(over)
+        for stream in (second, again, other):
+            await stream.aclose()
+    await shutdown()
+
+
+async def test_a_body_that_does_not_arrive_in_time_gets_408(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    running, shutdown = await start_server(nursery, settings_for(tmp_path, body_timeout_s=0.5))
+    host, port = running.url.removeprefix("http://").rsplit(":", 1)
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        started = trio.current_time()
+        await stream.send_all(
+            b"POST /v1/api/auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
+        )
+        raw = await read_response(stream)
+        assert trio.current_time() - started >= 0.5
+        status, body = status_and_json(raw)
+        assert (status, body["error"]["code"]) == (408, "request_timeout")  # type: ignore[index]
+        assert b"\r\nconnection: close" in raw.lower()
+        with trio.fail_after(5):
+            assert await stream.receive_some(100) == b""
+    await shutdown()
