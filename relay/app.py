@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
 from relay.errors import RateLimited, RelayError
@@ -32,6 +33,14 @@ from relay.runtime import Runtime
 from relay.services import run_services
 
 if TYPE_CHECKING:
+    from hypercorn.typing import (
+        ASGIReceiveCallable,
+        ASGIReceiveEvent,
+        ASGISendCallable,
+        ASGISendEvent,
+        HTTPScope,
+    )
+
     from relay.config import Settings
 
 log = logging.getLogger("relay.http")
@@ -39,15 +48,65 @@ _HTTP_CODES = {
     400: "bad_request",
     404: "unknown_route",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
 
 
+class HTTPConnection(TrioASGIHTTPConnection):
+    """quart-trio's handling of one HTTP request, made to end cleanly in hypercorn's trio worker.
+
+    hypercorn ends the request inside the response's last `send`: it hands the app
+    http.disconnect (hypercorn/protocol/http_stream.py:127-132), then closes the connection or
+    readies it for the next request and restarts its keep-alive timer (protocol/h11.py:271-289,
+    `_maybe_recycle`). quart-trio cancels the request's nursery, that `send` included, as soon as
+    the disconnect arrives (quart_trio/asgi.py:36-40), so everything after the first checkpoint
+    was skipped: a connection whose body was still unread stayed open and its next request was
+    never answered, and a kept-alive one never timed out. That last `send` is shielded.
+
+    hypercorn closes a connection whose request body was not read whole (h11.py:287-289), so a
+    response sent before the app has all of the body says `Connection: close`; otherwise a
+    client may send its next request into the closing connection.
+    """
+
+    async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        body_read = not _has_body(self.scope)
+
+        async def receive_noting_end() -> ASGIReceiveEvent:
+            nonlocal body_read
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_read = True
+            return message
+
+        async def send_ending_cleanly(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.start" and not body_read:
+                message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await super().__call__(receive_noting_end, send_ending_cleanly)
+
+
+def _has_body(scope: HTTPScope) -> bool:
+    for name, value in scope["headers"]:
+        if name.lower() == b"transfer-encoding" or (
+            name.lower() == b"content-length" and value.strip() != b"0"
+        ):
+            return True
+    return False
+
+
 def create_app(settings: Settings) -> QuartTrio:
     rt = Runtime(settings)
     app = QuartTrio("relay", static_folder=None)  # no static files: no /static route
+    app.asgi_http_class = HTTPConnection
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["BODY_TIMEOUT"] = settings.body_timeout_s  # 408 after it (quart-trio's default: 60)
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_grace_s
     app.extensions["relay"] = rt
     for blueprint in (
@@ -85,9 +144,6 @@ def create_app(settings: Settings) -> QuartTrio:
         status = error.code or 500
         relay = RelayError(error.description or error.name, code=_HTTP_CODES.get(status, "error"))
         relay.status = status
-        if status == 413:
-            # The unread rest of the body would block the connection: close it after replying.
-            relay.headers["Connection"] = "close"
         return error_response(relay)
 
     @app.errorhandler(Exception)

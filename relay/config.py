@@ -37,7 +37,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     host: str = "127.0.0.1"
     http_port: Port = 8080
     realtime_port: Port = 8081
-    # Open connections per listener (realtime, byte relay), in all and from one client address.
+    # Open connections per listener (REST, realtime, byte relay), in all and from one address.
     max_connections: Positive = 10_000
     max_connections_per_ip: Positive = 1_000
     audit_log_days: Positive = 90  # audit entries older than this are deleted
@@ -51,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_body_bytes: Positive = 1024 * 1024
+    body_timeout_s: PositiveFloat = 10.0  # a REST request body must arrive whole within this
     secret_key: str | None = None  # token signing key; generated and stored in the DB if unset
     access_token_ttl_s: Positive = 15 * 60
     refresh_token_ttl_s: Positive = 30 * 24 * 3600

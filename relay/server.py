@@ -1,38 +1,53 @@
 """The root of the task tree: hypercorn serving the app until SIGINT/SIGTERM.
 
-Resource handling: hypercorn owns the listening sockets and the app's lifespan; the lifespan
-owns the services (relay/services.py). On a shutdown signal hypercorn stops accepting, lets
-requests in flight finish (up to shutdown_grace_s), then runs the lifespan shutdown, which
-cancels the services and closes the database. `run` returns only after all of that.
+Resource handling: `serve_http` owns the REST listening sockets, a task per admitted connection
+(hypercorn's TCPServer) and the app's lifespan; the lifespan owns the services
+(relay/services.py). On a shutdown signal it stops accepting, lets requests in flight finish (up
+to shutdown_grace_s), then runs the lifespan shutdown, which cancels the services and closes the
+database. `run` returns only after all of that.
+
+Connections are capped in all and per client address (`Gate`, as on the other listeners): one
+over a cap gets 503 (over TLS: nothing) and is closed before its request is read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from functools import partial
 from typing import TYPE_CHECKING
 
-import hypercorn.trio
 import trio
 from hypercorn.config import Config
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
 
 from relay.app import create_app
+from relay.realtime.gate import Gate
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Awaitable, Callable
 
+    from hypercorn.typing import AppWrapper, LifespanState
     from quart_trio import QuartTrio
 
     from relay.config import Settings
 
 log = logging.getLogger("relay.server")
+_BUSY_BODY = b'{"error":{"code":"too_many_connections","message":"too many connections"}}'
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
 
 
 def hypercorn_config(settings: Settings) -> Config:
     config = Config()
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    config.bind = [f"{host}:{settings.http_port}"]
     config.accesslog = None  # the app logs one structured line per request
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.shutdown_grace_s
@@ -62,14 +77,102 @@ async def run(
     `create_app(settings)`) may be passed in by tests that need its Runtime.
     """
     app = app or create_app(settings)
-    serve = partial(
-        hypercorn.trio.serve,
-        app,
-        hypercorn_config(settings),
-        shutdown_trigger=shutdown_trigger or wait_for_signal,
-    )
+    serve = partial(serve_http, app, settings, shutdown_trigger=shutdown_trigger or wait_for_signal)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(serve)
         log.info("listening", extra={"http": " ".join(binds)})
         task_status.started(binds)
     log.info("stopped")
+
+
+async def serve_http(
+    app: QuartTrio,
+    settings: Settings,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """hypercorn's trio worker (hypercorn/trio/run.py:30-121, one worker, no QUIC) with a `Gate`
+    in front of its per-connection TCPServer, which hypercorn has neither a setting nor a hook for
+    (pgjones/hypercorn#81), and trio's listen backlog (the kernel's limit) instead of its 100."""
+    config = hypercorn_config(settings)
+    asgi = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(asgi, config, lifespan_state)
+    context = WorkerContext(None)
+    tls = config.create_ssl_context()
+    gate = Gate(settings.max_connections, settings.max_connections_per_ip)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        state = ConnectionState(lifespan_state.copy())
+        handler = partial(_connection, asgi, config, context, state, gate, tls)
+        async with trio.open_nursery() as connections:
+            listeners = await trio.open_tcp_listeners(settings.http_port, host=settings.host)
+            scheme = "https" if tls is not None else "http"
+            binds = [f"{scheme}://{_address(listener.socket)}" for listener in listeners]
+            try:
+                async with trio.open_nursery() as accepting:
+                    accepting.start_soon(
+                        partial(
+                            trio.serve_listeners, handler, listeners, handler_nursery=connections
+                        )
+                    )
+                    task_status.started(binds)
+                    await shutdown_trigger()
+                    accepting.cancel_scope.cancel()
+            finally:
+                await context.terminated.set()  # idle connections close at once
+                connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
+
+
+class _TCPServer(TCPServer):
+    """hypercorn's connection handler, ending when the client has gone: its keep-alive timer
+    kept the connection (its task, socket and gate slot) for up to keep_alive_timeout after the
+    client closed it (hypercorn/trio/tcp_server.py:60-76 waits for that timer's task)."""
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        await self.idle_task.stop()  # nothing more can arrive
+
+
+def _address(sock: trio.socket.SocketType) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _connection(
+    app: AppWrapper,
+    config: Config,
+    context: WorkerContext,
+    state: ConnectionState,
+    gate: Gate,
+    tls: ssl.SSLContext | None,
+    stream: trio.SocketStream,
+) -> None:
+    """One accepted connection: refused over a cap, else served by hypercorn."""
+    try:
+        ip = str(stream.socket.getpeername()[0])
+    except OSError:  # already reset by the client
+        await trio.aclose_forcefully(stream)
+        return
+    if not gate.admit(ip):
+        log.debug("connection refused: over a cap", extra={"ip": ip})
+        if tls is None:  # over TLS the client would only see a broken handshake
+            with (
+                trio.move_on_after(1.0),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
+                await stream.send_all(_BUSY)
+        await trio.aclose_forcefully(stream)
+        return
+    try:
+        transport: trio.SocketStream | trio.SSLStream[trio.SocketStream] = stream
+        if tls is not None:  # what trio.SSLListener would do; TCPServer runs the handshake
+            transport = trio.SSLStream(stream, tls, server_side=True, https_compatible=True)
+        # Typed as taking an SSLStream, it takes either (as from hypercorn's listeners).
+        await _TCPServer(app, config, context, state, transport)  # type: ignore[arg-type]
+    finally:
+        gate.leave(ip)

@@ -3,7 +3,7 @@
 Every accepted connection, logged in or not, holds a socket, buffers and a task; without a cap
 one client could open them until the process runs out of file descriptors. A listener asks
 `admit(ip)` for each accepted connection and calls `leave(ip)` when it ends; a refused one is
-closed at once (the realtime listener answers 503 first).
+closed at once (the realtime and REST listeners answer 503 first).
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 import pytest
 import trio
 from nacl.signing import SigningKey
@@ -111,14 +110,6 @@ async def people(shared_server: SharedServer) -> AsyncIterator[Callable[[str], A
     async def make(name: str) -> Person:
         key = SigningKey.generate()
         client = RelayClient(shared_server.url)
-        await client.http.aclose()
-        client.http = httpx.AsyncClient(
-            base_url=shared_server.url,
-            timeout=10.0,
-            # One request per connection: a keep-alive connection to the hypercorn trio worker
-            # now and then stops answering under load (both event loops idle; see the report).
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
         clients.append(client)
         username = f"{name}_{next(_serial)}"
         user = await client.register(username, public_key=bytes(key.verify_key))
