@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from relay.chat import roles as chat_roles
 from relay.client import open_gateway
 from relay.permissions import DEFAULT_EVERYONE, P
-from relay.rest import roles as role_routes
 from tests.rest.conftest import add_role, gather, give, join, new_server
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ async def test_role_bodies_are_validated(
         assert field in answer["error"]["fields"], (body, answer)
     for moves in ([], [{"id": "x", "position": 2}], [{"id": server}]):
         assert (await owner.status("PATCH", path, moves))[0] == 400, moves
-    monkeypatch.setattr(role_routes, "MAX_ROLES", 3)
+    monkeypatch.setattr(chat_roles, "MAX_ROLES", 3)
     await owner.call("POST", path, {})
     await owner.call("POST", path, {})
     assert (await owner.error("POST", path, {}))[:2] == (422, "too_many_roles")
