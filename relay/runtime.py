@@ -12,9 +12,9 @@ if TYPE_CHECKING:
     from relay.accounts import Accounts
     from relay.byterelay import ByteRelay
     from relay.chat.context import Chat
+    from relay.chat.rooms import RoomManager
     from relay.config import Settings
     from relay.gateway.hub import Hub
-    from relay.rooms.manager import RoomManager
     from relay.storage.db import Store
 
 

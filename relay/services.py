@@ -26,6 +26,7 @@ from relay.accounts import Accounts, now_ms
 from relay.byterelay import ByteRelay, RelayEndpoint, serve_byte_relay
 from relay.chat.context import Chat
 from relay.chat.fanout import LoginRevoked
+from relay.chat.rooms import RoomManager
 from relay.chat.views import Views
 from relay.gateway.endpoint import gateway_endpoint
 from relay.gateway.hub import Hub
@@ -33,7 +34,6 @@ from relay.realtime.echo import echo
 from relay.realtime.gate import Gate
 from relay.realtime.listener import serve_realtime
 from relay.rooms.endpoint import room_endpoint
-from relay.rooms.manager import RoomManager
 from relay.storage import audience, audit, invites, users
 from relay.storage.db import open_store
 

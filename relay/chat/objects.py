@@ -21,6 +21,7 @@ from relay.ids import timestamp_ms
 from relay.storage.access import now_ms
 
 if TYPE_CHECKING:
+    from relay.chat.rooms import RoomRecord
     from relay.permissions import Overwrite as OverwriteRule
     from relay.storage.audit import AuditEntry as AuditRow
     from relay.storage.channels import ChannelRow
@@ -502,6 +503,23 @@ def audit_out(e: AuditRow) -> AuditEntry:
             for c in e.changes
         ],
         created_at=iso(e.created_at),
+    )
+
+
+def room_out(record: RoomRecord, viewer: int | None) -> Room:
+    """An app room as `viewer` (None: anonymous) sees it: the secret only for its creator."""
+    return Room(
+        id=str(record.id),
+        secret=record.secret if viewer == record.creator_id else UNSET,
+        max_clients=record.max_clients,
+        current_clients=record.current_clients,
+        status=record.status,
+        protocol=record.protocol,
+        host_id=record.host_id,
+        public=record.public,
+        metadata=msgspec.Raw(record.metadata),
+        creator_id=str(record.creator_id),
+        created_at=iso(record.created_at),
     )
 
 

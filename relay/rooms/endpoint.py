@@ -43,9 +43,9 @@ from relay.realtime.connection import ConnectionClosed
 if TYPE_CHECKING:
     from actors.base import Actor, Reply
     from actors.room import RoomMsg
+    from relay.chat.rooms import RoomManager
     from relay.realtime.connection import Connection
     from relay.realtime.listener import Request
-    from relay.rooms.manager import RoomManager
 
 log = logging.getLogger("relay.rooms")
 JOIN_TIMEOUT_S = 10.0

@@ -1,5 +1,10 @@
-"""The room manager: the directory of live app rooms, the server-wide client capacity, and the
-registry of room actors.
+"""App rooms' service: the room manager (the directory of live app rooms, the server-wide client
+capacity, and the registry of room actors), and the room operations of the REST routes.
+
+The REST routes (relay.rest.rooms) call the functions at the end of this module, which check
+what a body's types cannot (max_clients against room_max_clients, the metadata's encoded size,
+who may see a private room) and answer relay.chat.objects; the WebSocket endpoint
+(relay.rooms.endpoint) uses the manager to find a room's actor.
 
 Rooms are in-memory only. Each room is a `RoomActor` (it owns members, host and rules); the
 manager keeps a `RoomRecord` per room: its settings (changed here, then sent to the actor) and a
@@ -28,12 +33,16 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
+from msgspec import UNSET
 
 from actors import ActorStopped, AskTimeout, Registry
 from actors.room import CloseRoom, Configure, RoomActor, RoomConfig
+from relay.chat.args import field_error, snowflake
+from relay.chat.objects import ProtocolCounts, Summary, room_out
 from relay.errors import Forbidden, NotFound, Unavailable, Unprocessable
 from relay.protocol.rooms import RoomError
 
@@ -42,6 +51,8 @@ if TYPE_CHECKING:
 
     from actors.base import Actor, Reply
     from actors.room import RoomMsg
+    from relay.chat import commands
+    from relay.chat.objects import Room
     from relay.config import Settings
     from relay.ids import Snowflakes
 
@@ -288,3 +299,87 @@ class RoomManager:
             return await self.registry.get(_key(room_id))
         except (ActorStopped, UnknownRoom):
             raise RoomError("unknown_room", "no such room") from None
+
+
+# -- operations (the REST routes) ---------------------------------------------------------------
+
+
+def _max_clients(settings: Settings, value: int) -> int:
+    if value > settings.room_max_clients:
+        raise field_error("max_clients", f"must be from 1 to {settings.room_max_clients}")
+    return value
+
+
+def _metadata_json(settings: Settings, value: dict[str, Any] | None) -> bytes:
+    data = msgspec.json.encode(value or {})
+    if len(data) > settings.room_metadata_bytes:
+        limit = settings.room_metadata_bytes
+        raise field_error("metadata", f"must be at most {limit} bytes as JSON")
+    return data
+
+
+async def create_room(rooms: RoomManager, user_id: int, data: commands.CreateRoom) -> Room:
+    """A new room of `user_id` (400 invalid_field over room_max_clients or
+    room_metadata_bytes; what `RoomManager.create` raises)."""
+    record = await rooms.create(
+        user_id,
+        data.protocol,
+        _max_clients(rooms.settings, data.max_clients),
+        data.public,
+        _metadata_json(rooms.settings, data.metadata),
+    )
+    return room_out(record, user_id)
+
+
+def public_rooms(rooms: RoomManager, after: int, limit: int) -> list[Room]:
+    """A page of the public rooms, in id order after `after` (as anyone sees them)."""
+    return [room_out(r, None) for r in rooms.public_page(after, limit)]
+
+
+def get_room(rooms: RoomManager, viewer: int | None, room_id: str) -> Room:
+    """A room by id: a private one only for its creator (404 unknown_room for anyone else, and
+    for `viewer` None: no token)."""
+    record = rooms.get(snowflake(room_id, "room"))
+    if not record.public and record.creator_id != viewer:
+        raise NotFound("unknown room", code="unknown_room")
+    return room_out(record, viewer)
+
+
+async def update_room(
+    rooms: RoomManager, user_id: int, room_id: str, data: commands.UpdateRoom
+) -> Room:
+    """Change a room's settings (its creator only); what `RoomManager.update` raises, and 400
+    as `create_room`."""
+    settings = rooms.settings
+    record = await rooms.update(
+        snowflake(room_id, "room"),
+        user_id,
+        max_clients=None if data.max_clients is UNSET else _max_clients(settings, data.max_clients),
+        public=None if data.public is UNSET else data.public,
+        metadata=None if data.metadata is UNSET else _metadata_json(settings, data.metadata),
+    )
+    return room_out(record, user_id)
+
+
+async def delete_room(rooms: RoomManager, user_id: int, room_id: str) -> None:
+    """Close a room (its creator only)."""
+    await rooms.delete(snowflake(room_id, "room"), user_id)
+
+
+def summary(rooms: RoomManager) -> Summary:
+    """Rooms and clients, in all and per protocol, and the server's capacity."""
+    total, per_protocol = rooms.summary()
+    return Summary(
+        number_of_rooms=total.number_of_rooms,
+        max_clients=rooms.capacity,
+        current_clients=total.current_clients,
+        committed_clients=total.committed_clients,
+        protocols={
+            name: ProtocolCounts(
+                number_of_rooms=c.number_of_rooms,
+                current_clients=c.current_clients,
+                committed_clients=c.committed_clients,
+            )
+            for name, c in per_protocol.items()
+        },
+    )
