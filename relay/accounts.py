@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("relay.auth")
 CHALLENGES_PER_USER = 5
-LOGINS_PER_USER = 100  # live sessions; a new login revokes the least recently used beyond it
 VERIFIED_CACHE = 10_000  # access tokens
 HASHES_AT_ONCE = 2  # argon2 uses ~64 MiB per hash
 HASHES_PER_IP = 8  # password hashes one client address may have running or waiting; more: 429
@@ -230,9 +229,8 @@ class Accounts:
             (user_agent or "")[:256] or None,
             ip,
         )
-        for old in await self.store.write(
-            users.revoke_beyond, user_id, now, "session_limit", LOGINS_PER_USER
-        ):
+        keep = self.settings.max_logins_per_user
+        for old in await self.store.write(users.revoke_beyond, user_id, now, "session_limit", keep):
             self._forget(old)
         return self._tokens(session, refresh)
 

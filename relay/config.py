@@ -57,6 +57,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     refresh_token_ttl_s: Positive = 30 * 24 * 3600
     challenge_ttl_s: Positive = 60
     max_keys_per_user: Positive = 10
+    # Live logins (refresh sessions) per user; a new login revokes the least recently used
+    # beyond this many.
+    max_logins_per_user: Positive = 100
     # Rate limits: N attempts per window, per key (username or client IP).
     login_per_username: Positive = 10
     login_per_ip: Positive = 30
@@ -88,6 +91,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_servers_joined: Positive = 200  # memberships one user may have (too_many_servers_joined)
     max_channels_per_server: Positive = 500  # channels of all types (too_many_channels)
     max_invites_per_server: Positive = 1000  # usable invites; spent ones are pruned
+    max_roles_per_server: Positive = 250  # @everyone included (too_many_roles)
+    # Overwrites one channel may have, set one by one (too_many_overwrites); a new channel's
+    # body takes at most 100.
+    max_overwrites_per_channel: Positive = 100
     # Gateway sessions per user, connected or waiting for a RESUME; the oldest waiting ones make
     # way for a new IDENTIFY, and with this many connected it is refused (4011).
     max_sessions_per_user: Positive = 32

@@ -53,13 +53,20 @@ async def put(
     reason: str | None,
 ) -> None:
     """Create or replace the overwrite for a role or member (422 too_many_overwrites for a new
-    one beyond MAX_OVERWRITES)."""
+    one beyond the `max_overwrites_per_channel` setting)."""
     cid = snowflake(channel_id, "channel")
     tid = snowflake(target_id, data.type if data.type == "role" else "member")
     given = overwrite_of(tid, data.type, data.allow, data.deny, "")
     sid = await _server_of(chat, cid, user_id)
     before = await visibility.before(chat, sid)
-    await chat.store.write(overwrites.set_overwrite, cid, user_id, given, reason)
+    await chat.store.write(
+        overwrites.set_overwrite,
+        cid,
+        user_id,
+        given,
+        reason,
+        max_overwrites=chat.settings.max_overwrites_per_channel,
+    )
     await _changed(chat, sid, cid, before)
 
 

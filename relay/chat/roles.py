@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from relay.chat.objects import Role
     from relay.storage.roles import RoleRow
 
-MAX_ROLES = 250
-
 
 def _announce(chat: Chat, kind: type[events.RoleCreate | events.RoleUpdate], role: RoleRow) -> None:
     payload = RoleEvent(server_id=str(role.server_id), role=role_out(role))
@@ -53,7 +51,8 @@ async def list_roles(chat: Chat, user_id: int, server_id: str) -> list[Role]:
 async def create(
     chat: Chat, user_id: int, server_id: str, data: commands.CreateRole, reason: str | None
 ) -> Role:
-    """A new role (422 too_many_roles beyond MAX_ROLES); ROLE_CREATE to the server."""
+    """A new role (422 too_many_roles once the server has `max_roles_per_server`); ROLE_CREATE
+    to the server."""
     sid = snowflake(server_id, "server")
     role = await chat.store.write(
         roles.create_role,
@@ -67,7 +66,7 @@ async def create(
         mentionable=data.mentionable,
         position=data.position,
         now_ms=now_ms(),
-        max_roles=MAX_ROLES,
+        max_roles=chat.settings.max_roles_per_server,
         reason=reason,
     )
     chat.fanout.announce(PermissionsChanged(sid))  # nobody holds it yet

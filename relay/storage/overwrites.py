@@ -25,8 +25,6 @@ from relay.storage.roles import get_role, require_grantable, unknown_member, unk
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
-MAX_OVERWRITES = 100  # per channel, as a new channel's body allows
-
 
 def own_overwrites(db: Database, channel_id: int) -> list[Overwrite]:
     rows = db.execute(
@@ -112,20 +110,22 @@ def set_overwrite(
     user_id: int,
     overwrite: Overwrite,
     reason: str | None = None,
+    *,
+    max_overwrites: int,
 ) -> int:
     """Create or replace the overwrite for `overwrite.target_id`; returns the server id.
 
     Raises NotFound("unknown_channel" | "unknown_role" | "unknown_member"),
     Forbidden("missing_permission" | "role_hierarchy" | "dm_channel"),
-    Unprocessable("too_many_overwrites": a new one beyond MAX_OVERWRITES)."""
+    Unprocessable("too_many_overwrites": a new one when the channel has `max_overwrites`)."""
     server_id, actor = _managed(db, channel_id, user_id)
     check_target(db, actor, server_id, overwrite.target_id, overwrite.type)
     unsync(db, channel_id)
     existing = own_overwrites(db, channel_id)
     old = next((o for o in existing if o.target_id == overwrite.target_id), None)
-    if old is None and len(existing) >= MAX_OVERWRITES:
+    if old is None and len(existing) >= max_overwrites:
         raise Unprocessable(
-            f"a channel has at most {MAX_OVERWRITES} permission overwrites",
+            f"a channel has at most {max_overwrites} permission overwrites",
             code="too_many_overwrites",
         )
     require_grantable_in(actor.permissions(channel_id), old, overwrite)

@@ -12,7 +12,6 @@ import pytest
 import trio
 from nacl.signing import SigningKey
 
-from relay import accounts
 from relay.client import KEY_LOGIN_PREFIX, ApiError, RelayClient
 from tests.conftest import settings_for, start_server
 
@@ -529,16 +528,16 @@ async def test_a_wrong_password_flood_does_not_hold_up_another_addresss_login(
 
 
 async def test_a_login_beyond_the_cap_revokes_the_least_recently_used(
-    relay_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+    nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(accounts, "LOGINS_PER_USER", 2)
+    running, shutdown = await start_server(nursery, settings_for(tmp_path, max_logins_per_user=2))
     key = SigningKey.generate()
-    async with relay_server.client() as first, relay_server.client() as second:
+    async with running.client() as first, running.client() as second:
         await first.register("kim", public_key=bytes(key.verify_key))
         await first.login_with_key("kim", key)
         await second.login_with_key("kim", key)
         await first.refresh()  # used more recently than the second now
-        async with relay_server.client() as third:
+        async with running.client() as third:
             await third.login_with_key("kim", key)
             status, code = await error_of(second, "GET", "/v1/api/users/@me")
             assert (status, code) == (401, "session_revoked")
@@ -550,3 +549,4 @@ async def test_a_login_beyond_the_cap_revokes_the_least_recently_used(
             await third.me()
             sessions = await third.call("GET", "/v1/api/auth/sessions")
             assert len(sessions) == 2
+    await shutdown()

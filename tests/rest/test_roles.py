@@ -7,16 +7,16 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
+from nacl.signing import SigningKey
 
-from relay.chat import roles as chat_roles
 from relay.client import open_gateway
 from relay.permissions import DEFAULT_EVERYONE, P
+from tests.conftest import settings_for, start_server
 from tests.rest.conftest import add_role, gather, give, join, new_server
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
-
-    import pytest
+    from pathlib import Path
 
     from relay.client import Gateway
     from tests.rest.conftest import Person, SharedServer
@@ -91,9 +91,7 @@ async def test_role_lifecycle_and_events(
     ] == (400, "everyone_role")
 
 
-async def test_role_bodies_are_validated(
-    people: Callable[[str], Awaitable[Person]], monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_role_bodies_are_validated(people: Callable[[str], Awaitable[Person]]) -> None:
     owner = await people("owner")
     server, _ = await new_server(owner)
     path = f"/servers/{server}/roles"
@@ -113,10 +111,23 @@ async def test_role_bodies_are_validated(
         assert field in answer["error"]["fields"], (body, answer)
     for moves in ([], [{"id": "x", "position": 2}], [{"id": server}]):
         assert (await owner.status("PATCH", path, moves))[0] == 400, moves
-    monkeypatch.setattr(chat_roles, "MAX_ROLES", 3)
-    await owner.call("POST", path, {})
-    await owner.call("POST", path, {})
-    assert (await owner.error("POST", path, {}))[:2] == (422, "too_many_roles")
+
+
+async def test_a_server_has_at_most_max_roles_per_server(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    running, shutdown = await start_server(nursery, settings_for(tmp_path, max_roles_per_server=3))
+    async with running.client() as client:
+        key = SigningKey.generate()
+        await client.register("owner", public_key=bytes(key.verify_key))
+        await client.login_with_key("owner", key)
+        server = await client.call("POST", "/v1/api/servers", {"name": "Home"})
+        path = f"/v1/api/servers/{server['id']}/roles"
+        await client.call("POST", path, {})
+        await client.call("POST", path, {})  # three with @everyone
+        response = await client.request("POST", path, json={})
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "too_many_roles")
+    await shutdown()
 
 
 async def test_overwrites_in_channel_objects_and_their_events(

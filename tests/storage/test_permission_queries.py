@@ -4,6 +4,7 @@ roll back with their change."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import pytest
@@ -57,7 +58,9 @@ def test_migration_3_gives_existing_servers_their_everyone_role(tmp_path: Path) 
 
 
 def test_hidden_channels_are_invisible_and_checks_name_the_permission(db: Database) -> None:
-    overwrites.set_overwrite(db, TEXT, OWNER, Overwrite(SERVER, "role", 0, int(P.VIEW_CHANNEL)))
+    overwrites.set_overwrite(
+        db, TEXT, OWNER, Overwrite(SERVER, "role", 0, int(P.VIEW_CHANNEL)), max_overwrites=100
+    )
 
     assert visible_channel(db, TEXT, MEMBER) is None
     owners = visible_channel(db, TEXT, OWNER)
@@ -117,21 +120,19 @@ def test_old_audit_entries_are_pruned_oldest_first_in_batches(db: Database) -> N
     assert [e.changes[0].new for e in left] == ["e", "d"]
 
 
-def test_a_channel_has_at_most_max_overwrites(
-    db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(overwrites, "MAX_OVERWRITES", 2)
+def test_a_channel_has_at_most_max_overwrites(db: Database) -> None:
+    put = partial(overwrites.set_overwrite, db, TEXT, OWNER, max_overwrites=2)
     role = roles.create_role(
         db, 500, SERVER, OWNER, name="a", permissions=0, color=0, hoist=False,
         mentionable=False, position=1, now_ms=NOW, max_roles=10,
     )  # fmt: skip
-    overwrites.set_overwrite(db, TEXT, OWNER, Overwrite(SERVER, "role", 0, 0))
-    overwrites.set_overwrite(db, TEXT, OWNER, Overwrite(MEMBER, "member", 0, 0))
+    put(Overwrite(SERVER, "role", 0, 0))
+    put(Overwrite(MEMBER, "member", 0, 0))
     with pytest.raises(Unprocessable) as full:
-        overwrites.set_overwrite(db, TEXT, OWNER, Overwrite(role.id, "role", 0, 0))
+        put(Overwrite(role.id, "role", 0, 0))
     assert (full.value.status, full.value.code) == (422, "too_many_overwrites")
     # Replacing one is not a new one; after a delete there is room again.
-    overwrites.set_overwrite(db, TEXT, OWNER, Overwrite(MEMBER, "member", int(P.VIEW_CHANNEL), 0))
+    put(Overwrite(MEMBER, "member", int(P.VIEW_CHANNEL), 0))
     overwrites.delete_overwrite(db, TEXT, MEMBER, OWNER)
-    overwrites.set_overwrite(db, TEXT, OWNER, Overwrite(role.id, "role", 0, 0))
+    put(Overwrite(role.id, "role", 0, 0))
     assert {o.target_id for o in overwrites.own_overwrites(db, TEXT)} == {SERVER, role.id}
