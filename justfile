@@ -12,11 +12,12 @@ serve *args:
 test *args:
     scripts/test {{args}}
 
-# ruff check, ruff format --check, mypy --strict
+# ruff check, ruff format --check, mypy --strict, the import layers
 lint:
     .venv/bin/ruff check relay actors tests scripts
     .venv/bin/ruff format --check relay actors tests scripts
     .venv/bin/mypy
+    .venv/bin/lint-imports --no-cache --no-logo
 
 # apply ruff fixes and formatting
 fmt:
