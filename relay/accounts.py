@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from relay.config import Settings
-    from relay.storage.db import Store
+    from relay.storage.sqlite.db import Store
     from relay.storage.users import SessionRow, UserRow
 
 log = logging.getLogger("relay.auth")

@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             print("relay: start-up failed (the log above says why)", file=sys.stderr)
             return 1
         return 0
-    from relay.storage.db import connect
     from relay.storage.schema import migrate
+    from relay.storage.sqlite.db import connect
 
     settings.db_path.parent.mkdir(parents=True, exist_ok=True)
     db = connect(settings.db_path)

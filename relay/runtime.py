@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from relay.chat.rooms import RoomManager
     from relay.config import Settings
     from relay.gateway.hub import Hub
-    from relay.storage.db import Store
+    from relay.storage.sqlite.db import Store
 
 
 class NotStarted(RuntimeError):

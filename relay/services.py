@@ -35,7 +35,7 @@ from relay.realtime.gate import Gate
 from relay.realtime.listener import serve_realtime
 from relay.rooms.endpoint import room_endpoint
 from relay.storage import audience, audit, invites, users
-from relay.storage.db import open_store
+from relay.storage.sqlite.db import open_store
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from relay.config import Settings
     from relay.realtime.listener import Endpoint
     from relay.runtime import Runtime
-    from relay.storage.db import Store
+    from relay.storage.sqlite.db import Store
 
 log = logging.getLogger("relay.services")
 PRUNE_EVERY_S = 600

@@ -17,7 +17,6 @@ from relay.chat import visibility
 from relay.chat.args import field_error, id_field, overwrite_in, snowflake
 from relay.chat.objects import channel_out, dm_out
 from relay.errors import NotFound
-from relay.storage import channels, dms
 from relay.storage.access import now_ms
 from relay.storage.dms import DmRow
 
@@ -36,7 +35,9 @@ def unknown_channel() -> NotFound:
 async def of_server(chat: Chat, user_id: int, server_id: str) -> list[Channel]:
     """The server's channels the user can see, by position, then id."""
     sid = snowflake(server_id, "server")
-    return [channel_out(c) for c in await chat.store.read(channels.channels_for, sid, user_id)]
+    return [
+        channel_out(c) for c in await chat.store.read(chat.q.channels.channels_for, sid, user_id)
+    ]
 
 
 async def create(
@@ -62,7 +63,7 @@ async def create(
         )
     before = await visibility.before(chat, sid)
     channel = await chat.store.write(
-        channels.create_channel,
+        chat.q.channels.create_channel,
         chat.store.ids.next(),
         sid,
         user_id,
@@ -84,7 +85,7 @@ async def create(
 async def get(chat: Chat, user_id: int, channel_id: str) -> Channel:
     """A server channel the user can see, or a DM channel they are a recipient of."""
     cid = snowflake(channel_id, "channel")
-    found = await chat.store.read(dms.channel_for, cid, user_id)
+    found = await chat.store.read(chat.q.dms.channel_for, cid, user_id)
     if found is None:
         raise unknown_channel()
     if isinstance(found, DmRow):
@@ -97,7 +98,7 @@ async def _before(
 ) -> tuple[ChannelRow | DmRow, ServerView | None]:
     """The channel as the user sees it (404 if they do not) and its server's permission
     snapshot from before a change (None for a DM: the write refuses to change those)."""
-    old = await chat.store.read(dms.channel_for, channel_id, user_id)
+    old = await chat.store.read(chat.q.dms.channel_for, channel_id, user_id)
     if old is None:
         raise unknown_channel()
     sid = old.channel.server_id if isinstance(old, DmRow) else old.server_id
@@ -115,7 +116,7 @@ async def update(
         parent_id = id_field(data.parent_id, "parent_id")
     old, before = await _before(chat, user_id, cid)
     channel = await chat.store.write(
-        channels.update_channel,
+        chat.q.channels.update_channel,
         cid,
         user_id,
         name=data.name,
@@ -137,7 +138,7 @@ async def delete(chat: Chat, user_id: int, channel_id: str, reason: str | None) 
     level, and those who see them hear CHANNEL_UPDATE."""
     cid = snowflake(channel_id, "channel")
     _, before = await _before(chat, user_id, cid)
-    channel, orphans = await chat.store.write(channels.delete_channel, cid, user_id, reason)
+    channel, orphans = await chat.store.write(chat.q.channels.delete_channel, cid, user_id, reason)
     assert channel.server_id is not None
     await visibility.after(
         chat,

@@ -1,6 +1,7 @@
 """`Chat`: what every chat operation works with, passed to each explicitly.
 
-The store, the fan-out (relay.chat.fanout), the permission views (relay.chat.views: the one
+The store with each area's queries (`q`, relay.storage.areas), the fan-out
+(relay.chat.fanout), the permission views (relay.chat.views: the one
 answer to who sees which channel), the settings, and the per-user budgets that every edge shares
 (a REST post and a gateway send spend the same one). Built once by the composition root
 (relay.services) and handed to the edges; there is no service locator.
@@ -15,19 +16,29 @@ import trio
 from relay.chat.messages import SendableMemo
 from relay.errors import RateLimited
 from relay.ratelimit import RateLimiter
+from relay.storage.areas import SQLITE
 
 if TYPE_CHECKING:
     from relay.chat.fanout import Fanout
     from relay.chat.views import Views
     from relay.config import Settings
-    from relay.storage.db import Store
+    from relay.storage.areas import Areas
+    from relay.storage.sqlite.db import Store
 
 TYPING_KEYS = 50_000  # (user, channel) pairs remembered for that; the idlest are forgotten
 
 
 class Chat:
-    def __init__(self, store: Store, fanout: Fanout, views: Views, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        fanout: Fanout,
+        views: Views,
+        settings: Settings,
+        areas: Areas = SQLITE,
+    ) -> None:
         self.store = store
+        self.q = areas  # each area's queries, behind its interface (relay.storage.areas)
         self.fanout = fanout
         self.views = views
         self.settings = settings

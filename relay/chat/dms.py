@@ -12,7 +12,6 @@ import msgspec
 from relay.chat import events
 from relay.chat.args import id_field
 from relay.chat.objects import Channel, dm_out
-from relay.storage import dms
 from relay.storage.access import now_ms
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ async def open_dm(chat: Chat, user_id: int, data: commands.OpenDm) -> OpenedDm:
         raise refused  # a DM, once made, is there for good and in both users' READY
     recipient_id = id_field(data.recipient_id, "recipient_id")
     opened = await chat.store.write(
-        dms.open_dm, chat.store.ids.next(), user_id, recipient_id, now_ms()
+        chat.q.dms.open_dm, chat.store.ids.next(), user_id, recipient_id, now_ms()
     )
     payload = dm_out(opened.dm)
     if opened.created:
@@ -47,4 +46,4 @@ async def open_dm(chat: Chat, user_id: int, data: commands.OpenDm) -> OpenedDm:
 async def dm_channels(chat: Chat, user_id: int) -> list[Channel]:
     """The user's DM channels with their recipients, as READY has them (two queries in
     all)."""
-    return [dm_out(dm) for dm in await chat.store.read(dms.dms_of, user_id)]
+    return [dm_out(dm) for dm in await chat.store.read(chat.q.dms.dms_of, user_id)]

@@ -13,7 +13,6 @@ from relay.chat.args import snowflake
 from relay.chat.members import JoinedServer, after_join
 from relay.chat.objects import InvitePreview, InviteServer, invite_out, iso
 from relay.errors import Conflict
-from relay.storage import invites
 from relay.storage.access import now_ms
 
 if TYPE_CHECKING:
@@ -42,7 +41,7 @@ async def create(
     for _ in range(INVITE_CODE_TRIES):  # 60 random bits: a clash is all but impossible
         try:
             invite = await chat.store.write(
-                invites.create_invite,
+                chat.q.invites.create_invite,
                 invite_code(),
                 sid,
                 user_id,
@@ -61,12 +60,12 @@ async def create(
 async def of_server(chat: Chat, user_id: int, server_id: str) -> list[Invite]:
     """The server's invites, newest first (MANAGE_SERVER)."""
     sid = snowflake(server_id, "server")
-    return [invite_out(i) for i in await chat.store.read(invites.invites_of, sid, user_id)]
+    return [invite_out(i) for i in await chat.store.read(chat.q.invites.invites_of, sid, user_id)]
 
 
 async def preview(chat: Chat, user_id: int, code: str) -> InvitePreview:
     """What a usable invite leads to, without joining."""
-    found = await chat.store.read(invites.invite_preview, code, now_ms())
+    found = await chat.store.read(chat.q.invites.invite_preview, code, now_ms())
     invite = found.invite
     return InvitePreview(
         code=invite.code,
@@ -79,7 +78,7 @@ async def preview(chat: Chat, user_id: int, code: str) -> InvitePreview:
 async def use(chat: Chat, user_id: int, code: str) -> JoinedServer:
     """Join the invite's server (`created` False: a member already, and no use was spent)."""
     done = await chat.store.write(
-        invites.use_invite,
+        chat.q.invites.use_invite,
         code,
         user_id,
         now_ms(),
@@ -90,4 +89,4 @@ async def use(chat: Chat, user_id: int, code: str) -> JoinedServer:
 
 async def delete(chat: Chat, user_id: int, code: str, reason: str | None) -> None:
     """Delete an invite (its inviter, or MANAGE_SERVER)."""
-    await chat.store.write(invites.delete_invite, code, user_id, reason)
+    await chat.store.write(chat.q.invites.delete_invite, code, user_id, reason)

@@ -24,7 +24,6 @@ from relay.chat.objects import (
     server_state_out,
     user_brief_out,
 )
-from relay.storage import members
 
 if TYPE_CHECKING:
     from relay.chat.context import Chat
@@ -43,14 +42,14 @@ class JoinedServer(msgspec.Struct, frozen=True, kw_only=True):
 async def page(chat: Chat, user_id: int, server_id: str, after: int, limit: int) -> list[Member]:
     """The server's members by user id, after `after` (a member may list them)."""
     sid = snowflake(server_id, "server")
-    rows = await chat.store.read(members.members_page, sid, user_id, after, limit)
+    rows = await chat.store.read(chat.q.members.members_page, sid, user_id, after, limit)
     return [member_out(m) for m in rows]
 
 
 async def leave(chat: Chat, user_id: int, server_id: str) -> None:
     """Leave the server (not its owner: 422 owner_cannot_leave)."""
     sid = snowflake(server_id, "server")
-    member = await chat.store.write(members.leave_server, sid, user_id)
+    member = await chat.store.write(chat.q.members.leave_server, sid, user_id)
     announce_departure(chat, sid, member)
 
 

@@ -37,7 +37,7 @@ from relay.chat.objects import (
 from relay.errors import BadRequest, NotFound, RelayError, Unavailable
 from relay.ids import parse_id
 from relay.permissions import P
-from relay.storage import audience, messages
+from relay.storage import messages
 from relay.storage.access import now_ms
 from relay.storage.messages import NewMessage
 
@@ -92,7 +92,7 @@ async def text_channel(chat: Chat, user_id: int, channel_id: str) -> VisibleChan
     """The channel if the user can see it (else 404 unknown_channel, also for a malformed id)
     and it takes messages (else 400 not_a_text_channel)."""
     channel = await chat.store.read(
-        audience.visible_channel, snowflake(channel_id, "channel"), user_id
+        chat.q.audience.visible_channel, snowflake(channel_id, "channel"), user_id
     )
     if channel is None:
         raise NotFound("unknown channel", code="unknown_channel")
@@ -275,7 +275,7 @@ async def history(
     """A page of the channel's messages, newest first (oldest first with `after`)."""
     channel = await readable_channel(chat, user_id, channel_id)
     rows = await chat.store.read(
-        messages.history,
+        chat.q.messages.history,
         channel.id,
         user_id,
         before=before,
@@ -288,7 +288,9 @@ async def history(
 
 async def get(chat: Chat, user_id: int, channel_id: str, message_id: str) -> Message:
     channel = await readable_channel(chat, user_id, channel_id)
-    row = await chat.store.read(messages.get, channel.id, snowflake(message_id, "message"), user_id)
+    row = await chat.store.read(
+        chat.q.messages.get, channel.id, snowflake(message_id, "message"), user_id
+    )
     if row is None:
         raise NotFound("unknown message", code="unknown_message")
     return message_out(row)
@@ -296,7 +298,7 @@ async def get(chat: Chat, user_id: int, channel_id: str, message_id: str) -> Mes
 
 async def pins(chat: Chat, user_id: int, channel_id: str) -> list[Message]:
     channel = await readable_channel(chat, user_id, channel_id)
-    rows = await chat.store.read(messages.pinned, channel.id, user_id)
+    rows = await chat.store.read(chat.q.messages.pinned, channel.id, user_id)
     return [message_out(row) for row in rows]
 
 
@@ -307,7 +309,7 @@ async def reactors(
     channel = await readable_channel(chat, user_id, channel_id)
     mid = snowflake(message_id, "message")
     rows = await chat.store.read(
-        messages.reactors, channel.id, mid, checked_emoji(emoji), after, limit
+        chat.q.messages.reactors, channel.id, mid, checked_emoji(emoji), after, limit
     )
     return [author_out(row) for row in rows]
 
@@ -315,7 +317,7 @@ async def reactors(
 async def read_states(chat: Chat, user_id: int) -> list[ReadState]:
     """Read position, newest message and unread mention count of every channel the user can
     see that takes messages (one query)."""
-    rows = await chat.store.read(messages.read_states, user_id)
+    rows = await chat.store.read(chat.q.messages.read_states, user_id)
     return [
         ReadState(
             channel_id=str(r.channel_id),
@@ -338,7 +340,7 @@ async def edit(chat: Chat, user_id: int, channel_id: str, message_id: str, conte
     mid = snowflake(message_id, "message")
     content = content_of(content)
     row = await chat.store.write(
-        messages.edit,
+        chat.q.messages.edit,
         channel.id,
         mid,
         user_id,
@@ -357,7 +359,7 @@ async def delete(
 ) -> None:
     channel = await text_channel(chat, user_id, channel_id)
     mid = snowflake(message_id, "message")
-    await chat.store.write(messages.delete, channel.id, mid, user_id, reason)
+    await chat.store.write(chat.q.messages.delete, channel.id, mid, user_id, reason)
     await chat.fanout.to_channel(
         channel.id, events.MessageDelete(d=MessageDeleted(id=str(mid), channel_id=str(channel.id)))
     )
@@ -371,7 +373,7 @@ async def bulk_delete(
     if None in ids or len(set(ids)) != len(ids):
         raise field_error("messages", "must be 2 to 100 different message ids")
     deleted = await chat.store.write(
-        messages.bulk_delete, channel.id, user_id, [i for i in ids if i is not None], reason
+        chat.q.messages.bulk_delete, channel.id, user_id, [i for i in ids if i is not None], reason
     )
     if deleted:
         await announce_bulk_delete(chat, channel.id, deleted)
@@ -390,10 +392,10 @@ async def set_pinned(
     mid = snowflake(message_id, "message")
     if pin:
         changed = await chat.store.write(
-            messages.pin, channel.id, mid, user_id, now_ms(), reason, chat.settings.max_pins
+            chat.q.messages.pin, channel.id, mid, user_id, now_ms(), reason, chat.settings.max_pins
         )
     else:
-        changed = await chat.store.write(messages.unpin, channel.id, mid, user_id, reason)
+        changed = await chat.store.write(chat.q.messages.unpin, channel.id, mid, user_id, reason)
     if changed:
         payload = PinsUpdate(channel_id=str(channel.id), message_id=str(mid), pinned=pin)
         await chat.fanout.to_channel(channel.id, events.PinsUpdateEvent(d=payload))
@@ -411,7 +413,7 @@ async def react(
     emoji = checked_emoji(emoji)
     if add:
         changed = await chat.store.write(
-            messages.add_reaction,
+            chat.q.messages.add_reaction,
             channel.id,
             mid,
             user_id,
@@ -419,7 +421,9 @@ async def react(
             now_ms(),
         )
     else:
-        changed = await chat.store.write(messages.remove_reaction, channel.id, mid, user_id, emoji)
+        changed = await chat.store.write(
+            chat.q.messages.remove_reaction, channel.id, mid, user_id, emoji
+        )
     if changed:
         payload = ReactionEvent(
             message_id=str(mid), channel_id=str(channel.id), user_id=str(user_id), emoji=emoji
@@ -432,7 +436,7 @@ async def ack(chat: Chat, user_id: int, channel_id: str, message_id: str) -> Non
     """Mark the channel read up to a message; the user's sessions hear MESSAGE_ACK."""
     channel = await text_channel(chat, user_id, channel_id)
     mid = snowflake(message_id, "message")
-    if await chat.store.write(messages.ack, user_id, channel.id, mid):
+    if await chat.store.write(chat.q.messages.ack, user_id, channel.id, mid):
         payload = MessageAck(channel_id=str(channel.id), message_id=str(mid))
         chat.fanout.to_users((user_id,), events.MessageAckEvent(d=payload))
 

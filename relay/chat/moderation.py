@@ -18,7 +18,7 @@ from relay.chat.args import field_error, snowflake
 from relay.chat.members import announce_departure
 from relay.chat.messages import announce_bulk_delete
 from relay.chat.objects import audit_out, ban_out, member_out, member_update_out
-from relay.storage import audit, moderation
+from relay.storage import audit
 from relay.storage.access import now_ms
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ async def update_member(
     elif data.communication_disabled_until is None:
         until = None
     member = await chat.store.write(
-        moderation.update_member,
+        chat.q.moderation.update_member,
         sid,
         uid,
         user_id,
@@ -81,7 +81,7 @@ async def kick(
 ) -> None:
     sid = snowflake(server_id, "server")
     uid = snowflake(member_id, "member")
-    member = await chat.store.write(moderation.kick, sid, uid, user_id, reason)
+    member = await chat.store.write(chat.q.moderation.kick, sid, uid, user_id, reason)
     announce_departure(chat, sid, member)
 
 
@@ -91,14 +91,14 @@ async def kick(
 async def bans(chat: Chat, user_id: int, server_id: str, after: int, limit: int) -> list[Ban]:
     """The server's bans by user id, after `after`."""
     sid = snowflake(server_id, "server")
-    rows = await chat.store.read(moderation.bans_of, sid, user_id, after, limit)
+    rows = await chat.store.read(chat.q.moderation.bans_of, sid, user_id, after, limit)
     return [ban_out(b) for b in rows]
 
 
 async def get_ban(chat: Chat, user_id: int, server_id: str, banned_id: str) -> Ban:
     sid = snowflake(server_id, "server")
     uid = snowflake(banned_id, "ban")
-    return ban_out(await chat.store.read(moderation.get_ban, sid, uid, user_id))
+    return ban_out(await chat.store.read(chat.q.moderation.get_ban, sid, uid, user_id))
 
 
 async def ban(
@@ -114,7 +114,7 @@ async def ban(
     sid = snowflake(server_id, "server")
     uid = snowflake(target_id, "user")
     banned = await chat.store.write(
-        moderation.ban,
+        chat.q.moderation.ban,
         sid,
         uid,
         user_id,
@@ -134,7 +134,7 @@ async def unban(
 ) -> None:
     sid = snowflake(server_id, "server")
     uid = snowflake(banned_id, "ban")
-    await chat.store.write(moderation.unban, sid, uid, user_id, reason)
+    await chat.store.write(chat.q.moderation.unban, sid, uid, user_id, reason)
 
 
 # -- audit log -----------------------------------------------------------------------------------
@@ -156,6 +156,12 @@ async def audit_log(
     if action is not None and action not in audit.ACTIONS:
         raise field_error("action", "not an audit log action")
     rows = await chat.store.read(
-        audit.entries, sid, user_id, user_id=by_user, action=action, before=before, limit=limit
+        chat.q.audit.entries,
+        sid,
+        user_id,
+        user_id=by_user,
+        action=action,
+        before=before,
+        limit=limit,
     )
     return [audit_out(e) for e in rows]

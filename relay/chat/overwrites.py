@@ -15,7 +15,7 @@ from relay.chat import visibility
 from relay.chat.args import overwrite_of, snowflake
 from relay.chat.channels import unknown_channel
 from relay.errors import Forbidden
-from relay.storage import channels, dms, overwrites
+from relay.storage import dms
 
 if TYPE_CHECKING:
     from relay.chat import commands
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 async def _server_of(chat: Chat, channel_id: int, user_id: int) -> int:
     """The server of a channel the user can see (else 404; 403 dm_channel for a DM)."""
-    found = await chat.store.read(dms.channel_for, channel_id, user_id)
+    found = await chat.store.read(chat.q.dms.channel_for, channel_id, user_id)
     if found is None:
         raise unknown_channel()
     if isinstance(found, dms.DmRow) or found.server_id is None:
@@ -37,7 +37,7 @@ async def _changed(chat: Chat, server_id: int, channel_id: int, before: ServerVi
     """Announce the channel and those that follow it (a category's synced children)."""
     children = {
         c.id
-        for c in await chat.store.read(channels.list_channels, server_id)
+        for c in await chat.store.read(chat.q.channels.list_channels, server_id)
         if c.parent_id == channel_id and c.permissions_synced
     }
     scope = {channel_id, *children}
@@ -60,7 +60,7 @@ async def put(
     sid = await _server_of(chat, cid, user_id)
     before = await visibility.before(chat, sid)
     await chat.store.write(
-        overwrites.set_overwrite,
+        chat.q.overwrites.set_overwrite,
         cid,
         user_id,
         given,
@@ -78,5 +78,5 @@ async def delete(
     tid = snowflake(target_id, "overwrite")
     sid = await _server_of(chat, cid, user_id)
     before = await visibility.before(chat, sid)
-    await chat.store.write(overwrites.delete_overwrite, cid, tid, user_id, reason)
+    await chat.store.write(chat.q.overwrites.delete_overwrite, cid, tid, user_id, reason)
     await _changed(chat, sid, cid, before)

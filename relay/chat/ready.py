@@ -6,8 +6,6 @@ from typing import TYPE_CHECKING
 
 from relay.chat.messages import read_states
 from relay.chat.objects import Presence, Ready, dm_out, me_out, server_state_out
-from relay.storage import dms as stored_dms
-from relay.storage import servers, users
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,11 +22,11 @@ async def ready(
     """Who the user is, their servers with the channels they can see and the roles, DMs, read
     states, and who among the people they share a server with is online (`presence_of`: a
     user's status and activity, None if offline). None if the user is gone."""
-    user = await chat.store.read(users.get_user, user_id)
+    user = await chat.store.read(chat.q.users.get_user, user_id)
     if user is None:
         return None
-    keys = await chat.store.read(users.list_keys, user_id)
-    states = await chat.store.read(servers.ready_state, user_id)
+    keys = await chat.store.read(chat.q.users.list_keys, user_id)
+    states = await chat.store.read(chat.q.servers.ready_state, user_id)
     sharing: set[int] = set()
     for state in states:
         sharing.update(chat.fanout.online(state.server.id))
@@ -37,7 +35,7 @@ async def ready(
         seen = presence_of(uid)
         if seen is not None:
             presences.append(Presence(user_id=str(uid), status=seen[0], activity=seen[1]))
-    dms = await chat.store.read(stored_dms.dms_of, user_id)
+    dms = await chat.store.read(chat.q.dms.dms_of, user_id)
     return Ready(
         session_id=session_id,
         user=me_out(user, keys),

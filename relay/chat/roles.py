@@ -18,7 +18,6 @@ from relay.chat import events, visibility
 from relay.chat.args import id_field, mask_field, snowflake
 from relay.chat.fanout import PermissionsChanged
 from relay.chat.objects import RoleDeleted, RoleEvent, member_update_out, role_out
-from relay.storage import members, roles
 from relay.storage.access import now_ms
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ async def _holders(chat: Chat, server_id: int, role_id: int) -> set[int] | None:
 async def list_roles(chat: Chat, user_id: int, server_id: str) -> list[Role]:
     """The server's roles, for a member (404 unknown_server otherwise)."""
     sid = snowflake(server_id, "server")
-    rows = await chat.store.read(roles.roles_for, sid, user_id)
+    rows = await chat.store.read(chat.q.roles.roles_for, sid, user_id)
     return [role_out(r) for r in rows]
 
 
@@ -55,7 +54,7 @@ async def create(
     to the server."""
     sid = snowflake(server_id, "server")
     role = await chat.store.write(
-        roles.create_role,
+        chat.q.roles.create_role,
         chat.store.ids.next(),
         sid,
         user_id,
@@ -80,11 +79,11 @@ async def reorder(
     """Move roles to new positions; ROLE_UPDATE for each that moved. Returns all the roles."""
     sid = snowflake(server_id, "server")
     pairs = [(id_field(m.id, f"[{n}].id"), m.position) for n, m in enumerate(moves)]
-    moved = await chat.store.write(roles.reorder_roles, sid, user_id, pairs, reason)
+    moved = await chat.store.write(chat.q.roles.reorder_roles, sid, user_id, pairs, reason)
     chat.fanout.announce(PermissionsChanged(sid))  # the hierarchy, not visibility
     for role in moved:
         _announce(chat, events.RoleUpdate, role)
-    rows = await chat.store.read(roles.roles_for, sid, user_id)
+    rows = await chat.store.read(chat.q.roles.roles_for, sid, user_id)
     return [role_out(r) for r in rows]
 
 
@@ -105,7 +104,7 @@ async def update(
     before = await visibility.before(chat, sid)
     affected = await _holders(chat, sid, rid)
     role = await chat.store.write(
-        roles.update_role,
+        chat.q.roles.update_role,
         sid,
         rid,
         user_id,
@@ -130,7 +129,7 @@ async def delete(
     rid = snowflake(role_id, "role")
     before = await visibility.before(chat, sid)
     affected = await _holders(chat, sid, rid)
-    await chat.store.write(roles.delete_role, sid, rid, user_id, reason)
+    await chat.store.write(chat.q.roles.delete_role, sid, rid, user_id, reason)
     deleted = RoleDeleted(server_id=str(sid), role_id=str(rid))
     chat.fanout.to_server(sid, events.RoleDelete(d=deleted))
     # Its overwrites went too, which can change any channel for anyone.
@@ -153,10 +152,10 @@ async def set_member_role(
     uid = snowflake(member_id, "member")
     rid = snowflake(role_id, "role")
     before = await visibility.before(chat, sid)
-    write = roles.add_member_role if add else roles.remove_member_role
+    write = chat.q.roles.add_member_role if add else chat.q.roles.remove_member_role
     if not await chat.store.write(write, sid, uid, rid, user_id, reason):
         return
-    member = await chat.store.read(members.get_member, sid, uid)
+    member = await chat.store.read(chat.q.members.get_member, sid, uid)
     if member is not None:
         chat.fanout.to_server(sid, events.MemberUpdateEvent(d=member_update_out(member)))
     await visibility.after(chat, sid, before, users={uid})

@@ -17,7 +17,6 @@ from relay.chat.args import field_error, id_field, snowflake
 from relay.chat.fanout import MemberJoined, ServerDeleted
 from relay.chat.members import JoinedServer, after_join
 from relay.chat.objects import Deleted, public_server_out, server_out, server_state_out
-from relay.storage import members, servers
 from relay.storage.access import now_ms
 
 if TYPE_CHECKING:
@@ -33,7 +32,7 @@ async def create(chat: Chat, user_id: int, data: commands.CreateServer) -> Serve
     joining send it). Raises 422 too_many_servers past the setting max_servers_owned."""
     ids = chat.store.ids
     state = await chat.store.write(
-        servers.create_server,
+        chat.q.servers.create_server,
         ids.next(),
         (ids.next(), ids.next()),
         user_id,
@@ -49,13 +48,13 @@ async def create(chat: Chat, user_id: int, data: commands.CreateServer) -> Serve
 
 async def mine(chat: Chat, user_id: int) -> list[Server]:
     """The servers the user is a member of, by id."""
-    return [server_out(s) for s in await chat.store.read(servers.servers_of, user_id)]
+    return [server_out(s) for s in await chat.store.read(chat.q.servers.servers_of, user_id)]
 
 
 async def ready_states(chat: Chat, user_id: int) -> list[ServerWithChannels]:
     """The user's servers with the channels they can see and the roles, as READY has them (a
     fixed number of queries)."""
-    return [server_state_out(s) for s in await chat.store.read(servers.ready_state, user_id)]
+    return [server_state_out(s) for s in await chat.store.read(chat.q.servers.ready_state, user_id)]
 
 
 async def discover(
@@ -64,7 +63,7 @@ async def discover(
     """Public servers whose name contains `query` (case-insensitive), by id after `after`."""
     if len(query) > MAX_QUERY_CHARS:
         raise field_error("q", f"at most {MAX_QUERY_CHARS} characters")
-    rows = await chat.store.read(servers.discover, query, after, limit)
+    rows = await chat.store.read(chat.q.servers.discover, query, after, limit)
     return [public_server_out(p) for p in rows]
 
 
@@ -72,7 +71,7 @@ async def join_public(chat: Chat, user_id: int, server_id: str) -> JoinedServer:
     """Join a public server without an invite (`created` False: a member already)."""
     sid = snowflake(server_id, "server")
     done = await chat.store.write(
-        members.join_public,
+        chat.q.members.join_public,
         sid,
         user_id,
         now_ms(),
@@ -83,7 +82,7 @@ async def join_public(chat: Chat, user_id: int, server_id: str) -> JoinedServer:
 
 async def get(chat: Chat, user_id: int, server_id: str) -> Server:
     sid = snowflake(server_id, "server")
-    return server_out(await chat.store.read(servers.require_member, sid, user_id))
+    return server_out(await chat.store.read(chat.q.servers.require_member, sid, user_id))
 
 
 async def update(
@@ -92,9 +91,9 @@ async def update(
     """Change the name, description or public flag; SERVER_UPDATE only if something changed."""
     sid = snowflake(server_id, "server")
     name = data.name if isinstance(data.name, str) else None
-    before = await chat.store.read(servers.require_member, sid, user_id)
+    before = await chat.store.read(chat.q.servers.require_member, sid, user_id)
     server = await chat.store.write(
-        servers.update_server,
+        chat.q.servers.update_server,
         sid,
         user_id,
         name,
@@ -111,7 +110,7 @@ async def update(
 async def delete(chat: Chat, user_id: int, server_id: str) -> None:
     """Delete the server (its owner only); its members hear SERVER_DELETE."""
     sid = snowflake(server_id, "server")
-    await chat.store.write(servers.delete_server, sid, user_id)
+    await chat.store.write(chat.q.servers.delete_server, sid, user_id)
     chat.fanout.to_server(sid, events.ServerDelete(d=Deleted(id=str(sid))))
     chat.fanout.announce(ServerDeleted(sid))
 
@@ -124,7 +123,9 @@ async def transfer(
     sid = snowflake(server_id, "server")
     new_owner = id_field(data.owner_id, "owner_id")
     before = await visibility.before(chat, sid)
-    server = await chat.store.write(servers.transfer_ownership, sid, user_id, new_owner, reason)
+    server = await chat.store.write(
+        chat.q.servers.transfer_ownership, sid, user_id, new_owner, reason
+    )
     chat.fanout.to_server(sid, events.ServerUpdate(d=server_out(server)))
     await visibility.after(chat, sid, before, users={user_id, new_owner})
     return server_out(server)

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 from relay.chat import events
 from relay.chat.fanout import PermissionsChanged
 from relay.chat.objects import channel_out
-from relay.storage import channels as stored_channels
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -69,7 +68,7 @@ async def after(
             continue
         if rows is None:  # read the channels once, only if someone needs them
             rows = {
-                c.id: c for c in await chat.store.read(stored_channels.list_channels, server_id)
+                c.id: c for c in await chat.store.read(chat.q.channels.list_channels, server_id)
             }
             rows.update(gone_rows)
         for kind, ids in (

@@ -84,7 +84,7 @@ from relay.protocol.gateway import (
 )
 from relay.ratelimit import Bucket
 from relay.realtime.connection import ConnectionClosed
-from relay.storage.db import StoreClosed
+from relay.storage.sqlite.db import StoreClosed
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -61,8 +61,8 @@ if TYPE_CHECKING:
     from relay.chat.views import ServerView, Views
     from relay.config import Settings
     from relay.gateway.session import Session
-    from relay.storage.db import Store
     from relay.storage.messages import NewMessage, Posted
+    from relay.storage.sqlite.db import Store
 
 log = logging.getLogger("relay.gateway")
 

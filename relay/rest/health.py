@@ -10,7 +10,7 @@ import trio
 from quart import Blueprint, Response
 
 from relay.rest.http import json_response
-from relay.storage.db import StoreClosed
+from relay.storage.sqlite.db import StoreClosed
 
 if TYPE_CHECKING:
     from sqlite_utils import Database

@@ -19,7 +19,7 @@ import msgspec
 from relay import permissions as perms
 from relay.errors import Forbidden, NotFound
 from relay.permissions import ChannelNode, Member, Overwrite, Role, ServerPerms
-from relay.storage.writecache import cached
+from relay.storage.sqlite.writecache import cached
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

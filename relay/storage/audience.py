@@ -10,7 +10,7 @@ import msgspec
 
 from relay import permissions as perms
 from relay.storage.access import Access, missing_permission, server_access, server_perms
-from relay.storage.writecache import cached
+from relay.storage.sqlite.writecache import cached
 
 if TYPE_CHECKING:
     from sqlite_utils import Database

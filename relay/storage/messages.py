@@ -26,7 +26,7 @@ from relay.storage import audit
 from relay.storage.access import accesses_of, server_perms
 from relay.storage.audience import VisibleChannel, visible_channel
 from relay.storage.roles import held_roles
-from relay.storage.writecache import cached
+from relay.storage.sqlite.writecache import cached
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

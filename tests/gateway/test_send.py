@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from relay.client import Gateway
-    from relay.storage.db import Store
+    from relay.storage.sqlite.db import Store
     from tests.conftest import RunningServer
     from tests.gateway.conftest import Member
 

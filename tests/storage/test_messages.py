@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from relay.errors import BadRequest, Forbidden, NotFound, Unprocessable
 from relay.ids import EPOCH_MS, Snowflakes, timestamp_ms
 from relay.storage import messages
-from relay.storage.db import connect, open_store
 from relay.storage.roles import insert_everyone
 from relay.storage.schema import migrate
+from relay.storage.sqlite.db import connect, open_store
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from relay.storage.db import connect, open_store
 from relay.storage.schema import LATEST_VERSION, MIGRATIONS, migrate, schema_sql, user_version
+from relay.storage.sqlite.db import connect, open_store
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

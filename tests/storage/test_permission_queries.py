@@ -14,8 +14,8 @@ from relay.permissions import ALL, DEFAULT_EVERYONE, Overwrite, P
 from relay.storage import audit, channels, invites, overwrites, roles, servers, users
 from relay.storage.access import accesses_of, server_access
 from relay.storage.audience import server_snapshot, visible_channel
-from relay.storage.db import connect
 from relay.storage.schema import migrate
+from relay.storage.sqlite.db import connect
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -9,8 +9,8 @@ import trio
 
 from relay.errors import BadRequest, Forbidden, Gone, NotFound, Unprocessable
 from relay.storage import channels, dms, invites, members, servers, users
-from relay.storage.db import connect, open_store
 from relay.storage.schema import migrate
+from relay.storage.sqlite.db import connect, open_store
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -16,8 +16,8 @@ import pytest
 import trio
 import trio.testing
 
-from relay.storage.db import StoreClosed, open_store
 from relay.storage.schema import LATEST_VERSION
+from relay.storage.sqlite.db import StoreClosed, open_store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from sqlite_utils import Database
 
-    from relay.storage.db import Store
+    from relay.storage.sqlite.db import Store
 
 
 # -- write and read functions (run in the store's threads) ----------------------------------------

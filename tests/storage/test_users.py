@@ -9,8 +9,8 @@ import pytest
 
 from relay.errors import Conflict, Unprocessable
 from relay.storage import users
-from relay.storage.db import connect, open_store
 from relay.storage.schema import migrate
+from relay.storage.sqlite.db import connect, open_store
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

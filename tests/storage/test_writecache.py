@@ -1,7 +1,7 @@
-"""The writer's cache of permission rows (relay.storage.writecache), through a threaded store on
-a real database file: a cached answer never outlives the rows it came from, whether they change
-in the same transaction, in a later one, in a request that is rolled back, or from another
-connection."""
+"""The writer's cache of permission rows (relay.storage.sqlite.writecache), through a threaded
+store on a real database file: a cached answer never outlives the rows it came from, whether
+they change in the same transaction, in a later one, in a request that is rolled back, or from
+another connection."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import trio.testing
 from relay.errors import Forbidden, NotFound, RelayError
 from relay.permissions import P
 from relay.storage import messages
-from relay.storage.db import open_store
+from relay.storage.sqlite.db import open_store
 from tests.storage.test_messages import BOB, NOW, SERVER, TEXT, Ids, populate
 from tests.storage.test_store import Gate
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from sqlite_utils import Database
 
-    from relay.storage.db import Store
+    from relay.storage.sqlite.db import Store
 
 SEND, VIEW = int(P.SEND_MESSAGES), int(P.VIEW_CHANNEL)
 CATEGORY, ROLE = 105, 106

@@ -30,7 +30,7 @@ from sqlite_utils import Database
 
 from relay.ids import Snowflakes
 from relay.storage.schema import migrate
-from relay.storage.writecache import WriterCache
+from relay.storage.sqlite.writecache import WriterCache
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -92,7 +92,7 @@ class Store:
     def __init__(self, writer: Database, readers: list[Database], *, inline: bool = False) -> None:
         self.ids = Snowflakes()
         self._writer = writer
-        # What permission checks read, kept between transactions (relay.storage.writecache).
+        # What permission checks read, kept between transactions (relay.storage.sqlite.writecache).
         self._cache = WriterCache(writer.conn)
         self._inline = inline
         self._closed = False

@@ -1,0 +1,588 @@
+"""Each area's queries behind a typed interface: what the rest of Relay may ask of storage.
+
+One Protocol per area names the query functions other layers call (a query takes the
+connection first, `db`, and runs in the store's writer or a reader thread). The SQLite modules
+of relay/storage implement them, checked by mypy where `SQLITE` is built; another database
+(PostgreSQL) can be added area by area by writing modules that satisfy the same Protocols and
+return the same row Structs. The chat layer reaches storage only through an `Areas` (`Chat.q`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from relay.storage import (
+    audience,
+    audit,
+    channels,
+    dms,
+    invites,
+    members,
+    messages,
+    moderation,
+    overwrites,
+    roles,
+    servers,
+    users,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from msgspec import UnsetType
+    from sqlite_utils import Database
+
+    from relay.permissions import Overwrite
+    from relay.storage.audience import ChannelAudience, ServerSnapshot, VisibleChannel
+    from relay.storage.audit import AuditEntry
+    from relay.storage.channels import ChannelRow
+    from relay.storage.dms import DmOpened, DmRow
+    from relay.storage.invites import InvitePreview, InviteRow
+    from relay.storage.members import Joined, MemberRow
+    from relay.storage.messages import AuthorRow, MessageRow, NewMessage, Posted, ReadStateRow
+    from relay.storage.moderation import Banned, BanRow
+    from relay.storage.roles import RoleRow
+    from relay.storage.servers import PublicServer, ServerRow, ServerState
+    from relay.storage.users import KeyRow, Rotated, SessionRow, UserRow
+
+
+class Audience(Protocol):
+    """Who hears a channel; the permission snapshots of the chat layer's views (SQLite:
+    relay.storage.audience)."""
+
+    def channel_audience(self, db: Database, channel_id: int) -> ChannelAudience | None: ...
+
+    def visible_channel(
+        self, db: Database, channel_id: int, user_id: int, now: int | None = ...
+    ) -> VisibleChannel | None: ...
+
+    def server_snapshot(self, db: Database, server_id: int) -> ServerSnapshot | None: ...
+
+
+class Audit(Protocol):
+    """The audit log of moderation and configuration changes (SQLite: relay.storage.audit)."""
+
+    def prune(self, db: Database, before_ms: int, batch: int = ...) -> int: ...
+
+    def entries(
+        self,
+        db: Database,
+        server_id: int,
+        viewer_id: int,
+        *,
+        user_id: int | None = ...,
+        action: str | None = ...,
+        before: int | None = ...,
+        limit: int = ...,
+    ) -> list[AuditEntry]: ...
+
+
+class Channels(Protocol):
+    """A server's channels and categories (SQLite: relay.storage.channels)."""
+
+    def list_channels(self, db: Database, server_id: int) -> list[ChannelRow]: ...
+
+    def channels_for(self, db: Database, server_id: int, user_id: int) -> list[ChannelRow]: ...
+
+    def create_channel(
+        self,
+        db: Database,
+        channel_id: int,
+        server_id: int,
+        user_id: int,
+        *,
+        name: str,
+        kind: str,
+        topic: str | None,
+        parent_id: int | None,
+        position: int | None,
+        now_ms: int,
+        max_channels: int,
+        rate_limit_per_user: int = ...,
+        permission_overwrites: tuple[Overwrite, ...] | None = ...,
+        reason: str | None = ...,
+    ) -> ChannelRow: ...
+
+    def update_channel(
+        self,
+        db: Database,
+        channel_id: int,
+        user_id: int,
+        *,
+        name: str | UnsetType = ...,
+        topic: str | UnsetType | None = ...,
+        position: int | UnsetType = ...,
+        parent_id: int | UnsetType | None = ...,
+        rate_limit_per_user: int | UnsetType = ...,
+        permissions_synced: bool | UnsetType = ...,
+        reason: str | None = ...,
+    ) -> ChannelRow: ...
+
+    def delete_channel(
+        self, db: Database, channel_id: int, user_id: int, reason: str | None = ...
+    ) -> tuple[ChannelRow, list[ChannelRow]]: ...
+
+
+class Dms(Protocol):
+    """1:1 DM channels (SQLite: relay.storage.dms)."""
+
+    def open_dm(
+        self, db: Database, channel_id: int, user_id: int, recipient_id: int, now_ms: int
+    ) -> DmOpened: ...
+
+    def dms_of(self, db: Database, user_id: int) -> list[DmRow]: ...
+
+    def channel_for(
+        self, db: Database, channel_id: int, user_id: int
+    ) -> ChannelRow | DmRow | None: ...
+
+
+class Invites(Protocol):
+    """Invites to a server (SQLite: relay.storage.invites)."""
+
+    def create_invite(
+        self,
+        db: Database,
+        code: str,
+        server_id: int,
+        inviter_id: int,
+        max_uses: int | None,
+        expires_at: int | None,
+        now_ms: int,
+        reason: str | None = ...,
+        *,
+        max_invites: int = ...,
+    ) -> InviteRow: ...
+
+    def prune_invites(self, db: Database, now_ms: int) -> int: ...
+
+    def invites_of(self, db: Database, server_id: int, user_id: int) -> list[InviteRow]: ...
+
+    def invite_preview(self, db: Database, code: str, now_ms: int) -> InvitePreview: ...
+
+    def use_invite(
+        self, db: Database, code: str, user_id: int, now_ms: int, *, max_joined: int = ...
+    ) -> Joined: ...
+
+    def delete_invite(
+        self, db: Database, code: str, user_id: int, reason: str | None = ...
+    ) -> InviteRow: ...
+
+
+class Members(Protocol):
+    """Who is in a server (SQLite: relay.storage.members)."""
+
+    def members_page(
+        self, db: Database, server_id: int, user_id: int, after: int, limit: int
+    ) -> list[MemberRow]: ...
+
+    def get_member(self, db: Database, server_id: int, user_id: int) -> MemberRow | None: ...
+
+    def leave_server(self, db: Database, server_id: int, user_id: int) -> MemberRow: ...
+
+    def join_public(
+        self, db: Database, server_id: int, user_id: int, now_ms: int, *, max_joined: int = ...
+    ) -> Joined: ...
+
+
+class Messages(Protocol):
+    """Messages, reactions, pins and read states (SQLite: relay.storage.messages)."""
+
+    def get(
+        self, db: Database, channel_id: int, message_id: int, viewer: int | None
+    ) -> MessageRow | None: ...
+
+    def history(
+        self,
+        db: Database,
+        channel_id: int,
+        viewer: int | None,
+        *,
+        before: int | None = ...,
+        after: int | None = ...,
+        around: int | None = ...,
+        limit: int = ...,
+    ) -> list[MessageRow]: ...
+
+    def post(self, db: Database, message_id: int, new: NewMessage) -> Posted: ...
+
+    def create(
+        self,
+        db: Database,
+        message_id: int,
+        channel_id: int,
+        author_id: int,
+        content: str,
+        nonce: str | None,
+        reply_to: int | None,
+        mention_ids: list[int],
+        now_ms: int,
+    ) -> tuple[MessageRow, bool]: ...
+
+    def edit(
+        self,
+        db: Database,
+        channel_id: int,
+        message_id: int,
+        editor_id: int,
+        content: str,
+        mention_ids: list[int],
+        now_ms: int,
+    ) -> MessageRow: ...
+
+    def delete(
+        self, db: Database, channel_id: int, message_id: int, user_id: int, reason: str | None = ...
+    ) -> None: ...
+
+    def bulk_delete(
+        self,
+        db: Database,
+        channel_id: int,
+        user_id: int,
+        message_ids: Sequence[int],
+        reason: str | None = ...,
+    ) -> list[int]: ...
+
+    def pin(
+        self,
+        db: Database,
+        channel_id: int,
+        message_id: int,
+        user_id: int,
+        now_ms: int,
+        reason: str | None = ...,
+        max_pins: int = ...,
+    ) -> bool: ...
+
+    def unpin(
+        self, db: Database, channel_id: int, message_id: int, user_id: int, reason: str | None = ...
+    ) -> bool: ...
+
+    def pinned(self, db: Database, channel_id: int, viewer: int | None) -> list[MessageRow]: ...
+
+    def add_reaction(
+        self,
+        db: Database,
+        channel_id: int,
+        message_id: int,
+        user_id: int,
+        emoji: str,
+        now_ms: int,
+        max_emoji: int = ...,
+    ) -> bool: ...
+
+    def remove_reaction(
+        self, db: Database, channel_id: int, message_id: int, user_id: int, emoji: str
+    ) -> bool: ...
+
+    def reactors(
+        self, db: Database, channel_id: int, message_id: int, emoji: str, after: int, limit: int
+    ) -> list[AuthorRow]: ...
+
+    def ack(self, db: Database, user_id: int, channel_id: int, message_id: int) -> bool: ...
+
+    def read_states(self, db: Database, user_id: int) -> list[ReadStateRow]: ...
+
+
+class Moderation(Protocol):
+    """Member updates, kicks, bans (SQLite: relay.storage.moderation)."""
+
+    def update_member(
+        self,
+        db: Database,
+        server_id: int,
+        target_id: int,
+        user_id: int,
+        *,
+        nickname: str | UnsetType | None = ...,
+        communication_disabled_until: int | UnsetType | None = ...,
+        now_ms: int,
+        reason: str | None = ...,
+    ) -> MemberRow: ...
+
+    def kick(
+        self, db: Database, server_id: int, target_id: int, user_id: int, reason: str | None = ...
+    ) -> MemberRow: ...
+
+    def ban(
+        self,
+        db: Database,
+        server_id: int,
+        target_id: int,
+        user_id: int,
+        *,
+        delete_message_s: int,
+        now_ms: int,
+        reason: str | None = ...,
+    ) -> Banned: ...
+
+    def unban(
+        self, db: Database, server_id: int, target_id: int, user_id: int, reason: str | None = ...
+    ) -> None: ...
+
+    def bans_of(
+        self, db: Database, server_id: int, user_id: int, after: int, limit: int
+    ) -> list[BanRow]: ...
+
+    def get_ban(self, db: Database, server_id: int, target_id: int, user_id: int) -> BanRow: ...
+
+
+class Overwrites(Protocol):
+    """Per-channel permission overwrites (SQLite: relay.storage.overwrites)."""
+
+    def set_overwrite(
+        self,
+        db: Database,
+        channel_id: int,
+        user_id: int,
+        overwrite: Overwrite,
+        reason: str | None = ...,
+        *,
+        max_overwrites: int,
+    ) -> int: ...
+
+    def delete_overwrite(
+        self, db: Database, channel_id: int, target_id: int, user_id: int, reason: str | None = ...
+    ) -> int: ...
+
+
+class Roles(Protocol):
+    """Roles and who holds them (SQLite: relay.storage.roles)."""
+
+    def roles_for(self, db: Database, server_id: int, user_id: int) -> list[RoleRow]: ...
+
+    def create_role(
+        self,
+        db: Database,
+        role_id: int,
+        server_id: int,
+        user_id: int,
+        *,
+        name: str,
+        permissions: int,
+        color: int,
+        hoist: bool,
+        mentionable: bool,
+        position: int,
+        now_ms: int,
+        max_roles: int,
+        reason: str | None = ...,
+    ) -> RoleRow: ...
+
+    def update_role(
+        self,
+        db: Database,
+        server_id: int,
+        role_id: int,
+        user_id: int,
+        *,
+        name: str | UnsetType = ...,
+        permissions: int | UnsetType = ...,
+        color: int | UnsetType = ...,
+        hoist: bool | UnsetType = ...,
+        mentionable: bool | UnsetType = ...,
+        reason: str | None = ...,
+    ) -> RoleRow: ...
+
+    def delete_role(
+        self, db: Database, server_id: int, role_id: int, user_id: int, reason: str | None = ...
+    ) -> RoleRow: ...
+
+    def reorder_roles(
+        self,
+        db: Database,
+        server_id: int,
+        user_id: int,
+        moves: list[tuple[int, int]],
+        reason: str | None = ...,
+    ) -> list[RoleRow]: ...
+
+    def add_member_role(
+        self,
+        db: Database,
+        server_id: int,
+        target_id: int,
+        role_id: int,
+        user_id: int,
+        reason: str | None = ...,
+    ) -> bool: ...
+
+    def remove_member_role(
+        self,
+        db: Database,
+        server_id: int,
+        target_id: int,
+        role_id: int,
+        user_id: int,
+        reason: str | None = ...,
+    ) -> bool: ...
+
+
+class Servers(Protocol):
+    """Servers, their ownership, READY's server states and discovery (SQLite:
+    relay.storage.servers)."""
+
+    def require_member(self, db: Database, server_id: int, user_id: int) -> ServerRow: ...
+
+    def create_server(
+        self,
+        db: Database,
+        server_id: int,
+        channel_ids: tuple[int, int],
+        owner_id: int,
+        name: str,
+        now_ms: int,
+        max_owned: int,
+    ) -> ServerState: ...
+
+    def servers_of(self, db: Database, user_id: int) -> list[ServerRow]: ...
+
+    def update_server(
+        self,
+        db: Database,
+        server_id: int,
+        user_id: int,
+        name: str | None,
+        *,
+        description: str | UnsetType | None = ...,
+        is_public: bool | None = ...,
+        reason: str | None = ...,
+    ) -> ServerRow: ...
+
+    def delete_server(self, db: Database, server_id: int, user_id: int) -> ServerRow: ...
+
+    def transfer_ownership(
+        self,
+        db: Database,
+        server_id: int,
+        user_id: int,
+        new_owner_id: int,
+        reason: str | None = ...,
+    ) -> ServerRow: ...
+
+    def ready_state(self, db: Database, user_id: int) -> list[ServerState]: ...
+
+    def discover(self, db: Database, query: str, after: int, limit: int) -> list[PublicServer]: ...
+
+
+class Users(Protocol):
+    """Accounts, keys, login sessions, challenges and the server's own secrets (SQLite:
+    relay.storage.users)."""
+
+    def insert_user(
+        self,
+        db: Database,
+        user_id: int,
+        username: str,
+        display_name: str | None,
+        password_hash: str | None,
+        public_key: bytes | None,
+        key_id: int,
+        now_ms: int,
+    ) -> UserRow: ...
+
+    def get_user(self, db: Database, user_id: int) -> UserRow | None: ...
+
+    def get_user_by_name(self, db: Database, username: str) -> UserRow | None: ...
+
+    def update_user(
+        self,
+        db: Database,
+        user_id: int,
+        now_ms: int,
+        *,
+        display_name: str | None = ...,
+        clear_display_name: bool = ...,
+        password_hash: str | None = ...,
+    ) -> UserRow: ...
+
+    def add_key(
+        self, db: Database, key_id: int, user_id: int, public_key: bytes, now_ms: int, max_keys: int
+    ) -> KeyRow: ...
+
+    def list_keys(self, db: Database, user_id: int) -> list[KeyRow]: ...
+
+    def create_session(
+        self,
+        db: Database,
+        session_id: int,
+        user_id: int,
+        refresh_hash: bytes,
+        now_ms: int,
+        expires_at_ms: int,
+        user_agent: str | None,
+        ip: str | None,
+    ) -> SessionRow: ...
+
+    def rotate_refresh_token(
+        self, db: Database, old_hash: bytes, new_hash: bytes, now_ms: int, ttl_ms: int
+    ) -> Rotated: ...
+
+    def get_session(self, db: Database, session_id: int) -> SessionRow | None: ...
+
+    def list_sessions(self, db: Database, user_id: int, now_ms: int) -> list[SessionRow]: ...
+
+    def revoke_session(self, db: Database, session_id: int, now_ms: int, reason: str) -> bool: ...
+
+    def revoke_user_sessions(
+        self, db: Database, user_id: int, now_ms: int, reason: str, keep: int | None = ...
+    ) -> list[int]: ...
+
+    def revoke_beyond(
+        self, db: Database, user_id: int, now_ms: int, reason: str, keep: int
+    ) -> list[int]: ...
+
+    def revoked_since(self, db: Database, since_ms: int) -> list[int]: ...
+
+    def insert_challenge(
+        self,
+        db: Database,
+        challenge: bytes,
+        user_id: int,
+        expires_at_ms: int,
+        now_ms: int,
+        keep: int,
+    ) -> None: ...
+
+    def consume_challenge(
+        self, db: Database, challenge: bytes, user_id: int, now_ms: int
+    ) -> bool: ...
+
+    def secret(self, db: Database, name: str, make: Callable[[], bytes]) -> bytes: ...
+
+    def prune(self, db: Database, now_ms: int, keep_revoked_ms: int) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Areas:
+    """One implementation of every area."""
+
+    audience: Audience
+    audit: Audit
+    channels: Channels
+    dms: Dms
+    invites: Invites
+    members: Members
+    messages: Messages
+    moderation: Moderation
+    overwrites: Overwrites
+    roles: Roles
+    servers: Servers
+    users: Users
+
+
+SQLITE = Areas(
+    audience=audience,
+    audit=audit,
+    channels=channels,
+    dms=dms,
+    invites=invites,
+    members=members,
+    messages=messages,
+    moderation=moderation,
+    overwrites=overwrites,
+    roles=roles,
+    servers=servers,
+    users=users,
+)
