@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from relay.chat.dms import dm_channels
 from relay.chat.messages import read_states
-from relay.chat.objects import Presence, Ready, dm_out, me_out, server_state_out
+from relay.chat.objects import Presence, Ready, me_out
+from relay.chat.servers import ready_states
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,21 +28,20 @@ async def ready(
     if user is None:
         return None
     keys = await chat.store.read(chat.q.users.list_keys, user_id)
-    states = await chat.store.read(chat.q.servers.ready_state, user_id)
+    servers = await ready_states(chat, user_id)
     sharing: set[int] = set()
-    for state in states:
-        sharing.update(chat.fanout.online(state.server.id))
+    for server in servers:
+        sharing.update(chat.fanout.online(int(server.id)))
     presences = []
     for uid in sorted(sharing):
         seen = presence_of(uid)
         if seen is not None:
             presences.append(Presence(user_id=str(uid), status=seen[0], activity=seen[1]))
-    dms = await chat.store.read(chat.q.dms.dms_of, user_id)
     return Ready(
         session_id=session_id,
         user=me_out(user, keys),
-        servers=[server_state_out(s) for s in states],
-        private_channels=[dm_out(dm) for dm in dms],
+        servers=servers,
+        private_channels=await dm_channels(chat, user_id),
         read_states=await read_states(chat, user_id),
         presences=presences,
     )
