@@ -33,15 +33,15 @@ import trio
 
 from actors.base import Actor, Reply
 from relay.storage import messages
-from relay.storage.db import Pending, StoreClosed
 from relay.storage.messages import NewMessage, Posted
+from relay.storage.sqlite.db import Pending, StoreClosed
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from relay.storage.audience import ChannelAudience
-    from relay.storage.db import Store
     from relay.storage.messages import MessageRow
+    from relay.storage.sqlite.db import Store
 
 
 class Post(msgspec.Struct, frozen=True):

@@ -8,9 +8,6 @@ from typing import TYPE_CHECKING
 from quart import Blueprint, Response, request
 
 from relay.chat import channels, commands, dms, invites, members, servers
-
-# relay.rest.roles still takes it from here.
-from relay.chat.channels import unknown_channel as unknown_channel
 from relay.rest.http import (
     audit_reason,
     body,
