@@ -211,3 +211,21 @@ class UpdateRoom(Request, frozen=True):
     max_clients: MaxClients | UnsetType = UNSET
     public: bool | UnsetType = UNSET
     metadata: dict[str, Any] | UnsetType = UNSET  # replaces the whole object
+
+
+# -- accounts ------------------------------------------------------------------------------------
+
+Password = Annotated[str, Meta(min_length=8, max_length=256)]
+DisplayName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+AnyPassword = Annotated[str, Meta(min_length=1, max_length=256)]
+Base64 = Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class UpdateMe(Request, frozen=True):
+    display_name: DisplayName | UnsetType | None = UNSET  # null clears it
+    password: Password | UnsetType = UNSET
+    current_password: AnyPassword | UnsetType = UNSET  # required to change an existing password
+
+
+class AddKey(Request, frozen=True):
+    public_key: Base64

@@ -323,6 +323,18 @@ class Resumed(msgspec.Struct, frozen=True, kw_only=True):
     replayed: int  # events replayed before RESUMED
 
 
+class LoginSession(msgspec.Struct, frozen=True, kw_only=True):
+    """One login of the user (GET /v1/api/auth/sessions)."""
+
+    id: str
+    created_at: str
+    last_used_at: str
+    expires_at: str
+    user_agent: str | None
+    ip: str | None
+    current: bool
+
+
 # -- from storage rows ------------------------------------------------------------------------
 
 

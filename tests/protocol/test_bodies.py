@@ -16,13 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from quart_trio import QuartTrio
 
+from relay.chat import commands
 from relay.errors import BadRequest
 from relay.rest import bodies, http
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
 
-    from relay.chat import commands
 
 REQUESTS: list[type[commands.Request]] = [
     bodies.Register,
@@ -30,8 +30,8 @@ REQUESTS: list[type[commands.Request]] = [
     bodies.ChallengeRequest,
     bodies.KeyLogin,
     bodies.Refresh,
-    bodies.UpdateMe,
-    bodies.AddKey,
+    commands.UpdateMe,
+    commands.AddKey,
 ]
 ALL_FIELDS = sorted({name for kind in REQUESTS for name in kind.__struct_fields__})
 
@@ -176,9 +176,9 @@ def validation_error(kind: type[commands.Request], value: Any) -> BadRequest:
             "<=",
         ),
         (bodies.Refresh, {"refresh_token": None}, "refresh_token", "got `null`"),
-        (bodies.UpdateMe, {"password": None}, "password", "got `null`"),
-        (bodies.UpdateMe, {"display_name": 5}, "display_name", "got `int`"),
-        (bodies.AddKey, {"public_key": "k", "extra": 1}, "extra", "unknown field `extra`"),
+        (commands.UpdateMe, {"password": None}, "password", "got `null`"),
+        (commands.UpdateMe, {"display_name": 5}, "display_name", "got `int`"),
+        (commands.AddKey, {"public_key": "k", "extra": 1}, "extra", "unknown field `extra`"),
     ],
 )
 def test_invalid_names_the_field(
@@ -228,22 +228,22 @@ async def test_register_round_trip(register: bodies.Register) -> None:
 
 @given(
     st.builds(
-        bodies.UpdateMe,
+        commands.UpdateMe,
         display_name=st.just(msgspec.UNSET) | st.none() | DISPLAY_NAMES,
         password=st.just(msgspec.UNSET) | PASSWORDS,
         current_password=st.just(msgspec.UNSET) | st.text(min_size=1, max_size=256),
     )
 )
-async def test_update_me_round_trip(update: bodies.UpdateMe) -> None:
+async def test_update_me_round_trip(update: commands.UpdateMe) -> None:
     raw = msgspec.json.encode(update)
-    assert await decode(bodies.UpdateMe, raw) == update
+    assert await decode(commands.UpdateMe, raw) == update
 
 
 async def test_update_me_tells_null_from_absent() -> None:
-    cleared = await decode(bodies.UpdateMe, b'{"display_name": null}')
-    assert cleared == bodies.UpdateMe(display_name=None)
-    untouched = await decode(bodies.UpdateMe, b"{}")
-    assert isinstance(untouched, bodies.UpdateMe)
+    cleared = await decode(commands.UpdateMe, b'{"display_name": null}')
+    assert cleared == commands.UpdateMe(display_name=None)
+    untouched = await decode(commands.UpdateMe, b"{}")
+    assert isinstance(untouched, commands.UpdateMe)
     assert untouched.display_name is msgspec.UNSET
     assert untouched.password is msgspec.UNSET
 
