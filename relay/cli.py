@@ -13,17 +13,31 @@ from relay.config import load_settings
 from relay.errors import ConfigError
 from relay.logs import configure_logging
 
+CONFIG_HELP = "TOML settings file (RELAY_* env vars override it)"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description="Relay chat and voice server")
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
-    parser.add_argument("--config", help="TOML settings file (RELAY_* env vars override it)")
+    parser.add_argument("--config", help=CONFIG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the server until SIGINT/SIGTERM")
     db = commands.add_parser("db", help="database upkeep")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("migrate", help="create the database or upgrade it to this version")
+    _accept_config_after_commands(parser)
     return parser
+
+
+def _accept_config_after_commands(parser: argparse.ArgumentParser) -> None:
+    """Let `--config` follow any (sub)command too (`relay serve --config relay.toml`), as
+    scripts/serve and `just serve` pass their arguments after `serve`. Given in both places,
+    the later one wins."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+                _accept_config_after_commands(command)
 
 
 def main(argv: list[str] | None = None) -> int:
