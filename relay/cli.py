@@ -10,7 +10,7 @@ import trio
 
 from relay import __version__
 from relay.config import load_settings
-from relay.errors import ConfigError
+from relay.errors import ConfigError, ListenError, first_of
 from relay.logs import configure_logging
 
 CONFIG_HELP = "TOML settings file (RELAY_* env vars override it)"
@@ -49,17 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format, settings.log_level)
     if args.command == "serve":
-        from hypercorn.utils import LifespanFailureError
-
         from relay import server
 
-        failed = False
+        reason: str | None = None
         try:
             trio.run(server.run, settings)
-        except* LifespanFailureError:  # e.g. a port in use: the log names the setting
-            failed = True
-        if failed:
-            print("relay: start-up failed (the log above says why)", file=sys.stderr)
+        except* ListenError as group:  # the HTTP port: bound before the services start
+            reason = str(first_of(group))
+        except* server.StartupFailed as group:  # in the services, e.g. the realtime port
+            reason = first_of(group).reason
+        if reason is not None:
+            print(f"relay: start-up failed: {reason}", file=sys.stderr)
             return 1
         return 0
     from relay.storage.schema import migrate
