@@ -14,17 +14,17 @@ test *args:
 
 # ruff check, ruff format --check, mypy --strict, the import layers
 lint:
-    .venv/bin/ruff check relay actors tests scripts
-    .venv/bin/ruff format --check relay actors tests scripts
+    .venv/bin/ruff check relay actors tests scripts docs/examples
+    .venv/bin/ruff format --check relay actors tests scripts docs/examples
     .venv/bin/mypy
     .venv/bin/lint-imports --no-cache --no-logo
 
 # apply ruff fixes and formatting
 fmt:
-    .venv/bin/ruff check --fix relay actors tests scripts
-    .venv/bin/ruff format relay actors tests scripts
+    .venv/bin/ruff check --fix relay actors tests scripts docs/examples
+    .venv/bin/ruff format relay actors tests scripts docs/examples
 
-# mypy --strict over relay, actors, tests and scripts
+# mypy --strict over relay, actors, tests, scripts and docs/examples
 typecheck:
     .venv/bin/mypy
 

@@ -18,7 +18,7 @@ from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
-from relay.errors import RateLimited, RelayError
+from relay.errors import ListenError, RateLimited, RelayError, first_of
 from relay.logs import configure_logging
 from relay.ratelimit import RateLimiter
 from relay.rest.auth import auth_blueprint, users_blueprint
@@ -33,6 +33,8 @@ from relay.runtime import Runtime
 from relay.services import run_services
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from hypercorn.typing import (
         ASGIReceiveCallable,
         ASGIReceiveEvent,
@@ -101,9 +103,22 @@ def _has_body(scope: HTTPScope) -> bool:
     return False
 
 
+class RelayApp(QuartTrio):
+    """QuartTrio, without a traceback for a listener that cannot bind: its one line names the
+    setting, and whoever runs the app reports it (`relay serve` ends with it, hypercorn with its
+    lifespan failure)."""
+
+    def log_exception(
+        self,
+        exception_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None],
+    ) -> None:
+        if not isinstance(exception_info[1], ListenError):
+            super().log_exception(exception_info)
+
+
 def create_app(settings: Settings) -> QuartTrio:
     rt = Runtime(settings)
-    app = QuartTrio("relay", static_folder=None)  # no static files: no /static route
+    app = RelayApp("relay", static_folder=None)  # no static files: no /static route
     app.asgi_http_class = HTTPConnection
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = settings.body_timeout_s  # 408 after it (quart-trio's default: 60)
@@ -129,7 +144,13 @@ def create_app(settings: Settings) -> QuartTrio:
             with services:
                 await run_services(rt, task_status=task_status)
 
-        await app.nursery.start(run)
+        try:
+            await app.nursery.start(run)
+        except ExceptionGroup as group:  # from the services' nurseries
+            cannot_listen, _ = group.split(ListenError)
+            if cannot_listen is None:
+                raise
+            raise first_of(cannot_listen) from None  # its text is the start-up failure's reason
 
     @app.after_serving
     async def stop_services() -> None:

@@ -10,20 +10,34 @@ import trio
 
 from relay import __version__
 from relay.config import load_settings
-from relay.errors import ConfigError
+from relay.errors import ConfigError, ListenError, first_of
 from relay.logs import configure_logging
+
+CONFIG_HELP = "TOML settings file (RELAY_* env vars override it)"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description="Relay chat and voice server")
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
-    parser.add_argument("--config", help="TOML settings file (RELAY_* env vars override it)")
+    parser.add_argument("--config", help=CONFIG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the server until SIGINT/SIGTERM")
     db = commands.add_parser("db", help="database upkeep")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("migrate", help="create the database or upgrade it to this version")
+    _accept_config_after_commands(parser)
     return parser
+
+
+def _accept_config_after_commands(parser: argparse.ArgumentParser) -> None:
+    """Let `--config` follow any (sub)command too (`relay serve --config relay.toml`), as
+    scripts/serve and `just serve` pass their arguments after `serve`. Given in both places,
+    the later one wins."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+                _accept_config_after_commands(command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,17 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format, settings.log_level)
     if args.command == "serve":
-        from hypercorn.utils import LifespanFailureError
-
         from relay import server
 
-        failed = False
+        reason: str | None = None
         try:
             trio.run(server.run, settings)
-        except* LifespanFailureError:  # e.g. a port in use: the log names the setting
-            failed = True
-        if failed:
-            print("relay: start-up failed (the log above says why)", file=sys.stderr)
+        except* ListenError as group:  # the HTTP port: bound before the services start
+            reason = str(first_of(group))
+        except* server.StartupFailed as group:  # in the services, e.g. the realtime port
+            reason = first_of(group).reason
+        if reason is not None:
+            print(f"relay: start-up failed: {reason}", file=sys.stderr)
             return 1
         return 0
     from relay.storage.schema import migrate

@@ -8,6 +8,7 @@ callers that want to look at errors themselves.
 from __future__ import annotations
 
 import base64
+import random
 import ssl
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Self
@@ -155,8 +156,9 @@ class GatewayClosed(Exception):
 class Gateway:
     """A gateway connection (trio-websocket): HELLO, IDENTIFY or RESUME, then events.
 
-    `events()` yields DISPATCH envelopes; heartbeats are sent by `heartbeat()` (callers decide
-    when: tests want control over timing)."""
+    `receive()` returns every frame and `dispatch()` the next DISPATCH. `open_gateway` sends
+    HEARTBEAT on the interval HELLO gives (`heartbeat=False` leaves it to the caller, who then
+    calls `heartbeat()`: tests that time heartbeats themselves)."""
 
     def __init__(self, ws: trio_websocket.WebSocketConnection, encoding: str) -> None:
         self.ws = ws
@@ -164,6 +166,7 @@ class Gateway:
         self.hello: dict[str, Any] = {}
         self.session_id: str | None = None
         self.seq = 0
+        self._heartbeats = trio.CancelScope()
 
     async def send(self, op: int, d: Any) -> None:
         envelope = {"op": op, "d": d}
@@ -211,6 +214,23 @@ class Gateway:
     async def heartbeat(self) -> None:
         await self.send(1, self.seq)
 
+    async def send_heartbeats(self) -> None:
+        """HEARTBEAT with the last seq seen, until the connection closes or
+        `stop_heartbeats()`. Each comes after 75-90% of HELLO's interval: early enough for the
+        server's deadline (the interval plus a grace) whatever the network's delay, and spread
+        out so that clients which connected together do not beat together."""
+        interval_s = self.hello["heartbeat_interval"] / 1000
+        with self._heartbeats:
+            while True:
+                await trio.sleep(interval_s * random.uniform(0.75, 0.9))
+                try:
+                    await self.heartbeat()
+                except trio_websocket.ConnectionClosed:
+                    return  # whoever reads the connection learns why
+
+    def stop_heartbeats(self) -> None:
+        self._heartbeats.cancel()
+
 
 @asynccontextmanager
 async def open_websocket(
@@ -220,6 +240,16 @@ async def open_websocket(
 
     The TCP stream is opened and closed here: trio-websocket 0.12 leaves its socket open when
     the server closes first."""
+    async with _open_websocket(url, ssl_context, max_message_size) as (ws, _):
+        yield ws
+
+
+@asynccontextmanager
+async def _open_websocket(
+    url: str, ssl_context: ssl.SSLContext | None, max_message_size: int
+) -> AsyncIterator[tuple[trio_websocket.WebSocketConnection, trio.Nursery]]:
+    """`open_websocket`, with the nursery that runs the connection's reader, for tasks that
+    must end with the connection (the gateway's heartbeats)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "wss" else 80)
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -234,19 +264,30 @@ async def open_websocket(
             nursery, stream, host, resource, max_message_size=max_message_size
         )
         try:
-            yield ws
+            yield ws, nursery
         finally:
             await ws.aclose()
 
 
 @asynccontextmanager
 async def open_gateway(
-    ws_url: str, *, encoding: str = "json", ssl_context: ssl.SSLContext | None = None
+    ws_url: str,
+    *,
+    encoding: str = "json",
+    ssl_context: ssl.SSLContext | None = None,
+    heartbeat: bool = True,
 ) -> AsyncIterator[Gateway]:
-    """Connect to /v1/gateway and read HELLO."""
+    """Connect to /v1/gateway, read HELLO and, unless `heartbeat` is false, send HEARTBEAT on
+    HELLO's interval while the connection is open (without them the server closes it with 4009
+    after the interval plus its grace)."""
     url = f"{ws_url.rstrip('/')}/v1/gateway?encoding={encoding}"
-    async with open_websocket(url, ssl_context=ssl_context) as ws:
+    async with _open_websocket(url, ssl_context, 16 * 2**20) as (ws, nursery):
         gateway = Gateway(ws, encoding)
         hello = await gateway.receive()
         gateway.hello = hello["d"]
-        yield gateway
+        if heartbeat:
+            nursery.start_soon(gateway.send_heartbeats)
+        try:
+            yield gateway
+        finally:
+            gateway.stop_heartbeats()

@@ -154,7 +154,7 @@ def load_settings(
             continue
         key = name[len(ENV_PREFIX) :].lower()
         if key not in _FIELDS:
-            raise ConfigError(f"unknown setting {name} (see the README for the list)")
+            raise ConfigError(f"unknown setting {name} (see docs/configuration.md for the list)")
         raw[key] = value
     raw.update(overrides)
     for key in _SWITCHABLE:

@@ -6,16 +6,30 @@ HTTP status of its class (DESIGN §4).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from relay.ratelimit import Decision
 
+E = TypeVar("E", bound=BaseException)
+
 
 class ConfigError(Exception):
     """A setting is missing or invalid; start-up stops with this one line."""
+
+
+class ListenError(Exception):
+    """A listener cannot bind its address (a port in use, say); start-up stops with this one
+    line, which names the setting."""
+
+
+def first_of(group: BaseExceptionGroup[E]) -> E:
+    """The first exception of a group, however deeply nested (a nursery's group holds the
+    groups of the nurseries inside it)."""
+    first = group.exceptions[0]
+    return first_of(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 class RelayError(Exception):

@@ -6,6 +6,11 @@ Resource handling: `serve_http` owns the REST listening sockets, a task per admi
 to shutdown_grace_s), then runs the lifespan shutdown, which cancels the services and closes the
 database. `run` returns only after all of that.
 
+Error handling: the REST port is bound first, so a port in use raises ListenError before anything
+else starts; a failed start-up of the services raises StartupFailed with the app's one-line
+reason (a ListenError's text for the realtime and byte-relay ports). `relay serve` prints either
+as its last line.
+
 Connections are capped in all and per client address (`Gate`, as on the other listeners): one
 over a cap gets 503 (over TLS: nothing) and is closed before its request is read.
 """
@@ -24,16 +29,17 @@ from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
-from hypercorn.utils import wrap_app
+from hypercorn.utils import LifespanFailureError, wrap_app
 
 from relay.app import create_app
 from relay.realtime.gate import Gate
+from relay.services import listening
 
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Awaitable, Callable
 
-    from hypercorn.typing import AppWrapper, LifespanState
+    from hypercorn.typing import AppWrapper, ASGISendEvent, LifespanState
     from quart_trio import QuartTrio
 
     from relay.config import Settings
@@ -98,34 +104,74 @@ async def serve_http(
     config = hypercorn_config(settings)
     asgi = wrap_app(app, config.wsgi_max_body_size, "asgi")
     lifespan_state: LifespanState = {}
-    lifespan = Lifespan(asgi, config, lifespan_state)
+    lifespan = _Lifespan(asgi, config, lifespan_state)
     context = WorkerContext(None)
     tls = config.create_ssl_context()
     gate = Gate(settings.max_connections, settings.max_connections_per_ip)
-    async with trio.open_nursery() as lifespan_nursery:
-        await lifespan_nursery.start(lifespan.handle_lifespan)
-        await lifespan.wait_for_startup()
-        state = ConnectionState(lifespan_state.copy())
-        handler = partial(_connection, asgi, config, context, state, gate, tls)
-        async with trio.open_nursery() as connections:
-            listeners = await trio.open_tcp_listeners(settings.http_port, host=settings.host)
-            scheme = "https" if tls is not None else "http"
-            binds = [f"{scheme}://{_address(listener.socket)}" for listener in listeners]
-            try:
-                async with trio.open_nursery() as accepting:
-                    accepting.start_soon(
-                        partial(
-                            trio.serve_listeners, handler, listeners, handler_nursery=connections
+    # Bound before the services start: a port in use stops start-up before anything else opens
+    # (connections that arrive meanwhile wait in the backlog).
+    with listening("http_port", settings.host, settings.http_port):
+        listeners = await trio.open_tcp_listeners(settings.http_port, host=settings.host)
+    scheme = "https" if tls is not None else "http"
+    binds = [f"{scheme}://{_address(listener.socket)}" for listener in listeners]
+    try:
+        async with trio.open_nursery() as lifespan_nursery:
+            await lifespan_nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+            state = ConnectionState(lifespan_state.copy())
+            handler = partial(_connection, asgi, config, context, state, gate, tls)
+            async with trio.open_nursery() as connections:
+                try:
+                    async with trio.open_nursery() as accepting:
+                        accepting.start_soon(
+                            partial(
+                                trio.serve_listeners,
+                                handler,
+                                listeners,
+                                handler_nursery=connections,
+                            )
                         )
-                    )
-                    task_status.started(binds)
-                    await shutdown_trigger()
-                    accepting.cancel_scope.cancel()
-            finally:
-                await context.terminated.set()  # idle connections close at once
-                connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
-        await lifespan.wait_for_shutdown()
-        lifespan_nursery.cancel_scope.cancel()
+                        task_status.started(binds)
+                        await shutdown_trigger()
+                        accepting.cancel_scope.cancel()
+                finally:
+                    await context.terminated.set()  # idle connections close at once
+                    deadline = trio.current_time() + config.graceful_timeout
+                    connections.cancel_scope.deadline = deadline
+            await lifespan.wait_for_shutdown()
+            lifespan_nursery.cancel_scope.cancel()
+    finally:
+        for listener in listeners:  # serving closes them, but start-up may have failed first
+            await trio.aclose_forcefully(listener)
+
+
+class StartupFailed(LifespanFailureError):
+    """The app's start-up failed; `reason` is its one-line account (e.g. a ListenError's)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("startup", reason)
+        self.reason = reason
+
+
+class _Lifespan(Lifespan):
+    """hypercorn's lifespan, keeping the reason the app gave for a failed start-up (hypercorn
+    folds it into its error's text) so that `relay serve` can end with it, and never letting
+    `wait_for_startup` return after a failure: hypercorn's returns as the failure is being
+    raised in the lifespan task, and serving began (and logged "listening") before that task's
+    error cancelled it."""
+
+    failed = False
+
+    async def asgi_send(self, message: ASGISendEvent) -> None:
+        if message["type"] == "lifespan.startup.failed":
+            self.failed = True
+            raise StartupFailed(message.get("message", ""))
+        await super().asgi_send(message)
+
+    async def wait_for_startup(self) -> None:
+        await super().wait_for_startup()
+        if self.failed:
+            await trio.sleep_forever()  # until the lifespan task's StartupFailed cancels this
 
 
 class _TCPServer(TCPServer):

@@ -28,6 +28,7 @@ from relay.chat.context import Chat
 from relay.chat.fanout import LoginRevoked
 from relay.chat.rooms import RoomManager
 from relay.chat.views import Views
+from relay.errors import ListenError
 from relay.gateway.endpoint import gateway_endpoint
 from relay.gateway.hub import Hub
 from relay.realtime.echo import echo
@@ -144,14 +145,16 @@ async def run_services(
 
 @contextmanager
 def listening(key: str, host: str, port: int) -> Iterator[None]:
-    """Turn a failure to bind into one log line naming the setting (e.g. a port in use)."""
+    """Turn a failure to bind (e.g. a port in use) into a ListenError naming the setting.
+
+    Raises:
+        ListenError: "cannot listen on HOST:PORT (KEY, RELAY_KEY): the system's reason".
+    """
     try:
         yield
     except OSError as e:
-        log.error(
-            "cannot listen on %s:%s (%s, RELAY_%s): %s", host, port, key, key.upper(), e.strerror
-        )
-        raise
+        where = f"{host}:{port} ({key}, RELAY_{key.upper()})"
+        raise ListenError(f"cannot listen on {where}: {e.strerror or e}") from None
 
 
 def realtime_endpoints(rt: Runtime) -> dict[str, Endpoint]:

@@ -124,20 +124,33 @@ async def test_bad_setting_stops_startup_with_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
 
 
-async def test_port_in_use_stops_startup_naming_the_setting(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["http_port", "realtime_port", "relay_port"])
+async def test_port_in_use_stops_startup_with_one_line_naming_the_setting(
+    tmp_path: Path, key: str
+) -> None:
     with trio.socket.socket() as holder:
         await holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        env = env_for(tmp_path, RELAY_HTTP_PORT="0", RELAY_REALTIME_PORT=str(port))
+        ports = {"RELAY_HTTP_PORT": "0", "RELAY_RELAY_PORT": "0", f"RELAY_{key.upper()}": str(port)}
         with trio.fail_after(20):
             result = await trio.run_process(
-                [str(BIN / "relay"), "serve"], env=env, capture_stderr=True, check=False
+                [str(BIN / "relay"), "serve"],
+                env=env_for(tmp_path, **ports),
+                capture_stderr=True,
+                check=False,
             )
     assert result.returncode == 1
-    errors = result.stderr.decode()
-    assert f"cannot listen on 127.0.0.1:{port} (realtime_port, RELAY_REALTIME_PORT)" in errors
-    assert errors.rstrip().endswith("relay: start-up failed (the log above says why)")
+    lines = result.stderr.decode().strip().splitlines()
+    # At most the services' start-up lines before it (the HTTP port is bound before any).
+    assert len(lines) <= 3, lines
+    assert lines[-1] == (
+        f"relay: start-up failed: cannot listen on 127.0.0.1:{port} "
+        f"({key}, RELAY_{key.upper()}): Address already in use"
+    )
+    assert not any("listening http=" in line for line in lines)
+    if key == "http_port":
+        assert len(lines) == 1  # nothing else started
 
 
 async def test_db_migrate_creates_the_database(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ class Op(enum.IntEnum):
 
 
 class Close(enum.IntEnum):
-    """Gateway close codes. Documented in the README; clients act on them."""
+    """Gateway close codes. Documented in docs/gateway.md; clients act on them."""
 
     UNKNOWN_OPCODE = 4001  # an op the server does not take from clients
     DECODE_ERROR = 4002  # a frame that is not a valid envelope for its op

@@ -1,4 +1,4 @@
-"""The benchmark harness behind `scripts/bench` (issue 6).
+"""The benchmark harness behind `scripts/bench`.
 
 Modules: `wire` (raw WebSocket and HTTP/1.1 bytes, sans-I/O), `workers` (the load-generator
 processes), `procs` (process, CPU and memory bookkeeping), `peers` (the peer servers),

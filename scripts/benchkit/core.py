@@ -40,7 +40,7 @@ class Row:
     unit: str
     values: dict[str, float | None]
     better: str = "higher"  # or "lower": how ratios read
-    bar: str | None = None  # the bar for Relay, in words
+    bar: str | None = None  # the target Relay should meet, in words
     bar_met: bool | None = None
 
     def ratio(self, peer: str) -> float | None:

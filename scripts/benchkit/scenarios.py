@@ -1,4 +1,4 @@
-"""The measured scenarios (issue 6): each is `(bench) -> list[Row]`, registered in SCENARIOS.
+"""The measured scenarios: each is `(bench) -> list[Row]`, registered in SCENARIOS.
 
 1. `fanout`: one channel (one room for the peers), 100 and 1000 subscribed sessions, 10
    senders. (a) the most deliveries/s, with each sender keeping `window` messages in flight;

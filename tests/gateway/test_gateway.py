@@ -383,17 +383,33 @@ async def test_rate_limit_is_4008(gateway_server: RunningServer) -> None:
 @pytest.mark.settings(heartbeat_interval_s=0.3, heartbeat_grace_s=0.2)
 async def test_missed_heartbeat_is_4009(gateway_server: RunningServer) -> None:
     alice = await new_member(gateway_server, "alice")
-    async with open_gateway(gateway_server.ws_url) as gw:
+    async with open_gateway(gateway_server.ws_url, heartbeat=False) as gw:
         assert gw.hello["heartbeat_interval"] == 300
         await gw.identify(alice.token)
         assert await expect_close(gw) == 4009
 
 
 @pytest.mark.settings(heartbeat_interval_s=0.3, heartbeat_grace_s=0.2)
+async def test_the_bundled_client_heartbeats_on_the_servers_interval(
+    gateway_server: RunningServer,
+) -> None:
+    """open_gateway beats by itself: 1 s is twice the deadline (0.5 s) without one."""
+    alice = await new_member(gateway_server, "alice")
+    async with open_gateway(gateway_server.ws_url) as gw:
+        await gw.identify(alice.token)
+        acks = 0
+        with trio.move_on_after(1.0):
+            while True:
+                frame = await gw.receive()  # GatewayClosed (4009) if a beat were missed
+                acks += frame["op"] == 11
+        assert acks >= 3  # one per 0.225-0.27 s
+
+
+@pytest.mark.settings(heartbeat_interval_s=0.3, heartbeat_grace_s=0.2)
 async def test_heartbeats_do_not_keep_a_connection_that_never_identifies(
     gateway_server: RunningServer,
 ) -> None:
-    async with open_gateway(gateway_server.ws_url) as gw:
+    async with open_gateway(gateway_server.ws_url, heartbeat=False) as gw:
         with trio.fail_after(5):
             try:
                 for _ in range(40):  # far past the first deadline (0.5 s), had they moved it
@@ -408,7 +424,7 @@ async def test_heartbeats_do_not_keep_a_connection_that_never_identifies(
 @pytest.mark.settings(heartbeat_interval_s=0.6, heartbeat_grace_s=0.4)
 async def test_each_heartbeat_moves_the_deadline(gateway_server: RunningServer) -> None:
     alice = await new_member(gateway_server, "alice")
-    async with open_gateway(gateway_server.ws_url) as gw:
+    async with open_gateway(gateway_server.ws_url, heartbeat=False) as gw:
         await gw.identify(alice.token)
         for _ in range(10):  # 2.5 s in all, two and a half times the first deadline
             await trio.sleep(0.25)
@@ -522,7 +538,7 @@ async def test_logout_closes_the_logins_gateway_sessions(gateway_server: Running
 @pytest.mark.settings(heartbeat_interval_s=0.5, heartbeat_grace_s=0.5)
 async def test_heartbeats_keep_the_session_alive(gateway_server: RunningServer) -> None:
     alice = await new_member(gateway_server, "alice")
-    async with open_gateway(gateway_server.ws_url) as gw:
+    async with open_gateway(gateway_server.ws_url, heartbeat=False) as gw:
         await gw.identify(alice.token)
         # 2.4 s, well past the first deadline (1 s): each heartbeat must move it.
         for _ in range(6):

@@ -257,13 +257,13 @@ def test_adding_a_role_without_overwrites_never_takes_away(
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_readme_table_lists_every_bit_with_its_value() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\| `([A-Z_]+)` \| `1 << (\d+)` \((\d+)\) \|", readme, re.MULTILINE)
+def test_the_docs_table_lists_every_bit_with_its_value() -> None:
+    docs = (ROOT / "docs" / "permissions.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([A-Z_]+)` \| `1 << (\d+)` \((\d+)\) \|", docs, re.MULTILINE)
     assert [(name, 1 << int(shift), int(value)) for name, shift, value in rows] == [
         (p.name, p.value, p.value) for p in Permission
     ]
-    assert f"({DEFAULT_EVERYONE})" in readme
+    assert f"({DEFAULT_EVERYONE})" in docs
 
 
 def test_the_openapi_schema_in_the_docs_is_the_codes() -> None:

@@ -1,4 +1,4 @@
-"""The REST layer without a server: timestamps, and the routes against the README."""
+"""The REST layer without a server: timestamps, and the routes against the docs."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def test_iso_examples() -> None:
     assert iso(253_402_300_799_999) == "9999-12-31T23:59:59.999Z"  # float division gave .998
 
 
-def test_the_readme_documents_every_route_and_only_those(tmp_path: Path) -> None:
-    """Every method and path the app routes is in README.md's API tables, and every one there
+def test_the_docs_document_every_route_and_only_those(tmp_path: Path) -> None:
+    """Every method and path the app routes is named in the docs (README.md and docs/*.md: the
+    API tables of docs/accounts.md, servers.md and the other pages), and every one named there
     is routed (paths there are relative to /v1/api, except the health checks)."""
     app = create_app(settings_for(tmp_path))
     routed = {
@@ -42,10 +43,12 @@ def test_the_readme_documents_every_route_and_only_those(tmp_path: Path) -> None
         for method in rule.methods or ()
         if method not in ("HEAD", "OPTIONS")
     }
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    root = Path(__file__).parents[2]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    text = "\n".join(page.read_text(encoding="utf-8") for page in pages)
     documented = {
-        (method, re.sub(r"\{[^}]+\}", "{}", path.partition("?")[0]))
-        for method, path in re.findall(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`\s]*)`", readme)
+        (method, re.sub(r"\{[^}]+\}", "{}", path.partition("?")[0]).removeprefix("/v1/api"))
+        for method, path in re.findall(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`\s]*)`", text)
     }
     assert routed - documented == set()
     assert documented - routed == set()
