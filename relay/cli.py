@@ -8,7 +8,7 @@ import sys
 
 import trio
 
-from relay import __version__
+from relay import __version__, backup
 from relay.config import load_settings
 from relay.errors import ConfigError, ListenError, first_of
 from relay.logs import configure_logging
@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database upkeep")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("migrate", help="create the database or upgrade it to this version")
+    backup.add_commands(commands)
     _accept_config_after_commands(parser)
     return parser
 
@@ -42,6 +43,8 @@ def _accept_config_after_commands(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in backup.COMMANDS:
+        return backup.run(args, os.environ)
     try:
         settings = load_settings(os.environ, args.config)
     except ConfigError as e:

@@ -6,10 +6,12 @@ worker thread (each request in its own savepoint, so one failing request does no
 others), commits, and only then wakes the callers: a write that returned is durable. Reads run on
 their own connections in worker threads (WAL lets them proceed during a write).
 
-Resource handling: `open_store` owns the writer task (in its own nursery) and every connection;
-leaving it closes the queue, lets the writer commit what was already queued, and closes the
-connections. If the block is cancelled or raises, the writer stops after the batch in flight and
-requests still queued fail with StoreClosed. Later writes raise StoreClosed.
+Resource handling: `open_store` owns the database's lock (relay.storage.sqlite.lock: one store
+per database file, and no `relay restore` while it is open), the writer task (in its own nursery)
+and every connection; leaving it closes the queue, lets the writer commit what was already
+queued, closes the connections, then releases the lock. If the block is cancelled or raises, the
+writer stops after the batch in flight and requests still queued fail with StoreClosed. Later
+writes raise StoreClosed.
 
 Error handling: an exception raised by a write function reaches its caller only; the rest of the
 batch commits. A failing COMMIT fails every request of the batch.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote
@@ -30,6 +32,7 @@ from sqlite_utils import Database
 
 from relay.ids import Snowflakes
 from relay.storage.schema import migrate
+from relay.storage.sqlite.lock import DatabaseInUse, database_lock
 from relay.storage.sqlite.writecache import WriterCache
 
 if TYPE_CHECKING:
@@ -212,25 +215,39 @@ async def open_store(path: Path, *, readers: int = 4, inline: bool = False) -> A
     """Open (creating or migrating) the database at `path` and run its writer task."""
     if readers < 1 and not inline:
         raise ValueError("a threaded store needs at least one reader connection")
-    writer, reader_dbs = await trio.to_thread.run_sync(_open_all, path, 0 if inline else readers)
-    store = Store(writer, reader_dbs, inline=inline)
+    with ExitStack() as lock:
+        # Held until every connection is closed: `relay restore` waits for nothing else.
+        await trio.to_thread.run_sync(_lock, path, lock)
+        writer, reader_dbs = await trio.to_thread.run_sync(
+            _open_all, path, 0 if inline else readers
+        )
+        store = Store(writer, reader_dbs, inline=inline)
+        try:
+            async with trio.open_nursery() as nursery:
+                if not inline:
+                    await nursery.start(store.run_writer)
+                try:
+                    yield store
+                finally:
+                    store.close()
+        finally:
+            # The writer closes last: the last connection out checkpoints and removes the WAL.
+            for db in [*reader_dbs, writer]:
+                db.close()
+
+
+def _lock(path: Path, stack: ExitStack) -> None:
+    """In a worker thread: create the directory and take the database's lock (DatabaseInUse)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        async with trio.open_nursery() as nursery:
-            if not inline:
-                await nursery.start(store.run_writer)
-            try:
-                yield store
-            finally:
-                store.close()
-    finally:
-        # The writer closes last: the last connection out checkpoints and removes the WAL file.
-        for db in [*reader_dbs, writer]:
-            db.close()
+        stack.enter_context(database_lock(path))
+    except DatabaseInUse as e:
+        log.error("database not opened: %s", e)
+        raise
 
 
 def _open_all(path: Path, readers: int) -> tuple[Database, list[Database]]:
-    """In a worker thread: create the directory, open and migrate the writer, open readers."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """In a worker thread: open and migrate the writer, open the readers."""
     writer = connect(path)
     try:
         version = migrate(writer)
