@@ -19,6 +19,7 @@ from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException
 
 from relay.errors import ListenError, RateLimited, RelayError, first_of
+from relay.forwarded import TrustedProxies
 from relay.logs import configure_logging
 from relay.ratelimit import RateLimiter
 from relay.rest.auth import auth_blueprint, users_blueprint
@@ -174,26 +175,41 @@ def create_app(settings: Settings) -> QuartTrio:
 
     # Every request, whatever its route: the routes' own limits (logins, messages) come after.
     requests = RateLimiter(settings.http_per_ip, 1.0)
+    proxies = TrustedProxies(settings.trusted_proxies)
 
     @app.before_request
     async def start_request() -> None:
         g.started = time.perf_counter()
+        peer = request.remote_addr or "unknown"
+        g.request_id = proxies.request_id(peer, request.headers.get("X-Request-Id"))
+        # Behind a trusted proxy the client is who X-Forwarded-For names: from here on
+        # remote_addr (client_ip) is that address, for this limit and every later one.
+        request.remote_addr = proxies.client(peer, request.headers.getlist("X-Forwarded-For"))
         decision = requests.hit(client_ip(), trio.current_time())
         if not decision.allowed:
             raise RateLimited.refusing("too many requests from this address", decision)
 
     @app.after_request
     async def log_request(response: Response) -> Response:
+        """One line per request, and its id in X-Request-Id: quote it and the line is found."""
         started = getattr(g, "started", None)
         duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+        request_id = g.get("request_id")
+        if request_id is not None:
+            response.headers["X-Request-Id"] = request_id
+        rule = request.url_rule
+        user_id = g.get("user_id")
         log.info(
             "request",
             extra={
                 "method": request.method,
                 "path": request.path,
+                "route": rule.rule if rule is not None else None,
                 "status": response.status_code,
                 "duration_ms": duration_ms,
-                "ip": request.remote_addr,
+                "user": str(user_id) if user_id is not None else None,  # ids are text in JSON
+                "ip": client_ip(),
+                "request_id": request_id,
             },
         )
         return response

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 
 from relay.errors import ConfigError
+from relay.forwarded import parse_networks, split_list
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -27,6 +28,8 @@ FilePath = Annotated[str, msgspec.Meta(min_length=1)]
 ENV_PREFIX = "RELAY_"
 # Keys whose value may be the word "off" to turn a listener off.
 _SWITCHABLE = {"relay_port"}
+# Keys that hold a list: in the environment, entries separated by commas or white space.
+_LISTS = {"trusted_proxies"}
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -40,6 +43,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Open connections per listener (REST, realtime, byte relay), in all and from one address.
     max_connections: Positive = 10_000
     max_connections_per_ip: Positive = 1_000
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For and X-Request-Id are
+    # believed: the client address every per-IP limit and cap uses (relay/forwarded.py).
+    trusted_proxies: tuple[str, ...] = ()
     audit_log_days: Positive = 90  # audit entries older than this are deleted
     relay_port: Port | None = 33333  # None (env/TOML "off") disables the byte relay
     relay_max_payload_bytes: Annotated[int, msgspec.Meta(ge=1, le=0xFFFF_FFFF)] = 8 * 1024 * 1024
@@ -48,7 +54,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     relay_stall_s: PositiveFloat = 2.0  # a full receiver making no progress this long is cut
     tls_cert: FilePath | None = None
     tls_key: FilePath | None = None
-    log_format: Literal["text", "json"] = "text"
+    # "auto": text when stderr is a terminal, else one JSON object per line (journald, files).
+    log_format: Literal["auto", "text", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_body_bytes: Positive = 1024 * 1024
     body_timeout_s: PositiveFloat = 10.0  # a REST request body must arrive whole within this
@@ -119,6 +126,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"{name}: no such file {path!r}")
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as e:
+            raise ValueError(f"trusted_proxies (RELAY_TRUSTED_PROXIES): {e}") from None
 
     @property
     def db_path(self) -> Path:
@@ -155,7 +166,7 @@ def load_settings(
         key = name[len(ENV_PREFIX) :].lower()
         if key not in _FIELDS:
             raise ConfigError(f"unknown setting {name} (see docs/configuration.md for the list)")
-        raw[key] = value
+        raw[key] = split_list(value) if key in _LISTS else value
     raw.update(overrides)
     for key in _SWITCHABLE:
         if isinstance(raw.get(key), str) and raw[key].strip().lower() == "off":
@@ -170,6 +181,9 @@ def _describe(message: str) -> str:
     """Turn msgspec's "Expected int - at `$.http_port`" into a line naming both spellings."""
     match = _PATH_RE.search(message)
     if match is None:
+        key = message.partition(" ")[0]
+        if key in _FIELDS:  # from __post_init__: "trusted_proxies (RELAY_TRUSTED_PROXIES): ..."
+            return f"invalid setting {message}"
         return f"invalid settings: {message}"
     key = match.group(1)
     reason = message[: match.start()]

@@ -1,21 +1,26 @@
-"""Logging set-up: readable text lines, or one JSON object per line (RELAY_LOG_FORMAT=json).
+"""Logging set-up: readable text lines, or one JSON object per line (RELAY_LOG_FORMAT=json);
+the default, "auto", is text when stderr is a terminal and JSON otherwise (a service manager's
+journal, a file, a pipe), so a log meant for machines is parsed by machines.
 
 Structured fields travel in the record's `extra` (e.g. method, path, status, duration_ms) and
-appear as JSON keys, or as key=value pairs after the message in text mode.
+appear as JSON keys, or as key=value pairs after the message in text mode (a value with spaces,
+quotes or `=` in it is quoted as a JSON string).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 
 # Attributes every LogRecord has; anything else on a record came from `extra`.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 _json = msgspec.json.Encoder()
+_BARE = re.compile(r"[^\s\"=]*")
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -43,7 +48,7 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
+        extras = " ".join(f"{k}={_text(v)}" for k, v in _extras(record).items())
         line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
         if extras:
             line = f"{line} {extras}"
@@ -52,10 +57,23 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(log_format: str = "text", level: str = "info") -> None:
+def _text(value: Any) -> str:
+    text = str(value)
+    return text if _BARE.fullmatch(text) else _json.encode(text).decode("utf-8")
+
+
+def json_lines(log_format: str, stream: IO[str]) -> bool:
+    """Whether `log_format` ("auto", "text" or "json") means JSON lines on `stream`."""
+    if log_format == "auto":
+        return not stream.isatty()
+    return log_format == "json"
+
+
+def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     """Send every logger (ours and hypercorn's) to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    use_json = json_lines(log_format, sys.stderr)
+    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

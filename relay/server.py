@@ -12,7 +12,9 @@ reason (a ListenError's text for the realtime and byte-relay ports). `relay serv
 as its last line.
 
 Connections are capped in all and per client address (`Gate`, as on the other listeners): one
-over a cap gets 503 (over TLS: nothing) and is closed before its request is read.
+over a cap gets 503 (over TLS: nothing) and is closed before its request is read. A trusted
+proxy's connections count in the total only: each may carry requests of many clients, whose
+own address (X-Forwarded-For, see relay/forwarded.py) the per-IP request limits use instead.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import LifespanFailureError, wrap_app
 
 from relay.app import create_app
+from relay.forwarded import TrustedProxies
 from relay.realtime.gate import Gate
 from relay.services import listening
 
@@ -108,6 +111,7 @@ async def serve_http(
     context = WorkerContext(None)
     tls = config.create_ssl_context()
     gate = Gate(settings.max_connections, settings.max_connections_per_ip)
+    proxies = TrustedProxies(settings.trusted_proxies)
     # Bound before the services start: a port in use stops start-up before anything else opens
     # (connections that arrive meanwhile wait in the backlog).
     with listening("http_port", settings.host, settings.http_port):
@@ -119,7 +123,7 @@ async def serve_http(
             await lifespan_nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
             state = ConnectionState(lifespan_state.copy())
-            handler = partial(_connection, asgi, config, context, state, gate, tls)
+            handler = partial(_connection, asgi, config, context, state, gate, proxies, tls)
             async with trio.open_nursery() as connections:
                 try:
                     async with trio.open_nursery() as accepting:
@@ -195,17 +199,19 @@ async def _connection(
     context: WorkerContext,
     state: ConnectionState,
     gate: Gate,
+    proxies: TrustedProxies,
     tls: ssl.SSLContext | None,
     stream: trio.SocketStream,
 ) -> None:
     """One accepted connection: refused over a cap, else served by hypercorn."""
     try:
-        ip = str(stream.socket.getpeername()[0])
+        peer = str(stream.socket.getpeername()[0])
     except OSError:  # already reset by the client
         await trio.aclose_forcefully(stream)
         return
+    ip = None if proxies.trusts(peer) else peer  # a proxy's connections: in the total only
     if not gate.admit(ip):
-        log.debug("connection refused: over a cap", extra={"ip": ip})
+        log.debug("connection refused: over a cap", extra={"ip": peer})
         if tls is None:  # over TLS the client would only see a broken handshake
             with (
                 trio.move_on_after(1.0),

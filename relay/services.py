@@ -29,6 +29,7 @@ from relay.chat.fanout import LoginRevoked
 from relay.chat.rooms import RoomManager
 from relay.chat.views import Views
 from relay.errors import ListenError
+from relay.forwarded import TrustedProxies
 from relay.gateway.endpoint import gateway_endpoint
 from relay.gateway.hub import Hub
 from relay.realtime.echo import echo
@@ -130,6 +131,7 @@ async def run_services(
                     max_message_bytes=settings.max_frame_bytes,
                     outbox_frames=settings.outbox_frames,
                     gate=Gate(settings.max_connections, settings.max_connections_per_ip),
+                    proxies=TrustedProxies(settings.trusted_proxies),
                 )
             )
         log.info("realtime listening", extra={"ws": " ".join(rt.realtime_urls)})

@@ -80,12 +80,16 @@ async def serve_and_stop(
 async def test_relay_serve_starts_answers_and_stops_cleanly(
     tmp_path: Path, stop: signal.Signals
 ) -> None:
-    env = env_for(tmp_path, RELAY_HTTP_PORT="0", RELAY_LOG_FORMAT="json")
+    # No RELAY_LOG_FORMAT: the default ("auto") writes JSON lines when stderr is not a terminal.
+    env = env_for(tmp_path, RELAY_HTTP_PORT="0")
     listening = re.compile(rb'"msg":"listening","http":"(http://127\.0\.0\.1:\d+)"')
     code, output = await serve_and_stop([str(BIN / "relay"), "serve"], env, listening, stop)
     assert code == 0, output
-    events = [json.loads(line)["msg"] for line in output.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in output.splitlines()]  # every line is JSON
+    events = [line["msg"] for line in lines]
     assert events.index("listening") < events.index("shutting down") < events.index("stopped")
+    requests = [(line["path"], line["status"]) for line in lines if line["msg"] == "request"]
+    assert requests == [("/healthz", 200), ("/v1/api/auth/register", 201)]
     assert (tmp_path / "data" / "relay.db").exists()
     assert not (tmp_path / "data" / "relay.db-wal").exists()  # closed cleanly, WAL checkpointed
 
@@ -133,6 +137,7 @@ async def test_port_in_use_stops_startup_with_one_line_naming_the_setting(
         holder.listen()
         port = holder.getsockname()[1]
         ports = {"RELAY_HTTP_PORT": "0", "RELAY_RELAY_PORT": "0", f"RELAY_{key.upper()}": str(port)}
+        ports["RELAY_LOG_FORMAT"] = "text"  # the "listening http=" check below reads text lines
         with trio.fail_after(20):
             result = await trio.run_process(
                 [str(BIN / "relay"), "serve"],

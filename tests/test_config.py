@@ -55,7 +55,7 @@ def test_defaults_need_no_configuration() -> None:
     assert (settings.http_port, settings.realtime_port, settings.relay_port) == (8080, 8081, 33333)
     assert settings.tls_cert is None
     assert settings.tls_key is None
-    assert settings.log_format == "text"
+    assert settings.log_format == "auto"
     assert settings.log_level == "info"
     assert settings.max_body_bytes == 1024 * 1024
     assert settings.secret_key is None
@@ -140,6 +140,32 @@ def test_env_strings_are_parsed_to_field_types() -> None:
     assert settings.log_level == "debug"
     assert settings.secret_key == "12345"  # a str field keeps digits as text
     assert settings.db_readers == 64
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", ()),
+        ("127.0.0.1", ("127.0.0.1",)),
+        ("127.0.0.1,::1", ("127.0.0.1", "::1")),
+        (" 10.0.0.0/8 ,  192.168.1.7\t::1 ", ("10.0.0.0/8", "192.168.1.7", "::1")),
+    ],
+)
+def test_trusted_proxies_in_env_are_a_list(value: str, expected: tuple[str, ...]) -> None:
+    assert load_settings({"RELAY_TRUSTED_PROXIES": value}).trusted_proxies == expected
+
+
+def test_trusted_proxies_in_toml_and_overrides(write_toml: Callable[[str | bytes], Path]) -> None:
+    toml = write_toml('trusted_proxies = ["127.0.0.1", "fd00::/8"]\n')
+    assert load_settings({}, toml).trusted_proxies == ("127.0.0.1", "fd00::/8")
+    assert load_settings({}, trusted_proxies=["::1"]).trusted_proxies == ("::1",)
+
+
+@pytest.mark.parametrize("bad", ["nginx", "127.0.0.1/33", "10.0.0.0/8,localhost"])
+def test_a_trusted_proxy_must_be_an_address_or_network(bad: str) -> None:
+    message = config_error({"RELAY_TRUSTED_PROXIES": bad})
+    assert message.startswith("invalid setting trusted_proxies (RELAY_TRUSTED_PROXIES): ")
+    assert "not an IP address or network" in message
 
 
 @pytest.mark.parametrize("word", ["off", "OFF", "Off", " off "])

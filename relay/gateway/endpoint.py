@@ -431,6 +431,7 @@ class GatewayConnection:
         session.attach(self.sink)
         session.deliver(wire(ReadyEvent(d=payload)), replay=False)
         self.session = session
+        self.conn.user = user_id
         await rt.hub.set_status(session)
 
     async def _resume(self, who: Principal, session_id: str, seq: int) -> None:
@@ -466,6 +467,7 @@ class GatewayConnection:
         session.attach(self.sink)
         session.deliver(wire(ResumedEvent(d=Resumed(replayed=sent - seq))))
         self.session = session
+        self.conn.user = session.user_id
         await hub.set_status(session)
 
 

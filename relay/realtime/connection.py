@@ -178,6 +178,7 @@ class Connection:
         "close_reason",
         "close_timeout_s",
         "max_message_bytes",
+        "user",
     )
 
     def __init__(
@@ -229,6 +230,9 @@ class Connection:
         self._pending_close: tuple[int, str] | None = None  # decided by the reader, not yet sent
         self.close_code: int | None = None  # the handshake's code: the peer's if it closed first
         self.close_reason = ""
+        # The user id the endpoint found the peer is, for the log line (the session's own int:
+        # no new object per connection).
+        self.user: int | None = None
         # Statistics.
         self._frames_queued = 0
         self._frames_dropped = 0

@@ -8,7 +8,15 @@ a handshake that does not finish within `handshake_timeout_s` (TLS included) los
 connection.
 
 Connections are capped in all and per client address (`Gate`): one over a cap gets 503 (over
-TLS: nothing) and is closed before its request is read.
+TLS: nothing) and is closed before its request is read. A connection from a trusted proxy
+(`TrustedProxies`) counts in the total at once and against its client's cap once the request
+says who that is (X-Forwarded-For), so clients behind one proxy do not share one address's cap;
+one over that cap gets 503 instead of the upgrade.
+
+Each connection that was upgraded ends with one log line (logger `relay.realtime`, "connection
+closed"): path, close code and reason, the user the endpoint identified (`Connection.user`),
+duration, client address and a request id (the trusted proxy's X-Request-Id, or a new one),
+which the 101 response carries as X-Request-Id.
 
 Resource handling: `serve_realtime` owns the listening sockets and the connections' `Flusher`
 task; trio.serve_listeners runs one task per accepted connection in its own nursery. That task
@@ -41,6 +49,7 @@ from wsproto.events import Request as WsRequest
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import RemoteProtocolError
 
+from relay.forwarded import TrustedProxies
 from relay.realtime.connection import (
     CLOSE_TIMEOUT_S,
     MAX_MESSAGE_BYTES,
@@ -71,8 +80,10 @@ class Request:
     path: str
     query: Mapping[str, str]  # the first value of each query parameter
     headers: Mapping[str, str]  # lower-case names; repeated headers joined with ", "
-    remote: tuple[str, int] | None  # the client's address and port
+    remote: tuple[str, int] | None  # the TCP peer's address and port (a proxy's, if proxied)
     subprotocols: tuple[str, ...] = ()  # offered by the client; none is accepted yet
+    client: str = ""  # the client's address: the peer's, or what a trusted proxy says it is
+    request_id: str = ""
 
 
 Endpoint: TypeAlias = "Callable[[Connection, Request], Awaitable[None]]"
@@ -89,6 +100,7 @@ async def serve_realtime(
     outbox_frames: int = OUTBOX_FRAMES,
     close_timeout_s: float = CLOSE_TIMEOUT_S,
     gate: Gate | None = None,
+    proxies: TrustedProxies | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve `endpoints` (path -> endpoint) until cancelled.
@@ -105,6 +117,7 @@ async def serve_realtime(
     handler = partial(
         _handle,
         gate=gate or Gate(MAX_CONNECTIONS, MAX_CONNECTIONS),
+        proxies=proxies or TrustedProxies(),
         endpoints=dict(endpoints),
         ssl_context=ssl_context,
         handshake_timeout_s=handshake_timeout_s,
@@ -132,12 +145,14 @@ async def _handle(
     stream: trio.SocketStream,
     *,
     gate: Gate,
+    proxies: TrustedProxies,
     endpoints: dict[str, Endpoint],
     ssl_context: ssl.SSLContext | None,
     handshake_timeout_s: float,
     options: dict[str, Any],
 ) -> None:
     """One TCP connection: handshake, then the endpoint. Never raises (but Cancelled)."""
+    started = trio.current_time()
     try:
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         peer = stream.socket.getpeername()
@@ -145,7 +160,20 @@ async def _handle(
     except OSError:  # already reset by the client
         await trio.aclose_forcefully(stream)
         return
-    if not gate.admit(remote[0]):
+    # The address counted against the per-address cap; a proxy's connection is counted in the
+    # total only until its request names the client.
+    counted: str | None = None if proxies.trusts(remote[0]) else remote[0]
+
+    def claim(client: str) -> bool:
+        nonlocal counted
+        if counted is not None:
+            return True
+        if not gate.claim(client):
+            return False
+        counted = client
+        return True
+
+    if not gate.admit(counted):
         log.debug("connection refused: over a cap", extra={"remote": remote})
         if ssl_context is None:  # over TLS the client would only see a broken handshake
             with (
@@ -158,12 +186,14 @@ async def _handle(
     # One coroutine per connection, not a helper's too: each frame is kept for the connection's
     # whole life (a second one was ~0.3 KB more per idle gateway session).
     transport: trio.abc.Stream = stream
+    conn: Connection | None = None
+    request: Request | None = None
     try:
         if ssl_context is not None:
             transport = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
         accepted = None
         with trio.move_on_after(handshake_timeout_s) as timeout:
-            accepted = await _handshake(transport, endpoints, remote)
+            accepted = await _handshake(transport, endpoints, remote, proxies, claim)
         if timeout.cancelled_caught:
             log.debug("handshake timed out", extra={"remote": remote})
         if accepted is None:
@@ -175,7 +205,7 @@ async def _handle(
         conn = Connection(
             transport, received, **{**options, **getattr(endpoint, "connection_options", {})}
         )
-        del accepted, received
+        del accepted, received, claim  # this frame lives as long as the connection
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_run_endpoint, endpoint, conn, request)
             await conn.run()
@@ -186,14 +216,36 @@ async def _handle(
         log.error("realtime connection failed", exc_info=True, extra={"remote": remote})
         await trio.aclose_forcefully(transport)
     finally:
-        gate.leave(remote[0])
+        gate.leave(counted)
+        if conn is not None and request is not None:  # however it ended, shutdown included
+            _log_end(conn, request, started)
+
+
+def _log_end(conn: Connection, request: Request, started: float) -> None:
+    """The connection's one line, once it and its endpoint have ended."""
+    extra: dict[str, Any] = {
+        "path": request.path,
+        "code": conn.close_code,
+        "user": None if conn.user is None else str(conn.user),  # ids are text in JSON
+        "duration_ms": round((trio.current_time() - started) * 1000, 2),
+        "ip": request.client,
+        "request_id": request.request_id,
+    }
+    if conn.close_reason:
+        extra["reason"] = conn.close_reason
+    log.info("connection closed", extra=extra)
 
 
 async def _handshake(
-    stream: trio.abc.Stream, endpoints: dict[str, Endpoint], remote: tuple[str, int]
+    stream: trio.abc.Stream,
+    endpoints: dict[str, Endpoint],
+    remote: tuple[str, int],
+    proxies: TrustedProxies,
+    claim: Callable[[str], bool],
 ) -> tuple[bytes, Request, Endpoint] | None:
     """Read the upgrade request and answer it: 101 (returned, with the bytes that came after
-    the request: the client's first frames, if it did not wait), or an HTTP error (None)."""
+    the request: the client's first frames, if it did not wait), or an HTTP error (None).
+    `claim(client)` counts the connection against its client's cap; False: 503."""
     http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES)
     while True:
         try:
@@ -251,6 +303,13 @@ async def _handshake(
     if endpoint is None:
         await stream.send_all(ws.send(RejectConnection(status_code=404)))
         return None
+    forwarded = headers.get("x-forwarded-for")
+    client = proxies.client(remote[0], () if forwarded is None else (forwarded,))
+    if not claim(client):
+        log.debug("connection refused: over a cap", extra={"remote": remote, "client": client})
+        await stream.send_all(ws.send(RejectConnection(status_code=503)))
+        return None
+    request_id = proxies.request_id(remote[0], headers.get("x-request-id"))
     query: dict[str, str] = {}
     for param, param_value in parse_qsl(target.query, keep_blank_values=True):
         query.setdefault(param, param_value)
@@ -260,9 +319,12 @@ async def _handshake(
         headers=headers,
         remote=remote,
         subprotocols=tuple(upgrade.subprotocols) if isinstance(upgrade, WsRequest) else (),
+        client=client,
+        request_id=request_id,
     )
     # No extensions: permessage-deflate offers are declined by omission.
-    await stream.send_all(ws.send(AcceptConnection()))
+    accept = AcceptConnection(extra_headers=[(b"x-request-id", request_id.encode())])
+    await stream.send_all(ws.send(accept))
     trailing, _ = http.trailing_data
     return bytes(trailing), request, endpoint
 

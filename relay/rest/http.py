@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 import msgspec
-from quart import Response, request
+from quart import Response, g, request
 
 from relay.chat.args import field_error, id_field
 from relay.errors import BadRequest, RelayError
@@ -78,7 +78,10 @@ def error_response(error: RelayError) -> Response:
 
 
 def principal(rt: Runtime) -> Principal:
-    return rt.accounts.authenticate(request.headers.get("Authorization"))
+    """The caller, from the request's bearer token; noted for the request's log line."""
+    who = rt.accounts.authenticate(request.headers.get("Authorization"))
+    g.user_id = who.user_id
+    return who
 
 
 AUDIT_REASON_HEADER = "X-Audit-Log-Reason"
@@ -101,6 +104,8 @@ def audit_reason() -> str | None:
 
 
 def client_ip() -> str:
+    """The client's address, the key of every per-IP limit: the TCP peer's, or behind a trusted
+    proxy the one its X-Forwarded-For names (the app sets `remote_addr` so before any route)."""
     return request.remote_addr or "unknown"
 
 

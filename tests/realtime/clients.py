@@ -63,9 +63,10 @@ class RawClient:
         self._events: list[Event] = []
 
     @classmethod
-    async def connect(cls, url: str) -> RawClient:
+    async def connect(cls, url: str, local_address: str | None = None) -> RawClient:
+        """`local_address`: connect from another loopback address (127.0.0.2, ...)."""
         host, port = split_url(url)
-        return cls(await trio.open_tcp_stream(host, port))
+        return cls(await trio.open_tcp_stream(host, port, local_address=local_address))
 
     async def handshake(
         self,
@@ -133,9 +134,11 @@ class RawClient:
 
 
 @asynccontextmanager
-async def open_raw(url: str, path: str | None = None) -> AsyncIterator[RawClient]:
+async def open_raw(
+    url: str, path: str | None = None, local_address: str | None = None
+) -> AsyncIterator[RawClient]:
     """A raw client, after a successful handshake for `path` if given; closed on exit."""
-    client = await RawClient.connect(url)
+    client = await RawClient.connect(url, local_address)
     async with client.stream:
         if path is not None:
             assert isinstance(await client.handshake(path), AcceptConnection)

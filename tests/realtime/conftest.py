@@ -36,11 +36,14 @@ def serve(nursery: trio.Nursery) -> Callable[..., Awaitable[str]]:
 
 @pytest.fixture
 async def raw() -> AsyncIterator[Callable[..., Awaitable[RawClient]]]:
-    """raw(url, path=None) opens a raw client (handshake done if `path`); closed at teardown."""
+    """raw(url, path=None, local_address=None) opens a raw client (handshake done if `path`,
+    from `local_address` if given); closed at teardown."""
     async with AsyncExitStack() as stack:
 
-        async def open_client(url: str, path: str | None = None) -> RawClient:
-            return await stack.enter_async_context(open_raw(url, path))
+        async def open_client(
+            url: str, path: str | None = None, local_address: str | None = None
+        ) -> RawClient:
+            return await stack.enter_async_context(open_raw(url, path, local_address))
 
         yield open_client
 

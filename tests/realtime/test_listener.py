@@ -3,6 +3,7 @@ endpoint learns about the request, TLS, IPv6 and shutdown."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -16,7 +17,9 @@ import trustme
 from wsproto.events import AcceptConnection, CloseConnection, RejectConnection, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
+from relay.forwarded import TrustedProxies
 from relay.protocol import wsframe
+from relay.realtime.connection import ConnectionClosed
 from relay.realtime.echo import echo
 from relay.realtime.gate import Gate
 from relay.realtime.listener import serve_realtime
@@ -261,3 +264,63 @@ async def test_connections_over_a_cap_get_503_until_one_ends(serve: Serve, raw: 
     gate.max_total = gate.total
     other = await raw(url)
     assert isinstance(await other.handshake("/echo"), RejectConnection)
+
+
+async def test_a_trusted_proxy_names_the_client_for_its_cap_and_the_endpoint(
+    serve: Serve, raw: Raw
+) -> None:
+    async def describe(conn: Connection, request: Request) -> None:
+        info = {"client": request.client, "request_id": request.request_id}
+        await conn.send(wsframe.text_frame(json.dumps(info)))
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await conn.receive()
+
+    gate = Gate(max_total=10, max_per_ip=1)
+    url = await serve({"/info": describe}, gate=gate, proxies=TrustedProxies(["127.0.0.2"]))
+
+    async def connect(
+        local: str, forwarded_for: str, request_id: str = ""
+    ) -> tuple[RawClient, AcceptConnection | RejectConnection]:
+        client = await raw(url, local_address=local)
+        headers = [(b"X-Forwarded-For", forwarded_for.encode())]
+        if request_id:
+            headers.append((b"X-Request-Id", request_id.encode()))
+        answer = await client.handshake("/info", extra_headers=headers)
+        assert isinstance(answer, AcceptConnection | RejectConnection)
+        return client, answer
+
+    async def info(client: RawClient) -> dict[str, str]:
+        event = await client.next_event()
+        assert isinstance(event, TextMessage)
+        return json.loads(event.data)  # type: ignore[no-any-return]
+
+    with trio.fail_after(5):
+        # Through the proxy: the client is who X-Forwarded-For names (the rightmost entry,
+        # the one the proxy added), and the proxy's request id is kept and sent back.
+        first, answer = await connect("127.0.0.2", "6.6.6.6, 203.0.113.9", "req-from-proxy")
+        assert isinstance(answer, AcceptConnection)
+        assert b"x-request-id: req-from-proxy" in first.response_head.lower()
+        assert await info(first) == {"client": "203.0.113.9", "request_id": "req-from-proxy"}
+        # The per-address cap (1) is the client's, not the proxy's.
+        second, _ = await connect("127.0.0.2", "203.0.113.10")
+        assert (await info(second))["client"] == "203.0.113.10"
+        _, answer = await connect("127.0.0.2", "203.0.113.9")
+        assert isinstance(answer, RejectConnection)
+        assert answer.status_code == 503
+        # Anyone else is its own address, whatever it writes, and gets its own request id.
+        direct, _ = await connect("127.0.0.3", "203.0.113.11", "chosen-by-client")
+        described = await info(direct)
+        assert described["client"] == "127.0.0.3"
+        assert described["request_id"] != "chosen-by-client"
+        assert len(described["request_id"]) == 16
+        assert (gate.total, gate.refused) == (3, 1)
+        _, answer = await connect("127.0.0.3", "203.0.113.11")  # its cap is reached at accept
+        assert isinstance(answer, RejectConnection)
+        # When a proxied connection ends, its client's share is given back.
+        await first.send(masked(CLOSE, close_payload(1000)))
+        await first.read_to_eof()
+        await trio.testing.wait_all_tasks_blocked()
+        assert gate.total == 2
+        _, answer = await connect("127.0.0.2", "203.0.113.9")
+        assert isinstance(answer, AcceptConnection)
