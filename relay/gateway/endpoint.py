@@ -171,12 +171,14 @@ class _Sink:
 class GatewayConnection:
     __slots__ = (
         "acks",
+        "chat",
         "conn",
         "drained",
         "encoding",
         "grace_s",
         "heartbeat_deadline",
         "heartbeat_s",
+        "hub",
         "limiter",
         "rt",
         "send_slots",
@@ -187,6 +189,9 @@ class GatewayConnection:
 
     def __init__(self, rt: Runtime, conn: Connection, encoding: str) -> None:
         self.rt = rt
+        # Taken now: a connection's cleanup at shutdown runs after the runtime let them go.
+        self.hub = rt.hub
+        self.chat = rt.chat
         self.conn = conn
         self.encoding = encoding
         self.sink = _Sink(conn, binary=encoding == "msgpack")
@@ -236,7 +241,7 @@ class GatewayConnection:
             if self.session is not None:
                 self.session.detach(self.sink)
                 with trio.CancelScope(shield=True):
-                    await self.rt.hub.session_gone(self.session)
+                    await self.hub.session_gone(self.session)
 
     async def _read_loop(self) -> MessageSend | None:
         """Handle frames until the client leaves (None); a first MESSAGE_SEND while sends are
@@ -299,7 +304,7 @@ class GatewayConnection:
                 session = self._ready()
                 session.status = data.status
                 session.activity = data.activity
-                await self.rt.hub.set_status(session)
+                await self.hub.set_status(session)
             case MessageSend(d=data):
                 await self._send_frame(self._ready(), data)
 
@@ -310,7 +315,7 @@ class GatewayConnection:
         in-flight slot (backpressure); its ack goes out once it and every send before it are
         answered."""
         user_id = session.user_id
-        error: RelayError | None = self.rt.chat.message_refused(user_id)
+        error: RelayError | None = self.chat.message_refused(user_id)
         if error is not None:
             self._count_frame()  # a client that ignores retry_after is a flood: 4008 eventually
         slots, acks = self.send_slots, self.acks
@@ -325,13 +330,13 @@ class GatewayConnection:
             if error is None:
                 try:
                     channel = await chat_messages.sendable_channel(
-                        self.rt.chat, user_id, data.channel_id
+                        self.chat, user_id, data.channel_id
                     )
                     new = chat_messages.new_message(
                         user_id, channel, data.content, data.nonce, data.reply_to
                     )
                     item.reply = await chat_messages.queue_post_with(
-                        self.rt.chat, new, partial(self._answered, item), item.deadline
+                        self.chat, new, partial(self._answered, item), item.deadline
                     )
                 except RelayError as e:
                     error = e
@@ -349,7 +354,7 @@ class GatewayConnection:
         """A send's answer, in the channel's publisher task: must not raise."""
         data = item.data
         assert self.session is not None  # sends are read only once there is a session
-        user_id, sendable = self.session.user_id, self.rt.chat.sendable
+        user_id, sendable = self.session.user_id, self.chat.sendable
         try:
             message = chat_messages.posted_of(result).message
             ack = SendAck(nonce=data.nonce, id=str(message.id), channel_id=str(message.channel_id))
@@ -435,7 +440,7 @@ class GatewayConnection:
         await rt.hub.set_status(session)
 
     async def _resume(self, who: Principal, session_id: str, seq: int) -> None:
-        hub = self.rt.hub
+        hub = self.hub
         session = hub.sessions.get(session_id)
         if session is None or session.user_id != who.user_id:
             await self.conn.send(self.control(Op.INVALID_SESSION, False))

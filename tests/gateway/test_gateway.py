@@ -14,10 +14,13 @@ import trio_websocket
 from wsproto.events import AcceptConnection, CloseConnection, TextMessage
 
 from relay.client import GatewayClosed, open_gateway, open_websocket
-from tests.gateway.conftest import join, new_member
+from tests.conftest import settings_for, start_server
+from tests.gateway.conftest import GATEWAY_SETTINGS, join, new_member
 from tests.realtime.clients import TEXT, RawClient, masked, split_url
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from relay.client import Gateway
     from tests.conftest import RunningServer
     from tests.gateway.conftest import Member
@@ -570,3 +573,18 @@ async def test_a_users_sessions_are_capped_and_the_longest_detached_make_way(
                 await fifth.resume(alice.token, second_id, 1)
                 frame = await fifth.receive()
                 assert (frame["op"], frame["d"]) == (9, False)  # gone
+
+
+async def test_shutdown_with_a_live_session_logs_no_error(
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session still connected at shutdown ends quietly: its cleanup (telling presence the
+    session went) must not reach for a runtime the services already let go of."""
+    running, shutdown = await start_server(nursery, settings_for(tmp_path, **GATEWAY_SETTINGS))
+    member = await new_member(running, "ada")
+    with trio.fail_after(15):
+        async with open_gateway(running.ws_url) as gw:
+            await gw.identify(member.token)
+            await shutdown()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
