@@ -16,7 +16,7 @@ import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from relay.errors import ListenError, RateLimited, RelayError, first_of
 from relay.forwarded import TrustedProxies
@@ -166,6 +166,8 @@ def create_app(settings: Settings) -> QuartTrio:
         status = error.code or 500
         relay = RelayError(error.description or error.name, code=_HTTP_CODES.get(status, "error"))
         relay.status = status
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            relay.headers["Allow"] = ", ".join(sorted(error.valid_methods))  # RFC 9110 15.5.6
         return error_response(relay)
 
     @app.errorhandler(Exception)

@@ -75,6 +75,11 @@ async def test_unknown_route_and_wrong_method_use_the_error_shape(client: RelayC
     response = await client.request("GET", "/v1/api/auth/login")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+    # RFC 9110 15.5.6: a 405 says which methods the resource takes (schemathesis found it out)
+    assert response.headers["Allow"] == "OPTIONS, POST"
+    response = await client.request("TRACE", "/v1/api/servers/1")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "DELETE, GET, HEAD, OPTIONS, PATCH"
 
 
 async def test_declared_oversize_body_is_refused_before_reading(
