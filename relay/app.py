@@ -23,6 +23,7 @@ from relay.forwarded import TrustedProxies
 from relay.logs import configure_logging
 from relay.ratelimit import RateLimiter
 from relay.rest.auth import auth_blueprint, users_blueprint
+from relay.rest.docs import docs_blueprint
 from relay.rest.health import health_blueprint
 from relay.rest.http import client_ip, error_response
 from relay.rest.messages import messages_blueprint
@@ -134,6 +135,7 @@ def create_app(settings: Settings) -> QuartTrio:
         roles_blueprint(rt),
         moderation_blueprint(rt),
         rooms_blueprint(rt),
+        docs_blueprint(),
     ):
         app.register_blueprint(blueprint)
 

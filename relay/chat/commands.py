@@ -143,7 +143,10 @@ RolePosition = Annotated[int, Meta(ge=1, le=1_000_000)]  # 0 is @everyone's alon
 Nickname = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
 
 
-IsoTime = Annotated[str, Meta(min_length=10, max_length=40)]  # checked by the route
+# Checked by the route (datetime.fromisoformat, with a zone); the format is for the schema.
+IsoTime = Annotated[
+    str, Meta(min_length=10, max_length=40, extra_json_schema={"format": "date-time"})
+]
 
 
 BanReason = Annotated[str, Meta(max_length=512)]
@@ -191,7 +194,10 @@ class PutBan(Request, frozen=True):
 
 
 class BulkDelete(Request, frozen=True):
-    messages: Annotated[list[SnowflakeText], Meta(min_length=2, max_length=100)]
+    messages: Annotated[
+        list[SnowflakeText],
+        Meta(min_length=2, max_length=100, extra_json_schema={"uniqueItems": True}),
+    ]
 
 
 MaxClients = Annotated[int, Meta(ge=1)]

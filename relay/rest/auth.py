@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 from quart import Blueprint, Response, request
 
 from relay import crypto
-from relay.chat import commands
+from relay.chat import commands, objects
 from relay.chat import users as chat_users
 from relay.chat.args import field_error, snowflake
 from relay.chat.objects import iso
 from relay.errors import NotFound
 from relay.rest import bodies
+from relay.rest.apidoc import doc
 from relay.rest.http import body, client_ip, json_response, no_content, principal
 
 if TYPE_CHECKING:
@@ -36,6 +37,13 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
         )
 
     @bp.post("/register")
+    @doc(
+        "Create an account, with a password, an Ed25519 public key or both",
+        body=bodies.Register,
+        response=objects.Me,
+        status=201,
+        errors=("username_taken", "key_taken"),
+    )
     async def register() -> Response:
         data = await body(bodies.Register)
         if data.password is None and data.public_key is None:
@@ -48,6 +56,12 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
         return json_response(await chat_users.me_of(rt.chat, user), 201)
 
     @bp.post("/login")
+    @doc(
+        "Log in with a password",
+        body=bodies.Login,
+        response=bodies.LoginResult,
+        errors=("invalid_credentials",),
+    )
     async def login() -> Response:
         data = await body(bodies.Login)
         rt.accounts.check_login_rate(data.username, client_ip())
@@ -57,6 +71,11 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
         return await login_result(user, tokens)
 
     @bp.post("/challenge")
+    @doc(
+        "Get a single-use challenge to sign for a key login",
+        body=bodies.ChallengeRequest,
+        response=bodies.Challenge,
+    )
     async def challenge() -> Response:
         data = await body(bodies.ChallengeRequest)
         rt.accounts.check_login_rate(data.username, client_ip())
@@ -66,6 +85,12 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
         )
 
     @bp.post("/login/key")
+    @doc(
+        "Log in by signing a challenge with an Ed25519 key",
+        body=bodies.KeyLogin,
+        response=bodies.LoginResult,
+        errors=("invalid_challenge", "invalid_signature"),
+    )
     async def login_key() -> Response:
         data = await body(bodies.KeyLogin)
         rt.accounts.check_login_rate(data.username, client_ip())
@@ -81,6 +106,12 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
         return await login_result(user, tokens)
 
     @bp.post("/refresh")
+    @doc(
+        "Trade a refresh token for new tokens (the old refresh token is spent)",
+        body=bodies.Refresh,
+        response=bodies.TokenPair,
+        errors=("invalid_refresh_token", "refresh_token_reused", "session_revoked"),
+    )
     async def refresh() -> Response:
         data = await body(bodies.Refresh)
         rt.accounts.check_login_rate(None, client_ip())
@@ -95,17 +126,20 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
         )
 
     @bp.post("/logout")
+    @doc("Log out: revoke this login's session")
     async def logout() -> Response:
         who = principal(rt)
         await rt.accounts.revoke(who.user_id, who.session_id, "logout")
         return no_content()
 
     @bp.get("/sessions")
+    @doc("List the caller's logins", response=list[objects.LoginSession])
     async def list_sessions() -> Response:
         who = principal(rt)
         return json_response(await chat_users.logins(rt.chat, who))
 
     @bp.delete("/sessions/<session_id>")
+    @doc("Revoke one of the caller's logins", errors=("unknown_session",))
     async def revoke_session(session_id: str) -> Response:
         who = principal(rt)
         sid = snowflake(session_id, "session")
@@ -120,10 +154,17 @@ def users_blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("users", __name__, url_prefix="/v1/api/users")
 
     @bp.get("/@me")
+    @doc("The caller's own account", response=objects.Me, errors=("unknown_user",))
     async def get_me() -> Response:
         return json_response(await chat_users.me(rt.chat, principal(rt).user_id))
 
     @bp.patch("/@me")
+    @doc(
+        "Change the caller's display name or password (a new password ends the other logins)",
+        body=commands.UpdateMe,
+        response=objects.Me,
+        errors=("unknown_user", (403, "invalid_credentials")),
+    )
     async def update_me() -> Response:
         who = principal(rt)
         data = await body(commands.UpdateMe)
@@ -131,12 +172,20 @@ def users_blueprint(rt: Runtime) -> Blueprint:
         return json_response(me)
 
     @bp.post("/@me/keys")
+    @doc(
+        "Add an Ed25519 public key to the caller's account",
+        body=commands.AddKey,
+        response=objects.Key,
+        status=201,
+        errors=("key_taken", "too_many_keys"),
+    )
     async def add_key() -> Response:
         who = principal(rt)
         data = await body(commands.AddKey)
         return json_response(await chat_users.add_key(rt.chat, who.user_id, data), 201)
 
     @bp.get("/<user_id>")
+    @doc("A user's public profile", response=objects.User, errors=("unknown_user",))
     async def get_user(user_id: str) -> Response:
         principal(rt)
         return json_response(await chat_users.get(rt.chat, user_id))

@@ -20,6 +20,8 @@ Token = Annotated[str, Meta(min_length=1, max_length=256)]
 
 
 class Register(Request, frozen=True):
+    """A password, a public_key (standard base64 of a 32-byte Ed25519 key), or both."""
+
     username: Username
     password: Password | None = None
     public_key: Base64 | None = None

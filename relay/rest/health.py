@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
+import msgspec
 import trio
+from msgspec import UNSET, UnsetType
 from quart import Blueprint, Response
 
+from relay.chat.rooms import Counts
+from relay.rest.apidoc import doc
 from relay.rest.http import json_response
 from relay.storage.sqlite.db import StoreClosed
 
@@ -16,6 +20,24 @@ if TYPE_CHECKING:
     from sqlite_utils import Database
 
     from relay.runtime import Runtime
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    status: Literal["ok"]
+
+
+class Readiness(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Only `status` and `checks` while starting."""
+
+    status: Literal["starting", "ready", "unavailable"]
+    checks: dict[str, str]  # "database", "actors": "ok" or what is wrong
+    actors_running: int | UnsetType = UNSET
+    gateway_sessions: int | UnsetType = UNSET
+    writes_committed: int | UnsetType = UNSET
+    write_batches: int | UnsetType = UNSET
+    writes_queued: int | UnsetType = UNSET
+    rooms: Counts | UnsetType = UNSET
+    byte_relay: dict[str, int] | UnsetType | None = UNSET  # null: the byte relay is off
 
 
 def _ping(db: Database) -> int:
@@ -26,16 +48,22 @@ def health_blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("health", __name__)
 
     @bp.get("/healthz")
+    @doc("Liveness: the process serves HTTP", response=Health)
     async def healthz() -> Response:
         """The process is alive and serving HTTP."""
-        return json_response({"status": "ok"})
+        return json_response(Health(status="ok"))
 
     @bp.get("/readyz")
+    @doc(
+        "Readiness: the database answers and the actors run",
+        response=Readiness,
+        status={200: "ready", 503: "starting, or a check failed"},
+    )
     async def readyz() -> Response:
         """The database answers a read and a write, and the actor registry is running."""
         checks: dict[str, str] = {}
         if not rt.ready:
-            return json_response({"status": "starting", "checks": checks}, 503)
+            return json_response(Readiness(status="starting", checks=checks), 503)
         with trio.move_on_after(2) as scope:
             try:
                 await rt.store.read(_ping)
@@ -49,17 +77,17 @@ def health_blueprint(rt: Runtime) -> Blueprint:
         ok = all(v == "ok" for v in checks.values())
         rooms, _ = rt.rooms.summary()
         return json_response(
-            {
-                "status": "ready" if ok else "unavailable",
-                "checks": checks,
-                "actors_running": hub.channel_actors,
-                "gateway_sessions": hub.sessions,
-                "writes_committed": rt.store.writes,
-                "write_batches": rt.store.batches,
-                "writes_queued": rt.store.queued,
-                "rooms": asdict(rooms),
-                "byte_relay": asdict(rt.byte_relay.stats) if rt.byte_relay else None,
-            },
+            Readiness(
+                status="ready" if ok else "unavailable",
+                checks=checks,
+                actors_running=hub.channel_actors,
+                gateway_sessions=hub.sessions,
+                writes_committed=rt.store.writes,
+                write_batches=rt.store.batches,
+                writes_queued=rt.store.queued,
+                rooms=rooms,
+                byte_relay=asdict(rt.byte_relay.stats) if rt.byte_relay else None,
+            ),
             200 if ok else 503,
         )
 

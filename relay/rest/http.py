@@ -7,10 +7,11 @@ validation errors become 400s with the offending field named in `fields`.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import unquote
 
 import msgspec
+from msgspec import Meta
 from quart import Response, g, request
 
 from relay.chat.args import field_error, id_field
@@ -27,6 +28,39 @@ _PATH = re.compile(r" - at `\$\.?([^`]*)`")
 _NAMED = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 _encoder = msgspec.json.Encoder()
+
+
+class ErrorDetail(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    code: Annotated[str, Meta(description="stable, snake_case: what went wrong")]
+    message: Annotated[str, Meta(description="for people; may change")]
+    fields: Annotated[
+        dict[str, str],
+        Meta(description="the offending field, parameter or header, and why; or `permission`"),
+    ] = msgspec.field(default_factory=dict)
+
+
+class Error(msgspec.Struct, frozen=True, kw_only=True):
+    """Every error response of the REST API has this shape."""
+
+    error: ErrorDetail
+
+
+AfterId = Annotated[
+    str,
+    Meta(
+        pattern=r"^(0|[1-9][0-9]{0,18})$",
+        description="list what comes after this id (0: from the start)",
+    ),
+]
+QueryId = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,18}$")]
+Limit = Annotated[int, Meta(ge=1, le=MAX_PAGE, description="how many, at most")]
+
+
+class PageQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """Pages go by id: for the next page, give the last id of this one as after."""
+
+    after: AfterId = "0"
+    limit: Limit = PAGE
 
 
 async def body(kind: type[T]) -> T:
@@ -69,10 +103,8 @@ def no_content() -> Response:
 
 
 def error_response(error: RelayError) -> Response:
-    payload: dict[str, Any] = {"code": error.code, "message": error.message}
-    if error.fields:
-        payload["fields"] = error.fields
-    response = json_response({"error": payload}, error.status)
+    detail = ErrorDetail(code=error.code, message=error.message, fields=error.fields)
+    response = json_response(Error(error=detail), error.status)
     response.headers.update(error.headers)
     return response
 

@@ -3,22 +3,47 @@ and typing. Each decodes, calls relay.chat.messages and encodes."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
 from quart import Blueprint, Response, request
 
-from relay.chat import commands
+from relay.chat import commands, objects
 from relay.chat import messages as chat_messages
 from relay.chat.args import field_error
 from relay.errors import BadRequest
 from relay.ids import parse_id
-from relay.rest.http import audit_reason, body, json_response, no_content, principal
+from relay.rest.apidoc import doc
+from relay.rest.http import (
+    Limit,
+    QueryId,
+    audit_reason,
+    body,
+    json_response,
+    no_content,
+    principal,
+)
 
 if TYPE_CHECKING:
     from relay.runtime import Runtime
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
+
+
+class HistoryQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """At most one of before, after and around; newest first, but oldest first with after."""
+
+    before: Annotated[QueryId, Meta(description="messages before this id")] | UnsetType = UNSET
+    after: Annotated[QueryId, Meta(description="messages after this id")] | UnsetType = UNSET
+    around: Annotated[QueryId, Meta(description="messages around this id")] | UnsetType = UNSET
+    limit: Limit = DEFAULT_LIMIT
+
+
+class ReactorsQuery(msgspec.Struct, frozen=True, kw_only=True):
+    after: Annotated[QueryId, Meta(description="users after this id")] | UnsetType = UNSET
+    limit: Limit = DEFAULT_LIMIT
 
 
 def query_id(name: str) -> int | None:
@@ -47,6 +72,19 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("messages", __name__, url_prefix="/v1/api/channels")
 
     @bp.post("/<channel_id>/messages")
+    @doc(
+        "Post a message",
+        body=commands.CreateMessage,
+        response=objects.Message,
+        status={201: "posted", 200: "a post with the same nonce made this message earlier"},
+        errors=(
+            "unknown_channel",
+            "not_a_text_channel",
+            "missing_permission",
+            "timed_out",
+            "channel_busy",
+        ),
+    )
     async def create_message(channel_id: str) -> Response:
         who = principal(rt)
         data = await body(commands.CreateMessage)
@@ -61,6 +99,12 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
         return json_response(message, 201 if created else 200)
 
     @bp.get("/<channel_id>/messages")
+    @doc(
+        "A page of the channel's history",
+        response=list[objects.Message],
+        query=HistoryQuery,
+        errors=("unknown_channel", "not_a_text_channel", "missing_permission"),
+    )
     async def list_messages(channel_id: str) -> Response:
         who = principal(rt)
         given = [name for name in ("before", "after", "around") if name in request.args]
@@ -79,11 +123,29 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
         return json_response(page)
 
     @bp.get("/<channel_id>/messages/<message_id>")
+    @doc(
+        "One message",
+        response=objects.Message,
+        errors=("unknown_channel", "not_a_text_channel", "missing_permission", "unknown_message"),
+    )
     async def get_message(channel_id: str, message_id: str) -> Response:
         who = principal(rt)
         return json_response(await chat_messages.get(rt.chat, who.user_id, channel_id, message_id))
 
     @bp.patch("/<channel_id>/messages/<message_id>")
+    @doc(
+        "Edit one's own message",
+        body=commands.EditMessage,
+        response=objects.Message,
+        errors=(
+            "unknown_channel",
+            "not_a_text_channel",
+            "unknown_message",
+            "not_author",
+            "missing_permission",
+            "timed_out",
+        ),
+    )
     async def edit_message(channel_id: str, message_id: str) -> Response:
         who = principal(rt)
         data = await body(commands.EditMessage)
@@ -93,12 +155,27 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
         return json_response(message)
 
     @bp.delete("/<channel_id>/messages/<message_id>")
+    @doc(
+        "Delete a message (one's own, or any with MANAGE_MESSAGES)",
+        errors=(
+            "unknown_channel",
+            "not_a_text_channel",
+            "unknown_message",
+            "missing_permission",
+            "timed_out",
+        ),
+    )
     async def delete_message(channel_id: str, message_id: str) -> Response:
         who = principal(rt)
         await chat_messages.delete(rt.chat, who.user_id, channel_id, message_id, audit_reason())
         return no_content()
 
     @bp.post("/<channel_id>/messages/bulk-delete")
+    @doc(
+        "Delete 2 to 100 messages at once (MANAGE_MESSAGES)",
+        body=commands.BulkDelete,
+        errors=("unknown_channel", "not_a_text_channel", "missing_permission", "timed_out"),
+    )
     async def bulk_delete(channel_id: str) -> Response:
         who = principal(rt)
         data = await body(commands.BulkDelete)
@@ -110,11 +187,27 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     # -- pins ----------------------------------------------------------------------------------
 
     @bp.get("/<channel_id>/pins")
+    @doc(
+        "The channel's pinned messages",
+        response=list[objects.Message],
+        errors=("unknown_channel", "not_a_text_channel", "missing_permission"),
+    )
     async def list_pins(channel_id: str) -> Response:
         who = principal(rt)
         return json_response(await chat_messages.pins(rt.chat, who.user_id, channel_id))
 
     @bp.put("/<channel_id>/pins/<message_id>")
+    @doc(
+        "Pin a message (MANAGE_MESSAGES)",
+        errors=(
+            "unknown_channel",
+            "not_a_text_channel",
+            "unknown_message",
+            "missing_permission",
+            "timed_out",
+            "too_many_pins",
+        ),
+    )
     async def pin_message(channel_id: str, message_id: str) -> Response:
         who = principal(rt)
         await chat_messages.set_pinned(
@@ -123,6 +216,16 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
         return no_content()
 
     @bp.delete("/<channel_id>/pins/<message_id>")
+    @doc(
+        "Unpin a message (MANAGE_MESSAGES)",
+        errors=(
+            "unknown_channel",
+            "not_a_text_channel",
+            "unknown_message",
+            "missing_permission",
+            "timed_out",
+        ),
+    )
     async def unpin_message(channel_id: str, message_id: str) -> Response:
         who = principal(rt)
         await chat_messages.set_pinned(
@@ -133,18 +236,53 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     # -- reactions -----------------------------------------------------------------------------
 
     @bp.put("/<channel_id>/messages/<message_id>/reactions/<emoji>/@me")
+    @doc(
+        "React to a message",
+        errors=(
+            "unknown_channel",
+            "not_a_text_channel",
+            "unknown_message",
+            "invalid_emoji",
+            "missing_permission",
+            "timed_out",
+            "too_many_reactions",
+        ),
+    )
     async def add_reaction(channel_id: str, message_id: str, emoji: str) -> Response:
         who = principal(rt)
         await chat_messages.react(rt.chat, who.user_id, channel_id, message_id, emoji, add=True)
         return no_content()
 
     @bp.delete("/<channel_id>/messages/<message_id>/reactions/<emoji>/@me")
+    @doc(
+        "Take one's reaction back",
+        errors=(
+            "unknown_channel",
+            "not_a_text_channel",
+            "unknown_message",
+            "invalid_emoji",
+            "missing_permission",
+            "timed_out",
+        ),
+    )
     async def remove_reaction(channel_id: str, message_id: str, emoji: str) -> Response:
         who = principal(rt)
         await chat_messages.react(rt.chat, who.user_id, channel_id, message_id, emoji, add=False)
         return no_content()
 
     @bp.get("/<channel_id>/messages/<message_id>/reactions/<emoji>")
+    @doc(
+        "Who reacted with this emoji, by user id",
+        response=list[objects.Author],
+        query=ReactorsQuery,
+        errors=(
+            "unknown_channel",
+            "not_a_text_channel",
+            "unknown_message",
+            "invalid_emoji",
+            "missing_permission",
+        ),
+    )
     async def list_reactions(channel_id: str, message_id: str, emoji: str) -> Response:
         who = principal(rt)
         users = await chat_messages.reactors(
@@ -161,12 +299,20 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
     # -- read state and typing -----------------------------------------------------------------
 
     @bp.post("/<channel_id>/messages/<message_id>/ack")
+    @doc(
+        "Mark the channel read up to this message",
+        errors=("unknown_channel", "not_a_text_channel", "unknown_message", "missing_permission"),
+    )
     async def ack(channel_id: str, message_id: str) -> Response:
         who = principal(rt)
         await chat_messages.ack(rt.chat, who.user_id, channel_id, message_id)
         return no_content()
 
     @bp.post("/<channel_id>/typing")
+    @doc(
+        "Tell the channel the caller is typing",
+        errors=("unknown_channel", "not_a_text_channel", "missing_permission", "timed_out"),
+    )
     async def start_typing(channel_id: str) -> Response:
         who = principal(rt)
         await chat_messages.start_typing(rt.chat, who.user_id, channel_id)

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response
 
-from relay.chat import commands
+from relay.chat import commands, objects
 from relay.chat import overwrites as chat_overwrites
 from relay.chat import roles as chat_roles
+from relay.rest.apidoc import doc
 from relay.rest.http import audit_reason, body, json_response, no_content, principal
 
 if TYPE_CHECKING:
@@ -23,11 +24,23 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
     # -- roles ---------------------------------------------------------------------------------
 
     @bp.get("/servers/<server_id>/roles")
+    @doc(
+        "The server's roles, lowest first",
+        response=list[objects.Role],
+        errors=("unknown_server",),
+    )
     async def list_roles(server_id: str) -> Response:
         who = principal(rt)
         return json_response(await chat_roles.list_roles(rt.chat, who.user_id, server_id))
 
     @bp.post("/servers/<server_id>/roles")
+    @doc(
+        "Create a role (MANAGE_ROLES, below the caller's highest)",
+        body=commands.CreateRole,
+        response=objects.Role,
+        status=201,
+        errors=("unknown_server", "missing_permission", "role_hierarchy", "too_many_roles"),
+    )
     async def create_role(server_id: str) -> Response:
         who = principal(rt)
         data = await body(commands.CreateRole)
@@ -35,6 +48,18 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         return json_response(role, 201)
 
     @bp.patch("/servers/<server_id>/roles")
+    @doc(
+        "Move roles to new positions (MANAGE_ROLES)",
+        body=commands.ReorderRoles,
+        response=list[objects.Role],
+        errors=(
+            "unknown_server",
+            "missing_permission",
+            "role_hierarchy",
+            "unknown_role",
+            "everyone_role",
+        ),
+    )
     async def reorder_roles(server_id: str) -> Response:
         who = principal(rt)
         moves = await body(commands.ReorderRoles)
@@ -42,6 +67,18 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         return json_response(roles)
 
     @bp.patch("/servers/<server_id>/roles/<role_id>")
+    @doc(
+        "Change a role (MANAGE_ROLES, below the caller's highest)",
+        body=commands.UpdateRole,
+        response=objects.Role,
+        errors=(
+            "unknown_server",
+            "unknown_role",
+            "missing_permission",
+            "role_hierarchy",
+            "everyone_role",
+        ),
+    )
     async def update_role(server_id: str, role_id: str) -> Response:
         who = principal(rt)
         data = await body(commands.UpdateRole)
@@ -51,6 +88,16 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         return json_response(role)
 
     @bp.delete("/servers/<server_id>/roles/<role_id>")
+    @doc(
+        "Delete a role (MANAGE_ROLES, below the caller's highest)",
+        errors=(
+            "unknown_server",
+            "unknown_role",
+            "missing_permission",
+            "role_hierarchy",
+            "everyone_role",
+        ),
+    )
     async def delete_role(server_id: str, role_id: str) -> Response:
         who = principal(rt)
         await chat_roles.delete(rt.chat, who.user_id, server_id, role_id, audit_reason())
@@ -59,6 +106,18 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
     # -- member roles --------------------------------------------------------------------------
 
     @bp.put("/servers/<server_id>/members/<user_id>/roles/<role_id>")
+    @doc(
+        "Give a member a role (MANAGE_ROLES, below the caller's highest)",
+        errors=(
+            "unknown_server",
+            "unknown_member",
+            "unknown_role",
+            "missing_permission",
+            "role_hierarchy",
+            "everyone_role",
+        ),
+        path={"user_id": "the member's user id"},
+    )
     async def add_member_role(server_id: str, user_id: str, role_id: str) -> Response:
         who = principal(rt)
         await chat_roles.set_member_role(
@@ -67,6 +126,18 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         return no_content()
 
     @bp.delete("/servers/<server_id>/members/<user_id>/roles/<role_id>")
+    @doc(
+        "Take a role from a member (MANAGE_ROLES, below the caller's highest)",
+        errors=(
+            "unknown_server",
+            "unknown_member",
+            "unknown_role",
+            "missing_permission",
+            "role_hierarchy",
+            "everyone_role",
+        ),
+        path={"user_id": "the member's user id"},
+    )
     async def remove_member_role(server_id: str, user_id: str, role_id: str) -> Response:
         who = principal(rt)
         await chat_roles.set_member_role(
@@ -77,6 +148,18 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
     # -- channel overwrites --------------------------------------------------------------------
 
     @bp.put("/channels/<channel_id>/permissions/<target_id>")
+    @doc(
+        "Set a channel's overwrite for a role or member (MANAGE_ROLES)",
+        body=commands.PutOverwrite,
+        errors=(
+            "unknown_channel",
+            "dm_channel",
+            "unknown_role",
+            "unknown_member",
+            "missing_permission",
+            "too_many_overwrites",
+        ),
+    )
     async def put_overwrite(channel_id: str, target_id: str) -> Response:
         who = principal(rt)
         data = await body(commands.PutOverwrite)
@@ -84,6 +167,10 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         return no_content()
 
     @bp.delete("/channels/<channel_id>/permissions/<target_id>")
+    @doc(
+        "Delete a channel's overwrite (MANAGE_ROLES)",
+        errors=("unknown_channel", "dm_channel", "unknown_overwrite", "missing_permission"),
+    )
     async def delete_overwrite(channel_id: str, target_id: str) -> Response:
         who = principal(rt)
         await chat_overwrites.delete(rt.chat, who.user_id, channel_id, target_id, audit_reason())

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response, request
 
-from relay.chat import commands
+from relay.chat import commands, objects
 from relay.chat import rooms as chat_rooms
 from relay.chat.args import field_error, snowflake
 from relay.errors import NotFound
-from relay.rest.http import body, json_response, no_content, principal
+from relay.rest.apidoc import doc
+from relay.rest.http import PageQuery, body, json_response, no_content, principal
 
 if TYPE_CHECKING:
     from relay.runtime import Runtime
@@ -60,33 +61,58 @@ def rooms_blueprint(rt: Runtime) -> Blueprint:
         return principal(rt).user_id
 
     @bp.post("/rooms")
+    @doc(
+        "Create an app room",
+        body=commands.CreateRoom,
+        response=objects.Room,
+        status=201,
+        errors=("too_many_rooms", "capacity_exceeded", "rooms_unavailable"),
+    )
     async def create_room() -> Response:
         who = principal(rt)
         data = await body(commands.CreateRoom)
         return json_response(await chat_rooms.create_room(rt.rooms, who.user_id, data), 201)
 
     @bp.get("/rooms")
+    @doc("A page of the public rooms, by id", response=list[objects.Room], query=PageQuery)
     async def list_rooms() -> Response:
         after, limit = _page_args()
         return json_response(chat_rooms.public_rooms(rt.rooms, after, limit))
 
     @bp.get("/rooms/<room_id>")
+    @doc(
+        "A room: a public one, or a private one of the caller's (the secret: the creator's only)",
+        response=objects.Room,
+        errors=("unknown_room",),
+        auth="optional",
+    )
     async def get_room(room_id: str) -> Response:
         return json_response(chat_rooms.get_room(rt.rooms, viewer(), room_id))
 
     @bp.patch("/rooms/<room_id>")
+    @doc(
+        "Change a room (its creator only)",
+        body=commands.UpdateRoom,
+        response=objects.Room,
+        errors=("unknown_room", "not_creator", "capacity_exceeded", "room_busy"),
+    )
     async def update_room(room_id: str) -> Response:
         who = principal(rt)
         data = await body(commands.UpdateRoom)
         return json_response(await chat_rooms.update_room(rt.rooms, who.user_id, room_id, data))
 
     @bp.delete("/rooms/<room_id>")
+    @doc(
+        "Close a room (its creator only)",
+        errors=("unknown_room", "not_creator", "room_busy"),
+    )
     async def delete_room(room_id: str) -> Response:
         who = principal(rt)
         await chat_rooms.delete_room(rt.rooms, who.user_id, room_id)
         return no_content()
 
     @bp.get("/summary")
+    @doc("All rooms in numbers", response=objects.Summary)
     async def summary() -> Response:
         return json_response(chat_rooms.summary(rt.rooms))
 

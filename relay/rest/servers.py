@@ -3,12 +3,16 @@ relay.chat (servers, channels, invites, members, dms) and encodes."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
+from msgspec import Meta
 from quart import Blueprint, Response, request
 
-from relay.chat import channels, commands, dms, invites, members, servers
+from relay.chat import channels, commands, dms, invites, members, objects, servers
+from relay.chat.servers import MAX_QUERY_CHARS
+from relay.rest.apidoc import doc
 from relay.rest.http import (
+    PageQuery,
     audit_reason,
     body,
     json_response,
@@ -23,6 +27,15 @@ if TYPE_CHECKING:
     from relay.runtime import Runtime
 
 
+class DiscoverQuery(PageQuery, frozen=True, kw_only=True):
+    q: Annotated[
+        str, Meta(max_length=MAX_QUERY_CHARS, description="part of the name, any case")
+    ] = ""
+
+
+JOINED = {201: "joined", 200: "a member already: nothing changed"}
+
+
 def joined_response(joined: JoinedServer) -> Response:
     """201 for a new member, 200 for one already there: the server with its channels and
     roles either way."""
@@ -35,6 +48,13 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     # -- servers -------------------------------------------------------------------------------
 
     @bp.post("/servers")
+    @doc(
+        "Create a server (with a text and a voice channel)",
+        body=commands.CreateServer,
+        response=objects.ServerWithChannels,
+        status=201,
+        errors=("too_many_servers",),
+    )
     async def create_server() -> Response:
         who = principal(rt)
         data = await body(commands.CreateServer)
@@ -42,11 +62,17 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         return json_response(await servers.create(rt.chat, who.user_id, data), 201)
 
     @bp.get("/users/@me/servers")
+    @doc("The servers the caller is a member of", response=list[objects.Server])
     async def my_servers() -> Response:
         who = principal(rt)
         return json_response(await servers.mine(rt.chat, who.user_id))
 
     @bp.get("/servers/discover")
+    @doc(
+        "Public servers whose name contains q",
+        response=list[objects.PublicServer],
+        query=DiscoverQuery,
+    )
     async def discover() -> Response:
         who = principal(rt)
         query = request.args.get("q", "")
@@ -54,16 +80,29 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         return json_response(await servers.discover(rt.chat, who.user_id, query, after, limit))
 
     @bp.post("/servers/<server_id>/join")
+    @doc(
+        "Join a public server without an invite",
+        response=objects.ServerWithChannels,
+        status=JOINED,
+        errors=("unknown_server", "banned", "too_many_servers_joined"),
+    )
     async def join_public(server_id: str) -> Response:
         who = principal(rt)
         return joined_response(await servers.join_public(rt.chat, who.user_id, server_id))
 
     @bp.get("/servers/<server_id>")
+    @doc("A server the caller is a member of", response=objects.Server, errors=("unknown_server",))
     async def get_server(server_id: str) -> Response:
         who = principal(rt)
         return json_response(await servers.get(rt.chat, who.user_id, server_id))
 
     @bp.patch("/servers/<server_id>")
+    @doc(
+        "Change a server's name, description or public flag (MANAGE_SERVER)",
+        body=commands.UpdateServer,
+        response=objects.Server,
+        errors=("unknown_server", "missing_permission"),
+    )
     async def update_server(server_id: str) -> Response:
         who = principal(rt)
         data = await body(commands.UpdateServer)
@@ -71,12 +110,19 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         return json_response(server)
 
     @bp.delete("/servers/<server_id>")
+    @doc("Delete a server (its owner only)", errors=("unknown_server", "not_owner"))
     async def delete_server(server_id: str) -> Response:
         who = principal(rt)
         await servers.delete(rt.chat, who.user_id, server_id)
         return no_content()
 
     @bp.put("/servers/<server_id>/owner")
+    @doc(
+        "Hand the server to another member (its owner only)",
+        body=commands.TransferOwnership,
+        response=objects.Server,
+        errors=("unknown_server", "not_owner", "unknown_member"),
+    )
     async def transfer_ownership(server_id: str) -> Response:
         who = principal(rt)
         data = await body(commands.TransferOwnership)
@@ -86,11 +132,30 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     # -- channels ------------------------------------------------------------------------------
 
     @bp.get("/servers/<server_id>/channels")
+    @doc(
+        "The server's channels the caller can see",
+        response=list[objects.Channel],
+        errors=("unknown_server",),
+    )
     async def list_channels(server_id: str) -> Response:
         who = principal(rt)
         return json_response(await channels.of_server(rt.chat, who.user_id, server_id))
 
     @bp.post("/servers/<server_id>/channels")
+    @doc(
+        "Create a channel (MANAGE_CHANNELS; MANAGE_ROLES too with overwrites)",
+        body=commands.CreateChannel,
+        response=objects.Channel,
+        status=201,
+        errors=(
+            "unknown_server",
+            "missing_permission",
+            "role_hierarchy",
+            "unknown_role",
+            "unknown_member",
+            "too_many_channels",
+        ),
+    )
     async def create_channel(server_id: str) -> Response:
         who = principal(rt)
         data = await body(commands.CreateChannel)
@@ -98,11 +163,22 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         return json_response(channel, 201)
 
     @bp.get("/channels/<channel_id>")
+    @doc(
+        "A channel the caller can see (a DM's too)",
+        response=objects.Channel,
+        errors=("unknown_channel",),
+    )
     async def get_channel(channel_id: str) -> Response:
         who = principal(rt)
         return json_response(await channels.get(rt.chat, who.user_id, channel_id))
 
     @bp.patch("/channels/<channel_id>")
+    @doc(
+        "Change a channel (MANAGE_CHANNELS; MANAGE_ROLES too to resync its overwrites)",
+        body=commands.UpdateChannel,
+        response=objects.Channel,
+        errors=("unknown_channel", "dm_channel", "missing_permission"),
+    )
     async def update_channel(channel_id: str) -> Response:
         who = principal(rt)
         data = await body(commands.UpdateChannel)
@@ -110,6 +186,10 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         return json_response(channel)
 
     @bp.delete("/channels/<channel_id>")
+    @doc(
+        "Delete a channel (MANAGE_CHANNELS)",
+        errors=("unknown_channel", "dm_channel", "missing_permission"),
+    )
     async def delete_channel(channel_id: str) -> Response:
         who = principal(rt)
         await channels.delete(rt.chat, who.user_id, channel_id, audit_reason())
@@ -118,6 +198,13 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     # -- invites -------------------------------------------------------------------------------
 
     @bp.post("/servers/<server_id>/invites")
+    @doc(
+        "Create an invite (CREATE_INVITE)",
+        body=commands.CreateInvite,
+        response=objects.Invite,
+        status=201,
+        errors=("unknown_server", "missing_permission", "too_many_invites", "invite_code_taken"),
+    )
     async def create_invite(server_id: str) -> Response:
         who = principal(rt)
         data = await optional_body(commands.CreateInvite)
@@ -125,21 +212,47 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         return json_response(invite, 201)
 
     @bp.get("/servers/<server_id>/invites")
+    @doc(
+        "The server's invites, newest first (MANAGE_SERVER)",
+        response=list[objects.Invite],
+        errors=("unknown_server", "missing_permission"),
+    )
     async def list_invites(server_id: str) -> Response:
         who = principal(rt)
         return json_response(await invites.of_server(rt.chat, who.user_id, server_id))
 
     @bp.get("/invites/<code>")
+    @doc(
+        "What an invite leads to, without joining",
+        response=objects.InvitePreview,
+        errors=("unknown_invite", "invite_expired", "invite_exhausted"),
+    )
     async def preview_invite(code: str) -> Response:
         who = principal(rt)
         return json_response(await invites.preview(rt.chat, who.user_id, code))
 
     @bp.post("/invites/<code>")
+    @doc(
+        "Join the invite's server",
+        response=objects.ServerWithChannels,
+        status=JOINED,
+        errors=(
+            "unknown_invite",
+            "invite_expired",
+            "invite_exhausted",
+            "banned",
+            "too_many_servers_joined",
+        ),
+    )
     async def join(code: str) -> Response:
         who = principal(rt)
         return joined_response(await invites.use(rt.chat, who.user_id, code))
 
     @bp.delete("/invites/<code>")
+    @doc(
+        "Delete an invite (its inviter, or MANAGE_SERVER)",
+        errors=("unknown_invite", "missing_permission"),
+    )
     async def delete_invite(code: str) -> Response:
         who = principal(rt)
         await invites.delete(rt.chat, who.user_id, code, audit_reason())
@@ -148,12 +261,19 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     # -- members -------------------------------------------------------------------------------
 
     @bp.get("/servers/<server_id>/members")
+    @doc(
+        "A page of the server's members, by user id",
+        response=list[objects.Member],
+        query=PageQuery,
+        errors=("unknown_server",),
+    )
     async def list_members(server_id: str) -> Response:
         who = principal(rt)
         after, limit = page_args()
         return json_response(await members.page(rt.chat, who.user_id, server_id, after, limit))
 
     @bp.delete("/servers/<server_id>/members/@me")
+    @doc("Leave a server", errors=("unknown_server", "owner_cannot_leave"))
     async def leave(server_id: str) -> Response:
         who = principal(rt)
         await members.leave(rt.chat, who.user_id, server_id)
@@ -162,6 +282,13 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
     # -- direct messages -----------------------------------------------------------------------
 
     @bp.post("/users/@me/channels")
+    @doc(
+        "Open the DM channel with a user who shares a server with the caller",
+        body=commands.OpenDm,
+        response=objects.Channel,
+        status={201: "opened", 200: "the two users had one already"},
+        errors=("cannot_dm_self", "unknown_user", "no_shared_server"),
+    )
     async def open_dm() -> Response:
         who = principal(rt)
         data = await body(commands.OpenDm)
