@@ -76,6 +76,11 @@ class Registry(Generic[M]):
         self._slots: dict[str, _Slot[M]] = {}
         self._nursery: trio.Nursery | None = None
         self._closing = trio.Event()
+        # Counters since start, for /metrics: keys started on demand, fresh instances after a
+        # crash, and keys given up (too many crashes, or a factory failing on restart).
+        self.starts = 0
+        self.restarts = 0
+        self.give_ups = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own every actor task; run until cancelled, or until `close_all()` and every drain."""
@@ -107,6 +112,7 @@ class Registry(Generic[M]):
             if slot is None:
                 actor = self._factory(key)
                 slot = self._slots[key] = _Slot()
+                self.starts += 1
                 nursery.start_soon(self._supervise, key, slot, actor)
             elif slot.actor is not None and slot.actor.accepting:
                 return slot.actor
@@ -179,6 +185,10 @@ class Registry(Generic[M]):
             k for k, s in self._slots.items() if s.actor is not None and s.actor.accepting
         )
 
+    def count_running(self) -> int:
+        """How many keys have an actor up and taking messages (`running()` without the list)."""
+        return sum(1 for s in self._slots.values() if s.actor is not None and s.actor.accepting)
+
     def close_all(self) -> None:
         """Close every inbox and start no more actors; `run()` returns once all have drained."""
         self._closing.set()
@@ -211,7 +221,9 @@ class Registry(Generic[M]):
                 except Exception:
                     log.exception("actor %r: factory failed on restart; giving up on it", key)
                     break
+                self.restarts += 1
             slot.gave_up = True
+            self.give_ups += 1
         finally:
             if self._slots.get(key) is slot:
                 del self._slots[key]

@@ -106,18 +106,22 @@ class Accounts:
         """Count an attempt against the client IP's budget and, for a login or challenge, the
         username's (None: a refresh, whose username is not known before its token is)."""
         now = trio.current_time()
-        limits = [(self._login_by_ip, ip)]
+        limits = [(self._login_by_ip, ip, "login_per_ip")]
         if username is not None:
-            limits.append((self._login_by_name, username.lower()))
-        for limiter, key in limits:
+            limits.append((self._login_by_name, username.lower(), "login_per_username"))
+        for limiter, key, name in limits:
             decision = limiter.hit(key, now)
             if not decision.allowed:
-                raise RateLimited.refusing("too many login attempts; try again later", decision)
+                raise RateLimited.refusing(
+                    "too many login attempts; try again later", decision, name
+                )
 
     def check_register_rate(self, ip: str) -> None:
         decision = self._register_by_ip.hit(ip, trio.current_time())
         if not decision.allowed:
-            raise RateLimited.refusing("too many registrations from this address", decision)
+            raise RateLimited.refusing(
+                "too many registrations from this address", decision, "register_per_ip"
+            )
 
     # -- registration and login ----------------------------------------------------------------
 
@@ -143,6 +147,7 @@ class Accounts:
                 "too many password checks from this address at once; try again shortly",
                 limit=HASHES_PER_IP,
                 retry_after_s=1.0,
+                limit_name="password_checks_per_ip",
             ) from None
 
     async def register(

@@ -1,4 +1,5 @@
-"""The QuartTrio application: REST blueprints, the error shape, request logging and lifespan.
+"""The QuartTrio application: REST blueprints, the error shape, request logging and metrics,
+and the lifespan.
 
 `create_app(settings)` builds an app whose lifespan starts the services (store, accounts, actors)
 in the app's nursery and stops them on shutdown, so `relay serve` and plain
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -21,18 +23,21 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from relay.errors import ListenError, RateLimited, RelayError, first_of
 from relay.forwarded import TrustedProxies
 from relay.logs import configure_logging
+from relay.metrics import Metrics
 from relay.ratelimit import RateLimiter
 from relay.rest.auth import auth_blueprint, users_blueprint
 from relay.rest.docs import docs_blueprint
 from relay.rest.health import health_blueprint
 from relay.rest.http import client_ip, error_response
 from relay.rest.messages import messages_blueprint
+from relay.rest.metrics import metrics_blueprint
 from relay.rest.moderation import moderation_blueprint
 from relay.rest.roles import roles_blueprint
 from relay.rest.rooms import rooms_blueprint
 from relay.rest.servers import servers_blueprint
 from relay.runtime import Runtime
 from relay.services import run_services
+from relay.telemetry import collect_runtime
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
     from relay.config import Settings
 
 log = logging.getLogger("relay.http")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _HTTP_CODES = {
     400: "bad_request",
     404: "unknown_route",
@@ -119,7 +125,9 @@ class RelayApp(QuartTrio):
 
 
 def create_app(settings: Settings) -> QuartTrio:
-    rt = Runtime(settings)
+    metrics = Metrics()
+    rt = Runtime(settings, metrics)
+    metrics.add_source(partial(collect_runtime, rt))
     app = RelayApp("relay", static_folder=None)  # no static files: no /static route
     app.asgi_http_class = HTTPConnection
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -138,6 +146,8 @@ def create_app(settings: Settings) -> QuartTrio:
         docs_blueprint(),
     ):
         app.register_blueprint(blueprint)
+    if settings.metrics_token is not None:  # else /metrics is on metrics_port only, or nowhere
+        app.register_blueprint(metrics_blueprint(metrics, settings.metrics_token))
 
     services = trio.CancelScope()
 
@@ -161,6 +171,8 @@ def create_app(settings: Settings) -> QuartTrio:
 
     @app.errorhandler(RelayError)
     async def relay_error(error: RelayError) -> Response:
+        if isinstance(error, RateLimited):
+            metrics.rate_limited(error.limit_name)
         return error_response(error)
 
     @app.errorhandler(HTTPException)
@@ -191,17 +203,27 @@ def create_app(settings: Settings) -> QuartTrio:
         request.remote_addr = proxies.client(peer, request.headers.getlist("X-Forwarded-For"))
         decision = requests.hit(client_ip(), trio.current_time())
         if not decision.allowed:
-            raise RateLimited.refusing("too many requests from this address", decision)
+            raise RateLimited.refusing(
+                "too many requests from this address", decision, "http_per_ip"
+            )
 
     @app.after_request
     async def log_request(response: Response) -> Response:
         """One line per request, and its id in X-Request-Id: quote it and the line is found."""
         started = getattr(g, "started", None)
-        duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+        rule = request.url_rule
+        duration_ms = None
+        if started is not None:
+            seconds = time.perf_counter() - started
+            duration_ms = round(seconds * 1000, 2)
+            # By the route's rule, never the path (ids in paths would make a series each), and
+            # by known methods only: a client could send any word.
+            route = rule.rule if rule is not None else "unmatched"
+            method = request.method if request.method in _METHODS else "other"
+            metrics.http_request(route, method, response.status_code, seconds)
         request_id = g.get("request_id")
         if request_id is not None:
             response.headers["X-Request-Id"] = request_id
-        rule = request.url_rule
         user_id = g.get("user_id")
         log.info(
             "request",

@@ -24,10 +24,11 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0, le=86_400)]  # finite: inf would break timers
 FilePath = Annotated[str, msgspec.Meta(min_length=1)]
+Secret = Annotated[str, msgspec.Meta(min_length=16, pattern=r"^[\x21-\x7e]+$")]
 
 ENV_PREFIX = "RELAY_"
 # Keys whose value may be the word "off" to turn a listener off.
-_SWITCHABLE = {"relay_port"}
+_SWITCHABLE = {"relay_port", "metrics_port"}
 # Keys that hold a list: in the environment, entries separated by commas or white space.
 _LISTS = {"trusted_proxies"}
 
@@ -52,6 +53,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     relay_idle_s: PositiveFloat = 120.0  # a relay connection silent this long is closed
     relay_queue_bytes: Positive = 1024 * 1024  # bytes queued per receiver before senders wait
     relay_stall_s: PositiveFloat = 2.0  # a full receiver making no progress this long is cut
+    # Prometheus /metrics (docs/metrics.md). On its own listener, without authentication: an
+    # operator who sets metrics_port keeps that port from strangers (metrics_host: its address,
+    # default `host`). Or on the REST port behind `Authorization: Bearer <metrics_token>`
+    # (at least 16 printable characters, no spaces). Either, both, or (the default) neither.
+    metrics_port: Port | None = None  # None (env/TOML "off"): no metrics listener
+    metrics_host: str | None = None
+    metrics_token: Secret | None = None
     tls_cert: FilePath | None = None
     tls_key: FilePath | None = None
     # "auto": text when stderr is a terminal, else one JSON object per line (journald, files).

@@ -92,14 +92,19 @@ class Unprocessable(RelayError):
 
 
 class RateLimited(RelayError):
-    """429 with Retry-After and the X-RateLimit-* headers of the bucket that refused."""
+    """429 with Retry-After and the X-RateLimit-* headers of the bucket that refused.
+
+    `limit_name` names the limit (its setting, e.g. "login_per_ip", or "slowmode"): the label
+    of /metrics' relay_rate_limited_total; clients never see it.
+    """
 
     status = 429
     code = "rate_limited"
 
-    def __init__(self, message: str, *, limit: int, retry_after_s: float) -> None:
+    def __init__(self, message: str, *, limit: int, retry_after_s: float, limit_name: str) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.limit_name = limit_name
         self.headers = {
             "Retry-After": str(max(1, round(retry_after_s + 0.5))),
             "X-RateLimit-Limit": str(limit),
@@ -108,9 +113,14 @@ class RateLimited(RelayError):
         }
 
     @classmethod
-    def refusing(cls, message: str, decision: Decision) -> RateLimited:
+    def refusing(cls, message: str, decision: Decision, limit_name: str) -> RateLimited:
         """The error for a limiter's refusal (`RateLimiter.hit`)."""
-        return cls(message, limit=decision.limit, retry_after_s=decision.retry_after_s)
+        return cls(
+            message,
+            limit=decision.limit,
+            retry_after_s=decision.retry_after_s,
+            limit_name=limit_name,
+        )
 
 
 class Unavailable(RelayError):

@@ -1,7 +1,8 @@
 """Runtime: the explicit dependencies that routes and listeners are built with.
 
-Created by `create_app` before the server runs; `services.run` fills in the parts that need
-I/O (the store, the account service, the gateway hub, the chat layer's `Chat`) during start-up.
+Created by `create_app` before the server runs, with the server's `Metrics`; `services.run`
+fills in the parts that need I/O (the store, the account service, the gateway hub, the chat
+layer's `Chat`) during start-up, and each listener adds its `Gate` to `gates`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ if TYPE_CHECKING:
     from relay.chat.rooms import RoomManager
     from relay.config import Settings
     from relay.gateway.hub import Hub
+    from relay.metrics import Metrics
+    from relay.realtime.gate import Gate
+    from relay.realtime.listener import ListenerStats
     from relay.storage.sqlite.db import Store
 
 
@@ -23,8 +27,9 @@ class NotStarted(RuntimeError):
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self._store: Store | None = None
         self._accounts: Accounts | None = None
         self._hub: Hub | None = None
@@ -36,6 +41,11 @@ class Runtime:
         self.byte_relay: ByteRelay | None = None  # the relayd hub, unless relay_port is off
         self.relay_addresses: list[tuple[str, int]] = []  # the relayd TCP listener's, once bound
         self._rooms: RoomManager | None = None
+        # For /metrics: each listener's connection caps and counts, by listener name ("http",
+        # "realtime", "relay", "metrics"), and the realtime listener's counts by endpoint.
+        self.gates: dict[str, Gate] = {}
+        self.realtime_stats: ListenerStats | None = None
+        self.metrics_urls: list[str] = []  # the metrics_port listener's, once listening
 
     def attach(self, store: Store, accounts: Accounts, hub: Hub, chat: Chat) -> None:
         self._store, self._accounts, self._hub, self._chat = store, accounts, hub, chat

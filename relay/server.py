@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from relay.config import Settings
+    from relay.runtime import Runtime
 
 log = logging.getLogger("relay.server")
 _BUSY_BODY = b'{"error":{"code":"too_many_connections","message":"too many connections"}}'
@@ -112,6 +113,8 @@ async def serve_http(
     tls = config.create_ssl_context()
     gate = Gate(settings.max_connections, settings.max_connections_per_ip)
     proxies = TrustedProxies(settings.trusted_proxies)
+    runtime: Runtime = app.extensions["relay"]
+    runtime.gates["http"] = gate  # read by /metrics
     # Bound before the services start: a port in use stops start-up before anything else opens
     # (connections that arrive meanwhile wait in the backlog).
     with listening("http_port", settings.host, settings.http_port):

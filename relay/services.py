@@ -1,5 +1,6 @@
 """Everything that runs beside the HTTP server: the store, the account service, the gateway hub
-(with its channel actors), the relayd byte relay (unless relay_port is off) and maintenance jobs.
+(with its channel actors), the relayd byte relay (unless relay_port is off), the metrics
+listener (if metrics_port is set) and maintenance jobs.
 
 Resource handling: `run_services` owns one nursery for all of them and keeps it open until it
 is cancelled (the app's after_serving hook does that); the store closes last, after every task
@@ -34,10 +35,11 @@ from relay.gateway.endpoint import gateway_endpoint
 from relay.gateway.hub import Hub
 from relay.realtime.echo import echo
 from relay.realtime.gate import Gate
-from relay.realtime.listener import serve_realtime
+from relay.realtime.listener import ListenerStats, serve_realtime
 from relay.rooms.endpoint import room_endpoint
 from relay.storage import audience, audit, invites, users
 from relay.storage.sqlite.db import open_store
+from relay.telemetry import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, serve_metrics
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -97,7 +99,7 @@ async def run_services(
     tune_gc()
     raise_open_files_limit(settings)
     async with (
-        open_store(settings.db_path, readers=settings.db_readers) as store,
+        open_store(settings.db_path, readers=settings.db_readers, metrics=rt.metrics) as store,
         trio.open_nursery() as nursery,
     ):
         accounts = await Accounts.open(store, settings)
@@ -114,12 +116,17 @@ async def run_services(
         rt.attach_rooms(rooms)
         if settings.relay_port is not None:
             rt.byte_relay = ByteRelay.from_settings(settings)
+            rt.gates["relay"] = rt.byte_relay.gate
             with listening("relay_port", settings.host, settings.relay_port):
                 rt.relay_addresses = await nursery.start(
                     serve_byte_relay, rt.byte_relay, settings.host, settings.relay_port
                 )
             tcp = " ".join(f"{host}:{port}" for host, port in rt.relay_addresses)
             log.info("byte relay listening", extra={"tcp": tcp})
+        rt.realtime_stats = ListenerStats()
+        rt.gates["realtime"] = gate = Gate(
+            settings.max_connections, settings.max_connections_per_ip
+        )
         with listening("realtime_port", settings.host, settings.realtime_port):
             rt.realtime_urls = await nursery.start(
                 partial(
@@ -130,11 +137,20 @@ async def run_services(
                     ssl_context=tls_context(settings),
                     max_message_bytes=settings.max_frame_bytes,
                     outbox_frames=settings.outbox_frames,
-                    gate=Gate(settings.max_connections, settings.max_connections_per_ip),
+                    gate=gate,
                     proxies=TrustedProxies(settings.trusted_proxies),
+                    stats=rt.realtime_stats,
                 )
             )
         log.info("realtime listening", extra={"ws": " ".join(rt.realtime_urls)})
+        if settings.metrics_port is not None:
+            host = settings.metrics_host or settings.host
+            rt.gates["metrics"] = gate = Gate(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP)
+            with listening("metrics_port", host, settings.metrics_port):
+                rt.metrics_urls = await nursery.start(
+                    serve_metrics, rt.metrics, host, settings.metrics_port, gate
+                )
+            log.info("metrics listening", extra={"url": " ".join(rt.metrics_urls)})
         log.info("services started", extra={"database": str(settings.db_path)})
         try:
             task_status.started()

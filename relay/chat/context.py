@@ -52,16 +52,20 @@ class Chat:
     def message_refused(self, user_id: int) -> RateLimited | None:
         """Count one message of `user_id` (a REST post or a gateway send): None if it may go,
         else the error that refuses it (with retry_after)."""
-        return self._refused(self.message_limiter, user_id, "messages")
+        return self._refused(self.message_limiter, user_id, "messages", "message_rate")
 
     def action_refused(self, user_id: int) -> RateLimited | None:
         """Count one message edit, reaction change or DM open of `user_id`, like
         `message_refused`."""
-        return self._refused(self.action_limiter, user_id, "edits, reactions and DM opens")
+        what = "edits, reactions and DM opens"
+        return self._refused(self.action_limiter, user_id, what, "action_rate")
 
-    def _refused(self, limiter: RateLimiter, user_id: int, what: str) -> RateLimited | None:
+    def _refused(
+        self, limiter: RateLimiter, user_id: int, what: str, name: str
+    ) -> RateLimited | None:
         decision = limiter.hit(str(user_id), trio.current_time())
         if decision.allowed:
             return None
         window = self.settings.message_window_s
-        return RateLimited.refusing(f"at most {decision.limit} {what} per {window:g} s", decision)
+        message = f"at most {decision.limit} {what} per {window:g} s"
+        return RateLimited.refusing(message, decision, name)

@@ -343,7 +343,7 @@ class GatewayConnection:
                 except AskTimeout:
                     error = chat_messages.channel_busy()
             if error is not None:
-                item.ack = SendAck(nonce=data.nonce, error=send_error(error))
+                item.ack = SendAck(nonce=data.nonce, error=self._refused(error))
         except BaseException:  # cancelled on the way; if it was queued, it still commits
             slots.release()
             raise
@@ -361,7 +361,7 @@ class GatewayConnection:
             sendable.committed(user_id, data.channel_id, trio.current_time())
         except RelayError as e:
             sendable.refused(user_id, data.channel_id)  # fail fast again from now on
-            ack = SendAck(nonce=data.nonce, error=send_error(e))
+            ack = SendAck(nonce=data.nonce, error=self._refused(e))
         except StoreClosed:
             closing = Unavailable("the server is shutting down", code="unavailable")
             ack = SendAck(nonce=data.nonce, error=send_error(closing))
@@ -371,6 +371,12 @@ class GatewayConnection:
             ack = SendAck(nonce=data.nonce, error=send_error(failed))
         item.ack = ack
         self._send_acks()
+
+    def _refused(self, error: RelayError) -> SendError:
+        """A refused send's error for its ack; a rate limit's refusal is counted (/metrics)."""
+        if isinstance(error, RateLimited):
+            self.rt.metrics.rate_limited(error.limit_name)
+        return send_error(error)
 
     def _send_acks(self) -> None:
         """Send the acks that are decided, in send order, up to the first that is not."""

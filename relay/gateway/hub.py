@@ -94,6 +94,10 @@ class Hub:
         # (channel id, intent bits) -> (the server's view then, the audience); see the module doc
         self._audiences: dict[tuple[int, int], tuple[ServerView | None, tuple[Session, ...]]] = {}
         self._membership = 0  # bumped by every change to the indexes
+        # Events delivered to sessions that have ended (each session's `seq` counts its own):
+        # with the live sessions' seqs, every event delivered so far, summed at scrape time
+        # rather than counted per delivery.
+        self.ended_events = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -108,6 +112,17 @@ class Hub:
     def close(self) -> None:
         self.channels.close_all()
         self.presence.close_all()
+
+    def session_counts(self) -> tuple[int, int, int]:
+        """For /metrics: sessions connected, sessions waiting for a RESUME, and the events
+        delivered to sessions so far (numbered: READY and dispatches; an event a session's
+        intents skip is not delivered), attached or waiting."""
+        connected = events = 0
+        for session in self.sessions.values():
+            events += session.seq
+            if session.sink is not None:
+                connected += 1
+        return connected, len(self.sessions) - connected, self.ended_events + events
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -141,6 +156,7 @@ class Hub:
         """Forget a session for good (logout, expiry of its resume window, revocation)."""
         if self.sessions.pop(session.id, None) is None:
             return
+        self.ended_events += session.seq
         self._membership_changed()
         mine = self.by_user.get(session.user_id)
         if mine is not None:

@@ -381,6 +381,19 @@ class Connection:
         """A close was started (by either side) or the connection has ended."""
         return self._close_frame is not None or self._ended
 
+    def counters(self) -> tuple[int, int, int, int, int, int]:
+        """Frames written, bytes written, frames dropped, messages received, frames queued and
+        the outbox's size: `statistics()` without a Struct, for /metrics, which reads every
+        open connection at each scrape."""
+        return (
+            self._frames_written,
+            self._bytes_written,
+            self._frames_dropped,
+            self._messages_received,
+            len(self._queue),
+            self._outbox_frames,
+        )
+
     def statistics(self) -> ConnectionStatistics:
         return ConnectionStatistics(
             frames_queued=self._frames_queued,

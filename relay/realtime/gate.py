@@ -12,12 +12,13 @@ from __future__ import annotations
 
 
 class Gate:
-    __slots__ = ("_by_ip", "max_per_ip", "max_total", "refused", "total")
+    __slots__ = ("_by_ip", "admitted", "max_per_ip", "max_total", "refused", "total")
 
     def __init__(self, max_total: int, max_per_ip: int) -> None:
         self.max_total = max_total
         self.max_per_ip = max_per_ip
-        self.total = 0
+        self.total = 0  # open now
+        self.admitted = 0  # connections admitted so far
         self.refused = 0  # connections refused so far
         self._by_ip: dict[str, int] = {}
 
@@ -36,6 +37,7 @@ class Gate:
                 return False
             self._by_ip[ip] = held + 1
         self.total += 1
+        self.admitted += 1
         return True
 
     def claim(self, ip: str) -> bool:

@@ -18,6 +18,10 @@ closed"): path, close code and reason, the user the endpoint identified (`Connec
 duration, client address and a request id (the trusted proxy's X-Request-Id, or a new one),
 which the 101 response carries as X-Request-Id.
 
+Each endpoint's connections are counted in `ListenerStats` (for /metrics): once when one opens
+and once when it ends (its close code, and its frame counters added to the endpoint's), never
+per frame; the open ones are kept in a set so a scrape can read their outboxes.
+
 Resource handling: `serve_realtime` owns the listening sockets and the connections' `Flusher`
 task; trio.serve_listeners runs one task per accepted connection in its own nursery. That task
 reads (`Connection.run`) and owns a nursery holding the endpoint (and the connection's writer
@@ -36,8 +40,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import partial
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 from urllib.parse import parse_qsl, urlsplit
 
@@ -62,7 +68,7 @@ from relay.realtime.gate import Gate
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 log = logging.getLogger("relay.realtime")
 
@@ -89,6 +95,90 @@ class Request:
 Endpoint: TypeAlias = "Callable[[Connection, Request], Awaitable[None]]"
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointSample:
+    """An endpoint's counters at one moment (`EndpointStats.sample`)."""
+
+    frames_sent: int  # by every connection so far, the open ones included
+    bytes_sent: int
+    frames_dropped: int
+    messages_received: int
+    queued: int  # frames in the open connections' outboxes
+    fill_buckets: list[int]  # open connections with an outbox fill <= each bound (cumulative)
+    fill_sum: float  # the sum of their fills
+
+
+class EndpointStats:
+    """One endpoint's connections: open now, opened so far, ends by close code, and the frame
+    counters of those that ended (`sample` adds the open ones')."""
+
+    __slots__ = (
+        "bytes_sent",
+        "closes",
+        "frames_dropped",
+        "frames_sent",
+        "messages_received",
+        "open",
+        "opened",
+    )
+
+    def __init__(self) -> None:
+        self.open: set[Connection] = set()
+        self.opened = 0
+        self.closes: dict[int, int] = {}  # close code -> connections that ended with it
+        self.frames_sent = 0
+        self.bytes_sent = 0
+        self.frames_dropped = 0
+        self.messages_received = 0
+
+    def ended(self, conn: Connection) -> None:
+        self.open.discard(conn)
+        code = conn.close_code or CloseReason.ABNORMAL_CLOSURE
+        self.closes[code] = self.closes.get(code, 0) + 1
+        frames, sent, dropped, received, _, _ = conn.counters()
+        self.frames_sent += frames
+        self.bytes_sent += sent
+        self.frames_dropped += dropped
+        self.messages_received += received
+
+    def sample(self, fill_bounds: Sequence[float]) -> EndpointSample:
+        """The counters now, and how full the open connections' outboxes are, counted into
+        `fill_bounds` (ascending; fill = queued frames / outbox size). One pass, no object per
+        connection: a scrape reads every open connection."""
+        frames, sent, dropped, received = (
+            self.frames_sent,
+            self.bytes_sent,
+            self.frames_dropped,
+            self.messages_received,
+        )
+        queued = 0
+        fill_sum = 0.0
+        per_bucket = [0] * (len(fill_bounds) + 1)  # the last: over every bound
+        for conn in self.open:
+            conn_frames, conn_sent, conn_dropped, conn_received, used, size = conn.counters()
+            frames += conn_frames
+            sent += conn_sent
+            dropped += conn_dropped
+            received += conn_received
+            queued += used
+            fill = used / size
+            fill_sum += fill
+            per_bucket[bisect_left(fill_bounds, fill)] += 1
+        return EndpointSample(
+            frames, sent, dropped, received, queued, list(accumulate(per_bucket[:-1])), fill_sum
+        )
+
+
+class ListenerStats:
+    """The realtime listener's connections by endpoint path, and the handshakes that failed."""
+
+    __slots__ = ("endpoints", "handshakes_failed")
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, EndpointStats] = {}
+        self.handshakes_failed = 0  # admitted, but closed before reaching an endpoint
+
+
 async def serve_realtime(
     endpoints: Mapping[str, Endpoint],
     host: str | None,
@@ -101,13 +191,17 @@ async def serve_realtime(
     close_timeout_s: float = CLOSE_TIMEOUT_S,
     gate: Gate | None = None,
     proxies: TrustedProxies | None = None,
+    stats: ListenerStats | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Serve `endpoints` (path -> endpoint) until cancelled.
+    """Serve `endpoints` (path -> endpoint) until cancelled; count connections in `stats`.
 
     Reports the bound URLs (e.g. ["ws://127.0.0.1:41234"], "wss://" with `ssl_context`)
     through task_status once listening; port 0 picks a free port.
     """
+    stats = stats or ListenerStats()
+    for path in endpoints:
+        stats.endpoints.setdefault(path, EndpointStats())
     listeners = await trio.open_tcp_listeners(port, host=host)
     scheme = "wss" if ssl_context is not None else "ws"
     urls = [
@@ -118,6 +212,7 @@ async def serve_realtime(
         _handle,
         gate=gate or Gate(MAX_CONNECTIONS, MAX_CONNECTIONS),
         proxies=proxies or TrustedProxies(),
+        stats=stats,
         endpoints=dict(endpoints),
         ssl_context=ssl_context,
         handshake_timeout_s=handshake_timeout_s,
@@ -146,6 +241,7 @@ async def _handle(
     *,
     gate: Gate,
     proxies: TrustedProxies,
+    stats: ListenerStats,
     endpoints: dict[str, Endpoint],
     ssl_context: ssl.SSLContext | None,
     handshake_timeout_s: float,
@@ -188,6 +284,7 @@ async def _handle(
     transport: trio.abc.Stream = stream
     conn: Connection | None = None
     request: Request | None = None
+    endpoint_stats: EndpointStats | None = None
     try:
         if ssl_context is not None:
             transport = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
@@ -206,6 +303,9 @@ async def _handle(
             transport, received, **{**options, **getattr(endpoint, "connection_options", {})}
         )
         del accepted, received, claim  # this frame lives as long as the connection
+        endpoint_stats = stats.endpoints[request.path]
+        endpoint_stats.opened += 1
+        endpoint_stats.open.add(conn)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_run_endpoint, endpoint, conn, request)
             await conn.run()
@@ -217,6 +317,10 @@ async def _handle(
         await trio.aclose_forcefully(transport)
     finally:
         gate.leave(counted)
+        if endpoint_stats is not None and conn is not None:
+            endpoint_stats.ended(conn)
+        else:
+            stats.handshakes_failed += 1
         if conn is not None and request is not None:  # however it ended, shutdown included
             _log_end(conn, request, started)
 

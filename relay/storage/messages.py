@@ -409,7 +409,10 @@ def _check_slowmode(
     wait_ms = timestamp_ms(last) + every_s * 1000 - now_ms
     if wait_ms > 0:
         error = RateLimited(
-            f"slowmode: one message every {every_s} s", limit=1, retry_after_s=wait_ms / 1000
+            f"slowmode: one message every {every_s} s",
+            limit=1,
+            retry_after_s=wait_ms / 1000,
+            limit_name="slowmode",
         )
         error.code = "slowmode"
         raise error

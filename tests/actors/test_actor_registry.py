@@ -187,11 +187,15 @@ async def test_gives_up_after_too_many_crashes_and_a_later_get_starts_anew(
     assert registry.running() == ["b"]
     assert "giving up" in caplog.records[-1].getMessage()
     assert caplog.records[-1].levelno == logging.ERROR
+    # What /metrics reports: two keys started, "a" restarted twice and given up once.
+    counters = (registry.starts, registry.restarts, registry.give_ups, registry.count_running())
+    assert counters == (2, 2, 1, 1)
 
     db.fail_starts = False
     assert await registry.ask("a", Total) == 3
     assert await registry.ask("b", Total) == 4
     assert registry.running() == ["a", "b"]
+    assert (registry.starts, registry.count_running()) == (3, 2)
 
 
 async def test_factory_errors_reach_the_caller_or_give_the_key_up(

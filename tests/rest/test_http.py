@@ -35,8 +35,9 @@ def test_iso_examples() -> None:
 def test_the_docs_document_every_route_and_only_those(tmp_path: Path) -> None:
     """Every method and path the app routes is named in the docs (README.md and docs/*.md: the
     API tables of docs/accounts.md, servers.md and the other pages), and every one named there
-    is routed (paths there are relative to /v1/api, except the health checks)."""
-    app = create_app(settings_for(tmp_path))
+    is routed (paths there are relative to /v1/api, except the health checks). With a
+    metrics_token, so that the one optional route (GET /metrics) is there too."""
+    app = create_app(settings_for(tmp_path, metrics_token="x" * 16))
     routed = {
         (method, re.sub(r"<(?:[^:>]+:)?[^>]+>", "{}", rule.rule).removeprefix("/v1/api"))
         for rule in app.url_map.iter_rules()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from contextlib import ExitStack, asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -38,6 +39,8 @@ from relay.storage.sqlite.writecache import WriterCache
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from pathlib import Path
+
+    from relay.metrics import Metrics
 
 log = logging.getLogger("relay.storage")
 T = TypeVar("T")
@@ -92,8 +95,16 @@ def connect(path: Path | str, *, readonly: bool = False) -> Database:
 class Store:
     """Async access to the database. `write` is serialized and batched; `read` is concurrent."""
 
-    def __init__(self, writer: Database, readers: list[Database], *, inline: bool = False) -> None:
+    def __init__(
+        self,
+        writer: Database,
+        readers: list[Database],
+        *,
+        inline: bool = False,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.ids = Snowflakes()
+        self._metrics = metrics  # each transaction's size and time
         self._writer = writer
         # What permission checks read, kept between transactions (relay.storage.sqlite.writecache).
         self._cache = WriterCache(writer.conn)
@@ -160,7 +171,10 @@ class Store:
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 # abandon_on_cancel=False: a started transaction always finishes.
+                started = time.perf_counter()
                 await trio.to_thread.run_sync(self._commit, batch)
+                if self._metrics is not None:
+                    self._metrics.write_batch(len(batch), time.perf_counter() - started)
                 for request in batch:
                     request.done.set()
         finally:
@@ -211,8 +225,11 @@ class Store:
 
 
 @asynccontextmanager
-async def open_store(path: Path, *, readers: int = 4, inline: bool = False) -> AsyncIterator[Store]:
-    """Open (creating or migrating) the database at `path` and run its writer task."""
+async def open_store(
+    path: Path, *, readers: int = 4, inline: bool = False, metrics: Metrics | None = None
+) -> AsyncIterator[Store]:
+    """Open (creating or migrating) the database at `path` and run its writer task; `metrics`
+    gets each transaction's size and time."""
     if readers < 1 and not inline:
         raise ValueError("a threaded store needs at least one reader connection")
     with ExitStack() as lock:
@@ -221,7 +238,7 @@ async def open_store(path: Path, *, readers: int = 4, inline: bool = False) -> A
         writer, reader_dbs = await trio.to_thread.run_sync(
             _open_all, path, 0 if inline else readers
         )
-        store = Store(writer, reader_dbs, inline=inline)
+        store = Store(writer, reader_dbs, inline=inline, metrics=metrics)
         try:
             async with trio.open_nursery() as nursery:
                 if not inline:
