@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from relay.storage.moderation import Banned, BanRow
     from relay.storage.roles import RoleRow
     from relay.storage.servers import PublicServer, ServerRow, ServerState
-    from relay.storage.users import KeyRow, Rotated, SessionRow, UserRow
+    from relay.storage.users import KeyRow, Rotated, SessionRow, UserListing, UserRow
 
 
 class Audience(Protocol):
@@ -496,6 +496,14 @@ class Users(Protocol):
         clear_display_name: bool = ...,
         password_hash: str | None = ...,
     ) -> UserRow: ...
+
+    def list_users(
+        self, db: Database, after: int, limit: int, now_ms: int
+    ) -> list[UserListing]: ...
+
+    def set_disabled(
+        self, db: Database, user_id: int, disabled: bool, now_ms: int
+    ) -> list[int]: ...
 
     def add_key(
         self, db: Database, key_id: int, user_id: int, public_key: bytes, now_ms: int, max_keys: int
