@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from relay.storage.messages import AuthorRow, MessageRow, NewMessage, Posted, ReadStateRow
     from relay.storage.moderation import Banned, BanRow
     from relay.storage.roles import RoleRow
-    from relay.storage.servers import PublicServer, ServerRow, ServerState
+    from relay.storage.servers import PublicServer, ServerListing, ServerRow, ServerState
     from relay.storage.users import KeyRow, Rotated, SessionRow, UserListing, UserRow
 
 
@@ -464,6 +464,8 @@ class Servers(Protocol):
     def ready_state(self, db: Database, user_id: int) -> list[ServerState]: ...
 
     def discover(self, db: Database, query: str, after: int, limit: int) -> list[PublicServer]: ...
+
+    def list_servers(self, db: Database, after: int, limit: int) -> list[ServerListing]: ...
 
 
 class Users(Protocol):
