@@ -1,4 +1,5 @@
-# Relay developer recipes. `just` (rust-just) is installed into .venv by scripts/test.
+# Relay developer recipes. `just` (rust-just) is installed into .venv by scripts/serve and
+# scripts/test (scripts/bootstrap).
 
 # list the recipes
 default:
@@ -39,3 +40,32 @@ bench-full *args:
 # create or upgrade the database
 db-migrate:
     .venv/bin/relay db migrate
+
+# -- scripting a running server (docs/cli.md). The server is found from the settings (RELAY_*
+# -- variables, as for `just serve`) or RELAY_URL / RELAY_REALTIME_URL; creating and closing
+# -- rooms log in with RELAY_TOKEN, or RELAY_USERNAME and RELAY_PASSWORD.
+
+# list the running server's public app rooms
+rooms:
+    @.venv/bin/relay rooms list
+
+# create a public app room (peer: anyone broadcasts; host: only the host); prints its id and secret
+room-create max_clients="10" protocol="peer":
+    @.venv/bin/relay rooms create --public --max-clients {{ quote(max_clients) }} --protocol {{ quote(protocol) }}
+
+# send MESSAGE to an app room, as a JSON string
+room-say room_id secret message:
+    @.venv/bin/relay rooms say {{ quote(room_id) }} {{ quote(secret) }} {{ quote(message) }}
+
+# `exec`: relay, not a shell between, takes Ctrl-C, and leaves the room cleanly.
+# print what arrives in an app room, one JSON line each, until Ctrl-C
+room-tail room_id secret:
+    @exec .venv/bin/relay rooms tail {{ quote(room_id) }} {{ quote(secret) }}
+
+# close an app room you created
+room-close room_id:
+    @.venv/bin/relay rooms close {{ quote(room_id) }}
+
+# create user NAME in the database (asks for the password, or reads it from stdin)
+user name:
+    @.venv/bin/relay user create {{ quote(name) }}

@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash TEXT,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
-) STRICT;
+, disabled_at INTEGER) STRICT; -- disabled_at: migration 4 (ALTER TABLE), Unix ms, NULL = enabled
 CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (username COLLATE NOCASE);
 
 CREATE TABLE IF NOT EXISTS user_keys (
@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS auth_sessions (
     ip TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS auth_sessions_user ON auth_sessions (user_id);
+-- A running server polls recent revocations (relay.accounts.Accounts.follow_revocations).
+CREATE INDEX IF NOT EXISTS auth_sessions_revoked ON auth_sessions (revoked_at)
+    WHERE revoked_at IS NOT NULL;
 
 -- Every refresh token ever issued, by SHA-256; a used one presented again revokes its session.
 CREATE TABLE IF NOT EXISTS refresh_tokens (
@@ -218,4 +221,4 @@ CREATE TABLE IF NOT EXISTS audit_log (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS audit_log_server ON audit_log (server_id, id);
 
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;

@@ -7,6 +7,12 @@ returns only after its session committed.
 Access tokens are checked without a database read: the signature and expiry prove them, and the
 in-memory `_revoked` map (loaded at start-up for the last access-token lifetime, then kept up to
 date by every revocation in this process) catches revoked sessions before their tokens expire.
+Logins another process revoked (the admin CLI: `relay user disable`, `relay user set-password`)
+reach the map through `follow_revocations`, which polls the database every REVOCATION_POLL_S.
+
+A disabled account (`users.disabled_at`) cannot log in (password or key) or refresh: 403
+`account_disabled`, checked after the password or signature, so the answer tells nothing to
+someone who does not hold them.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ CHALLENGES_PER_USER = 5
 VERIFIED_CACHE = 10_000  # access tokens
 HASHES_AT_ONCE = 2  # argon2 uses ~64 MiB per hash
 HASHES_PER_IP = 8  # password hashes one client address may have running or waiting; more: 429
+REVOCATION_POLL_S = 1.0  # how often the database is asked for logins other processes revoked
 
 T = TypeVar("T")
 
@@ -95,9 +102,13 @@ class Accounts:
                 users.secret, "token_signing_key", lambda: pysecrets.token_bytes(32)
             )
         accounts = cls(store, settings, key)
-        since = now_ms() - settings.access_token_ttl_s * 1000
-        for session_id in await store.read(users.revoked_since, since):
-            accounts._revoked[session_id] = since
+        now = now_ms()
+        for session_id in await store.read(
+            users.revoked_since, now - settings.access_token_ttl_s * 1000
+        ):
+            # Kept an access-token lifetime from now, as `_forget` does: `follow_revocations`
+            # finds these again until then and must not take them for new ones.
+            accounts._revoked[session_id] = now
         return accounts
 
     # -- rate limits ---------------------------------------------------------------------------
@@ -180,6 +191,8 @@ class Accounts:
         ok = await self.verify_password(stored or _DUMMY_HASH, password, ip)
         if user is None or stored is None or not ok:
             raise Unauthorized("wrong username or password", code="invalid_credentials")
+        if user.disabled_at is not None:
+            raise users.account_disabled()
         return user, await self._start_session(user.id, user_agent, ip)
 
     async def challenge(self, username: str) -> tuple[bytes, int]:
@@ -219,9 +232,12 @@ class Accounts:
         keys = await self.store.read(users.list_keys, user.id)
         if not any(crypto.verify_login_signature(k.public_key, challenge, signature) for k in keys):
             raise failed
+        if user.disabled_at is not None:
+            raise users.account_disabled()
         return user, await self._start_session(user.id, user_agent, ip)
 
     async def _start_session(self, user_id: int, user_agent: str | None, ip: str | None) -> Tokens:
+        """Raises Forbidden(account_disabled) if the account was disabled since it was read."""
         refresh = crypto.new_refresh_token()
         now = now_ms()
         session = await self.store.write(
@@ -259,6 +275,8 @@ class Accounts:
                     "refresh token reused; session revoked", extra={"session": rotated.session.id}
                 )
                 self._forget(rotated.session.id)
+            if rotated.error == "account_disabled":
+                raise users.account_disabled()
             code = rotated.error or "invalid_refresh_token"
             raise Unauthorized(_REFRESH_ERRORS[code], code=code)
         return rotated.session.user_id, self._tokens(rotated.session, new)
@@ -303,6 +321,21 @@ class Accounts:
             users.revoke_user_sessions, user_id, now_ms(), reason, keep
         ):
             self._forget(session_id)
+
+    async def follow_revocations(self, interval_s: float = REVOCATION_POLL_S) -> None:
+        """Every `interval_s`, take in the logins revoked in the database that this process
+        did not revoke itself (the admin CLI writes the database directly): their access tokens
+        are refused from then on and their gateway connections closed, as for a revocation
+        here. Runs until cancelled; one indexed read per round (auth_sessions_revoked)."""
+        while True:
+            await trio.sleep(interval_s)
+            since = now_ms() - self.settings.access_token_ttl_s * 1000
+            found = await self.store.read(users.revoked_since, since)
+            new = [session_id for session_id in found if session_id not in self._revoked]
+            for session_id in new:
+                self._forget(session_id)
+            if new:
+                log.info("logins revoked by another process", extra={"sessions": len(new)})
 
     def _forget(self, session_id: int) -> None:
         now = now_ms()

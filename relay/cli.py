@@ -8,7 +8,8 @@ import sys
 
 import trio
 
-from relay import __version__, backup
+from relay import __version__, admin, backup, roomctl
+from relay.cliutil import run_command, serve_epilog
 from relay.config import load_settings
 from relay.errors import ConfigError, ListenError, first_of
 from relay.logs import configure_logging
@@ -21,11 +22,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"relay {__version__}")
     parser.add_argument("--config", help=CONFIG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the server until SIGINT/SIGTERM")
+    commands.add_parser(
+        "serve",
+        help="run the server until SIGINT/SIGTERM",
+        description="Run the server until SIGINT or SIGTERM.",
+        epilog=serve_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     db = commands.add_parser("db", help="database upkeep")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("migrate", help="create the database or upgrade it to this version")
     backup.add_commands(commands)
+    admin.add_commands(commands)  # user, server, invite (relay/admin.py)
+    roomctl.add_commands(commands)  # rooms (relay/roomctl.py)
     _accept_config_after_commands(parser)
     return parser
 
@@ -50,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"relay: {e}", file=sys.stderr)
         return 2
+    if handler := getattr(args, "run", None):  # admin and rooms: their own output, no logs
+        return run_command(handler, args, settings)
     configure_logging(settings.log_format, settings.log_level)
     if args.command == "serve":
         from relay import server

@@ -27,6 +27,11 @@ FilePath = Annotated[str, msgspec.Meta(min_length=1)]
 Secret = Annotated[str, msgspec.Meta(min_length=16, pattern=r"^[\x21-\x7e]+$")]
 
 ENV_PREFIX = "RELAY_"
+# Read by the `relay rooms` commands (relay/roomctl.py), not settings: skipped here, so a shell
+# that exports them for those commands can still start the server or run any other command.
+CLIENT_VARS = frozenset(
+    {"RELAY_URL", "RELAY_REALTIME_URL", "RELAY_TOKEN", "RELAY_USERNAME", "RELAY_PASSWORD"}
+)
 # Keys whose value may be the word "off" to turn a listener off.
 _SWITCHABLE = {"relay_port", "metrics_port"}
 # Keys that hold a list: in the environment, entries separated by commas or white space.
@@ -169,7 +174,7 @@ def load_settings(
             if key not in _FIELDS:
                 raise ConfigError(f"config file {config_file}: unknown key {key!r}")
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in CLIENT_VARS:
             continue
         key = name[len(ENV_PREFIX) :].lower()
         if key not in _FIELDS:

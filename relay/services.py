@@ -110,6 +110,7 @@ async def run_services(
         await nursery.start(hub.run)
         keep_audit_ms = settings.audit_log_days * 86_400_000
         nursery.start_soon(prune_forever, store, settings.access_token_ttl_s * 1000, keep_audit_ms)
+        nursery.start_soon(accounts.follow_revocations)
         rt.attach(store, accounts, hub, chat)
         rooms = RoomManager(settings, store.ids)
         await nursery.start(rooms.run)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from relay.config import ENV_PREFIX, Settings, load_settings
+from relay.config import CLIENT_VARS, ENV_PREFIX, Settings, load_settings
 from relay.errors import ConfigError
 from relay.services import NOFILE_WANTED, raise_open_files_limit
 from relay.storage import invites, members
@@ -93,6 +93,15 @@ def test_storage_limits_default_to_the_settings_defaults() -> None:
 def test_env_without_the_prefix_is_ignored() -> None:
     env = {"HOME": "/root", "PATH": "/bin", "HTTP_PORT": "nonsense", "relay_http_port": "1"}
     assert load_settings(env) == Settings()
+
+
+def test_the_command_line_clients_variables_are_not_settings() -> None:
+    """RELAY_URL, RELAY_TOKEN, ... (relay/roomctl.py) may be exported where the server runs."""
+    assert load_settings(dict.fromkeys(CLIENT_VARS, "x")) == Settings()
+    names = {name.removeprefix(ENV_PREFIX).lower() for name in CLIENT_VARS}
+    assert not names & set(Settings.__struct_fields__)
+    with pytest.raises(ConfigError):
+        load_settings({"RELAY_TOKENS": "x"})  # typos are still errors
 
 
 def test_db_path_defaults_to_data_dir() -> None:

@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from relay.storage.messages import AuthorRow, MessageRow, NewMessage, Posted, ReadStateRow
     from relay.storage.moderation import Banned, BanRow
     from relay.storage.roles import RoleRow
-    from relay.storage.servers import PublicServer, ServerRow, ServerState
-    from relay.storage.users import KeyRow, Rotated, SessionRow, UserRow
+    from relay.storage.servers import PublicServer, ServerListing, ServerRow, ServerState
+    from relay.storage.users import KeyRow, Rotated, SessionRow, UserListing, UserRow
 
 
 class Audience(Protocol):
@@ -465,6 +465,8 @@ class Servers(Protocol):
 
     def discover(self, db: Database, query: str, after: int, limit: int) -> list[PublicServer]: ...
 
+    def list_servers(self, db: Database, after: int, limit: int) -> list[ServerListing]: ...
+
 
 class Users(Protocol):
     """Accounts, keys, login sessions, challenges and the server's own secrets (SQLite:
@@ -496,6 +498,14 @@ class Users(Protocol):
         clear_display_name: bool = ...,
         password_hash: str | None = ...,
     ) -> UserRow: ...
+
+    def list_users(
+        self, db: Database, after: int, limit: int, now_ms: int
+    ) -> list[UserListing]: ...
+
+    def set_disabled(
+        self, db: Database, user_id: int, disabled: bool, now_ms: int
+    ) -> list[int]: ...
 
     def add_key(
         self, db: Database, key_id: int, user_id: int, public_key: bytes, now_ms: int, max_keys: int

@@ -64,6 +64,14 @@ class PublicServer(msgspec.Struct, frozen=True):
     member_count: int
 
 
+class ServerListing(msgspec.Struct, frozen=True):
+    """A server as the admin CLI lists them: with its owner's username and member count."""
+
+    server: ServerRow
+    owner_name: str
+    member_count: int
+
+
 _SERVER = "s.id, s.name, s.owner_id, s.created_at, s.is_public, s.description"
 
 
@@ -283,3 +291,13 @@ def discover(db: Database, query: str, after: int, limit: int) -> list[PublicSer
         (after, pattern, limit),
     ).fetchall()
     return [PublicServer(_server(r[:6]), r[6]) for r in rows]
+
+
+def list_servers(db: Database, after: int, limit: int) -> list[ServerListing]:
+    """Every server (public or not) by id after `after`, at most `limit`."""
+    rows = db.execute(
+        f"SELECT {_SERVER}, u.username, (SELECT count(*) FROM members m WHERE m.server_id = s.id)"
+        " FROM servers s JOIN users u ON u.id = s.owner_id WHERE s.id > ? ORDER BY s.id LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return [ServerListing(_server(r[:6]), r[6], r[7]) for r in rows]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from relay.errors import Conflict, Unprocessable
+from relay.errors import Conflict, Forbidden, Unprocessable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,6 +28,14 @@ class UserRow(msgspec.Struct, frozen=True):
     password_hash: str | None
     created_at: int
     updated_at: int
+    disabled_at: int | None = None  # set by an operator (`relay user disable`): no logins
+
+
+class UserListing(msgspec.Struct, frozen=True):
+    """A user as the admin CLI lists them: the account and how many live logins it has."""
+
+    user: UserRow
+    logins: int
 
 
 class KeyRow(msgspec.Struct, frozen=True):
@@ -85,6 +93,11 @@ def insert_user(
     return UserRow(user_id, username, display_name, password_hash, now_ms, now_ms)
 
 
+def account_disabled() -> Forbidden:
+    """The refusal of a disabled account's logins and refreshes."""
+    return Forbidden("this account is disabled", code="account_disabled")
+
+
 def get_user(db: Database, user_id: int) -> UserRow | None:
     row: UserRow | None = _one(db, "SELECT * FROM users WHERE id = ?", (user_id,), UserRow)
     return row
@@ -116,6 +129,35 @@ def update_user(
     user = get_user(db, user_id)
     assert user is not None
     return user
+
+
+def _is_disabled(db: Database, user_id: int) -> bool:
+    row = db.execute("SELECT disabled_at FROM users WHERE id = ?", (user_id,)).fetchone()
+    return row is not None and row[0] is not None
+
+
+def list_users(db: Database, after: int, limit: int, now_ms: int) -> list[UserListing]:
+    """Users by id after `after`, at most `limit`, each with their live logins."""
+    rows = db.execute(
+        "SELECT u.id, u.username, u.display_name, u.password_hash, u.created_at, u.updated_at,"
+        " u.disabled_at, (SELECT count(*) FROM auth_sessions s WHERE s.user_id = u.id"
+        "  AND s.revoked_at IS NULL AND s.expires_at > ?)"
+        " FROM users u WHERE u.id > ? ORDER BY u.id LIMIT ?",
+        (now_ms, after, limit),
+    ).fetchall()
+    return [UserListing(UserRow(*row[:7]), row[7]) for row in rows]
+
+
+def set_disabled(db: Database, user_id: int, disabled: bool, now_ms: int) -> list[int]:
+    """Disable an account, revoking its live logins in the same transaction (their ids), or
+    enable it again (no logins to revoke: []). Disabling twice keeps the first time."""
+    if not disabled:
+        db.execute("UPDATE users SET disabled_at = NULL WHERE id = ?", (user_id,))
+        return []
+    db.execute(
+        "UPDATE users SET disabled_at = coalesce(disabled_at, ?) WHERE id = ?", (now_ms, user_id)
+    )
+    return revoke_user_sessions(db, user_id, now_ms, "account_disabled")
 
 
 # -- keys --------------------------------------------------------------------------------------
@@ -160,6 +202,10 @@ def create_session(
     user_agent: str | None,
     ip: str | None,
 ) -> SessionRow:
+    """Raises Forbidden("account_disabled"): checked in the transaction that would start the
+    login, so an account disabled while its password was being checked gets no session."""
+    if _is_disabled(db, user_id):
+        raise account_disabled()
     db.execute(
         "INSERT INTO auth_sessions (id, user_id, created_at, last_used_at, expires_at,"
         " user_agent, ip) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -178,7 +224,8 @@ class Rotated(msgspec.Struct, frozen=True):
     """The outcome of presenting a refresh token: the session, and why it failed if it did."""
 
     session: SessionRow | None
-    error: str | None = None  # "invalid_refresh_token" | "session_revoked" | "refresh_token_reused"
+    # "invalid_refresh_token" | "session_revoked" | "refresh_token_reused" | "account_disabled"
+    error: str | None = None
 
 
 def rotate_refresh_token(
@@ -198,6 +245,8 @@ def rotate_refresh_token(
     if token is None:
         return Rotated(None, "invalid_refresh_token")
     session = get_session(db, token["session_id"])
+    if session is not None and _is_disabled(db, session.user_id):
+        return Rotated(None, "account_disabled")
     if session is None or session.revoked_at is not None or session.expires_at <= now_ms:
         return Rotated(None, "session_revoked")
     if token["used_at"] is not None:

@@ -12,12 +12,17 @@ import pytest
 import trio
 from nacl.signing import SigningKey
 
-from relay.client import KEY_LOGIN_PREFIX, ApiError, RelayClient
+from relay.accounts import now_ms
+from relay.client import KEY_LOGIN_PREFIX, ApiError, GatewayClosed, RelayClient, open_gateway
+from relay.protocol.gateway import Close
+from relay.storage import users
+from relay.storage.sqlite.db import connect
 from tests.conftest import settings_for, start_server
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from relay.client import Gateway
     from tests.conftest import RunningServer
 
 PASSWORD = "correct horse battery"
@@ -550,3 +555,73 @@ async def test_a_login_beyond_the_cap_revokes_the_least_recently_used(
             sessions = await third.call("GET", "/v1/api/auth/sessions")
             assert len(sessions) == 2
     await shutdown()
+
+
+async def close_code(gateway: Gateway) -> int | None:
+    """Read until the server closes the gateway connection (within 5 s); its close code."""
+    with trio.fail_after(5):
+        try:
+            while True:
+                await gateway.receive()
+        except GatewayClosed as e:
+            return e.code
+
+
+def set_disabled(db_path: Path, user_id: int, disabled: bool) -> list[int]:
+    """Disable or enable an account from another connection, as the admin CLI does."""
+    db = connect(db_path)
+    try:
+        db.conn.execute("BEGIN IMMEDIATE")
+        ended = users.set_disabled(db, user_id, disabled, now_ms())
+        db.conn.execute("COMMIT")
+    finally:
+        db.close()
+    return ended
+
+
+async def test_an_account_disabled_by_another_process_is_logged_out_within_a_poll(
+    relay_server: RunningServer,
+) -> None:
+    alice = relay_server.client()
+    user = await alice.register("alice", PASSWORD)
+    await alice.login("alice", PASSWORD)
+    key = SigningKey.generate()
+    await alice.call("POST", "/v1/api/users/@me/keys", {"public_key": b64(bytes(key.verify_key))})
+    bob = relay_server.client()
+    bob_key = SigningKey.generate()
+    await bob.register("bob", public_key=bytes(bob_key.verify_key))
+    await bob.login_with_key("bob", bob_key)
+    path = relay_server.settings.db_path
+
+    async with open_gateway(relay_server.ws_url) as gateway:
+        await gateway.identify(alice.access_token or "")
+        ended = await trio.to_thread.run_sync(set_disabled, path, int(user["id"]), True)
+        assert len(ended) == 1
+        # The server polls for revocations it did not make (REVOCATION_POLL_S): the gateway
+        # session is closed as for a logout, without waiting for the token to expire.
+        assert await close_code(gateway) == Close.AUTHENTICATION_FAILED
+
+    assert await error_of(alice, "GET", "/v1/api/users/@me") == (401, "session_revoked")
+    refresh = {"refresh_token": alice.refresh_token}
+    assert await error_of(alice, "POST", "/v1/api/auth/refresh", json=refresh) == (
+        403,
+        "account_disabled",
+    )
+    login = {"username": "alice", "password": PASSWORD}
+    assert await error_of(alice, "POST", "/v1/api/auth/login", json=login) == (
+        403,
+        "account_disabled",
+    )
+    wrong = {"username": "alice", "password": "not the password"}  # tells nothing more
+    assert await error_of(alice, "POST", "/v1/api/auth/login", json=wrong) == (
+        401,
+        "invalid_credentials",
+    )
+    with pytest.raises(ApiError) as refused:
+        await alice.login_with_key("alice", key)
+    assert (refused.value.status, refused.value.code) == (403, "account_disabled")
+    assert (await bob.me())["username"] == "bob"
+
+    assert await trio.to_thread.run_sync(set_disabled, path, int(user["id"]), False) == []
+    await alice.login_with_key("alice", key)
+    assert (await alice.me())["username"] == "alice"

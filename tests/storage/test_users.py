@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from relay.errors import Conflict, Unprocessable
+from relay.errors import Conflict, Forbidden, Unprocessable
 from relay.storage import users
 from relay.storage.schema import migrate
 from relay.storage.sqlite.db import connect, open_store
@@ -194,6 +194,50 @@ def test_revoke_user_sessions_keeps_the_given_one(db: Database) -> None:
     assert users.revoked_since(db, NOW + 1) == [10]
 
     assert users.revoke_user_sessions(db, 1, NOW + 2, "everything") == [11]
+
+
+def test_disabling_revokes_the_logins_and_refuses_new_ones_and_refreshes(db: Database) -> None:
+    add_user(db, 1, "alice")
+    add_user(db, 2, "bob")
+    add_session(db, 10, 1, token(1))
+    add_session(db, 11, 1, token(2))
+    add_session(db, 20, 2, token(20))
+
+    assert users.set_disabled(db, 1, True, NOW + 1) == [10, 11]
+
+    assert users.list_sessions(db, 1, NOW + 1) == []
+    assert [s.id for s in users.list_sessions(db, 2, NOW + 1)] == [20]
+    assert users.revoked_since(db, NOW + 1) == [10, 11]
+    refused = users.rotate_refresh_token(db, token(1), token(3), NOW + 2, DAY)
+    assert refused == users.Rotated(None, "account_disabled")
+    with pytest.raises(Forbidden) as raised:
+        add_session(db, 12, 1, token(4))
+    assert raised.value.code == "account_disabled"
+    # Disabling again keeps the first time; listing shows it, and no live logins.
+    assert users.set_disabled(db, 1, True, NOW + 5) == []
+    listed = users.list_users(db, 0, 10, NOW + 5)
+    assert [(u.user.username, u.user.disabled_at, u.logins) for u in listed] == [
+        ("alice", NOW + 1, 0),
+        ("bob", None, 1),
+    ]
+    assert [u.user.username for u in users.list_users(db, 1, 10, NOW + 5)] == ["bob"]
+
+
+def test_an_enabled_account_logs_in_again_but_its_old_logins_stay_ended(db: Database) -> None:
+    add_user(db, 1, "alice")
+    add_session(db, 10, 1, token(1))
+    users.set_disabled(db, 1, True, NOW)
+
+    assert users.set_disabled(db, 1, False, NOW + 1) == []
+
+    user = users.get_user(db, 1)
+    assert user is not None
+    assert user.disabled_at is None
+    assert users.rotate_refresh_token(db, token(1), token(2), NOW + 2, DAY).error == (
+        "session_revoked"
+    )
+    add_session(db, 11, 1, token(3))
+    assert [s.id for s in users.list_sessions(db, 1, NOW + 2)] == [11]
 
 
 # -- challenges ----------------------------------------------------------------------------------
