@@ -49,6 +49,8 @@ ERRORS: Mapping[str, ErrorCode] = {
     "token_expired": _e(401, "the access token has expired: refresh it"),
     "session_revoked": _e(401, "the session was revoked (logout, password change) or has expired"),
     "invalid_credentials": _e((401, 403), "wrong username or password (403: current_password)"),
+    "account_disabled": _e(403, "the account was disabled by an operator (relay user disable)"),
+    "bad_metrics_token": _e(401, "GET /metrics without the metrics token, or with another one"),
     "invalid_challenge": _e(401, "the challenge is unknown, used or expired"),
     "invalid_signature": _e(401, "the challenge or signature is not valid"),
     "invalid_refresh_token": _e(401, "the refresh token is not valid"),

@@ -60,7 +60,7 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
         "Log in with a password",
         body=bodies.Login,
         response=bodies.LoginResult,
-        errors=("invalid_credentials",),
+        errors=("invalid_credentials", "account_disabled"),
     )
     async def login() -> Response:
         data = await body(bodies.Login)
@@ -89,7 +89,7 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
         "Log in by signing a challenge with an Ed25519 key",
         body=bodies.KeyLogin,
         response=bodies.LoginResult,
-        errors=("invalid_challenge", "invalid_signature"),
+        errors=("invalid_challenge", "invalid_signature", "account_disabled"),
     )
     async def login_key() -> Response:
         data = await body(bodies.KeyLogin)
@@ -110,7 +110,12 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
         "Trade a refresh token for new tokens (the old refresh token is spent)",
         body=bodies.Refresh,
         response=bodies.TokenPair,
-        errors=("invalid_refresh_token", "refresh_token_reused", "session_revoked"),
+        errors=(
+            "invalid_refresh_token",
+            "refresh_token_reused",
+            "session_revoked",
+            "account_disabled",
+        ),
     )
     async def refresh() -> Response:
         data = await body(bodies.Refresh)

@@ -16,7 +16,8 @@ from relay.rest.reference import CSP, render
 
 def docs_blueprint() -> Blueprint:
     bp = Blueprint("apidocs", __name__, url_prefix="/v1/api")
-    own = {f"{bp.name}.openapi_json", f"{bp.name}.reference"}  # the document leaves these out
+    # The document leaves out its own routes, and the Prometheus page (text, docs/metrics.md).
+    own = {f"{bp.name}.openapi_json", f"{bp.name}.reference", "metrics.scrape"}
     built: dict[str, bytes] = {}
 
     def the_document() -> dict[str, Any]:
