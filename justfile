@@ -69,3 +69,7 @@ room-close room_id:
 # create user NAME in the database (asks for the password, or reads it from stdin)
 user name:
     @.venv/bin/relay user create {{ quote(name) }}
+
+# copy the database to PATH while the server runs (docs/backup.md)
+backup path:
+    @.venv/bin/relay backup {{ quote(path) }}

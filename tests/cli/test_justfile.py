@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,3 +103,14 @@ async def test_room_recipes_against_a_running_server(
     assert rooms.out == ""
     users = await relay_cli("user", "list", "--json")
     assert json.loads(users.out)["logins"] == 0  # each recipe logged out after itself
+
+
+async def test_backup_recipe_copies_a_running_servers_database(
+    relay_server: RunningServer, tmp_path: Path
+) -> None:
+    env = clean_env(RELAY_DATA_DIR=relay_server.settings.data_dir)
+    target = tmp_path / "copy.db"
+    await just(env, "backup", str(target))
+    with closing(sqlite3.connect(target)) as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert copy.execute("SELECT count(*) FROM users").fetchone() is not None
