@@ -74,7 +74,6 @@ class Fanout(Protocol):
         returns once it is queued; `answer()` is its outcome once committed.
 
         Raises NotFound("unknown_channel") if the channel is gone."""
-        ...
 
     async def post_with(
         self,
@@ -87,25 +86,19 @@ class Fanout(Protocol):
 
         Raises NotFound("unknown_channel"), or AskTimeout if it could not be queued by
         `deadline` (Trio time)."""
-        ...
 
     async def to_channel(self, channel_id: int, event: ChatEvent) -> None:
         """Everyone who can see the channel (and whose intents take the event), in order with
         the channel's messages."""
-        ...
 
     def to_server(self, server_id: int, event: ChatEvent) -> None:
         """Every online member of the server (server-wide events: SERVER_*, MEMBER_*, ROLE_*)."""
-        ...
 
     def to_users(self, user_ids: Iterable[int], event: ChatEvent, *, dm: bool = False) -> None:
         """Every session of these users; `dm`: the event is about a DM channel."""
-        ...
 
     def announce(self, change: Change) -> None:
         """A committed change of membership or permissions."""
-        ...
 
     def online(self, server_id: int) -> Collection[int]:
         """The server's members who have a session now."""
-        ...
