@@ -78,13 +78,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from relay.storage.schema import migrate
     from relay.storage.sqlite.db import connect
+    from relay.storage.sqlite.lock import DatabaseInUse, database_lock
 
     settings.db_path.parent.mkdir(parents=True, exist_ok=True)
-    db = connect(settings.db_path)
     try:
-        print(f"{settings.db_path}: schema version {migrate(db)}")
-    finally:
-        db.close()
+        # Not under a running server (or a restore): its schema would change beneath it.
+        with database_lock(settings.db_path):
+            db = connect(settings.db_path)
+            try:
+                print(f"{settings.db_path}: schema version {migrate(db)}")
+            finally:
+                db.close()
+    except DatabaseInUse as e:
+        print(f"relay: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from relay.storage.schema import LATEST_VERSION
+from tests.conftest import settings_for, start_server
 
 if TYPE_CHECKING:
     from trio.abc import ReceiveStream
@@ -164,3 +165,21 @@ async def test_db_migrate_creates_the_database(tmp_path: Path) -> None:
     )
     assert f"schema version {LATEST_VERSION}".encode() in result.stdout
     assert (tmp_path / "data" / "relay.db").exists()
+
+
+async def test_db_migrate_refuses_while_the_server_runs(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    running, shutdown = await start_server(nursery, settings_for(tmp_path))
+    env = env_for(tmp_path, RELAY_DATA_DIR=running.settings.data_dir)
+    result = await trio.run_process(
+        [str(BIN / "relay"), "db", "migrate"],
+        env=env,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert b"is in use by process" in result.stderr
+    assert result.stdout == b""
+    await shutdown()
