@@ -55,7 +55,10 @@ async def tail(
     assert process.stderr is not None
     out, err = Lines(process.stdout), Lines(process.stderr)
     try:
-        connected = await out.frame()
+        try:
+            connected = await out.frame()
+        except AssertionError:  # it ended before joining: say why
+            raise AssertionError(f"relay rooms tail ended: {await err.rest()!r}") from None
         assert connected["type"] == "connected", connected
         yield process, out, err
     finally:
