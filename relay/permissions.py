@@ -64,6 +64,13 @@ class Permission(enum.IntFlag):
     MOVE_MEMBERS = 1 << 23
     BYPASS_SLOWMODE = 1 << 24
     ADMINISTRATOR = 1 << 25
+    CREATE_EMOJIS = 1 << 26
+    MANAGE_EMOJIS = 1 << 27
+    CREATE_THREADS = 1 << 28
+    SEND_MESSAGES_IN_THREADS = 1 << 29
+    MANAGE_THREADS = 1 << 30
+    MANAGE_WEBHOOKS = 1 << 31
+    VIDEO = 1 << 32
 
 
 P = Permission
@@ -86,8 +93,11 @@ DEFAULT_EVERYONE = int(
     | P.CONNECT
     | P.SPEAK
     | P.STREAM
+    | P.VIDEO
+    | P.CREATE_THREADS
+    | P.SEND_MESSAGES_IN_THREADS
 )
-"""What @everyone may do in a new server: talk, read, react, invite and use voice."""
+"""What @everyone may do in a new server: talk, read, react, invite, start threads, use voice."""
 
 DM = int(
     P.VIEW_CHANNEL

@@ -52,7 +52,8 @@ def test_migration_3_gives_existing_servers_their_everyone_role(tmp_path: Path) 
     migrate(db)
 
     assert roles.list_roles(db, 7) == [
-        roles.RoleRow(7, 7, "@everyone", DEFAULT_EVERYONE, 0, 0, False, False, 5)
+        # DEFAULT_EVERYONE as it was at migration 3, before the thread and video bits
+        roles.RoleRow(7, 7, "@everyone", 1845311, 0, 0, False, False, 5)
     ]
     db.close()
 
