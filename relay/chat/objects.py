@@ -80,6 +80,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     pinned: bool
     edited_at: str | None
     created_at: str
+    thread: str | UnsetType = UNSET  # the id of the thread started from this message
 
 
 class RepeatedMessage(Message, frozen=True, kw_only=True):
@@ -157,6 +158,38 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     permissions_synced: bool
     permission_overwrites: list[Overwrite]  # effective: the category's when synced
     recipients: list[UserBrief] | UnsetType = UNSET  # a DM's two users (absent elsewhere)
+    owner_id: str | UnsetType = UNSET  # a thread's starter, a group DM's owner
+    thread_metadata: ThreadMetadata | UnsetType = UNSET  # threads only (docs/threads.md)
+    member_count: int | UnsetType = UNSET  # a thread's members
+
+
+class ThreadMetadata(msgspec.Struct, frozen=True, kw_only=True):
+    archived: bool
+    locked: bool
+    auto_archive_duration: int  # minutes: 60, 1440, 4320 or 10080
+    archive_timestamp: str  # when it was archived; while active, its last activity
+    starter_message_id: str | None  # the message it was started from
+
+
+class ThreadMember(msgspec.Struct, frozen=True, kw_only=True):
+    id: str  # the thread's
+    user: UserBrief
+    joined_at: str
+
+
+class ThreadMembersUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    id: str  # the thread's
+    server_id: str
+    member_count: int
+    added_members: list[ThreadMember]
+    removed_member_ids: list[str]
+
+
+class RecipientEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """CHANNEL_RECIPIENT_ADD / _REMOVE: who joined or left a group DM."""
+
+    channel_id: str
+    user: UserBrief
 
 
 class ServerWithChannels(Server, frozen=True, kw_only=True):
@@ -317,6 +350,7 @@ class Ready(msgspec.Struct, frozen=True, kw_only=True):
     private_channels: list[Channel]
     read_states: list[ReadState]
     presences: list[Presence]  # of the people the user shares a server with, who are online
+    threads: list[Channel] = msgspec.field(default_factory=list)  # active ones the user is in
 
 
 class Resumed(msgspec.Struct, frozen=True, kw_only=True):
@@ -433,6 +467,7 @@ def dm_out(dm: DmRow) -> Channel:
         permissions_synced=False,
         permission_overwrites=[],
         recipients=[user_brief_out(u) for u in dm.recipients],
+        owner_id=UNSET if dm.owner_id is None else str(dm.owner_id),
     )
 
 
@@ -558,6 +593,7 @@ def message_out(
         pinned=row.pinned,
         edited_at=iso(row.edited_at) if row.edited_at is not None else None,
         created_at=iso(timestamp_ms(row.id)),
+        thread=UNSET if row.thread_id is None else str(row.thread_id),
     )
 
 
