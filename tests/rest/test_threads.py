@@ -16,10 +16,10 @@ from relay.permissions import DEFAULT_EVERYONE, P
 from tests.rest.conftest import add_role, give, join, new_server, post, set_everyone
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
     from relay.client import Gateway
-    from tests.rest.conftest import Person, SharedServer
+    from tests.rest.conftest import SharedServer
 
 THUMBS = quote("👍")
 
@@ -42,11 +42,15 @@ async def test_a_thread_from_a_message_and_its_messages(people: Any) -> None:
         f"/channels/{text}/messages/{mid}/threads",
         {"name": "talk", "auto_archive_duration": 60},
     )
-    assert thread["type"] == "thread" and thread["parent_id"] == text
-    assert thread["server_id"] == sid and thread["owner_id"] == bob.id
+    assert thread["type"] == "thread"
+    assert thread["parent_id"] == text
+    assert thread["server_id"] == sid
+    assert thread["owner_id"] == bob.id
     meta = thread["thread_metadata"]
-    assert meta["starter_message_id"] == mid and meta["archived"] is False
-    assert meta["auto_archive_duration"] == 60 and thread["member_count"] == 1
+    assert meta["starter_message_id"] == mid
+    assert meta["archived"] is False
+    assert meta["auto_archive_duration"] == 60
+    assert thread["member_count"] == 1
     tid = thread["id"]
     # The starting message gains the reference; a second thread from it is refused.
     assert (await alice.call("GET", f"/channels/{text}/messages/{mid}"))["thread"] == tid
@@ -65,7 +69,8 @@ async def test_a_thread_from_a_message_and_its_messages(people: Any) -> None:
     await alice.call("PUT", f"/channels/{tid}/pins/{first}")
     history = await bob.call("GET", f"/channels/{tid}/messages")
     assert [m["id"] for m in history] == [first, reply["id"]]
-    assert history[0]["reactions"][0]["count"] == 1 and history[0]["pinned"]
+    assert history[0]["reactions"][0]["count"] == 1
+    assert history[0]["pinned"]
     assert [m["id"] for m in await bob.call("GET", f"/channels/{tid}/pins")] == [first]
     await bob.call("POST", f"/channels/{tid}/messages/{reply['id']}/ack")
     await bob.call("POST", f"/channels/{tid}/typing")
@@ -255,7 +260,7 @@ async def test_bad_input(people: Any) -> None:
         400,
         "not_a_text_channel",
     )
-    assert (await alice.error("POST", f"/channels/123/threads", {"name": "t"}))[:2] == (
+    assert (await alice.error("POST", "/channels/123/threads", {"name": "t"}))[:2] == (
         404,
         "unknown_channel",
     )
