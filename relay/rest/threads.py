@@ -19,7 +19,6 @@ from relay.rest.messages import query_id, query_limit
 if TYPE_CHECKING:
     from relay.runtime import Runtime
 
-MEMBER = {"user": "a user id, or @me"}
 THREAD_ERRORS = (
     "unknown_channel",
     "not_a_text_channel",
@@ -106,28 +105,47 @@ def threads_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         return json_response(await threads.members(rt.chat, who.user_id, channel_id))
 
-    @bp.put("/<channel_id>/thread-members/<user>")
-    @doc(
-        "Join a thread (@me) or add someone who can see it",
-        status=204,
-        errors=("unknown_channel", "unknown_user", "unknown_member", "missing_permission"),
-        path=MEMBER,
-    )
-    async def add_thread_member(channel_id: str, user: str) -> Response:
+    @bp.put("/<channel_id>/thread-members/@me")
+    @doc("Join a thread", status=204, errors=("unknown_channel",))
+    async def join_thread(channel_id: str) -> Response:
         who = principal(rt)
-        await threads.add_member(rt.chat, who.user_id, channel_id, user)
+        await threads.add_member(rt.chat, who.user_id, channel_id, "@me")
         return no_content()
 
-    @bp.delete("/<channel_id>/thread-members/<user>")
+    @bp.delete("/<channel_id>/thread-members/@me")
+    @doc("Leave a thread", status=204, errors=("unknown_channel",))
+    async def leave_thread(channel_id: str) -> Response:
+        who = principal(rt)
+        await threads.remove_member(rt.chat, who.user_id, channel_id, "@me")
+        return no_content()
+
+    @bp.put("/<channel_id>/thread-members/<user_id>")
     @doc(
-        "Leave a thread (@me) or remove someone (MANAGE_THREADS, or its starter)",
+        "Add someone who can see the thread (one who may post in it, or MANAGE_THREADS)",
+        status=204,
+        errors=(
+            "unknown_channel",
+            "unknown_user",
+            "unknown_member",
+            "missing_permission",
+            "timed_out",
+            "thread_locked",
+        ),
+    )
+    async def add_thread_member(channel_id: str, user_id: str) -> Response:
+        who = principal(rt)
+        await threads.add_member(rt.chat, who.user_id, channel_id, user_id)
+        return no_content()
+
+    @bp.delete("/<channel_id>/thread-members/<user_id>")
+    @doc(
+        "Remove someone from a thread (MANAGE_THREADS, or its starter while it is unlocked)",
         status=204,
         errors=("unknown_channel", "unknown_user", "missing_permission"),
-        path=MEMBER,
     )
-    async def remove_thread_member(channel_id: str, user: str) -> Response:
+    async def remove_thread_member(channel_id: str, user_id: str) -> Response:
         who = principal(rt)
-        await threads.remove_member(rt.chat, who.user_id, channel_id, user)
+        await threads.remove_member(rt.chat, who.user_id, channel_id, user_id)
         return no_content()
 
     # -- group DMs -----------------------------------------------------------------------------

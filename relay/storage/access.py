@@ -134,12 +134,12 @@ def channel_nodes(
     else:
         # The named, their parents, and their parents' parents (a thread's text channel's
         # category).
+        named = "SELECT value FROM json_each(?2)"
+        up = f"SELECT parent_id FROM channels WHERE id IN ({named})"
         rows = db.execute(
-            "WITH named (id) AS (SELECT value FROM json_each(?2)),"
-            " up (id) AS (SELECT parent_id FROM channels WHERE id IN named)"
-            " SELECT id, parent_id, permissions_synced, type FROM channels WHERE server_id = ?1"
-            " AND (id IN named OR id IN up"
-            "  OR id IN (SELECT parent_id FROM channels WHERE id IN up))",
+            "SELECT id, parent_id, permissions_synced, type FROM channels WHERE server_id = ?1"
+            f" AND (id IN ({named}) OR id IN ({up})"
+            f"  OR id IN (SELECT parent_id FROM channels WHERE id IN ({up})))",
             (server_id, _ids(channel_ids)),
         ).fetchall()
     if not rows:

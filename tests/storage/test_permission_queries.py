@@ -49,7 +49,7 @@ def test_migration_3_gives_existing_servers_their_everyone_role(tmp_path: Path) 
     db.execute("INSERT INTO servers (id, name, owner_id, created_at) VALUES (7, 's', 1, 5)")
     db.conn.commit()
 
-    migrate(db)
+    migrate(db, target=3)
 
     assert roles.list_roles(db, 7) == [
         # DEFAULT_EVERYONE as it was at migration 3, before the thread and video bits
