@@ -65,6 +65,7 @@ ERRORS: Mapping[str, ErrorCode] = {
     "not_creator": _e(403, "only the room's creator may do this"),
     "banned": _e(403, "the user is banned from this server"),
     "dm_channel": _e(403, "a DM channel cannot be changed and has no overwrites"),
+    "thread_channel": _e(403, "a thread has its parent's overwrites and none of its own"),
     "no_shared_server": _e(403, "the users share no server"),
     "not_group_owner": _e(403, "only the group DM's owner may do this"),
     "thread_locked": _e(403, "the thread is locked: only MANAGE_THREADS may post or change it"),

@@ -110,6 +110,12 @@ async def test_permissions_are_the_parents_with_the_thread_bits(people: Any) -> 
     assert (await bob.error("POST", f"/channels/{text}/messages", {"content": "x"}))[2] == (
         "SEND_MESSAGES"
     )
+    # A thread has no overwrites of its own.
+    overwrite = {"type": "role", "allow": "0", "deny": "0"}
+    assert (await alice.error("PUT", f"/channels/{tid}/permissions/{sid}", overwrite))[:2] == (
+        403,
+        "thread_channel",
+    )
     # Hiding the parent (an overwrite on it) hides the thread.
     await alice.call(
         "PUT",
