@@ -51,8 +51,7 @@ async def create(chat: Chat, user_id: int, others: list[str], name: str | None) 
         now_ms(),
         chat.settings.max_group_dm_recipients,
     )
-    payload = dm_out(dm)
-    chat.fanout.announce(RecipientsChanged(dm.channel.id, _recipients(dm)))
+    payload = dm_out(dm)  # its channel actor, started by its first event, reads who is in it
     chat.fanout.to_users(_recipients(dm), events.ChannelCreate(d=payload), dm=True)
     return payload
 

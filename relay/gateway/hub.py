@@ -242,7 +242,10 @@ class Hub:
             case LoginRevoked(auth_session_id):
                 self.revoke_login(auth_session_id)
             case RecipientsChanged(channel_id, recipients):
-                self._membership_changed()
+                # Only this channel's kept audiences are stale (a DM's is computed without
+                # awaiting, so none can be in flight).
+                for key in [k for k in self._audiences if k[0] == channel_id]:
+                    del self._audiences[key]
                 if recipients:
                     self._recipients[channel_id] = tuple(recipients)
                 else:  # gone: nothing is sent there any more
