@@ -29,7 +29,7 @@ async def until(gateway: Gateway, t: str, test: Callable[[dict[str, Any]], bool]
         while True:
             frame = await gateway.dispatch()
             if frame["t"] == t and test(frame["d"]):
-                return frame["d"]
+                return dict(frame["d"])
 
 
 async def test_a_thread_from_a_message_and_its_messages(people: Any) -> None:

@@ -158,7 +158,8 @@ def test_the_threads_migration_widens_channel_types_and_grants_thread_bits(
             (sid, sid, everyone),
         )
         db.execute(
-            "INSERT INTO channels (id, server_id, type, name, created_at) VALUES (?, ?, 'text', 'g', 5)",
+            "INSERT INTO channels (id, server_id, type, name, created_at)"
+            " VALUES (?, ?, 'text', 'g', 5)",
             (sid * 10, sid),
         )
     db.execute("INSERT INTO messages (id, channel_id, author_id, content) VALUES (1, 70, 1, 'hi')")
