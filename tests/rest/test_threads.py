@@ -298,6 +298,17 @@ async def test_thread_events_and_ready(people: Any, shared_server: SharedServer)
         await bob_gw.identify(bob.token)
         await carol_gw.identify(carol.token)
         secret = (await alice.call("POST", f"/channels/{hidden}/threads", {"name": "s"}))["id"]
+        # Nothing of the hidden channel's thread reaches them.
+        await post(alice, secret, "psst")
+        marker = await post(alice, text, "marker")
+        seen: list[dict[str, Any]] = []
+        with trio.fail_after(5):
+            while True:
+                frame = await carol_gw.dispatch()
+                seen.append(frame)
+                if frame["t"] == "MESSAGE_CREATE" and frame["d"]["id"] == marker:
+                    break
+        assert all(f["d"].get("id") != secret and f["d"].get("channel_id") != secret for f in seen)
         mid = await post(alice, text)
         thread = await alice.call("POST", f"/channels/{text}/messages/{mid}/threads", {"name": "t"})
         tid = thread["id"]
@@ -318,17 +329,6 @@ async def test_thread_events_and_ready(people: Any, shared_server: SharedServer)
         await until(carol_gw, "MESSAGE_CREATE", lambda d: d["id"] == message)
         await alice.call("DELETE", f"/channels/{tid}")
         await until(carol_gw, "THREAD_DELETE", lambda d: d["id"] == tid)
-        # Nothing of the hidden channel's thread reached them.
-        await post(alice, secret, "psst")
-        marker = await post(alice, text, "marker")
-        seen = []
-        with trio.fail_after(5):
-            while True:
-                frame = await carol_gw.dispatch()
-                seen.append(frame)
-                if frame["t"] == "MESSAGE_CREATE" and frame["d"]["id"] == marker:
-                    break
-        assert all(f["d"].get("id") != secret and f["d"].get("channel_id") != secret for f in seen)
     # READY: the active threads one is in, with read states for them.
     kept = (await alice.call("POST", f"/channels/{text}/threads", {"name": "kept"}))["id"]
     await bob.call("PUT", f"/channels/{kept}/thread-members/@me")
