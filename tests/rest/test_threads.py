@@ -338,3 +338,40 @@ async def test_thread_events_and_ready(people: Any, shared_server: SharedServer)
         assert [t["id"] for t in ready["threads"]] == [kept]
         states = {s["channel_id"]: s for s in ready["read_states"]}
         assert states[kept]["last_message_id"] == last
+
+
+async def ack_of(
+    gateway: Gateway, nonce: str, seen: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The send's ack; the dispatches before it go to `seen`."""
+    with trio.fail_after(5):
+        while True:
+            frame = await gateway.receive()
+            if frame["op"] == 13 and frame["d"]["nonce"] == nonce:
+                return dict(frame["d"])
+            if seen is not None and frame["op"] == 0:
+                seen.append(frame)
+
+
+async def test_gateway_sends_in_threads_and_the_parent_takes_its_threads_along(
+    people: Any, shared_server: SharedServer
+) -> None:
+    alice, bob = await people("alice"), await people("bob")
+    sid, text = await new_server(alice)
+    await join(alice, sid, bob)
+    tid = (await alice.call("POST", f"/channels/{text}/threads", {"name": "t"}))["id"]
+    await alice.call("PATCH", f"/channels/{tid}", {"archived": True})
+    async with open_gateway(shared_server.ws_url) as gw:
+        await gw.identify(bob.token)
+        # A send over the gateway unarchives it, as a REST post does.
+        await gw.send(12, {"channel_id": tid, "content": "back", "nonce": "n1"})
+        seen: list[dict[str, Any]] = []
+        assert "id" in await ack_of(gw, "n1", seen)
+        revived = [f["d"] for f in seen if f["t"] == "THREAD_UPDATE"]
+        assert [d["thread_metadata"]["archived"] for d in revived] == [False]
+        await alice.call("PATCH", f"/channels/{tid}", {"locked": True})
+        await gw.send(12, {"channel_id": tid, "content": "no", "nonce": "n2"})
+        assert (await ack_of(gw, "n2"))["error"]["code"] == "thread_locked"
+    # Deleting the text channel deletes its threads and their messages.
+    await alice.call("DELETE", f"/channels/{text}")
+    assert (await alice.error("GET", f"/channels/{tid}"))[:2] == (404, "unknown_channel")
