@@ -188,15 +188,19 @@ async def test_auto_archive_is_lazy_and_a_post_revives(
     _, text = await new_server(alice)
     tid = (await alice.call("POST", f"/channels/{text}/threads", {"name": "old"}))["id"]
     # An hour without activity: move its clock back instead of waiting.
-    database = next(
-        p for p in tmp_path_factory.getbasetemp().glob("shared*/data/*.db") if p.stat().st_size
-    )
-    with sqlite3.connect(database, timeout=10) as db:
-        db.execute(
-            "UPDATE channels SET archive_ts = archive_ts - 2 * 86400000, auto_archive = 60"
-            " WHERE id = ?",
-            (int(tid),),
-        )
+    # The shared server's database is among this worker's shared*/ directories (other modules'
+    # servers left theirs): the one that has the thread.
+    changed = 0
+    found = tmp_path_factory.getbasetemp().glob("shared*/data/*.db")
+    for database in {p.resolve() for p in found}:  # sharedcurrent links to the newest
+        with sqlite3.connect(database, timeout=10) as db:
+            changed += db.execute(
+                "UPDATE channels SET archive_ts = archive_ts - 2 * 86400000, auto_archive = 60"
+                " WHERE id = ? AND type = 'thread'",
+                (int(tid),),
+            ).rowcount
+        db.close()
+    assert changed == 1
     meta = (await alice.call("GET", f"/channels/{tid}"))["thread_metadata"]
     assert meta["archived"] is True
     assert [t["id"] for t in await alice.call("GET", f"/channels/{text}/threads/archived")] == [tid]
