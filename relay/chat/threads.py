@@ -156,11 +156,8 @@ async def before_post(chat: Chat, user_id: int, channel: VisibleChannel) -> None
     unarchived (THREAD_UPDATE) and the poster becomes a member (THREAD_MEMBERS_UPDATE). Reads
     first, so a post in an active thread one follows costs no extra write."""
     now = now_ms()
-    thread = await chat.store.read(chat.q.threads.get_thread, channel.id, now)
-    if thread is None:
-        return
-    member = await chat.store.read(chat.q.threads.member_of, channel.id, user_id)
-    if not thread.archived and member is not None:
+    archived, member = await chat.store.read(chat.q.threads.post_state, channel.id, user_id, now)
+    if not archived and member:
         return
     unarchived, joined = await chat.store.write(
         chat.q.threads.before_post, channel.id, user_id, now

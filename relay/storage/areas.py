@@ -629,6 +629,10 @@ class Threads(Protocol):
         now_ms: int,
     ) -> tuple[ThreadRow, ThreadRow]: ...
 
+    def post_state(
+        self, db: Database, thread_id: int, user_id: int, now_ms: int
+    ) -> tuple[bool, bool]: ...
+
     def before_post(
         self, db: Database, thread_id: int, user_id: int, now_ms: int
     ) -> tuple[bool, bool]: ...

@@ -14,6 +14,7 @@ and a restart loses no deadline; a new message is the activity that makes it act
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -23,7 +24,7 @@ from relay.ids import EPOCH_MS, SEQUENCE_BITS, WORKER_BITS
 from relay.permissions import P
 from relay.storage.access import accesses_of
 from relay.storage.audience import VisibleChannel, visible_channel
-from relay.storage.channels import ChannelRow, get_channel, insert_channel
+from relay.storage.channels import ChannelRow, channels_where, insert_channel
 from relay.storage.members import UserBrief
 
 if TYPE_CHECKING:
@@ -57,21 +58,32 @@ def unknown_thread() -> NotFound:
     return NotFound("unknown channel", code="unknown_channel")
 
 
-def _thread(db: Database, row: tuple[Any, ...], now_ms: int) -> ThreadRow:
-    cid, owner_id, archived, locked, auto_archive, archive_ts, starter, activity, count = row
-    channel = get_channel(db, cid)
-    assert channel is not None
-    expired = activity + auto_archive * 60_000 <= now_ms
-    return ThreadRow(
-        channel,
-        owner_id,
-        bool(archived) or expired,
-        bool(locked),
-        auto_archive,
-        archive_ts if archived else (activity + auto_archive * 60_000 if expired else activity),
-        starter,
-        count,
-    )
+def _threads(db: Database, rows: list[tuple[Any, ...]], now_ms: int) -> list[ThreadRow]:
+    """Thread rows from `_SELECT` rows, in their order, their channels read in one go."""
+    if not rows:
+        return []
+    ids = json.dumps([r[0] for r in rows])
+    channels = {
+        c.id: c
+        for c in channels_where(db, "WHERE c.id IN (SELECT value FROM json_each(?))", (ids,))
+    }
+    found = []
+    for cid, owner_id, archived, locked, auto_archive, archive_ts, starter, activity, count in rows:
+        due = activity + auto_archive * 60_000
+        expired = due <= now_ms
+        found.append(
+            ThreadRow(
+                channels[cid],
+                owner_id,
+                bool(archived) or expired,
+                bool(locked),
+                auto_archive,
+                archive_ts if archived else (due if expired else activity),
+                starter,
+                count,
+            )
+        )
+    return found
 
 
 _SELECT = (
@@ -82,8 +94,9 @@ _SELECT = (
 
 
 def get_thread(db: Database, thread_id: int, now_ms: int) -> ThreadRow | None:
-    row = db.execute(f"{_SELECT} WHERE c.id = ? AND c.type = 'thread'", (thread_id,)).fetchone()
-    return None if row is None else _thread(db, row, now_ms)
+    rows = db.execute(f"{_SELECT} WHERE c.id = ? AND c.type = 'thread'", (thread_id,)).fetchall()
+    found = _threads(db, rows, now_ms)
+    return found[0] if found else None
 
 
 def _seen_thread(db: Database, thread_id: int, user_id: int) -> VisibleChannel:
@@ -195,6 +208,18 @@ def update_thread(
     return old, new
 
 
+def post_state(db: Database, thread_id: int, user_id: int, now_ms: int) -> tuple[bool, bool]:
+    """(archived, the user is a member) of a thread, in one query: whether a post there needs
+    `before_post`. (False, True) for anything else, which needs nothing."""
+    row = db.execute(
+        f"SELECT {_ARCHIVED}, EXISTS (SELECT 1 FROM thread_members t"
+        "  WHERE t.channel_id = c.id AND t.user_id = ?)"
+        " FROM channels c WHERE c.id = ? AND c.type = 'thread'",
+        (now_ms, user_id, thread_id),
+    ).fetchone()
+    return (False, True) if row is None else (bool(row[0]), bool(row[1]))
+
+
 def before_post(db: Database, thread_id: int, user_id: int, now_ms: int) -> tuple[bool, bool]:
     """Before a post in a thread by someone who may post there: unarchive it if it is archived,
     and make the poster a member. Returns (unarchived, joined).
@@ -230,7 +255,7 @@ def _threads_of(
         " AND c.id < ? ORDER BY c.id DESC LIMIT ?",
         (parent_id, now_ms, before if before is not None else 2**63 - 1, limit),
     ).fetchall()
-    return [_thread(db, r, now_ms) for r in rows]
+    return _threads(db, rows, now_ms)
 
 
 def list_threads(
@@ -262,7 +287,7 @@ def active_threads_of(db: Database, user_id: int, now_ms: int) -> list[ThreadRow
     if not rows:
         return []
     accesses = accesses_of(db, user_id, now_ms)
-    threads = [_thread(db, r, now_ms) for r in rows]
+    threads = _threads(db, rows, now_ms)
     return [
         t
         for t in threads
