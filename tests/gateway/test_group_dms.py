@@ -129,7 +129,7 @@ async def test_a_group_dm_and_its_events(gateway_server: RunningServer) -> None:
 
 @pytest.mark.settings(max_group_dm_recipients=4)
 async def test_group_dm_bad_input(gateway_server: RunningServer) -> None:
-    (owner, bob, carol, dave, erin), _ = await people(gateway_server, 5)
+    (owner, bob, carol, dave, erin), sid = await people(gateway_server, 5)
     stranger = await new_member(gateway_server, "stranger")
     make = "/users/@me/channels"
     for body, expected in (
@@ -190,6 +190,11 @@ async def test_group_dm_bad_input(gateway_server: RunningServer) -> None:
         "unknown_channel",
     )
     assert await error(owner, "PUT", f"/channels/{one_to_one}/recipients/{carol.user_id}") == (
+        400,
+        "not_a_group_dm",
+    )
+    text = (await api(owner, "GET", f"/servers/{sid}/channels"))[0]["id"]
+    assert await error(owner, "PUT", f"/channels/{text}/recipients/{carol.user_id}") == (
         400,
         "not_a_group_dm",
     )
