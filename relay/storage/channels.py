@@ -203,7 +203,8 @@ def create_channel(
         _check_parent(db, actor, parent_id)
     if position is None:
         last = db.execute(
-            "SELECT max(position) FROM channels WHERE server_id = ?", (server_id,)
+            "SELECT max(position) FROM channels WHERE server_id = ? AND type != 'thread'",
+            (server_id,),
         ).fetchone()[0]
         position = 0 if last is None else last + 1
     synced = parent_id is not None and permission_overwrites is None

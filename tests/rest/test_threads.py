@@ -340,6 +340,8 @@ async def test_thread_events_and_ready(people: Any, shared_server: SharedServer)
     async with open_gateway(shared_server.ws_url) as again:
         ready = await again.identify(bob.token)
         assert [t["id"] for t in ready["threads"]] == [kept]
+        server = next(s for s in ready["servers"] if s["id"] == sid)
+        assert kept not in [c["id"] for c in server["channels"]]  # threads come apart
         states = {s["channel_id"]: s for s in ready["read_states"]}
         assert states[kept]["last_message_id"] == last
 
