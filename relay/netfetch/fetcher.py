@@ -63,10 +63,11 @@ class FetchError(Exception):
     """A refused or failed fetch. `reason` is one of: scheme, port, url, address, resolve,
     redirects, too_large, timeout, content_type, network."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, media_type: str = "") -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.media_type = media_type  # with reason "content_type": the type refused
 
 
 async def system_resolver(host: str) -> list[str]:
@@ -235,7 +236,8 @@ async def _read(
     try:
         media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
         if 200 <= status < 300 and limits.content_types and not _accepts(limits, media_type):
-            raise FetchError("content_type", f"{media_type or 'no content type'} not accepted")
+            what = media_type or "no content type"
+            raise FetchError("content_type", f"{what} not accepted", media_type)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limits.max_bytes:
             raise FetchError("too_large", f"Content-Length {declared} > {limits.max_bytes}")
