@@ -47,7 +47,7 @@ class _Out(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 class EmbedField(_Out, frozen=True, kw_only=True):
     name: str
     value: str
-    inline: bool = False
+    inline: bool  # always sent
 
 
 class EmbedAuthor(_Out, frozen=True, kw_only=True):

@@ -118,6 +118,13 @@ def parse_page(html: str, base_url: str) -> PageMeta:
                 return value
         return None
 
+    def first_url(*keys: str) -> str | None:
+        for key in keys:
+            value = _absolute(meta.get(key), base_url)
+            if value:
+                return value
+        return None
+
     title = first("og:title", "twitter:title") or _clean("".join(collector.title_parts))
     return PageMeta(
         title=_cut(title, MAX_TITLE_CHARS),
@@ -125,10 +132,8 @@ def parse_page(html: str, base_url: str) -> PageMeta:
             first("og:description", "twitter:description", "description"), MAX_DESCRIPTION_CHARS
         ),
         site_name=_cut(first("og:site_name", "application-name"), MAX_NAME_CHARS),
-        url=_absolute(first("og:url") or collector.canonical, base_url),
-        image=_absolute(
-            first("og:image:secure_url", "og:image", "og:image:url", "twitter:image"), base_url
-        ),
+        url=first_url("og:url") or _absolute(collector.canonical, base_url),
+        image=first_url("og:image:secure_url", "og:image", "og:image:url", "twitter:image"),
         type=_cut(first("og:type"), 64),
         color=_color(first("theme-color")),
         oembed_url=_absolute(collector.oembed, base_url),
@@ -177,9 +182,9 @@ def parse_oembed(body: bytes, base_url: str) -> OEmbed | None:
 def _clean(text: str | None) -> str | None:
     if text is None:
         return None
-    text = " ".join(text.split())  # runs of white space (newlines, tabs) become one space
-    text = "".join(ch for ch in text if ch.isprintable())
-    return text or None
+    # Control and other unprintable characters, and runs of white space, become one space.
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return " ".join(text.split()) or None
 
 
 def _cut(text: str | None, limit: int) -> str | None:
