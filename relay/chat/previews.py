@@ -239,8 +239,7 @@ class LinkPreviews:
 def wanted(row: MessageRow) -> bool:
     """Whether a committed message has anything for the workers: links to preview (a cheap
     test first: this runs for every message) or images its rich embeds wait for."""
-    lowered = row.content.lower()
-    if "http" in lowered and not row.flags & SUPPRESS_EMBEDS and find_links(row.content):
+    if "://" in row.content and not row.flags & SUPPRESS_EMBEDS and find_links(row.content):
         return True
     return row.embeds is not None and '"pending"' in row.embeds
 
