@@ -14,7 +14,7 @@ import trio
 from relay.client import open_gateway
 from relay.permissions import DEFAULT_EVERYONE, P
 from tests.conftest import settings_for, start_server
-from tests.netfetch.origin import Origin, serve_origin, static
+from tests.netfetch.origin import Origin, Request, response, serve_origin, static
 from tests.rest.test_messages import join, messages_path, new_member
 
 if TYPE_CHECKING:
@@ -50,8 +50,19 @@ async def next_update(gw: Gateway, message_id: str) -> dict[str, Any]:
 
 
 async def test_previews_arrive_as_message_update(nursery: trio.Nursery, tmp_path: Path) -> None:
+    arrived, release = trio.Event(), trio.Event()
+
+    async def slow(request: Request, stream: trio.abc.Stream) -> None:
+        arrived.set()
+        await release.wait()
+        await stream.send_all(response(200, PAGE))
+
     origin = Origin(
         {
+            "/slow": slow,
+            "/a": static(200, b"<title>A</title>"),
+            "/b": static(200, b"<title>B</title>"),
+            "/c": static(200, b"<title>C</title>"),
             "/page": static(200, PAGE),
             "/oembed.json": static(200, OEMBED, "application/json"),
             "/broken": static(200, BROKEN),
@@ -67,6 +78,7 @@ async def test_previews_arrive_as_message_update(nursery: trio.Nursery, tmp_path
         fetch_allow_test_loopback=True,
         fetch_ports=[origin.port],
         preview_workers=1,  # jobs in order: a later preview proves earlier jobs are done
+        preview_queue=2,
     )
     running, shutdown = await start_server(nursery, settings)
     async with AsyncExitStack() as stack:
@@ -137,4 +149,20 @@ async def test_previews_arrive_as_message_update(nursery: trio.Nursery, tmp_path
         last = await post(origin.url("/suppressed"))  # the owner has every permission
         await next_update(gw, last["id"])
         assert [r.path for r in origin.seen][seen:] == ["/suppressed", "/oembed.json"]
+
+        # The send path never waits for a fetch: the origin holds /slow until after the post
+        # returned. With the one worker held there, two more jobs fill the queue and the next
+        # is dropped (drop newest): /c is never fetched.
+        held = await post(origin.url("/slow"))
+        assert held["embeds"] == []
+        await arrived.wait()  # the worker is held now
+        queued = [await post(origin.url(name)) for name in ("/a", "/b")]
+        await post(origin.url("/c"))
+        assert running.runtime.chat.link_previews is not None
+        assert running.runtime.chat.link_previews.dropped == 1
+        release.set()
+        assert (await next_update(gw, held["id"]))["embeds"][0]["title"] == "The & Page"
+        assert (await next_update(gw, queued[0]["id"]))["embeds"][0]["title"] == "A"
+        assert (await next_update(gw, queued[1]["id"]))["embeds"][0]["title"] == "B"
+        assert "/c" not in [r.path for r in origin.seen]
     await shutdown()
