@@ -148,7 +148,10 @@ async def fetch(
                     location = response_headers.get("location")
                     if status in REDIRECT_STATUSES and location and method in ("GET", "HEAD"):
                         await response.aclose()
-                        url = str(target.join(location))
+                        try:
+                            url = str(target.join(location))
+                        except (httpx.InvalidURL, ValueError) as e:
+                            raise FetchError("url", f"bad redirect: {e}") from None
                         continue
                     return await _read(target, status, response_headers, response, limits)
                 raise FetchError("redirects", f"more than {limits.max_redirects} redirects")
@@ -176,7 +179,8 @@ async def _checked(url: str, policy: FetchPolicy, backend: PinnedBackend) -> htt
         raise FetchError("scheme", f"{target.scheme or 'no'} scheme (http and https only)")
     if target.userinfo:
         raise FetchError("url", "credentials in the URL")
-    host = target.host.lower()
+    # The ASCII (IDNA) form: what the resolver gets, and what httpcore will ask to connect to.
+    host = target.raw_host.decode("ascii", "replace").lower()
     if not host:
         raise FetchError("url", "no host")
     port = target.port or (443 if target.scheme == "https" else 80)

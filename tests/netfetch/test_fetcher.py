@@ -13,7 +13,7 @@ import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.netfetch import FetchError, FetchPolicy, Limits, fetch
+from relay.netfetch import FetchError, FetchPolicy, Limits, Resolver, fetch
 from relay.netfetch.addresses import refusal
 from tests.netfetch.origin import Origin, Request, response, serve_origin, static
 
@@ -70,7 +70,7 @@ async def origin(nursery: trio.Nursery) -> Origin:
     return server
 
 
-def resolver_of(table: dict[str, list[str]], calls: list[str] | None = None) -> object:
+def resolver_of(table: dict[str, list[str]], calls: list[str] | None = None) -> Resolver:
     async def resolve(host: str) -> list[str]:
         if calls is not None:
             calls.append(host)
@@ -82,20 +82,21 @@ def resolver_of(table: dict[str, list[str]], calls: list[str] | None = None) -> 
 
 
 def policy_for(
-    origin: Origin, table: dict[str, list[str]] | None = None, **kw: object
+    origin: Origin,
+    table: dict[str, list[str]] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> FetchPolicy:
-    resolver = resolver_of(table or {})
     return FetchPolicy(
         ports=frozenset({origin.port}),
         allow_test_loopback=True,
-        resolver=resolver,  # type: ignore[arg-type]
-        **kw,  # type: ignore[arg-type]
+        resolver=resolver_of(table or {}),
+        ssl_context=ssl_context,
     )
 
 
-async def refused(url: str, policy: FetchPolicy, limits: Limits = Limits(), **kw: object) -> str:  # noqa: B008
+async def refused(url: str, policy: FetchPolicy, limits: Limits | None = None) -> str:
     with pytest.raises(FetchError) as caught:
-        await fetch(url, policy, limits, **kw)  # type: ignore[arg-type]
+        await fetch(url, policy, limits or Limits())
     return caught.value.reason
 
 
@@ -104,7 +105,7 @@ async def test_a_plain_fetch_keeps_the_name_and_sends_no_cookies(origin: Origin)
     policy = FetchPolicy(
         ports=frozenset({origin.port}),
         allow_test_loopback=True,
-        resolver=resolver_of({"site.test": ["127.0.0.1"]}, calls),  # type: ignore[arg-type]
+        resolver=resolver_of({"site.test": ["127.0.0.1"]}, calls),
     )
     got = await fetch(origin.url("/set-cookie", host="site.test"), policy)
     assert got.status == 200
@@ -114,6 +115,14 @@ async def test_a_plain_fetch_keeps_the_name_and_sends_no_cookies(origin: Origin)
     assert "user-agent: RelayBot/" in text
     assert "cookie" not in text.lower().replace("set-cookie", "")
     assert calls == ["site.test", "site.test"]  # once per hop, never by the HTTP library
+    # A name in Unicode is resolved, checked and connected to in its ASCII (IDNA) form.
+    policy = FetchPolicy(
+        ports=frozenset({origin.port}),
+        allow_test_loopback=True,
+        resolver=resolver_of({"xn--mnchen-3ya.test": ["127.0.0.1"]}),
+    )
+    got = await fetch(origin.url("/echo", host="münchen.test"), policy)
+    assert f"host: xn--mnchen-3ya.test:{origin.port}" in got.body.decode()
 
 
 async def test_status_and_post_body_come_back(origin: Origin) -> None:
@@ -156,7 +165,7 @@ async def test_names_resolving_to_internal_addresses_are_refused(
     # allow_test_loopback is off here: 127.0.0.1 itself must be refused in production.
     policy = FetchPolicy(
         ports=frozenset({origin.port}),
-        resolver=resolver_of({name: addresses}),  # type: ignore[arg-type]
+        resolver=resolver_of({name: addresses}),
     )
     assert await refused(origin.url("/ok", host=name), policy) == "address"
     assert origin.seen == []
