@@ -36,7 +36,6 @@ from relay.chat.embedmedia import relay_image
 from relay.chat.embeds import (
     Embed,
     EmbedAuthor,
-    EmbedImage,
     EmbedProvider,
     pending_images,
     with_image,
@@ -140,7 +139,6 @@ class LinkPreviews:
         """Make and store one message's previews and images; announce them if they changed."""
         chat = self.chat
         rich, _ = split_embeds(row.embeds)
-        links: list[dict[str, Any]] = []
         urls = find_links(row.content) if not row.flags & SUPPRESS_EMBEDS else []
         if urls:
             channel = await chat.store.read(
@@ -148,10 +146,15 @@ class LinkPreviews:
             )
             if channel is None or not channel.permissions & P.EMBED_LINKS:
                 urls = []
-        for url in urls[:MAX_LINKS]:
-            embed = await self.preview(url)
-            if embed is not None:
-                links.append(msgspec.to_builtins(embed))
+        previews: list[Embed | None] = [None] * len(urls[:MAX_LINKS])
+
+        async def one(index: int, url: str) -> None:
+            previews[index] = await self.preview(url)
+
+        async with trio.open_nursery() as nursery:  # a message's links at once, in order
+            for index, url in enumerate(urls[:MAX_LINKS]):
+                nursery.start_soon(one, index, url)
+        links = [msgspec.to_builtins(embed) for embed in previews if embed is not None]
         filled = [await self._with_images(embed) for embed in rich]
         stored = await chat.store.write(
             chat.q.messages.set_fetched_embeds,
@@ -224,7 +227,7 @@ class LinkPreviews:
             type="video" if video else ("article" if meta.type == "article" else "link"),
             title=title,
             description=meta.description,
-            url=meta.url or url,
+            url=url,  # the link as posted: a page's og:url cannot send readers elsewhere
             color=meta.color,
             author=EmbedAuthor(name=o.author_name, url=o.author_url) if o.author_name else None,
             provider=(
@@ -232,7 +235,7 @@ class LinkPreviews:
                 if provider_name or o.provider_url
                 else None
             ),
-            thumbnail=image if isinstance(image, EmbedImage) else None,
+            thumbnail=image,
         )
 
 
