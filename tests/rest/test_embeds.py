@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from relay.client import open_gateway
 from relay.permissions import DEFAULT_EVERYONE, P
 from tests.rest.conftest import join, new_server, set_everyone
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from tests.rest.conftest import Person
+    from tests.rest.conftest import Person, SharedServer
 
 FULL = {
     "title": "Build passed",
@@ -135,3 +136,28 @@ async def test_embeds_need_embed_links(people: Callable[[str], Awaitable[Person]
     assert (status, code) == (403, "missing_permission")
     # Removing embeds or suppressing them needs no EMBED_LINKS.
     assert (await bob.call("PATCH", f"{path}/{mid}", {"embeds": [], "flags": 4}))["flags"] == 4
+
+
+async def test_gateway_sends_take_the_suppress_flag(
+    shared_server: SharedServer, people: Callable[[str], Awaitable[Person]]
+) -> None:
+    alice = await people("alice")
+    _, text = await new_server(alice)
+    async with open_gateway(shared_server.ws_url) as gw:
+        await gw.identify(alice.token)
+
+        async def ack_of(nonce: str, flags: int) -> dict[str, Any]:
+            d = {"channel_id": text, "content": "hi", "nonce": nonce, "flags": flags}
+            await gw.send(12, d)
+            while (frame := await gw.receive())["op"] != 13:
+                pass
+            ack: dict[str, Any] = frame["d"]
+            assert ack["nonce"] == nonce
+            return ack
+
+        sent = await ack_of("s1", 4)
+        created = await gw.dispatch("MESSAGE_CREATE")
+        assert (created["d"]["id"], created["d"]["flags"]) == (sent["id"], 4)
+        refused = await ack_of("s2", 1)
+        assert refused["error"]["code"] == "invalid_field"
+        assert "flags" in refused["error"]["fields"]
