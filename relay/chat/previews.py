@@ -25,7 +25,7 @@ that), so a dead link posted a hundred times is fetched once.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -105,7 +105,16 @@ class LinkPreviews:
         self.cache = PreviewCache(settings.preview_cache_entries, settings.preview_cache_ttl_s)
         self._send, self._recv = trio.open_memory_channel[Any](settings.preview_queue)
         self._parsers = trio.CapacityLimiter(settings.preview_workers)  # HTML parsing threads
-        self.dropped = 0  # jobs refused because the queue was full (drop newest)
+        # Counted for /metrics (relay.telemetry): jobs refused because the queue was full (drop
+        # newest); fetches by result ("preview", "none", or the FetchError's reason); cache hits.
+        self.dropped = 0
+        self.fetches: Counter[str] = Counter()
+        self.cache_hits = 0
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a worker now."""
+        return self._send.statistics().current_buffer_used
 
     def submit(self, row: MessageRow) -> None:
         """Queue a committed message if it may need previews or images; never waits or raises
@@ -180,11 +189,14 @@ class LinkPreviews:
         """The preview of one link, from the cache or fetched (None: there is none)."""
         known, embed = self.cache.get(url, trio.current_time())
         if known:
+            self.cache_hits += 1
             return embed
         try:
             embed = await self._fetch_preview(url)
+            self.fetches["preview" if embed is not None else "none"] += 1
         except FetchError as e:
             log.info("no preview", extra={"url": url, "reason": e.reason, "detail": e.detail})
+            self.fetches[e.reason] += 1
             embed = None
         self.cache.put(url, embed, trio.current_time())
         return embed

@@ -165,4 +165,8 @@ async def test_previews_arrive_as_message_update(nursery: trio.Nursery, tmp_path
         assert (await next_update(gw, queued[0]["id"]))["embeds"][0]["title"] == "A"
         assert (await next_update(gw, queued[1]["id"]))["embeds"][0]["title"] == "B"
         assert "/c" not in [r.path for r in origin.seen]
+        metrics = running.runtime.metrics.exposition().decode()
+        assert "relay_link_previews_dropped_total 1.0" in metrics
+        assert 'relay_link_preview_fetches_total{result="address"} 1.0' in metrics
+        assert "relay_link_preview_cache_hits_total 1.0" in metrics
     await shutdown()
