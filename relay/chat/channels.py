@@ -124,7 +124,7 @@ async def update(
     if isinstance(old, DmRow) and old.channel.type == "group_dm":
         return await _rename_group_dm(chat, user_id, cid, data)
     if not isinstance(old, DmRow) and old.type == "thread":
-        return await threads.update(chat, user_id, cid, data)
+        return await threads.update(chat, user_id, cid, data, reason)
     for field in ("archived", "locked", "auto_archive_duration"):
         if getattr(data, field) is not UNSET:
             raise field_error(field, "only threads have this setting")
@@ -166,7 +166,7 @@ async def delete(chat: Chat, user_id: int, channel_id: str, reason: str | None) 
         await group_dms.leave(chat, user_id, cid)
         return
     if not isinstance(old, DmRow) and old.type == "thread":
-        await threads.delete(chat, user_id, cid)
+        await threads.delete(chat, user_id, cid, reason)
         return
     channel, orphans = await chat.store.write(chat.q.channels.delete_channel, cid, user_id, reason)
     assert channel.server_id is not None

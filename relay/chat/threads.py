@@ -121,7 +121,13 @@ async def get(chat: Chat, thread_id: int) -> Channel | None:
     return None if found is None else thread_out(found)
 
 
-async def update(chat: Chat, user_id: int, thread_id: int, data: commands.UpdateChannel) -> Channel:
+async def update(
+    chat: Chat,
+    user_id: int,
+    thread_id: int,
+    data: commands.UpdateChannel,
+    reason: str | None = None,
+) -> Channel:
     """Rename, archive or unarchive, lock or unlock (MANAGE_THREADS), change the auto-archive
     duration; THREAD_UPDATE if something changed. Fields of other channel types are 400."""
     for field in ("topic", "position", "parent_id", "rate_limit_per_user", "permissions_synced"):
@@ -137,6 +143,7 @@ async def update(chat: Chat, user_id: int, thread_id: int, data: commands.Update
         locked=given(data.locked),
         auto_archive=given(data.auto_archive_duration),
         now_ms=now_ms(),
+        reason=reason,
     )
     payload = thread_out(new)
     if new != old:
@@ -144,10 +151,12 @@ async def update(chat: Chat, user_id: int, thread_id: int, data: commands.Update
     return payload
 
 
-async def delete(chat: Chat, user_id: int, thread_id: int) -> None:
-    """Delete a thread and its messages (MANAGE_THREADS); THREAD_DELETE to the parent's
-    audience."""
-    thread = await chat.store.write(chat.q.threads.delete_thread, thread_id, user_id, now_ms())
+async def delete(chat: Chat, user_id: int, thread_id: int, reason: str | None = None) -> None:
+    """Delete a thread and its messages (MANAGE_THREADS, audited with `reason`); THREAD_DELETE
+    to the parent's audience."""
+    thread = await chat.store.write(
+        chat.q.threads.delete_thread, thread_id, user_id, now_ms(), reason
+    )
     await chat.fanout.to_channel(_parent_of(thread), events.ThreadDelete(d=thread_out(thread)))
 
 

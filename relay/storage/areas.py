@@ -644,6 +644,7 @@ class Threads(Protocol):
         locked: bool | None,
         auto_archive: int | None,
         now_ms: int,
+        reason: str | None = ...,
     ) -> tuple[ThreadRow, ThreadRow]: ...
 
     def post_state(
@@ -655,7 +656,7 @@ class Threads(Protocol):
     ) -> tuple[bool, bool]: ...
 
     def delete_thread(
-        self, db: Database, thread_id: int, user_id: int, now_ms: int
+        self, db: Database, thread_id: int, user_id: int, now_ms: int, reason: str | None = ...
     ) -> ThreadRow: ...
 
     def list_threads(

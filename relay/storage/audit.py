@@ -43,6 +43,9 @@ ACTIONS = frozenset(
         "message_bulk_delete",
         "message_pin",
         "message_unpin",
+        "thread_create",
+        "thread_update",
+        "thread_delete",
     }
 )
 

@@ -4,7 +4,8 @@ starter (`owner_id`), an auto-archive duration, archived and locked flags, and m
 A thread's permissions are its parent's (relay.permissions: a thread node has its parent's
 overwrites; relay.storage.audience maps SEND_MESSAGES_IN_THREADS onto SEND_MESSAGES there).
 Starting one needs CREATE_THREADS in the parent; managing any needs MANAGE_THREADS, and the
-starter may rename, archive and unarchive their own while it is not locked.
+starter may rename, archive and unarchive their own while it is not locked. Starting, changing
+and deleting threads are audited (thread_create, thread_update, thread_delete).
 
 Archiving is lazy: a thread counts as archived once `auto_archive` minutes passed since its
 last activity (its newest message, or when it was made or last unarchived), or when someone
@@ -22,6 +23,7 @@ import msgspec
 from relay.errors import BadRequest, Forbidden, NotFound, Unprocessable
 from relay.ids import EPOCH_MS, SEQUENCE_BITS, WORKER_BITS
 from relay.permissions import P
+from relay.storage import audit
 from relay.storage.access import accesses_of
 from relay.storage.audience import VisibleChannel, visible_channel
 from relay.storage.channels import ChannelRow, channels_where, insert_channel
@@ -46,6 +48,16 @@ class ThreadRow(msgspec.Struct, frozen=True):
     archive_ts: int  # ms: when it was archived, or its last activity while active
     starter_message_id: int | None
     member_count: int
+
+
+def _audited(t: ThreadRow) -> dict[str, Any]:
+    return {
+        "name": t.channel.name,
+        "parent_id": t.channel.parent_id,
+        "archived": t.archived,
+        "locked": t.locked,
+        "auto_archive_duration": t.auto_archive,
+    }
 
 
 class ThreadMemberRow(msgspec.Struct, frozen=True):
@@ -165,6 +177,9 @@ def create_thread(
     _add_member(db, thread_id, user_id, now_ms)
     created = get_thread(db, thread_id, now_ms)
     assert created is not None
+    assert parent.server_id is not None
+    changes = audit.created(_audited(created))
+    audit.record(db, parent.server_id, user_id, "thread_create", thread_id, changes, None)
     return created
 
 
@@ -178,6 +193,7 @@ def update_thread(
     locked: bool | None,
     auto_archive: int | None,
     now_ms: int,
+    reason: str | None = None,
 ) -> tuple[ThreadRow, ThreadRow]:
     """Change a thread (None: leave as it is); returns it before and after. MANAGE_THREADS, or
     its starter for all but `locked` while it is not locked.
@@ -205,6 +221,11 @@ def update_thread(
         )
     new = get_thread(db, thread_id, now_ms)
     assert new is not None
+    changed = audit.diff(_audited(old), _audited(new))
+    if changed and new.channel.server_id is not None:
+        audit.record(
+            db, new.channel.server_id, user_id, "thread_update", thread_id, changed, reason
+        )
     return old, new
 
 
@@ -236,13 +257,18 @@ def before_post(db: Database, thread_id: int, user_id: int, now_ms: int) -> tupl
     return unarchived, _add_member(db, thread_id, user_id, now_ms)
 
 
-def delete_thread(db: Database, thread_id: int, user_id: int, now_ms: int) -> ThreadRow:
-    """Delete a thread and its messages (MANAGE_THREADS). Returns it as it was."""
+def delete_thread(
+    db: Database, thread_id: int, user_id: int, now_ms: int, reason: str | None = None
+) -> ThreadRow:
+    """Delete a thread and its messages (MANAGE_THREADS; audited). Returns it as it was."""
     channel = _seen_thread(db, thread_id, user_id)
     channel.require(P.MANAGE_THREADS)
     thread = get_thread(db, thread_id, now_ms)
     assert thread is not None
     db.execute("DELETE FROM channels WHERE id = ?", (thread_id,))
+    assert thread.channel.server_id is not None
+    changes = audit.removed(_audited(thread))
+    audit.record(db, thread.channel.server_id, user_id, "thread_delete", thread_id, changes, reason)
     return thread
 
 

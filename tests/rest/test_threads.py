@@ -177,8 +177,17 @@ async def test_lock_archive_and_manage(people: Any, shared_server: SharedServer)
     )
     # Deleting needs MANAGE_THREADS; its messages go with it.
     assert (await bob.error("DELETE", f"/channels/{tid}"))[2] == "MANAGE_THREADS"
-    await carol.call("DELETE", f"/channels/{tid}")
+    await carol.call("DELETE", f"/channels/{tid}", reason="off topic")
     assert (await bob.error("GET", f"/channels/{tid}/messages"))[:2] == (404, "unknown_channel")
+    # The audit log has who started, changed and deleted it.
+    log = await alice.call("GET", f"/servers/{sid}/audit-log")
+    mine = [(e["action"], e["user_id"]) for e in log if e["target_id"] == tid]
+    assert mine[0] == ("thread_delete", carol.id)
+    assert mine[-1] == ("thread_create", bob.id)
+    assert ("thread_update", carol.id) in mine
+    assert next(e for e in log if e["action"] == "thread_delete")["reason"] == "off topic"
+    locking = next(e for e in log if e["action"] == "thread_update" and e["user_id"] == carol.id)
+    assert {"key": "locked", "old": False, "new": True} in locking["changes"]
 
 
 async def test_auto_archive_is_lazy_and_a_post_revives(
