@@ -143,7 +143,8 @@ def document(
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
-                    "description": "an access token from POST /v1/api/auth/login",
+                    "description": "an access token from POST /v1/api/auth/login; a bot sends "
+                    "`Authorization: Bot <token>` instead (docs/bots.md)",
                 }
             },
         },

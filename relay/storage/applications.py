@@ -171,14 +171,23 @@ def reset_token(
 
 
 def delete_application(db: Database, app_id: int, owner_id: int, now_ms: int) -> BotRemoved:
-    """Delete an application: its bot leaves every server (its managed roles go with it) and
-    is disabled. The bot user stays, as the author of what it wrote."""
+    """Delete an application: its bot leaves every server it does not own (its managed roles go
+    with it) and is disabled. The bot user stays, as the author of what it wrote; servers it
+    made keep it as their (disabled) owner, as a disabled person's would."""
     app = owned(db, app_id, owner_id)
     servers = [
-        r[0] for r in db.execute("SELECT server_id FROM members WHERE user_id = ?", (app.bot_id,))
+        r[0]
+        for r in db.execute(
+            "SELECT m.server_id FROM members m JOIN servers s ON s.id = m.server_id"
+            " WHERE m.user_id = ? AND s.owner_id != m.user_id",
+            (app.bot_id,),
+        )
     ]
     memberships = [m for s in servers if (m := get_member(db, s, app.bot_id)) is not None]
-    db.execute("DELETE FROM members WHERE user_id = ?", (app.bot_id,))
+    for server_id in servers:
+        db.execute(
+            "DELETE FROM members WHERE server_id = ? AND user_id = ?", (server_id, app.bot_id)
+        )
     db.execute("DELETE FROM applications WHERE id = ?", (app_id,))
     db.execute(
         "UPDATE users SET disabled_at = ?, updated_at = ? WHERE id = ?",

@@ -4,6 +4,8 @@ no escalation), bot rate limits, and a bot's gateway session closed with 4004 on
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -13,11 +15,12 @@ import trio
 
 from relay.client import GatewayClosed, open_gateway
 from relay.permissions import P
-from tests.conftest import settings_for
+from tests.conftest import settings_for, start_server
 from tests.rest.conftest import API, add_role, gather, give, join, new_server, serve_shared
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
+    from pathlib import Path
 
     from relay.client import Gateway
     from tests.rest.conftest import Person, SharedServer
@@ -285,3 +288,26 @@ async def test_bot_rate_limits(
         assert int(refused.headers["Retry-After"]) >= 1
     # People are not affected by a bot's budget.
     assert (await owner.call("GET", "/users/@me"))["id"] == owner.id
+
+
+async def test_bot_tokens_survive_a_restart_stored_hashed(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path)
+    running, shutdown = await start_server(nursery, settings)
+    owner = running.client()
+    await owner.register("owner", "correct horse battery")
+    await owner.login("owner", "correct horse battery")
+    app = await owner.call("POST", f"{API}/applications", {"name": "Keeper"})
+    stale = await owner.call("POST", f"{API}/applications/{app['id']}/bot/reset-token")
+    fresh = await owner.call("POST", f"{API}/applications/{app['id']}/bot/reset-token")
+    await shutdown()
+    with sqlite3.connect(settings.db_path) as db:  # only the hash is on disk
+        stored = db.execute("SELECT token_hash FROM applications").fetchall()
+    assert stored == [(hashlib.sha256(fresh["token"].encode()).digest(),)]
+    running, shutdown = await start_server(nursery, settings)
+    async with httpx.AsyncClient(base_url=running.url) as http:
+        for token, status in [(fresh["token"], 200), (stale["token"], 401), (app["token"], 401)]:
+            response = await http.get(f"{API}/users/@me", headers={"Authorization": f"Bot {token}"})
+            assert response.status_code == status
+    await shutdown()
