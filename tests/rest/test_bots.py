@@ -197,6 +197,11 @@ async def test_adding_a_bot_and_its_managed_role(
         assert (await gw.dispatch("ROLE_CREATE"))["d"]["role"] == role
         assert (await gw.dispatch("MEMBER_ADD"))["d"]["user"]["bot"] is True
         assert (await owner.error("POST", add, body))[:2] == (409, "bot_already_member")
+        # A bot joins only when added: never through an invite or a public server.
+        invite = await owner.call("POST", f"/servers/{server}/invites")
+        for path in (f"/invites/{invite['code']}", f"/servers/{server}/join"):
+            joined = await as_bot(shared_server, app["token"], "POST", path)
+            assert code_of(joined) == (403, "bots_not_allowed"), path
 
         # A managed role cannot be changed, given, taken or deleted by hand.
         role_path = f"/servers/{server}/roles/{role['id']}"
@@ -246,7 +251,7 @@ async def test_bot_gateway_session_closes_on_reset(
     app = await dev.call("POST", "/applications", {"name": "Watcher"})
     async with open_gateway(shared_server.ws_url) as gw:
         ready = await gw.identify(f"Bot {app['token']}")
-        assert ready["user"]["id"] == app["bot"]["id"]
+        assert (ready["user"]["id"], ready["user"]["bot"]) == (app["bot"]["id"], True)
         await dev.call("POST", f"/applications/{app['id']}/bot/reset-token")
         with trio.fail_after(5), pytest.raises(GatewayClosed) as closed:
             await until_closed(gw)
