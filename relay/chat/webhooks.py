@@ -181,7 +181,13 @@ def _spend(chat: Chat, webhook: WebhookRow) -> None:
 
 
 async def _post(
-    chat: Chat, webhook: WebhookRow, content: str, username: str, avatar_url: str | None
+    chat: Chat,
+    webhook: WebhookRow,
+    content: str,
+    username: str,
+    avatar_url: str | None,
+    *,
+    mentions: bool = True,
 ) -> Message:
     new = NewMessage(
         channel_id=webhook.channel_id,
@@ -189,7 +195,7 @@ async def _post(
         content=content,
         nonce=None,
         reply_to=None,
-        mentions=messages.parse_mentions(content),
+        mentions=messages.parse_mentions(content) if mentions else [],
         now_ms=now_ms(),
         webhook=WebhookAuthor(webhook.id, username, avatar_url),
     )
@@ -223,4 +229,5 @@ async def execute_github(
     if text is None:
         return None
     _spend(chat, webhook)
-    return await _post(chat, webhook, text, GITHUB_NAME, None)
+    # Text from GitHub (commit messages, titles) is anyone's: it mentions nobody.
+    return await _post(chat, webhook, text, GITHUB_NAME, None, mentions=False)

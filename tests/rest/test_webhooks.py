@@ -333,9 +333,13 @@ async def test_github_deliveries(
     ]:
         response = await deliver(event, payload)
         assert response.status_code == 204, (event, response.text)
+    sneaky = {**ISSUE, "issue": {"number": 13, "title": f"hi <@{owner.id}>"}}
+    assert (await deliver("issues", sneaky)).status_code == 204
     ignored = await deliver("star", {"action": "created", "repository": {"full_name": "o/a"}})
     assert ignored.status_code == 204
     history = await owner.call("GET", f"/channels/{text}/messages")
+    assert history[-1]["content"] == f"[octo/app] dave opened issue #13: hi <@{owner.id}>"
+    assert history.pop()["mentions"] == []  # text from GitHub mentions nobody
     assert [m["content"] for m in history] == [
         "[octo/app] alice pushed 2 commits to main\n"
         "`1234567` Fix the flaky test - alice\n"
@@ -348,12 +352,14 @@ async def test_github_deliveries(
     assert {m["author"]["username"] for m in history} == {"GitHub"}
     assert {m["webhook_id"] for m in history} == {made["id"]}
 
-    # A form-encoded delivery (GitHub's other content type) is read from its payload field.
+    # A form-encoded delivery (GitHub's other content type) is read from its payload field
+    # (through another webhook: this one has spent its budget, webhook_rate).
     reopened = {"action": "reopened", "issue": {"number": 1, "title": "t"},
                 "repository": {"full_name": "o/a"}}  # fmt: skip
+    spare = await owner.call("POST", f"/channels/{text}/webhooks", {"name": "Spare"})
     form = await execute(
         shared_server,
-        url,
+        f"/webhooks/{spare['id']}/{spare['token']}/github",
         content=urlencode({"payload": json.dumps(reopened)}).encode(),
         headers={"X-GitHub-Event": "issues", "Content-Type": "application/x-www-form-urlencoded"},
     )  # fmt: skip
@@ -388,4 +394,4 @@ async def test_github_deliveries(
         401,
         "invalid_webhook_token",
     )
-    assert len(await owner.call("GET", f"/channels/{text}/messages")) == 5
+    assert len(await owner.call("GET", f"/channels/{text}/messages")) == 6
