@@ -8,6 +8,8 @@ Rules every write here enforces (relay.storage.access has the checks):
 - Hierarchy: a role at or above the actor's highest role cannot be edited, moved, deleted, given
   or taken; no role can be moved or created at or above it either; and a member whose highest
   role is at or above the actor's (or the owner) cannot be given or lose roles.
+- A bot's managed role (`roles.managed_by`, relay.storage.applications) is never changed,
+  moved, deleted, given or taken here: it comes and goes with the bot's membership.
 - Nobody can grant a permission they do not have themselves (a role's new permissions may only
   add bits the actor holds), which is what stops an escalation through @everyone.
 """
