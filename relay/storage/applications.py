@@ -197,8 +197,13 @@ def delete_application(db: Database, app_id: int, owner_id: int, now_ms: int) ->
 
 
 def bot_tokens(db: Database) -> list[BotToken]:
-    """Every live bot token (by hash), for the account service's in-memory table."""
-    rows = db.execute("SELECT token_hash, bot_id, token_id FROM applications").fetchall()
+    """Every live bot token (by hash), for the account service's in-memory table: not those
+    of bots an operator disabled (`relay user disable`, which a running server learns of only
+    at its next start)."""
+    rows = db.execute(
+        "SELECT a.token_hash, a.bot_id, a.token_id FROM applications a"
+        " JOIN users u ON u.id = a.bot_id WHERE u.disabled_at IS NULL"
+    ).fetchall()
     return [BotToken(r[0], r[1], r[2]) for r in rows]
 
 

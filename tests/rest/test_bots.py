@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import trio
+from sqlite_utils import Database
 
 from relay.client import GatewayClosed, open_gateway
 from relay.permissions import P
+from relay.storage import users
 from tests.conftest import settings_for, start_server
 from tests.rest.conftest import API, add_role, gather, give, join, new_server, serve_shared
 
@@ -306,13 +308,24 @@ async def test_bot_tokens_survive_a_restart_stored_hashed(
     app = await owner.call("POST", f"{API}/applications", {"name": "Keeper"})
     stale = await owner.call("POST", f"{API}/applications/{app['id']}/bot/reset-token")
     fresh = await owner.call("POST", f"{API}/applications/{app['id']}/bot/reset-token")
+    disabled = await owner.call("POST", f"{API}/applications", {"name": "Disabled"})
     await shutdown()
     with sqlite3.connect(settings.db_path) as db:  # only the hash is on disk
-        stored = db.execute("SELECT token_hash FROM applications").fetchall()
-    assert stored == [(hashlib.sha256(fresh["token"].encode()).digest(),)]
+        stored = db.execute("SELECT token_hash FROM applications WHERE id = ?", (int(app["id"]),))
+        assert stored.fetchall() == [(hashlib.sha256(fresh["token"].encode()).digest(),)]
+    # What `relay user disable` does to the second bot (its function, on the file).
+    database = Database(settings.db_path)
+    with database.conn:
+        users.set_disabled(database, int(disabled["bot"]["id"]), True, 1)
+    database.close()
     running, shutdown = await start_server(nursery, settings)
     async with httpx.AsyncClient(base_url=running.url) as http:
-        for token, status in [(fresh["token"], 200), (stale["token"], 401), (app["token"], 401)]:
+        for token, status in [
+            (fresh["token"], 200),
+            (stale["token"], 401),
+            (app["token"], 401),
+            (disabled["token"], 401),
+        ]:
             response = await http.get(f"{API}/users/@me", headers={"Authorization": f"Bot {token}"})
             assert response.status_code == status
     await shutdown()
