@@ -12,7 +12,8 @@ reach the map through `follow_revocations`, which polls the database every REVOC
 
 Bots (relay.chat.applications) authenticate with `Authorization: Bot <token>`: the token's
 SHA-256 is looked up in `_bots`, an in-memory table loaded at start-up and kept up to date by
-every application change here, so a reset token is refused at once. A bot's Principal has
+every application change here, so a reset token is refused at once (a bot disabled by
+`relay user disable` within a poll, as for revocations). A bot's Principal has
 `bot=True` and the application's `token_id` as its session id: revoking that closes the bot's
 gateway sessions (4004) like a revoked login. Bot requests have their own per-bot budget
 (`bot_requests_per_s`).
@@ -372,7 +373,9 @@ class Accounts:
         """Every `interval_s`, take in the logins revoked in the database that this process
         did not revoke itself (the admin CLI writes the database directly): their access tokens
         are refused from then on and their gateway connections closed, as for a revocation
-        here. Runs until cancelled; one indexed read per round (auth_sessions_revoked)."""
+        here; and bots an operator disabled lose their token (and gateway sessions). Runs until
+        cancelled; one indexed read per round (auth_sessions_revoked), and one pass over the
+        applications while there are bots."""
         while True:
             await trio.sleep(interval_s)
             since = now_ms() - self.settings.access_token_ttl_s * 1000
@@ -382,6 +385,11 @@ class Accounts:
                 self._forget(session_id)
             if new:
                 log.info("logins revoked by another process", extra={"sessions": len(new)})
+            if self._bot_token_of:  # bots an operator disabled: their tokens go too
+                for bot_id in await self.store.read(applications.disabled_bots):
+                    if bot_id in self._bot_token_of:
+                        self.drop_bot(bot_id)
+                        log.info("bot disabled by another process", extra={"user": bot_id})
 
     def _forget(self, session_id: int) -> None:
         now = now_ms()

@@ -198,13 +198,22 @@ def delete_application(db: Database, app_id: int, owner_id: int, now_ms: int) ->
 
 def bot_tokens(db: Database) -> list[BotToken]:
     """Every live bot token (by hash), for the account service's in-memory table: not those
-    of bots an operator disabled (`relay user disable`, which a running server learns of only
-    at its next start)."""
+    of bots an operator disabled (`relay user disable`; see `disabled_bots`)."""
     rows = db.execute(
         "SELECT a.token_hash, a.bot_id, a.token_id FROM applications a"
         " JOIN users u ON u.id = a.bot_id WHERE u.disabled_at IS NULL"
     ).fetchall()
     return [BotToken(r[0], r[1], r[2]) for r in rows]
+
+
+def disabled_bots(db: Database) -> list[int]:
+    """Bots whose user an operator disabled while their application lives (the account
+    service polls this, as it polls revocations: one pass over the applications)."""
+    rows = db.execute(
+        "SELECT a.bot_id FROM applications a JOIN users u ON u.id = a.bot_id"
+        " WHERE u.disabled_at IS NOT NULL"
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def add_bot(

@@ -613,6 +613,8 @@ class Applications(Protocol):
 
     def bot_tokens(self, db: Database) -> list[BotToken]: ...
 
+    def disabled_bots(self, db: Database) -> list[int]: ...
+
     def add_bot(
         self,
         db: Database,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -314,10 +315,7 @@ async def test_bot_tokens_survive_a_restart_stored_hashed(
         stored = db.execute("SELECT token_hash FROM applications WHERE id = ?", (int(app["id"]),))
         assert stored.fetchall() == [(hashlib.sha256(fresh["token"].encode()).digest(),)]
     # What `relay user disable` does to the second bot (its function, on the file).
-    database = Database(settings.db_path)
-    with database.conn:
-        users.set_disabled(database, int(disabled["bot"]["id"]), True, 1)
-    database.close()
+    disable(settings.db_path, int(disabled["bot"]["id"]))
     running, shutdown = await start_server(nursery, settings)
     async with httpx.AsyncClient(base_url=running.url) as http:
         for token, status in [
@@ -328,4 +326,27 @@ async def test_bot_tokens_survive_a_restart_stored_hashed(
         ]:
             response = await http.get(f"{API}/users/@me", headers={"Authorization": f"Bot {token}"})
             assert response.status_code == status
+        # Disabled while the server runs: within a poll its gateway session closes (4004) and
+        # its token is refused.
+        async with open_gateway(running.ws_url) as gw:
+            await gw.identify(f"Bot {fresh['token']}")
+            await trio.to_thread.run_sync(disable, settings.db_path, int(app["bot"]["id"]))
+            with trio.fail_after(5), pytest.raises(GatewayClosed) as closed:
+                await until_closed(gw)
+            assert closed.value.code == 4004
+        response = await http.get(
+            f"{API}/users/@me", headers={"Authorization": f"Bot {fresh['token']}"}
+        )
+        assert code_of(response) == (401, "invalid_bot_token")
     await shutdown()
+
+
+def disable(db_path: Path, user_id: int) -> None:
+    """What `relay user disable` does, from another connection (users.set_disabled)."""
+    database = Database(db_path)
+    try:
+        database.conn.execute("BEGIN IMMEDIATE")
+        users.set_disabled(database, user_id, True, int(time.time() * 1000))
+        database.conn.execute("COMMIT")
+    finally:
+        database.close()
