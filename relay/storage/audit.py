@@ -43,6 +43,10 @@ ACTIONS = frozenset(
         "message_bulk_delete",
         "message_pin",
         "message_unpin",
+        "bot_add",
+        "webhook_create",
+        "webhook_update",
+        "webhook_delete",
     }
 )
 
