@@ -102,6 +102,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     message_rate: Positive = 10
     action_rate: Positive = 30  # message edits, reaction changes, DM opens per message_window_s
     message_window_s: PositiveFloat = 10.0
+    # Bots (docs/bots.md): applications one user may own; REST requests (and gateway IDENTIFYs)
+    # one bot may make per second; messages one bot may send per message_window_s (REST and
+    # gateway together; instead of message_rate).
+    max_applications_per_user: Positive = 25
+    bot_requests_per_s: Positive = 50
+    bot_message_rate: Positive = 50
+    # Incoming webhooks (docs/bots.md): per channel, and messages each may post per window.
+    max_webhooks_per_channel: Positive = 15
+    webhook_rate: Positive = 30
+    webhook_window_s: PositiveFloat = 60.0
     gateway_max_inflight_sends: Positive = 16  # per connection; more and the reader waits
     send_timeout_s: PositiveFloat = 10.0  # a new message's wait for its channel and its commit
     typing_interval_s: PositiveFloat = 5.0  # a user's typing in a channel is sent this often

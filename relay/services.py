@@ -108,6 +108,7 @@ async def run_services(
         views = Views(partial(store.read, audience.server_snapshot))
         hub = (rt.hub_type or Hub)(store, settings, views)
         chat = Chat(store, hub, views, settings)
+        chat.bots.update(accounts.bot_ids())
         accounts.on_revoke.append(lambda login: hub.announce(LoginRevoked(login)))
         await nursery.start(hub.run)
         keep_audit_ms = settings.audit_log_days * 86_400_000

@@ -264,3 +264,43 @@ class UpdateMe(Request, frozen=True):
 
 class AddKey(Request, frozen=True):
     public_key: Base64
+
+
+# -- bots and webhooks (docs/bots.md) -------------------------------------------------------------
+
+# A bot's or webhook's name, and a webhook message's username: 1-80 characters, no control
+# characters, not only whitespace; names that pass for Relay itself are refused by the operation.
+BotName = Annotated[
+    str, Meta(min_length=1, max_length=80, pattern=r"^(?!\s*$)[^\x00-\x1f\x7f-\x9f]+$")
+]
+# Shown as given for now (checked by the operation: http or https, a host, no spaces).
+AvatarUrl = Annotated[str, Meta(min_length=1, max_length=2048)]
+
+
+class CreateApplication(Request, frozen=True):
+    name: BotName
+
+
+class UpdateApplication(Request, frozen=True):
+    name: BotName | UnsetType = UNSET
+    public: bool | UnsetType = UNSET  # whether others (with MANAGE_SERVER) may add the bot
+
+
+class AddBot(Request, frozen=True):
+    application_id: SnowflakeText
+    permissions: PermissionText = "0"  # of its managed role; at most the adder's own
+
+
+class CreateWebhook(Request, frozen=True):
+    name: BotName
+
+
+class UpdateWebhook(Request, frozen=True):
+    name: BotName | UnsetType = UNSET
+    channel_id: SnowflakeText | UnsetType = UNSET  # another text channel of the same server
+
+
+class ExecuteWebhook(Request, frozen=True):
+    content: Content
+    username: BotName | None = None  # this message's name instead of the webhook's
+    avatar_url: AvatarUrl | None = None

@@ -415,7 +415,9 @@ class GatewayConnection:
 
     def _authenticate(self, token: str) -> Principal:
         try:
-            return self.rt.accounts.authenticate(f"Bearer {token}")
+            # A bot identifies with "Bot <token>", as it authenticates on REST.
+            bot = token[:4].lower() == "bot "
+            return self.rt.accounts.authenticate(token if bot else f"Bearer {token}")
         except Unauthorized as e:
             raise _Closing(Close.AUTHENTICATION_FAILED, e.code) from None
 

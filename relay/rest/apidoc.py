@@ -56,6 +56,8 @@ ERRORS: Mapping[str, ErrorCode] = {
     "invalid_signature": _e(401, "the challenge or signature is not valid"),
     "invalid_refresh_token": _e(401, "the refresh token is not valid"),
     "refresh_token_reused": _e(401, "the refresh token was used before: the session is revoked"),
+    "invalid_bot_token": _e(401, "the bot token is unknown, reset or of a deleted application"),
+    "invalid_webhook_token": _e(401, "the webhook URL's token is not the webhook's (reset?)"),
     # 403
     "missing_permission": _e(403, "a permission is missing: `fields.permission` names it"),
     "timed_out": _e(403, "the member is timed out: `fields.permission` is suspended"),
@@ -64,6 +66,8 @@ ERRORS: Mapping[str, ErrorCode] = {
     "not_author": _e(403, "only the message's author may do this"),
     "not_creator": _e(403, "only the room's creator may do this"),
     "banned": _e(403, "the user is banned from this server"),
+    "bots_not_allowed": _e(403, "bots cannot use this route (passwords, keys, logins, apps)"),
+    "managed_role": _e(403, "a bot's managed role cannot be changed, given or taken by hand"),
     "dm_channel": _e(403, "a DM channel cannot be changed and has no overwrites"),
     "thread_channel": _e(403, "a thread has its parent's overwrites and none of its own"),
     "no_shared_server": _e(403, "the users share no server"),
@@ -82,6 +86,10 @@ ERRORS: Mapping[str, ErrorCode] = {
     "unknown_ban": _e(404, "no such ban in this server"),
     "unknown_recipient": _e(404, "no such recipient of this group DM"),
     "unknown_invite": _e(404, "no such invite"),
+    "unknown_application": _e(404, "no such application of the caller's (or it is private)"),
+    "unknown_webhook": _e(
+        404, "no such webhook, or deleted, or in a channel the caller cannot see"
+    ),
     "unknown_room": _e(404, "no such room, or a private room of someone else's"),
     # 405, 408
     "method_not_allowed": _e(405, "the path does not take this method"),
@@ -90,6 +98,7 @@ ERRORS: Mapping[str, ErrorCode] = {
     "username_taken": _e(409, "the username is taken"),
     "key_taken": _e(409, "the public key is registered already"),
     "invite_code_taken": _e(409, "no free invite code was found: retry"),
+    "bot_already_member": _e(409, "the bot is a member of the server already"),
     # 410
     "invite_expired": _e(410, "the invite has expired"),
     "invite_exhausted": _e(410, "the invite has been used up"),
@@ -105,6 +114,8 @@ ERRORS: Mapping[str, ErrorCode] = {
     "thread_exists": _e(422, "the message has started a thread already"),
     "too_many_recipients": _e(422, "the group DM has max_group_dm_recipients people"),
     "too_many_roles": _e(422, "the server has max_roles_per_server roles"),
+    "too_many_applications": _e(422, "the user owns max_applications_per_user applications"),
+    "too_many_webhooks": _e(422, "the channel has max_webhooks_per_channel webhooks"),
     "too_many_invites": _e(422, "the server has max_invites_per_server usable invites"),
     "too_many_overwrites": _e(422, "the channel has max_overwrites_per_channel overwrites"),
     "too_many_pins": _e(422, "the channel has max_pins pins"),

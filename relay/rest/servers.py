@@ -16,6 +16,7 @@ from relay.rest.http import (
     audit_reason,
     body,
     json_response,
+    no_bots,
     no_content,
     optional_body,
     page_args,
@@ -84,10 +85,10 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         "Join a public server without an invite",
         response=objects.ServerWithChannels,
         status=JOINED,
-        errors=("unknown_server", "banned", "too_many_servers_joined"),
+        errors=("unknown_server", "banned", "too_many_servers_joined", "bots_not_allowed"),
     )
     async def join_public(server_id: str) -> Response:
-        who = principal(rt)
+        who = no_bots(principal(rt))  # a bot joins only when added (POST /servers/{id}/bots)
         return joined_response(await servers.join_public(rt.chat, who.user_id, server_id))
 
     @bp.get("/servers/<server_id>")
@@ -249,10 +250,11 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
             "invite_exhausted",
             "banned",
             "too_many_servers_joined",
+            "bots_not_allowed",
         ),
     )
     async def join(code: str) -> Response:
-        who = principal(rt)
+        who = no_bots(principal(rt))  # a bot joins only when added (POST /servers/{id}/bots)
         return joined_response(await invites.use(rt.chat, who.user_id, code))
 
     @bp.delete("/invites/<code>")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from relay.storage import (
+    applications,
     audience,
     audit,
     channels,
@@ -27,6 +28,7 @@ from relay.storage import (
     servers,
     threads,
     users,
+    webhooks,
 )
 
 if TYPE_CHECKING:
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from sqlite_utils import Database
 
     from relay.permissions import Overwrite
+    from relay.storage.applications import ApplicationRow, BotAdded, BotRemoved, BotToken
     from relay.storage.audience import ChannelAudience, ServerSnapshot, VisibleChannel
     from relay.storage.audit import AuditEntry
     from relay.storage.channels import ChannelRow
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from relay.storage.servers import PublicServer, ServerListing, ServerRow, ServerState
     from relay.storage.threads import ThreadMemberRow, ThreadRow
     from relay.storage.users import KeyRow, Rotated, SessionRow, UserListing, UserRow
+    from relay.storage.webhooks import WebhookRow, WebhookSecret
 
 
 class Audience(Protocol):
@@ -585,6 +589,114 @@ class Users(Protocol):
     def prune(self, db: Database, now_ms: int, keep_revoked_ms: int) -> int: ...
 
 
+class Applications(Protocol):
+    """Applications (bot accounts) and adding bots to servers (SQLite:
+    relay.storage.applications)."""
+
+    def get_application(self, db: Database, app_id: int) -> ApplicationRow | None: ...
+
+    def owned(self, db: Database, app_id: int, owner_id: int) -> ApplicationRow: ...
+
+    def list_applications(self, db: Database, owner_id: int) -> list[ApplicationRow]: ...
+
+    def create_application(
+        self,
+        db: Database,
+        app_id: int,
+        bot_id: int,
+        owner_id: int,
+        name: str,
+        usernames: list[str],
+        token_hash: bytes,
+        token_id: int,
+        now_ms: int,
+        max_applications: int,
+    ) -> ApplicationRow: ...
+
+    def update_application(
+        self,
+        db: Database,
+        app_id: int,
+        owner_id: int,
+        now_ms: int,
+        *,
+        name: str | None = ...,
+        public: bool | None = ...,
+    ) -> ApplicationRow: ...
+
+    def reset_token(
+        self, db: Database, app_id: int, owner_id: int, token_hash: bytes, token_id: int
+    ) -> tuple[ApplicationRow, int]: ...
+
+    def delete_application(
+        self, db: Database, app_id: int, owner_id: int, now_ms: int
+    ) -> BotRemoved: ...
+
+    def bot_tokens(self, db: Database) -> list[BotToken]: ...
+
+    def disabled_bots(self, db: Database) -> list[int]: ...
+
+    def add_bot(
+        self,
+        db: Database,
+        server_id: int,
+        user_id: int,
+        app_id: int,
+        role_id: int,
+        permissions: int,
+        now_ms: int,
+        *,
+        max_joined: int,
+        max_roles: int,
+        reason: str | None = ...,
+    ) -> BotAdded: ...
+
+
+class Webhooks(Protocol):
+    """Incoming webhooks (SQLite: relay.storage.webhooks)."""
+
+    def create_webhook(
+        self,
+        db: Database,
+        webhook_id: int,
+        channel_id: int,
+        user_id: int,
+        name: str,
+        token_hash: bytes,
+        now_ms: int,
+        max_per_channel: int,
+        reason: str | None = ...,
+    ) -> WebhookRow: ...
+
+    def channel_webhooks(self, db: Database, channel_id: int, user_id: int) -> list[WebhookRow]: ...
+
+    def server_webhooks(self, db: Database, server_id: int, user_id: int) -> list[WebhookRow]: ...
+
+    def get_webhook(self, db: Database, webhook_id: int, user_id: int) -> WebhookRow: ...
+
+    def update_webhook(
+        self,
+        db: Database,
+        webhook_id: int,
+        user_id: int,
+        now_ms: int,
+        *,
+        name: str | None = ...,
+        channel_id: int | None = ...,
+        reason: str | None = ...,
+    ) -> WebhookRow: ...
+
+    def delete_webhook(
+        self, db: Database, webhook_id: int, user_id: int, reason: str | None = ...
+    ) -> WebhookRow: ...
+
+    def reset_webhook_token(
+        self, db: Database, webhook_id: int, user_id: int, token_hash: bytes
+    ) -> WebhookRow: ...
+
+    def webhook_secret(self, db: Database, webhook_id: int) -> WebhookSecret | None: ...
+
+
 class GroupDms(Protocol):
     """Group DM channels (SQLite: relay.storage.group_dms)."""
 
@@ -702,6 +814,8 @@ class Areas:
     roles: Roles
     servers: Servers
     users: Users
+    applications: Applications
+    webhooks: Webhooks
     group_dms: GroupDms
     threads: Threads
 
@@ -719,6 +833,8 @@ SQLITE = Areas(
     roles=roles,
     servers=servers,
     users=users,
+    applications=applications,
+    webhooks=webhooks,
     group_dms=group_dms,
     threads=threads,
 )

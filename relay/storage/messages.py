@@ -55,6 +55,16 @@ class AuthorRow(msgspec.Struct, frozen=True):
     id: int
     username: str
     display_name: str | None
+    bot: bool = False
+
+
+class WebhookAuthor(msgspec.Struct, frozen=True):
+    """Who a webhook's message shows as: the webhook, with the name and avatar URL it was
+    posted with (the webhook's name, or the message's override)."""
+
+    webhook_id: int
+    username: str
+    avatar_url: str | None
 
 
 class ReactionCount(msgspec.Struct, frozen=True):
@@ -77,6 +87,7 @@ class MessageRow(msgspec.Struct, frozen=True):
     pinned: bool = False
     embeds: str | None = None  # JSON array of embed objects (relay.chat.embeds), or None
     flags: int = 0  # message flags (SUPPRESS_EMBEDS)
+    webhook: WebhookAuthor | None = None  # a webhook's message: who it shows as
     thread_id: int | None = None  # the thread started from it
 
 
@@ -109,8 +120,10 @@ _SELECT = (
     "SELECT m.id, m.channel_id, c.server_id, m.author_id, u.username, u.display_name,"
     " m.content, m.nonce, m.reply_to, m.edited_at,"
     " EXISTS (SELECT 1 FROM pins p WHERE p.message_id = m.id), m.embeds, m.flags,"
+    " u.bot, w.webhook_id, w.username, w.avatar_url,"
     " (SELECT t.id FROM channels t WHERE t.starter_message_id = m.id)"
     " FROM messages m JOIN users u ON u.id = m.author_id JOIN channels c ON c.id = m.channel_id"
+    " LEFT JOIN webhook_messages w ON u.bot AND w.message_id = m.id"
 )
 
 
@@ -139,7 +152,7 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
             id=row[0],
             channel_id=row[1],
             server_id=row[2],
-            author=AuthorRow(row[3], row[4], row[5]),
+            author=AuthorRow(row[3], row[4], row[5], bool(row[13])),
             content=row[6],
             nonce=row[7],
             reply_to=row[8],
@@ -149,7 +162,8 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
             pinned=bool(row[10]),
             embeds=row[11],
             flags=row[12],
-            thread_id=row[13],
+            webhook=WebhookAuthor(row[14], row[15], row[16]) if row[14] is not None else None,
+            thread_id=row[17],
         )
         for row in rows
     ]
@@ -300,6 +314,9 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
     now_ms: int
     embeds: str | None = None  # checked JSON (relay.chat.embeds)
     flags: int = 0
+    # A webhook's message (author_id is the webhook's id): written by `post_as_webhook`, the
+    # token having been checked by the caller.
+    webhook: WebhookAuthor | None = None
 
 
 class Posted(msgspec.Struct, frozen=True):
@@ -312,6 +329,8 @@ class Posted(msgspec.Struct, frozen=True):
 
 def post(db: Database, message_id: int, new: NewMessage) -> Posted:
     """`create` for a `NewMessage` (the channel actor's write)."""
+    if new.webhook is not None:
+        return Posted(post_as_webhook(db, message_id, new, new.webhook), True)
     row, created = create(
         db,
         message_id,
@@ -391,12 +410,12 @@ def create(
     _advance_read_state(db, author_id, channel_id, message_id)
     # The row as `get` would read it back, from what was just written (one query, not three:
     # this runs in the single writer, once per message). New: no reactions, pin or edit yet.
-    username, display_name = cached(db, ("user", author_id), lambda: _names(db, author_id))
+    username, display_name, bot = cached(db, ("user", author_id), lambda: _names(db, author_id))
     message = MessageRow(
         id=message_id,
         channel_id=channel_id,
         server_id=channel.server_id,
-        author=AuthorRow(author_id, username, display_name),
+        author=AuthorRow(author_id, username, display_name, bot),
         content=content,
         nonce=nonce,
         reply_to=reply_to,
@@ -410,9 +429,57 @@ def create(
     return message, True
 
 
-def _names(db: Database, user_id: int) -> tuple[str, str | None]:
-    row = db.execute("SELECT username, display_name FROM users WHERE id = ?", (user_id,)).fetchone()
-    return row[0], row[1]
+def post_as_webhook(
+    db: Database, message_id: int, new: NewMessage, webhook: WebhookAuthor
+) -> MessageRow:
+    """Store a webhook's message. The webhook must still exist and post to this channel (it
+    may have been deleted or moved since its token was checked): else NotFound
+    ("unknown_webhook"). No permission check: the webhook's token is its permission."""
+    found = db.execute(
+        "SELECT channel_id FROM webhooks WHERE id = ?", (webhook.webhook_id,)
+    ).fetchone()
+    if found is None or found[0] != new.channel_id:
+        raise NotFound("unknown webhook", code="unknown_webhook")
+    channel = db.execute(
+        "SELECT server_id FROM channels WHERE id = ?", (new.channel_id,)
+    ).fetchone()
+    db.execute(
+        "INSERT INTO messages (id, channel_id, author_id, content) VALUES (?, ?, ?, ?)",
+        (message_id, new.channel_id, new.author_id, new.content),
+    )
+    db.execute(
+        "INSERT INTO webhook_messages (message_id, webhook_id, username, avatar_url)"
+        " VALUES (?, ?, ?, ?)",
+        (message_id, webhook.webhook_id, webhook.username, webhook.avatar_url),
+    )
+    mentions = _store_mentions(db, message_id, new.channel_id, channel[0], new.mentions, new=True)
+    db.execute(
+        "UPDATE channels SET last_message_id = ? WHERE id = ?"
+        " AND (last_message_id IS NULL OR last_message_id < ?)",
+        (message_id, new.channel_id, message_id),
+    )
+    username, display_name, _ = _names(db, new.author_id)
+    return MessageRow(
+        id=message_id,
+        channel_id=new.channel_id,
+        server_id=channel[0],
+        author=AuthorRow(new.author_id, username, display_name, True),
+        content=new.content,
+        nonce=None,
+        reply_to=None,
+        edited_at=None,
+        mentions=mentions,
+        reactions=[],
+        pinned=False,
+        webhook=webhook,
+    )
+
+
+def _names(db: Database, user_id: int) -> tuple[str, str | None, bool]:
+    row = db.execute(
+        "SELECT username, display_name, bot FROM users WHERE id = ?", (user_id,)
+    ).fetchone()
+    return row[0], row[1], bool(row[2])
 
 
 def _check_slowmode(
@@ -703,11 +770,12 @@ def reactors(
     Raises NotFound("unknown_message")."""
     _author_of(db, channel_id, message_id)
     rows = db.execute(
-        "SELECT u.id, u.username, u.display_name FROM reactions r JOIN users u ON u.id = r.user_id"
+        "SELECT u.id, u.username, u.display_name, u.bot FROM reactions r"
+        " JOIN users u ON u.id = r.user_id"
         " WHERE r.message_id = ? AND r.emoji = ? AND r.user_id > ? ORDER BY r.user_id LIMIT ?",
         (message_id, emoji, after, limit),
     ).fetchall()
-    return [AuthorRow(*row) for row in rows]
+    return [AuthorRow(row[0], row[1], row[2], bool(row[3])) for row in rows]
 
 
 def ack(db: Database, user_id: int, channel_id: int, message_id: int) -> bool:

@@ -1,4 +1,4 @@
--- Migration 6: threads (channels of type "thread" under a text channel) and group DMs
+-- Migration 7: threads (channels of type "thread" under a text channel) and group DMs
 -- (channels of type "group_dm" with 3 to 10 recipients, a name and an owner).
 --
 -- The channel type CHECK gains 'thread' and 'group_dm'. SQLite cannot ALTER a CHECK, and
