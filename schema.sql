@@ -72,11 +72,12 @@ CREATE TABLE IF NOT EXISTS servers (
     created_at INTEGER NOT NULL
 , is_public INTEGER NOT NULL DEFAULT 0 CHECK (is_public IN (0, 1)), description TEXT) STRICT;
 
--- Text, voice and category channels of a server, and 1:1 DM channels (server_id NULL).
+-- Text, voice and category channels of a server, threads (parent_id: their text channel), and
+-- 1:1 and group DM channels (server_id NULL).
 CREATE TABLE IF NOT EXISTS channels (
     id INTEGER PRIMARY KEY,
     server_id INTEGER REFERENCES servers (id) ON DELETE CASCADE,
-    type TEXT NOT NULL CHECK (type IN ('text', 'voice', 'category', 'dm')),
+    type TEXT NOT NULL CHECK (type IN ('text', 'voice', 'category', 'dm', 'thread', 'group_dm')),
     name TEXT,
     topic TEXT,
     position INTEGER NOT NULL DEFAULT 0,
@@ -84,8 +85,11 @@ CREATE TABLE IF NOT EXISTS channels (
     dm_key TEXT UNIQUE, -- "<lower user id>:<higher user id>" for DMs: one channel per pair
     last_message_id INTEGER,
     created_at INTEGER NOT NULL
-, rate_limit_per_user INTEGER NOT NULL DEFAULT 0, permissions_synced INTEGER NOT NULL DEFAULT 0 CHECK (permissions_synced IN (0, 1))) STRICT;
+, rate_limit_per_user INTEGER NOT NULL DEFAULT 0, permissions_synced INTEGER NOT NULL DEFAULT 0 CHECK (permissions_synced IN (0, 1)), owner_id INTEGER, archived INTEGER NOT NULL DEFAULT 0 CHECK (archived IN (0, 1)), locked INTEGER NOT NULL DEFAULT 0 CHECK (locked IN (0, 1)), auto_archive INTEGER, archive_ts INTEGER, starter_message_id INTEGER) STRICT;
 CREATE INDEX IF NOT EXISTS channels_server ON channels (server_id, position);
+CREATE INDEX IF NOT EXISTS channels_parent ON channels (parent_id) WHERE parent_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS channels_starter ON channels (starter_message_id)
+    WHERE starter_message_id IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS members (
     server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
@@ -102,6 +106,15 @@ CREATE TABLE IF NOT EXISTS dm_recipients (
     PRIMARY KEY (channel_id, user_id)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dm_recipients_user ON dm_recipients (user_id);
+
+-- Who follows a thread (joined, was added, or posted in it).
+CREATE TABLE IF NOT EXISTS thread_members (
+    channel_id INTEGER NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    joined_at INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, user_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS thread_members_user ON thread_members (user_id);
 
 CREATE TABLE IF NOT EXISTS invites (
     code TEXT PRIMARY KEY,
@@ -266,4 +279,4 @@ BEGIN
     DELETE FROM roles WHERE server_id = OLD.server_id AND managed_by = OLD.user_id;
 END;
 
-PRAGMA user_version = 6;
+PRAGMA user_version = 7;

@@ -36,6 +36,7 @@ from relay.rest.moderation import moderation_blueprint
 from relay.rest.roles import roles_blueprint
 from relay.rest.rooms import rooms_blueprint
 from relay.rest.servers import servers_blueprint
+from relay.rest.threads import threads_blueprint
 from relay.rest.webhooks import webhooks_blueprint
 from relay.runtime import Runtime
 from relay.services import run_services
@@ -142,6 +143,7 @@ def create_app(settings: Settings) -> QuartTrio:
         users_blueprint(rt),
         messages_blueprint(rt),
         servers_blueprint(rt),
+        threads_blueprint(rt),
         roles_blueprint(rt),
         moderation_blueprint(rt),
         rooms_blueprint(rt),

@@ -119,7 +119,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Servers and what they hold; over a limit the change is refused with 422.
     max_servers_owned: Positive = 100  # servers one user may own (too_many_servers)
     max_servers_joined: Positive = 200  # memberships one user may have (too_many_servers_joined)
-    max_channels_per_server: Positive = 500  # channels of all types (too_many_channels)
+    max_channels_per_server: Positive = 500  # channels, threads not counted (too_many_channels)
+    max_threads_per_channel: Positive = 1000  # threads of one text channel, archived too
+    max_group_dm_recipients: Annotated[int, msgspec.Meta(ge=3, le=100)] = 10  # the owner included
     max_invites_per_server: Positive = 1000  # usable invites; spent ones are pruned
     max_roles_per_server: Positive = 250  # @everyone included (too_many_roles)
     # Overwrites one channel may have, set one by one (too_many_overwrites); a new channel's

@@ -123,6 +123,14 @@ class CreateChannel(Request, frozen=True):
     permission_overwrites: Annotated[list[OverwriteIn], Meta(max_length=100)] | None = None
 
 
+AutoArchive = Literal[60, 1440, 4320, 10080]  # minutes without activity before a thread archives
+
+
+class CreateThread(Request, frozen=True):
+    name: Name
+    auto_archive_duration: AutoArchive = 1440
+
+
 class UpdateChannel(Request, frozen=True):
     name: Name | UnsetType = UNSET
     topic: Topic | UnsetType | None = UNSET  # null clears it
@@ -130,6 +138,10 @@ class UpdateChannel(Request, frozen=True):
     parent_id: SnowflakeText | UnsetType | None = UNSET  # null clears it
     rate_limit_per_user: Slowmode | UnsetType = UNSET
     permissions_synced: bool | UnsetType = UNSET  # true: follow the category's overwrites
+    # Threads only (docs/threads.md); a group DM takes only `name`.
+    archived: bool | UnsetType = UNSET
+    locked: bool | UnsetType = UNSET  # MANAGE_THREADS
+    auto_archive_duration: AutoArchive | UnsetType = UNSET
 
 
 class CreateInvite(Request, frozen=True):
@@ -138,7 +150,12 @@ class CreateInvite(Request, frozen=True):
 
 
 class OpenDm(Request, frozen=True):
-    recipient_id: SnowflakeText
+    """A 1:1 DM (`recipient_id`) or a new group DM (`recipients`: the others, with an optional
+    `name`): exactly one of the two."""
+
+    recipient_id: SnowflakeText | UnsetType = UNSET
+    recipients: Annotated[list[SnowflakeText], Meta(max_length=100)] | UnsetType = UNSET
+    name: Name | UnsetType = UNSET  # a group DM's
 
 
 RoleName = Annotated[

@@ -21,7 +21,7 @@ import trio
 from msgspec import UNSET, UnsetType
 
 from actors import ActorStopped
-from relay.chat import events
+from relay.chat import events, threads
 from relay.chat.args import field_error, snowflake
 from relay.chat.embeds import checked_embeds
 from relay.chat.objects import (
@@ -105,17 +105,19 @@ async def text_channel(chat: Chat, user_id: int, channel_id: str) -> VisibleChan
 
 
 async def sendable_channel(chat: Chat, user_id: int, channel_id: str) -> VisibleChannel:
-    """A text channel the user may post in (403 missing_permission or timed_out otherwise).
+    """A text channel the user may post in (403 missing_permission or timed_out otherwise);
+    in a thread, one that is unarchived and followed by the poster from now on.
     A positive answer is kept (`SendableMemo`): only the fail-fast, since the write checks
     again."""
     now = trio.current_time()
-    known = chat.sendable.get(user_id, channel_id, now)
-    if known is not None:
-        return known
-    changes = chat.views.changes  # before the read: a change during it makes the answer stale
-    channel = await text_channel(chat, user_id, channel_id)
-    channel.require(P.SEND_MESSAGES)
-    chat.sendable.put(user_id, channel_id, channel, changes, now)
+    channel = chat.sendable.get(user_id, channel_id, now)
+    if channel is None:
+        changes = chat.views.changes  # before the read: a change during it makes it stale
+        channel = await text_channel(chat, user_id, channel_id)
+        channel.require(P.SEND_MESSAGES)
+        chat.sendable.put(user_id, channel_id, channel, changes, now)
+    if channel.type == "thread":
+        await threads.before_post(chat, user_id, channel)  # unarchive, join
     return channel
 
 

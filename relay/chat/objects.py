@@ -91,6 +91,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     embeds: list[Embed]  # rich embeds, then link previews (docs/embeds.md); [] if suppressed
     flags: int  # message flags: SUPPRESS_EMBEDS (1 << 2)
     webhook_id: str | None = None  # set: posted by this webhook (author is who it shows as)
+    thread: str | UnsetType = UNSET  # the id of the thread started from this message
 
 
 class RepeatedMessage(Message, frozen=True, kw_only=True):
@@ -169,6 +170,38 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     permissions_synced: bool
     permission_overwrites: list[Overwrite]  # effective: the category's when synced
     recipients: list[UserBrief] | UnsetType = UNSET  # a DM's two users (absent elsewhere)
+    owner_id: str | UnsetType = UNSET  # a thread's starter, a group DM's owner
+    thread_metadata: ThreadMetadata | UnsetType = UNSET  # threads only (docs/threads.md)
+    member_count: int | UnsetType = UNSET  # a thread's members
+
+
+class ThreadMetadata(msgspec.Struct, frozen=True, kw_only=True):
+    archived: bool
+    locked: bool
+    auto_archive_duration: int  # minutes: 60, 1440, 4320 or 10080
+    archive_timestamp: str  # when it was archived; while active, its last activity
+    starter_message_id: str | None  # the message it was started from
+
+
+class ThreadMember(msgspec.Struct, frozen=True, kw_only=True):
+    id: str  # the thread's
+    user: UserBrief
+    joined_at: str
+
+
+class ThreadMembersUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    id: str  # the thread's
+    server_id: str
+    member_count: int
+    added_members: list[ThreadMember]
+    removed_member_ids: list[str]
+
+
+class RecipientEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """CHANNEL_RECIPIENT_ADD / _REMOVE: who joined or left a group DM."""
+
+    channel_id: str
+    user: UserBrief
 
 
 class ServerWithChannels(Server, frozen=True, kw_only=True):
@@ -330,6 +363,7 @@ class Ready(msgspec.Struct, frozen=True, kw_only=True):
     private_channels: list[Channel]
     read_states: list[ReadState]
     presences: list[Presence]  # of the people the user shares a server with, who are online
+    threads: list[Channel] = msgspec.field(default_factory=list)  # active ones the user is in
 
 
 class Resumed(msgspec.Struct, frozen=True, kw_only=True):
@@ -447,6 +481,7 @@ def dm_out(dm: DmRow) -> Channel:
         permissions_synced=False,
         permission_overwrites=[],
         recipients=[user_brief_out(u) for u in dm.recipients],
+        owner_id=UNSET if dm.owner_id is None else str(dm.owner_id),
     )
 
 
@@ -591,6 +626,7 @@ def message_out(
         embeds=shown(row.embeds, row.flags),
         flags=row.flags,
         webhook_id=str(row.webhook.webhook_id) if row.webhook is not None else None,
+        thread=UNSET if row.thread_id is None else str(row.thread_id),
     )
 
 

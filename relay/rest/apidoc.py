@@ -42,6 +42,7 @@ ERRORS: Mapping[str, ErrorCode] = {
     "invalid_emoji": _e(400, "the emoji is not a single emoji"),
     "not_a_text_channel": _e(400, "the channel does not take messages"),
     "cannot_dm_self": _e(400, "a DM needs another user"),
+    "not_a_group_dm": _e(400, "the channel is not a group DM"),
     "everyone_role": _e(400, "@everyone cannot be moved, deleted, given or taken"),
     # 401
     "missing_token": _e(401, "no Authorization header"),
@@ -68,7 +69,10 @@ ERRORS: Mapping[str, ErrorCode] = {
     "bots_not_allowed": _e(403, "bots cannot use this route (passwords, keys, logins, apps)"),
     "managed_role": _e(403, "a bot's managed role cannot be changed, given or taken by hand"),
     "dm_channel": _e(403, "a DM channel cannot be changed and has no overwrites"),
+    "thread_channel": _e(403, "a thread has its parent's overwrites and none of its own"),
     "no_shared_server": _e(403, "the users share no server"),
+    "not_group_owner": _e(403, "only the group DM's owner may do this"),
+    "thread_locked": _e(403, "the thread is locked: only MANAGE_THREADS may post or change it"),
     # 404
     "unknown_route": _e(404, "no route has this path"),
     "unknown_user": _e(404, "no such user"),
@@ -80,6 +84,7 @@ ERRORS: Mapping[str, ErrorCode] = {
     "unknown_member": _e(404, "no such member of this server"),
     "unknown_overwrite": _e(404, "no such overwrite on this channel"),
     "unknown_ban": _e(404, "no such ban in this server"),
+    "unknown_recipient": _e(404, "no such recipient of this group DM"),
     "unknown_invite": _e(404, "no such invite"),
     "unknown_application": _e(404, "no such application of the caller's (or it is private)"),
     "unknown_webhook": _e(
@@ -105,6 +110,9 @@ ERRORS: Mapping[str, ErrorCode] = {
     "too_many_servers": _e(422, "the user owns max_servers_owned servers"),
     "too_many_servers_joined": _e(422, "the user is a member of max_servers_joined servers"),
     "too_many_channels": _e(422, "the server has max_channels_per_server channels"),
+    "too_many_threads": _e(422, "the channel has max_threads_per_channel threads"),
+    "thread_exists": _e(422, "the message has started a thread already"),
+    "too_many_recipients": _e(422, "the group DM has max_group_dm_recipients people"),
     "too_many_roles": _e(422, "the server has max_roles_per_server roles"),
     "too_many_applications": _e(422, "the user owns max_applications_per_user applications"),
     "too_many_webhooks": _e(422, "the channel has max_webhooks_per_channel webhooks"),

@@ -82,6 +82,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             "not_a_text_channel",
             "missing_permission",
             "timed_out",
+            "thread_locked",
             "channel_busy",
         ),
     )

@@ -175,10 +175,17 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
 
     @bp.patch("/channels/<channel_id>")
     @doc(
-        "Change a channel (MANAGE_CHANNELS; MANAGE_ROLES too to resync its overwrites)",
+        "Change a channel (MANAGE_CHANNELS; MANAGE_ROLES too to resync its overwrites); a"
+        " thread (MANAGE_THREADS, or its starter); a group DM's name (any recipient)",
         body=commands.UpdateChannel,
         response=objects.Channel,
-        errors=("unknown_channel", "dm_channel", "missing_permission"),
+        errors=(
+            "unknown_channel",
+            "dm_channel",
+            "missing_permission",
+            "thread_locked",
+            "invalid_field",
+        ),
     )
     async def update_channel(channel_id: str) -> Response:
         who = principal(rt)
@@ -188,7 +195,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
 
     @bp.delete("/channels/<channel_id>")
     @doc(
-        "Delete a channel (MANAGE_CHANNELS)",
+        "Delete a channel (MANAGE_CHANNELS), a thread (MANAGE_THREADS), or leave a group DM",
         errors=("unknown_channel", "dm_channel", "missing_permission"),
     )
     async def delete_channel(channel_id: str) -> Response:
@@ -285,11 +292,12 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
 
     @bp.post("/users/@me/channels")
     @doc(
-        "Open the DM channel with a user who shares a server with the caller",
+        "Open the DM channel with a user who shares a server with the caller, or make a group"
+        " DM with 2 to 9 of them",
         body=commands.OpenDm,
         response=objects.Channel,
         status={201: "opened", 200: "the two users had one already"},
-        errors=("cannot_dm_self", "unknown_user", "no_shared_server"),
+        errors=("cannot_dm_self", "unknown_user", "no_shared_server", "invalid_field"),
     )
     async def open_dm() -> Response:
         who = principal(rt)

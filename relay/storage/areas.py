@@ -18,6 +18,7 @@ from relay.storage import (
     audit,
     channels,
     dms,
+    group_dms,
     invites,
     members,
     messages,
@@ -25,6 +26,7 @@ from relay.storage import (
     overwrites,
     roles,
     servers,
+    threads,
     users,
     webhooks,
 )
@@ -41,12 +43,14 @@ if TYPE_CHECKING:
     from relay.storage.audit import AuditEntry
     from relay.storage.channels import ChannelRow
     from relay.storage.dms import DmOpened, DmRow
+    from relay.storage.group_dms import Left
     from relay.storage.invites import InvitePreview, InviteRow
     from relay.storage.members import Joined, MemberRow
     from relay.storage.messages import AuthorRow, MessageRow, NewMessage, Posted, ReadStateRow
     from relay.storage.moderation import Banned, BanRow
     from relay.storage.roles import RoleRow
     from relay.storage.servers import PublicServer, ServerListing, ServerRow, ServerState
+    from relay.storage.threads import ThreadMemberRow, ThreadRow
     from relay.storage.users import KeyRow, Rotated, SessionRow, UserListing, UserRow
     from relay.storage.webhooks import WebhookRow, WebhookSecret
 
@@ -693,6 +697,107 @@ class Webhooks(Protocol):
     def webhook_secret(self, db: Database, webhook_id: int) -> WebhookSecret | None: ...
 
 
+class GroupDms(Protocol):
+    """Group DM channels (SQLite: relay.storage.group_dms)."""
+
+    def create_group_dm(
+        self,
+        db: Database,
+        channel_id: int,
+        owner_id: int,
+        recipient_ids: list[int],
+        name: str | None,
+        now_ms: int,
+        max_recipients: int,
+    ) -> DmRow: ...
+
+    def rename(
+        self, db: Database, channel_id: int, user_id: int, name: str | None
+    ) -> tuple[DmRow, DmRow]: ...
+
+    def add_recipient(
+        self, db: Database, channel_id: int, owner_id: int, user_id: int, max_recipients: int
+    ) -> DmRow | None: ...
+
+    def remove_recipient(
+        self, db: Database, channel_id: int, owner_id: int, user_id: int
+    ) -> Left: ...
+
+    def leave(self, db: Database, channel_id: int, user_id: int) -> Left: ...
+
+
+class Threads(Protocol):
+    """Threads and their members (SQLite: relay.storage.threads)."""
+
+    def get_thread(self, db: Database, thread_id: int, now_ms: int) -> ThreadRow | None: ...
+
+    def create_thread(
+        self,
+        db: Database,
+        thread_id: int,
+        parent_id: int,
+        user_id: int,
+        *,
+        name: str,
+        auto_archive: int,
+        message_id: int | None,
+        now_ms: int,
+        max_threads: int,
+    ) -> ThreadRow: ...
+
+    def update_thread(
+        self,
+        db: Database,
+        thread_id: int,
+        user_id: int,
+        *,
+        name: str | None,
+        archived: bool | None,
+        locked: bool | None,
+        auto_archive: int | None,
+        now_ms: int,
+        reason: str | None = ...,
+    ) -> tuple[ThreadRow, ThreadRow]: ...
+
+    def post_state(
+        self, db: Database, thread_id: int, user_id: int, now_ms: int
+    ) -> tuple[bool, bool]: ...
+
+    def before_post(
+        self, db: Database, thread_id: int, user_id: int, now_ms: int
+    ) -> tuple[bool, bool]: ...
+
+    def delete_thread(
+        self, db: Database, thread_id: int, user_id: int, now_ms: int, reason: str | None = ...
+    ) -> ThreadRow: ...
+
+    def list_threads(
+        self,
+        db: Database,
+        parent_id: int,
+        user_id: int,
+        *,
+        archived: bool,
+        now_ms: int,
+        before: int | None = ...,
+        limit: int = ...,
+    ) -> list[ThreadRow]: ...
+
+    def active_threads_of(self, db: Database, user_id: int, now_ms: int) -> list[ThreadRow]: ...
+
+    def member_of(self, db: Database, thread_id: int, user_id: int) -> ThreadMemberRow | None: ...
+
+    def add_member(
+        self, db: Database, thread_id: int, actor_id: int, user_id: int, now_ms: int
+    ) -> ThreadMemberRow | None: ...
+
+    def remove_member(self, db: Database, thread_id: int, actor_id: int, user_id: int) -> bool: ...
+
+    def list_members(self, db: Database, thread_id: int, user_id: int) -> list[ThreadMemberRow]: ...
+
+    def member_ids(self, db: Database, thread_id: int) -> list[int]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Areas:
     """One implementation of every area."""
@@ -711,6 +816,8 @@ class Areas:
     users: Users
     applications: Applications
     webhooks: Webhooks
+    group_dms: GroupDms
+    threads: Threads
 
 
 SQLITE = Areas(
@@ -728,4 +835,6 @@ SQLITE = Areas(
     users=users,
     applications=applications,
     webhooks=webhooks,
+    group_dms=group_dms,
+    threads=threads,
 )

@@ -47,6 +47,9 @@ ACTIONS = frozenset(
         "webhook_create",
         "webhook_update",
         "webhook_delete",
+        "thread_create",
+        "thread_update",
+        "thread_delete",
     }
 )
 

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 class DmRow(msgspec.Struct, frozen=True):
     channel: ChannelRow
-    recipients: list[UserBrief]  # both users, by id
+    recipients: list[UserBrief]  # both users (a group DM's: all of them), by id
+    owner_id: int | None = None  # a group DM's owner (relay.storage.group_dms)
 
 
 class DmOpened(msgspec.Struct, frozen=True):
@@ -50,7 +51,9 @@ def _recipients(db: Database, where: str, params: tuple[Any, ...]) -> dict[int, 
 
 
 def _dm(db: Database, channel: ChannelRow) -> DmRow:
-    return DmRow(channel, _recipients(db, "r.channel_id = ?", (channel.id,)).get(channel.id, []))
+    recipients = _recipients(db, "r.channel_id = ?", (channel.id,)).get(channel.id, [])
+    owner = db.execute("SELECT owner_id FROM channels WHERE id = ?", (channel.id,)).fetchone()
+    return DmRow(channel, recipients, owner[0] if owner is not None else None)
 
 
 def open_dm(
@@ -89,7 +92,8 @@ def open_dm(
 
 
 def dms_of(db: Database, user_id: int) -> list[DmRow]:
-    """Every DM channel of a user with its recipients, in two queries (for READY)."""
+    """Every DM channel (group DMs too) of a user with its recipients, in three queries (for
+    READY)."""
     channels = channels_where(
         db,
         "JOIN dm_recipients r ON r.channel_id = c.id WHERE r.user_id = ? ORDER BY c.id",
@@ -98,7 +102,14 @@ def dms_of(db: Database, user_id: int) -> list[DmRow]:
     recipients = _recipients(
         db, "r.channel_id IN (SELECT channel_id FROM dm_recipients WHERE user_id = ?)", (user_id,)
     )
-    return [DmRow(c, recipients.get(c.id, [])) for c in channels]
+    owners = dict(
+        db.execute(
+            "SELECT c.id, c.owner_id FROM dm_recipients r JOIN channels c ON c.id = r.channel_id"
+            " WHERE r.user_id = ? AND c.type = 'group_dm'",
+            (user_id,),
+        ).fetchall()
+    )
+    return [DmRow(c, recipients.get(c.id, []), owners.get(c.id)) for c in channels]
 
 
 def channel_for(db: Database, channel_id: int, user_id: int) -> ChannelRow | DmRow | None:
@@ -108,6 +119,6 @@ def channel_for(db: Database, channel_id: int, user_id: int) -> ChannelRow | DmR
     channel = get_channel(db, channel_id)
     if channel is None:
         return None
-    if channel.type == "dm":
+    if channel.type in ("dm", "group_dm"):
         return _dm(db, channel)
     return channel

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from sqlite_utils import Database
 
-TEXT_TYPES = frozenset({"text", "dm"})  # the channel types that take messages
+TEXT_TYPES = frozenset({"text", "dm", "thread", "group_dm"})  # the channel types that take messages
 NONCE_WINDOW_MS = 10 * 60 * 1000  # a nonce repeated by its author within this returns the first
 # The dedup lookup. Left to itself the planner took messages_author (author, channel, id) for the
 # ORDER BY and checked the nonce row by row: every post scanned its author's last ten minutes in
@@ -88,6 +88,7 @@ class MessageRow(msgspec.Struct, frozen=True):
     embeds: str | None = None  # JSON array of embed objects (relay.chat.embeds), or None
     flags: int = 0  # message flags (SUPPRESS_EMBEDS)
     webhook: WebhookAuthor | None = None  # a webhook's message: who it shows as
+    thread_id: int | None = None  # the thread started from it
 
 
 class ReadStateRow(msgspec.Struct, frozen=True):
@@ -119,7 +120,8 @@ _SELECT = (
     "SELECT m.id, m.channel_id, c.server_id, m.author_id, u.username, u.display_name,"
     " m.content, m.nonce, m.reply_to, m.edited_at,"
     " EXISTS (SELECT 1 FROM pins p WHERE p.message_id = m.id), m.embeds, m.flags,"
-    " u.bot, w.webhook_id, w.username, w.avatar_url"
+    " u.bot, w.webhook_id, w.username, w.avatar_url,"
+    " (SELECT t.id FROM channels t WHERE t.starter_message_id = m.id)"
     " FROM messages m JOIN users u ON u.id = m.author_id JOIN channels c ON c.id = m.channel_id"
     " LEFT JOIN webhook_messages w ON u.bot AND w.message_id = m.id"
 )
@@ -161,6 +163,7 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
             embeds=row[11],
             flags=row[12],
             webhook=WebhookAuthor(row[14], row[15], row[16]) if row[14] is not None else None,
+            thread_id=row[17],
         )
         for row in rows
     ]
@@ -791,9 +794,14 @@ def read_states(db: Database, user_id: int) -> list[ReadStateRow]:
         "WITH visible (id, server_id, last_message_id) AS ("
         "  SELECT c.id, c.server_id, c.last_message_id FROM members m"
         "  JOIN channels c ON c.server_id = m.server_id AND c.type = 'text' WHERE m.user_id = ?1"
+        "  UNION ALL"  # threads: those the user is a member of
+        "  SELECT c.id, c.server_id, c.last_message_id FROM thread_members t"
+        "  JOIN channels c ON c.id = t.channel_id JOIN members m ON m.server_id = c.server_id"
+        "  AND m.user_id = ?1 WHERE t.user_id = ?1"
         "  UNION ALL"
         "  SELECT c.id, NULL, c.last_message_id FROM dm_recipients r"
-        "  JOIN channels c ON c.id = r.channel_id AND c.type = 'dm' WHERE r.user_id = ?1)"
+        "  JOIN channels c ON c.id = r.channel_id AND c.type IN ('dm', 'group_dm')"
+        "  WHERE r.user_id = ?1)"
         " SELECT v.id, v.server_id, coalesce(s.last_read_id, 0) AS read_id, v.last_message_id,"
         "  (SELECT count(*) FROM message_mentions mm WHERE mm.user_id = ?1"
         "   AND mm.channel_id = v.id AND mm.message_id > coalesce(s.last_read_id, 0))"
