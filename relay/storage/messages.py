@@ -25,6 +25,7 @@ from relay.permissions import Member, P, compute
 from relay.storage import audit
 from relay.storage.access import accesses_of, server_perms
 from relay.storage.audience import VisibleChannel, visible_channel
+from relay.storage.fulltext import fold
 from relay.storage.roles import held_roles
 from relay.storage.sqlite.writecache import cached
 
@@ -153,6 +154,15 @@ def get(db: Database, channel_id: int, message_id: int, viewer: int | None) -> M
     ).fetchall()
     found = _complete(db, rows, viewer)
     return found[0] if found else None
+
+
+def by_ids(db: Database, ids: Sequence[int], viewer: int | None) -> list[MessageRow]:
+    """Whole messages by id, in the order given (ids of no message are left out)."""
+    rows = db.execute(
+        f"{_SELECT} WHERE m.id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),)
+    ).fetchall()
+    order = {message_id: i for i, message_id in enumerate(ids)}
+    return _complete(db, sorted(rows, key=lambda row: order[row[0]]), viewer)
 
 
 def history(
@@ -366,6 +376,10 @@ def create(
         " VALUES (?, ?, ?, ?, ?, ?)",
         (message_id, channel_id, author_id, content, nonce, reply_to),
     )
+    # The search index, in the same transaction (deletes: a trigger, see relay.storage.search).
+    db.execute(
+        "INSERT INTO message_search (rowid, body) VALUES (?, ?)", (message_id, fold(content))
+    )
     mentions = _store_mentions(db, message_id, channel_id, channel.server_id, mention_ids, new=True)
     db.execute(
         "UPDATE channels SET last_message_id = ? WHERE id = ?"
@@ -440,6 +454,10 @@ def edit(
     db.execute(
         "UPDATE messages SET content = ?, edited_at = ? WHERE id = ?",
         (content, now_ms, message_id),
+    )
+    db.execute(
+        "INSERT OR REPLACE INTO message_search (rowid, body) VALUES (?, ?)",
+        (message_id, fold(content)),
     )
     channel = db.execute("SELECT server_id FROM channels WHERE id = ?", (channel_id,)).fetchone()
     _store_mentions(db, message_id, channel_id, channel[0], mention_ids)
