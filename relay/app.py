@@ -34,6 +34,7 @@ from relay.rest.metrics import metrics_blueprint
 from relay.rest.moderation import moderation_blueprint
 from relay.rest.roles import roles_blueprint
 from relay.rest.rooms import rooms_blueprint
+from relay.rest.search import search_blueprint
 from relay.rest.servers import servers_blueprint
 from relay.runtime import Runtime
 from relay.services import run_services
@@ -142,6 +143,7 @@ def create_app(settings: Settings) -> QuartTrio:
         servers_blueprint(rt),
         roles_blueprint(rt),
         moderation_blueprint(rt),
+        search_blueprint(rt),
         rooms_blueprint(rt),
         docs_blueprint(),
     ):

@@ -23,6 +23,7 @@ from relay.storage import (
     moderation,
     overwrites,
     roles,
+    search,
     servers,
     users,
 )
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from relay.storage.messages import AuthorRow, MessageRow, NewMessage, Posted, ReadStateRow
     from relay.storage.moderation import Banned, BanRow
     from relay.storage.roles import RoleRow
+    from relay.storage.search import SearchFilter, SearchPage
     from relay.storage.servers import PublicServer, ServerListing, ServerRow, ServerState
     from relay.storage.users import KeyRow, Rotated, SessionRow, UserListing, UserRow
 
@@ -419,6 +421,18 @@ class Roles(Protocol):
     ) -> bool: ...
 
 
+class Search(Protocol):
+    """Full-text message search (SQLite: relay.storage.search)."""
+
+    def searchable_channels(
+        self, db: Database, server_id: int, user_id: int
+    ) -> list[int] | None: ...
+
+    def search(
+        self, db: Database, viewer: int, channel_ids: list[int], wanted: SearchFilter
+    ) -> SearchPage: ...
+
+
 class Servers(Protocol):
     """Servers, their ownership, READY's server states and discovery (SQLite:
     relay.storage.servers)."""
@@ -578,6 +592,7 @@ class Areas:
     moderation: Moderation
     overwrites: Overwrites
     roles: Roles
+    search: Search
     servers: Servers
     users: Users
 
@@ -593,6 +608,7 @@ SQLITE = Areas(
     moderation=moderation,
     overwrites=overwrites,
     roles=roles,
+    search=search,
     servers=servers,
     users=users,
 )
