@@ -30,10 +30,21 @@ Nonce = Annotated[str, Meta(min_length=1, max_length=64)]
 IdText = Annotated[str, Meta(min_length=1, max_length=20)]  # checked by parse_id in the route
 
 
+class AllowedMentions(Request, frozen=True):
+    """Which mentions of the content count (Discord's shape). Without it all do; with it, only
+    the kinds in `parse`, or the users and roles listed (not both for one kind)."""
+
+    parse: Annotated[list[Literal["users", "roles", "everyone"]], Meta(max_length=3)] = []
+    users: Annotated[list[IdText], Meta(max_length=100)] = []
+    roles: Annotated[list[IdText], Meta(max_length=100)] = []
+    replied_user: bool = False  # also mention the author of the message replied to
+
+
 class CreateMessage(Request, frozen=True):
     content: Content
     nonce: Nonce | None = None
     reply_to: IdText | None = None
+    allowed_mentions: AllowedMentions | None = None
 
 
 class EditMessage(Request, frozen=True):

@@ -20,7 +20,7 @@ import emoji as emoji_db
 import trio
 
 from actors import ActorStopped
-from relay.chat import events
+from relay.chat import events, mentions
 from relay.chat.args import field_error, snowflake
 from relay.chat.objects import (
     MessageAck,
@@ -37,16 +37,18 @@ from relay.chat.objects import (
 from relay.errors import BadRequest, NotFound, RelayError, Unavailable
 from relay.ids import parse_id
 from relay.permissions import P
+from relay.storage import mentions as more_mentions
 from relay.storage import messages
 from relay.storage.access import now_ms
 from relay.storage.messages import NewMessage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
     import outcome
 
     from actors import Asked, Reply
+    from relay.chat.commands import AllowedMentions
     from relay.chat.context import Chat
     from relay.chat.objects import Author, Message
     from relay.chat.views import Views
@@ -172,24 +174,37 @@ async def readable_channel(chat: Chat, user_id: int, channel_id: str) -> Visible
 
 
 def new_message(
-    user_id: int, channel: VisibleChannel, content: str, nonce: str | None, reply_to: str | None
+    user_id: int,
+    channel: VisibleChannel,
+    content: str,
+    nonce: str | None,
+    reply_to: str | None,
+    *,
+    allowed: AllowedMentions | None = None,
+    online: Callable[[int], Collection[int]] | None = None,
 ) -> NewMessage:
-    """Check a new message's content and reply_to. Raises what `content_of` raises, and
-    BadRequest("invalid_field") for a reply_to that is not an id."""
+    """Check a new message's content and reply_to, and read its mentions (`allowed`: the
+    send's allowed_mentions; `online`: a server's online members, for @here). Raises what
+    `content_of` raises, and BadRequest("invalid_field") for a reply_to that is not an id."""
     content = content_of(content)
     reply_id = None
     if reply_to is not None:
         reply_id = parse_id(reply_to)
         if reply_id is None:
             raise field_error("reply_to", "must be a message id")
+    found = mentions.of_content(content, allowed, channel, online)
     return NewMessage(
         channel_id=channel.id,
         author_id=user_id,
         content=content,
         nonce=nonce,
         reply_to=reply_id,
-        mentions=messages.parse_mentions(content),
+        mentions=found.mentions,
         now_ms=now_ms(),
+        role_mentions=found.role_mentions,
+        everyone=found.everyone,
+        here_candidates=found.here_candidates,
+        mention_replied=found.mention_replied,
     )
 
 
@@ -240,6 +255,7 @@ async def post(
     content: str,
     nonce: str | None,
     reply_to: str | None,
+    allowed: AllowedMentions | None = None,
 ) -> tuple[Message, bool]:
     """Post a message and wait for its commit: the message, and False if a post with the same
     nonce made it earlier. Raises 429 rate_limited over the user's budget, 503 channel_busy if
@@ -248,7 +264,10 @@ async def post(
         raise refused  # one budget with the gateway's MESSAGE_SEND
     channel = await sendable_channel(chat, user_id, channel_id)
     with trio.move_on_after(chat.settings.send_timeout_s):
-        asked = await queue_post(chat, new_message(user_id, channel, content, nonce, reply_to))
+        new = new_message(
+            user_id, channel, content, nonce, reply_to, allowed=allowed, online=chat.fanout.online
+        )
+        asked = await queue_post(chat, new)
         try:
             done = await posted(asked)
         except RelayError:
@@ -347,6 +366,8 @@ async def edit(chat: Chat, user_id: int, channel_id: str, message_id: str, conte
         content,
         messages.parse_mentions(content),
         now_ms(),
+        role_ids=more_mentions.parse_roles(content),
+        everyone=more_mentions.parse_everyone(content),
     )
     await chat.fanout.to_channel(
         channel.id, events.MessageUpdate(d=message_out(row, for_event=True))

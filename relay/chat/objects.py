@@ -80,6 +80,8 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     pinned: bool
     edited_at: str | None
     created_at: str
+    mention_roles: list[str] = []  # role ids, ascending
+    mention_everyone: bool = False  # @everyone or @here, by someone allowed to
 
 
 class RepeatedMessage(Message, frozen=True, kw_only=True):
@@ -558,6 +560,8 @@ def message_out(
         pinned=row.pinned,
         edited_at=iso(row.edited_at) if row.edited_at is not None else None,
         created_at=iso(timestamp_ms(row.id)),
+        mention_roles=[str(r) for r in row.mention_roles],
+        mention_everyone=row.mention_everyone,
     )
 
 

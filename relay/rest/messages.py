@@ -95,6 +95,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             data.content,
             data.nonce,
             data.reply_to,
+            data.allowed_mentions,
         )
         return json_response(message, 201 if created else 200)
 

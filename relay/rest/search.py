@@ -1,6 +1,6 @@
 """Search and mentions routes: /v1/api/servers/{id}/messages/search,
-/v1/api/channels/{id}/messages/search. Each decodes the query
-string, calls relay.chat and encodes."""
+/v1/api/channels/{id}/messages/search and the mentions inbox /v1/api/users/@me/mentions.
+Each decodes the query string, calls relay.chat and encodes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 from quart import Blueprint, Response, request
 
+from relay.chat import mentions as chat_mentions
+from relay.chat import objects
 from relay.chat import search as chat_search
 from relay.rest.apidoc import doc
 from relay.rest.http import QueryId, json_response, principal
@@ -61,6 +63,12 @@ class SearchQuery(msgspec.Struct, frozen=True, kw_only=True):
     offset: Annotated[int, Meta(ge=0, le=5000, description="skip this many matches")] = 0
 
 
+class MentionsQuery(msgspec.Struct, frozen=True, kw_only=True):
+    before: Annotated[QueryId, Meta(description="older than this message id")] | UnsetType = UNSET
+    limit: Annotated[int, Meta(ge=1, le=100, description="how many, at most")] = 25
+    server_id: Annotated[QueryId, Meta(description="only from this server")] | UnsetType = UNSET
+
+
 def _search_request() -> chat_search.SearchRequest:
     args = request.args
     return chat_search.SearchRequest(
@@ -104,6 +112,21 @@ def search_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         found = await chat_search.search_channel(
             rt.chat, who.user_id, channel_id, _search_request()
+        )
+        return json_response(found)
+
+    @bp.get("/users/@me/mentions")
+    @doc(
+        "Messages that mention the caller (directly, by role, or @everyone/@here), newest first",
+        response=list[objects.Message],
+        query=MentionsQuery,
+        errors=("invalid_field",),
+    )
+    async def my_mentions() -> Response:
+        who = principal(rt)
+        args = request.args
+        found = await chat_mentions.inbox(
+            rt.chat, who.user_id, args.get("before"), args.get("limit"), args.get("server_id")
         )
         return json_response(found)
 

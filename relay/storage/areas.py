@@ -17,6 +17,7 @@ from relay.storage import (
     audit,
     channels,
     dms,
+    inbox,
     invites,
     members,
     messages,
@@ -421,6 +422,14 @@ class Roles(Protocol):
     ) -> bool: ...
 
 
+class Mentions(Protocol):
+    """The mentions inbox (SQLite: relay.storage.inbox)."""
+
+    def inbox_messages(
+        self, db: Database, user_id: int, before: int, limit: int, server_id: int | None = None
+    ) -> list[MessageRow]: ...
+
+
 class Search(Protocol):
     """Full-text message search (SQLite: relay.storage.search)."""
 
@@ -588,6 +597,7 @@ class Areas:
     dms: Dms
     invites: Invites
     members: Members
+    mentions: Mentions
     messages: Messages
     moderation: Moderation
     overwrites: Overwrites
@@ -604,6 +614,7 @@ SQLITE = Areas(
     dms=dms,
     invites=invites,
     members=members,
+    mentions=inbox,
     messages=messages,
     moderation=moderation,
     overwrites=overwrites,

@@ -23,6 +23,7 @@ from relay.errors import BadRequest, Forbidden, NotFound, RateLimited, Unprocess
 from relay.ids import EPOCH_MS, SEQUENCE_BITS, WORKER_BITS, parse_id, timestamp_ms
 from relay.permissions import Member, P, compute
 from relay.storage import audit
+from relay.storage import mentions as more_mentions
 from relay.storage.access import accesses_of, server_perms
 from relay.storage.audience import VisibleChannel, visible_channel
 from relay.storage.fulltext import fold
@@ -74,6 +75,8 @@ class MessageRow(msgspec.Struct, frozen=True):
     mentions: list[int]  # ascending
     reactions: list[ReactionCount]  # in the order each emoji was first used
     pinned: bool = False
+    mention_roles: list[int] = []  # ascending (relay.storage.mentions)
+    mention_everyone: bool = False  # @everyone or @here, by someone allowed to
 
 
 class ReadStateRow(msgspec.Struct, frozen=True):
@@ -129,6 +132,8 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
         (viewer, ids),
     ):
         reactions.setdefault(message_id, []).append(ReactionCount(emoji, count, bool(me)))
+    extras = more_mentions.extras(db, ids)
+    none = more_mentions.Extra()
     return [
         MessageRow(
             id=row[0],
@@ -142,6 +147,8 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
             mentions=mentions.get(row[0], []),
             reactions=reactions.get(row[0], []),
             pinned=bool(row[10]),
+            mention_roles=extras.get(row[0], none).roles,
+            mention_everyone=extras.get(row[0], none).everyone,
         )
         for row in rows
     ]
@@ -299,6 +306,11 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
     reply_to: int | None
     mentions: list[int]
     now_ms: int
+    # Mentions beyond users (relay.storage.mentions): the write keeps what the author may do.
+    role_mentions: list[int] = []
+    everyone: int = 0  # more_mentions.NONE | EVERYONE | HERE
+    here_candidates: list[int] = []  # for @here: the server's members online at the send
+    mention_replied: bool = False  # allowed_mentions.replied_user: mention reply_to's author
 
 
 class Posted(msgspec.Struct, frozen=True):
@@ -321,6 +333,10 @@ def post(db: Database, message_id: int, new: NewMessage) -> Posted:
         new.reply_to,
         new.mentions,
         new.now_ms,
+        role_ids=new.role_mentions,
+        everyone=new.everyone,
+        here_candidates=new.here_candidates,
+        mention_replied=new.mention_replied,
     )
     return Posted(row, created)
 
@@ -335,6 +351,11 @@ def create(
     reply_to: int | None,
     mention_ids: list[int],
     now_ms: int,
+    *,
+    role_ids: Sequence[int] = (),
+    everyone: int = more_mentions.NONE,
+    here_candidates: Sequence[int] = (),
+    mention_replied: bool = False,
 ) -> tuple[MessageRow, bool]:
     """Store a message and return it with True; or, if the author sent the same nonce to this
     channel within NONCE_WINDOW_MS, return that message with False and store nothing.
@@ -364,13 +385,15 @@ def create(
         _check_slowmode(db, channel_id, author_id, channel.rate_limit_per_user, now_ms)
     if reply_to is not None:
         found = db.execute(
-            "SELECT 1 FROM messages WHERE id = ? AND channel_id = ?", (reply_to, channel_id)
+            "SELECT author_id FROM messages WHERE id = ? AND channel_id = ?", (reply_to, channel_id)
         ).fetchone()
         if found is None:
             reason = "not a message of this channel"
             raise BadRequest(
                 f"reply_to: {reason}", code="invalid_field", fields={"reply_to": reason}
             )
+        if mention_replied and found[0] not in mention_ids:
+            mention_ids = [*mention_ids, found[0]]
     db.execute(
         "INSERT INTO messages (id, channel_id, author_id, content, nonce, reply_to)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -380,7 +403,19 @@ def create(
     db.execute(
         "INSERT INTO message_search (rowid, body) VALUES (?, ?)", (message_id, fold(content))
     )
-    mentions = _store_mentions(db, message_id, channel_id, channel.server_id, mention_ids, new=True)
+    mentioned = _store_mentions(
+        db, message_id, channel_id, channel.server_id, mention_ids, new=True
+    )
+    extra = more_mentions.store(
+        db,
+        message_id,
+        channel_id,
+        channel.server_id,
+        allowed,
+        role_ids,
+        everyone,
+        here_candidates,
+    )
     db.execute(
         "UPDATE channels SET last_message_id = ? WHERE id = ?"
         " AND (last_message_id IS NULL OR last_message_id < ?)",
@@ -399,9 +434,11 @@ def create(
         nonce=nonce,
         reply_to=reply_to,
         edited_at=None,
-        mentions=mentions,
+        mentions=mentioned,
         reactions=[],
         pinned=False,
+        mention_roles=extra.roles,
+        mention_everyone=extra.everyone,
     )
     return message, True
 
@@ -440,6 +477,9 @@ def edit(
     content: str,
     mention_ids: list[int],
     now_ms: int,
+    *,
+    role_ids: Sequence[int] = (),
+    everyone: int = more_mentions.NONE,
 ) -> MessageRow:
     """Replace a message's content (its author only, while they may send there), set edited_at,
     re-store its mentions.
@@ -450,7 +490,7 @@ def edit(
     channel = _seen(db, channel_id, editor_id)
     if _author_of(db, channel_id, message_id) != editor_id:
         raise Forbidden("only the author can edit a message", code="not_author")
-    channel.require(P.SEND_MESSAGES)
+    allowed = channel.require(P.SEND_MESSAGES)
     db.execute(
         "UPDATE messages SET content = ?, edited_at = ? WHERE id = ?",
         (content, now_ms, message_id),
@@ -459,8 +499,10 @@ def edit(
         "INSERT OR REPLACE INTO message_search (rowid, body) VALUES (?, ?)",
         (message_id, fold(content)),
     )
-    channel = db.execute("SELECT server_id FROM channels WHERE id = ?", (channel_id,)).fetchone()
-    _store_mentions(db, message_id, channel_id, channel[0], mention_ids)
+    _store_mentions(db, message_id, channel_id, channel.server_id, mention_ids)
+    more_mentions.store(
+        db, message_id, channel_id, channel.server_id, allowed, role_ids, everyone, (), new=False
+    )
     message = get(db, channel_id, message_id, editor_id)
     assert message is not None
     return message
@@ -669,8 +711,7 @@ def read_states(db: Database, user_id: int) -> list[ReadStateRow]:
         "  SELECT c.id, NULL, c.last_message_id FROM dm_recipients r"
         "  JOIN channels c ON c.id = r.channel_id AND c.type = 'dm' WHERE r.user_id = ?1)"
         " SELECT v.id, v.server_id, coalesce(s.last_read_id, 0) AS read_id, v.last_message_id,"
-        "  (SELECT count(*) FROM message_mentions mm WHERE mm.user_id = ?1"
-        "   AND mm.channel_id = v.id AND mm.message_id > coalesce(s.last_read_id, 0))"
+        f"  {more_mentions.UNREAD_MENTIONS_SQL.format(read_id='coalesce(s.last_read_id, 0)')}"
         " FROM visible v LEFT JOIN read_states s ON s.user_id = ?1 AND s.channel_id = v.id"
         " ORDER BY v.id",
         (user_id,),
