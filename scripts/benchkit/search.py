@@ -254,7 +254,9 @@ def _posting(path: Path, profile: str) -> dict[str, float]:
     return {"posts_per_s_index_on": max(on), "posts_per_s_index_off": max(off)}
 
 
-def _tokenizers(path: Path, corpus: Corpus, sample: int, queries: list[str]) -> dict[str, dict[str, float]]:
+def _tokenizers(
+    path: Path, corpus: Corpus, sample: int, queries: list[str]
+) -> dict[str, dict[str, float]]:
     """unicode61 over folded, CJK-split text vs trigram over folded text, on a sample."""
     src = sqlite3.connect(path)
     rows = src.execute("SELECT id, content FROM messages ORDER BY id LIMIT ?", (sample,)).fetchall()
