@@ -116,7 +116,8 @@ async def search_server(
     if channels is None:
         raise NotFound("unknown server", code="unknown_server")
     if narrow:
-        channels = [c for c in channels if c in set(narrow)]
+        wanted_ids = set(narrow)
+        channels = [c for c in channels if c in wanted_ids]
     return await _run(chat, user_id, channels, wanted)
 
 
