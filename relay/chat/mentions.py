@@ -9,7 +9,7 @@ online at the send (`Fanout.online`) who can see the channel.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
@@ -20,14 +20,26 @@ from relay.storage import mentions as stored
 from relay.storage.messages import MAX_ID, parse_mentions
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection
+    from collections.abc import Callable, Collection, Sequence
 
-    from relay.chat.commands import AllowedMentions
     from relay.chat.context import Chat
     from relay.storage.audience import VisibleChannel
 
 MAX_INBOX_LIMIT = 100
 DEFAULT_INBOX_LIMIT = 25
+
+
+class AllowedMentions(Protocol):
+    """A send's `allowed_mentions`: REST's body (relay.chat.commands) or gateway op 12's."""
+
+    @property
+    def parse(self) -> Sequence[str]: ...
+    @property
+    def users(self) -> Sequence[str]: ...
+    @property
+    def roles(self) -> Sequence[str]: ...
+    @property
+    def replied_user(self) -> bool: ...
 
 
 class Mentions(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,7 +52,7 @@ class Mentions(msgspec.Struct, frozen=True, kw_only=True):
     mention_replied: bool
 
 
-def _listed(values: list[str], field: str) -> set[int]:
+def _listed(values: Sequence[str], field: str) -> set[int]:
     return {id_field(value, field) for value in values}
 
 

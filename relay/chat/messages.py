@@ -48,8 +48,8 @@ if TYPE_CHECKING:
     import outcome
 
     from actors import Asked, Reply
-    from relay.chat.commands import AllowedMentions
     from relay.chat.context import Chat
+    from relay.chat.mentions import AllowedMentions
     from relay.chat.objects import Author, Message
     from relay.chat.views import Views
     from relay.storage.audience import VisibleChannel

@@ -338,6 +338,7 @@ class GatewayConnection:
                         data.content,
                         data.nonce,
                         data.reply_to,
+                        allowed=data.allowed_mentions,
                         online=self.chat.fanout.online,
                     )
                     item.reply = await chat_messages.queue_post_with(

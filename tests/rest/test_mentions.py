@@ -142,3 +142,30 @@ async def test_allowed_mentions(people: Callable[[str], Awaitable[Person]]) -> N
     for query in ("?limit=0", "?limit=101", "?limit=x", "?before=abc", "?server_id=-1"):
         status, payload = await owner.status("GET", f"/users/@me/mentions{query}")
         assert (status, payload["error"]["code"]) == (400, "invalid_field"), query
+
+
+async def test_allowed_mentions_on_gateway_sends(
+    shared_server: SharedServer, people: Callable[[str], Awaitable[Person]]
+) -> None:
+    owner, ann = await gather(partial(people, "owner"), partial(people, "ann"))
+    server, general = await new_server(owner)
+    await join(owner, server, ann)
+    async with open_gateway(shared_server.ws_url) as gw:
+        with trio.fail_after(10):
+            await gw.identify(owner.token)
+            for nonce, allowed in (("quiet", {"parse": []}), ("loud", None)):
+                d: dict[str, Any] = {
+                    "channel_id": general,
+                    "content": f"@everyone <@{ann.id}>",
+                    "nonce": nonce,
+                }
+                if allowed is not None:
+                    d["allowed_mentions"] = allowed
+                await gw.send(12, d)
+                frame = await gw.receive()
+                while frame.get("op") != 13:
+                    frame = await gw.receive()
+                path = f"/channels/{general}/messages/{frame['d']['id']}"
+                message = await owner.call("GET", path)
+                expected = ([], False) if nonce == "quiet" else ([ann.id], True)
+                assert (message["mentions"], message["mention_everyone"]) == expected
