@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from relay.ids import EPOCH_MS, SEQUENCE_BITS, WORKER_BITS
 from relay.permissions import Member, P, compute
 from relay.storage.access import accesses_of, server_perms
 from relay.storage.roles import held_roles
@@ -151,8 +152,15 @@ def extras(db: Database, ids: str) -> dict[int, Extra]:
     return {m: Extra(roles.get(m, []), m in everyone) for m in set(roles) | everyone}
 
 
-# The messages of channel `v.id` after read position `read_id` that mention user ?1 (directly,
-# by a role they hold, by @everyone, or by an @here that reached them), each counted once.
+# The first message id a member's @everyone mentions count from: their join (a newcomer is not
+# pinged by old announcements); 0 in a DM. `{server}` and `{user}`: SQL for their ids.
+JOINED_SQL = (
+    "coalesce((SELECT (j.joined_at - {epoch}) << {shift} FROM members j"
+    " WHERE j.server_id = {server} AND j.user_id = {user}), 0)"
+)
+# The messages of channel `v.id` (of server `v.server_id`) after read position `read_id` that
+# mention user ?1 (directly, by a role they hold, by @everyone since they joined, or by an
+# @here that reached them), each counted once.
 UNREAD_MENTIONS_SQL = (
     "(SELECT count(*) FROM ("
     "  SELECT message_id FROM message_mentions mm WHERE mm.user_id = ?1"
@@ -163,8 +171,20 @@ UNREAD_MENTIONS_SQL = (
     "   JOIN member_roles mr ON mr.role_id = rm.role_id AND mr.user_id = ?1"
     "   WHERE rm.channel_id = v.id AND rm.message_id > {read_id}"
     "  UNION SELECT message_id FROM message_everyone me"
-    "   WHERE me.channel_id = v.id AND me.here = 0 AND me.message_id > {read_id}))"
+    "   WHERE me.channel_id = v.id AND me.here = 0 AND me.message_id > {read_id}"
+    "   AND me.message_id >= {joined}))"
 )
+
+
+def joined_sql(server: str, user: str) -> str:
+    return JOINED_SQL.format(
+        epoch=EPOCH_MS, shift=WORKER_BITS + SEQUENCE_BITS, server=server, user=user
+    )
+
+
+def unread_mentions_sql(read_id: str) -> str:
+    """UNREAD_MENTIONS_SQL for a read position given as SQL."""
+    return UNREAD_MENTIONS_SQL.format(read_id=read_id, joined=joined_sql("v.server_id", "?1"))
 
 
 def readable_channels(db: Database, user_id: int, server_id: int | None = None) -> list[int]:
@@ -207,8 +227,10 @@ def inbox(
         "  UNION SELECT rm.message_id FROM message_role_mentions rm"
         "   JOIN member_roles mr ON mr.role_id = rm.role_id AND mr.user_id = :user"
         "   WHERE rm.message_id < :before AND rm.channel_id IN seen"
-        "  UNION SELECT message_id FROM message_everyone"
-        "   WHERE here = 0 AND message_id < :before AND channel_id IN seen)"
+        "  UNION SELECT me.message_id FROM message_everyone me"
+        "   JOIN channels c ON c.id = me.channel_id"
+        "   WHERE me.here = 0 AND me.message_id < :before AND me.channel_id IN seen"
+        f"   AND me.message_id >= {joined_sql('c.server_id', ':user')})"
         " SELECT h.message_id FROM hits h JOIN messages m ON m.id = h.message_id"
         " WHERE m.author_id != :user ORDER BY h.message_id DESC LIMIT :limit",
         {"channels": json.dumps(channels), "user": user_id, "before": before, "limit": limit},

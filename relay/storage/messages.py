@@ -711,7 +711,7 @@ def read_states(db: Database, user_id: int) -> list[ReadStateRow]:
         "  SELECT c.id, NULL, c.last_message_id FROM dm_recipients r"
         "  JOIN channels c ON c.id = r.channel_id AND c.type = 'dm' WHERE r.user_id = ?1)"
         " SELECT v.id, v.server_id, coalesce(s.last_read_id, 0) AS read_id, v.last_message_id,"
-        f"  {more_mentions.UNREAD_MENTIONS_SQL.format(read_id='coalesce(s.last_read_id, 0)')}"
+        f"  {more_mentions.unread_mentions_sql('coalesce(s.last_read_id, 0)')}"
         " FROM visible v LEFT JOIN read_states s ON s.user_id = ?1 AND s.channel_id = v.id"
         " ORDER BY v.id",
         (user_id,),

@@ -79,6 +79,14 @@ async def test_everyone_here_roles_inbox_and_counts(
     # Posting marks the channel read up to one's own message: older mentions are read.
     assert (await mention_counts(shared_server, online))[general] == 0
 
+    # Someone who joins later is not mentioned by the @everyone of before.
+    newcomer = await people("newcomer")
+    await join(owner, server, newcomer)
+    assert await inbox(newcomer) == []
+    assert (await mention_counts(shared_server, newcomer))[general] == 0
+    later = await send(owner, general, "@everyone welcome")
+    assert await inbox(newcomer) == [later["id"]]
+
     # Channels the member can no longer read drop out of the inbox and of the counts.
     deny = {"type": "member", "allow": "0", "deny": str(1 << 2)}  # READ_MESSAGE_HISTORY
     await owner.call("PUT", f"/channels/{general}/permissions/{offline.id}", deny)
