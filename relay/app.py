@@ -35,6 +35,7 @@ from relay.rest.metrics import metrics_blueprint
 from relay.rest.moderation import moderation_blueprint
 from relay.rest.roles import roles_blueprint
 from relay.rest.rooms import rooms_blueprint
+from relay.rest.search import search_blueprint
 from relay.rest.servers import servers_blueprint
 from relay.rest.threads import threads_blueprint
 from relay.rest.webhooks import webhooks_blueprint
@@ -146,6 +147,7 @@ def create_app(settings: Settings) -> QuartTrio:
         threads_blueprint(rt),
         roles_blueprint(rt),
         moderation_blueprint(rt),
+        search_blueprint(rt),
         rooms_blueprint(rt),
         applications_blueprint(rt),
         webhooks_blueprint(rt),

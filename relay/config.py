@@ -112,6 +112,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_webhooks_per_channel: Positive = 15
     webhook_rate: Positive = 30
     webhook_window_s: PositiveFloat = 60.0
+    search_rate: Positive = 20  # message searches per message_window_s (relay.chat.search)
     gateway_max_inflight_sends: Positive = 16  # per connection; more and the reader waits
     send_timeout_s: PositiveFloat = 10.0  # a new message's wait for its channel and its commit
     typing_interval_s: PositiveFloat = 5.0  # a user's typing in a channel is sent this often

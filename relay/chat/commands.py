@@ -35,12 +35,23 @@ IdText = Annotated[str, Meta(min_length=1, max_length=20)]  # checked by parse_i
 MessageFlags = Annotated[int, Meta(ge=0, le=(1 << 31) - 1)]  # only known flags pass the op
 
 
+class AllowedMentions(Request, frozen=True):
+    """Which mentions of the content count (Discord's shape). Without it all do; with it, only
+    the kinds in `parse`, or the users and roles listed (not both for one kind)."""
+
+    parse: Annotated[list[Literal["users", "roles", "everyone"]], Meta(max_length=3)] = []
+    users: Annotated[list[IdText], Meta(max_length=100)] = []
+    roles: Annotated[list[IdText], Meta(max_length=100)] = []
+    replied_user: bool = False  # also mention the author of the message replied to
+
+
 class CreateMessage(Request, frozen=True):
     content: Annotated[str, Meta(max_length=MAX_CONTENT_CHARS)] = ""  # may be empty with embeds
     nonce: Nonce | None = None
     reply_to: IdText | None = None
     embeds: EmbedsIn = []  # rich embeds (relay.chat.embeds); need EMBED_LINKS
     flags: MessageFlags = 0  # SUPPRESS_EMBEDS (1 << 2) or 0
+    allowed_mentions: AllowedMentions | None = None
 
 
 class EditMessage(Request, frozen=True):

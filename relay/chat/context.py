@@ -47,6 +47,7 @@ class Chat:
         # reaction changes and DM opens, each of which is written and sent to others too.
         self.message_limiter = RateLimiter(settings.message_rate, settings.message_window_s)
         self.action_limiter = RateLimiter(settings.action_rate, settings.message_window_s)
+        self.search_limiter = RateLimiter(settings.search_rate, settings.message_window_s)
         self.typing_limiter = RateLimiter(1, settings.typing_interval_s, max_keys=TYPING_KEYS)
         self.sendable = SendableMemo(views)  # who may post where, as last checked
         # Set by relay.services when link_previews is on: edits queue their previews here.
@@ -71,6 +72,10 @@ class Chat:
         `message_refused`."""
         what = "edits, reactions and DM opens"
         return self._refused(self.action_limiter, user_id, what, "action_rate")
+
+    def search_refused(self, user_id: int) -> RateLimited | None:
+        """Count one message search of `user_id` (they read the index: the costliest reads)."""
+        return self._refused(self.search_limiter, user_id, "searches", "search_rate")
 
     def _refused(
         self, limiter: RateLimiter, user_id: int, what: str, name: str

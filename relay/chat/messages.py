@@ -21,7 +21,7 @@ import trio
 from msgspec import UNSET, UnsetType
 
 from actors import ActorStopped
-from relay.chat import events, threads
+from relay.chat import events, mentions, threads
 from relay.chat.args import field_error, snowflake
 from relay.chat.embeds import checked_embeds
 from relay.chat.objects import (
@@ -39,18 +39,20 @@ from relay.chat.objects import (
 from relay.errors import BadRequest, NotFound, RelayError, Unavailable
 from relay.ids import parse_id
 from relay.permissions import P
+from relay.storage import mentions as more_mentions
 from relay.storage import messages
 from relay.storage.access import now_ms
 from relay.storage.messages import NewMessage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
     import outcome
 
     from actors import Asked, Reply
     from relay.chat.context import Chat
     from relay.chat.embeds import EmbedIn
+    from relay.chat.mentions import AllowedMentions
     from relay.chat.objects import Author, Message
     from relay.chat.views import Views
     from relay.storage.audience import VisibleChannel
@@ -185,11 +187,14 @@ def new_message(
     *,
     embeds: list[EmbedIn] | None = None,
     flags: int = 0,
+    allowed: AllowedMentions | None = None,
+    online: Callable[[int], Collection[int]] | None = None,
 ) -> NewMessage:
-    """Check a new message's content, reply_to, embeds and flags. Raises what `content_of`
-    raises (content may be empty if there are embeds), BadRequest("invalid_field") for a
-    reply_to that is not an id, for embeds past their limits or unknown flags, and
-    Forbidden("missing_permission") for embeds without EMBED_LINKS."""
+    """Check a new message's content, reply_to, embeds and flags, and read its mentions
+    (`allowed`: the send's allowed_mentions; `online`: a server's online members, for @here).
+    Raises what `content_of` raises (content may be empty if there are embeds),
+    BadRequest("invalid_field") for a reply_to that is not an id, for embeds past their limits
+    or unknown flags, and Forbidden("missing_permission") for embeds without EMBED_LINKS."""
     stored_embeds = None
     if embeds:
         channel.require(P.EMBED_LINKS)
@@ -201,16 +206,21 @@ def new_message(
         reply_id = parse_id(reply_to)
         if reply_id is None:
             raise field_error("reply_to", "must be a message id")
+    found = mentions.of_content(content, allowed, channel, online)
     return NewMessage(
         channel_id=channel.id,
         author_id=user_id,
         content=content,
         nonce=nonce,
         reply_to=reply_id,
-        mentions=messages.parse_mentions(content),
+        mentions=found.mentions,
         now_ms=now_ms(),
         embeds=stored_embeds,
         flags=checked_flags(flags),
+        role_mentions=found.role_mentions,
+        everyone=found.everyone,
+        here_candidates=found.here_candidates,
+        mention_replied=found.mention_replied,
     )
 
 
@@ -271,6 +281,7 @@ async def post(
     *,
     embeds: list[EmbedIn] | None = None,
     flags: int = 0,
+    allowed: AllowedMentions | None = None,
 ) -> tuple[Message, bool]:
     """Post a message and wait for its commit: the message, and False if a post with the same
     nonce made it earlier. Raises 429 rate_limited over the user's budget, 503 channel_busy if
@@ -279,7 +290,17 @@ async def post(
         raise refused  # one budget with the gateway's MESSAGE_SEND
     channel = await sendable_channel(chat, user_id, channel_id)
     with trio.move_on_after(chat.settings.send_timeout_s):
-        new = new_message(user_id, channel, content, nonce, reply_to, embeds=embeds, flags=flags)
+        new = new_message(
+            user_id,
+            channel,
+            content,
+            nonce,
+            reply_to,
+            embeds=embeds,
+            flags=flags,
+            allowed=allowed,
+            online=chat.fanout.online,
+        )
         asked = await queue_post(chat, new)
         try:
             done = await posted(asked)
@@ -399,6 +420,8 @@ async def edit(
         now_ms(),
         embeds=stored_embeds,
         flags=checked_flags(flags) if flags is not None else None,
+        role_ids=more_mentions.parse_roles(content) if content is not None else (),
+        everyone=more_mentions.parse_everyone(content) if content is not None else 0,
     )
     await chat.fanout.to_channel(
         channel.id, events.MessageUpdate(d=message_out(row, for_event=True))

@@ -92,6 +92,8 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     flags: int  # message flags: SUPPRESS_EMBEDS (1 << 2)
     webhook_id: str | None = None  # set: posted by this webhook (author is who it shows as)
     thread: str | UnsetType = UNSET  # the id of the thread started from this message
+    mention_roles: list[str] = []  # role ids, ascending
+    mention_everyone: bool = False  # @everyone or @here, by someone allowed to
 
 
 class RepeatedMessage(Message, frozen=True, kw_only=True):
@@ -627,6 +629,8 @@ def message_out(
         flags=row.flags,
         webhook_id=str(row.webhook.webhook_id) if row.webhook is not None else None,
         thread=UNSET if row.thread_id is None else str(row.thread_id),
+        mention_roles=[str(r) for r in row.mention_roles],
+        mention_everyone=row.mention_everyone,
     )
 
 

@@ -134,12 +134,22 @@ IdText = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
 Nonce = Annotated[str, msgspec.Meta(min_length=1, max_length=25)]
 
 
+class AllowedMentionsData(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """REST's `allowed_mentions` (relay.chat.commands.AllowedMentions), for op 12."""
+
+    parse: Annotated[list[Literal["users", "roles", "everyone"]], msgspec.Meta(max_length=3)] = []
+    users: Annotated[list[IdText], msgspec.Meta(max_length=100)] = []
+    roles: Annotated[list[IdText], msgspec.Meta(max_length=100)] = []
+    replied_user: bool = False
+
+
 class MessageSendData(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     channel_id: IdText
     content: str
     nonce: Nonce
     reply_to: IdText | None = None
     flags: Annotated[int, msgspec.Meta(ge=0, le=(1 << 31) - 1)] = 0  # SUPPRESS_EMBEDS (4) or 0
+    allowed_mentions: AllowedMentionsData | None = None
 
 
 class MessageSend(_Frame, tag=int(Op.MESSAGE_SEND), frozen=True):

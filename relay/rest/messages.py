@@ -98,6 +98,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             data.reply_to,
             embeds=data.embeds,
             flags=data.flags,
+            allowed=data.allowed_mentions,
         )
         return json_response(message, 201 if created else 200)
 

@@ -19,12 +19,14 @@ from relay.storage import (
     channels,
     dms,
     group_dms,
+    inbox,
     invites,
     members,
     messages,
     moderation,
     overwrites,
     roles,
+    search,
     servers,
     threads,
     users,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from relay.storage.messages import AuthorRow, MessageRow, NewMessage, Posted, ReadStateRow
     from relay.storage.moderation import Banned, BanRow
     from relay.storage.roles import RoleRow
+    from relay.storage.search import SearchFilter, SearchPage
     from relay.storage.servers import PublicServer, ServerListing, ServerRow, ServerState
     from relay.storage.threads import ThreadMemberRow, ThreadRow
     from relay.storage.users import KeyRow, Rotated, SessionRow, UserListing, UserRow
@@ -444,6 +447,26 @@ class Roles(Protocol):
     ) -> bool: ...
 
 
+class Mentions(Protocol):
+    """The mentions inbox (SQLite: relay.storage.inbox)."""
+
+    def inbox_messages(
+        self, db: Database, user_id: int, before: int, limit: int, server_id: int | None = None
+    ) -> list[MessageRow]: ...
+
+
+class Search(Protocol):
+    """Full-text message search (SQLite: relay.storage.search)."""
+
+    def searchable_channels(
+        self, db: Database, server_id: int, user_id: int
+    ) -> list[int] | None: ...
+
+    def search(
+        self, db: Database, viewer: int, channel_ids: list[int], wanted: SearchFilter
+    ) -> SearchPage: ...
+
+
 class Servers(Protocol):
     """Servers, their ownership, READY's server states and discovery (SQLite:
     relay.storage.servers)."""
@@ -808,10 +831,12 @@ class Areas:
     dms: Dms
     invites: Invites
     members: Members
+    mentions: Mentions
     messages: Messages
     moderation: Moderation
     overwrites: Overwrites
     roles: Roles
+    search: Search
     servers: Servers
     users: Users
     applications: Applications
@@ -827,10 +852,12 @@ SQLITE = Areas(
     dms=dms,
     invites=invites,
     members=members,
+    mentions=inbox,
     messages=messages,
     moderation=moderation,
     overwrites=overwrites,
     roles=roles,
+    search=search,
     servers=servers,
     users=users,
     applications=applications,

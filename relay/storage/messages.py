@@ -24,8 +24,10 @@ from relay.errors import BadRequest, Forbidden, NotFound, RateLimited, Unprocess
 from relay.ids import EPOCH_MS, SEQUENCE_BITS, WORKER_BITS, parse_id, timestamp_ms
 from relay.permissions import Member, P, compute
 from relay.storage import audit
+from relay.storage import mentions as more_mentions
 from relay.storage.access import accesses_of, server_perms
 from relay.storage.audience import VisibleChannel, visible_channel
+from relay.storage.fulltext import fold
 from relay.storage.roles import held_roles
 from relay.storage.sqlite.writecache import cached
 
@@ -89,6 +91,8 @@ class MessageRow(msgspec.Struct, frozen=True):
     flags: int = 0  # message flags (SUPPRESS_EMBEDS)
     webhook: WebhookAuthor | None = None  # a webhook's message: who it shows as
     thread_id: int | None = None  # the thread started from it
+    mention_roles: list[int] = []  # ascending (relay.storage.mentions)
+    mention_everyone: bool = False  # @everyone or @here, by someone allowed to
 
 
 class ReadStateRow(msgspec.Struct, frozen=True):
@@ -147,6 +151,8 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
         (viewer, ids),
     ):
         reactions.setdefault(message_id, []).append(ReactionCount(emoji, count, bool(me)))
+    extras = more_mentions.extras(db, ids)
+    none = more_mentions.Extra()
     return [
         MessageRow(
             id=row[0],
@@ -164,6 +170,8 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
             flags=row[12],
             webhook=WebhookAuthor(row[14], row[15], row[16]) if row[14] is not None else None,
             thread_id=row[17],
+            mention_roles=extras.get(row[0], none).roles,
+            mention_everyone=extras.get(row[0], none).everyone,
         )
         for row in rows
     ]
@@ -176,6 +184,15 @@ def get(db: Database, channel_id: int, message_id: int, viewer: int | None) -> M
     ).fetchall()
     found = _complete(db, rows, viewer)
     return found[0] if found else None
+
+
+def by_ids(db: Database, ids: Sequence[int], viewer: int | None) -> list[MessageRow]:
+    """Whole messages by id, in the order given (ids of no message are left out)."""
+    rows = db.execute(
+        f"{_SELECT} WHERE m.id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),)
+    ).fetchall()
+    order = {message_id: i for i, message_id in enumerate(ids)}
+    return _complete(db, sorted(rows, key=lambda row: order[row[0]]), viewer)
 
 
 def history(
@@ -317,6 +334,11 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
     # A webhook's message (author_id is the webhook's id): written by `post_as_webhook`, the
     # token having been checked by the caller.
     webhook: WebhookAuthor | None = None
+    # Mentions beyond users (relay.storage.mentions): the write keeps what the author may do.
+    role_mentions: list[int] = []
+    everyone: int = 0  # more_mentions.NONE | EVERYONE | HERE
+    here_candidates: list[int] = []  # for @here: the server's members online at the send
+    mention_replied: bool = False  # allowed_mentions.replied_user: mention reply_to's author
 
 
 class Posted(msgspec.Struct, frozen=True):
@@ -343,6 +365,10 @@ def post(db: Database, message_id: int, new: NewMessage) -> Posted:
         new.now_ms,
         embeds=new.embeds,
         flags=new.flags,
+        role_ids=new.role_mentions,
+        everyone=new.everyone,
+        here_candidates=new.here_candidates,
+        mention_replied=new.mention_replied,
     )
     return Posted(row, created)
 
@@ -360,6 +386,10 @@ def create(
     *,
     embeds: str | None = None,
     flags: int = 0,
+    role_ids: Sequence[int] = (),
+    everyone: int = more_mentions.NONE,
+    here_candidates: Sequence[int] = (),
+    mention_replied: bool = False,
 ) -> tuple[MessageRow, bool]:
     """Store a message and return it with True; or, if the author sent the same nonce to this
     channel within NONCE_WINDOW_MS, return that message with False and store nothing.
@@ -389,19 +419,37 @@ def create(
         _check_slowmode(db, channel_id, author_id, channel.rate_limit_per_user, now_ms)
     if reply_to is not None:
         found = db.execute(
-            "SELECT 1 FROM messages WHERE id = ? AND channel_id = ?", (reply_to, channel_id)
+            "SELECT author_id FROM messages WHERE id = ? AND channel_id = ?", (reply_to, channel_id)
         ).fetchone()
         if found is None:
             reason = "not a message of this channel"
             raise BadRequest(
                 f"reply_to: {reason}", code="invalid_field", fields={"reply_to": reason}
             )
+        if mention_replied and found[0] not in mention_ids:
+            mention_ids = [*mention_ids, found[0]]
     db.execute(
         "INSERT INTO messages (id, channel_id, author_id, content, nonce, reply_to, embeds, flags)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (message_id, channel_id, author_id, content, nonce, reply_to, embeds, flags),
     )
-    mentions = _store_mentions(db, message_id, channel_id, channel.server_id, mention_ids, new=True)
+    # The search index, in the same transaction (deletes: a trigger, see relay.storage.search).
+    db.execute(
+        "INSERT INTO message_search (rowid, body) VALUES (?, ?)", (message_id, fold(content))
+    )
+    mentioned = _store_mentions(
+        db, message_id, channel_id, channel.server_id, mention_ids, new=True
+    )
+    extra = more_mentions.store(
+        db,
+        message_id,
+        channel_id,
+        channel.server_id,
+        allowed,
+        role_ids,
+        everyone,
+        here_candidates,
+    )
     db.execute(
         "UPDATE channels SET last_message_id = ? WHERE id = ?"
         " AND (last_message_id IS NULL OR last_message_id < ?)",
@@ -420,11 +468,13 @@ def create(
         nonce=nonce,
         reply_to=reply_to,
         edited_at=None,
-        mentions=mentions,
+        mentions=mentioned,
         reactions=[],
         pinned=False,
         embeds=embeds,
         flags=flags,
+        mention_roles=extra.roles,
+        mention_everyone=extra.everyone,
     )
     return message, True
 
@@ -451,6 +501,9 @@ def post_as_webhook(
         "INSERT INTO webhook_messages (message_id, webhook_id, username, avatar_url)"
         " VALUES (?, ?, ?, ?)",
         (message_id, webhook.webhook_id, webhook.username, webhook.avatar_url),
+    )
+    db.execute(
+        "INSERT INTO message_search (rowid, body) VALUES (?, ?)", (message_id, fold(new.content))
     )
     mentions = _store_mentions(db, message_id, new.channel_id, channel[0], new.mentions, new=True)
     db.execute(
@@ -514,6 +567,8 @@ def edit(
     *,
     embeds: str | UnsetType | None = UNSET,
     flags: int | None = None,
+    role_ids: Sequence[int] = (),
+    everyone: int = more_mentions.NONE,
 ) -> MessageRow:
     """Replace a message's content (its author only, while they may send there), set edited_at,
     re-store its mentions. `content` None keeps it; `embeds` (checked JSON, None for none)
@@ -527,12 +582,14 @@ def edit(
     channel = _seen(db, channel_id, editor_id)
     if _author_of(db, channel_id, message_id) != editor_id:
         raise Forbidden("only the author can edit a message", code="not_author")
-    channel.require(P.SEND_MESSAGES | (P.EMBED_LINKS if embeds else 0))
+    allowed = channel.require(P.SEND_MESSAGES | (P.EMBED_LINKS if embeds else 0))
     old_content, old_embeds, old_flags = db.execute(
         "SELECT content, embeds, flags FROM messages WHERE id = ?", (message_id,)
     ).fetchone()
     if content is None:
         content, mention_ids = old_content, parse_mentions(old_content)
+        role_ids = more_mentions.parse_roles(content)
+        everyone = more_mentions.parse_everyone(content)
     flags = old_flags if flags is None else flags
     rich, links = split_embeds(old_embeds)
     if not isinstance(embeds, UnsetType):
@@ -543,8 +600,14 @@ def edit(
         "UPDATE messages SET content = ?, edited_at = ?, embeds = ?, flags = ? WHERE id = ?",
         (content, now_ms, join_embeds(rich, links), flags, message_id),
     )
-    channel = db.execute("SELECT server_id FROM channels WHERE id = ?", (channel_id,)).fetchone()
-    _store_mentions(db, message_id, channel_id, channel[0], mention_ids)
+    db.execute(
+        "INSERT OR REPLACE INTO message_search (rowid, body) VALUES (?, ?)",
+        (message_id, fold(content)),
+    )
+    _store_mentions(db, message_id, channel_id, channel.server_id, mention_ids)
+    more_mentions.store(
+        db, message_id, channel_id, channel.server_id, allowed, role_ids, everyone, (), new=False
+    )
     message = get(db, channel_id, message_id, editor_id)
     assert message is not None
     return message
@@ -803,8 +866,7 @@ def read_states(db: Database, user_id: int) -> list[ReadStateRow]:
         "  JOIN channels c ON c.id = r.channel_id AND c.type IN ('dm', 'group_dm')"
         "  WHERE r.user_id = ?1)"
         " SELECT v.id, v.server_id, coalesce(s.last_read_id, 0) AS read_id, v.last_message_id,"
-        "  (SELECT count(*) FROM message_mentions mm WHERE mm.user_id = ?1"
-        "   AND mm.channel_id = v.id AND mm.message_id > coalesce(s.last_read_id, 0))"
+        f"  {more_mentions.unread_mentions_sql('coalesce(s.last_read_id, 0)')}"
         " FROM visible v LEFT JOIN read_states s ON s.user_id = ?1 AND s.channel_id = v.id"
         " ORDER BY v.id",
         (user_id,),

@@ -11,6 +11,8 @@ import re
 from importlib import resources
 from typing import TYPE_CHECKING
 
+from relay.storage import search
+
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
@@ -60,6 +62,8 @@ def migrate(db: Database, target: int = LATEST_VERSION) -> int:
         return user_version(db)
     for version in range(current + 1, target + 1):
         _run_script(db, f"{MIGRATIONS[version]}\nPRAGMA user_version = {version};")
+    if user_version(db) == LATEST_VERSION:
+        search.backfill(db)  # the search index of messages stored before it existed
     return user_version(db)
 
 
