@@ -31,7 +31,7 @@ log = logging.getLogger("relay.storage")
 SEARCH_NEEDS = int(P.VIEW_CHANNEL | P.READ_MESSAGE_HISTORY)
 # Channel types a search looks in, and whose permissions decide: "self" for a channel's own; a
 # thread (a later type) maps to "parent", its permissions being its parent channel's.
-SEARCHED_TYPES: dict[str, Literal["self", "parent"]] = {"text": "self"}
+SEARCHED_TYPES: dict[str, Literal["self", "parent"]] = {"text": "self", "thread": "parent"}
 BACKFILL_BATCH = 5000  # messages indexed per transaction by the backfill
 
 Has = Literal["link", "file", "image", "embed"]
@@ -83,11 +83,11 @@ def searchable_channels(db: Database, server_id: int, user_id: int) -> list[int]
 
 _HAS_SQL: dict[str, str] = {
     "link": "(m.content LIKE '%http://%' OR m.content LIKE '%https://%')",
-    # Relay stores no attachments or embeds yet: these match nothing until the files and link
-    # preview work gives messages something to match.
+    "embed": "m.embeds IS NOT NULL",
+    # Relay stores no attachments yet: these match nothing until the files work gives messages
+    # something to match.
     "file": "0",
     "image": "0",
-    "embed": "0",
 }
 
 

@@ -184,3 +184,33 @@ async def test_any_content_gives_results_or_400(nursery: trio.Nursery, tmp_path:
 
     await trio.to_thread.run_sync(examples)
     await shutdown()
+
+
+async def test_threads_webhooks_and_embeds_are_searched(
+    people: Callable[[str], Awaitable[Person]],
+) -> None:
+    """What other paths write is indexed too: a thread's messages (seen with its parent's
+    permissions), a webhook's messages, and messages with embeds (`has=embed`)."""
+    owner, member = await gather(partial(people, "owner"), partial(people, "member"))
+    server, general = await new_server(owner)
+    await join(owner, server, member)
+    thread = (await owner.call("POST", f"/channels/{general}/threads", {"name": "t"}))["id"]
+    in_thread = await post(owner, thread, "zeppelin in a thread")
+    hook = await owner.call("POST", f"/channels/{general}/webhooks", {"name": "ci"})
+    sent = await owner.call(
+        "POST", f"/webhooks/{hook['id']}/{hook['token']}?wait=true", {"content": "zeppelin build"}
+    )
+    embed = {"title": "card", "description": "zeppelin", "type": "rich"}
+    with_embed = await owner.call(
+        "POST", f"/channels/{general}/messages", {"content": "look", "embeds": [embed]}
+    )
+    base = f"/servers/{server}/messages/search"
+    found = await member.call("GET", f"{base}?{q(content='zeppelin', sort='oldest')}")
+    assert [m["id"] for m in found["messages"]] == [in_thread, sent["id"]]
+    assert [
+        m["id"] for m in (await member.call("GET", f"{base}?{q(has='embed')}"))["messages"]
+    ] == [with_embed["id"]]
+    hide = {"type": "member", "allow": "0", "deny": str(int(P.VIEW_CHANNEL))}
+    await owner.call("PUT", f"/channels/{general}/permissions/{member.id}", hide)
+    found = await member.call("GET", f"{base}?{q(content='zeppelin')}")
+    assert (found["total_results"], found["messages"]) == (0, [])
