@@ -32,6 +32,7 @@ from relay.rest.http import client_ip, error_response
 from relay.rest.messages import messages_blueprint
 from relay.rest.metrics import metrics_blueprint
 from relay.rest.moderation import moderation_blueprint
+from relay.rest.push import push_blueprint
 from relay.rest.roles import roles_blueprint
 from relay.rest.rooms import rooms_blueprint
 from relay.rest.servers import servers_blueprint
@@ -143,6 +144,7 @@ def create_app(settings: Settings) -> QuartTrio:
         roles_blueprint(rt),
         moderation_blueprint(rt),
         rooms_blueprint(rt),
+        push_blueprint(rt),
         docs_blueprint(),
     ):
         app.register_blueprint(blueprint)

@@ -21,6 +21,7 @@ from relay.storage.areas import SQLITE
 if TYPE_CHECKING:
     from relay.chat.fanout import Fanout
     from relay.chat.previews import LinkPreviews
+    from relay.chat.push import PushNotifier
     from relay.chat.views import Views
     from relay.config import Settings
     from relay.storage.areas import Areas
@@ -51,6 +52,8 @@ class Chat:
         self.sendable = SendableMemo(views)  # who may post where, as last checked
         # Set by relay.services when link_previews is on: edits queue their previews here.
         self.link_previews: LinkPreviews | None = None
+        # Set by relay.services when push_notifications is on (relay.chat.push).
+        self.push: PushNotifier | None = None
 
     def message_refused(self, user_id: int) -> RateLimited | None:
         """Count one message of `user_id` (a REST post or a gateway send): None if it may go,

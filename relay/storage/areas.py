@@ -22,6 +22,7 @@ from relay.storage import (
     messages,
     moderation,
     overwrites,
+    push,
     roles,
     servers,
     users,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from relay.storage.members import Joined, MemberRow
     from relay.storage.messages import AuthorRow, MessageRow, NewMessage, Posted, ReadStateRow
     from relay.storage.moderation import Banned, BanRow
+    from relay.storage.push import Candidate, NotificationSettings, Preference, SubscriptionRow
     from relay.storage.roles import RoleRow
     from relay.storage.servers import PublicServer, ServerListing, ServerRow, ServerState
     from relay.storage.users import KeyRow, Rotated, SessionRow, UserListing, UserRow
@@ -581,6 +583,48 @@ class Users(Protocol):
     def prune(self, db: Database, now_ms: int, keep_revoked_ms: int) -> int: ...
 
 
+class Push(Protocol):
+    """Web Push subscriptions and notification settings (SQLite: relay.storage.push)."""
+
+    def add_subscription(
+        self,
+        db: Database,
+        user_id: int,
+        auth_session_id: int,
+        endpoint: str,
+        p256dh: bytes,
+        auth: bytes,
+        now_ms: int,
+        per_session: int,
+    ) -> None: ...
+
+    def remove_subscription(self, db: Database, user_id: int, endpoint: str) -> None: ...
+
+    def drop_subscription(self, db: Database, subscription_id: int) -> int: ...
+
+    def drop_login_subscriptions(self, db: Database, auth_session_id: int) -> int: ...
+
+    def subscriptions_of(
+        self, db: Database, user_id: int, now_ms: int
+    ) -> list[SubscriptionRow]: ...
+
+    def candidates(
+        self, db: Database, channel_id: int, author_id: int, now_ms: int, with_roles: bool
+    ) -> list[Candidate]: ...
+
+    def notification_settings(self, db: Database, user_id: int) -> NotificationSettings: ...
+
+    def update_notification_settings(
+        self,
+        db: Database,
+        user_id: int,
+        hide_content: bool | None,
+        servers: Sequence[tuple[int, Preference]],
+        channels: Sequence[tuple[int, Preference]],
+        max_entries: int,
+    ) -> NotificationSettings: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Areas:
     """One implementation of every area."""
@@ -597,6 +641,7 @@ class Areas:
     roles: Roles
     servers: Servers
     users: Users
+    push: Push
 
 
 SQLITE = Areas(
@@ -612,4 +657,5 @@ SQLITE = Areas(
     roles=roles,
     servers=servers,
     users=users,
+    push=push,
 )
