@@ -148,7 +148,7 @@ async def check_endpoint(url: str, policy: FetchPolicy) -> str:
             else refusal(address, allow_test_loopback=policy.allow_test_loopback)
         )
         if why is not None:
-            raise refused(f"{host} is not a public address ({why})")
+            raise refused(f"{host} -> {text} is not a public address ({why})")
     return str(target)
 
 
