@@ -18,13 +18,14 @@ all owned by `run`'s nursery (in the services tree):
   backoff, honouring Retry-After, up to `push_max_attempts`; 404 and 410 delete the
   subscription.
 
-Overflow policy: DROP NEWEST, counted (`dropped`) and logged, for both the message queue and
-the delivery queue: a flood costs some pushes, never a sender's time or unbounded memory. The
-coalescer's windows are bounded the same way (`push_queue` * 8 keys).
+Overflow policy: DROP NEWEST, counted (`dropped`) and logged (the 1st, 2nd, 4th... drop), for
+both the message queue and the delivery queue: a flood costs some pushes, never a sender's time
+or unbounded memory. The coalescer's windows are bounded the same way (`push_queue` * 8 keys).
 
-Resource handling: `run` owns every task; closing the queues on cancellation needs no
-checkpoint. Error handling: a failed delivery is logged and counted, never raised; a bug in
-one job is logged with its traceback and the worker goes on.
+Resource handling: `run` owns every task; on shutdown they are cancelled and whatever is still
+queued is dropped (pushes are best effort; nothing is half-written). Error handling: a failed
+delivery is logged and counted, never raised; a bug in one job is logged with its traceback
+and the worker goes on.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ async def check_endpoint(url: str, policy: FetchPolicy) -> str:
         )
         if why is not None:
             raise refused(f"{host} -> {text} is not a public address ({why})")
-    return str(target)
+    return url  # as given: the browser unsubscribes with the same string
 
 
 def checked_keys(p256dh: str, auth: str) -> tuple[bytes, bytes]:
@@ -229,6 +230,10 @@ class PushNotifier:
         self._windows: dict[tuple[int, int], _Window] = {}
         self._max_windows = settings.push_queue * WINDOW_KEYS_PER_QUEUE
         self._wake = trio.Event()
+        # Users who may have a subscription (a superset: ids are added on subscribe and never
+        # removed until a restart), so that a message nobody could be pushed about costs
+        # nothing: without subscribers, `submit` returns at once.
+        self.subscribers: set[int] = set()
         self.dropped = 0  # messages or pushes refused because a queue was full (drop newest)
         self.sent = 0  # pushes a push service accepted
         self.failed = 0  # pushes given up on
@@ -238,6 +243,9 @@ class PushNotifier:
 
     def submit(self, row: MessageRow) -> None:
         """Queue a committed message (called in its channel's publisher, after the commit)."""
+        subscribers = self.subscribers
+        if not subscribers or (len(subscribers) == 1 and row.author.id in subscribers):
+            return
         self._offer_job(row)
 
     def forget_login(self, auth_session_id: int) -> None:
@@ -248,14 +256,14 @@ class PushNotifier:
         try:
             self._jobs_send.send_nowait(job)
         except trio.WouldBlock:
-            self.dropped += 1
-            log.warning("push queue full: a job is dropped")
+            self._dropped("push queue full: a job is dropped")
         except trio.ClosedResourceError:
             pass  # shutting down
 
     # -- tasks ---------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.subscribers.update(await self.store.read(self.q.push.subscriber_ids))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._plan_forever)
             nursery.start_soon(self._flush_forever)
@@ -318,8 +326,7 @@ class PushNotifier:
         window = self._windows.get(key)
         if window is None or (window.until <= now and window.pending is None):
             if window is None and len(self._windows) >= self._max_windows:
-                self.dropped += 1
-                log.warning("push coalescer full: a push is dropped")
+                self._dropped("push coalescer full: a push is dropped")
                 return
             self._windows[key] = _Window(now + self.settings.push_coalesce_s)
             self._enqueue(note)
@@ -327,12 +334,16 @@ class PushNotifier:
             return
         window.pending = note if window.pending is None else window.pending.merged(note)
 
+    def _dropped(self, what: str) -> None:
+        self.dropped += 1
+        if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, 8...: a flood logs a few lines
+            log.warning(what, extra={"dropped": self.dropped})
+
     def _enqueue(self, note: Note) -> None:
         try:
             self._out_send.send_nowait(note)
         except trio.WouldBlock:
-            self.dropped += 1
-            log.warning("push delivery queue full: a push is dropped")
+            self._dropped("push delivery queue full: a push is dropped")
         except trio.ClosedResourceError:
             pass
 

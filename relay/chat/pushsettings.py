@@ -100,6 +100,7 @@ async def subscribe(chat: Chat, who: Principal, data: Subscribe) -> None:
         now_ms(),
         chat.settings.push_subscriptions_per_session,
     )
+    push.subscribers.add(who.user_id)
 
 
 async def unsubscribe(chat: Chat, who: Principal, data: Unsubscribe) -> None:

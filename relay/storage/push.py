@@ -111,6 +111,12 @@ _LIVE = (
 )
 
 
+def subscriber_ids(db: Database) -> list[int]:
+    """Every user with a stored subscription."""
+    rows = db.execute("SELECT DISTINCT user_id FROM push_subscriptions").fetchall()
+    return [r[0] for r in rows]
+
+
 def subscriptions_of(db: Database, user_id: int, now_ms: int) -> list[SubscriptionRow]:
     """The user's subscriptions whose login is still valid."""
     rows = db.execute(

@@ -7,6 +7,7 @@ import base64
 import email.utils
 import os
 import time
+from typing import TYPE_CHECKING, cast
 
 import http_ece  # type: ignore[import-untyped]
 import jwt
@@ -17,9 +18,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.chat.notify import Mentions, push_reason
-from relay.chat.push import parse_retry_after
+from relay.chat.push import Note, PushNotifier, parse_retry_after
+from relay.netfetch import FetchPolicy
+from relay.storage.areas import SQLITE
+from relay.storage.messages import AuthorRow
 from relay.storage.push import Preference
 from relay.webpush import MAX_PLAINTEXT, Vapid, b64url, check_keys, encrypt, unb64url
+from tests.conftest import settings_for
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from relay.storage.sqlite.db import Store
 
 RECEIVER = ec.generate_private_key(ec.SECP256R1())
 POINT = RECEIVER.public_key().public_bytes(
@@ -159,3 +169,32 @@ def test_retry_after_is_seconds_or_a_date() -> None:
     assert got is not None
     assert 25 <= got <= 31
     assert parse_retry_after(email.utils.formatdate(0, usegmt=True)) == 0.0
+
+
+def note(user_id: int, message_id: int, reason: str = "message") -> Note:
+    author = AuthorRow(1, "alice", None)
+    return Note(user_id, 50, 60, message_id, author, "text", reason)  # type: ignore[arg-type]
+
+
+async def test_the_coalescer_merges_and_full_queues_drop_the_newest(tmp_path: Path) -> None:
+    """No store needed: `offer` only coalesces and queues (nothing reads the queue here)."""
+    settings = settings_for(tmp_path, push_queue=2, push_coalesce_s=10.0)
+    vapid = Vapid.from_pem(Vapid.generate_pem(), "mailto:x@y")
+    notifier = PushNotifier(
+        cast("Store", None), SQLITE, settings, vapid, FetchPolicy(), lambda _user: False
+    )
+    notifier.offer(note(1, 100))
+    for message_id, reason in ((101, "message"), (102, "mention"), (103, "message")):
+        notifier.offer(note(1, message_id, reason))  # the same window: merged, not queued
+    window = notifier._windows[1, 50]
+    assert window.pending is not None
+    assert (window.pending.message_id, window.pending.reason, window.pending.count) == (
+        103,
+        "mention",
+        3,
+    )
+    notifier.offer(note(2, 200))
+    notifier.offer(note(3, 300))  # a third push with room for two: dropped
+    assert notifier.dropped == 1
+    queued = [notifier._out.receive_nowait().message_id for _ in range(2)]
+    assert queued == [100, 200]
