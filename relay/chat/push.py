@@ -13,10 +13,10 @@ all owned by `run`'s nursery (in the services tree):
   once, what follows in the window is merged (latest message, most important reason, a count)
   and sent when the window ends, by the flusher task;
 - `push_workers` delivery tasks check at send time that the user still may see the channel
-  (and is still away), then encrypt for each of the user's subscriptions and POST it, with
-  TTL, Urgency and Topic; 429 and 5xx (and network failures) are retried with exponential
-  backoff, honouring Retry-After, up to `push_max_attempts`; 404 and 410 delete the
-  subscription.
+  (and is still away) and that the message still exists (its text is read then), encrypt for
+  each of the user's subscriptions and POST it, with TTL, Urgency and Topic; 429 and 5xx (and
+  network failures) are retried with exponential backoff, honouring Retry-After, up to
+  `push_max_attempts`; 404 and 410 delete the subscription.
 
 Overflow policy: DROP NEWEST, counted (`dropped`) and logged (the 1st, 2nd, 4th... drop), for
 both the message queue and the delivery queue: a flood costs some pushes, never a sender's time
@@ -187,7 +187,7 @@ class Note:
     server_id: int | None
     message_id: int
     author: AuthorRow
-    content: str | None
+    show_content: bool  # settings allow message text in this user's pushes
     reason: Reason
     count: int = 1
 
@@ -305,7 +305,6 @@ class PushNotifier:
             )
             if reason is None:
                 continue
-            text = row.content[:MAX_TEXT_CHARS]
             show = self.settings.push_message_text and not candidate.hide_content
             self.offer(
                 Note(
@@ -314,7 +313,7 @@ class PushNotifier:
                     row.server_id,
                     row.id,
                     row.author,
-                    text if show else None,
+                    show,
                     reason,
                 )
             )
@@ -388,6 +387,10 @@ class PushNotifier:
         subscriptions = await self.store.read(self.q.push.subscriptions_of, note.user_id, now_ms())
         if not subscriptions:
             return
+        # The text as it is now: a message deleted meanwhile is not pushed, an edit is.
+        content = await self.store.read(self.q.push.message_content, note.message_id)
+        if content is None:
+            return
         payload = msgspec.json.encode(
             PushPayload(
                 type="message",
@@ -398,7 +401,7 @@ class PushNotifier:
                 author_name=note.author.display_name or note.author.username,
                 count=note.count,
                 server_id=None if note.server_id is None else str(note.server_id),
-                content=note.content,
+                content=content[:MAX_TEXT_CHARS] if note.show_content else None,
             )
         )
         urgency = "normal" if note.reason == "message" else "high"

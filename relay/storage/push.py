@@ -111,6 +111,12 @@ _LIVE = (
 )
 
 
+def message_content(db: Database, message_id: int) -> str | None:
+    """A message's text as it is now (edited or not); None if it was deleted."""
+    row = db.execute("SELECT content FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 def subscriber_ids(db: Database) -> list[int]:
     """Every user with a stored subscription."""
     rows = db.execute("SELECT DISTINCT user_id FROM push_subscriptions").fetchall()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import os
+import stat
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -18,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.chat.notify import Mentions, push_reason
-from relay.chat.push import Note, PushNotifier, parse_retry_after
+from relay.chat.push import Note, PushNotifier, load_vapid, parse_retry_after
+from relay.errors import ConfigError
 from relay.netfetch import FetchPolicy
 from relay.storage.areas import SQLITE
 from relay.storage.messages import AuthorRow
@@ -173,7 +175,7 @@ def test_retry_after_is_seconds_or_a_date() -> None:
 
 def note(user_id: int, message_id: int, reason: str = "message") -> Note:
     author = AuthorRow(1, "alice", None)
-    return Note(user_id, 50, 60, message_id, author, "text", reason)  # type: ignore[arg-type]
+    return Note(user_id, 50, 60, message_id, author, True, reason)  # type: ignore[arg-type]
 
 
 async def test_the_coalescer_merges_and_full_queues_drop_the_newest(tmp_path: Path) -> None:
@@ -198,3 +200,18 @@ async def test_the_coalescer_merges_and_full_queues_drop_the_newest(tmp_path: Pa
     assert notifier.dropped == 1
     queued = [notifier._out.receive_nowait().message_id for _ in range(2)]
     assert queued == [100, 200]
+
+
+def test_the_vapid_key_is_made_once_private_and_kept(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    first = load_vapid(settings)
+    made = tmp_path / "data" / "vapid.pem"
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600
+    assert load_vapid(settings).public_key == first.public_key  # a restart keeps it
+    given = tmp_path / "mine.pem"
+    given.write_bytes(Vapid.generate_pem())
+    mine = load_vapid(settings_for(tmp_path, push_vapid_key=str(given)))
+    assert mine.public_key != first.public_key
+    given.write_text("not a key")
+    with pytest.raises(ConfigError, match="push_vapid_key"):
+        load_vapid(settings_for(tmp_path, push_vapid_key=str(given)))
