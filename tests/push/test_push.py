@@ -195,18 +195,15 @@ async def test_push_end_to_end(nursery: trio.Nursery, tmp_path: Path) -> None:
         # next nineteen as one when the window ends.
         await post(hidden, f"secret for <@{dave.id}>")
         busy_ids = [await post(busy, f"busy {n}") for n in range(20)]
-        await service.wait_for(dave_a, 3)
-        second, third = (r.payload for r in dave_a.received[1:])
-        assert (second["channel_id"], second["message_id"], second["count"]) == (
-            busy,
-            busy_ids[0],
-            1,
-        )
-        assert (third["channel_id"], third["message_id"], third["count"]) == (
-            busy,
-            busy_ids[-1],
-            19,
-        )
+        with trio.fail_after(5):
+            while sum(r.payload["count"] for r in dave_a.received[1:]) < len(busy_ids):
+                await service.changed.wait()
+        pushed_busy = [r.payload for r in dave_a.received[1:]]
+        assert [p["channel_id"] for p in pushed_busy] == [busy] * len(pushed_busy)
+        assert (pushed_busy[0]["message_id"], pushed_busy[0]["count"]) == (busy_ids[0], 1)
+        assert pushed_busy[-1]["message_id"] == busy_ids[-1]
+        # One window (1 s) is usually enough to post the twenty; two if the machine is slow.
+        assert len(pushed_busy) <= 3, [p["count"] for p in pushed_busy]
         assert "secret" not in str([r.payload for r in dave_a.received])
         # A message deleted before its push goes (here: gathered in the window) is not pushed.
         gone = await post(busy, "regretted")
@@ -235,9 +232,10 @@ async def test_push_end_to_end(nursery: trio.Nursery, tmp_path: Path) -> None:
             while (await gw.dispatch("PRESENCE_UPDATE"))["d"]["user_id"] != carol.id:
                 pass
         await trio.sleep(0.35)
-        await post(general, f"<@{carol.id}> wake up")
+        wake = await post(general, f"<@{carol.id}> wake up")
         await service.wait_for(carol_a, 1)
-        assert len(carol_a.received) == 1  # and nothing from before, while she was online
+        # Only that: nothing from before, while she was online.
+        assert [r.payload["message_id"] for r in carol_a.received] == [wake]
 
         # 503 with Retry-After: 1, then accepted; 410 deletes the subscription.
         last = await post(general, f"<@{erin.id}> and <@{frank.id}> and <@{dave.id}>")
