@@ -46,7 +46,7 @@ from relay.chat.notify import RANK, Reason, mentions_of, push_reason
 from relay.errors import BadRequest, ConfigError
 from relay.netfetch import FetchError, Limits, fetch
 from relay.netfetch.addresses import parse_ip, refusal
-from relay.webpush import Vapid, check_keys, encrypt
+from relay.webpush import MAX_PLAINTEXT, Vapid, check_keys, encrypt
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -391,7 +391,7 @@ class PushNotifier:
         content = await self.store.read(self.q.push.message_content, note.message_id)
         if content is None:
             return
-        payload = msgspec.json.encode(
+        payload = encode_payload(
             PushPayload(
                 type="message",
                 reason=note.reason,
@@ -461,6 +461,21 @@ class PushNotifier:
                 wait *= 2
         self.failed += 1
         return False
+
+
+def encode_payload(payload: PushPayload) -> bytes:
+    """The payload as JSON within MAX_PLAINTEXT bytes: the text is cut (by halves) until it
+    fits, since characters can take up to 6 bytes once encoded (escapes) and names 4 each."""
+    data = msgspec.json.encode(payload)
+    for _ in range(32):  # halving 1000 characters reaches nothing in 10 rounds
+        if len(data) <= MAX_PLAINTEXT:
+            break
+        content = payload.content or ""
+        payload = msgspec.structs.replace(payload, content=content[: len(content) // 2] or None)
+        if not content:
+            payload = msgspec.structs.replace(payload, author_name=payload.author_name[:32])
+        data = msgspec.json.encode(payload)
+    return data
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 import http_ece  # type: ignore[import-untyped]
 import jwt
+import msgspec
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -19,7 +20,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.chat.notify import Mentions, push_reason
-from relay.chat.push import Note, PushNotifier, load_vapid, parse_retry_after
+from relay.chat.push import (
+    MAX_TEXT_CHARS,
+    Note,
+    PushNotifier,
+    PushPayload,
+    encode_payload,
+    load_vapid,
+    parse_retry_after,
+)
 from relay.errors import ConfigError
 from relay.netfetch import FetchPolicy
 from relay.storage.areas import SQLITE
@@ -215,3 +224,33 @@ def test_the_vapid_key_is_made_once_private_and_kept(tmp_path: Path) -> None:
     given.write_text("not a key")
     with pytest.raises(ConfigError, match="push_vapid_key"):
         load_vapid(settings_for(tmp_path, push_vapid_key=str(given)))
+
+
+@settings(max_examples=40)
+@given(st.text(max_size=MAX_TEXT_CHARS), st.text(min_size=1, max_size=64))
+def test_payloads_fit_whatever_the_text(content: str, name: str) -> None:
+    payload = PushPayload(
+        type="message",
+        reason="dm",
+        channel_id="1" * 19,
+        message_id="2" * 19,
+        author_id="3" * 19,
+        author_name=name,
+        count=1,
+        content=content or None,
+    )
+    data = encode_payload(payload)
+    assert len(data) <= MAX_PLAINTEXT
+    decoded = msgspec.json.decode(data, type=PushPayload)
+    assert content.startswith(decoded.content or "")
+    assert name.startswith(decoded.author_name)
+    if len(msgspec.json.encode(payload)) <= MAX_PLAINTEXT:
+        assert decoded == payload
+
+
+def test_a_long_text_of_wide_characters_is_cut_to_fit() -> None:
+    wide = "\x01" * MAX_TEXT_CHARS  # six bytes each in JSON
+    payload = PushPayload("message", "dm", "1", "2", "3", "a", 1, content=wide)
+    decoded = msgspec.json.decode(encode_payload(payload), type=PushPayload)
+    assert decoded.content is not None
+    assert 0 < len(decoded.content) < MAX_TEXT_CHARS
