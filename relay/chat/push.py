@@ -239,6 +239,13 @@ class PushNotifier:
         self.failed = 0  # pushes given up on
         self.pruned = 0  # subscriptions deleted on 404/410
 
+    def queued(self) -> tuple[int, int]:
+        """Messages waiting for the planner, and pushes waiting for a delivery task."""
+        return (
+            self._jobs_send.statistics().current_buffer_used,
+            self._out_send.statistics().current_buffer_used,
+        )
+
     # -- entry points (never block, never raise) ---------------------------------------------
 
     def submit(self, row: MessageRow) -> None:

@@ -27,6 +27,7 @@ from relay.webpush import b64url
 from tests.conftest import settings_for, start_server
 from tests.push.pushservice import PushService
 from tests.rest.test_messages import Member, add_channel, join, messages_path, new_member
+from tests.test_metrics import TOKEN, scrape, value
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -62,6 +63,7 @@ async def test_push_end_to_end(nursery: trio.Nursery, tmp_path: Path) -> None:
         push_coalesce_s=1.0,
         push_idle_after_s=0.3,
         push_ttl_s=600,
+        metrics_token=TOKEN,
     )
     running, shutdown = await start_server(nursery, settings)
     vapid_file = tmp_path / "data" / "vapid.pem"
@@ -262,6 +264,13 @@ async def test_push_end_to_end(nursery: trio.Nursery, tmp_path: Path) -> None:
         with trio.fail_after(5):
             while await store.read(stored_subscriptions, int(bob.id)):  # noqa: ASYNC110
                 await trio.sleep(0.02)
+        samples = await scrape(f"{running.url}/metrics", TOKEN)
+        outcomes = {
+            outcome: value(samples, "relay_push_deliveries_total", outcome=outcome)
+            for outcome in ("sent", "failed", "pruned", "dropped")
+        }
+        sent = sum(len(a.received) for a in service.agents.values())
+        assert outcomes == {"sent": sent, "failed": 0, "pruned": 1, "dropped": 0}
         assert not any(a.errors for a in service.agents.values()), [
             a.errors for a in service.agents.values()
         ]
