@@ -317,4 +317,38 @@ CREATE TABLE IF NOT EXISTS message_here (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS message_here_user ON message_here (user_id, channel_id, message_id);
 
-PRAGMA user_version = 8;
+-- Web Push subscriptions (one login each) and notification settings (docs/push.md).
+CREATE TABLE IF NOT EXISTS push_subscriptions (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL UNIQUE,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    auth_session_id INTEGER NOT NULL REFERENCES auth_sessions (id) ON DELETE CASCADE,
+    p256dh BLOB NOT NULL,
+    auth BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS push_subscriptions_user ON push_subscriptions (user_id);
+CREATE INDEX IF NOT EXISTS push_subscriptions_session ON push_subscriptions (auth_session_id);
+
+CREATE TABLE IF NOT EXISTS server_notification_settings (
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
+    level TEXT,
+    muted_until INTEGER,
+    PRIMARY KEY (user_id, server_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS channel_notification_settings (
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    channel_id INTEGER NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+    level TEXT,
+    muted_until INTEGER,
+    PRIMARY KEY (user_id, channel_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS notification_preferences (
+    user_id INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    hide_content INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+PRAGMA user_version = 9;

@@ -33,6 +33,7 @@ from relay.rest.http import client_ip, error_response
 from relay.rest.messages import messages_blueprint
 from relay.rest.metrics import metrics_blueprint
 from relay.rest.moderation import moderation_blueprint
+from relay.rest.push import push_blueprint
 from relay.rest.roles import roles_blueprint
 from relay.rest.rooms import rooms_blueprint
 from relay.rest.search import search_blueprint
@@ -151,6 +152,7 @@ def create_app(settings: Settings) -> QuartTrio:
         rooms_blueprint(rt),
         applications_blueprint(rt),
         webhooks_blueprint(rt),
+        push_blueprint(rt),
         docs_blueprint(),
     ):
         app.register_blueprint(blueprint)

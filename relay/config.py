@@ -154,13 +154,32 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     preview_queue: Positive = 256
     preview_cache_entries: Positive = 10_000
     preview_cache_ttl_s: PositiveFloat = 3600.0
+    # Web Push (docs/push.md). The VAPID key: a PEM file (push_vapid_key), else
+    # <data_dir>/vapid.pem made on first start. Who gets a push: users with no connected
+    # gateway session, or all of theirs idle longer than push_idle_after_s.
+    push_notifications: bool = True
+    push_vapid_key: str | None = None
+    push_vapid_subject: Annotated[str, msgspec.Meta(pattern=r"^(mailto:|https://)\S+$")] = (
+        "mailto:postmaster@localhost"
+    )
+    push_ca_file: str | None = None  # extra CAs (PEM) trusted for push services, e.g. tests'
+    push_idle_after_s: PositiveFloat = 600.0
+    push_workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    push_queue: Positive = 1024  # messages and notifications waiting (full: newest dropped)
+    push_coalesce_s: PositiveFloat = 30.0  # one push per user and channel per this long
+    push_ttl_s: Annotated[int, msgspec.Meta(ge=0, le=2_419_200)] = 86_400
+    push_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 4
+    push_retry_max_s: PositiveFloat = 60.0  # the longest wait before a retry (Retry-After too)
+    push_message_text: bool = True  # False: pushes never carry message text
+    push_subscriptions_per_session: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    max_notification_settings: Positive = 500  # server and channel entries per user
     db_readers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     shutdown_grace_s: PositiveFloat = 5.0
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
-        for name in ("tls_cert", "tls_key"):
+        for name in ("tls_cert", "tls_key", "push_ca_file"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"{name}: no such file {path!r}")

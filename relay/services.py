@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from functools import partial
 from typing import TYPE_CHECKING
 
+import certifi
 import trio
 
 from relay.accounts import Accounts, now_ms
@@ -28,6 +29,7 @@ from relay.byterelay import ByteRelay, RelayEndpoint, serve_byte_relay
 from relay.chat.context import Chat
 from relay.chat.fanout import LoginRevoked
 from relay.chat.previews import LinkPreviews
+from relay.chat.push import PushNotifier, load_vapid
 from relay.chat.rooms import RoomManager
 from relay.chat.views import Views
 from relay.errors import ListenError
@@ -120,6 +122,8 @@ async def run_services(
             chat.link_previews = previews
             hub.on_created.append(previews.submit)
             await nursery.start(previews.run)
+        if settings.push_notifications:
+            await nursery.start(run_push, settings, chat, hub, accounts)
         rooms = RoomManager(settings, store.ids)
         await nursery.start(rooms.run)
         rt.attach_rooms(rooms)
@@ -168,6 +172,40 @@ async def run_services(
             rt.detach()
             hub.close()
             rooms.close()
+
+
+async def run_push(
+    settings: Settings,
+    chat: Chat,
+    hub: Hub,
+    accounts: Accounts,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Web Push (relay.chat.push): the VAPID key (made on first start), the notifier fed by
+    every committed message, and revoked logins' subscriptions dropped."""
+    vapid = await trio.to_thread.run_sync(load_vapid, settings)
+    context = ssl.create_default_context(cafile=certifi.where())
+    if settings.push_ca_file is not None:
+        context.load_verify_locations(settings.push_ca_file)
+    policy = FetchPolicy(
+        ports=frozenset(settings.fetch_ports),
+        allow_test_loopback=settings.fetch_allow_test_loopback,
+        ssl_context=context,
+    )
+    idle_after_s = settings.push_idle_after_s
+    push = PushNotifier(
+        chat.store,
+        chat.q,
+        settings,
+        vapid,
+        policy,
+        lambda user_id: hub.attentive(user_id, idle_after_s),
+    )
+    chat.push = push
+    hub.on_created.append(push.submit)
+    accounts.on_revoke.append(push.forget_login)
+    await push.run(task_status=task_status)
 
 
 @contextmanager

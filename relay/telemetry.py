@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from actors import Registry
     from relay.byterelay import ByteRelay
     from relay.chat.previews import LinkPreviews
+    from relay.chat.push import PushNotifier
     from relay.chat.rooms import RoomManager
     from relay.gateway.hub import Hub
     from relay.metrics import Metrics
@@ -84,6 +85,9 @@ def collect_runtime(rt: Runtime) -> Iterator[Metric]:
         yield from _rooms(rooms)
     if rt.byte_relay is not None:
         yield from _byte_relay(rt.byte_relay)
+    push = _running(lambda: rt.chat.push)
+    if push is not None:
+        yield from _push(push)
 
 
 def _running(get: Callable[[], Any]) -> Any:
@@ -436,3 +440,29 @@ def _answer(http: h11.Connection, metrics: Metrics, request: h11.Request) -> byt
     if request.method != b"HEAD":
         out += http.send(h11.Data(data=body)) or b""
     return out + (http.send(h11.EndOfMessage()) or b"")
+
+
+def _push(push: PushNotifier) -> Iterator[Metric]:
+    """Web Push (relay.chat.push): its queues and what became of the pushes."""
+    messages, pushes = push.queued()
+    queued = GaugeMetricFamily(
+        "relay_push_queued", "Waiting: messages to plan, pushes to deliver", labels=["queue"]
+    )
+    queued.add_metric(["messages"], messages)
+    queued.add_metric(["pushes"], pushes)
+    yield queued
+    outcomes = CounterMetricFamily(
+        "relay_push_deliveries",
+        "Pushes by outcome: sent (accepted), failed (given up), pruned (404/410: the "
+        "subscription was deleted), dropped (a full queue, drop newest: a push, or a message "
+        "nobody was pushed about)",
+        labels=["outcome"],
+    )
+    for outcome, count in (
+        ("sent", push.sent),
+        ("failed", push.failed),
+        ("pruned", push.pruned),
+        ("dropped", push.dropped),
+    ):
+        outcomes.add_metric([outcome], count)
+    yield outcomes

@@ -21,6 +21,7 @@ from relay.storage.areas import SQLITE
 if TYPE_CHECKING:
     from relay.chat.fanout import Fanout
     from relay.chat.previews import LinkPreviews
+    from relay.chat.push import PushNotifier
     from relay.chat.views import Views
     from relay.config import Settings
     from relay.storage.areas import Areas
@@ -58,6 +59,8 @@ class Chat:
         self.bot_message_limiter = RateLimiter(settings.bot_message_rate, settings.message_window_s)
         # Messages per webhook (relay.chat.webhooks): webhook_rate per webhook_window_s.
         self.webhook_limiter = RateLimiter(settings.webhook_rate, settings.webhook_window_s)
+        # Set by relay.services when push_notifications is on (relay.chat.push).
+        self.push: PushNotifier | None = None
 
     def message_refused(self, user_id: int) -> RateLimited | None:
         """Count one message of `user_id` (a REST post or a gateway send): None if it may go,

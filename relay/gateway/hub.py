@@ -106,6 +106,8 @@ class Hub:
         # (a channel actor reads its audience once). One entry per such group DM, dropped
         # when it is deleted.
         self._recipients: dict[int, tuple[int, ...]] = {}
+        # Session id -> when it last set "idle" (Trio time), for `attentive` (Web Push).
+        self.idle_since: dict[str, float] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -165,6 +167,7 @@ class Hub:
         if self.sessions.pop(session.id, None) is None:
             return
         self.ended_events += session.seq
+        self.idle_since.pop(session.id, None)
         self._membership_changed()
         mine = self.by_user.get(session.user_id)
         if mine is not None:
@@ -190,10 +193,26 @@ class Hub:
     def is_online(self, user_id: int) -> bool:
         return user_id in self.by_user
 
+    def attentive(self, user_id: int, idle_after_s: float) -> bool:
+        """Whether the user has a connected session that is not idle, or idle for less than
+        `idle_after_s` (Web Push goes to users who are not: relay.chat.push)."""
+        now = trio.current_time()
+        for session in self.by_user.get(user_id, ()):
+            if session.sink is None:
+                continue  # detached, waiting for a RESUME: nobody is reading it
+            since = self.idle_since.get(session.id)
+            if since is None or now - since < idle_after_s:
+                return True
+        return False
+
     # -- presence ------------------------------------------------------------------------------
 
     async def set_status(self, session: Session) -> None:
         """Report a session's status (on READY, RESUME and op 3) to the user's presence actor."""
+        if session.status == "idle":
+            self.idle_since.setdefault(session.id, trio.current_time())
+        else:
+            self.idle_since.pop(session.id, None)
         msg = SetStatus(session.id, session.status, session.activity)
         await self._tell_presence(session.user_id, msg)
 

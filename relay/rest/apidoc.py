@@ -44,6 +44,8 @@ ERRORS: Mapping[str, ErrorCode] = {
     "cannot_dm_self": _e(400, "a DM needs another user"),
     "not_a_group_dm": _e(400, "the channel is not a group DM"),
     "everyone_role": _e(400, "@everyone cannot be moved, deleted, given or taken"),
+    "invalid_push_endpoint": _e(400, "a push endpoint must be https to a public address"),
+    "invalid_push_keys": _e(400, "keys.p256dh must be a P-256 point, keys.auth 16 bytes"),
     # 401
     "missing_token": _e(401, "no Authorization header"),
     "invalid_token": _e(401, "the access token is malformed or not an access token"),
@@ -91,6 +93,8 @@ ERRORS: Mapping[str, ErrorCode] = {
         404, "no such webhook, or deleted, or in a channel the caller cannot see"
     ),
     "unknown_room": _e(404, "no such room, or a private room of someone else's"),
+    "unknown_push_subscription": _e(404, "the caller has no push subscription with this endpoint"),
+    "push_disabled": _e(404, "push notifications are off on this server"),
     # 405, 408
     "method_not_allowed": _e(405, "the path does not take this method"),
     "request_timeout": _e(408, "the body did not arrive in time"),
@@ -121,6 +125,8 @@ ERRORS: Mapping[str, ErrorCode] = {
     "too_many_pins": _e(422, "the channel has max_pins pins"),
     "too_many_reactions": _e(422, "the message has as many different reactions as it may"),
     "too_many_rooms": _e(422, "the user has as many live rooms as they may"),
+    "too_many_push_subscriptions": _e(422, "the login has push_subscriptions_per_session"),
+    "too_many_notification_settings": _e(422, "the user has max_notification_settings entries"),
     "capacity_exceeded": _e(422, "the server cannot commit that many more clients to rooms"),
     "owner_cannot_leave": _e(422, "the owner cannot leave: delete the server or hand it over"),
     "cannot_time_out": _e(422, "owners and administrators cannot be timed out"),

@@ -25,6 +25,7 @@ from relay.storage import (
     messages,
     moderation,
     overwrites,
+    push,
     roles,
     search,
     servers,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from relay.storage.members import Joined, MemberRow
     from relay.storage.messages import AuthorRow, MessageRow, NewMessage, Posted, ReadStateRow
     from relay.storage.moderation import Banned, BanRow
+    from relay.storage.push import Candidate, NotificationSettings, Preference, SubscriptionRow
     from relay.storage.roles import RoleRow
     from relay.storage.search import SearchFilter, SearchPage
     from relay.storage.servers import PublicServer, ServerListing, ServerRow, ServerState
@@ -821,6 +823,52 @@ class Threads(Protocol):
     def member_ids(self, db: Database, thread_id: int) -> list[int]: ...
 
 
+class Push(Protocol):
+    """Web Push subscriptions and notification settings (SQLite: relay.storage.push)."""
+
+    def add_subscription(
+        self,
+        db: Database,
+        user_id: int,
+        auth_session_id: int,
+        endpoint: str,
+        p256dh: bytes,
+        auth: bytes,
+        now_ms: int,
+        per_session: int,
+    ) -> None: ...
+
+    def remove_subscription(self, db: Database, user_id: int, endpoint: str) -> None: ...
+
+    def drop_subscription(self, db: Database, subscription_id: int) -> int: ...
+
+    def drop_login_subscriptions(self, db: Database, auth_session_id: int) -> int: ...
+
+    def message_content(self, db: Database, message_id: int) -> str | None: ...
+
+    def subscriber_ids(self, db: Database) -> list[int]: ...
+
+    def subscriptions_of(
+        self, db: Database, user_id: int, now_ms: int
+    ) -> list[SubscriptionRow]: ...
+
+    def candidates(
+        self, db: Database, channel_id: int, author_id: int, now_ms: int, with_roles: bool
+    ) -> list[Candidate]: ...
+
+    def notification_settings(self, db: Database, user_id: int) -> NotificationSettings: ...
+
+    def update_notification_settings(
+        self,
+        db: Database,
+        user_id: int,
+        hide_content: bool | None,
+        servers: Sequence[tuple[int, Preference]],
+        channels: Sequence[tuple[int, Preference]],
+        max_entries: int,
+    ) -> NotificationSettings: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Areas:
     """One implementation of every area."""
@@ -843,6 +891,7 @@ class Areas:
     webhooks: Webhooks
     group_dms: GroupDms
     threads: Threads
+    push: Push
 
 
 SQLITE = Areas(
@@ -864,4 +913,5 @@ SQLITE = Areas(
     webhooks=webhooks,
     group_dms=group_dms,
     threads=threads,
+    push=push,
 )
