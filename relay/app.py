@@ -35,6 +35,7 @@ from relay.rest.moderation import moderation_blueprint
 from relay.rest.roles import roles_blueprint
 from relay.rest.rooms import rooms_blueprint
 from relay.rest.servers import servers_blueprint
+from relay.rest.web import gateway_blueprint, web_blueprint
 from relay.runtime import Runtime
 from relay.services import run_services
 from relay.telemetry import collect_runtime
@@ -144,6 +145,8 @@ def create_app(settings: Settings) -> QuartTrio:
         moderation_blueprint(rt),
         rooms_blueprint(rt),
         docs_blueprint(),
+        gateway_blueprint(rt),
+        web_blueprint(rt),
     ):
         app.register_blueprint(blueprint)
     if settings.metrics_token is not None:  # else /metrics is on metrics_port only, or nowhere
