@@ -9,6 +9,7 @@ client by the `public_url` setting (so that setting is exercised too).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -65,38 +66,37 @@ class Cutter:
             try:
                 client, _ = self.listener.accept()
             except OSError:
-                return
+                return  # closed
             with self.lock:
                 self.accepted += 1
-                if self.blocked:
+                try:
+                    if self.blocked:
+                        raise ConnectionRefusedError
+                    upstream = socket.create_connection(self.target)
+                except OSError:
                     client.close()
                     continue
-                upstream = socket.create_connection(self.target)
                 self.open += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
 
     def pipe(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
+        with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 sink.sendall(data)
-        except OSError:
-            pass
         for s in (source, sink):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        with self.lock:  # each socket is the source of one pipe: closed once, here
+            if source in self.open:
+                self.open.remove(source)
+        source.close()
 
     def cut(self) -> None:
         with self.lock:
-            for s in self.open:
-                try:
+            for s in self.open:  # the pipes see the end and close them
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-            self.open.clear()
 
     def block(self) -> None:
         with self.lock:
@@ -137,9 +137,8 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
         "RELAY_MESSAGE_RATE": "1000",
         "RELAY_ACTION_RATE": "1000",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relay", "serve"], env=env, stderr=open(data / "server.log", "wb")
-    )
+    log = open(data / "server.log", "wb")  # noqa: SIM115  (closed below, after the server)
+    proc = subprocess.Popen([sys.executable, "-m", "relay", "serve"], env=env, stderr=log)
     url = f"http://127.0.0.1:{http_port}"
     try:
         deadline = time.monotonic() + 20
@@ -157,6 +156,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
         cutter.close()
         proc.terminate()
         proc.wait(10)
+        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -164,12 +164,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     if not shutil.which(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM}: the web client's browser tests did not run")
     sync_api = pytest.importorskip("playwright.sync_api")
-    profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_api.sync_playwright() as p:
-        # A persistent context would tie every page to one profile; a fresh user-data-dir
-        # through the args keeps the launch self-contained and the contexts apart.
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=[*ARGS, f"--user-data-dir={profile}"]
-        )
+        # Playwright starts Chromium on a fresh temporary user-data-dir of its own (and
+        # refuses one in the args); its own browser download is never used.
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield browser
         browser.close()

@@ -97,6 +97,7 @@ export class Gateway extends EventTarget {
 
   async closed(ws, code) {
     if (ws !== this.ws) return;
+    console.info(`gateway closed: ${code}`);
     clearInterval(this.beat);
     this.ws = null;
     if (this.stopped) return;
@@ -112,5 +113,5 @@ export class Gateway extends EventTarget {
     this.retry = setTimeout(() => this.connect(), this.attempts === 1 ? 0 : delay);
   }
 
-  setPresence(status) { this.send(OP.PRESENCE, { status }); }
+  setPresence(status) { this.presence = status; this.send(OP.PRESENCE, { status }); }
 }

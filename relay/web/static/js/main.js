@@ -29,7 +29,10 @@ class App {
     replace(this.root, this.shell.root);
     this.shell.status("connecting");
     this.gateway.addEventListener("status", (e) => this.shell.status(e.detail));
-    this.gateway.addEventListener("dispatch", (e) => this.store.apply(e.detail.t, e.detail.d));
+    this.gateway.addEventListener("dispatch", (e) => {
+      this.store.apply(e.detail.t, e.detail.d);
+      if (e.detail.t === "READY" && this.gateway.presence) this.gateway.setPresence(this.gateway.presence);
+    });
     this.store.addEventListener("change", (e) => this.shell.changed(e.detail));
     let first = true;
     this.store.addEventListener("change", (e) => {
