@@ -24,7 +24,9 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0, le=86_400)]  # finite: inf would break timers
 FilePath = Annotated[str, msgspec.Meta(min_length=1)]
-PublicUrl = Annotated[str, msgspec.Meta(pattern=r"^(https?|wss?)://[A-Za-z0-9.\-\[\]:]+(/[\x21-\x7e]*)?$")]
+PublicUrl = Annotated[
+    str, msgspec.Meta(pattern=r"^(https?|wss?)://[A-Za-z0-9.\-\[\]:]+(/[\x21-\x7e]*)?$")
+]
 Secret = Annotated[str, msgspec.Meta(min_length=16, pattern=r"^[\x21-\x7e]+$")]
 
 ENV_PREFIX = "RELAY_"

@@ -19,7 +19,7 @@ import msgspec
 from quart import Blueprint, Response, request
 
 from relay.errors import NotFound
-from relay.rest.apidoc import doc
+from relay.rest.apidoc import doc, not_api
 from relay.rest.http import json_response
 
 if TYPE_CHECKING:
@@ -137,14 +137,17 @@ def web_blueprint(rt: Runtime) -> Blueprint:
         return response
 
     @bp.get("/")
+    @not_api
     async def index() -> Response:
         return serve("index.html")
 
     @bp.get("/invite/<code>")
+    @not_api
     async def invite(code: str) -> Response:
         return serve("index.html")  # the client reads the code from its own location
 
     @bp.get("/web/<path:name>")
+    @not_api
     async def asset(name: str) -> Response:
         return serve(name)
 
