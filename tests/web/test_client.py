@@ -201,6 +201,20 @@ def test_reconnect_loses_and_duplicates_nothing(browser: Browser, web_server: We
             url = f"/channels/{channel_id}/messages"
             rest.post(url, json={"content": text}, headers=auth).raise_for_status()
 
+        # History: a reload shows the newest 50 (in the channel last open); scrolling up
+        # loads the older ones.
+        old = [f"old {i}" for i in range(60)]
+        for text in old:
+            post(text)
+        ada.reload()
+        ready(ada)
+        expect(message(ada, "old 59")).to_have_count(1)
+        expect(ada.locator(".message[data-id]")).to_have_count(50)
+        ada.locator(".scroller").evaluate("el => { el.scrollTop = 0; }")
+        expect(ada.locator(".history-begin")).to_have_count(1)
+        expect(ada.locator(".message[data-id]")).to_have_count(60)
+        ada.locator(".scroller").evaluate("el => { el.scrollTop = el.scrollHeight; }")
+
         post("before 1")
         expect(message(ada, "before 1")).to_have_count(1)
         # RESUME: the connection drops and stays down while cy posts.
@@ -214,7 +228,7 @@ def test_reconnect_loses_and_duplicates_nothing(browser: Browser, web_server: We
         post("after 1")
         expect(message(ada, "after 1")).to_have_count(1)
         texts = ada.locator(".message[data-id] .content").all_inner_texts()
-        assert texts == ["before 1", *(f"during {i}" for i in range(5)), "after 1"]
+        assert texts == [*old, "before 1", *(f"during {i}" for i in range(5)), "after 1"]
         # The session is forgotten (as after the resume window): a new IDENTIFY and a reload
         # of what came since, still without loss or duplicates.
         ada.evaluate("relay.gateway.sessionId = 'gone'")
@@ -226,5 +240,11 @@ def test_reconnect_loses_and_duplicates_nothing(browser: Browser, web_server: We
         ready(ada)
         expect(message(ada, "during 5")).to_have_count(1)
         texts = ada.locator(".message[data-id] .content").all_inner_texts()
-        assert texts == ["before 1", *(f"during {i}" for i in range(5)), "after 1", "during 5"]
+        assert texts == [
+            *old,
+            "before 1",
+            *(f"during {i}" for i in range(5)),
+            "after 1",
+            "during 5",
+        ]
     assert PAGE_ERRORS == []

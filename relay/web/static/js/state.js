@@ -199,6 +199,7 @@ export class Store extends EventTarget {
 
   async catchUp(channelId) {
     const box = this.box(channelId);
+    if (!box.loaded) return this.loadHistory(channelId);
     for (;;) {
       const last = box.list.at(-1)?.id;
       const page = await this.api.call("GET", `/channels/${channelId}/messages?limit=100${last ? `&after=${last}` : ""}`);

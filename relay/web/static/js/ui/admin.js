@@ -20,7 +20,9 @@ export function serverSettings(shell, server) {
     ["Bans", P.BAN_MEMBERS, bans],
     ["Audit log", P.VIEW_AUDIT_LOG, audit],
   ].filter(([, need]) => (perms & need) !== 0n);
-  const show = async (fn) => { replace(body, h("p", "Loading…")); try { replace(body, await fn()); } catch (e) { replace(body, h("p.error", e.message)); } };
+  const show = async (fn) => {
+    server = store.servers.get(server.id) || server;  // events may have replaced it
+    replace(body, h("p", "Loading…")); try { replace(body, await fn()); } catch (e) { replace(body, h("p.error", e.message)); } };
   const leave = isOwner
     ? h("button.danger#delete-server", { onclick: async () => { if (confirm(`Delete ${server.name} and everything in it?`)) { await api.call("DELETE", `/servers/${server.id}`).catch((e) => toast(e.message)); d.close(); } } }, "Delete server")
     : h("button.danger#leave-server", { onclick: async () => { if (confirm(`Leave ${server.name}?`)) { await api.call("DELETE", `/servers/${server.id}/members/@me`).catch((e) => toast(e.message)); d.close(); } } }, "Leave server");
@@ -145,8 +147,15 @@ export function serverSettings(shell, server) {
   async function audit() {
     const list = await api.call("GET", `/servers/${server.id}/audit-log?limit=100`);
     const who = (id) => nameOf(store.users.get(id)) || id;
+    const target = (id) => {  // a member, role or channel of this server, by name where known
+      if (!id) return "";
+      if (store.users.has(id)) return nameOf(store.users.get(id));
+      if (server.roles.has(id)) return id === server.id ? "@everyone" : `@${server.roles.get(id).name}`;
+      if (server.channels.has(id)) return `#${server.channels.get(id).name}`;
+      return id;
+    };
     return h("table.audit#audit-log", h("tr", h("th", "when"), h("th", "who"), h("th", "what"), h("th", "target"), h("th", "reason")),
       list.map((e) => h("tr", h("td", new Date(e.created_at).toLocaleString()), h("td", who(e.user_id)), h("td", e.action),
-        h("td", e.target_id ? (store.users.get(e.target_id) ? nameOf(store.users.get(e.target_id)) : e.target_id) : ""), h("td", e.reason || ""))));
+        h("td", target(e.target_id)), h("td", e.reason || ""))));
   }
 }

@@ -26,6 +26,10 @@ export class Shell {
       this.banner,
       h("div.nav", this.serverList, h("div.sidebar", h("header.server-header#server-header"), this.channelList, this.meBar)),
       this.chat.root, this.memberList);
+    // At phone widths the drawers close on a tap in the chat.
+    this.chat.root.addEventListener("click", (e) => {
+      if (!e.target.closest(".menu-toggle, .members-toggle")) this.root.classList.remove("show-nav", "show-members");
+    });
   }
 
   toggle(part) { this.root.classList.toggle(`show-${part}`); }
@@ -40,13 +44,18 @@ export class Shell {
   changed({ what, d, channelId, serverId }) {
     const inChannel = (id) => id === this.chat.channelId;
     switch (what) {
-      case "ready":
+      case "ready": {
+        const again = Boolean(this.chat.channelId);  // a new session after a drop, not a start
+        if (!again) this.restore();
         if (this.serverId !== HOME && !this.store.servers.has(this.serverId)) this.serverId = HOME;
         this.drawAll();
-        if (this.chat.channelId && this.store.channel(this.chat.channelId)) this.store.catchUp(this.chat.channelId).catch(() => {});
+        const open = this.chat.channelId && this.store.channel(this.chat.channelId);
+        if (open && again) this.store.catchUp(this.chat.channelId).catch(() => {});
+        else if (open) this.chat.open(this.chat.channelId);
         else this.pickChannel();
         if (this.serverId !== HOME) this.store.loadMembers(this.serverId).catch(() => {});
         return;
+      }
       case "MESSAGE_CREATE": case "MESSAGE_UPDATE": case "MESSAGE_DELETE": case "MESSAGE_DELETE_BULK":
       case "MESSAGE_REACTION_ADD": case "MESSAGE_REACTION_REMOVE": case "CHANNEL_PINS_UPDATE":
         if (inChannel(d.channel_id)) this.chat.drawMessages();
@@ -187,7 +196,17 @@ export class Shell {
     this.openChannel(first?.id || null);
   }
 
+  // The last server and channel shown, opened again after a reload.
+  restore() {
+    const last = JSON.parse(localStorage.getItem("relay.last") || "null");
+    if (last && (last.serverId === HOME || this.store.servers.has(last.serverId))) {
+      this.serverId = last.serverId;
+      if (this.store.channel(last.channelId)) this.chat.channelId = last.channelId;
+    }
+  }
+
   openChannel(id) {
+    localStorage.setItem("relay.last", JSON.stringify({ serverId: this.serverId, channelId: id }));
     this.root.classList.remove("show-nav");
     this.chat.open(id);
     this.drawChannels();
