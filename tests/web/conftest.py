@@ -168,5 +168,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
         # Playwright starts Chromium on a fresh temporary user-data-dir of its own (and
         # refuses one in the args); its own browser download is never used.
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        # Waits end as soon as the page matches; the long bound is for a loaded CI machine
+        # (a reconnect backs off up to seconds), never a sleep.
+        sync_api.expect.set_options(timeout=15_000)
         yield browser
         browser.close()

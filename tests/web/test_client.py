@@ -8,6 +8,7 @@ import re
 from typing import TYPE_CHECKING
 
 import httpx
+import pytest
 from playwright.sync_api import expect
 
 if TYPE_CHECKING:
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
 
     from tests.web.conftest import WebServer
 
+# One worker runs the module (scripts/test: --dist loadgroup), so one server and one browser.
+pytestmark = pytest.mark.xdist_group("web")
 PASSWORD = "a long password"
 PAGE_ERRORS: list[str] = []  # uncaught exceptions in any page: none expected
 
