@@ -138,6 +138,25 @@ def test_two_people_chat_live(browser: Browser, web_server: WebServer) -> None:
     bob.locator(f"[data-server='{bob.evaluate('[...relay.store.servers.keys()][0]')}']").click()
     expect(message(bob, "hello bob")).to_have_count(1)
 
+    # A DM: ada opens one from bob's card; it shows up on bob's page, unread.
+    ada.locator(".member", has_text="bob").locator("button").click()
+    ada.click("#open-dm")
+    send(ada, "just between us")
+    expect(bob.locator("[data-server='@me']")).to_have_class(re.compile("unread"))
+    bob.click("[data-server='@me']")
+    expect(message(bob, "just between us")).to_have_count(1)
+    bob.locator(f"[data-server='{bob.evaluate('[...relay.store.servers.keys()][0]')}']").click()
+
+    # An overwrite denying @everyone SEND_MESSAGES in #general takes bob's composer away, live.
+    ada.click(".server-icon[title=Tour]")
+    ada.click("#server-settings")
+    ada.click("[data-tab=Channels]")
+    ada.locator(".channel-admin li", has_text="# general").get_by_text("Permissions").click()
+    ada.check(".overwrite-editor [aria-label='deny SEND_MESSAGES']")
+    ada.click(".overwrite-editor button[type=submit]")
+    expect(bob.locator("#composer")).to_be_disabled()
+    ada.keyboard.press("Escape")
+
     # ada bans bob: his page loses the server; the audit log says so.
     ada.click("#server-settings")
     ada.click("[data-tab=Members]")
@@ -175,9 +194,21 @@ def test_key_login(browser: Browser, web_server: WebServer) -> None:
     ready(page)
     # Two sessions now (the first was logged out, so one is live: this one), and revoking
     # works from the account dialog.
+    # A second login with the same key (elsewhere, as far as the server knows), then the
+    # account dialog lists both and revokes the other.
+    page.evaluate(
+        """async () => {
+            const keys = await import('/web/js/keys.js');
+            const elsewhere = { save() {}, call: (...args) => relay.api.call(...args) };
+            await keys.loginWithKey(elsewhere, 'keyholder');
+        }"""
+    )
     page.click("#account")
-    expect(page.locator("#sessions li")).to_have_count(1)
+    expect(page.locator("#sessions li")).to_have_count(2)
     expect(page.locator("#sessions li strong")).to_have_text(" (this one)")
+    page.click("#sessions .revoke")
+    expect(page.locator("#sessions li")).to_have_count(1)
+    expect(page.locator("#sessions li strong")).to_have_count(1)
     context.close()
 
 
