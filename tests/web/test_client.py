@@ -4,6 +4,7 @@ is a browser context of their own (separate storage, like two machines)."""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 # One worker runs the module (scripts/test: --dist loadgroup), so one server and one browser.
 pytestmark = pytest.mark.xdist_group("web")
 PASSWORD = "a long password"
+# WEB_SCREENSHOTS=docs/img pytest tests/web: save the main screens there (docs/web.md's).
+SHOTS = os.environ.get("WEB_SCREENSHOTS")
 PAGE_ERRORS: list[str] = []  # uncaught exceptions in any page: none expected
 
 
@@ -33,6 +36,11 @@ def person(browser: Browser, server: WebServer, username: str, *, register: bool
     page.click("#register" if register else "#login")
     ready(page)
     return page
+
+
+def shoot(page: Page, name: str) -> None:
+    if SHOTS:
+        page.screenshot(path=f"{SHOTS}/web-{name}.png")
 
 
 def ready(page: Page) -> None:
@@ -102,6 +110,7 @@ def test_two_people_chat_live(browser: Browser, web_server: WebServer) -> None:
     mention.locator(".reply").click()
     send(ada, "thanks")
     expect(message(bob, "thanks").locator(".reply-ref")).to_contain_text("welcome")
+    shoot(bob, "chat")
 
     # bob edits (ArrowUp on an empty composer) and deletes; ada sees both.
     bob.press("#composer", "ArrowUp")
@@ -128,7 +137,8 @@ def test_two_people_chat_live(browser: Browser, web_server: WebServer) -> None:
     ada_random = ada.locator(".channel", has_text="random")
     expect(ada_random).to_have_class(re.compile("unread"))
     expect(ada_random.locator(".badge")).to_have_text("1")
-    ada_random.click()
+    ada.press("#composer", "Alt+ArrowDown")  # the next channel, by keyboard
+    expect(ada_random).to_have_attribute("aria-current", "true")
     expect(ada_random.locator(".badge")).to_have_count(0)
     expect(ada_random).not_to_have_class(re.compile("unread"))
 
@@ -165,15 +175,19 @@ def test_two_people_chat_live(browser: Browser, web_server: WebServer) -> None:
     expect(bob.locator(".server-icon[title=Tour]")).to_have_count(0)
     ada.click("[data-tab='Audit log']")
     expect(ada.locator("#audit-log")).to_contain_text("member_ban")
+    shoot(ada, "moderation")
     assert PAGE_ERRORS == []
 
 
 def test_key_login(browser: Browser, web_server: WebServer) -> None:
-    context = browser.new_context(base_url=web_server.url)
+    # At a phone's width, in the dark theme.
+    phone = {"width": 390, "height": 760}
+    context = browser.new_context(base_url=web_server.url, viewport=phone, color_scheme="dark")
     page = context.new_page()
     page.on("pageerror", lambda e: PAGE_ERRORS.append(f"keyholder: {e}"))
     page.goto("/")
     page.fill("#username", "keyholder")
+    shoot(page, "login-phone")
     page.click("#key-register")
     ready(page)
     # The private key is a CryptoKey in IndexedDB that cannot be exported.
@@ -188,6 +202,7 @@ def test_key_login(browser: Browser, web_server: WebServer) -> None:
     me = page.evaluate("relay.api.call('GET', '/users/@me')")
     assert me["has_password"] is False
     assert len(me["keys"]) == 1
+    page.click(".menu-toggle")  # the channels and the account live in a drawer at this width
     page.click("#logout")
     page.fill("#username", "keyholder")
     page.click("#key-login")
@@ -203,6 +218,8 @@ def test_key_login(browser: Browser, web_server: WebServer) -> None:
             await keys.loginWithKey(elsewhere, 'keyholder');
         }"""
     )
+    page.click(".menu-toggle")
+    shoot(page, "phone")
     page.click("#account")
     expect(page.locator("#sessions li")).to_have_count(2)
     expect(page.locator("#sessions li strong")).to_have_text(" (this one)")

@@ -115,7 +115,7 @@ export class ChatView {
       has(perms, P.MANAGE_MESSAGES) ? h("button.icon.pin", { title: m.pinned ? "Unpin" : "Pin", "aria-label": m.pinned ? "Unpin" : "Pin", onclick: () => this.pin(m) }, m.pinned ? "⊗" : "📌") : null,
       own || has(perms, P.MANAGE_MESSAGES) ? h("button.icon.delete", { title: "Delete", "aria-label": "Delete", onclick: () => this.remove(m) }, "🗑") : null);
     return h("li.message", { "data-id": m.id, class: [own && "own", mentioned && "mentioned", m.pinned && "pinned"].filter(Boolean).join(" ") || null },
-      m.reply_to ? h("div.reply-ref", "↪ ", parent ? [h("strong", nameOf(parent.author)), " ", parent.content.slice(0, 80)] : "a message") : null,
+      m.reply_to ? h("div.reply-ref", "↪ ", parent ? [h("strong", nameOf(parent.author)), " ", this.render(parent.content)] : "a message") : null,
       h("div.meta", h("strong.author", nameOf(this.store.users.get(m.author.id) || m.author)),
         h("time.time", { datetime: m.created_at, title: new Date(m.created_at).toLocaleString() }, timeOf(m.created_at)),
         m.edited_at ? h("span.edited", "(edited)") : null, m.pinned ? h("span.pinned-mark", { title: "Pinned" }, "📌") : null),

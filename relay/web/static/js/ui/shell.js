@@ -26,6 +26,15 @@ export class Shell {
       this.banner,
       h("div.nav", this.serverList, h("div.sidebar", h("header.server-header#server-header"), this.channelList, this.meBar)),
       this.chat.root, this.memberList);
+    // Alt+Up / Alt+Down: the previous or next channel, as in other chat clients.
+    this.root.addEventListener("keydown", (e) => {
+      if (!e.altKey || (e.key !== "ArrowUp" && e.key !== "ArrowDown")) return;
+      e.preventDefault();
+      const ids = [...this.channelList.querySelectorAll("button.channel")].map((b) => b.dataset.channel);
+      const at = ids.indexOf(this.chat.channelId);
+      const next = ids[(at + (e.key === "ArrowDown" ? 1 : ids.length - 1)) % ids.length];
+      if (next) this.openChannel(next);
+    });
     // At phone widths the drawers close on a tap in the chat.
     this.chat.root.addEventListener("click", (e) => {
       if (!e.target.closest(".menu-toggle, .members-toggle")) this.root.classList.remove("show-nav", "show-members");
