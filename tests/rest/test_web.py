@@ -4,8 +4,11 @@ a browser (tests/web)."""
 
 from __future__ import annotations
 
+import glob
 import re
+import tomllib
 from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -16,8 +19,6 @@ from relay.errors import ConfigError
 from tests.conftest import settings_for, start_server
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import trio
 
 STATIC = files("relay").joinpath("web", "static")
@@ -101,3 +102,21 @@ def test_every_module_the_client_imports_is_there() -> None:
             parts = target.split("/")
             base = STATIC.joinpath("js") if parts[0] == ".." else STATIC.joinpath("js", "ui")
             assert base.joinpath(*[p for p in parts if p not in (".", "..")]).is_file(), target
+
+
+def test_the_package_data_carries_every_file_of_the_client() -> None:
+    """`pip install` copies only what pyproject's package-data names (a glob missed js/ui)."""
+    root = Path(__file__).parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["relay"]
+    package = root / "relay"
+    carried = {
+        Path(found)
+        for pattern in patterns
+        for found in glob.glob(str(package / pattern), recursive=True)
+        if Path(found).is_file()
+    }
+    client = {p for p in (package / "web" / "static").rglob("*") if p.is_file()}
+    assert len(client) > 10
+    assert client - carried == set()
