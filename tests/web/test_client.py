@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Locator, Page
+    from playwright.sync_api import Browser, BrowserContext, Locator, Page, ViewportSize
 
     from tests.web.conftest import WebServer
 
@@ -181,7 +181,7 @@ def test_two_people_chat_live(browser: Browser, web_server: WebServer) -> None:
 
 def test_key_login(browser: Browser, web_server: WebServer) -> None:
     # At a phone's width, in the dark theme.
-    phone = {"width": 390, "height": 760}
+    phone: ViewportSize = {"width": 390, "height": 760}
     context = browser.new_context(base_url=web_server.url, viewport=phone, color_scheme="dark")
     page = context.new_page()
     page.on("pageerror", lambda e: PAGE_ERRORS.append(f"keyholder: {e}"))
