@@ -50,6 +50,9 @@ export class Store extends EventTarget {
     const messages = this.messages;
     this.reset();
     this.messages = messages;
+    // A new session replayed nothing: each loaded channel may miss messages after its newest
+    // one, fetched (from there, not from whatever arrives live meanwhile) when it is shown.
+    for (const box of messages.values()) if (box.loaded && box.gapAfter === undefined) box.gapAfter = box.list.at(-1)?.id ?? null;
     this.me = d.user;
     this.noteUser(d.user);
     for (const s of d.servers) this.addServer(s);
@@ -142,10 +145,12 @@ export class Store extends EventTarget {
     return this.messages.get(channelId);
   }
 
-  // Only into a channel whose history was loaded: its list is then the newest messages.
+  // Only into a channel whose history was loaded (its list is then the newest messages), or
+  // kept aside while its first page is on the way, for an event newer than that page.
   insert(m) {
     const box = this.messages.get(m.channel_id);
-    if (!box?.loaded || box.byId.has(m.id)) return;
+    if (!box || box.byId.has(m.id)) return;
+    if (!box.loaded) { if (box.early) box.early.push(m); return; }
     box.byId.set(m.id, m);
     box.list.push(m);
     box.list.sort((a, b) => cmpId(a.id, b.id));
@@ -176,10 +181,17 @@ export class Store extends EventTarget {
   async loadHistory(channelId) {
     const box = this.box(channelId);
     if (box.loaded) return this.catchUp(channelId);
-    const page = await this.api.call("GET", `/channels/${channelId}/messages?limit=50`);
-    box.loaded = true;
-    box.complete = page.length < 50;
-    page.forEach((m) => { this.noteUser(m.author); this.insert(m); });
+    if (box.early) return;  // already on the way
+    box.early = [];
+    try {
+      const page = await this.api.call("GET", `/channels/${channelId}/messages?limit=50`);
+      box.loaded = true;
+      box.complete = page.length < 50;
+      page.forEach((m) => { this.noteUser(m.author); this.insert(m); });
+      box.early.forEach((m) => this.insert(m));
+    } finally {
+      box.early = null;
+    }
     this.changed("history", { channelId });
   }
 
@@ -200,11 +212,19 @@ export class Store extends EventTarget {
   async catchUp(channelId) {
     const box = this.box(channelId);
     if (!box.loaded) return this.loadHistory(channelId);
-    for (;;) {
-      const last = box.list.at(-1)?.id;
-      const page = await this.api.call("GET", `/channels/${channelId}/messages?limit=100${last ? `&after=${last}` : ""}`);
-      page.forEach((m) => { this.noteUser(m.author); this.insert(m); });
-      if (page.length < 100 || !last) break;
+    if (box.gapAfter === undefined) return;  // nothing was missed: events kept it whole
+    let after = box.gapAfter;
+    delete box.gapAfter;
+    try {
+      for (;;) {
+        const page = await this.api.call("GET", `/channels/${channelId}/messages?limit=100${after ? `&after=${after}` : ""}`);
+        page.forEach((m) => { this.noteUser(m.author); this.insert(m); });
+        if (page.length < 100 || !after) break;
+        after = page.at(-1).id;
+      }
+    } catch (e) {
+      box.gapAfter ??= after;  // try again next time
+      throw e;
     }
     this.changed("history", { channelId });
   }
