@@ -112,6 +112,14 @@ def test_two_people_chat_live(browser: Browser, web_server: WebServer) -> None:
     expect(message(bob, "thanks").locator(".reply-ref")).to_contain_text("welcome")
     shoot(bob, "chat")
 
+    # ada (the owner) pins her message: bob sees the mark and finds it among the pins.
+    ada_hello.hover()
+    ada_hello.locator(".pin").click()
+    expect(message(bob, "hello bob").locator(".pinned-mark")).to_have_count(1)
+    bob.click("#pins-button")
+    expect(bob.locator(".pins li")).to_have_text(["ada hello bob"])
+    bob.keyboard.press("Escape")
+
     # bob edits (ArrowUp on an empty composer) and deletes; ada sees both.
     bob.press("#composer", "ArrowUp")
     bob.fill(".edit-box", "welcome back")
