@@ -145,6 +145,7 @@ def test_two_people_chat_live(browser: Browser, web_server: WebServer) -> None:
     ada_random = ada.locator(".channel", has_text="random")
     expect(ada_random).to_have_class(re.compile("unread"))
     expect(ada_random.locator(".badge")).to_have_text("1")
+    expect(ada).to_have_title("(1) Relay")
     ada.press("#composer", "Alt+ArrowDown")  # the next channel, by keyboard
     expect(ada_random).to_have_attribute("aria-current", "true")
     expect(ada_random.locator(".badge")).to_have_count(0)

@@ -116,6 +116,9 @@ export class Shell {
         class: [unread && "unread"].filter(Boolean).join(" ") || null, onclick: () => this.openServer(id) },
         label, mentions ? h("span.badge", { "aria-label": `${mentions} mentions` }, String(mentions)) : null);
     };
+    const all = [...this.store.dms.keys(), ...[...this.store.servers.values()].flatMap((s) => [...s.channels.keys()])];
+    const { mentions } = this.badge(all);
+    document.title = mentions ? `(${mentions}) Relay` : "Relay";  // seen from another tab
     replace(this.serverList,
       entry(HOME, "✉", "Direct messages", [...this.store.dms.keys()]),
       h("hr"),
