@@ -9,7 +9,6 @@ import re
 from typing import TYPE_CHECKING
 
 import httpx
-import pytest
 from playwright.sync_api import expect
 
 if TYPE_CHECKING:
@@ -17,8 +16,6 @@ if TYPE_CHECKING:
 
     from tests.web.conftest import WebServer
 
-# One worker runs the module (scripts/test: --dist loadgroup), so one server and one browser.
-pytestmark = pytest.mark.xdist_group("web")
 PASSWORD = "a long password"
 # WEB_SCREENSHOTS=docs/img pytest tests/web: save the main screens there (docs/web.md's).
 SHOTS = os.environ.get("WEB_SCREENSHOTS")
