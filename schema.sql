@@ -122,7 +122,7 @@ CREATE TABLE IF NOT EXISTS messages (
     nonce TEXT,
     reply_to INTEGER,
     edited_at INTEGER
-) STRICT;
+, embeds TEXT, flags INTEGER NOT NULL DEFAULT 0) STRICT; -- embeds, flags: migration 5 (ALTER TABLE), docs/embeds.md
 CREATE INDEX IF NOT EXISTS messages_channel ON messages (channel_id, id);
 CREATE INDEX IF NOT EXISTS messages_nonce ON messages (author_id, nonce) WHERE nonce IS NOT NULL;
 
@@ -221,4 +221,4 @@ CREATE TABLE IF NOT EXISTS audit_log (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS audit_log_server ON audit_log (server_id, id);
 
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;

@@ -38,7 +38,7 @@ CLIENT_VARS = frozenset(
 # Keys whose value may be the word "off" to turn a listener off.
 _SWITCHABLE = {"relay_port", "metrics_port"}
 # Keys that hold a list: in the environment, entries separated by commas or white space.
-_LISTS = {"trusted_proxies"}
+_LISTS = {"trusted_proxies", "fetch_ports"}
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -136,6 +136,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     room_reconnect_grace_s: PositiveFloat = 30.0  # a dropped client keeps its slot this long
     room_empty_grace_s: PositiveFloat = 60.0  # a room without clients closes after this long
     echo_endpoint: bool = False  # /v1/echo on the realtime listener, for the Autobahn suite
+    # Outgoing requests to URLs users chose (link previews; relay/netfetch, docs/embeds.md):
+    # the ports they may reach. fetch_allow_test_loopback lets them reach 127.0.0.1 (and only
+    # it): for tests' local servers, never in production.
+    fetch_ports: tuple[Port, ...] = (80, 443)
+    fetch_allow_test_loopback: bool = False
+    # Link previews (docs/embeds.md): fetch tasks, jobs waiting for them (full: the newest job
+    # is dropped), and URLs whose preview is remembered, each for preview_cache_ttl_s.
+    link_previews: bool = True
+    preview_workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    preview_queue: Positive = 256
+    preview_cache_entries: Positive = 10_000
+    preview_cache_ttl_s: PositiveFloat = 3600.0
     db_readers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     shutdown_grace_s: PositiveFloat = 5.0
 

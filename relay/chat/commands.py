@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from relay.chat.embeds import EmbedsIn
+
 
 class Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     pass
@@ -30,14 +32,24 @@ Nonce = Annotated[str, Meta(min_length=1, max_length=64)]
 IdText = Annotated[str, Meta(min_length=1, max_length=20)]  # checked by parse_id in the route
 
 
+MessageFlags = Annotated[int, Meta(ge=0, le=(1 << 31) - 1)]  # only known flags pass the op
+
+
 class CreateMessage(Request, frozen=True):
-    content: Content
+    content: Annotated[str, Meta(max_length=MAX_CONTENT_CHARS)] = ""  # may be empty with embeds
     nonce: Nonce | None = None
     reply_to: IdText | None = None
+    embeds: EmbedsIn = []  # rich embeds (relay.chat.embeds); need EMBED_LINKS
+    flags: MessageFlags = 0  # SUPPRESS_EMBEDS (1 << 2) or 0
 
 
 class EditMessage(Request, frozen=True):
-    content: Content
+    """At least one of the three; what is left out stays as it is (`embeds: null` or `[]`
+    removes the rich embeds)."""
+
+    content: Content | UnsetType = UNSET
+    embeds: EmbedsIn | UnsetType | None = UNSET
+    flags: MessageFlags | UnsetType = UNSET
 
 
 # 1-100 characters, no control characters (C0, DEL, C1), not only whitespace.

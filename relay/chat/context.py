@@ -20,6 +20,7 @@ from relay.storage.areas import SQLITE
 
 if TYPE_CHECKING:
     from relay.chat.fanout import Fanout
+    from relay.chat.previews import LinkPreviews
     from relay.chat.views import Views
     from relay.config import Settings
     from relay.storage.areas import Areas
@@ -48,6 +49,8 @@ class Chat:
         self.action_limiter = RateLimiter(settings.action_rate, settings.message_window_s)
         self.typing_limiter = RateLimiter(1, settings.typing_interval_s, max_keys=TYPING_KEYS)
         self.sendable = SendableMemo(views)  # who may post where, as last checked
+        # Set by relay.services when link_previews is on: edits queue their previews here.
+        self.link_previews: LinkPreviews | None = None
 
     def message_refused(self, user_id: int) -> RateLimited | None:
         """Count one message of `user_id` (a REST post or a gateway send): None if it may go,

@@ -17,6 +17,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from relay import crypto
+from relay.chat.embeds import Embed, shown
 from relay.ids import timestamp_ms
 from relay.storage.access import now_ms
 
@@ -80,6 +81,8 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     pinned: bool
     edited_at: str | None
     created_at: str
+    embeds: list[Embed]  # rich embeds, then link previews (docs/embeds.md); [] if suppressed
+    flags: int  # message flags: SUPPRESS_EMBEDS (1 << 2)
 
 
 class RepeatedMessage(Message, frozen=True, kw_only=True):
@@ -558,6 +561,8 @@ def message_out(
         pinned=row.pinned,
         edited_at=iso(row.edited_at) if row.edited_at is not None else None,
         created_at=iso(timestamp_ms(row.id)),
+        embeds=shown(row.embeds, row.flags),
+        flags=row.flags,
     )
 
 

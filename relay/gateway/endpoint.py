@@ -333,7 +333,7 @@ class GatewayConnection:
                         self.chat, user_id, data.channel_id
                     )
                     new = chat_messages.new_message(
-                        user_id, channel, data.content, data.nonce, data.reply_to
+                        user_id, channel, data.content, data.nonce, data.reply_to, flags=data.flags
                     )
                     item.reply = await chat_messages.queue_post_with(
                         self.chat, new, partial(self._answered, item), item.deadline

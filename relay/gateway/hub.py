@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from relay.chat.views import ServerView, Views
     from relay.config import Settings
     from relay.gateway.session import Session
-    from relay.storage.messages import NewMessage, Posted
+    from relay.storage.messages import MessageRow, NewMessage, Posted
     from relay.storage.sqlite.db import Store
 
 log = logging.getLogger("relay.gateway")
@@ -98,6 +98,9 @@ class Hub:
         # with the live sessions' seqs, every event delivered so far, summed at scrape time
         # rather than counted per delivery.
         self.ended_events = 0
+        # Called with each new message's row right after its commit, in its channel's
+        # publisher: must not block or raise (relay.services adds link previews' `submit`).
+        self.on_created: list[Callable[[MessageRow], object]] = []
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -384,10 +387,16 @@ class Hub:
             key,
             self.store,
             self._publish,
-            created_event,
+            self._created,
             partial(self.store.read, audience.channel_audience, channel_id),
             idle_timeout_s=self.settings.actor_idle_s,
         )
+
+    def _created(self, row: MessageRow) -> ChatEvent:
+        event = created_event(row)
+        for hook in self.on_created:
+            hook(row)
+        return event
 
     async def _publish(
         self, info: audience.ChannelAudience, event: object, write_now: bool

@@ -10,7 +10,7 @@ return the same row Structs. The chat layer reaches storage only through an `Are
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from relay.storage import (
     audience,
@@ -218,6 +218,9 @@ class Messages(Protocol):
         reply_to: int | None,
         mention_ids: list[int],
         now_ms: int,
+        *,
+        embeds: str | None = ...,
+        flags: int = ...,
     ) -> tuple[MessageRow, bool]: ...
 
     def edit(
@@ -226,10 +229,24 @@ class Messages(Protocol):
         channel_id: int,
         message_id: int,
         editor_id: int,
-        content: str,
+        content: str | None,
         mention_ids: list[int],
         now_ms: int,
+        *,
+        embeds: str | UnsetType | None = ...,
+        flags: int | None = ...,
     ) -> MessageRow: ...
+
+    def set_fetched_embeds(
+        self,
+        db: Database,
+        channel_id: int,
+        message_id: int,
+        content: str,
+        rich_before: list[Any],
+        rich_after: list[Any],
+        links: list[Any],
+    ) -> MessageRow | None: ...
 
     def delete(
         self, db: Database, channel_id: int, message_id: int, user_id: int, reason: str | None = ...

@@ -18,6 +18,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from relay.errors import BadRequest, Forbidden, NotFound, RateLimited, Unprocessable
 from relay.ids import EPOCH_MS, SEQUENCE_BITS, WORKER_BITS, parse_id, timestamp_ms
@@ -45,6 +46,7 @@ NONCE_SQL = (
 )
 MAX_MENTIONS = 100  # mentions stored per message
 MAX_REACTION_EMOJI = 20  # distinct emoji per message
+SUPPRESS_EMBEDS = 1 << 2  # message flag (Discord's): no embeds shown, no link previews made
 MAX_ID = (1 << 63) - 1  # SQLite's largest INTEGER; no snowflake reaches it
 _MENTION = re.compile(r"<@([0-9]{1,20})>")  # ASCII digits only: \d would take other scripts'
 
@@ -73,6 +75,8 @@ class MessageRow(msgspec.Struct, frozen=True):
     mentions: list[int]  # ascending
     reactions: list[ReactionCount]  # in the order each emoji was first used
     pinned: bool = False
+    embeds: str | None = None  # JSON array of embed objects (relay.chat.embeds), or None
+    flags: int = 0  # message flags (SUPPRESS_EMBEDS)
 
 
 class ReadStateRow(msgspec.Struct, frozen=True):
@@ -103,7 +107,7 @@ def first_id_at(ms: int) -> int:
 _SELECT = (
     "SELECT m.id, m.channel_id, c.server_id, m.author_id, u.username, u.display_name,"
     " m.content, m.nonce, m.reply_to, m.edited_at,"
-    " EXISTS (SELECT 1 FROM pins p WHERE p.message_id = m.id)"
+    " EXISTS (SELECT 1 FROM pins p WHERE p.message_id = m.id), m.embeds, m.flags"
     " FROM messages m JOIN users u ON u.id = m.author_id JOIN channels c ON c.id = m.channel_id"
 )
 
@@ -141,6 +145,8 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
             mentions=mentions.get(row[0], []),
             reactions=reactions.get(row[0], []),
             pinned=bool(row[10]),
+            embeds=row[11],
+            flags=row[12],
         )
         for row in rows
     ]
@@ -289,6 +295,8 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
     reply_to: int | None
     mentions: list[int]
     now_ms: int
+    embeds: str | None = None  # checked JSON (relay.chat.embeds)
+    flags: int = 0
 
 
 class Posted(msgspec.Struct, frozen=True):
@@ -311,6 +319,8 @@ def post(db: Database, message_id: int, new: NewMessage) -> Posted:
         new.reply_to,
         new.mentions,
         new.now_ms,
+        embeds=new.embeds,
+        flags=new.flags,
     )
     return Posted(row, created)
 
@@ -325,6 +335,9 @@ def create(
     reply_to: int | None,
     mention_ids: list[int],
     now_ms: int,
+    *,
+    embeds: str | None = None,
+    flags: int = 0,
 ) -> tuple[MessageRow, bool]:
     """Store a message and return it with True; or, if the author sent the same nonce to this
     channel within NONCE_WINDOW_MS, return that message with False and store nothing.
@@ -336,12 +349,12 @@ def create(
 
     Raises NotFound("unknown_channel"), Forbidden("missing_permission" | "timed_out"),
     BadRequest("not_a_text_channel" | "invalid_field" for a reply_to that is not a message of
-    this channel), RateLimited("slowmode").
+    this channel), RateLimited("slowmode"). `embeds` need EMBED_LINKS (403 otherwise).
     """
     channel = _seen(db, channel_id, author_id)
     if channel.type not in TEXT_TYPES:
         raise BadRequest("this channel does not take messages", code="not_a_text_channel")
-    allowed = channel.require(P.SEND_MESSAGES)
+    allowed = channel.require(P.SEND_MESSAGES | (P.EMBED_LINKS if embeds else 0))
     if nonce is not None:
         row = db.execute(
             NONCE_SQL, (author_id, nonce, channel_id, first_id_at(now_ms - NONCE_WINDOW_MS))
@@ -362,9 +375,9 @@ def create(
                 f"reply_to: {reason}", code="invalid_field", fields={"reply_to": reason}
             )
     db.execute(
-        "INSERT INTO messages (id, channel_id, author_id, content, nonce, reply_to)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (message_id, channel_id, author_id, content, nonce, reply_to),
+        "INSERT INTO messages (id, channel_id, author_id, content, nonce, reply_to, embeds, flags)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (message_id, channel_id, author_id, content, nonce, reply_to, embeds, flags),
     )
     mentions = _store_mentions(db, message_id, channel_id, channel.server_id, mention_ids, new=True)
     db.execute(
@@ -388,6 +401,8 @@ def create(
         mentions=mentions,
         reactions=[],
         pinned=False,
+        embeds=embeds,
+        flags=flags,
     )
     return message, True
 
@@ -423,12 +438,18 @@ def edit(
     channel_id: int,
     message_id: int,
     editor_id: int,
-    content: str,
+    content: str | None,
     mention_ids: list[int],
     now_ms: int,
+    *,
+    embeds: str | UnsetType | None = UNSET,
+    flags: int | None = None,
 ) -> MessageRow:
     """Replace a message's content (its author only, while they may send there), set edited_at,
-    re-store its mentions.
+    re-store its mentions. `content` None keeps it; `embeds` (checked JSON, None for none)
+    replaces the sender's rich embeds (UNSET keeps them; new ones need EMBED_LINKS); `flags`
+    None keeps them. A content change or SUPPRESS_EMBEDS drops the link previews (they are
+    made again after the commit, see relay.chat.previews).
 
     Raises NotFound("unknown_channel" | "unknown_message"), Forbidden("not_author" |
     "missing_permission" | "timed_out").
@@ -436,16 +457,71 @@ def edit(
     channel = _seen(db, channel_id, editor_id)
     if _author_of(db, channel_id, message_id) != editor_id:
         raise Forbidden("only the author can edit a message", code="not_author")
-    channel.require(P.SEND_MESSAGES)
+    channel.require(P.SEND_MESSAGES | (P.EMBED_LINKS if embeds else 0))
+    old_content, old_embeds, old_flags = db.execute(
+        "SELECT content, embeds, flags FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    if content is None:
+        content, mention_ids = old_content, parse_mentions(old_content)
+    flags = old_flags if flags is None else flags
+    rich, links = split_embeds(old_embeds)
+    if not isinstance(embeds, UnsetType):
+        rich = json.loads(embeds) if embeds else []
+    if content != old_content or flags & SUPPRESS_EMBEDS:
+        links = []
     db.execute(
-        "UPDATE messages SET content = ?, edited_at = ? WHERE id = ?",
-        (content, now_ms, message_id),
+        "UPDATE messages SET content = ?, edited_at = ?, embeds = ?, flags = ? WHERE id = ?",
+        (content, now_ms, join_embeds(rich, links), flags, message_id),
     )
     channel = db.execute("SELECT server_id FROM channels WHERE id = ?", (channel_id,)).fetchone()
     _store_mentions(db, message_id, channel_id, channel[0], mention_ids)
     message = get(db, channel_id, message_id, editor_id)
     assert message is not None
     return message
+
+
+def split_embeds(stored: str | None) -> tuple[list[Any], list[Any]]:
+    """A message's stored embeds as (the sender's rich embeds, link previews)."""
+    embeds: list[Any] = json.loads(stored) if stored else []
+    rich = [e for e in embeds if e.get("type") == "rich"]
+    return rich, [e for e in embeds if e.get("type") != "rich"]
+
+
+def join_embeds(rich: list[Any], links: list[Any]) -> str | None:
+    both = rich + links
+    return json.dumps(both, separators=(",", ":"), ensure_ascii=False) if both else None
+
+
+def set_fetched_embeds(
+    db: Database,
+    channel_id: int,
+    message_id: int,
+    content: str,
+    rich_before: list[Any],
+    rich_after: list[Any],
+    links: list[Any],
+) -> MessageRow | None:
+    """Store what the preview workers made for a message read with `content` and rich embeds
+    `rich_before`: its rich embeds with images put in (`rich_after`) and its link previews.
+    None, and nothing written, if the message is gone, was edited meanwhile (that edit queued
+    its own job), suppresses embeds, or already holds exactly this."""
+    row = db.execute(
+        "SELECT content, embeds, flags FROM messages WHERE id = ? AND channel_id = ?",
+        (message_id, channel_id),
+    ).fetchone()
+    if row is None or row[0] != content:
+        return None
+    rich, old_links = split_embeds(row[1])
+    if rich != rich_before:
+        return None
+    if row[2] & SUPPRESS_EMBEDS:
+        links = []
+    if rich_after == rich and links == old_links:
+        return None
+    db.execute(
+        "UPDATE messages SET embeds = ? WHERE id = ?", (join_embeds(rich_after, links), message_id)
+    )
+    return get(db, channel_id, message_id, None)
 
 
 def delete(
