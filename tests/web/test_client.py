@@ -304,4 +304,16 @@ def test_reconnect_loses_and_duplicates_nothing(browser: Browser, web_server: We
             "after 1",
             "during 5",
         ]
+
+        # A rich embed (docs/embeds.md) is shown as text, its title a link that opens apart.
+        build = {"title": "Build passed", "url": "https://ci.example.org/1", "color": 2276147}
+        fields = [{"name": "branch", "value": "main", "inline": True}]
+        body = {"content": "", "embeds": [{**build, "description": "All green", "fields": fields}]}
+        url = f"/channels/{channel_id}/messages"
+        rest.post(url, json=body, headers=auth).raise_for_status()
+        title = ada.locator(".embed .embed-title a")
+        expect(title).to_have_text("Build passed")
+        expect(title).to_have_attribute("href", "https://ci.example.org/1")
+        expect(title).to_have_attribute("rel", "noopener noreferrer nofollow")
+        expect(ada.locator(".embed .embed-field")).to_have_text("branchmain")
     assert PAGE_ERRORS == []

@@ -5,8 +5,28 @@
 import { cmpId, dialog, h, nameOf, replace, timeOf, toast } from "../dom.js";
 import { P, compute, has } from "../perms.js";
 
+const SUPPRESS_EMBEDS = 4;
 const QUICK = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
 const MENTION = /<@([1-9][0-9]{0,19})>/g;
+
+// Only http(s) links become links: an embed's URL is the sender's or a page's choice.
+function link(url, ...children) {
+  return /^https?:\/\//i.test(url || "") ? h("a", { href: url, target: "_blank", rel: "noopener noreferrer nofollow" }, ...children) : h("span", ...children);
+}
+
+// A rich embed or a link preview (docs/embeds.md): text only, as the server sends no images yet.
+function embed(e) {
+  const color = Number.isInteger(e.color) ? `#${e.color.toString(16).padStart(6, "0")}` : null;
+  const box = h("article.embed", { "data-type": e.type || "rich" },
+    e.provider?.name ? h("div.embed-provider", e.provider.name) : null,
+    e.author?.name ? h("div.embed-author", link(e.author.url, e.author.name)) : null,
+    e.title ? h("div.embed-title", link(e.url, e.title)) : null,
+    e.description ? h("div.embed-description", e.description) : null,
+    e.fields?.length ? h("div.embed-fields", e.fields.map((f) => h("div.embed-field", { class: f.inline ? "inline" : null }, h("strong", f.name), h("div", f.value)))) : null,
+    e.footer?.text || e.timestamp ? h("div.embed-footer", [e.footer?.text, e.timestamp && new Date(e.timestamp).toLocaleString()].filter(Boolean).join(" · ")) : null);
+  if (color) box.style.borderLeftColor = color;  // CSSOM, which the policy allows (no inline style attribute)
+  return box;
+}
 
 export class ChatView {
   constructor(app) {
@@ -119,7 +139,8 @@ export class ChatView {
       h("div.meta", h("strong.author", nameOf(this.store.users.get(m.author.id) || m.author)),
         h("time.time", { datetime: m.created_at, title: new Date(m.created_at).toLocaleString() }, timeOf(m.created_at)),
         m.edited_at ? h("span.edited", "(edited)") : null, m.pinned ? h("span.pinned-mark", { title: "Pinned" }, "📌") : null),
-      editing ? this.editBox(m) : h("div.content", this.render(m.content)),
+      editing ? this.editBox(m) : m.content ? h("div.content", this.render(m.content)) : null,
+      m.embeds?.length && !(m.flags & SUPPRESS_EMBEDS) ? h("div.embeds", m.embeds.map((e) => embed(e))) : null,
       m.reactions?.length ? h("div.reactions", m.reactions.map((r) =>
         h("button.reaction", { "data-emoji": r.emoji, "aria-pressed": String(r.me), class: r.me ? "me" : null, onclick: () => this.toggleReaction(m, r.emoji) }, `${r.emoji} ${r.count}`))) : null,
       actions);
