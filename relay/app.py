@@ -39,6 +39,7 @@ from relay.rest.rooms import rooms_blueprint
 from relay.rest.search import search_blueprint
 from relay.rest.servers import servers_blueprint
 from relay.rest.threads import threads_blueprint
+from relay.rest.web import gateway_blueprint, web_blueprint
 from relay.rest.webhooks import webhooks_blueprint
 from relay.runtime import Runtime
 from relay.services import run_services
@@ -154,6 +155,8 @@ def create_app(settings: Settings) -> QuartTrio:
         webhooks_blueprint(rt),
         push_blueprint(rt),
         docs_blueprint(),
+        gateway_blueprint(rt),
+        web_blueprint(rt),
     ):
         app.register_blueprint(blueprint)
     if settings.metrics_token is not None:  # else /metrics is on metrics_port only, or nowhere

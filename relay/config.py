@@ -24,6 +24,9 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0, le=86_400)]  # finite: inf would break timers
 FilePath = Annotated[str, msgspec.Meta(min_length=1)]
+PublicUrl = Annotated[
+    str, msgspec.Meta(pattern=r"^(https?|wss?)://[A-Za-z0-9.\-\[\]:]+(/[\x21-\x7e]*)?$")
+]
 Secret = Annotated[str, msgspec.Meta(min_length=16, pattern=r"^[\x21-\x7e]+$")]
 
 ENV_PREFIX = "RELAY_"
@@ -52,6 +55,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Reverse proxies (addresses or networks) whose X-Forwarded-For and X-Request-Id are
     # believed: the client address every per-IP limit and cap uses (relay/forwarded.py).
     trusted_proxies: tuple[str, ...] = ()
+    # The address browsers reach Relay at behind a reverse proxy ("https://chat.example.com"):
+    # the web client's gateway is then wss://chat.example.com/v1/gateway (GET /v1/api/gateway).
+    # Unset: the host the page was loaded from, on the realtime listener's port.
+    public_url: PublicUrl | None = None
     audit_log_days: Positive = 90  # audit entries older than this are deleted
     relay_port: Port | None = 33333  # None (env/TOML "off") disables the byte relay
     relay_max_payload_bytes: Annotated[int, msgspec.Meta(ge=1, le=0xFFFF_FFFF)] = 8 * 1024 * 1024

@@ -255,6 +255,7 @@ class Hub:
         match change:
             case MemberJoined(server_id, user_id):
                 self.member_joined(server_id, user_id)
+                self._introduce(user_id, self.online_members.get(server_id, ()))
             case MemberLeft(server_id, user_id):
                 self.member_left(server_id, user_id)
             case PermissionsChanged(server_id):
@@ -281,6 +282,28 @@ class Hub:
             self._membership_changed()
             self.online_members.setdefault(server_id, set()).add(user_id)
             self.servers_of.setdefault(user_id, set()).add(server_id)
+
+    def _introduce(self, user_id: int, members: Collection[int]) -> None:
+        """A newcomer and the server's online members now share a server: each sees the
+        other's presence at once, not only at their next change of status."""
+        mine = self.statuses.get(user_id)
+        if mine is not None:
+            event = wire(
+                PresenceUpdateEvent(
+                    d=Presence(user_id=str(user_id), status=mine[0], activity=mine[1])
+                )
+            )
+            for other in members:
+                if other != user_id:
+                    for session in self.by_user.get(other, ()):
+                        session.deliver(event)
+        for other in members:
+            theirs = self.statuses.get(other)
+            if other != user_id and theirs is not None:
+                presence = Presence(user_id=str(other), status=theirs[0], activity=theirs[1])
+                event = wire(PresenceUpdateEvent(d=presence))
+                for session in self.by_user.get(user_id, ()):
+                    session.deliver(event)
 
     def member_left(self, server_id: int, user_id: int) -> None:
         """A member left, was kicked or banned: from now on no event of the server reaches them.

@@ -198,6 +198,16 @@ def doc(
     return mark
 
 
+NOT_API = "__relay_not_api__"
+
+
+def not_api(view: F) -> F:
+    """Leave a route out of the OpenAPI document: a page for browsers (the web client), not
+    part of the API."""
+    setattr(view, NOT_API, True)
+    return view
+
+
 def doc_of(view: Callable[..., Any]) -> Doc | None:
     found = getattr(view, ATTRIBUTE, None)
     return found if isinstance(found, Doc) else None

@@ -22,7 +22,9 @@ def docs_blueprint() -> Blueprint:
 
     def the_document() -> dict[str, Any]:
         app = current_app
-        return document(app.url_map.iter_rules(), app.view_functions, version=__version__, skip=own)
+        pages = {e for e in app.view_functions if e.startswith("webclient.")}  # HTML, not API
+        rules = app.url_map.iter_rules()
+        return document(rules, app.view_functions, version=__version__, skip=own | pages)
 
     @bp.get("/openapi.json")
     async def openapi_json() -> Response:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from relay.rest.apidoc import ERRORS, Doc, ErrorSpec, doc_of
+from relay.rest.apidoc import ERRORS, NOT_API, Doc, ErrorSpec, doc_of
 from relay.rest.http import AUDIT_REASON_HEADER, Error
 
 if TYPE_CHECKING:
@@ -92,9 +92,9 @@ def document(
     problems: list[str] = []
     operations: list[tuple[str, str, str, Callable[..., Any], Doc]] = []
     for rule in rules:
-        if rule.endpoint in skip or getattr(rule, "websocket", False):
-            continue
         view = views[rule.endpoint]
+        if rule.endpoint in skip or getattr(rule, "websocket", False) or hasattr(view, NOT_API):
+            continue
         found = doc_of(view)
         if found is None:
             problems.append(f"{rule.rule} ({rule.endpoint}): no @doc")

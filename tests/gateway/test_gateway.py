@@ -588,3 +588,31 @@ async def test_shutdown_with_a_live_session_logs_no_error(
             await shutdown()
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+
+
+async def test_a_joiner_and_the_members_see_each_others_presence_at_once(
+    gateway_server: RunningServer,
+) -> None:
+    """Both were online before they shared a server: joining introduces them (before, each
+    looked offline to the other until their next change of status)."""
+    owner = await new_member(gateway_server, "host")
+    joiner = await new_member(gateway_server, "newcomer")
+    guild = await owner.client.call("POST", "/v1/api/servers", {"name": "Lobby"})
+    with trio.fail_after(10):
+        async with (
+            open_gateway(gateway_server.ws_url) as a,
+            open_gateway(gateway_server.ws_url) as b,
+        ):
+            await a.identify(owner.token)
+            await b.send(2, {"token": joiner.token})
+            assert (await b.dispatch("READY"))["d"]["presences"] == []  # nothing shared yet
+            await b.send(3, {"status": "dnd"})
+            while (await b.dispatch("PRESENCE_UPDATE"))["d"]["status"] != "dnd":
+                pass  # the joiner's own sessions hear it: the status is set
+            await join(owner, [joiner], guild["id"])
+            while (seen := (await a.dispatch("PRESENCE_UPDATE"))["d"])["user_id"] != joiner.user_id:
+                pass
+            assert seen == {"user_id": joiner.user_id, "status": "dnd", "activity": None}
+            while (seen := (await b.dispatch("PRESENCE_UPDATE"))["d"])["user_id"] != owner.user_id:
+                pass
+            assert seen["status"] == "online"
