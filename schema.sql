@@ -221,4 +221,38 @@ CREATE TABLE IF NOT EXISTS audit_log (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS audit_log_server ON audit_log (server_id, id);
 
-PRAGMA user_version = 4;
+CREATE TABLE IF NOT EXISTS attachments (
+    id INTEGER PRIMARY KEY,
+    channel_id INTEGER NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+    uploader_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    message_id INTEGER REFERENCES messages (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL DEFAULT 0,
+    filename TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    width INTEGER,
+    height INTEGER,
+    preview_digest TEXT,
+    thumb_digest TEXT,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS attachments_message ON attachments (message_id, position)
+    WHERE message_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS attachments_unclaimed ON attachments (created_at)
+    WHERE message_id IS NULL;
+CREATE INDEX IF NOT EXISTS attachments_digest ON attachments (digest);
+CREATE INDEX IF NOT EXISTS attachments_preview ON attachments (preview_digest)
+    WHERE preview_digest IS NOT NULL;
+CREATE INDEX IF NOT EXISTS attachments_thumb ON attachments (thumb_digest)
+    WHERE thumb_digest IS NOT NULL;
+
+-- Bytes each user uploaded per UTC day (day = Unix ms // 86400000): the daily quota.
+CREATE TABLE IF NOT EXISTS upload_usage (
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    day INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (user_id, day)
+) STRICT, WITHOUT ROWID;
+
+PRAGMA user_version = 5;

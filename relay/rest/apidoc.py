@@ -41,6 +41,8 @@ ERRORS: Mapping[str, ErrorCode] = {
     ),
     "invalid_emoji": _e(400, "the emoji is not a single emoji"),
     "not_a_text_channel": _e(400, "the channel does not take messages"),
+    "bad_image": _e(400, "an image file is corrupt, truncated, or over the pixel limits"),
+    "malformed_form": _e(400, "the multipart/form-data body is malformed"),
     "cannot_dm_self": _e(400, "a DM needs another user"),
     "everyone_role": _e(400, "@everyone cannot be moved, deleted, given or taken"),
     # 401
@@ -78,9 +80,11 @@ ERRORS: Mapping[str, ErrorCode] = {
     "unknown_ban": _e(404, "no such ban in this server"),
     "unknown_invite": _e(404, "no such invite"),
     "unknown_room": _e(404, "no such room, or a private room of someone else's"),
+    "unknown_file": _e(404, "no such file, or the URL is tampered with or expired"),
     # 405, 408
     "method_not_allowed": _e(405, "the path does not take this method"),
     "request_timeout": _e(408, "the body did not arrive in time"),
+    "upload_too_slow": _e(408, "the upload stayed slower than upload_min_rate"),
     # 409
     "username_taken": _e(409, "the username is taken"),
     "key_taken": _e(409, "the public key is registered already"),
@@ -91,6 +95,9 @@ ERRORS: Mapping[str, ErrorCode] = {
     # 413, 415
     "payload_too_large": _e(413, "the body is larger than the server takes (max_body_bytes)"),
     "unsupported_media_type": _e(415, "the body's media type is not taken"),
+    "file_too_large": _e(413, "a file is larger than max_upload_bytes"),
+    "too_many_files": _e(413, "a message has more than 10 files"),
+    "upload_quota": _e(413, "the user's uploads today would pass upload_quota_bytes"),
     # 422
     "too_many_keys": _e(422, "the account holds max_keys_per_user keys"),
     "too_many_servers": _e(422, "the user owns max_servers_owned servers"),
@@ -116,6 +123,7 @@ ERRORS: Mapping[str, ErrorCode] = {
     "unavailable": _e(503, "the server is starting or shutting down"),
     "channel_busy": _e(503, "the channel did not commit in time: retry with the same nonce"),
     "room_busy": _e(503, "the room did not answer in time"),
+    "insufficient_storage": _e(507, "the server's disk is nearly full: uploads are refused"),
     "rooms_unavailable": _e(503, "app rooms are not available"),
 }
 

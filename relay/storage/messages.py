@@ -22,9 +22,10 @@ import msgspec
 from relay.errors import BadRequest, Forbidden, NotFound, RateLimited, Unprocessable
 from relay.ids import EPOCH_MS, SEQUENCE_BITS, WORKER_BITS, parse_id, timestamp_ms
 from relay.permissions import Member, P, compute
-from relay.storage import audit
+from relay.storage import audit, files
 from relay.storage.access import accesses_of, server_perms
 from relay.storage.audience import VisibleChannel, visible_channel
+from relay.storage.files import AttachmentRow
 from relay.storage.roles import held_roles
 from relay.storage.sqlite.writecache import cached
 
@@ -73,6 +74,7 @@ class MessageRow(msgspec.Struct, frozen=True):
     mentions: list[int]  # ascending
     reactions: list[ReactionCount]  # in the order each emoji was first used
     pinned: bool = False
+    attachments: list[AttachmentRow] = msgspec.field(default_factory=list)  # in their order
 
 
 class ReadStateRow(msgspec.Struct, frozen=True):
@@ -128,6 +130,7 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
         (viewer, ids),
     ):
         reactions.setdefault(message_id, []).append(ReactionCount(emoji, count, bool(me)))
+    attachments = files.of_messages(db, [row[0] for row in rows])
     return [
         MessageRow(
             id=row[0],
@@ -141,6 +144,7 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
             mentions=mentions.get(row[0], []),
             reactions=reactions.get(row[0], []),
             pinned=bool(row[10]),
+            attachments=attachments.get(row[0], []),
         )
         for row in rows
     ]
@@ -289,6 +293,7 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
     reply_to: int | None
     mentions: list[int]
     now_ms: int
+    attachments: list[int] = msgspec.field(default_factory=list)  # upload ids to claim
 
 
 class Posted(msgspec.Struct, frozen=True):
@@ -312,6 +317,11 @@ def post(db: Database, message_id: int, new: NewMessage) -> Posted:
         new.mentions,
         new.now_ms,
     )
+    if created and new.attachments:
+        claimed = files.claim(
+            db, message_id, new.channel_id, new.author_id, new.attachments, new.now_ms
+        )
+        row = msgspec.structs.replace(row, attachments=claimed)
     return Posted(row, created)
 
 

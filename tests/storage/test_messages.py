@@ -440,7 +440,7 @@ def test_history_uses_a_fixed_number_of_queries(db: Database, ids: Ids) -> None:
         assert len(messages.history(db, TEXT, BOB)) == 30
     finally:
         db.conn.set_trace_callback(None)
-    assert len(statements) == 3
+    assert len(statements) == 4  # messages, mentions, reactions, attachments
 
 
 # -- the mention parser --------------------------------------------------------------------------
