@@ -27,6 +27,7 @@ from relay.metrics import Metrics
 from relay.ratelimit import RateLimiter
 from relay.rest.auth import auth_blueprint, users_blueprint
 from relay.rest.docs import docs_blueprint
+from relay.rest.files import files_blueprint, upload_request_class
 from relay.rest.health import health_blueprint
 from relay.rest.http import client_ip, error_response
 from relay.rest.messages import messages_blueprint
@@ -130,6 +131,7 @@ def create_app(settings: Settings) -> QuartTrio:
     metrics.add_source(partial(collect_runtime, rt))
     app = RelayApp("relay", static_folder=None)  # no static files: no /static route
     app.asgi_http_class = HTTPConnection
+    app.request_class = upload_request_class(settings)  # upload routes: bodies stream to disk
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = settings.body_timeout_s  # 408 after it (quart-trio's default: 60)
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_grace_s
@@ -139,6 +141,7 @@ def create_app(settings: Settings) -> QuartTrio:
         auth_blueprint(rt),
         users_blueprint(rt),
         messages_blueprint(rt),
+        files_blueprint(rt),
         servers_blueprint(rt),
         roles_blueprint(rt),
         moderation_blueprint(rt),

@@ -30,10 +30,20 @@ Nonce = Annotated[str, Meta(min_length=1, max_length=64)]
 IdText = Annotated[str, Meta(min_length=1, max_length=20)]  # checked by parse_id in the route
 
 
+class UploadRef(Request, frozen=True):
+    """An upload (POST /v1/api/channels/{id}/attachments) a new message claims."""
+
+    id: IdText
+
+
 class CreateMessage(Request, frozen=True):
-    content: Content
+    # May be left out (or empty) when the message has files (docs/files.md).
+    content: Annotated[str, Meta(max_length=MAX_CONTENT_CHARS)] = ""
     nonce: Nonce | None = None
     reply_to: IdText | None = None
+    attachments: Annotated[list[UploadRef], Meta(max_length=10)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class EditMessage(Request, frozen=True):

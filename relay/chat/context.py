@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from relay.chat.fanout import Fanout
     from relay.chat.views import Views
     from relay.config import Settings
+    from relay.media.service import Media
     from relay.storage.areas import Areas
     from relay.storage.sqlite.db import Store
 
@@ -36,6 +37,7 @@ class Chat:
         views: Views,
         settings: Settings,
         areas: Areas = SQLITE,
+        media: Media | None = None,
     ) -> None:
         self.store = store
         self.q = areas  # each area's queries, behind its interface (relay.storage.areas)
@@ -48,6 +50,12 @@ class Chat:
         self.action_limiter = RateLimiter(settings.action_rate, settings.message_window_s)
         self.typing_limiter = RateLimiter(1, settings.typing_interval_s, max_keys=TYPING_KEYS)
         self.sendable = SendableMemo(views)  # who may post where, as last checked
+        self.media = media  # files (relay.media); None where a test builds Chat without them
+
+    @property
+    def file_urls(self) -> Media | None:
+        """What signs the file URLs of message objects (see `objects.message_out`)."""
+        return self.media
 
     def message_refused(self, user_id: int) -> RateLimited | None:
         """Count one message of `user_id` (a REST post or a gateway send): None if it may go,

@@ -14,6 +14,7 @@ order, so it cannot overtake the message it is about.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import emoji as emoji_db
@@ -37,12 +38,13 @@ from relay.chat.objects import (
 from relay.errors import BadRequest, NotFound, RelayError, Unavailable
 from relay.ids import parse_id
 from relay.permissions import P
+from relay.storage import files as stored_files
 from relay.storage import messages
 from relay.storage.access import now_ms
 from relay.storage.messages import NewMessage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     import outcome
 
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from relay.chat.context import Chat
     from relay.chat.objects import Author, Message
     from relay.chat.views import Views
+    from relay.media.urls import FileUrls
     from relay.storage.audience import VisibleChannel
     from relay.storage.messages import MessageRow, Posted
 
@@ -59,9 +62,9 @@ SENDABLE_TTL_S = 30.0  # see SendableMemo
 SENDABLE_KEPT = 10_000  # (user, channel) pre-checks kept; more and the memo starts over
 
 
-def created_event(row: MessageRow) -> events.MessageCreate:
+def created_event(row: MessageRow, urls: FileUrls | None = None) -> events.MessageCreate:
     """MESSAGE_CREATE for a message just stored (the channel actor's `created`)."""
-    return events.MessageCreate(d=message_out(row, for_event=True))
+    return events.MessageCreate(d=message_out(row, for_event=True, urls=urls))
 
 
 def content_of(text: str) -> str:
@@ -172,11 +175,18 @@ async def readable_channel(chat: Chat, user_id: int, channel_id: str) -> Visible
 
 
 def new_message(
-    user_id: int, channel: VisibleChannel, content: str, nonce: str | None, reply_to: str | None
+    user_id: int,
+    channel: VisibleChannel,
+    content: str,
+    nonce: str | None,
+    reply_to: str | None,
+    attachments: Sequence[int] = (),
 ) -> NewMessage:
     """Check a new message's content and reply_to. Raises what `content_of` raises, and
-    BadRequest("invalid_field") for a reply_to that is not an id."""
-    content = content_of(content)
+    BadRequest("invalid_field") for a reply_to that is not an id. A message with files
+    (`attachments`: upload ids, checked by the write) may have empty content."""
+    if content or not attachments:
+        content = content_of(content)
     reply_id = None
     if reply_to is not None:
         reply_id = parse_id(reply_to)
@@ -190,6 +200,7 @@ def new_message(
         reply_to=reply_id,
         mentions=messages.parse_mentions(content),
         now_ms=now_ms(),
+        attachments=list(attachments),
     )
 
 
@@ -240,22 +251,27 @@ async def post(
     content: str,
     nonce: str | None,
     reply_to: str | None,
+    attachments: Sequence[int] = (),
 ) -> tuple[Message, bool]:
     """Post a message and wait for its commit: the message, and False if a post with the same
     nonce made it earlier. Raises 429 rate_limited over the user's budget, 503 channel_busy if
-    it was not committed within `send_timeout_s`, and what the checks and the write raise."""
+    it was not committed within `send_timeout_s`, and what the checks and the write raise.
+    `attachments`: upload ids (relay.chat.files) the message claims, ATTACH_FILES needed."""
     if (refused := chat.message_refused(user_id)) is not None:
         raise refused  # one budget with the gateway's MESSAGE_SEND
     channel = await sendable_channel(chat, user_id, channel_id)
+    if attachments:
+        channel.require(P.ATTACH_FILES)
+    new = new_message(user_id, channel, content, nonce, reply_to, attachments)
     with trio.move_on_after(chat.settings.send_timeout_s):
-        asked = await queue_post(chat, new_message(user_id, channel, content, nonce, reply_to))
+        asked = await queue_post(chat, new)
         try:
             done = await posted(asked)
         except RelayError:
             chat.sendable.refused(user_id, channel_id)
             raise
         chat.sendable.committed(user_id, channel_id, trio.current_time())
-        return message_out(done.message), done.created
+        return message_out(done.message, urls=chat.file_urls), done.created
     raise channel_busy()
 
 
@@ -283,7 +299,7 @@ async def history(
         around=around,
         limit=limit,
     )
-    return [message_out(row) for row in rows]
+    return [message_out(row, urls=chat.file_urls) for row in rows]
 
 
 async def get(chat: Chat, user_id: int, channel_id: str, message_id: str) -> Message:
@@ -293,13 +309,13 @@ async def get(chat: Chat, user_id: int, channel_id: str, message_id: str) -> Mes
     )
     if row is None:
         raise NotFound("unknown message", code="unknown_message")
-    return message_out(row)
+    return message_out(row, urls=chat.file_urls)
 
 
 async def pins(chat: Chat, user_id: int, channel_id: str) -> list[Message]:
     channel = await readable_channel(chat, user_id, channel_id)
     rows = await chat.store.read(chat.q.messages.pinned, channel.id, user_id)
-    return [message_out(row) for row in rows]
+    return [message_out(row, urls=chat.file_urls) for row in rows]
 
 
 async def reactors(
@@ -349,9 +365,9 @@ async def edit(chat: Chat, user_id: int, channel_id: str, message_id: str, conte
         now_ms(),
     )
     await chat.fanout.to_channel(
-        channel.id, events.MessageUpdate(d=message_out(row, for_event=True))
+        channel.id, events.MessageUpdate(d=message_out(row, for_event=True, urls=chat.file_urls))
     )
-    return message_out(row)
+    return message_out(row, urls=chat.file_urls)
 
 
 async def delete(
@@ -359,10 +375,14 @@ async def delete(
 ) -> None:
     channel = await text_channel(chat, user_id, channel_id)
     mid = snowflake(message_id, "message")
+    blobs = await chat.store.read(stored_files.digests_of_message, mid)
     await chat.store.write(chat.q.messages.delete, channel.id, mid, user_id, reason)
     await chat.fanout.to_channel(
         channel.id, events.MessageDelete(d=MessageDeleted(id=str(mid), channel_id=str(channel.id)))
     )
+    if blobs and chat.media is not None:
+        # Its files stop being served with the row; their blobs go once nothing else uses them.
+        await chat.media.release(blobs, partial(chat.store.read, stored_files.unreferenced))
 
 
 async def bulk_delete(

@@ -18,14 +18,17 @@ from msgspec import UNSET, UnsetType
 
 from relay import crypto
 from relay.ids import timestamp_ms
+from relay.media.urls import attachment_path, preview_path, thumbnail_path
 from relay.storage.access import now_ms
 
 if TYPE_CHECKING:
     from relay.chat.rooms import RoomRecord
+    from relay.media.urls import FileUrls
     from relay.permissions import Overwrite as OverwriteRule
     from relay.storage.audit import AuditEntry as AuditRow
     from relay.storage.channels import ChannelRow
     from relay.storage.dms import DmRow
+    from relay.storage.files import AttachmentRow
     from relay.storage.invites import InviteRow
     from relay.storage.members import MemberRow
     from relay.storage.members import UserBrief as UserBriefRow
@@ -67,6 +70,21 @@ class Reaction(msgspec.Struct, frozen=True, kw_only=True):
     me: bool
 
 
+class Attachment(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A message's file. `url` and `preview_url` are signed and expire (file_url_ttl_s): fetch
+    the message again for fresh ones."""
+
+    id: str
+    filename: str
+    size: int
+    content_type: str
+    url: str
+    width: int | None = None  # images only
+    height: int | None = None
+    preview_url: str | None = None  # WebP, at most 1280 px a side (larger images)
+    thumbnail_url: str | None = None  # WebP, at most 320 px a side (images)
+
+
 class Message(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     channel_id: str
@@ -80,6 +98,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     pinned: bool
     edited_at: str | None
     created_at: str
+    attachments: list[Attachment] = msgspec.field(default_factory=list)
 
 
 class RepeatedMessage(Message, frozen=True, kw_only=True):
@@ -539,10 +558,34 @@ def author_out(author: AuthorRow) -> Author:
     return Author(id=str(author.id), username=author.username, display_name=author.display_name)
 
 
+def attachment_out(row: AttachmentRow, urls: FileUrls | None) -> Attachment:
+    image = row.width is not None
+    return Attachment(
+        id=str(row.id),
+        filename=row.filename,
+        size=row.size,
+        content_type=row.content_type,
+        url=file_url(urls, attachment_path(row.id, row.filename)),
+        width=row.width,
+        height=row.height,
+        preview_url=file_url(urls, preview_path(row.id)) if row.has_preview else None,
+        thumbnail_url=file_url(urls, thumbnail_path(row.id)) if image else None,
+    )
+
+
+def file_url(urls: FileUrls | None, path: str) -> str:
+    return urls.sign(path) if urls is not None else path
+
+
 def message_out(
-    row: MessageRow, *, for_event: bool = False, kind: type[Message] = Message
+    row: MessageRow,
+    *,
+    for_event: bool = False,
+    kind: type[Message] = Message,
+    urls: FileUrls | None = None,
 ) -> Message:
-    """The message object; `for_event` makes `reactions[].me` false (one payload for all)."""
+    """The message object; `for_event` makes `reactions[].me` false (one payload for all);
+    `urls` signs the attachments' URLs (unsigned paths, which are refused, without it)."""
     return kind(
         id=str(row.id),
         channel_id=str(row.channel_id),
@@ -558,6 +601,7 @@ def message_out(
         pinned=row.pinned,
         edited_at=iso(row.edited_at) if row.edited_at is not None else None,
         created_at=iso(timestamp_ms(row.id)),
+        attachments=[attachment_out(a, urls) for a in row.attachments],
     )
 
 

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from relay.chat.views import ServerView, Views
     from relay.config import Settings
     from relay.gateway.session import Session
+    from relay.media.urls import FileUrls
     from relay.storage.messages import NewMessage, Posted
     from relay.storage.sqlite.db import Store
 
@@ -91,6 +92,7 @@ class Hub:
         self.presence: Registry[PresenceMsg] = Registry(self._new_presence)
         self.statuses: dict[int, tuple[str, str | None]] = {}  # users not seen as offline
         self.views = views
+        self.file_urls: FileUrls | None = None  # signs MESSAGE_CREATE's file URLs (services)
         # (channel id, intent bits) -> (the server's view then, the audience); see the module doc
         self._audiences: dict[tuple[int, int], tuple[ServerView | None, tuple[Session, ...]]] = {}
         self._membership = 0  # bumped by every change to the indexes
@@ -361,7 +363,7 @@ class Hub:
             key,
             self.store,
             self._publish,
-            created_event,
+            partial(created_event, urls=self.file_urls),
             partial(self.store.read, audience.channel_audience, channel_id),
             idle_timeout_s=self.settings.actor_idle_s,
         )

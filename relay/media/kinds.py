@@ -82,3 +82,17 @@ def _decode_cut(head: bytes) -> str:
         except UnicodeDecodeError:
             continue
     raise UnicodeDecodeError("utf-8", head, 0, len(head), "not text")
+
+
+_INLINE = frozenset(kind.content_type for _, _, kind in _MAGIC if kind.inline) | {
+    "image/webp",
+    "audio/wav",
+    "audio/mp4",
+    "video/mp4",
+    "text/plain; charset=utf-8",
+}
+
+
+def is_inline(content_type: str) -> bool:
+    """Whether a stored file of this (sniffed) type may be shown inline."""
+    return content_type in _INLINE

@@ -14,6 +14,7 @@ finish is aborted (its temp file deleted) by whoever owns it (`open_spool`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import shutil
 import time
@@ -31,7 +32,7 @@ from relay.media.kinds import SNIFF_BYTES, Kind, sniff
 from relay.media.names import clean_filename
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 
     from relay.config import Settings
     from relay.media.blobs import BlobReader, BlobStore, BlobWriter
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 DISK_THREADS = 4
 READ_STEP = 256 * 1024  # plaintext bytes decrypted per worker-thread trip when serving
+SWEEP_BATCH = 200  # blobs checked per turn of the blob lock
 
 
 class Stored(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +54,10 @@ class Stored(msgspec.Struct, frozen=True, kw_only=True):
     height: int | None = None
     preview: BlobRef | None = None
     thumbnail: BlobRef | None = None
+
+    @property
+    def digests(self) -> list[str]:
+        return [b.digest for b in (self.blob, self.preview, self.thumbnail) if b is not None]
 
 
 class Budget:
@@ -82,17 +88,23 @@ class Budget:
         )
 
 
-async def bounded_chunks(chunks: AsyncIterator[bytes], budget: Budget) -> AsyncIterator[bytes]:
-    """The body's chunks, cut with 408 upload_too_slow when the next one is late."""
-    while True:
-        with trio.move_on_at(budget.deadline()) as scope:
-            try:
-                data = await anext(chunks)
-            except StopAsyncIteration:
-                return
-        if scope.cancelled_caught:
-            raise budget.too_slow()
-        yield data
+async def bounded_chunks(
+    chunks: AsyncGenerator[bytes, None], budget: Budget
+) -> AsyncGenerator[bytes, None]:
+    """The body's chunks, cut with 408 upload_too_slow when the next one is late. Use it
+    under `contextlib.aclosing`: it closes `chunks` when it is closed."""
+    try:
+        while True:
+            with trio.move_on_at(budget.deadline()) as scope:
+                try:
+                    data = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+            if scope.cancelled_caught:
+                raise budget.too_slow()
+            yield data
+    finally:
+        await chunks.aclose()
 
 
 class Media:
@@ -103,6 +115,8 @@ class Media:
         self.workers = images.ImageWorkers(settings.image_threads)
         self.disk_limiter = trio.CapacityLimiter(DISK_THREADS)
         self._url_key = urls.signing_key(key)
+        self._blob_lock = trio.Lock()
+        self._pending: collections.Counter[str] = collections.Counter()
 
     @classmethod
     def open(cls, settings: Settings) -> Media:
@@ -139,12 +153,59 @@ class Media:
         writer = await trio.to_thread.run_sync(self.store.writer, limiter=self.disk_limiter)
         return Spool(self, writer, clean_filename(filename), budget)
 
-    async def delete_blobs(self, digests: list[str]) -> None:
-        for digest in digests:
-            await trio.to_thread.run_sync(self.store.delete, digest, limiter=self.disk_limiter)
-
     async def put(self, data: bytes) -> BlobRef:
-        return await trio.to_thread.run_sync(self.store.put, data, limiter=self.disk_limiter)
+        """Store bytes as a blob, held as pending until `settled` (see `release`)."""
+        w = await self.blocking(self.store.writer)
+        try:
+            await self.blocking(w.write, data)
+        except BaseException:
+            await self.blocking(w.abort)
+            raise
+        return await self.commit(w)
+
+    async def commit(self, writer: BlobWriter) -> BlobRef:
+        """Commit a written blob, held as pending until `settled`: from here until the row
+        that names it is written, `release` will not delete it."""
+        async with self._blob_lock:
+            try:
+                ref = await self.blocking(writer.commit)
+            except BaseException:
+                await self.blocking(writer.abort)
+                raise
+            self._pending[ref.digest] += 1
+        return ref
+
+    def settled(self, digests: Iterable[str]) -> None:
+        """The rows naming these blobs are written (or will not be): no longer pending."""
+        for digest in digests:
+            self._pending[digest] -= 1
+            if self._pending[digest] <= 0:
+                del self._pending[digest]
+
+    async def release(
+        self, digests: list[str], unreferenced: Callable[[list[str]], Awaitable[list[str]]]
+    ) -> int:
+        """Delete those of `digests` that no row names (`unreferenced` asks the database)
+        and no upload is about to; how many went. Under the same lock as `commit`, so a blob
+        cannot be deleted between an identical upload finding it and its row being written."""
+        deleted = 0
+        async with self._blob_lock:
+            candidates = [d for d in dict.fromkeys(digests) if d not in self._pending]
+            for digest in await unreferenced(candidates) if candidates else []:
+                deleted += await self.blocking(self.store.delete, digest)
+        return deleted
+
+    async def sweep(
+        self, unreferenced: Callable[[list[str]], Awaitable[list[str]]], older_than_s: float
+    ) -> int:
+        """Delete orphan blobs (written more than `older_than_s` ago, named by no row) and
+        temp files a crash left; how many blobs went."""
+        await self.blocking(self.store.clean_temp, older_than_s)
+        old = await self.blocking(lambda: list(self.store.digests(older_than_s)))
+        deleted = 0
+        for i in range(0, len(old), SWEEP_BATCH):
+            deleted += await self.release(old[i : i + SWEEP_BATCH], unreferenced)
+        return deleted
 
     # -- serving --------------------------------------------------------------------------------
 
@@ -208,7 +269,7 @@ class Spool:
         kind = sniff(self._writer.head[:SNIFF_BYTES])
         if kind.image:
             return await self._finish_image(kind)
-        blob = await self._media.blocking(self._writer.commit)
+        blob = await self._media.commit(self._writer)
         return Stored(
             blob=blob, filename=self.filename, content_type=kind.content_type, inline=kind.inline
         )

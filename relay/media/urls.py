@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Protocol
+from urllib.parse import quote
 
 SIG_HEX = 32  # 128 bits of the HMAC: enough against forgery, shorter URLs
 MAX_EXPIRY_DIGITS = 12
@@ -35,3 +37,24 @@ def verify(key: bytes, path: str, ex: str | None, sig: str | None, now: float) -
     if expires < now:
         return False
     return hmac.compare_digest(_mac(key, path, expires), sig)
+
+
+class FileUrls(Protocol):
+    def sign(self, path: str) -> str:
+        """`path` with a fresh expiry and signature."""
+        ...
+
+
+FILES_PREFIX = "/v1/files"
+
+
+def attachment_path(attachment_id: int, filename: str) -> str:
+    return f"{FILES_PREFIX}/attachments/{attachment_id}/{quote(filename, safe='')}"
+
+
+def preview_path(attachment_id: int) -> str:
+    return f"{FILES_PREFIX}/previews/{attachment_id}.webp"
+
+
+def thumbnail_path(attachment_id: int) -> str:
+    return f"{FILES_PREFIX}/thumbnails/{attachment_id}.webp"

@@ -43,6 +43,8 @@ PATH_PARAMS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
     "target_id": ("the role's id, or the member's user id", ID),
     "session_id": ("the login session's id", ID),
     "room_id": ("the room's id", ID),
+    "attachment_id": ("the attachment's id", ID),
+    "filename": ("the file's name, as in its URL", {"type": "string", "minLength": 1}),
     "code": ("the invite's code", {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,32}$"}),
     "emoji": (
         "one emoji, URL-encoded",
@@ -283,7 +285,9 @@ def _query_parameters(schema: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _success(status: int, when: str, kind: Any, schema_of: Mapping[Any, Any]) -> dict[str, Any]:
     response: dict[str, Any] = {"description": when or _REASONS.get(status, "success")}
-    if status != 204 and kind is not None:
+    if kind is bytes:  # a file: any type (relay/rest/files.py), never JSON
+        response["content"] = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+    elif status != 204 and kind is not None:
         response["content"] = {"application/json": {"schema": schema_of[kind]}}
     return response
 

@@ -127,7 +127,10 @@ def of_messages(db: Database, message_ids: Iterable[int]) -> dict[int, list[Atta
         " WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY message_id, position",
         (json.dumps(list(message_ids)),),
     ):
-        found.setdefault(row[0], []).append(AttachmentRow(*row[1:7], bool(row[7])))
+        attachment_id, filename, size, content_type, width, height, preview = row[1:]
+        found.setdefault(row[0], []).append(
+            AttachmentRow(attachment_id, filename, size, content_type, width, height, bool(preview))
+        )
     return found
 
 

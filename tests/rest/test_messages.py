@@ -174,6 +174,7 @@ async def test_post_and_read_a_message(world: World) -> None:
         "pinned",
         "edited_at",
         "created_at",
+        "attachments",
     }
     assert message["channel_id"] == world.text
     assert message["server_id"] == world.server_id
