@@ -289,3 +289,108 @@ async def test_identical_uploads_stored_once_and_limits(files_world: World) -> N
         assert r.status_code == 201, r.text
     status, answer, _ = await raw_send(w.running, w.bob.token, path, "text/plain", blob)
     assert (status, answer["error"]["code"]) == (413, "upload_quota")
+
+
+async def test_concurrent_identical_uploads_and_prune(files_world: World) -> None:
+    from relay.services import prune_files
+
+    w = files_world
+    rt = w.running.runtime
+    data = os.urandom(MiB)
+    path = f"/v1/api/channels/{w.text}/attachments?filename=same.bin"
+    ids: list[str] = []
+
+    async def one() -> None:
+        r = await w.alice.client.request("POST", path, content=data)
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["upload_id"])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one)
+        nursery.start_soon(one)
+    assert len(set(ids)) == 2
+    assert len(stored_files(w.running)) == 1  # stored once
+
+    claimed = await w.alice.client.call(
+        "POST", messages_path(w.text), {"attachments": [{"id": ids[0]}]}
+    )
+    r = await w.alice.client.request(
+        "POST", f"/v1/api/channels/{w.text}/attachments?filename=lone.txt", content=b"lonely"
+    )
+    assert r.status_code == 201
+    assert len(stored_files(w.running)) == 2
+
+    def age_uploads(db: Any) -> None:
+        db.execute("UPDATE attachments SET created_at = created_at - 7200000")
+
+    await rt.store.write(age_uploads)
+    assert rt.chat.media is not None
+    await prune_files(rt.store, rt.chat.media, orphan_age_s=0)
+    # The two unclaimed uploads are gone; the claimed one's blob (shared with one of them) stays.
+    assert len(stored_files(w.running)) == 1
+    got = await fetch(w.bob, claimed["attachments"][0]["url"])
+    assert got.content == data
+
+
+async def test_slow_uploads_are_cut_and_a_full_disk_refuses(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        tmp_path, upload_min_rate=1 * MiB, upload_grace_s=0.3, min_free_disk_bytes=0
+    )
+    running, shutdown = await start_server(nursery, settings)
+    async with AsyncExitStack() as stack:
+        w = await make_world(stack, running)
+        host, port = running.url.removeprefix("http://").rsplit(":", 1)
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            await stream.send_all(
+                f"POST /v1/api/channels/{w.text}/attachments?filename=slow HTTP/1.1\r\n"
+                f"Host: x\r\nAuthorization: Bearer {w.alice.token}\r\n"
+                "Content-Length: 10000000\r\n\r\n".encode()
+                + b"x" * 1000
+            )
+            answer = b""
+            with trio.fail_after(10):
+                while b"upload_too_slow" not in answer:
+                    data = await stream.receive_some(4096)
+                    assert data, answer
+                    answer += data
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert not list((tmp_path / "data" / "media" / "tmp").iterdir())  # spool deleted
+    await shutdown()
+
+    settings = settings_for(tmp_path / "full", min_free_disk_bytes=10**18)
+    running, shutdown = await start_server(nursery, settings)
+    async with AsyncExitStack() as stack:
+        w = await make_world(stack, running)
+        r = await w.alice.client.request(
+            "POST", f"/v1/api/channels/{w.text}/attachments?filename=a", content=b"abc"
+        )
+        assert (r.status_code, r.json()["error"]["code"]) == (507, "insufficient_storage")
+        ready = await w.alice.client.request("GET", "/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"]["disk"].startswith("low")
+    await shutdown()
+
+
+async def test_attach_files_is_required(files_world: World) -> None:
+    w = files_world
+    everyone = w.server_id  # @everyone's role id is the server's
+    role = await w.alice.client.call("GET", f"/v1/api/servers/{w.server_id}/roles")
+    perms = next(r for r in role if r["id"] == everyone)["permissions"]
+    from relay.permissions import P
+
+    without = int(perms) & ~int(P.ATTACH_FILES)
+    await w.alice.client.call(
+        "PATCH", f"/v1/api/servers/{w.server_id}/roles/{everyone}", {"permissions": str(without)}
+    )
+    r = await post_files(w.bob, w.text, [("a.txt", b"hello")])
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "missing_permission")
+    r = await w.bob.client.request(
+        "POST", f"/v1/api/channels/{w.text}/attachments?filename=a", content=b"abc"
+    )
+    assert r.status_code == 403
+    # Alice (the owner) still may; Eve, not a member, gets 404.
+    assert (await post_files(w.alice, w.text, [("a.txt", b"hello")])).status_code == 201
+    r = await post_files(w.eve, w.text, [("a.txt", b"hello")])
+    assert r.status_code == 404
