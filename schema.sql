@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash TEXT,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
-, disabled_at INTEGER) STRICT; -- disabled_at: migration 4 (ALTER TABLE), Unix ms, NULL = enabled
+, disabled_at INTEGER, avatar TEXT) STRICT; -- disabled_at: migration 4 (ALTER TABLE), Unix ms, NULL = enabled; avatar: migration 5
 CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (username COLLATE NOCASE);
 
 CREATE TABLE IF NOT EXISTS user_keys (
@@ -69,7 +69,7 @@ CREATE TABLE IF NOT EXISTS servers (
     name TEXT NOT NULL,
     owner_id INTEGER NOT NULL REFERENCES users (id),
     created_at INTEGER NOT NULL
-, is_public INTEGER NOT NULL DEFAULT 0 CHECK (is_public IN (0, 1)), description TEXT) STRICT;
+, is_public INTEGER NOT NULL DEFAULT 0 CHECK (is_public IN (0, 1)), description TEXT, icon TEXT) STRICT;
 
 -- Text, voice and category channels of a server, and 1:1 DM channels (server_id NULL).
 CREATE TABLE IF NOT EXISTS channels (
@@ -253,6 +253,25 @@ CREATE TABLE IF NOT EXISTS upload_usage (
     day INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
     PRIMARY KEY (user_id, day)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS users_avatar ON users (avatar) WHERE avatar IS NOT NULL;
+CREATE INDEX IF NOT EXISTS servers_icon ON servers (icon) WHERE icon IS NOT NULL;
+CREATE TABLE IF NOT EXISTS emojis (
+    id INTEGER PRIMARY KEY,
+    server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    animated INTEGER NOT NULL DEFAULT 0 CHECK (animated IN (0, 1)),
+    creator_id INTEGER REFERENCES users (id) ON DELETE SET NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS emojis_server ON emojis (server_id, id);
+CREATE INDEX IF NOT EXISTS emojis_digest ON emojis (digest);
+CREATE TABLE IF NOT EXISTS images (
+    digest TEXT PRIMARY KEY,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 
 PRAGMA user_version = 5;

@@ -35,6 +35,7 @@ from relay.chat.objects import (
     Server,
     ServerWithChannels,
     TypingStart,
+    User,
 )
 from relay.protocol.gateway import ALWAYS_INTENT, Intent
 
@@ -73,6 +74,12 @@ class ReadyEvent(ChatEvent, frozen=True, tag="READY"):
 
 class ResumedEvent(ChatEvent, frozen=True, tag="RESUMED"):
     d: Resumed
+
+
+class UserUpdate(ChatEvent, frozen=True, tag="USER_UPDATE"):
+    """The user's own account changed (an avatar): to their sessions."""
+
+    d: User
 
 
 # -- servers, channels, roles, members -----------------------------------------------------------
@@ -194,6 +201,7 @@ class PresenceUpdateEvent(ChatEvent, frozen=True, tag="PRESENCE_UPDATE"):
 Event = (
     ReadyEvent
     | ResumedEvent
+    | UserUpdate
     | ServerCreate
     | ServerUpdate
     | ServerDelete

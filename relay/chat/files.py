@@ -55,7 +55,8 @@ class ServedFile:
     content_type: str
     inline: bool
     filename: str
-    created_ms: int
+    created_ms: int  # 0: unknown (public images: their URL changes with them instead)
+    public: bool = False  # avatars, icons, emoji, stored images: cacheable by anyone
 
 
 def media_of(chat: Chat) -> Media:

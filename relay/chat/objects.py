@@ -18,7 +18,13 @@ from msgspec import UNSET, UnsetType
 
 from relay import crypto
 from relay.ids import timestamp_ms
-from relay.media.urls import attachment_path, preview_path, thumbnail_path
+from relay.media.urls import (
+    attachment_path,
+    avatar_path,
+    icon_path,
+    preview_path,
+    thumbnail_path,
+)
 from relay.storage.access import now_ms
 
 if TYPE_CHECKING:
@@ -45,6 +51,7 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     username: str
     display_name: str | None
     created_at: str
+    avatar_url: str | None = None  # a square WebP, at most 512 px (docs/files.md)
 
 
 class Key(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,6 +150,7 @@ class Server(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
     description: str | None
     public: bool
+    icon_url: str | None = None  # a square WebP, at most 512 px (docs/files.md)
 
 
 class Overwrite(msgspec.Struct, frozen=True, kw_only=True):
@@ -382,6 +390,7 @@ def server_out(s: ServerRow) -> Server:
         created_at=iso(s.created_at),
         description=s.description,
         public=s.is_public,
+        icon_url=icon_path(s.id, s.icon) if s.icon else None,
     )
 
 
@@ -611,6 +620,7 @@ def user_out(user: UserRow) -> User:
         username=user.username,
         display_name=user.display_name,
         created_at=iso(user.created_at),
+        avatar_url=avatar_path(user.id, user.avatar) if user.avatar else None,
     )
 
 
@@ -620,6 +630,7 @@ def me_out(user: UserRow, keys: list[KeyRow]) -> Me:
         username=user.username,
         display_name=user.display_name,
         created_at=iso(user.created_at),
+        avatar_url=avatar_path(user.id, user.avatar) if user.avatar else None,
         has_password=user.password_hash is not None,
         keys=[key_out(k) for k in keys],
     )

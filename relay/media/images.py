@@ -165,14 +165,20 @@ def _webp(im: Image.Image, side: int) -> bytes:
     return out.getvalue()
 
 
-def square(data: bytes, content_type: str, side: int) -> tuple[bytes, str]:
+class Square(msgspec.Struct, frozen=True):
+    data: bytes  # WebP
+    side: int
+    animated: bool
+
+
+def square(data: bytes, content_type: str, side: int) -> Square:
     """An avatar, icon or emoji: center-cropped to a square, at most `side` px, metadata
-    stripped. Animated GIF/WebP stay animated (as WebP); stills become WebP too. Raises
-    BadImage."""
+    stripped. Animated GIF/WebP stay animated (as animated WebP); stills become WebP too.
+    Raises BadImage."""
     return _guarded(lambda: _square(data, content_type, side))
 
 
-def _square(data: bytes, content_type: str, side: int) -> tuple[bytes, str]:
+def _square(data: bytes, content_type: str, side: int) -> Square:
     im = probe(data, content_type)
     animated = bool(getattr(im, "is_animated", False))
     if animated:
@@ -188,12 +194,33 @@ def _square(data: bytes, content_type: str, side: int) -> tuple[bytes, str]:
             loop=0,
             quality=85,
         )
-        return out.getvalue(), "image/webp"
+        return Square(out.getvalue(), shaped[0].size[0], True)
     im.load()
     still = _fit(ImageOps.exif_transpose(im), side)
     out = io.BytesIO()
     still.save(out, format="WEBP", quality=85)
-    return out.getvalue(), "image/webp"
+    return Square(out.getvalue(), still.size[0], False)
+
+
+class Fitted(msgspec.Struct, frozen=True):
+    data: bytes  # WebP, the first frame of an animated image
+    width: int
+    height: int
+
+
+def fit_webp(data: bytes, content_type: str, side: int) -> Fitted:
+    """A still WebP of the image, oriented, at most `side` px a side, without metadata (what
+    other features store, e.g. link preview images). Raises BadImage."""
+    return _guarded(lambda: _fit_webp(data, content_type, side))
+
+
+def _fit_webp(data: bytes, content_type: str, side: int) -> Fitted:
+    im = probe(data, content_type)
+    im.load()
+    still = ImageOps.exif_transpose(im)
+    out = _webp(still, side)
+    width, height = Image.open(io.BytesIO(out)).size
+    return Fitted(out, width, height)
 
 
 def _fit(im: Image.Image, side: int) -> Image.Image:
@@ -214,5 +241,10 @@ class ImageWorkers:
     async def clean(self, data: bytes, content_type: str) -> Cleaned:
         return await trio.to_thread.run_sync(clean, data, content_type, limiter=self.limiter)
 
-    async def square(self, data: bytes, content_type: str, side: int) -> tuple[bytes, str]:
+    async def square(self, data: bytes, content_type: str, side: int) -> Square:
         return await trio.to_thread.run_sync(square, data, content_type, side, limiter=self.limiter)
+
+    async def fit_webp(self, data: bytes, content_type: str, side: int) -> Fitted:
+        return await trio.to_thread.run_sync(
+            fit_webp, data, content_type, side, limiter=self.limiter
+        )

@@ -58,3 +58,19 @@ def preview_path(attachment_id: int) -> str:
 
 def thumbnail_path(attachment_id: int) -> str:
     return f"{FILES_PREFIX}/thumbnails/{attachment_id}.webp"
+
+
+def avatar_path(user_id: int, digest: str) -> str:
+    return f"{FILES_PREFIX}/avatars/{user_id}/{digest}.webp"
+
+
+def icon_path(server_id: int, digest: str) -> str:
+    return f"{FILES_PREFIX}/icons/{server_id}/{digest}.webp"
+
+
+def emoji_path(emoji_id: int) -> str:
+    return f"{FILES_PREFIX}/emojis/{emoji_id}.webp"
+
+
+def image_path(digest: str) -> str:
+    return f"{FILES_PREFIX}/images/{digest}.webp"

@@ -16,12 +16,13 @@ from msgspec import Meta
 from quart import Blueprint, Response, request
 from quart_trio.wrappers import TrioRequest
 
-from relay.chat import commands
+from relay.chat import commands, objects
 from relay.chat import files as chat_files
+from relay.chat import images as chat_images
 from relay.chat.args import field_error
 from relay.errors import BadRequest
 from relay.rest.apidoc import doc
-from relay.rest.http import invalid, json_response, principal
+from relay.rest.http import invalid, json_response, no_content, principal
 from relay.storage.files import MAX_FILES
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 MAX_FILENAME_QUERY = 1024
 CACHE_CONTROL = "private, max-age=86400, immutable"  # content-addressed: never changes
+PUBLIC_CACHE_CONTROL = "public, max-age=31536000, immutable"  # the URL names the blob
 # Paths whose bodies are uploads: the app-wide max_body_bytes does not apply to them.
 _UPLOAD_PATHS = re.compile(
     r"^/v1/api/(channels/[0-9]{1,20}/(messages|attachments)|users/@me(/avatar)?"
@@ -177,6 +179,85 @@ def files_blueprint(rt: Runtime) -> Blueprint:
         found = await chat_files.served(rt.chat, "thumbnail", attachment_id, None, *_signature())
         return _serve(rt, found)
 
+    # -- avatars, icons, stored images (public: the URL names the blob) -----------------------
+
+    @bp.put("/v1/api/users/@me/avatar")
+    @doc(
+        "Set one's avatar (the raw body: a PNG, JPEG, GIF or WebP image)",
+        response=objects.User,
+        errors=("bad_image", "file_too_large", "upload_too_slow", "insufficient_storage"),
+    )
+    async def put_avatar() -> Response:
+        who = principal(rt)
+        media = chat_files.media_of(rt.chat)
+        media.require_disk()
+        data = await chat_images.read_image(media, body_chunks(), chat_images.MAX_IMAGE_BYTES)
+        return json_response(await chat_images.set_avatar(rt.chat, who.user_id, data))
+
+    @bp.delete("/v1/api/users/@me/avatar")
+    @doc("Remove one's avatar")
+    async def delete_avatar() -> Response:
+        who = principal(rt)
+        await chat_images.set_avatar(rt.chat, who.user_id, None)
+        return no_content()
+
+    @bp.put("/v1/api/servers/<server_id>/icon")
+    @doc(
+        "Set the server's icon (MANAGE_SERVER; the raw body: a PNG, JPEG, GIF or WebP image)",
+        response=objects.Server,
+        errors=(
+            "unknown_server",
+            "missing_permission",
+            "bad_image",
+            "file_too_large",
+            "upload_too_slow",
+            "insufficient_storage",
+        ),
+    )
+    async def put_icon(server_id: str) -> Response:
+        who = principal(rt)
+        media = chat_files.media_of(rt.chat)
+        media.require_disk()
+        data = await chat_images.read_image(media, body_chunks(), chat_images.MAX_IMAGE_BYTES)
+        return json_response(await chat_images.set_icon(rt.chat, who.user_id, server_id, data))
+
+    @bp.delete("/v1/api/servers/<server_id>/icon")
+    @doc(
+        "Remove the server's icon (MANAGE_SERVER)", errors=("unknown_server", "missing_permission")
+    )
+    async def delete_icon(server_id: str) -> Response:
+        who = principal(rt)
+        await chat_images.set_icon(rt.chat, who.user_id, server_id, None)
+        return no_content()
+
+    public = {200: "the image", 206: "part of it (Range)"}
+
+    @bp.route("/v1/files/avatars/<user_id>/<digest>.webp", methods=["GET"])
+    @doc("A user's avatar", response=bytes, status=public, errors=("unknown_file",), auth="none")
+    async def avatar(user_id: str, digest: str) -> Response:
+        return _serve(rt, await chat_images.public_image(rt.chat, "avatar", user_id, digest))
+
+    @bp.route("/v1/files/icons/<server_id>/<digest>.webp", methods=["GET"])
+    @doc("A server's icon", response=bytes, status=public, errors=("unknown_file",), auth="none")
+    async def icon(server_id: str, digest: str) -> Response:
+        return _serve(rt, await chat_images.public_image(rt.chat, "icon", server_id, digest))
+
+    @bp.route("/v1/files/emojis/<emoji_id>.webp", methods=["GET"])
+    @doc("A custom emoji", response=bytes, status=public, errors=("unknown_file",), auth="none")
+    async def emoji(emoji_id: str) -> Response:
+        return _serve(rt, await chat_images.public_image(rt.chat, "emoji", None, emoji_id))
+
+    @bp.route("/v1/files/images/<digest>.webp", methods=["GET"])
+    @doc(
+        "An image another feature stored (e.g. a link preview's)",
+        response=bytes,
+        status=public,
+        errors=("unknown_file",),
+        auth="none",
+    )
+    async def image(digest: str) -> Response:
+        return _serve(rt, await chat_images.public_image(rt.chat, "image", None, digest))
+
     return bp
 
 
@@ -195,11 +276,14 @@ def file_headers(found: ServedFile) -> dict[str, str]:
         ),
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "sandbox",
-        "Cache-Control": CACHE_CONTROL,
+        "Cache-Control": PUBLIC_CACHE_CONTROL if found.public else CACHE_CONTROL,
         "ETag": f'"{found.digest[:32]}"',
-        "Last-Modified": formatdate(found.created_ms / 1000, usegmt=True),
         "Accept-Ranges": "bytes",
-    }
+    } | (
+        {"Last-Modified": formatdate(found.created_ms / 1000, usegmt=True)}
+        if found.created_ms
+        else {}
+    )
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:

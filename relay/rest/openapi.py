@@ -44,6 +44,8 @@ PATH_PARAMS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
     "session_id": ("the login session's id", ID),
     "room_id": ("the room's id", ID),
     "attachment_id": ("the attachment's id", ID),
+    "emoji_id": ("the custom emoji's id", ID),
+    "digest": ("the image's SHA-256, hex", {"type": "string", "pattern": "^[0-9a-f]{64}$"}),
     "filename": ("the file's name, as in its URL", {"type": "string", "minLength": 1}),
     "code": ("the invite's code", {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,32}$"}),
     "emoji": (

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from relay.errors import BadRequest
+from relay.permissions import P
+from relay.storage.access import require_server
+from relay.storage.servers import ServerRow, get_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -163,7 +166,13 @@ def prune_unclaimed(db: Database, now_ms: int) -> int:
 
 
 _REFERENCES = (
-    "SELECT 1 FROM attachments WHERE digest = ?1 OR preview_digest = ?1 OR thumb_digest = ?1",
+    "SELECT 1 FROM attachments WHERE digest = ?1",
+    "SELECT 1 FROM attachments WHERE preview_digest = ?1",
+    "SELECT 1 FROM attachments WHERE thumb_digest = ?1",
+    "SELECT 1 FROM users WHERE avatar = ?1",
+    "SELECT 1 FROM servers WHERE icon = ?1",
+    "SELECT 1 FROM emojis WHERE digest = ?1",
+    "SELECT 1 FROM images WHERE digest = ?1",
 )
 
 
@@ -174,3 +183,64 @@ def unreferenced(db: Database, digests: Sequence[str]) -> list[str]:
         if not any(db.execute(sql, (digest,)).fetchone() for sql in _REFERENCES):
             out.append(digest)
     return out
+
+
+# -- avatars, icons and stored images -------------------------------------------------------------
+
+
+def set_avatar(db: Database, user_id: int, digest: str | None) -> str | None:
+    """Set (None: remove) the user's avatar; the digest it had before."""
+    before = avatar_of(db, user_id)
+    db.execute("UPDATE users SET avatar = ? WHERE id = ?", (digest, user_id))
+    return before
+
+
+def set_icon(db: Database, server_id: int, digest: str | None) -> str | None:
+    """Set (None: remove) the server's icon (the caller checked MANAGE_SERVER in the same
+    transaction); the digest it had before."""
+    before = icon_of(db, server_id)
+    db.execute("UPDATE servers SET icon = ? WHERE id = ?", (digest, server_id))
+    return before
+
+
+def set_server_icon(
+    db: Database, server_id: int, user_id: int, digest: str | None
+) -> tuple[ServerRow, str | None]:
+    """Set (None: remove) a server's icon, if `user_id` has MANAGE_SERVER there (else 404
+    unknown_server or 403); the server, and the digest it had before."""
+    require_server(db, server_id, user_id, P.MANAGE_SERVER)
+    before = set_icon(db, server_id, digest)
+    server = get_server(db, server_id)
+    assert server is not None
+    return server, before
+
+
+def avatar_of(db: Database, user_id: int) -> str | None:
+    row = db.execute("SELECT avatar FROM users WHERE id = ?", (user_id,)).fetchone()
+    return row[0] if row else None
+
+
+def icon_of(db: Database, server_id: int) -> str | None:
+    row = db.execute("SELECT icon FROM servers WHERE id = ?", (server_id,)).fetchone()
+    return row[0] if row else None
+
+
+def add_image(db: Database, digest: str, width: int, height: int, now_ms: int) -> None:
+    db.execute(
+        "INSERT INTO images (digest, width, height, created_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (digest) DO NOTHING",
+        (digest, width, height, now_ms),
+    )
+
+
+def has_image(db: Database, digest: str) -> bool:
+    return db.execute("SELECT 1 FROM images WHERE digest = ?", (digest,)).fetchone() is not None
+
+
+def remove_image(db: Database, digest: str) -> bool:
+    return db.execute("DELETE FROM images WHERE digest = ?", (digest,)).rowcount == 1
+
+
+def emoji_digest(db: Database, emoji_id: int) -> str | None:
+    row = db.execute("SELECT digest FROM emojis WHERE id = ?", (emoji_id,)).fetchone()
+    return row[0] if row else None

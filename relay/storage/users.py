@@ -29,6 +29,7 @@ class UserRow(msgspec.Struct, frozen=True):
     created_at: int
     updated_at: int
     disabled_at: int | None = None  # set by an operator (`relay user disable`): no logins
+    avatar: str | None = None  # the avatar's blob digest (relay.media), if any
 
 
 class UserListing(msgspec.Struct, frozen=True):

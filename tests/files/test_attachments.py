@@ -11,7 +11,6 @@ import os
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
-import pytest
 import trio
 from PIL import Image
 
@@ -20,7 +19,6 @@ from tests.media import samples
 from tests.rest.test_messages import World, make_world, messages_path
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
     import httpx
@@ -29,17 +27,6 @@ if TYPE_CHECKING:
     from tests.rest.test_messages import Member
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-async def files_world(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[World]:
-    settings = settings_for(
-        tmp_path, max_upload_bytes=2 * MiB, upload_quota_bytes=5 * MiB, min_free_disk_bytes=0
-    )
-    running, shutdown = await start_server(nursery, settings)
-    async with AsyncExitStack() as stack:
-        yield await make_world(stack, running)
-    await shutdown()
 
 
 async def post_files(

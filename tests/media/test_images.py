@@ -92,14 +92,17 @@ def test_other_format_than_sniffed_is_refused() -> None:
         images.clean(samples.image("PNG"), "image/jpeg")
 
 
-def test_square_crop() -> None:
-    data, content_type = images.square(samples.image("PNG", (1200, 700)), "image/png", 512)
-    assert content_type == "image/webp"
-    assert decoded(data).size == (512, 512)
-    small, _ = images.square(samples.image("PNG", (100, 60)), "image/png", 512)
-    assert decoded(small).size == (60, 60)
-    animated, _ = images.square(samples.animated_gif(2), "image/gif", 128)
-    assert getattr(Image.open(io.BytesIO(animated)), "n_frames", 1) == 2
+def test_square_crop_and_fit() -> None:
+    big = images.square(samples.image("PNG", (1200, 700)), "image/png", 512)
+    assert decoded(big.data).size == (512, 512)
+    assert big.side == 512
+    small = images.square(samples.image("PNG", (100, 60)), "image/png", 512)
+    assert decoded(small.data).size == (60, 60)
+    animated = images.square(samples.animated_gif(2), "image/gif", 128)
+    assert animated.animated
+    assert getattr(Image.open(io.BytesIO(animated.data)), "n_frames", 1) == 2
+    fitted = images.fit_webp(samples.jpeg_with_gps((2000, 1000)), "image/jpeg", 1280)
+    assert (fitted.width, fitted.height) == decoded(fitted.data).size == (640, 1280)
 
 
 async def test_workers_are_bounded() -> None:

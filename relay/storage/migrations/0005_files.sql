@@ -34,3 +34,28 @@ CREATE TABLE IF NOT EXISTS upload_usage (
     bytes INTEGER NOT NULL,
     PRIMARY KEY (user_id, day)
 ) STRICT, WITHOUT ROWID;
+
+-- Avatars, server icons and custom emoji: square WebP blobs (relay.media.images.square),
+-- served by URLs naming the user, server or emoji and the blob. Images other features store
+-- (link previews) have a row in `images`, which keeps their blob from the orphan sweep.
+ALTER TABLE users ADD COLUMN avatar TEXT;
+ALTER TABLE servers ADD COLUMN icon TEXT;
+CREATE INDEX IF NOT EXISTS users_avatar ON users (avatar) WHERE avatar IS NOT NULL;
+CREATE INDEX IF NOT EXISTS servers_icon ON servers (icon) WHERE icon IS NOT NULL;
+CREATE TABLE IF NOT EXISTS emojis (
+    id INTEGER PRIMARY KEY,
+    server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    animated INTEGER NOT NULL DEFAULT 0 CHECK (animated IN (0, 1)),
+    creator_id INTEGER REFERENCES users (id) ON DELETE SET NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS emojis_server ON emojis (server_id, id);
+CREATE INDEX IF NOT EXISTS emojis_digest ON emojis (digest);
+CREATE TABLE IF NOT EXISTS images (
+    digest TEXT PRIMARY KEY,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
