@@ -27,6 +27,7 @@ from relay.metrics import Metrics
 from relay.ratelimit import RateLimiter
 from relay.rest.auth import auth_blueprint, users_blueprint
 from relay.rest.docs import docs_blueprint
+from relay.rest.emojis import emojis_blueprint
 from relay.rest.files import files_blueprint, upload_request_class
 from relay.rest.health import health_blueprint
 from relay.rest.http import client_ip, error_response
@@ -142,6 +143,7 @@ def create_app(settings: Settings) -> QuartTrio:
         users_blueprint(rt),
         messages_blueprint(rt),
         files_blueprint(rt),
+        emojis_blueprint(rt),
         servers_blueprint(rt),
         roles_blueprint(rt),
         moderation_blueprint(rt),

@@ -245,3 +245,19 @@ class UpdateMe(Request, frozen=True):
 
 class AddKey(Request, frozen=True):
     public_key: Base64
+
+
+EmojiName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]{2,32}$")]
+MAX_EMOJI_BYTES = 256 * 1024
+
+
+class CreateEmoji(Request, frozen=True):
+    """A custom emoji: `image` is standard base64 of a PNG, JPEG, GIF or WebP image of at most
+    256 KiB (resized to at most 128 px; animated GIF/WebP stay animated)."""
+
+    name: EmojiName
+    image: Annotated[str, Meta(min_length=1, max_length=(MAX_EMOJI_BYTES + 2) // 3 * 4)]
+
+
+class UpdateEmoji(Request, frozen=True):
+    name: EmojiName

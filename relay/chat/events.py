@@ -18,6 +18,7 @@ import msgspec
 from relay.chat.objects import (
     Channel,
     Deleted,
+    EmojisUpdate,
     MemberAdd,
     MemberRemove,
     MemberUpdate,
@@ -99,6 +100,12 @@ class ServerUpdate(_ServerEvent, frozen=True, tag="SERVER_UPDATE"):
 
 class ServerDelete(_ServerEvent, frozen=True, tag="SERVER_DELETE"):
     d: Deleted
+
+
+class ServerEmojisUpdate(_ServerEvent, frozen=True, tag="SERVER_EMOJIS_UPDATE"):
+    """The server's custom emoji changed: all of them."""
+
+    d: EmojisUpdate
 
 
 class _ChannelEvent(_ServerEvent, frozen=True):
@@ -205,6 +212,7 @@ Event = (
     | ServerCreate
     | ServerUpdate
     | ServerDelete
+    | ServerEmojisUpdate
     | ChannelCreate
     | ChannelUpdate
     | ChannelDelete

@@ -38,9 +38,11 @@ from relay.chat.objects import (
 from relay.errors import BadRequest, NotFound, RelayError, Unavailable
 from relay.ids import parse_id
 from relay.permissions import P
+from relay.storage import emojis as stored_emojis
 from relay.storage import files as stored_files
 from relay.storage import messages
 from relay.storage.access import now_ms
+from relay.storage.emojis import custom_reaction
 from relay.storage.messages import NewMessage
 
 if TYPE_CHECKING:
@@ -77,7 +79,10 @@ def content_of(text: str) -> str:
 
 
 def checked_emoji(text: str) -> str:
-    """A reaction's emoji (already URL-decoded): one emoji, nothing else."""
+    """A reaction's emoji (already URL-decoded): one emoji, or a custom emoji `name:id`
+    (whether it exists is checked when it is added: `custom_emoji_here`)."""
+    if custom_reaction(text) is not None:
+        return text
     if len(text) > MAX_EMOJI_CHARS or not emoji_db.is_emoji(text):
         raise BadRequest(f"not a single emoji: {text[:MAX_EMOJI_CHARS]!r}", code="invalid_emoji")
     return text
@@ -431,6 +436,8 @@ async def react(
     channel = await text_channel(chat, user_id, channel_id)
     mid = snowflake(message_id, "message")
     emoji = checked_emoji(emoji)
+    if add and custom_reaction(emoji) is not None:
+        emoji = await custom_emoji_here(chat, channel, emoji)
     if add:
         changed = await chat.store.write(
             chat.q.messages.add_reaction,
@@ -450,6 +457,18 @@ async def react(
         )
         event = events.ReactionAdd(d=payload) if add else events.ReactionRemove(d=payload)
         await chat.fanout.to_channel(channel.id, event)
+
+
+async def custom_emoji_here(chat: Chat, channel: VisibleChannel, text: str) -> str:
+    """A custom emoji reaction being added: an emoji of the channel's server (else 400
+    invalid_emoji), as `name:id` with its current name."""
+    parsed = custom_reaction(text)
+    found = None
+    if parsed is not None and channel.server_id is not None:
+        found = await chat.store.read(stored_emojis.get_emoji, channel.server_id, parsed[1])
+    if found is None:
+        raise BadRequest(f"no such custom emoji here: {text[:60]!r}", code="invalid_emoji")
+    return f"{found.name}:{found.id}"
 
 
 async def ack(chat: Chat, user_id: int, channel_id: str, message_id: str) -> None:

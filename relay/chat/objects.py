@@ -21,6 +21,7 @@ from relay.ids import timestamp_ms
 from relay.media.urls import (
     attachment_path,
     avatar_path,
+    emoji_path,
     icon_path,
     preview_path,
     thumbnail_path,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from relay.storage.audit import AuditEntry as AuditRow
     from relay.storage.channels import ChannelRow
     from relay.storage.dms import DmRow
+    from relay.storage.emojis import EmojiRow
     from relay.storage.files import AttachmentRow
     from relay.storage.invites import InviteRow
     from relay.storage.members import MemberRow
@@ -90,6 +92,22 @@ class Attachment(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     height: int | None = None
     preview_url: str | None = None  # WebP, at most 1280 px a side (larger images)
     thumbnail_url: str | None = None  # WebP, at most 320 px a side (images)
+
+
+class Emoji(msgspec.Struct, frozen=True, kw_only=True):
+    """A server's custom emoji: in messages `<:name:id>` (`<a:name:id>` animated), as a
+    reaction `name:id`."""
+
+    id: str
+    name: str
+    animated: bool
+    url: str  # a square WebP, at most 128 px
+    creator_id: str | None
+
+
+class EmojisUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    server_id: str
+    emojis: list[Emoji]
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):
@@ -579,6 +597,16 @@ def attachment_out(row: AttachmentRow, urls: FileUrls | None) -> Attachment:
         height=row.height,
         preview_url=file_url(urls, preview_path(row.id)) if row.has_preview else None,
         thumbnail_url=file_url(urls, thumbnail_path(row.id)) if image else None,
+    )
+
+
+def emoji_out(row: EmojiRow) -> Emoji:
+    return Emoji(
+        id=str(row.id),
+        name=row.name,
+        animated=row.animated,
+        url=emoji_path(row.id),
+        creator_id=str(row.creator_id) if row.creator_id is not None else None,
     )
 
 

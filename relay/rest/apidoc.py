@@ -81,6 +81,7 @@ ERRORS: Mapping[str, ErrorCode] = {
     "unknown_invite": _e(404, "no such invite"),
     "unknown_room": _e(404, "no such room, or a private room of someone else's"),
     "unknown_file": _e(404, "no such file, or the URL is tampered with or expired"),
+    "unknown_emoji": _e(404, "no such custom emoji in this server"),
     # 405, 408
     "method_not_allowed": _e(405, "the path does not take this method"),
     "request_timeout": _e(408, "the body did not arrive in time"),
@@ -107,6 +108,7 @@ ERRORS: Mapping[str, ErrorCode] = {
     "too_many_invites": _e(422, "the server has max_invites_per_server usable invites"),
     "too_many_overwrites": _e(422, "the channel has max_overwrites_per_channel overwrites"),
     "too_many_pins": _e(422, "the channel has max_pins pins"),
+    "too_many_emojis": _e(422, "the server has 50 still (or 50 animated) custom emoji"),
     "too_many_reactions": _e(422, "the message has as many different reactions as it may"),
     "too_many_rooms": _e(422, "the user has as many live rooms as they may"),
     "capacity_exceeded": _e(422, "the server cannot commit that many more clients to rooms"),

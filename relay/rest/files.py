@@ -40,7 +40,7 @@ PUBLIC_CACHE_CONTROL = "public, max-age=31536000, immutable"  # the URL names th
 # Paths whose bodies are uploads: the app-wide max_body_bytes does not apply to them.
 _UPLOAD_PATHS = re.compile(
     r"^/v1/api/(channels/[0-9]{1,20}/(messages|attachments)|users/@me(/avatar)?"
-    r"|servers/[0-9]{1,20}(/icon|/emojis))$"
+    r"|servers/[0-9]{1,20}/icon)$"
 )
 _RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
 
