@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchkit import workers
 from benchkit.core import Bench, Row, profile_result, split
+from benchkit.files import files
 from benchkit.procs import CpuMeter, free_port, raise_nofile_limit, rss_bytes
 from benchkit.relay import HOST
 from relay.protocol.gateway import ALL_INTENTS, Intent
@@ -901,6 +902,7 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "relay": byte_relay,
     "relay_ws": byte_relay_ws,
     "rooms": rooms,
+    "files": files,
 }
 
 
