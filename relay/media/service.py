@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 DISK_THREADS = 4
-READ_STEP = 256 * 1024  # plaintext bytes decrypted per worker-thread trip when serving
+READ_STEP = 1024 * 1024  # plaintext bytes decrypted per worker-thread trip when serving
 SWEEP_BATCH = 200  # blobs checked per turn of the blob lock
 
 

@@ -4,8 +4,9 @@ during a 25 MiB upload; downloads next to nginx (the Debian package, if installe
 does not fetch it) serving the same plaintext file from disk in the same run.
 
 Relay's downloads decrypt (XChaCha20-Poly1305, 64 KiB chunks) on its worker threads and go
-through hypercorn; nginx uses sendfile. The clients are httpx in this process (one Trio loop),
-the same for both servers, so the client's own cost is in both figures.
+through hypercorn; nginx uses sendfile. Uploads and downloads are made by
+curl (one process per client, requests one after another on a kept-alive connection), so the
+client costs little and the same for both servers; image uploads by httpx.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -25,13 +27,13 @@ from benchkit.procs import free_port, rss_bytes
 from benchkit.relay import HOST
 
 if TYPE_CHECKING:
-    import subprocess
     from pathlib import Path
 
     from benchkit.core import Bench
 
 MiB = 1024 * 1024
 NGINX = "/usr/sbin/nginx"
+CURL = shutil.which("curl") or "curl"
 NGINX_CONF = """
 worker_processes 1;
 error_log {prefix}/error.log warn;
@@ -77,7 +79,8 @@ def files(bench: Bench) -> list[Row]:
             bench.notes.append("files: nginx not installed at /usr/sbin/nginx; no nginx column")
         for size in sizes:
             data = os.urandom(size)
-            (nginx_root / f"f{size}").write_bytes(data)
+            file_path = nginx_root / f"f{size}"
+            file_path.write_bytes(data)
             for clients in (1, 10):
                 case = f"{size // MiB} MiB, {clients} client{'s' if clients > 1 else ''}"
                 total = max(clients, (64 * MiB if not quick else 8 * MiB) // size)
@@ -87,8 +90,8 @@ def files(bench: Bench) -> list[Row]:
                 watcher = threading.Thread(target=_watch_rss, args=(relay.pid, peak, stop))
                 watcher.start()
                 try:
-                    mbps, upload_ids = trio.run(
-                        _uploads, relay.url, channel, auth, data, clients, total
+                    mbps = _uploads(
+                        relay.url, channel, owner.token, file_path, size, clients, total
                     )
                 finally:
                     stop.set()
@@ -107,14 +110,13 @@ def files(bench: Bench) -> list[Row]:
                             bar_met=(peak[0] - base) < size / 2 if size > MiB else None,
                         )
                     )
-                url = trio.run(_claim, relay.url, channel, auth, upload_ids[0])
-                relay_mbps = trio.run(_downloads, relay.url + url, {}, size, clients, total)
+                upload_id = trio.run(_one_upload, relay.url, channel, auth, data)
+                url = trio.run(_claim, relay.url, channel, auth, upload_id)
+                relay_mbps = _downloads(relay.url + url, size, clients, total)
                 values: dict[str, float | None] = {"relay": round(relay_mbps, 1)}
                 if nginx is not None:
                     nginx_url = f"http://{HOST}:{nginx[1]}/f{size}"
-                    values["nginx"] = round(
-                        trio.run(_downloads, nginx_url, {}, size, clients, total), 1
-                    )
+                    values["nginx"] = round(_downloads(nginx_url, size, clients, total), 1)
                 met = None
                 if values.get("nginx"):
                     met = values["relay"] >= 0.5 * values["nginx"]  # type: ignore[operator]
@@ -170,30 +172,63 @@ def _start_nginx(bench: Bench, root: Path) -> tuple[subprocess.Popen[bytes], int
     return None
 
 
-async def _uploads(
-    url: str, channel: str, auth: dict[str, str], data: bytes, clients: int, total: int
-) -> tuple[float, list[str]]:
-    ids: list[str] = []
-    left = [total]
+def _curl(clients: int, config: str, count: int) -> float:
+    """Run `clients` curl processes, each doing `count` requests from `config` (a curl config
+    body for one request); the wall time they took together. Any answer but 2xx fails."""
+    statuses: list[str] = []
 
-    async def client(http: httpx.AsyncClient) -> None:
-        while left[0] > 0:
-            left[0] -= 1
-            r = await http.post(
-                f"/v1/api/channels/{channel}/attachments?filename=bench.bin",
-                content=data,
-                headers=auth,
-            )
-            r.raise_for_status()
-            ids.append(r.json()["upload_id"])
+    def one() -> None:
+        done = subprocess.run(
+            [CURL, "-s", "--config", "-"],
+            input=(config + 'write-out = "%{http_code}\\n"\n').encode() * count,
+            check=True,
+            capture_output=True,
+        )
+        statuses.extend(done.stdout.decode().split())
 
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    bad = [code for code in statuses if not code.startswith("2")]
+    if bad or len(statuses) != clients * count:
+        raise RuntimeError(f"curl: {len(statuses)} answers, not 2xx: {sorted(set(bad))}")
+    return elapsed
+
+
+def _uploads(
+    url: str, channel: str, token: str, path: Path, size: int, clients: int, total: int
+) -> float:
+    each = max(1, total // clients)
+    config = (
+        f'url = "{url}/v1/api/channels/{channel}/attachments?filename=bench.bin"\n'
+        f'header = "Authorization: Bearer {token}"\n'
+        'header = "Content-Type: application/octet-stream"\nheader = "Expect:"\n'
+        f'data-binary = "@{path}"\noutput = "/dev/null"\n'
+    )
+    elapsed = _curl(clients, config, each)
+    return each * clients * size / MiB / elapsed
+
+
+def _downloads(url: str, size: int, clients: int, total: int) -> float:
+    each = max(1, total // clients)
+    elapsed = _curl(clients, f'url = "{url}"\noutput = "/dev/null"\n', each)
+    return each * clients * size / MiB / elapsed
+
+
+async def _one_upload(url: str, channel: str, auth: dict[str, str], data: bytes) -> str:
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for _ in range(clients):
-                nursery.start_soon(client, http)
-        elapsed = time.perf_counter() - start
-    return total * len(data) / MiB / elapsed, ids
+        r = await http.post(
+            f"/v1/api/channels/{channel}/attachments?filename=bench.bin",
+            content=data,
+            headers=auth,
+        )
+        r.raise_for_status()
+        upload_id: str = r.json()["upload_id"]
+        return upload_id
 
 
 async def _claim(url: str, channel: str, auth: dict[str, str], upload_id: str) -> str:
@@ -206,30 +241,6 @@ async def _claim(url: str, channel: str, auth: dict[str, str], upload_id: str) -
         r.raise_for_status()
         file_url: str = r.json()["attachments"][0]["url"]
         return file_url
-
-
-async def _downloads(
-    url: str, headers: dict[str, str], size: int, clients: int, total: int
-) -> float:
-    left = [total]
-
-    async def client(http: httpx.AsyncClient) -> None:
-        while left[0] > 0:
-            left[0] -= 1
-            got = 0
-            async with http.stream("GET", url, headers=headers) as r:
-                r.raise_for_status()
-                async for chunk in r.aiter_raw():
-                    got += len(chunk)
-            assert got == size, (got, size)
-
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for _ in range(clients):
-                nursery.start_soon(client, http)
-        elapsed = time.perf_counter() - start
-    return total * size / MiB / elapsed
 
 
 async def _image_uploads(url: str, channel: str, auth: dict[str, str], total: int) -> float:

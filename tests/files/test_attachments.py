@@ -381,3 +381,24 @@ async def test_attach_files_is_required(files_world: World) -> None:
     assert (await post_files(w.alice, w.text, [("a.txt", b"hello")])).status_code == 201
     r = await post_files(w.eve, w.text, [("a.txt", b"hello")])
     assert r.status_code == 404
+
+
+async def test_a_member_who_cannot_see_the_channel_gets_no_url(files_world: World) -> None:
+    from relay.permissions import P
+
+    w = files_world
+    r = await post_files(w.alice, w.text, [("a.txt", b"members only")])
+    message = r.json()
+    await w.alice.client.call(
+        "PUT",
+        f"/v1/api/channels/{w.text}/permissions/{w.bob.id}",
+        {"type": "member", "deny": str(int(P.VIEW_CHANNEL))},
+    )
+    for path in (messages_path(w.text), messages_path(w.text, message["id"])):
+        got = await w.bob.client.request("GET", path)
+        assert got.status_code == 404
+        assert "attachments" not in got.text
+    r = await w.bob.client.request(
+        "POST", f"/v1/api/channels/{w.text}/attachments?filename=a", content=b"abc"
+    )
+    assert r.status_code == 404
