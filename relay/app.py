@@ -15,7 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Response, g, request
+from quart import Request, Response, g, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -28,7 +28,7 @@ from relay.ratelimit import RateLimiter
 from relay.rest.auth import auth_blueprint, users_blueprint
 from relay.rest.docs import docs_blueprint
 from relay.rest.emojis import emojis_blueprint
-from relay.rest.files import files_blueprint, upload_request_class
+from relay.rest.files import PacedBody, files_blueprint, upload_request_class
 from relay.rest.health import health_blueprint
 from relay.rest.http import client_ip, error_response
 from relay.rest.messages import messages_blueprint
@@ -102,6 +102,21 @@ class HTTPConnection(TrioASGIHTTPConnection):
                 await send(message)
 
         await super().__call__(receive_noting_end, send_ending_cleanly)
+
+    async def handle_messages(  # type: ignore[override]
+        self, nursery: trio.Nursery, request: Request, receive: ASGIReceiveCallable
+    ) -> None:
+        """Hand the body on no faster than the route reads it (relay.rest.files.PacedBody)."""
+        body = request.body
+        if isinstance(body, PacedBody):
+
+            async def paced() -> ASGIReceiveEvent:
+                await body.wait_for_room()
+                return await receive()
+
+            await super().handle_messages(nursery, request, paced)
+        else:
+            await super().handle_messages(nursery, request, receive)
 
 
 def _has_body(scope: HTTPScope) -> bool:

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 import msgspec
+import trio
 from msgspec import Meta
 from quart import Blueprint, Response, request
 from quart_trio.wrappers import TrioRequest
+from quart_trio.wrappers.request import TrioBody
 
 from relay.chat import commands, objects
 from relay.chat import files as chat_files
@@ -45,6 +47,32 @@ _UPLOAD_PATHS = re.compile(
 _RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
 
 
+BODY_BUFFER_BYTES = 1024 * 1024  # request body received but not yet read by the route
+
+
+class PacedBody(TrioBody):
+    """A request body that holds at most about BODY_BUFFER_BYTES the route has not read yet.
+
+    Quart's own appends every chunk the server hands it, however far ahead of the route, so a
+    fast client's 25 MiB upload sat in memory while the route encrypted it to disk. Here the
+    connection waits (`wait_for_room`, see relay.app.HTTPConnection) until the route has taken
+    what is buffered; hypercorn then stops reading the socket, and TCP slows the client."""
+
+    def __init__(self, expected_content_length: int | None, max_content_length: int | None):
+        super().__init__(expected_content_length, max_content_length)
+        self._taken = trio.Event()
+
+    async def __anext__(self) -> bytes:
+        data = await super().__anext__()
+        self._taken.set()
+        self._taken = trio.Event()
+        return data
+
+    async def wait_for_room(self) -> None:
+        if len(self._data) >= BODY_BUFFER_BYTES and self._must_raise is None:
+            await self._taken.wait()
+
+
 def upload_request_class(settings: Settings) -> type[TrioRequest]:
     """The app's request class: on upload routes, the body may be as long as the files of one
     message (the routes count every byte themselves; Quart's limit also bounds what it
@@ -52,6 +80,8 @@ def upload_request_class(settings: Settings) -> type[TrioRequest]:
     upload_limit = settings.max_upload_bytes * MAX_FILES + settings.max_body_bytes
 
     class UploadRequest(TrioRequest):
+        body_class = PacedBody
+
         def __init__(
             self,
             method: str,

@@ -180,7 +180,9 @@ def _curl(clients: int, config: str, count: int) -> float:
     def one() -> None:
         done = subprocess.run(
             [CURL, "-s", "--config", "-"],
-            input=(config + 'write-out = "%{http_code}\\n"\n').encode() * count,
+            # `next` between requests: each its own options (curl joins repeated data-binary
+            # values into one body otherwise); none after the last (it would want a URL).
+            input="next\n".join([config + 'write-out = "%{http_code}\\n"\n'] * count).encode(),
             check=True,
             capture_output=True,
         )
