@@ -29,8 +29,8 @@ def sign(key: bytes, path: str, expires: int) -> str:
 
 def verify(key: bytes, path: str, ex: str | None, sig: str | None, now: float) -> bool:
     """Whether `ex`/`sig` (the query parameters as given) sign `path` and have not expired."""
-    if ex is None or sig is None:
-        return False
+    if ex is None or sig is None or len(sig) != SIG_HEX or not sig.isascii():
+        return False  # compare_digest refuses non-ASCII text
     if not (0 < len(ex) <= MAX_EXPIRY_DIGITS and ex.isascii() and ex.isdigit()):
         return False
     expires = int(ex)

@@ -43,14 +43,19 @@ async def post_files(
 
 
 async def raw_send(
-    running: RunningServer, token: str, path: str, content_type: str, body: bytes
+    running: RunningServer,
+    token: str,
+    path: str,
+    content_type: str,
+    body: bytes,
+    method: str = "POST",
 ) -> tuple[int, dict[str, Any], int]:
     """POST `body` over a raw socket, 64 KiB at a time, reading the answer meanwhile: the
     status, the JSON answer, and how many body bytes were sent before the server answered."""
     host, port = running.url.removeprefix("http://").rsplit(":", 1)
     stream = await trio.open_tcp_stream(host, int(port))
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
         f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     sent = 0

@@ -81,3 +81,16 @@ async def test_store_image_for_other_features(files_world: World) -> None:
     assert (
         await fetch(files_world.bob, "/v1/files/images/" + "0" * 64 + ".webp")
     ).status_code == 404
+
+
+async def test_avatar_over_the_limit_is_cut_early(files_world: World) -> None:
+    from relay.chat.images import MAX_IMAGE_BYTES
+    from tests.files.test_attachments import raw_send
+
+    w = files_world
+    body = samples.image("PNG") + bytes(MAX_IMAGE_BYTES * 2)
+    status, answer, sent = await raw_send(
+        w.running, w.alice.token, "/v1/api/users/@me/avatar", "image/png", body, method="PUT"
+    )
+    assert (status, answer["error"]["code"]) == (413, "file_too_large")
+    assert sent < MAX_IMAGE_BYTES * 1.5
