@@ -397,11 +397,15 @@ async def bulk_delete(
     ids = [parse_id(text) for text in message_ids]
     if None in ids or len(set(ids)) != len(ids):
         raise field_error("messages", "must be 2 to 100 different message ids")
+    wanted = [i for i in ids if i is not None]
+    blobs = await chat.store.read(stored_files.digests_of_messages, wanted)
     deleted = await chat.store.write(
-        chat.q.messages.bulk_delete, channel.id, user_id, [i for i in ids if i is not None], reason
+        chat.q.messages.bulk_delete, channel.id, user_id, wanted, reason
     )
     if deleted:
         await announce_bulk_delete(chat, channel.id, deleted)
+    if blobs and chat.media is not None:
+        await chat.media.release(blobs, partial(chat.store.read, stored_files.unreferenced))
 
 
 async def announce_bulk_delete(chat: Chat, channel_id: int, deleted: list[int]) -> None:

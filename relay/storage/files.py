@@ -148,10 +148,15 @@ def file(db: Database, attachment_id: int) -> FileRow | None:
 
 def digests_of_message(db: Database, message_id: int) -> list[str]:
     """The blobs a message's files use (read before deleting it, to release them after)."""
+    return digests_of_messages(db, [message_id])
+
+
+def digests_of_messages(db: Database, message_ids: Sequence[int]) -> list[str]:
     out: list[str] = []
     for digest, preview, thumb in db.execute(
-        "SELECT digest, preview_digest, thumb_digest FROM attachments WHERE message_id = ?",
-        (message_id,),
+        "SELECT digest, preview_digest, thumb_digest FROM attachments"
+        " WHERE message_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(message_ids)),),
     ):
         out += [d for d in (digest, preview, thumb) if d is not None]
     return out

@@ -407,3 +407,16 @@ async def test_a_member_who_cannot_see_the_channel_gets_no_url(files_world: Worl
         "POST", f"/v1/api/channels/{w.text}/attachments?filename=a", content=b"abc"
     )
     assert r.status_code == 404
+
+
+async def test_bulk_delete_releases_files(files_world: World) -> None:
+    w = files_world
+    ids = []
+    for i in range(2):
+        r = await post_files(w.alice, w.text, [(f"{i}.txt", f"file {i}".encode())])
+        ids.append(r.json()["id"])
+    assert len(stored_files(w.running)) == 2
+    await w.alice.client.call(
+        "POST", f"/v1/api/channels/{w.text}/messages/bulk-delete", {"messages": ids}
+    )
+    assert stored_files(w.running) == []
