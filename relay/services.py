@@ -27,6 +27,7 @@ from relay.accounts import Accounts, now_ms
 from relay.byterelay import ByteRelay, RelayEndpoint, serve_byte_relay
 from relay.chat.context import Chat
 from relay.chat.fanout import LoginRevoked
+from relay.chat.previews import LinkPreviews
 from relay.chat.rooms import RoomManager
 from relay.chat.views import Views
 from relay.errors import ListenError
@@ -34,6 +35,7 @@ from relay.forwarded import TrustedProxies
 from relay.gateway.endpoint import gateway_endpoint
 from relay.gateway.hub import Hub
 from relay.media.service import Media
+from relay.netfetch import FetchPolicy
 from relay.realtime.echo import echo
 from relay.realtime.gate import Gate
 from relay.realtime.listener import ListenerStats, serve_realtime
@@ -110,6 +112,7 @@ async def run_services(
         media = await trio.to_thread.run_sync(Media.open, settings)
         hub.file_urls = media
         chat = Chat(store, hub, views, settings, media=media)
+        chat.bots.update(accounts.bot_ids())
         accounts.on_revoke.append(lambda login: hub.announce(LoginRevoked(login)))
         await nursery.start(hub.run)
         keep_audit_ms = settings.audit_log_days * 86_400_000
@@ -117,6 +120,11 @@ async def run_services(
         nursery.start_soon(prune_files_forever, store, media)
         nursery.start_soon(accounts.follow_revocations)
         rt.attach(store, accounts, hub, chat)
+        if settings.link_previews:
+            previews = LinkPreviews(chat, FetchPolicy.from_settings(settings), settings)
+            chat.link_previews = previews
+            hub.on_created.append(previews.submit)
+            await nursery.start(previews.run)
         rooms = RoomManager(settings, store.ids)
         await nursery.start(rooms.run)
         rt.attach_rooms(rooms)

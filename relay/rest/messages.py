@@ -91,6 +91,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             "not_a_text_channel",
             "missing_permission",
             "timed_out",
+            "thread_locked",
             "channel_busy",
             "bad_image",
             "malformed_form",
@@ -122,6 +123,8 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             data.nonce,
             data.reply_to,
             [*upload_ids(data.attachments), *uploaded],
+            embeds=data.embeds,
+            flags=data.flags,
         )
         return json_response(message, 201 if created else 200)
 
@@ -177,7 +180,13 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         data = await body(commands.EditMessage)
         message = await chat_messages.edit(
-            rt.chat, who.user_id, channel_id, message_id, data.content
+            rt.chat,
+            who.user_id,
+            channel_id,
+            message_id,
+            None if isinstance(data.content, UnsetType) else data.content,
+            embeds=data.embeds,
+            flags=None if isinstance(data.flags, UnsetType) else data.flags,
         )
         return json_response(message)
 

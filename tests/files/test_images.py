@@ -46,7 +46,7 @@ async def test_avatar_and_icon(files_world: World) -> None:
     new = Image.open(io.BytesIO((await fetch(w.bob, r.json()["avatar_url"])).content))
     assert getattr(new, "n_frames", 1) == 3  # animated kept animated
     assert (await w.alice.client.request("DELETE", "/v1/api/users/@me/avatar")).status_code == 204
-    assert (await w.alice.client.call("GET", "/v1/api/users/@me"))["avatar_url"] is None
+    assert "avatar_url" not in await w.alice.client.call("GET", "/v1/api/users/@me")
 
     # Not an image, a corrupt one: 400 bad_image.
     for bad in (samples.HTML, samples.image("PNG")[:70]):

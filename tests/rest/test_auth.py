@@ -425,7 +425,6 @@ async def test_get_user_by_id(client: RelayClient) -> None:
         "username": "rita",
         "display_name": "Rita",
         "created_at": user["created_at"],
-        "avatar_url": None,
     }
     for unknown in ("1", "abc", "99999999999999999999999"):
         status, code = await error_of(client, "GET", f"/v1/api/users/{unknown}")

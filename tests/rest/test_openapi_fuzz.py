@@ -108,6 +108,8 @@ def make_world(http: httpx.Client) -> World:
     role = call(http, "POST", f"/servers/{server_id}/roles", owner, name="fuzzed")
     room = call(http, "POST", "/rooms", owner, max_clients=4, protocol="host")
     sessions = call(http, "GET", "/auth/sessions", member)
+    app = call(http, "POST", "/applications", owner, name="Fuzzbot")
+    webhook = call(http, "POST", f"/channels/{text}/webhooks", owner, name="Fuzzhook")
     # Files: an attachment, a custom emoji and an avatar (docs/files.md).
     png = _png()
     upload = http.post(
@@ -143,6 +145,9 @@ def make_world(http: httpx.Client) -> World:
             "room_id": room["id"],
             "code": invite["code"],
             "emoji": "👍",
+            "app_id": app["id"],
+            "webhook_id": webhook["id"],
+            "token": webhook["token"],
             "attachment_id": attachment["id"],
             "filename": attachment["filename"],
             "emoji_id": emoji["id"],

@@ -1,4 +1,4 @@
--- Migration 5: files. An attachment row is an upload (message_id NULL until a message claims
+-- Migration 8: files. An attachment row is an upload (message_id NULL until a message claims
 -- it; unclaimed ones are pruned after an hour) or a message's file. Blobs are named by the
 -- SHA-256 of their content (relay.media); a blob no row names is an orphan the prune removes.
 CREATE TABLE IF NOT EXISTS attachments (
