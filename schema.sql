@@ -14,8 +14,8 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash TEXT,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
-, disabled_at INTEGER, bot INTEGER NOT NULL DEFAULT 0 CHECK (bot IN (0, 1))) STRICT;
--- disabled_at: migration 4 (ALTER TABLE), Unix ms, NULL = enabled; bot: migration 6
+, disabled_at INTEGER, bot INTEGER NOT NULL DEFAULT 0 CHECK (bot IN (0, 1)), avatar TEXT) STRICT;
+-- disabled_at: migration 4 (ALTER TABLE), Unix ms, NULL = enabled; bot: migration 6; avatar: migration 10
 CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (username COLLATE NOCASE);
 
 CREATE TABLE IF NOT EXISTS user_keys (
@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS servers (
     name TEXT NOT NULL,
     owner_id INTEGER NOT NULL REFERENCES users (id),
     created_at INTEGER NOT NULL
-, is_public INTEGER NOT NULL DEFAULT 0 CHECK (is_public IN (0, 1)), description TEXT) STRICT;
+, is_public INTEGER NOT NULL DEFAULT 0 CHECK (is_public IN (0, 1)), description TEXT, icon TEXT) STRICT;
 
 -- Text, voice and category channels of a server, threads (parent_id: their text channel), and
 -- 1:1 and group DM channels (server_id NULL).
@@ -351,4 +351,57 @@ CREATE TABLE IF NOT EXISTS notification_preferences (
     hide_content INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 
-PRAGMA user_version = 9;
+CREATE TABLE IF NOT EXISTS attachments (
+    id INTEGER PRIMARY KEY,
+    channel_id INTEGER NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+    uploader_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    message_id INTEGER REFERENCES messages (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL DEFAULT 0,
+    filename TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    width INTEGER,
+    height INTEGER,
+    preview_digest TEXT,
+    thumb_digest TEXT,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS attachments_message ON attachments (message_id, position)
+    WHERE message_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS attachments_unclaimed ON attachments (created_at)
+    WHERE message_id IS NULL;
+CREATE INDEX IF NOT EXISTS attachments_digest ON attachments (digest);
+CREATE INDEX IF NOT EXISTS attachments_preview ON attachments (preview_digest)
+    WHERE preview_digest IS NOT NULL;
+CREATE INDEX IF NOT EXISTS attachments_thumb ON attachments (thumb_digest)
+    WHERE thumb_digest IS NOT NULL;
+
+-- Bytes each user uploaded per UTC day (day = Unix ms // 86400000): the daily quota.
+CREATE TABLE IF NOT EXISTS upload_usage (
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    day INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (user_id, day)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS users_avatar ON users (avatar) WHERE avatar IS NOT NULL;
+CREATE INDEX IF NOT EXISTS servers_icon ON servers (icon) WHERE icon IS NOT NULL;
+CREATE TABLE IF NOT EXISTS emojis (
+    id INTEGER PRIMARY KEY,
+    server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    animated INTEGER NOT NULL DEFAULT 0 CHECK (animated IN (0, 1)),
+    creator_id INTEGER REFERENCES users (id) ON DELETE SET NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS emojis_server ON emojis (server_id, id);
+CREATE INDEX IF NOT EXISTS emojis_digest ON emojis (digest);
+CREATE TABLE IF NOT EXISTS images (
+    digest TEXT PRIMARY KEY,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+PRAGMA user_version = 10;

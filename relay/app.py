@@ -15,7 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Response, g, request
+from quart import Request, Response, g, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -28,6 +28,8 @@ from relay.ratelimit import RateLimiter
 from relay.rest.applications import applications_blueprint
 from relay.rest.auth import auth_blueprint, users_blueprint
 from relay.rest.docs import docs_blueprint
+from relay.rest.emojis import emojis_blueprint
+from relay.rest.files import PacedBody, files_blueprint, upload_request_class
 from relay.rest.health import health_blueprint
 from relay.rest.http import client_ip, error_response
 from relay.rest.messages import messages_blueprint
@@ -107,6 +109,21 @@ class HTTPConnection(TrioASGIHTTPConnection):
 
         await super().__call__(receive_noting_end, send_ending_cleanly)
 
+    async def handle_messages(  # type: ignore[override]
+        self, nursery: trio.Nursery, request: Request, receive: ASGIReceiveCallable
+    ) -> None:
+        """Hand the body on no faster than the route reads it (relay.rest.files.PacedBody)."""
+        body = request.body
+        if isinstance(body, PacedBody):
+
+            async def paced() -> ASGIReceiveEvent:
+                await body.wait_for_room()
+                return await receive()
+
+            await super().handle_messages(nursery, request, paced)
+        else:
+            await super().handle_messages(nursery, request, receive)
+
 
 def _has_body(scope: HTTPScope) -> bool:
     for name, value in scope["headers"]:
@@ -136,6 +153,7 @@ def create_app(settings: Settings) -> QuartTrio:
     metrics.add_source(partial(collect_runtime, rt))
     app = RelayApp("relay", static_folder=None)  # no static files: no /static route
     app.asgi_http_class = HTTPConnection
+    app.request_class = upload_request_class(settings)  # upload routes: bodies stream to disk
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["BODY_TIMEOUT"] = settings.body_timeout_s  # 408 after it (quart-trio's default: 60)
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = settings.shutdown_grace_s
@@ -145,6 +163,8 @@ def create_app(settings: Settings) -> QuartTrio:
         auth_blueprint(rt),
         users_blueprint(rt),
         messages_blueprint(rt),
+        files_blueprint(rt),
+        emojis_blueprint(rt),
         servers_blueprint(rt),
         threads_blueprint(rt),
         roles_blueprint(rt),

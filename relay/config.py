@@ -180,6 +180,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     push_message_text: bool = True  # False: pushes never carry message text
     push_subscriptions_per_session: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     max_notification_settings: Positive = 500  # server and channel entries per user
+    # Files (docs/files.md). Bodies stream to disk; each limit is checked as bytes arrive.
+    max_upload_bytes: Positive = 25 * 1024 * 1024  # one file; over it: 413 file_too_large
+    upload_quota_bytes: Positive = 1024 * 1024 * 1024  # per user per UTC day (upload_quota)
+    # An upload averaging fewer bytes per second than this, after upload_grace_s, is cut (408).
+    upload_min_rate: Positive = 16 * 1024
+    upload_grace_s: PositiveFloat = 10.0
+    min_free_disk_bytes: Annotated[int, msgspec.Meta(ge=0)] = 256 * 1024 * 1024  # else 507
+    file_url_ttl_s: Positive = 24 * 3600  # signed file URLs expire after this
+    media_key: Secret | None = None  # 64 hex digits; else <data_dir>/media.key, made on start
+    image_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2  # image decoding at once
     db_readers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     shutdown_grace_s: PositiveFloat = 5.0
 

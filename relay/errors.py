@@ -86,6 +86,16 @@ class PayloadTooLarge(RelayError):
     code = "payload_too_large"
 
 
+class RequestTimeout(RelayError):
+    status = 408
+    code = "request_timeout"
+
+
+class InsufficientStorage(RelayError):
+    status = 507
+    code = "insufficient_storage"
+
+
 class Unprocessable(RelayError):
     status = 422
     code = "unprocessable"

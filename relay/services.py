@@ -36,12 +36,13 @@ from relay.errors import ListenError
 from relay.forwarded import TrustedProxies
 from relay.gateway.endpoint import gateway_endpoint
 from relay.gateway.hub import Hub
+from relay.media.service import Media
 from relay.netfetch import FetchPolicy
 from relay.realtime.echo import echo
 from relay.realtime.gate import Gate
 from relay.realtime.listener import ListenerStats, serve_realtime
 from relay.rooms.endpoint import room_endpoint
-from relay.storage import audience, audit, invites, users
+from relay.storage import audience, audit, files, invites, users
 from relay.storage.sqlite.db import open_store
 from relay.telemetry import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, serve_metrics
 
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("relay.services")
 PRUNE_EVERY_S = 600
+ORPHAN_AGE_S = 3600.0  # a blob is an orphan only once older than any upload in progress
 NOFILE_WANTED = 1 << 20  # the soft open-files limit asked for when the hard one is unlimited
 
 
@@ -109,12 +111,15 @@ async def run_services(
         accounts = await Accounts.open(store, settings)
         views = Views(partial(store.read, audience.server_snapshot))
         hub = (rt.hub_type or Hub)(store, settings, views)
-        chat = Chat(store, hub, views, settings)
+        media = await trio.to_thread.run_sync(Media.open, settings)
+        hub.file_urls = media
+        chat = Chat(store, hub, views, settings, media=media)
         chat.bots.update(accounts.bot_ids())
         accounts.on_revoke.append(lambda login: hub.announce(LoginRevoked(login)))
         await nursery.start(hub.run)
         keep_audit_ms = settings.audit_log_days * 86_400_000
         nursery.start_soon(prune_forever, store, settings.access_token_ttl_s * 1000, keep_audit_ms)
+        nursery.start_soon(prune_files_forever, store, media)
         nursery.start_soon(accounts.follow_revocations)
         rt.attach(store, accounts, hub, chat)
         if settings.link_previews:
@@ -256,4 +261,21 @@ async def prune_forever(store: Store, keep_revoked_ms: int, keep_audit_ms: int) 
             deleted += batch
         if deleted:
             log.info("pruned old audit entries", extra={"rows": deleted})
+        await trio.sleep(PRUNE_EVERY_S)
+
+
+async def prune_files(store: Store, media: Media, orphan_age_s: float = ORPHAN_AGE_S) -> None:
+    """Delete uploads no message claimed within an hour, then blobs no row names (written
+    more than `orphan_age_s` ago) and temp files a crash left."""
+    deleted = await store.write(files.prune_unclaimed, now_ms())
+    if deleted:
+        log.info("pruned unclaimed uploads", extra={"rows": deleted})
+    blobs = await media.sweep(partial(store.read, files.unreferenced), orphan_age_s)
+    if blobs:
+        log.info("pruned orphan blobs", extra={"blobs": blobs})
+
+
+async def prune_files_forever(store: Store, media: Media) -> None:
+    while True:
+        await prune_files(store, media)
         await trio.sleep(PRUNE_EVERY_S)

@@ -32,6 +32,12 @@ Nonce = Annotated[str, Meta(min_length=1, max_length=64)]
 IdText = Annotated[str, Meta(min_length=1, max_length=20)]  # checked by parse_id in the route
 
 
+class UploadRef(Request, frozen=True):
+    """An upload (POST /v1/api/channels/{id}/attachments) a new message claims."""
+
+    id: IdText
+
+
 MessageFlags = Annotated[int, Meta(ge=0, le=(1 << 31) - 1)]  # only known flags pass the op
 
 
@@ -46,12 +52,16 @@ class AllowedMentions(Request, frozen=True):
 
 
 class CreateMessage(Request, frozen=True):
-    content: Annotated[str, Meta(max_length=MAX_CONTENT_CHARS)] = ""  # may be empty with embeds
+    # May be empty with embeds or files (docs/embeds.md, docs/files.md).
+    content: Annotated[str, Meta(max_length=MAX_CONTENT_CHARS)] = ""
     nonce: Nonce | None = None
     reply_to: IdText | None = None
     embeds: EmbedsIn = []  # rich embeds (relay.chat.embeds); need EMBED_LINKS
     flags: MessageFlags = 0  # SUPPRESS_EMBEDS (1 << 2) or 0
     allowed_mentions: AllowedMentions | None = None
+    attachments: Annotated[list[UploadRef], Meta(max_length=10)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class EditMessage(Request, frozen=True):
@@ -315,3 +325,19 @@ class ExecuteWebhook(Request, frozen=True):
     content: Content
     username: BotName | None = None  # this message's name instead of the webhook's
     avatar_url: AvatarUrl | None = None
+
+
+EmojiName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]{2,32}$")]
+MAX_EMOJI_BYTES = 256 * 1024
+
+
+class CreateEmoji(Request, frozen=True):
+    """A custom emoji: `image` is standard base64 of a PNG, JPEG, GIF or WebP image of at most
+    256 KiB (resized to at most 128 px; animated GIF/WebP stay animated)."""
+
+    name: EmojiName
+    image: Annotated[str, Meta(min_length=1, max_length=(MAX_EMOJI_BYTES + 2) // 3 * 4)]
+
+
+class UpdateEmoji(Request, frozen=True):
+    name: EmojiName

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from relay.chat.push import PushNotifier
     from relay.chat.views import Views
     from relay.config import Settings
+    from relay.media.service import Media
     from relay.storage.areas import Areas
     from relay.storage.sqlite.db import Store
 
@@ -38,6 +39,7 @@ class Chat:
         views: Views,
         settings: Settings,
         areas: Areas = SQLITE,
+        media: Media | None = None,
     ) -> None:
         self.store = store
         self.q = areas  # each area's queries, behind its interface (relay.storage.areas)
@@ -61,6 +63,12 @@ class Chat:
         self.webhook_limiter = RateLimiter(settings.webhook_rate, settings.webhook_window_s)
         # Set by relay.services when push_notifications is on (relay.chat.push).
         self.push: PushNotifier | None = None
+        self.media = media  # files (relay.media); None where a test builds Chat without them
+
+    @property
+    def file_urls(self) -> Media | None:
+        """What signs the file URLs of message objects (see `objects.message_out`)."""
+        return self.media
 
     def message_refused(self, user_id: int) -> RateLimited | None:
         """Count one message of `user_id` (a REST post or a gateway send): None if it may go,

@@ -18,6 +18,7 @@ import msgspec
 from relay.chat.objects import (
     Channel,
     Deleted,
+    EmojisUpdate,
     MemberAdd,
     MemberRemove,
     MemberUpdate,
@@ -37,6 +38,7 @@ from relay.chat.objects import (
     ServerWithChannels,
     ThreadMembersUpdate,
     TypingStart,
+    User,
 )
 from relay.protocol.gateway import ALWAYS_INTENT, Intent
 
@@ -77,6 +79,12 @@ class ResumedEvent(ChatEvent, frozen=True, tag="RESUMED"):
     d: Resumed
 
 
+class UserUpdate(ChatEvent, frozen=True, tag="USER_UPDATE"):
+    """The user's own account changed (an avatar): to their sessions."""
+
+    d: User
+
+
 # -- servers, channels, roles, members -----------------------------------------------------------
 
 
@@ -94,6 +102,12 @@ class ServerUpdate(_ServerEvent, frozen=True, tag="SERVER_UPDATE"):
 
 class ServerDelete(_ServerEvent, frozen=True, tag="SERVER_DELETE"):
     d: Deleted
+
+
+class ServerEmojisUpdate(_ServerEvent, frozen=True, tag="SERVER_EMOJIS_UPDATE"):
+    """The server's custom emoji changed: all of them."""
+
+    d: EmojisUpdate
 
 
 class _ChannelEvent(_ServerEvent, frozen=True):
@@ -229,9 +243,11 @@ class PresenceUpdateEvent(ChatEvent, frozen=True, tag="PRESENCE_UPDATE"):
 Event = (
     ReadyEvent
     | ResumedEvent
+    | UserUpdate
     | ServerCreate
     | ServerUpdate
     | ServerDelete
+    | ServerEmojisUpdate
     | ChannelCreate
     | ChannelUpdate
     | ChannelDelete

@@ -14,6 +14,7 @@ order, so it cannot overtake the message it is about.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import emoji as emoji_db
@@ -39,13 +40,16 @@ from relay.chat.objects import (
 from relay.errors import BadRequest, NotFound, RelayError, Unavailable
 from relay.ids import parse_id
 from relay.permissions import P
+from relay.storage import emojis as stored_emojis
+from relay.storage import files as stored_files
 from relay.storage import mentions as more_mentions
 from relay.storage import messages
 from relay.storage.access import now_ms
+from relay.storage.emojis import custom_reaction
 from relay.storage.messages import NewMessage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection
+    from collections.abc import Callable, Collection, Sequence
 
     import outcome
 
@@ -55,6 +59,7 @@ if TYPE_CHECKING:
     from relay.chat.mentions import AllowedMentions
     from relay.chat.objects import Author, Message
     from relay.chat.views import Views
+    from relay.media.urls import FileUrls
     from relay.storage.audience import VisibleChannel
     from relay.storage.messages import MessageRow, Posted
 
@@ -64,9 +69,9 @@ SENDABLE_TTL_S = 30.0  # see SendableMemo
 SENDABLE_KEPT = 10_000  # (user, channel) pre-checks kept; more and the memo starts over
 
 
-def created_event(row: MessageRow) -> events.MessageCreate:
+def created_event(row: MessageRow, urls: FileUrls | None = None) -> events.MessageCreate:
     """MESSAGE_CREATE for a message just stored (the channel actor's `created`)."""
-    return events.MessageCreate(d=message_out(row, for_event=True))
+    return events.MessageCreate(d=message_out(row, for_event=True, urls=urls))
 
 
 def content_of(text: str) -> str:
@@ -79,7 +84,10 @@ def content_of(text: str) -> str:
 
 
 def checked_emoji(text: str) -> str:
-    """A reaction's emoji (already URL-decoded): one emoji, nothing else."""
+    """A reaction's emoji (already URL-decoded): one emoji, or a custom emoji `name:id`
+    (whether it exists is checked when it is added: `custom_emoji_here`)."""
+    if custom_reaction(text) is not None:
+        return text
     if len(text) > MAX_EMOJI_CHARS or not emoji_db.is_emoji(text):
         raise BadRequest(f"not a single emoji: {text[:MAX_EMOJI_CHARS]!r}", code="invalid_emoji")
     return text
@@ -184,6 +192,7 @@ def new_message(
     content: str,
     nonce: str | None,
     reply_to: str | None,
+    attachments: Sequence[int] = (),
     *,
     embeds: list[EmbedIn] | None = None,
     flags: int = 0,
@@ -192,14 +201,15 @@ def new_message(
 ) -> NewMessage:
     """Check a new message's content, reply_to, embeds and flags, and read its mentions
     (`allowed`: the send's allowed_mentions; `online`: a server's online members, for @here).
-    Raises what `content_of` raises (content may be empty if there are embeds),
+    Raises what `content_of` raises (content may be empty if there are embeds or files),
     BadRequest("invalid_field") for a reply_to that is not an id, for embeds past their limits
-    or unknown flags, and Forbidden("missing_permission") for embeds without EMBED_LINKS."""
+    or unknown flags, and Forbidden("missing_permission") for embeds without EMBED_LINKS.
+    `attachments`: upload ids (relay.chat.files), checked by the write."""
     stored_embeds = None
     if embeds:
         channel.require(P.EMBED_LINKS)
         stored_embeds = checked_embeds(embeds)
-    if content or stored_embeds is None:
+    if content or (stored_embeds is None and not attachments):
         content = content_of(content)
     reply_id = None
     if reply_to is not None:
@@ -215,6 +225,7 @@ def new_message(
         reply_to=reply_id,
         mentions=found.mentions,
         now_ms=now_ms(),
+        attachments=list(attachments),
         embeds=stored_embeds,
         flags=checked_flags(flags),
         role_mentions=found.role_mentions,
@@ -278,6 +289,7 @@ async def post(
     content: str,
     nonce: str | None,
     reply_to: str | None,
+    attachments: Sequence[int] = (),
     *,
     embeds: list[EmbedIn] | None = None,
     flags: int = 0,
@@ -285,22 +297,26 @@ async def post(
 ) -> tuple[Message, bool]:
     """Post a message and wait for its commit: the message, and False if a post with the same
     nonce made it earlier. Raises 429 rate_limited over the user's budget, 503 channel_busy if
-    it was not committed within `send_timeout_s`, and what the checks and the write raise."""
+    it was not committed within `send_timeout_s`, and what the checks and the write raise.
+    `attachments`: upload ids (relay.chat.files) the message claims, ATTACH_FILES needed."""
     if (refused := chat.message_refused(user_id)) is not None:
         raise refused  # one budget with the gateway's MESSAGE_SEND
     channel = await sendable_channel(chat, user_id, channel_id)
+    if attachments:
+        channel.require(P.ATTACH_FILES)
+    new = new_message(
+        user_id,
+        channel,
+        content,
+        nonce,
+        reply_to,
+        attachments,
+        embeds=embeds,
+        flags=flags,
+        allowed=allowed,
+        online=chat.fanout.online,
+    )
     with trio.move_on_after(chat.settings.send_timeout_s):
-        new = new_message(
-            user_id,
-            channel,
-            content,
-            nonce,
-            reply_to,
-            embeds=embeds,
-            flags=flags,
-            allowed=allowed,
-            online=chat.fanout.online,
-        )
         asked = await queue_post(chat, new)
         try:
             done = await posted(asked)
@@ -308,7 +324,7 @@ async def post(
             chat.sendable.refused(user_id, channel_id)
             raise
         chat.sendable.committed(user_id, channel_id, trio.current_time())
-        return message_out(done.message), done.created
+        return message_out(done.message, urls=chat.file_urls), done.created
     raise channel_busy()
 
 
@@ -336,7 +352,7 @@ async def history(
         around=around,
         limit=limit,
     )
-    return [message_out(row) for row in rows]
+    return [message_out(row, urls=chat.file_urls) for row in rows]
 
 
 async def get(chat: Chat, user_id: int, channel_id: str, message_id: str) -> Message:
@@ -346,13 +362,13 @@ async def get(chat: Chat, user_id: int, channel_id: str, message_id: str) -> Mes
     )
     if row is None:
         raise NotFound("unknown message", code="unknown_message")
-    return message_out(row)
+    return message_out(row, urls=chat.file_urls)
 
 
 async def pins(chat: Chat, user_id: int, channel_id: str) -> list[Message]:
     channel = await readable_channel(chat, user_id, channel_id)
     rows = await chat.store.read(chat.q.messages.pinned, channel.id, user_id)
-    return [message_out(row) for row in rows]
+    return [message_out(row, urls=chat.file_urls) for row in rows]
 
 
 async def reactors(
@@ -424,11 +440,11 @@ async def edit(
         everyone=more_mentions.parse_everyone(content) if content is not None else 0,
     )
     await chat.fanout.to_channel(
-        channel.id, events.MessageUpdate(d=message_out(row, for_event=True))
+        channel.id, events.MessageUpdate(d=message_out(row, for_event=True, urls=chat.file_urls))
     )
     if chat.link_previews is not None:
         chat.link_previews.submit(row)  # after the commit; never waits (see LinkPreviews)
-    return message_out(row)
+    return message_out(row, urls=chat.file_urls)
 
 
 async def delete(
@@ -436,10 +452,14 @@ async def delete(
 ) -> None:
     channel = await text_channel(chat, user_id, channel_id)
     mid = snowflake(message_id, "message")
+    blobs = await chat.store.read(stored_files.digests_of_message, mid)
     await chat.store.write(chat.q.messages.delete, channel.id, mid, user_id, reason)
     await chat.fanout.to_channel(
         channel.id, events.MessageDelete(d=MessageDeleted(id=str(mid), channel_id=str(channel.id)))
     )
+    if blobs and chat.media is not None:
+        # Its files stop being served with the row; their blobs go once nothing else uses them.
+        await chat.media.release(blobs, partial(chat.store.read, stored_files.unreferenced))
 
 
 async def bulk_delete(
@@ -449,11 +469,15 @@ async def bulk_delete(
     ids = [parse_id(text) for text in message_ids]
     if None in ids or len(set(ids)) != len(ids):
         raise field_error("messages", "must be 2 to 100 different message ids")
+    wanted = [i for i in ids if i is not None]
+    blobs = await chat.store.read(stored_files.digests_of_messages, wanted)
     deleted = await chat.store.write(
-        chat.q.messages.bulk_delete, channel.id, user_id, [i for i in ids if i is not None], reason
+        chat.q.messages.bulk_delete, channel.id, user_id, wanted, reason
     )
     if deleted:
         await announce_bulk_delete(chat, channel.id, deleted)
+    if blobs and chat.media is not None:
+        await chat.media.release(blobs, partial(chat.store.read, stored_files.unreferenced))
 
 
 async def announce_bulk_delete(chat: Chat, channel_id: int, deleted: list[int]) -> None:
@@ -488,6 +512,8 @@ async def react(
     channel = await text_channel(chat, user_id, channel_id)
     mid = snowflake(message_id, "message")
     emoji = checked_emoji(emoji)
+    if add and custom_reaction(emoji) is not None:
+        emoji = await custom_emoji_here(chat, channel, emoji)
     if add:
         changed = await chat.store.write(
             chat.q.messages.add_reaction,
@@ -507,6 +533,18 @@ async def react(
         )
         event = events.ReactionAdd(d=payload) if add else events.ReactionRemove(d=payload)
         await chat.fanout.to_channel(channel.id, event)
+
+
+async def custom_emoji_here(chat: Chat, channel: VisibleChannel, text: str) -> str:
+    """A custom emoji reaction being added: an emoji of the channel's server (else 400
+    invalid_emoji), as `name:id` with its current name."""
+    parsed = custom_reaction(text)
+    found = None
+    if parsed is not None and channel.server_id is not None:
+        found = await chat.store.read(stored_emojis.get_emoji, channel.server_id, parsed[1])
+    if found is None:
+        raise BadRequest(f"no such custom emoji here: {text[:60]!r}", code="invalid_emoji")
+    return f"{found.name}:{found.id}"
 
 
 async def ack(chat: Chat, user_id: int, channel_id: str, message_id: str) -> None:

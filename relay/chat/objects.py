@@ -19,15 +19,26 @@ from msgspec import UNSET, UnsetType
 from relay import crypto
 from relay.chat.embeds import Embed, shown
 from relay.ids import timestamp_ms
+from relay.media.urls import (
+    attachment_path,
+    avatar_path,
+    emoji_path,
+    icon_path,
+    preview_path,
+    thumbnail_path,
+)
 from relay.storage.access import now_ms
 
 if TYPE_CHECKING:
     from relay.chat.rooms import RoomRecord
+    from relay.media.urls import FileUrls
     from relay.permissions import Overwrite as OverwriteRule
     from relay.storage.applications import ApplicationRow
     from relay.storage.audit import AuditEntry as AuditRow
     from relay.storage.channels import ChannelRow
     from relay.storage.dms import DmRow
+    from relay.storage.emojis import EmojiRow
+    from relay.storage.files import AttachmentRow
     from relay.storage.invites import InviteRow
     from relay.storage.members import MemberRow
     from relay.storage.members import UserBrief as UserBriefRow
@@ -48,6 +59,7 @@ class User(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     display_name: str | None
     created_at: str
     bot: bool = False  # a bot account (relay.chat.applications)
+    avatar_url: str | None = None  # a square WebP, at most 512 px (docs/files.md)
 
 
 class Key(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,6 +87,37 @@ class Reaction(msgspec.Struct, frozen=True, kw_only=True):
     me: bool
 
 
+class Attachment(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A message's file. `url` and `preview_url` are signed and expire (file_url_ttl_s): fetch
+    the message again for fresh ones."""
+
+    id: str
+    filename: str
+    size: int
+    content_type: str
+    url: str
+    width: int | None = None  # images only
+    height: int | None = None
+    preview_url: str | None = None  # WebP, at most 1280 px a side (larger images)
+    thumbnail_url: str | None = None  # WebP, at most 320 px a side (images)
+
+
+class Emoji(msgspec.Struct, frozen=True, kw_only=True):
+    """A server's custom emoji: in messages `<:name:id>` (`<a:name:id>` animated), as a
+    reaction `name:id`."""
+
+    id: str
+    name: str
+    animated: bool
+    url: str  # a square WebP, at most 128 px
+    creator_id: str | None
+
+
+class EmojisUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    server_id: str
+    emojis: list[Emoji]
+
+
 class Message(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     channel_id: str
@@ -94,6 +137,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     thread: str | UnsetType = UNSET  # the id of the thread started from this message
     mention_roles: list[str] = []  # role ids, ascending
     mention_everyone: bool = False  # @everyone or @here, by someone allowed to
+    attachments: list[Attachment] = msgspec.field(default_factory=list)
 
 
 class RepeatedMessage(Message, frozen=True, kw_only=True):
@@ -138,6 +182,7 @@ class Server(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
     description: str | None
     public: bool
+    icon_url: str | None = None  # a square WebP, at most 512 px (docs/files.md)
 
 
 class Overwrite(msgspec.Struct, frozen=True, kw_only=True):
@@ -412,6 +457,7 @@ def server_out(s: ServerRow) -> Server:
         created_at=iso(s.created_at),
         description=s.description,
         public=s.is_public,
+        icon_url=icon_path(s.id, s.icon) if s.icon else None,
     )
 
 
@@ -606,10 +652,44 @@ def webhook_author_out(webhook: WebhookAuthor) -> Author:
     )
 
 
+def attachment_out(row: AttachmentRow, urls: FileUrls | None) -> Attachment:
+    image = row.width is not None
+    return Attachment(
+        id=str(row.id),
+        filename=row.filename,
+        size=row.size,
+        content_type=row.content_type,
+        url=file_url(urls, attachment_path(row.id, row.filename)),
+        width=row.width,
+        height=row.height,
+        preview_url=file_url(urls, preview_path(row.id)) if row.has_preview else None,
+        thumbnail_url=file_url(urls, thumbnail_path(row.id)) if image else None,
+    )
+
+
+def emoji_out(row: EmojiRow) -> Emoji:
+    return Emoji(
+        id=str(row.id),
+        name=row.name,
+        animated=row.animated,
+        url=emoji_path(row.id),
+        creator_id=str(row.creator_id) if row.creator_id is not None else None,
+    )
+
+
+def file_url(urls: FileUrls | None, path: str) -> str:
+    return urls.sign(path) if urls is not None else path
+
+
 def message_out(
-    row: MessageRow, *, for_event: bool = False, kind: type[Message] = Message
+    row: MessageRow,
+    *,
+    for_event: bool = False,
+    kind: type[Message] = Message,
+    urls: FileUrls | None = None,
 ) -> Message:
-    """The message object; `for_event` makes `reactions[].me` false (one payload for all)."""
+    """The message object; `for_event` makes `reactions[].me` false (one payload for all);
+    `urls` signs the attachments' URLs (unsigned paths, which are refused, without it)."""
     return kind(
         id=str(row.id),
         channel_id=str(row.channel_id),
@@ -631,6 +711,7 @@ def message_out(
         thread=UNSET if row.thread_id is None else str(row.thread_id),
         mention_roles=[str(r) for r in row.mention_roles],
         mention_everyone=row.mention_everyone,
+        attachments=[attachment_out(a, urls) for a in row.attachments],
     )
 
 
@@ -641,6 +722,7 @@ def user_out(user: UserRow) -> User:
         display_name=user.display_name,
         created_at=iso(user.created_at),
         bot=bool(user.bot),
+        avatar_url=avatar_path(user.id, user.avatar) if user.avatar else None,
     )
 
 
@@ -651,6 +733,7 @@ def me_out(user: UserRow, keys: list[KeyRow]) -> Me:
         display_name=user.display_name,
         created_at=iso(user.created_at),
         bot=bool(user.bot),
+        avatar_url=avatar_path(user.id, user.avatar) if user.avatar else None,
         has_password=user.password_hash is not None,
         keys=[key_out(k) for k in keys],
     )

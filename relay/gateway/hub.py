@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from relay.chat.views import ServerView, Views
     from relay.config import Settings
     from relay.gateway.session import Session
+    from relay.media.urls import FileUrls
     from relay.storage.messages import MessageRow, NewMessage, Posted
     from relay.storage.sqlite.db import Store
 
@@ -92,6 +93,7 @@ class Hub:
         self.presence: Registry[PresenceMsg] = Registry(self._new_presence)
         self.statuses: dict[int, tuple[str, str | None]] = {}  # users not seen as offline
         self.views = views
+        self.file_urls: FileUrls | None = None  # signs MESSAGE_CREATE's file URLs (services)
         # (channel id, intent bits) -> (the server's view then, the audience); see the module doc
         self._audiences: dict[tuple[int, int], tuple[ServerView | None, tuple[Session, ...]]] = {}
         self._membership = 0  # bumped by every change to the indexes
@@ -426,7 +428,7 @@ class Hub:
         )
 
     def _created(self, row: MessageRow) -> ChatEvent:
-        event = created_event(row)
+        event = created_event(row, urls=self.file_urls)
         for hook in self.on_created:
             hook(row)
         return event

@@ -41,6 +41,8 @@ ERRORS: Mapping[str, ErrorCode] = {
     ),
     "invalid_emoji": _e(400, "the emoji is not a single emoji"),
     "not_a_text_channel": _e(400, "the channel does not take messages"),
+    "bad_image": _e(400, "an image file is corrupt, truncated, or over the pixel limits"),
+    "malformed_form": _e(400, "the multipart/form-data body is malformed"),
     "cannot_dm_self": _e(400, "a DM needs another user"),
     "not_a_group_dm": _e(400, "the channel is not a group DM"),
     "everyone_role": _e(400, "@everyone cannot be moved, deleted, given or taken"),
@@ -95,9 +97,12 @@ ERRORS: Mapping[str, ErrorCode] = {
     "unknown_room": _e(404, "no such room, or a private room of someone else's"),
     "unknown_push_subscription": _e(404, "the caller has no push subscription with this endpoint"),
     "push_disabled": _e(404, "push notifications are off on this server"),
+    "unknown_file": _e(404, "no such file, or the URL is tampered with or expired"),
+    "unknown_emoji": _e(404, "no such custom emoji in this server"),
     # 405, 408
     "method_not_allowed": _e(405, "the path does not take this method"),
     "request_timeout": _e(408, "the body did not arrive in time"),
+    "upload_too_slow": _e(408, "the upload stayed slower than upload_min_rate"),
     # 409
     "username_taken": _e(409, "the username is taken"),
     "key_taken": _e(409, "the public key is registered already"),
@@ -109,6 +114,9 @@ ERRORS: Mapping[str, ErrorCode] = {
     # 413, 415
     "payload_too_large": _e(413, "the body is larger than the server takes (max_body_bytes)"),
     "unsupported_media_type": _e(415, "the body's media type is not taken"),
+    "file_too_large": _e(413, "a file is larger than max_upload_bytes"),
+    "too_many_files": _e(413, "a message has more than 10 files"),
+    "upload_quota": _e(413, "the user's uploads today would pass upload_quota_bytes"),
     # 422
     "too_many_keys": _e(422, "the account holds max_keys_per_user keys"),
     "too_many_servers": _e(422, "the user owns max_servers_owned servers"),
@@ -123,6 +131,7 @@ ERRORS: Mapping[str, ErrorCode] = {
     "too_many_invites": _e(422, "the server has max_invites_per_server usable invites"),
     "too_many_overwrites": _e(422, "the channel has max_overwrites_per_channel overwrites"),
     "too_many_pins": _e(422, "the channel has max_pins pins"),
+    "too_many_emojis": _e(422, "the server has 50 still (or 50 animated) custom emoji"),
     "too_many_reactions": _e(422, "the message has as many different reactions as it may"),
     "too_many_rooms": _e(422, "the user has as many live rooms as they may"),
     "too_many_push_subscriptions": _e(422, "the login has push_subscriptions_per_session"),
@@ -141,6 +150,7 @@ ERRORS: Mapping[str, ErrorCode] = {
     "unavailable": _e(503, "the server is starting or shutting down"),
     "channel_busy": _e(503, "the channel did not commit in time: retry with the same nonce"),
     "room_busy": _e(503, "the room did not answer in time"),
+    "insufficient_storage": _e(507, "the server's disk is nearly full: uploads are refused"),
     "rooms_unavailable": _e(503, "app rooms are not available"),
 }
 

@@ -74,7 +74,13 @@ def health_blueprint(rt: Runtime) -> Blueprint:
             checks["database"] = "timeout"
         hub = rt.hub.health()
         checks["actors"] = "ok" if hub.running else "stopped"
-        ok = all(v == "ok" for v in checks.values())
+        media = rt.chat.media
+        if media is not None:
+            # Uploads get 507 below the floor; the rest of the server still works, but an
+            # operator (or orchestrator) should hear of it here.
+            low = await trio.to_thread.run_sync(media.disk_low)
+            checks["disk"] = "low: below min_free_disk_bytes, uploads refused" if low else "ok"
+        ok = all(v == "ok" for k, v in checks.items() if k != "disk")  # disk: uploads only
         rooms, _ = rt.rooms.summary()
         return json_response(
             Readiness(

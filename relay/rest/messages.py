@@ -10,11 +10,13 @@ from msgspec import UNSET, Meta, UnsetType
 from quart import Blueprint, Response, request
 
 from relay.chat import commands, objects
+from relay.chat import files as chat_files
 from relay.chat import messages as chat_messages
 from relay.chat.args import field_error
 from relay.errors import BadRequest
 from relay.ids import parse_id
 from relay.rest.apidoc import doc
+from relay.rest.files import body_chunks, decode_payload, is_multipart
 from relay.rest.http import (
     Limit,
     QueryId,
@@ -68,6 +70,13 @@ def query_limit() -> int:
     return int(text)
 
 
+def upload_ids(refs: list[commands.UploadRef]) -> list[int]:
+    ids = [parse_id(ref.id) for ref in refs]
+    if None in ids or len(set(ids)) != len(ids):
+        raise field_error("attachments", "must be different upload ids")
+    return [i for i in ids if i is not None]
+
+
 def messages_blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("messages", __name__, url_prefix="/v1/api/channels")
 
@@ -84,11 +93,28 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             "timed_out",
             "thread_locked",
             "channel_busy",
+            "bad_image",
+            "malformed_form",
+            "file_too_large",
+            "too_many_files",
+            "upload_quota",
+            "upload_too_slow",
+            "insufficient_storage",
         ),
     )
     async def create_message(channel_id: str) -> Response:
         who = principal(rt)
-        data = await body(commands.CreateMessage)
+        uploaded: list[int] = []
+        if is_multipart(request.headers.get("Content-Type", "")):
+            # payload_json and files[0..9], each file stored as it arrives (docs/files.md)
+            uploads = await chat_files.Uploads.open(rt.chat, who.user_id, channel_id)
+            form = await uploads.receive_form(
+                request.headers["Content-Type"], body_chunks(), rt.settings.max_body_bytes
+            )
+            data = decode_payload(form.payload)
+            uploaded = form.upload_ids
+        else:
+            data = await body(commands.CreateMessage)
         message, created = await chat_messages.post(
             rt.chat,
             who.user_id,
@@ -96,6 +122,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             data.content,
             data.nonce,
             data.reply_to,
+            [*upload_ids(data.attachments), *uploaded],
             embeds=data.embeds,
             flags=data.flags,
             allowed=data.allowed_mentions,

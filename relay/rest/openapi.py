@@ -49,6 +49,10 @@ PATH_PARAMS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
         "the webhook's token",
         {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"^[A-Za-z0-9_-]+$"},
     ),
+    "attachment_id": ("the attachment's id", ID),
+    "emoji_id": ("the custom emoji's id", ID),
+    "digest": ("the image's SHA-256, hex", {"type": "string", "pattern": "^[0-9a-f]{64}$"}),
+    "filename": ("the file's name, as in its URL", {"type": "string", "minLength": 1}),
     "code": ("the invite's code", {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,32}$"}),
     "emoji": (
         "one emoji, URL-encoded",
@@ -296,7 +300,9 @@ def _query_parameters(schema: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _success(status: int, when: str, kind: Any, schema_of: Mapping[Any, Any]) -> dict[str, Any]:
     response: dict[str, Any] = {"description": when or _REASONS.get(status, "success")}
-    if status != 204 and kind is not None:
+    if kind is bytes:  # a file: any type (relay/rest/files.py), never JSON
+        response["content"] = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+    elif status != 204 and kind is not None:
         response["content"] = {"application/json": {"schema": schema_of[kind]}}
     return response
 

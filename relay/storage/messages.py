@@ -23,10 +23,11 @@ from msgspec import UNSET, UnsetType
 from relay.errors import BadRequest, Forbidden, NotFound, RateLimited, Unprocessable
 from relay.ids import EPOCH_MS, SEQUENCE_BITS, WORKER_BITS, parse_id, timestamp_ms
 from relay.permissions import Member, P, compute
-from relay.storage import audit
+from relay.storage import audit, files
 from relay.storage import mentions as more_mentions
 from relay.storage.access import accesses_of, server_perms
 from relay.storage.audience import VisibleChannel, visible_channel
+from relay.storage.files import AttachmentRow
 from relay.storage.fulltext import fold
 from relay.storage.roles import held_roles
 from relay.storage.sqlite.writecache import cached
@@ -93,6 +94,7 @@ class MessageRow(msgspec.Struct, frozen=True):
     thread_id: int | None = None  # the thread started from it
     mention_roles: list[int] = []  # ascending (relay.storage.mentions)
     mention_everyone: bool = False  # @everyone or @here, by someone allowed to
+    attachments: list[AttachmentRow] = msgspec.field(default_factory=list)  # in their order
 
 
 class ReadStateRow(msgspec.Struct, frozen=True):
@@ -153,6 +155,7 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
         reactions.setdefault(message_id, []).append(ReactionCount(emoji, count, bool(me)))
     extras = more_mentions.extras(db, ids)
     none = more_mentions.Extra()
+    attachments = files.of_messages(db, [row[0] for row in rows])
     return [
         MessageRow(
             id=row[0],
@@ -172,6 +175,7 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
             thread_id=row[17],
             mention_roles=extras.get(row[0], none).roles,
             mention_everyone=extras.get(row[0], none).everyone,
+            attachments=attachments.get(row[0], []),
         )
         for row in rows
     ]
@@ -339,6 +343,7 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
     everyone: int = 0  # more_mentions.NONE | EVERYONE | HERE
     here_candidates: list[int] = []  # for @here: the server's members online at the send
     mention_replied: bool = False  # allowed_mentions.replied_user: mention reply_to's author
+    attachments: list[int] = msgspec.field(default_factory=list)  # upload ids to claim
 
 
 class Posted(msgspec.Struct, frozen=True):
@@ -370,6 +375,11 @@ def post(db: Database, message_id: int, new: NewMessage) -> Posted:
         here_candidates=new.here_candidates,
         mention_replied=new.mention_replied,
     )
+    if created and new.attachments:
+        claimed = files.claim(
+            db, message_id, new.channel_id, new.author_id, new.attachments, new.now_ms
+        )
+        row = msgspec.structs.replace(row, attachments=claimed)
     return Posted(row, created)
 
 

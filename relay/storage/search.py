@@ -84,10 +84,8 @@ def searchable_channels(db: Database, server_id: int, user_id: int) -> list[int]
 _HAS_SQL: dict[str, str] = {
     "link": "(m.content LIKE '%http://%' OR m.content LIKE '%https://%')",
     "embed": "m.embeds IS NOT NULL",
-    # Relay stores no attachments yet: these match nothing until the files work gives messages
-    # something to match.
-    "file": "0",
-    "image": "0",
+    "file": "EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = m.id)",
+    "image": "EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = m.id AND a.width IS NOT NULL)",
 }
 
 

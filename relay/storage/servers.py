@@ -48,6 +48,7 @@ class ServerRow(msgspec.Struct, frozen=True):
     created_at: int
     is_public: bool = False  # listed by discovery; joinable without an invite
     description: str | None = None
+    icon: str | None = None  # the icon's blob digest (relay.media), if any
 
 
 class ServerState(msgspec.Struct, frozen=True):
@@ -72,12 +73,12 @@ class ServerListing(msgspec.Struct, frozen=True):
     member_count: int
 
 
-_SERVER = "s.id, s.name, s.owner_id, s.created_at, s.is_public, s.description"
+_SERVER = "s.id, s.name, s.owner_id, s.created_at, s.is_public, s.description, s.icon"
 
 
 def _server(row: tuple[Any, ...]) -> ServerRow:
-    server_id, name, owner_id, created_at, is_public, description = row
-    return ServerRow(server_id, name, owner_id, created_at, bool(is_public), description)
+    server_id, name, owner_id, created_at, is_public, description, icon = row
+    return ServerRow(server_id, name, owner_id, created_at, bool(is_public), description, icon)
 
 
 def _servers(db: Database, where: str, params: tuple[Any, ...]) -> list[ServerRow]:
@@ -291,7 +292,7 @@ def discover(db: Database, query: str, after: int, limit: int) -> list[PublicSer
         " ORDER BY s.id LIMIT ?",
         (after, pattern, limit),
     ).fetchall()
-    return [PublicServer(_server(r[:6]), r[6]) for r in rows]
+    return [PublicServer(_server(r[:7]), r[7]) for r in rows]
 
 
 def list_servers(db: Database, after: int, limit: int) -> list[ServerListing]:
@@ -301,4 +302,4 @@ def list_servers(db: Database, after: int, limit: int) -> list[ServerListing]:
         " FROM servers s JOIN users u ON u.id = s.owner_id WHERE s.id > ? ORDER BY s.id LIMIT ?",
         (after, limit),
     ).fetchall()
-    return [ServerListing(_server(r[:6]), r[6], r[7]) for r in rows]
+    return [ServerListing(_server(r[:7]), r[7], r[8]) for r in rows]

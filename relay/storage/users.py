@@ -30,6 +30,7 @@ class UserRow(msgspec.Struct, frozen=True):
     updated_at: int
     disabled_at: int | None = None  # set by an operator (`relay user disable`): no logins
     bot: int = 0  # 1: a bot or webhook user (relay.storage.applications): no password, no login
+    avatar: str | None = None  # the avatar's blob digest (relay.media), if any
 
 
 class UserListing(msgspec.Struct, frozen=True):

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchkit import workers
 from benchkit.core import Bench, Row, profile_result, split
+from benchkit.files import files
 from benchkit.procs import CpuMeter, free_port, raise_nofile_limit, rss_bytes
 from benchkit.relay import HOST
 from benchkit.search import search_scenario
@@ -903,6 +904,7 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "relay_ws": byte_relay_ws,
     "rooms": rooms,
     "search": search_scenario,
+    "files": files,
 }
 
 

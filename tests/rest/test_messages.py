@@ -179,6 +179,7 @@ async def test_post_and_read_a_message(world: World) -> None:
         "webhook_id",
         "mention_roles",
         "mention_everyone",
+        "attachments",
     }
     assert (message["embeds"], message["flags"], message["webhook_id"]) == ([], 0, None)
     assert message["channel_id"] == world.text

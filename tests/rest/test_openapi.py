@@ -81,7 +81,7 @@ def test_it_is_generated_from_the_routes_types(spec: dict[str, Any]) -> None:
     assert post["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/CreateMessage"
     }
-    statuses = {"200", "201", "400", "401", "403", "404", "408", "413", "429", "503"}
+    statuses = {"200", "201", "400", "401", "403", "404", "408", "413", "429", "503", "507"}
     assert set(post["responses"]) == statuses
     assert post["security"] == [{"bearer": []}]
     schemas = spec["components"]["schemas"]

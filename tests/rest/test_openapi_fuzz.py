@@ -14,6 +14,7 @@ and that data the document calls invalid is refused.
 from __future__ import annotations
 
 import base64
+import io
 import itertools
 import os
 from dataclasses import dataclass
@@ -109,6 +110,28 @@ def make_world(http: httpx.Client) -> World:
     sessions = call(http, "GET", "/auth/sessions", member)
     app = call(http, "POST", "/applications", owner, name="Fuzzbot")
     webhook = call(http, "POST", f"/channels/{text}/webhooks", owner, name="Fuzzhook")
+    # Files: an attachment, a custom emoji and an avatar (docs/files.md).
+    png = _png()
+    upload = http.post(
+        f"{API}/channels/{text}/attachments?filename=a.png",
+        content=png,
+        headers={"Authorization": f"Bearer {owner}"},
+    ).json()
+    with_file = call(
+        http, "POST", f"/channels/{text}/messages", owner, attachments=[{"id": upload["upload_id"]}]
+    )
+    attachment = with_file["attachments"][0]
+    emoji = call(
+        http,
+        "POST",
+        f"/servers/{server_id}/emojis",
+        owner,
+        name="fuzz",
+        image=base64.b64encode(png).decode(),
+    )
+    avatar = http.put(
+        f"{API}/users/@me/avatar", content=png, headers={"Authorization": f"Bearer {owner}"}
+    ).json()
     return World(
         token=owner,
         path={
@@ -125,8 +148,20 @@ def make_world(http: httpx.Client) -> World:
             "app_id": app["id"],
             "webhook_id": webhook["id"],
             "token": webhook["token"],
+            "attachment_id": attachment["id"],
+            "filename": attachment["filename"],
+            "emoji_id": emoji["id"],
+            "digest": avatar["avatar_url"].rsplit("/", 1)[1].removesuffix(".webp"),
         },
     )
+
+
+def _png() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(out, format="PNG")
+    return out.getvalue()
 
 
 def test_every_operation_keeps_to_the_document(shared_server: SharedServer) -> None:

@@ -147,7 +147,15 @@ async def test_create_and_read_a_server(
 
     assert status == 201
     server = {k: v for k, v in created.items() if k not in ("channels", "roles")}
-    assert set(server) == {"id", "name", "owner_id", "created_at", "description", "public"}
+    assert set(server) == {
+        "id",
+        "name",
+        "owner_id",
+        "created_at",
+        "description",
+        "public",
+        "icon_url",
+    }
     assert (server["name"], server["owner_id"]) == ("Ann's place", ann.id)
     assert (server["description"], server["public"]) == (None, False)
     assert created["roles"] == [

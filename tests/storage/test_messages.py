@@ -442,8 +442,9 @@ def test_history_uses_a_fixed_number_of_queries(db: Database, ids: Ids) -> None:
         assert len(messages.history(db, TEXT, BOB)) == 30
     finally:
         db.conn.set_trace_callback(None)
-    # Rows, mentions, reactions, then role and @everyone mentions (relay.storage.mentions).
-    assert len(statements) == 3 + 2
+    # Rows, mentions, reactions, attachments, then role and @everyone mentions
+    # (relay.storage.mentions).
+    assert len(statements) == 4 + 2
 
 
 # -- the mention parser --------------------------------------------------------------------------
