@@ -61,6 +61,9 @@ class PacedBody(TrioBody):
     def __init__(self, expected_content_length: int | None, max_content_length: int | None):
         super().__init__(expected_content_length, max_content_length)
         self._taken = trio.Event()
+        # Only upload routes read their body piece by piece; a route that awaits the whole body
+        # (get_data, json) never takes a piece, and pacing it would wait forever.
+        self.paced = False
 
     async def __anext__(self) -> bytes:
         data = await super().__anext__()
@@ -69,7 +72,7 @@ class PacedBody(TrioBody):
         return data
 
     async def wait_for_room(self) -> None:
-        if len(self._data) >= BODY_BUFFER_BYTES and self._must_raise is None:
+        if self.paced and len(self._data) >= BODY_BUFFER_BYTES and self._must_raise is None:
             await self._taken.wait()
 
 
@@ -94,12 +97,15 @@ def upload_request_class(settings: Settings) -> type[TrioRequest]:
         ) -> None:
             match = _UPLOAD_PATHS.match(path) if method in ("POST", "PUT", "PATCH") else None
             # A JSON body on the same path keeps max_body_bytes: it is read whole.
-            if match and (
+            upload = match is not None and (
                 (match.group(2) != "messages" and match.group(1) != "users/@me")
                 or is_multipart(headers.get("Content-Type", ""))
-            ):
+            )
+            if upload:
                 kw["max_content_length"] = upload_limit
             super().__init__(method, scheme, path, query_string, headers, *args, **kw)
+            if upload:
+                self.body.paced = True  # type: ignore[attr-defined]
 
     return UploadRequest
 
