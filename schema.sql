@@ -83,7 +83,8 @@ CREATE TABLE IF NOT EXISTS channels (
     dm_key TEXT UNIQUE, -- "<lower user id>:<higher user id>" for DMs: one channel per pair
     last_message_id INTEGER,
     created_at INTEGER NOT NULL
-, rate_limit_per_user INTEGER NOT NULL DEFAULT 0, permissions_synced INTEGER NOT NULL DEFAULT 0 CHECK (permissions_synced IN (0, 1))) STRICT;
+, rate_limit_per_user INTEGER NOT NULL DEFAULT 0, permissions_synced INTEGER NOT NULL DEFAULT 0 CHECK (permissions_synced IN (0, 1)), user_limit INTEGER NOT NULL DEFAULT 0
+    CHECK (user_limit BETWEEN 0 AND 99)) STRICT;
 CREATE INDEX IF NOT EXISTS channels_server ON channels (server_id, position);
 
 CREATE TABLE IF NOT EXISTS members (
@@ -221,4 +222,4 @@ CREATE TABLE IF NOT EXISTS audit_log (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS audit_log_server ON audit_log (server_id, id);
 
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from relay.chat.messages import SendableMemo
+from relay.chat.voice import VoiceStates
 from relay.errors import RateLimited
 from relay.ratelimit import RateLimiter
 from relay.storage.areas import SQLITE
@@ -48,6 +49,7 @@ class Chat:
         self.action_limiter = RateLimiter(settings.action_rate, settings.message_window_s)
         self.typing_limiter = RateLimiter(1, settings.typing_interval_s, max_keys=TYPING_KEYS)
         self.sendable = SendableMemo(views)  # who may post where, as last checked
+        self.voice = VoiceStates(settings, fanout)  # who is in which voice channel
 
     def message_refused(self, user_id: int) -> RateLimited | None:
         """Count one message of `user_id` (a REST post or a gateway send): None if it may go,

@@ -35,6 +35,9 @@ from relay.chat.objects import (
     Server,
     ServerWithChannels,
     TypingStart,
+    VoiceRefusal,
+    VoiceServer,
+    VoiceState,
 )
 from relay.protocol.gateway import ALWAYS_INTENT, Intent
 
@@ -191,6 +194,25 @@ class PresenceUpdateEvent(ChatEvent, frozen=True, tag="PRESENCE_UPDATE"):
     d: Presence
 
 
+class VoiceStateUpdate(ChatEvent, frozen=True, tag="VOICE_STATE_UPDATE"):
+    """To the server's online members (it follows the servers intent)."""
+
+    intent: ClassVar[int] = _SERVERS
+    d: VoiceState
+
+
+class VoiceServerUpdate(ChatEvent, frozen=True, tag="VOICE_SERVER_UPDATE"):
+    """To the gateway session that sent op 4 only."""
+
+    d: VoiceServer
+
+
+class VoiceStateRefused(ChatEvent, frozen=True, tag="VOICE_STATE_REFUSED"):
+    """To the gateway session that sent op 4 only."""
+
+    d: VoiceRefusal
+
+
 Event = (
     ReadyEvent
     | ResumedEvent
@@ -216,6 +238,9 @@ Event = (
     | MessageAckEvent
     | TypingStartEvent
     | PresenceUpdateEvent
+    | VoiceStateUpdate
+    | VoiceServerUpdate
+    | VoiceStateRefused
 )
 
 _msgpack_decoder = msgspec.msgpack.Decoder(Event)

@@ -307,6 +307,40 @@ class Presence(msgspec.Struct, frozen=True, kw_only=True):
     activity: str | None
 
 
+class VoiceState(msgspec.Struct, frozen=True, kw_only=True):
+    """Who is in which voice channel (channel_id None: they left), as VOICE_STATE_UPDATE and
+    READY carry it."""
+
+    server_id: str
+    channel_id: str | None
+    user_id: str
+    session_id: str  # the gateway session that joined
+    self_mute: bool
+    self_deaf: bool
+    mute: bool  # by a moderator (MUTE_MEMBERS)
+    deaf: bool  # by a moderator (DEAFEN_MEMBERS)
+    self_video: bool
+    self_stream: bool
+
+
+class VoiceServer(msgspec.Struct, frozen=True, kw_only=True):
+    """VOICE_SERVER_UPDATE: where and with what to open the voice connection."""
+
+    server_id: str
+    channel_id: str
+    token: str  # single use, expires after voice_token_ttl_s
+    endpoint: str  # the voice connection's path on the realtime listener
+
+
+class VoiceRefusal(msgspec.Struct, frozen=True, kw_only=True):
+    """VOICE_STATE_REFUSED: why an op 4 changed nothing (REST's error object)."""
+
+    server_id: str
+    channel_id: str | None
+    code: str
+    message: str
+
+
 class Ready(msgspec.Struct, frozen=True, kw_only=True):
     """READY's payload: everything a client needs to start."""
 
@@ -317,6 +351,7 @@ class Ready(msgspec.Struct, frozen=True, kw_only=True):
     private_channels: list[Channel]
     read_states: list[ReadState]
     presences: list[Presence]  # of the people the user shares a server with, who are online
+    voice_states: list[VoiceState] = []  # everyone in a voice channel of the user's servers
 
 
 class Resumed(msgspec.Struct, frozen=True, kw_only=True):

@@ -98,6 +98,7 @@ class Hub:
         # with the live sessions' seqs, every event delivered so far, summed at scrape time
         # rather than counted per delivery.
         self.ended_events = 0
+        self.on_session_end: list[Callable[[Session], None]] = []  # e.g. its voice state ends
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -157,6 +158,8 @@ class Hub:
         if self.sessions.pop(session.id, None) is None:
             return
         self.ended_events += session.seq
+        for hook in self.on_session_end:
+            hook(session)
         self._membership_changed()
         mine = self.by_user.get(session.user_id)
         if mine is not None:

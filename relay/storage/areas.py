@@ -25,6 +25,7 @@ from relay.storage import (
     roles,
     servers,
     users,
+    voice,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from relay.storage.roles import RoleRow
     from relay.storage.servers import PublicServer, ServerListing, ServerRow, ServerState
     from relay.storage.users import KeyRow, Rotated, SessionRow, UserListing, UserRow
+    from relay.storage.voice import VoiceChannel
 
 
 class Audience(Protocol):
@@ -564,6 +566,14 @@ class Users(Protocol):
     def prune(self, db: Database, now_ms: int, keep_revoked_ms: int) -> int: ...
 
 
+class Voice(Protocol):
+    def voice_channel(self, db: Database, channel_id: int, user_id: int) -> VoiceChannel: ...
+
+    def server_permissions(self, db: Database, server_id: int, user_id: int) -> int | None: ...
+
+    def is_member(self, db: Database, server_id: int, user_id: int) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Areas:
     """One implementation of every area."""
@@ -580,6 +590,7 @@ class Areas:
     roles: Roles
     servers: Servers
     users: Users
+    voice: Voice
 
 
 SQLITE = Areas(
@@ -595,4 +606,5 @@ SQLITE = Areas(
     roles=roles,
     servers=servers,
     users=users,
+    voice=voice,
 )

@@ -1,0 +1,5 @@
+-- Migration 5: voice. A voice channel's user limit (0: none): joining a full channel is refused
+-- unless the joiner has MOVE_MEMBERS there.
+
+ALTER TABLE channels ADD COLUMN user_limit INTEGER NOT NULL DEFAULT 0
+    CHECK (user_limit BETWEEN 0 AND 99);

@@ -1,0 +1,303 @@
+"""The voice service: the voice channel actors, the one UDP socket, and the identified voice
+sessions (one per member in voice), tied to the chat layer's voice states.
+
+A `VoiceSession` is made by a voice connection's IDENTIFY (with the token of a
+VOICE_SERVER_UPDATE) and holds the member's SSRC, transport key, media lane and UDP address.
+It outlives its WebSocket for `voice_resume_grace_s`, so a client can RESUME (also after its
+channel's actor crashed); then the voice state ends. A voice state that ends or moves (leave,
+move, kick, a moderator's disconnect, the gateway session ending) ends its voice session: the
+connection closes with 4014.
+
+UDP: a packet from an address bound to a session goes to that session's actor; an IP discovery
+request for the SSRC of a session not yet bound is answered with a response of the same size
+(no amplification) and remembered; SELECT_PROTOCOL then binds the address the client names, if
+a discovery came from it. Everything else is dropped without an answer.
+
+Resource handling: `run()` owns the actor registry, the UDP receive loop and the reaper of
+voice sessions whose resume grace passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from typing import TYPE_CHECKING
+
+import trio
+
+from actors import ActorStopped, Overloaded, Registry
+from actors.voice import Attach, Detach, Limits, MediaLane, Member, Packet, SetFlags, VoiceActor
+from relay.permissions import P
+from relay.protocol import rtp
+from relay.protocol.voice import VoiceClose
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from actors.base import Actor
+    from actors.voice import VoiceMsg
+    from relay.chat.voice import Voice, VoiceStates
+    from relay.config import Settings
+
+log = logging.getLogger("relay.voice")
+REAP_EVERY_S = 1.0
+MAX_DISCOVERED = 4  # discovery source addresses remembered per session
+
+
+class VoiceSession:
+    """One member's identified voice connection state (see the module doc)."""
+
+    __slots__ = (
+        "actor",
+        "channel_id",
+        "closer",
+        "detached_at",
+        "discovered",
+        "key",
+        "lane",
+        "member",
+        "notify",
+        "protocol",
+        "server_id",
+        "session_id",
+        "ssrc",
+        "token",
+        "udp_addr",
+        "user_id",
+    )
+
+    def __init__(self, state: Voice, token: str, ssrc: int, lane_size: int) -> None:
+        self.user_id = state.user_id
+        self.server_id = state.server_id
+        self.channel_id = state.channel_id
+        self.session_id = state.session_id
+        self.token = token  # resumes this voice session (it identified once)
+        self.ssrc = ssrc
+        self.key = secrets.token_bytes(rtp.KEY_BYTES)
+        self.lane = MediaLane(lane_size)
+        self.protocol: str | None = None  # "udp" | "websocket" once selected
+        self.udp_addr: tuple[str, int] | None = None
+        self.discovered: list[tuple[str, int]] = []
+        self.actor: Actor[VoiceMsg] | None = None
+        self.member: Member | None = None
+        # Closes the attached WebSocket with a voice close code (None: none attached).
+        self.closer: Callable[[int, str], None] | None = None
+        self.notify: Callable[[bytes], object] | None = None  # queues a control frame to it
+        self.detached_at: float | None = None
+
+
+def flags_of(state: Voice) -> tuple[bool, bool, bool]:
+    """(muted, deaf, can speak) as the actor applies them."""
+    speak = bool(state.permissions & (int(P.SPEAK) | int(P.ADMINISTRATOR)))
+    return state.self_mute or state.mute, state.self_deaf or state.deaf, speak
+
+
+class VoiceService:
+    def __init__(self, settings: Settings, states: VoiceStates) -> None:
+        self.settings = settings
+        self.states = states
+        self.limits = Limits(
+            settings.voice_max_packet_bytes,
+            settings.voice_max_packets_per_s,
+            settings.voice_max_bytes_per_s,
+        )
+        self.actors: Registry[VoiceMsg] = Registry(self._new_actor)
+        self.sessions: dict[int, VoiceSession] = {}  # user id -> session
+        self.by_ssrc: dict[int, VoiceSession] = {}
+        self.by_addr: dict[tuple[str, int], VoiceSession] = {}
+        self.sock: trio.socket.SocketType | None = None
+        self.udp_port = 0
+        self.public_address = settings.voice_public_address or settings.host
+        self.udp_dropped = 0
+        states.on_change.append(self._state_changed)
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bind the UDP socket, start the actors' registry; `started` with the UDP port."""
+        family = trio.socket.AF_INET6 if ":" in self.settings.host else trio.socket.AF_INET
+        with trio.socket.socket(family, trio.socket.SOCK_DGRAM) as sock:
+            await sock.bind((self.settings.host, self.settings.voice_udp_port))
+            self.sock = sock
+            self.udp_port = sock.getsockname()[1]
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.actors.run)
+                nursery.start_soon(self._receive_udp, sock)
+                nursery.start_soon(self._reap_forever)
+                task_status.started(self.udp_port)
+
+    def close(self) -> None:
+        self.actors.close_all()
+
+    def _new_actor(self, key: str) -> VoiceActor:
+        return VoiceActor(key, self.limits, idle_timeout_s=self.settings.actor_idle_s)
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    def identify(self, state: Voice, token: str) -> VoiceSession:
+        old = self.sessions.get(state.user_id)
+        if old is not None:
+            self.end(old, int(VoiceClose.DISCONNECTED), "identified again elsewhere")
+        ssrc = 0
+        while ssrc == 0 or ssrc in self.by_ssrc:
+            ssrc = secrets.randbits(32)
+        session = VoiceSession(state, token, ssrc, self.settings.voice_lane_packets)
+        self.sessions[state.user_id] = session
+        self.by_ssrc[ssrc] = session
+        return session
+
+    def channel_count(self, channel_id: int) -> int:
+        return sum(1 for s in self.sessions.values() if s.channel_id == channel_id)
+
+    async def attach(
+        self,
+        session: VoiceSession,
+        closer: Callable[[int, str], None],
+        notify: Callable[[bytes], object],
+    ) -> None:
+        """Put the session's member into its channel's actor (a fresh one after a crash)."""
+        state = self.states.by_user.get(session.user_id)
+        if state is None or state.channel_id != session.channel_id:
+            raise ActorStopped("voice state gone")
+        muted, deaf, speak = flags_of(state)
+
+        def crashed() -> None:
+            if session.closer is not None:
+                session.closer(int(VoiceClose.VOICE_SERVER_CRASHED), "voice server restarted")
+
+        member = Member(
+            session.user_id,
+            session.ssrc,
+            session.key,
+            session.lane,
+            crashed,
+            muted=muted,
+            deaf=deaf,
+            can_speak=speak,
+        )
+        actor = await self.actors.get(f"voice:{session.channel_id}")
+        actor.tell(Attach(member))
+        session.actor, session.member = actor, member
+        session.closer, session.notify = closer, notify
+        session.detached_at = None
+
+    def detach(self, session: VoiceSession) -> None:
+        """The WebSocket went away: media stops; RESUME within the grace, or the state ends."""
+        session.closer = session.notify = None
+        session.detached_at = trio.current_time()
+        self._tell(session, Detach(session.user_id))
+
+    def end(self, session: VoiceSession, code: int, reason: str) -> None:
+        if self.sessions.get(session.user_id) is not session:
+            return
+        del self.sessions[session.user_id]
+        self.by_ssrc.pop(session.ssrc, None)
+        if session.udp_addr is not None:
+            self.by_addr.pop(session.udp_addr, None)
+        self._tell(session, Detach(session.user_id))
+        if session.closer is not None:
+            session.closer(code, reason)
+            session.closer = session.notify = None
+
+    def _tell(self, session: VoiceSession, msg: VoiceMsg) -> None:
+        if session.actor is None:
+            return
+        # A stopped actor has no members; an overloaded one drops this message.
+        with contextlib.suppress(ActorStopped, Overloaded):
+            session.actor.tell(msg)
+
+    def _state_changed(self, before: Voice | None, after: Voice | None) -> None:
+        user_id = (after or before).user_id  # type: ignore[union-attr]
+        session = self.sessions.get(user_id)
+        if session is None:
+            return
+        if after is None or after.channel_id != session.channel_id:
+            self.end(session, int(VoiceClose.DISCONNECTED), "left, moved or disconnected")
+            return
+        muted, deaf, speak = flags_of(after)
+        self._tell(session, SetFlags(user_id, muted, deaf, speak))
+
+    def packet(self, session: VoiceSession, data: bytes) -> None:
+        """A media packet from the session's own transport."""
+        actor = session.actor
+        if actor is None or session.closer is None:
+            return
+        try:
+            actor.tell(Packet(session.user_id, data))
+        except (ActorStopped, Overloaded):
+            self.udp_dropped += 1
+
+    def bind_udp(self, session: VoiceSession, address: str | None, port: int | None) -> bool:
+        """SELECT_PROTOCOL udp: bind the address the client names, if it did IP discovery from
+        it."""
+        if address is None or port is None:
+            return False
+        wanted = (address, port)
+        if wanted not in session.discovered:
+            return False
+        bound = self.by_addr.get(wanted)
+        if bound is not None and bound is not session:
+            return False
+        if session.udp_addr is not None:
+            self.by_addr.pop(session.udp_addr, None)
+        session.udp_addr = wanted
+        self.by_addr[wanted] = session
+        return True
+
+    async def send_udp(self, session: VoiceSession, packets: list[bytes]) -> None:
+        sock, addr = self.sock, session.udp_addr
+        if sock is None or addr is None:
+            return
+        for packet in packets:
+            try:
+                await sock.sendto(packet, addr)
+            except OSError:
+                self.udp_dropped += 1
+
+    async def _receive_udp(self, sock: trio.socket.SocketType) -> None:
+        max_bytes = self.settings.voice_max_packet_bytes
+        while True:
+            try:
+                data, addr = await sock.recvfrom(max_bytes + 1)
+            except OSError:  # e.g. ICMP port unreachable from an earlier send, on some systems
+                continue
+            addr = (addr[0], addr[1])
+            session = self.by_addr.get(addr)
+            if session is not None:
+                self.packet(session, data)
+                continue
+            if rtp.is_discovery(data):
+                await self._discovery(sock, data, addr)
+                continue
+            self.udp_dropped += 1
+
+    async def _discovery(
+        self, sock: trio.socket.SocketType, data: bytes, addr: tuple[str, int]
+    ) -> None:
+        try:
+            kind, ssrc, _, _ = rtp.parse_discovery(data)
+        except rtp.PacketError:
+            return
+        session = self.by_ssrc.get(ssrc)
+        if kind != rtp.DISCOVERY_REQUEST or session is None or session.udp_addr is not None:
+            self.udp_dropped += 1
+            return
+        if addr not in session.discovered:
+            session.discovered = [*session.discovered[-(MAX_DISCOVERED - 1) :], addr]
+        try:
+            await sock.sendto(rtp.discovery_response(ssrc, addr[0], addr[1]), addr)
+        except OSError:
+            self.udp_dropped += 1
+
+    async def _reap_forever(self) -> None:
+        grace = self.settings.voice_resume_grace_s
+        while True:
+            await trio.sleep(REAP_EVERY_S)
+            self.states.prune_grants()
+            deadline = trio.current_time() - grace
+            for session in [
+                s
+                for s in self.sessions.values()
+                if s.detached_at is not None and s.detached_at < deadline
+            ]:
+                self.end(session, int(VoiceClose.DISCONNECTED), "resume grace over")
+                self.states.leave(session.user_id)
