@@ -35,6 +35,7 @@ from relay.rest.moderation import moderation_blueprint
 from relay.rest.roles import roles_blueprint
 from relay.rest.rooms import rooms_blueprint
 from relay.rest.servers import servers_blueprint
+from relay.rest.voice import voice_blueprint
 from relay.runtime import Runtime
 from relay.services import run_services
 from relay.telemetry import collect_runtime
@@ -143,6 +144,7 @@ def create_app(settings: Settings) -> QuartTrio:
         roles_blueprint(rt),
         moderation_blueprint(rt),
         rooms_blueprint(rt),
+        voice_blueprint(rt),
         docs_blueprint(),
     ):
         app.register_blueprint(blueprint)

@@ -140,6 +140,7 @@ async def delete(chat: Chat, user_id: int, channel_id: str, reason: str | None) 
     _, before = await _before(chat, user_id, cid)
     channel, orphans = await chat.store.write(chat.q.channels.delete_channel, cid, user_id, reason)
     assert channel.server_id is not None
+    chat.voice.channel_gone(cid)  # its members leave voice
     await visibility.after(
         chat,
         channel.server_id,

@@ -186,6 +186,9 @@ class PutOverwrite(Request, frozen=True):
 class UpdateMember(Request, frozen=True):
     nickname: Nickname | UnsetType | None = UNSET  # null clears it
     communication_disabled_until: IsoTime | UnsetType | None = UNSET  # null ends a timeout
+    mute: bool | UnsetType = UNSET  # server mute (MUTE_MEMBERS)
+    deaf: bool | UnsetType = UNSET  # server deafen (DEAFEN_MEMBERS)
+    voice_channel_id: IdText | UnsetType | None = UNSET  # move (MOVE_MEMBERS); null disconnects
 
 
 class PutBan(Request, frozen=True):

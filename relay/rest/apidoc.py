@@ -43,6 +43,8 @@ ERRORS: Mapping[str, ErrorCode] = {
     "not_a_text_channel": _e(400, "the channel does not take messages"),
     "cannot_dm_self": _e(400, "a DM needs another user"),
     "everyone_role": _e(400, "@everyone cannot be moved, deleted, given or taken"),
+    "not_a_voice_channel": _e(400, "the channel is not a voice channel"),
+    "not_in_voice": _e(400, "the member is not in a voice channel of this server"),
     # 401
     "missing_token": _e(401, "no Authorization header"),
     "invalid_token": _e(401, "the access token is malformed or not an access token"),
@@ -83,6 +85,7 @@ ERRORS: Mapping[str, ErrorCode] = {
     "request_timeout": _e(408, "the body did not arrive in time"),
     # 409
     "username_taken": _e(409, "the username is taken"),
+    "voice_channel_full": _e(409, "the voice channel has as many members as it may"),
     "key_taken": _e(409, "the public key is registered already"),
     "invite_code_taken": _e(409, "no free invite code was found: retry"),
     # 410
