@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 import struct
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 import av
 import pytest
 import trio
 
-from relay.client import open_gateway
+from relay.client import ApiError, open_gateway
 from relay.protocol import rtp
 from relay.voice_client import VoiceClient, VoiceClosed, join_voice, open_voice
 from tests.conftest import settings_for, start_server
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
+    from relay.client import Gateway
     from tests.conftest import RunningServer
 
 
@@ -145,3 +147,162 @@ async def close_code(url: str, **identify: str) -> int | None:
             raise
         return first.code
     raise AssertionError("the voice connection opened")
+
+
+async def connect_all(
+    stack: AsyncExitStack, url: str, members: list[Member], server_id: str, voice_id: str
+) -> tuple[list[Gateway], list[VoiceClient]]:
+    gateways: list[Gateway] = []
+    clients: list[VoiceClient] = []
+    for i, m in enumerate(members):
+        g = await stack.enter_async_context(open_gateway(url))
+        await g.identify(m.token)
+        grant = await join_voice(g, server_id, voice_id)
+        assert g.session_id is not None
+        protocol = "websocket" if i % 3 == 2 else "udp"
+        c = await stack.enter_async_context(
+            open_voice(
+                url,
+                server_id=server_id,
+                user_id=m.user_id,
+                session_id=g.session_id,
+                token=grant["token"],
+                protocol=protocol,
+            )
+        )
+        gateways.append(g)
+        clients.append(c)
+    return gateways, clients
+
+
+async def heard_by(clients: list[VoiceClient], payload: bytes) -> set[int]:
+    """The indexes of the clients that get `payload` within a short while."""
+    heard: set[int] = set()
+    async with trio.open_nursery() as nursery:
+        for i, c in enumerate(clients):
+
+            async def listen(i: int = i, c: VoiceClient = c) -> None:
+                if payload in await receive_within(c, 0.25):
+                    heard.add(i)
+
+            nursery.start_soon(listen)
+    return heard
+
+
+async def test_ten_members_mute_deafen_spoof_replay_flood_leave(
+    voice_server: RunningServer,
+) -> None:
+    members, server_id, voice_id = await setup(voice_server, 10)
+    url = voice_server.ws_url
+    frame = opus_frames(1)[0]
+    everyone = set(range(10))
+    with trio.fail_after(15):
+        await _ten(url, members, server_id, voice_id, frame, everyone)
+
+
+async def _ten(
+    url: str, members: list[Member], server_id: str, voice_id: str, frame: bytes, everyone: set[int]
+) -> None:
+    async with AsyncExitStack() as stack:
+        gateways, clients = await connect_all(stack, url, members, server_id, voice_id)
+        sender = clients[0]
+        await sender.send_frame(frame)
+        assert await heard_by(clients, frame) == everyone - {0}
+
+        # A deafened member gets nothing; the others still hear.
+        await join_voice_flags(gateways[1], server_id, voice_id, self_deaf=True)
+        await sender.send_frame(frame)
+        assert await heard_by(clients, frame) == everyone - {0, 1}
+
+        # Self mute: dropped on the server.
+        await join_voice_flags(gateways[0], server_id, voice_id, self_mute=True)
+        await sender.send_frame(frame)
+        assert await heard_by(clients, frame) == set()
+        await join_voice_flags(gateways[0], server_id, voice_id)
+
+        # Server mute by the owner (member 0) of member 2, then unmute.
+        path = f"/v1/api/servers/{server_id}/members/{members[2].user_id}"
+        await members[0].client.call("PATCH", path, {"mute": True})
+        await clients[2].send_frame(frame)
+        assert await heard_by(clients, frame) == set()
+        await members[0].client.call("PATCH", path, {"mute": False})
+
+        # Someone without MUTE_MEMBERS may not.
+        with pytest.raises(ApiError) as refused:
+            await members[3].client.call("PATCH", path, {"mute": True})
+        assert refused.value.code == "missing_permission"
+
+        # Spoofed SSRC (member 3 claims member 0's), a replay, a tampered packet, garbage.
+        spoof = clients[3]
+        header = rtp.build_header(120, 1, 1, sender.ssrc)
+        await spoof.send_raw(rtp.seal(header, b"spoofed", spoof.key, 10_000))
+        packet = sender.packet(b"once")
+        await sender.send_raw(packet)
+        assert await heard_by(clients, b"once") == everyone - {0, 1}
+        await sender.send_raw(packet)  # replayed
+        tampered = bytearray(sender.packet(b"tampered"))
+        tampered[20] ^= 1
+        await sender.send_raw(bytes(tampered))
+        assert sender.udp is not None
+        assert sender.server_addr is not None
+        for size in (0, 1, 74, 200, 1400):
+            await sender.udp.sendto(bytes(size), sender.server_addr)
+        assert await heard_by(clients, b"spoofed") == set()
+        assert await heard_by(clients, b"once") == set()
+        await sender.send_frame(frame)
+        assert await heard_by(clients, frame) == everyone - {0, 1}
+
+        # Leaving ends the voice connection (4014); a gateway session that ends clears it.
+        await gateways[4].send(4, {"server_id": server_id, "channel_id": None})
+        with pytest.raises(VoiceClosed) as closed:
+            await clients[4].control(-1)  # no such op: reads until the close
+        assert closed.value.code == 4014
+        states = await members[0].client.call("GET", f"/v1/api/channels/{voice_id}/voice-states")
+        assert members[4].user_id not in {s["user_id"] for s in states}
+
+
+async def join_voice_flags(g: Gateway, server_id: str, voice_id: str, **flags: bool) -> None:
+    """Op 4 on the channel one is in already: flags change, no new token."""
+    await g.send(4, {"server_id": server_id, "channel_id": voice_id, **flags})
+    while True:
+        frame = await g.dispatch()
+        if frame["t"] == "VOICE_STATE_UPDATE" and frame["d"]["session_id"] == g.session_id:
+            return
+
+
+async def test_gateway_session_end_and_kick_and_connect_refusal(
+    voice_server: RunningServer,
+) -> None:
+    (a, b, c), server_id, voice_id = await setup(voice_server, 3)
+    url = voice_server.ws_url
+    async with open_gateway(url) as ga:
+        await ga.identify(a.token)
+        async with open_gateway(url) as gb:
+            await gb.identify(b.token)
+            await join_voice(gb, server_id, voice_id)
+        # b's gateway is gone: after the resume window its voice state ends.
+        with trio.fail_after(5):
+            while True:
+                frame = await ga.dispatch("VOICE_STATE_UPDATE")
+                if frame["d"]["user_id"] == b.user_id and frame["d"]["channel_id"] is None:
+                    break
+        async with open_gateway(url) as gc:
+            ready = await gc.identify(c.token)
+            assert ready["voice_states"] == []
+            await join_voice(gc, server_id, voice_id)
+            await a.client.call("DELETE", f"/v1/api/servers/{server_id}/members/{c.user_id}")
+            with trio.fail_after(5):
+                while True:
+                    frame = await ga.dispatch("VOICE_STATE_UPDATE")
+                    if frame["d"]["user_id"] == c.user_id and frame["d"]["channel_id"] is None:
+                        break
+        # Without CONNECT (@everyone's taken away), joining is refused.
+        roles = await a.client.call("GET", f"/v1/api/servers/{server_id}/roles")
+        everyone = next(r for r in roles if r["name"] == "@everyone")
+        mask = int(everyone["permissions"]) & ~(1 << 18)
+        path = f"/v1/api/servers/{server_id}/roles/{everyone['id']}"
+        await a.client.call("PATCH", path, {"permissions": str(mask)})
+        async with open_gateway(url) as gb:
+            await gb.identify(b.token)
+            with pytest.raises(PermissionError, match="missing_permission"):
+                await join_voice(gb, server_id, voice_id)
