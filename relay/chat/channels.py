@@ -126,6 +126,7 @@ async def update(
         rate_limit_per_user=data.rate_limit_per_user,
         permissions_synced=data.permissions_synced,
         reason=reason,
+        user_limit=data.user_limit,
     )
     assert channel.server_id is not None
     if channel != old:

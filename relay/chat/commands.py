@@ -118,6 +118,7 @@ class UpdateChannel(Request, frozen=True):
     parent_id: SnowflakeText | UnsetType | None = UNSET  # null clears it
     rate_limit_per_user: Slowmode | UnsetType = UNSET
     permissions_synced: bool | UnsetType = UNSET  # true: follow the category's overwrites
+    user_limit: Annotated[int, Meta(ge=0, le=99)] | UnsetType = UNSET  # voice; 0: no limit
 
 
 class CreateInvite(Request, frozen=True):

@@ -156,6 +156,7 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_user: int
     permissions_synced: bool
     permission_overwrites: list[Overwrite]  # effective: the category's when synced
+    user_limit: int = 0  # voice channels: members at most (0: no limit)
     recipients: list[UserBrief] | UnsetType = UNSET  # a DM's two users (absent elsewhere)
 
 
@@ -419,6 +420,7 @@ def channel_out(c: ChannelRow) -> Channel:
         rate_limit_per_user=c.rate_limit_per_user,
         permissions_synced=c.permissions_synced,
         permission_overwrites=[overwrite_out(o) for o in c.overwrites],
+        user_limit=c.user_limit,
     )
 
 

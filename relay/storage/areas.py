@@ -119,6 +119,7 @@ class Channels(Protocol):
         rate_limit_per_user: int | UnsetType = ...,
         permissions_synced: bool | UnsetType = ...,
         reason: str | None = ...,
+        user_limit: int | UnsetType = ...,
     ) -> ChannelRow: ...
 
     def delete_channel(
