@@ -186,3 +186,23 @@ async def open_voice(
             description = (await client.control(4))["d"]
             client.key = bytes(description["secret_key"])
             yield client
+
+
+@asynccontextmanager
+async def resume_voice(
+    ws_url: str, previous: VoiceClient, *, server_id: str, session_id: str, token: str
+) -> AsyncIterator[VoiceClient]:
+    """RESUME a voice session whose connection closed: the same SSRC, key and (UDP) socket go
+    on, with a new WebSocket (`previous`'s UDP socket must still be open)."""
+    url = f"{ws_url.rstrip('/')}/v1/voice"
+    async with _open_websocket(url, None, 2**20) as (ws, _):
+        client = VoiceClient(ws, previous.protocol)
+        client.ready, client.key, client.ssrc = previous.ready, previous.key, previous.ssrc
+        client.sequence, client.timestamp = previous.sequence, previous.timestamp
+        client.counter = previous.counter
+        client.udp, client.server_addr = previous.udp, previous.server_addr  # still bound
+        await client.control(8)  # HELLO
+        resume = {"server_id": server_id, "session_id": session_id, "token": token}
+        await client.send_control(7, resume)
+        await client.control(9)  # RESUMED
+        yield client

@@ -12,9 +12,10 @@ import av
 import pytest
 import trio
 
+from actors.voice import Crash
 from relay.client import ApiError, open_gateway
 from relay.protocol import rtp
-from relay.voice_client import VoiceClient, VoiceClosed, join_voice, open_voice
+from relay.voice_client import VoiceClient, VoiceClosed, join_voice, open_voice, resume_voice
 from tests.conftest import settings_for, start_server
 from tests.gateway.conftest import Member, join, new_member
 
@@ -306,3 +307,114 @@ async def test_gateway_session_end_and_kick_and_connect_refusal(
             await gb.identify(b.token)
             with pytest.raises(PermissionError, match="missing_permission"):
                 await join_voice(gb, server_id, voice_id)
+
+
+async def open_member_voice(
+    stack: AsyncExitStack, url: str, m: Member, server_id: str, voice_id: str, protocol: str
+) -> tuple[Gateway, VoiceClient, str]:
+    g = await stack.enter_async_context(open_gateway(url))
+    await g.identify(m.token)
+    grant = await join_voice(g, server_id, voice_id)
+    assert g.session_id is not None
+    c = await stack.enter_async_context(
+        open_voice(
+            url,
+            server_id=server_id,
+            user_id=m.user_id,
+            session_id=g.session_id,
+            token=grant["token"],
+            protocol=protocol,
+        )
+    )
+    return g, c, grant["token"]
+
+
+async def test_user_limit_move_and_bypass(voice_server: RunningServer) -> None:
+    (a, b, c), server_id, voice_id = await setup(voice_server, 3)
+    url = voice_server.ws_url
+    channel = await a.client.call("PATCH", f"/v1/api/channels/{voice_id}", {"user_limit": 1})
+    assert channel["user_limit"] == 1
+    other = await a.client.call(
+        "POST", f"/v1/api/servers/{server_id}/channels", {"name": "two", "type": "voice"}
+    )
+    with pytest.raises(ApiError) as not_voice:
+        await a.client.call("GET", f"/v1/api/channels/{server_id}/voice-states")
+    assert not_voice.value.status in (400, 404)
+    async with AsyncExitStack() as stack:
+        gb, cb, _ = await open_member_voice(stack, url, b, server_id, voice_id, "websocket")
+        gc = await stack.enter_async_context(open_gateway(url))
+        await gc.identify(c.token)
+        with pytest.raises(PermissionError, match="voice_channel_full"):
+            await join_voice(gc, server_id, voice_id)
+        # The owner (MOVE_MEMBERS) passes the limit.
+        ga = await stack.enter_async_context(open_gateway(url))
+        await ga.identify(a.token)
+        await join_voice(ga, server_id, voice_id)
+        # A moderator moves b: b's voice connection closes (4014), b gets a new token.
+        path = f"/v1/api/servers/{server_id}/members/{b.user_id}"
+        await a.client.call("PATCH", path, {"voice_channel_id": other["id"]})
+        with pytest.raises(VoiceClosed) as closed:
+            await cb.control(-1)
+        assert closed.value.code == 4014
+        moved = await gb.dispatch("VOICE_SERVER_UPDATE")
+        assert moved["d"]["channel_id"] == other["id"]
+        # And disconnects them.
+        await a.client.call("PATCH", path, {"voice_channel_id": None})
+        states = await a.client.call("GET", f"/v1/api/channels/{other['id']}/voice-states")
+        assert states == []
+        with pytest.raises(ApiError) as not_in_voice:
+            await a.client.call("PATCH", path, {"voice_channel_id": None})
+        assert not_in_voice.value.code == "not_in_voice"
+
+
+async def test_actor_crash_resume_and_slow_receiver(voice_server: RunningServer) -> None:
+    (a, b, c), server_id, voice_id = await setup(voice_server, 3)
+    url = voice_server.ws_url
+    frame = opus_frames(1)[0]
+    async with AsyncExitStack() as stack:
+        ga, ca, token_a = await open_member_voice(stack, url, a, server_id, voice_id, "websocket")
+        gb, cb, token_b = await open_member_voice(stack, url, b, server_id, voice_id, "udp")
+        _, slow, _ = await open_member_voice(stack, url, c, server_id, voice_id, "websocket")
+        # c stops reading; b still gets every packet, and c is not cut off.
+        got: list[bytes] = []
+
+        async def fast_reader() -> None:
+            while len(got) < 300:
+                got.append((await cb.receive()).payload)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fast_reader)
+                for i in range(300):
+                    await ca.send_frame(b"%d" % i)
+                    if i % 20 == 19:
+                        await trio.sleep(0.005)
+        assert got == [b"%d" % i for i in range(300)]
+        await ca.send_frame(b"after")
+        with trio.fail_after(10):
+            while b"after" not in await receive_within(slow, 0.2):
+                pass
+
+        # The channel's actor crashes: connections close with 4015; RESUME rebuilds it.
+        voice = voice_server.runtime.voice
+        assert voice is not None
+        await voice.actors.tell(f"voice:{voice_id}", Crash())
+        with trio.fail_after(5), pytest.raises(VoiceClosed) as crashed:
+            await ca.control(-1)
+        assert crashed.value.code == 4015
+        assert ga.session_id is not None
+        resumed = await stack.enter_async_context(
+            resume_voice(url, ca, server_id=server_id, session_id=ga.session_id, token=token_a)
+        )
+        # b's connection closed as well; it resumes and its UDP address is still bound.
+        with trio.fail_after(5), pytest.raises(VoiceClosed):
+            await cb.control(-1)
+        assert gb.session_id is not None
+        cb = await stack.enter_async_context(
+            resume_voice(url, cb, server_id=server_id, session_id=gb.session_id, token=token_b)
+        )
+        with trio.fail_after(5):
+            while True:
+                await resumed.send_frame(frame)
+                if frame in await receive_within(cb, 0.1):
+                    break
