@@ -73,8 +73,10 @@ class Member:
         "muted",
         "on_crash",
         "replay",
+        "sources",
         "ssrc",
         "user_id",
+        "wanted",
     )
 
     def __init__(
@@ -98,6 +100,8 @@ class Member:
         self.deaf = deaf  # self or server deafen
         self.can_speak = can_speak  # SPEAK in the channel
         self.replay = rtp.ReplayWindow()
+        self.sources: dict[int, str] = {}  # video SSRC -> camera | screen | app
+        self.wanted: frozenset[int] = frozenset()  # the video SSRCs this member receives
         self.counter = 0  # the server's own nonce counter towards this member
         self.bucket_at = 0.0  # the second the rate counters below are for
         self.bucket_packets = 0
@@ -119,6 +123,16 @@ class SetFlags(msgspec.Struct, frozen=True):
     can_speak: bool
 
 
+class SetSources(msgspec.Struct, frozen=True):
+    user_id: int
+    sources: dict[int, str]  # SSRC -> type, allocated by the connection
+
+
+class SelectSources(msgspec.Struct, frozen=True):
+    user_id: int
+    ssrcs: frozenset[int]
+
+
 class Packet(msgspec.Struct, frozen=True):
     user_id: int  # the sender, as its transport proved it
     data: bytes
@@ -128,7 +142,7 @@ class Crash(msgspec.Struct, frozen=True):
     """For tests: the actor raises (supervision, clean reconnect)."""
 
 
-VoiceMsg = Attach | Detach | SetFlags | Packet | Crash
+VoiceMsg = Attach | Detach | SetFlags | SetSources | SelectSources | Packet | Crash
 
 
 class Limits(msgspec.Struct, frozen=True):
@@ -162,6 +176,14 @@ class VoiceActor(Actor[VoiceMsg]):
                 member = self.members.get(user_id)
                 if member is not None:
                     member.muted, member.deaf, member.can_speak = muted, deaf, can_speak
+            case SetSources(user_id, sources):
+                member = self.members.get(user_id)
+                if member is not None:
+                    member.sources = sources
+            case SelectSources(user_id, ssrcs):
+                member = self.members.get(user_id)
+                if member is not None:
+                    member.wanted = ssrcs
             case Crash():
                 raise RuntimeError("voice actor crash requested (tests)")
 
@@ -171,12 +193,14 @@ class VoiceActor(Actor[VoiceMsg]):
             self.dropped += 1
             return
         if rtp.is_rtcp(data):
-            self.dropped += 1  # RTCP (keyframe requests) is not forwarded yet
+            self._feedback(sender, data)
             return
         try:
             header = rtp.parse_header(data)
-            if header.ssrc != sender.ssrc:
-                raise rtp.PacketError("another member's SSRC")
+            ssrc = header.ssrc
+            video = ssrc != sender.ssrc
+            if video and ssrc not in sender.sources:
+                raise rtp.PacketError("not a source of this member")
             body = rtp.open_packet(data, header.aad_end, sender.key)
         except rtp.PacketError:
             self.dropped += 1
@@ -184,16 +208,39 @@ class VoiceActor(Actor[VoiceMsg]):
         if not sender.replay.accept(rtp.counter_of(data)) or not self._within_rate(sender, data):
             self.dropped += 1
             return
-        if sender.muted or not sender.can_speak:
+        if not video and (sender.muted or not sender.can_speak):
             self.dropped += 1
             return
         clear = data[: header.aad_end]
         for member in self.members.values():
-            if member is sender or member.deaf:
+            if member is sender or member.deaf or (video and ssrc not in member.wanted):
                 continue
             member.counter += 1
             member.lane.push(rtp.seal(clear, body, member.key, member.counter))
             self.forwarded += 1
+
+    def _feedback(self, asker: Member, data: bytes) -> None:
+        """A keyframe request (PLI/FIR) for a source: to that source's sender only."""
+        try:
+            payload_type, fmt, sender_ssrc = rtp.parse_rtcp(data)
+            if sender_ssrc != asker.ssrc or not rtp.is_keyframe_request(payload_type, fmt):
+                raise rtp.PacketError("not this member's keyframe request")
+            body = rtp.open_packet(data, rtp.RTCP_HEADER_BYTES, asker.key)
+        except rtp.PacketError:
+            self.dropped += 1
+            return
+        if not asker.replay.accept(rtp.counter_of(data)) or not self._within_rate(asker, data):
+            self.dropped += 1
+            return
+        media = int.from_bytes(body[:4], "big")
+        owner = next((m for m in self.members.values() if media in m.sources), None)
+        if owner is None or owner is asker or media not in asker.wanted:
+            self.dropped += 1
+            return
+        owner.counter += 1
+        clear = data[: rtp.RTCP_HEADER_BYTES]
+        owner.lane.push(rtp.seal(clear, body, owner.key, owner.counter))
+        self.forwarded += 1
 
     def _within_rate(self, sender: Member, data: bytes) -> bool:
         second = float(int(trio.current_time()))

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from relay.client import Gateway
 
 OPUS_PAYLOAD_TYPE = 120
+VIDEO_PAYLOAD_TYPE = 96  # a dynamic type, e.g. VP8 or H.264: opaque to the server
 SAMPLES_PER_FRAME = 960  # 20 ms at 48 kHz
 
 
@@ -39,6 +40,7 @@ class Received(msgspec.Struct, frozen=True):
     sequence: int
     timestamp: int
     payload: bytes
+    rtcp: bool = False  # a keyframe request: `ssrc` is the asker's, payload starts with ours
 
 
 class VoiceClient:
@@ -57,6 +59,8 @@ class VoiceClient:
         self.udp: trio.socket.SocketType | None = None
         self.server_addr: tuple[str, int] | None = None
         self.controls: list[dict[str, Any]] = []
+        self.sources: dict[int, str] = {}
+        self.user_id = ""
         self._media_send, self._media_recv = trio.open_memory_channel[bytes](1024)
 
     async def send_control(self, op: int, d: Any) -> None:
@@ -83,13 +87,36 @@ class VoiceClient:
                 return frame
             self.controls.append(frame)
 
-    def packet(self, payload: bytes) -> bytes:
-        """One Opus frame as an encrypted RTP packet of this client's SSRC."""
+    def packet(self, payload: bytes, ssrc: int | None = None) -> bytes:
+        """One Opus frame (or, with a source's `ssrc`, one video packet's payload) as an
+        encrypted RTP packet."""
         self.sequence = (self.sequence + 1) & 0xFFFF
         self.timestamp = (self.timestamp + SAMPLES_PER_FRAME) & 0xFFFFFFFF
         self.counter += 1
-        header = rtp.build_header(OPUS_PAYLOAD_TYPE, self.sequence, self.timestamp, self.ssrc)
+        kind = OPUS_PAYLOAD_TYPE if ssrc is None else VIDEO_PAYLOAD_TYPE
+        header = rtp.build_header(kind, self.sequence, self.timestamp, ssrc or self.ssrc)
         return rtp.seal(header, payload, self.key, self.counter)
+
+    async def announce_sources(self, types: list[str]) -> list[dict[str, Any]]:
+        """Op 12: this member's video sources (camera, screen, app); returns them with the
+        SSRCs the server gave."""
+        await self.send_control(12, {"sources": [{"type": t} for t in types]})
+        while True:
+            frame = await self.control(12)
+            if frame["d"]["user_id"] == self.user_id:
+                sources: list[dict[str, Any]] = frame["d"]["sources"]
+                self.sources = {s["ssrc"]: s["type"] for s in sources}
+                return sources
+
+    async def select_sources(self, ssrcs: list[int]) -> None:
+        """Op 15: the video sources this member wants to receive."""
+        await self.send_control(15, {"ssrcs": ssrcs})
+
+    async def request_keyframe(self, media_ssrc: int) -> None:
+        """An RTCP picture loss indication for a source: reaches its sender only."""
+        header, body = rtp.build_pli(self.ssrc, media_ssrc)
+        self.counter += 1
+        await self.send_raw(rtp.seal(header, body, self.key, self.counter))
 
     async def send_frame(self, payload: bytes) -> None:
         await self.send_raw(self.packet(payload))
@@ -103,6 +130,10 @@ class VoiceClient:
             await self.ws.send_message(packet)
 
     def open(self, packet: bytes) -> Received:
+        if rtp.is_rtcp(packet):
+            _, _, asker = rtp.parse_rtcp(packet)
+            body = rtp.open_packet(packet, rtp.RTCP_HEADER_BYTES, self.key)
+            return Received(asker, 0, 0, body, rtcp=True)
         header = rtp.parse_header(packet)
         body = rtp.open_packet(packet, header.aad_end, self.key)
         return Received(header.ssrc, header.sequence, header.timestamp, body)
@@ -161,6 +192,7 @@ async def open_voice(
     url = f"{ws_url.rstrip('/')}/v1/voice"
     async with _open_websocket(url, None, 2**20) as (ws, _):
         client = VoiceClient(ws, protocol)
+        client.user_id = user_id
         await client.control(8)  # HELLO
         identify = {
             "server_id": server_id,
@@ -201,6 +233,7 @@ async def resume_voice(
         client.sequence, client.timestamp = previous.sequence, previous.timestamp
         client.counter = previous.counter
         client.udp, client.server_addr = previous.udp, previous.server_addr  # still bound
+        client.user_id, client.sources = previous.user_id, previous.sources
         await client.control(8)  # HELLO
         resume = {"server_id": server_id, "session_id": session_id, "token": token}
         await client.send_control(7, resume)

@@ -116,6 +116,31 @@ def open_packet(packet: bytes, aad_end: int, key: bytes) -> bytes:
         raise PacketError("authentication failed") from None
 
 
+RTCP_HEADER_BYTES = 8  # V/P/FMT, PT, length, sender SSRC: in clear, the associated data
+RTCP_FIR = 192  # payload type of a full intra request (RFC 2032)
+RTCP_PSFB = 206  # payload-specific feedback; FMT 1 is PLI, FMT 4 is FIR (RFC 4585, 5104)
+
+
+def parse_rtcp(packet: bytes) -> tuple[int, int, int]:
+    """(payload type, FMT, sender SSRC) of an encrypted RTCP packet. Raises PacketError."""
+    if len(packet) < RTCP_HEADER_BYTES + 4 + TAG_BYTES + COUNTER_BYTES:
+        raise PacketError("too short for RTCP feedback")
+    if packet[0] >> 6 != RTP_VERSION or not is_rtcp(packet):
+        raise PacketError("not RTCP")
+    sender = int.from_bytes(packet[4:8], "big")
+    return packet[1], packet[0] & 0x1F, sender
+
+
+def is_keyframe_request(payload_type: int, fmt: int) -> bool:
+    return payload_type == RTCP_FIR or (payload_type == RTCP_PSFB and fmt in (1, 4))
+
+
+def build_pli(sender_ssrc: int, media_ssrc: int) -> tuple[bytes, bytes]:
+    """A picture loss indication as (clear header, body to encrypt)."""
+    header = struct.pack(">BBHI", 0x80 | 1, RTCP_PSFB, 2, sender_ssrc)
+    return header, media_ssrc.to_bytes(4, "big")
+
+
 class ReplayWindow:
     """Accepts each counter at most once, within the last 64 seen (reordered packets pass)."""
 

@@ -28,7 +28,9 @@ class VoiceOp(enum.IntEnum):
     HELLO = 8
     RESUMED = 9
     CLIENT_CONNECT = 11
+    SOURCES = 12  # a member's video sources (camera, screen, app)
     CLIENT_DISCONNECT = 13
+    SELECT_SOURCES = 15  # the video sources a receiver wants
 
 
 class VoiceClose(enum.IntEnum):
@@ -47,6 +49,7 @@ class VoiceClose(enum.IntEnum):
     VOICE_SERVER_CRASHED = 4015  # the channel's voice actor restarted: IDENTIFY again
     UNKNOWN_ENCRYPTION_MODE = 4016
     CHANNEL_FULL = 4017  # voice_max_members_per_channel connections already
+    SOURCE_NOT_PERMITTED = 4018  # a camera without VIDEO, a screen or app without STREAM
 
 
 Snowflake = Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=r"^[0-9]+$")]
@@ -108,7 +111,36 @@ class Resume(_Frame, tag=int(VoiceOp.RESUME), frozen=True):
     d: ResumeData
 
 
-VoiceClientFrame = Identify | SelectProtocol | Heartbeat | Speaking | Resume
+SourceType = Literal["camera", "screen", "app"]
+MAX_SOURCES = 4  # video sources per member
+
+
+class SourceIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    type: SourceType
+
+
+class SourcesData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    sources: Annotated[list[SourceIn], msgspec.Meta(max_length=MAX_SOURCES)]
+
+
+class Sources(_Frame, tag=int(VoiceOp.SOURCES), frozen=True):
+    d: SourcesData
+
+
+Ssrc = Annotated[int, msgspec.Meta(ge=1, le=0xFFFFFFFF)]
+
+
+class SelectSourcesData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    ssrcs: Annotated[list[Ssrc], msgspec.Meta(max_length=64)]
+
+
+class SelectSources(_Frame, tag=int(VoiceOp.SELECT_SOURCES), frozen=True):
+    d: SelectSourcesData
+
+
+VoiceClientFrame = (
+    Identify | SelectProtocol | Heartbeat | Speaking | Resume | Sources | SelectSources
+)
 
 
 class VoiceFrameError(Exception):

@@ -21,12 +21,15 @@ import trio
 from actors import ActorStopped
 from relay.chat.args import snowflake
 from relay.errors import RelayError
+from relay.permissions import P
 from relay.protocol import rtp, wsframe
 from relay.protocol.voice import (
     Heartbeat,
     Identify,
     Resume,
     SelectProtocol,
+    SelectSources,
+    Sources,
     Speaking,
     VoiceClientFrame,
     VoiceClose,
@@ -51,6 +54,15 @@ class _Closing(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+ADMINISTRATOR = int(P.ADMINISTRATOR)
+VIDEO = int(P.VIDEO)
+STREAM = int(P.STREAM)
+
+
+def sources_out(session: VoiceSession) -> list[dict[str, Any]]:
+    return [{"ssrc": ssrc, "type": kind} for ssrc, kind in session.sources.items()]
 
 
 def control(op: VoiceOp, d: Any) -> bytes:
@@ -164,11 +176,35 @@ class VoiceConnection:
                     "protocol": data.protocol,
                 }
                 await self.conn.send(control(VoiceOp.SESSION_DESCRIPTION, description))
+            case Sources(d=data):
+                await self._sources(self._ready(), [s.type for s in data.sources])
+            case SelectSources(d=data):
+                self.service.select_sources(self._ready(), frozenset(data.ssrcs))
             case Speaking(d=data):
                 session = self._ready()
                 speaking = {"user_id": str(session.user_id), "ssrc": session.ssrc}
                 speaking["speaking"] = data.speaking
                 self._notify_others(session, VoiceOp.SPEAKING, speaking)
+
+    async def _sources(self, session: VoiceSession, types: list[str]) -> None:
+        """Op 12: a camera needs VIDEO, a screen or app STREAM; everyone in the channel hears
+        the new SSRCs, and the voice state's self_video and self_stream follow."""
+        state = self.states.by_user.get(session.user_id)
+        if state is None:
+            raise _Closing(VoiceClose.DISCONNECTED, "voice state gone")
+        have = state.permissions
+        if not have & ADMINISTRATOR:
+            if "camera" in types and not have & VIDEO:
+                raise _Closing(VoiceClose.SOURCE_NOT_PERMITTED, "a camera needs VIDEO")
+            if {"screen", "app"} & set(types) and not have & STREAM:
+                raise _Closing(VoiceClose.SOURCE_NOT_PERMITTED, "a screen or app needs STREAM")
+        self.service.set_sources(session, types)
+        announced = {"user_id": str(session.user_id), "sources": sources_out(session)}
+        await self.conn.send(control(VoiceOp.SOURCES, announced))
+        self._notify_others(session, VoiceOp.SOURCES, announced)
+        self.states.update(
+            state, self_video="camera" in types, self_stream=bool({"screen", "app"} & set(types))
+        )
 
     def _ids(self, server_id: str, user_id: str | None = None) -> tuple[int, int | None]:
         try:
@@ -233,12 +269,20 @@ class VoiceConnection:
     def _announce(self, session: VoiceSession) -> None:
         """CLIENT_CONNECT: the others to the newcomer, the newcomer to the others."""
         others = [
-            {"user_id": str(s.user_id), "ssrc": s.ssrc}
+            {"user_id": str(s.user_id), "ssrc": s.ssrc, "sources": sources_out(s)}
             for s in self.service.sessions.values()
             if s.channel_id == session.channel_id and s is not session and s.closer is not None
         ]
         self.conn.send_nowait(control(VoiceOp.CLIENT_CONNECT, {"clients": others}))
-        me = {"clients": [{"user_id": str(session.user_id), "ssrc": session.ssrc}]}
+        me = {
+            "clients": [
+                {
+                    "user_id": str(session.user_id),
+                    "ssrc": session.ssrc,
+                    "sources": sources_out(session),
+                }
+            ]
+        }
         self._notify_others(session, VoiceOp.CLIENT_CONNECT, me)
 
     def _notify_others(self, session: VoiceSession, op: VoiceOp, d: Any) -> None:

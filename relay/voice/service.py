@@ -27,7 +27,18 @@ from typing import TYPE_CHECKING
 import trio
 
 from actors import ActorStopped, Overloaded, Registry
-from actors.voice import Attach, Detach, Limits, MediaLane, Member, Packet, SetFlags, VoiceActor
+from actors.voice import (
+    Attach,
+    Detach,
+    Limits,
+    MediaLane,
+    Member,
+    Packet,
+    SelectSources,
+    SetFlags,
+    SetSources,
+    VoiceActor,
+)
 from relay.permissions import P
 from relay.protocol import rtp
 from relay.protocol.voice import VoiceClose
@@ -61,10 +72,12 @@ class VoiceSession:
         "protocol",
         "server_id",
         "session_id",
+        "sources",
         "ssrc",
         "token",
         "udp_addr",
         "user_id",
+        "wanted",
     )
 
     def __init__(self, state: Voice, token: str, ssrc: int, lane_size: int) -> None:
@@ -85,6 +98,8 @@ class VoiceSession:
         self.closer: Callable[[int, str], None] | None = None
         self.notify: Callable[[bytes], object] | None = None  # queues a control frame to it
         self.detached_at: float | None = None
+        self.sources: dict[int, str] = {}  # video SSRC -> camera | screen | app
+        self.wanted: frozenset[int] = frozenset()  # the video SSRCs it receives
 
 
 def flags_of(state: Voice) -> tuple[bool, bool, bool]:
@@ -106,6 +121,7 @@ class VoiceService:
         self.sessions: dict[int, VoiceSession] = {}  # user id -> session
         self.by_ssrc: dict[int, VoiceSession] = {}
         self.by_addr: dict[tuple[str, int], VoiceSession] = {}
+        self.ssrcs_taken: set[int] = set()  # audio and video SSRCs of every session
         self.sock: trio.socket.SocketType | None = None
         self.udp_port = 0
         self.public_address = settings.voice_public_address or settings.host
@@ -137,13 +153,28 @@ class VoiceService:
         old = self.sessions.get(state.user_id)
         if old is not None:
             self.end(old, int(VoiceClose.DISCONNECTED), "identified again elsewhere")
-        ssrc = 0
-        while ssrc == 0 or ssrc in self.by_ssrc:
-            ssrc = secrets.randbits(32)
+        ssrc = self.new_ssrc()
         session = VoiceSession(state, token, ssrc, self.settings.voice_lane_packets)
         self.sessions[state.user_id] = session
         self.by_ssrc[ssrc] = session
         return session
+
+    def new_ssrc(self) -> int:
+        ssrc = 0
+        while ssrc == 0 or ssrc in self.ssrcs_taken:
+            ssrc = secrets.randbits(32)
+        self.ssrcs_taken.add(ssrc)
+        return ssrc
+
+    def set_sources(self, session: VoiceSession, types: list[str]) -> None:
+        """Replace the session's video sources with new ones of these types (fresh SSRCs)."""
+        self.ssrcs_taken.difference_update(session.sources)
+        session.sources = {self.new_ssrc(): kind for kind in types}
+        self._tell(session, SetSources(session.user_id, dict(session.sources)))
+
+    def select_sources(self, session: VoiceSession, ssrcs: frozenset[int]) -> None:
+        session.wanted = ssrcs
+        self._tell(session, SelectSources(session.user_id, ssrcs))
 
     def channel_count(self, channel_id: int) -> int:
         return sum(1 for s in self.sessions.values() if s.channel_id == channel_id)
@@ -176,6 +207,8 @@ class VoiceService:
         )
         actor = await self.actors.get(f"voice:{session.channel_id}")
         actor.tell(Attach(member))
+        actor.tell(SetSources(session.user_id, dict(session.sources)))  # rebuilt after a crash
+        actor.tell(SelectSources(session.user_id, session.wanted))
         session.actor, session.member = actor, member
         session.closer, session.notify = closer, notify
         session.detached_at = None
@@ -191,6 +224,8 @@ class VoiceService:
             return
         del self.sessions[session.user_id]
         self.by_ssrc.pop(session.ssrc, None)
+        self.ssrcs_taken.discard(session.ssrc)
+        self.ssrcs_taken.difference_update(session.sources)
         if session.udp_addr is not None:
             self.by_addr.pop(session.udp_addr, None)
         self._tell(session, Detach(session.user_id))

@@ -418,3 +418,65 @@ async def test_actor_crash_resume_and_slow_receiver(voice_server: RunningServer)
                 await resumed.send_frame(frame)
                 if frame in await receive_within(cb, 0.1):
                     break
+
+
+async def test_video_sources_selection_keyframe_requests_and_permissions(
+    voice_server: RunningServer,
+) -> None:
+    (a, b, c), server_id, voice_id = await setup(voice_server, 3)
+    url = voice_server.ws_url
+    async with AsyncExitStack() as stack:
+        _, ca, _ = await open_member_voice(stack, url, a, server_id, voice_id, "udp")
+        _, cb, _ = await open_member_voice(stack, url, b, server_id, voice_id, "websocket")
+        gc, cc, _ = await open_member_voice(stack, url, c, server_id, voice_id, "udp")
+        sources = await ca.announce_sources(["camera", "screen"])
+        camera, screen = (s["ssrc"] for s in sources)
+        assert {s["type"] for s in sources} == {"camera", "screen"}
+        state = await gc.dispatch("VOICE_STATE_UPDATE")
+        while state["d"]["user_id"] != a.user_id or not state["d"]["self_stream"]:
+            state = await gc.dispatch("VOICE_STATE_UPDATE")
+        assert state["d"]["self_video"] is True
+        # b wants the screen only; c wants nothing: audio still reaches both.
+        await cb.select_sources([screen])
+        await trio.sleep(0.05)  # the selection is a control frame; media may overtake it
+        await ca.send_raw(ca.packet(b"screen-frame" * 100, screen))  # a 1,200-byte packet
+        await ca.send_raw(ca.packet(b"camera-frame", camera))
+        await ca.send_frame(b"audio")
+        got_b = await receive_within(cb, 0.3)
+        got_c = await receive_within(cc, 0.3)
+        assert sorted(got_b) == sorted([b"screen-frame" * 100, b"audio"])
+        assert got_c == [b"audio"]
+        # Spoofing another member's source is dropped.
+        await cc.send_raw(cc.packet(b"fake", screen))
+        assert await receive_within(cb, 0.2) == []
+        # b asks for a keyframe of the screen: it reaches a only.
+        await cb.request_keyframe(screen)
+        with trio.fail_after(5):
+            asked = await ca.receive()
+        assert asked.rtcp
+        assert asked.ssrc == cb.ssrc
+        assert asked.payload[:4] == screen.to_bytes(4, "big")
+        assert await receive_within(cc, 0.2) == []
+        # Without STREAM (taken from @everyone), a screen share closes the connection (4018).
+        roles = await a.client.call("GET", f"/v1/api/servers/{server_id}/roles")
+        everyone = next(r for r in roles if r["name"] == "@everyone")
+        mask = int(everyone["permissions"]) & ~(1 << 20)
+        path = f"/v1/api/servers/{server_id}/roles/{everyone['id']}"
+        await a.client.call("PATCH", path, {"permissions": str(mask)})
+        # c joins again (permissions are taken at the join) and tries a screen: 4018.
+        await gc.send(4, {"server_id": server_id, "channel_id": None})
+        grant = await join_voice(gc, server_id, voice_id)
+        assert gc.session_id is not None
+        c2 = await stack.enter_async_context(
+            open_voice(
+                url,
+                server_id=server_id,
+                user_id=c.user_id,
+                session_id=gc.session_id,
+                token=grant["token"],
+                protocol="websocket",
+            )
+        )
+        with trio.fail_after(5), pytest.raises(VoiceClosed) as refused:
+            await c2.announce_sources(["screen"])
+        assert refused.value.code == 4018
