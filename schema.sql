@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS channels (
     last_message_id INTEGER,
     created_at INTEGER NOT NULL
 , rate_limit_per_user INTEGER NOT NULL DEFAULT 0, permissions_synced INTEGER NOT NULL DEFAULT 0 CHECK (permissions_synced IN (0, 1)), user_limit INTEGER NOT NULL DEFAULT 0
-    CHECK (user_limit BETWEEN 0 AND 99)) STRICT;
+    CHECK (user_limit BETWEEN 0 AND 99), e2ee_required INTEGER NOT NULL DEFAULT 0
+    CHECK (e2ee_required IN (0, 1))) STRICT;
 CREATE INDEX IF NOT EXISTS channels_server ON channels (server_id, position);
 
 CREATE TABLE IF NOT EXISTS members (

@@ -7,6 +7,7 @@ needs a codec itself (frames are opaque bytes: encode them with libopus, e.g. Py
 
 from __future__ import annotations
 
+import base64
 import socket
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 import trio_websocket
+from nacl.public import PrivateKey, PublicKey, SealedBox
+from nacl.secret import SecretBox
+from nacl.utils import random as nacl_random
 
 from relay.client import _open_websocket
 from relay.protocol import rtp
@@ -43,6 +47,45 @@ class Received(msgspec.Struct, frozen=True):
     rtcp: bool = False  # a keyframe request: `ssrc` is the asker's, payload starts with ours
 
 
+class E2ee:
+    """The client's end-to-end encryption: an X25519 key pair (published with op 20), its own
+    media key (replaced by `rotate`, sealed to each member with op 21), and the keys others
+    sealed to it. A payload is the 4-byte epoch and a SecretBox of the frame; the server only
+    ever forwards it."""
+
+    def __init__(self) -> None:
+        self.private = PrivateKey.generate()
+        self.peers: dict[str, PublicKey] = {}  # user id -> their X25519 key
+        self.epoch = 0
+        self.media_key = nacl_random(SecretBox.KEY_SIZE)
+        self.keys: dict[tuple[str, int], bytes] = {}  # (user id, epoch) -> their media key
+
+    def public_key(self) -> str:
+        return base64.b64encode(bytes(self.private.public_key)).decode()
+
+    def rotate(self) -> dict[str, str]:
+        """A new media key and epoch, sealed to every known member."""
+        self.epoch += 1
+        self.media_key = nacl_random(SecretBox.KEY_SIZE)
+        plain = self.epoch.to_bytes(4, "big") + self.media_key
+        return {
+            user: base64.b64encode(SealedBox(key).encrypt(plain)).decode()
+            for user, key in self.peers.items()
+        }
+
+    def opened(self, user_id: str, sealed: str) -> None:
+        plain = SealedBox(self.private).decrypt(base64.b64decode(sealed))
+        self.keys[(user_id, int.from_bytes(plain[:4], "big"))] = plain[4:]
+
+    def encrypt(self, payload: bytes) -> bytes:
+        return self.epoch.to_bytes(4, "big") + bytes(SecretBox(self.media_key).encrypt(payload))
+
+    def decrypt(self, user_id: str, data: bytes) -> bytes:
+        """Raises KeyError (no key for that epoch) or nacl's CryptoError."""
+        key = self.keys[(user_id, int.from_bytes(data[:4], "big"))]
+        return SecretBox(key).decrypt(data[4:])
+
+
 class VoiceClient:
     """One identified voice connection. `send_frame` sends one Opus frame; `receive` returns
     the next frame someone else sent (decrypted); `events` holds the control frames seen."""
@@ -61,6 +104,8 @@ class VoiceClient:
         self.controls: list[dict[str, Any]] = []
         self.sources: dict[int, str] = {}
         self.user_id = ""
+        self.e2ee: E2ee | None = None
+        self.users: dict[int, str] = {}  # SSRC -> user id, from CLIENT_CONNECT
         self._media_send, self._media_recv = trio.open_memory_channel[bytes](1024)
 
     async def send_control(self, op: int, d: Any) -> None:
@@ -83,9 +128,39 @@ class VoiceClient:
                 self._media_send.send_nowait(data)
                 continue
             frame: dict[str, Any] = msgspec.json.decode(data)
+            self._seen(frame)
             if op is None or frame["op"] == op:
                 return frame
             self.controls.append(frame)
+
+    def _seen(self, frame: dict[str, Any]) -> None:
+        """Keep what later frames need: who has which SSRC, E2EE keys."""
+        op, d = frame["op"], frame["d"]
+        if op == 11:
+            for c in d["clients"]:
+                self.users[c["ssrc"]] = c["user_id"]
+        elif op == 20 and self.e2ee is not None:
+            self.e2ee.peers[d["user_id"]] = PublicKey(base64.b64decode(d["public_key"]))
+        elif op == 21 and self.e2ee is not None:
+            self.e2ee.opened(d["user_id"], d["sealed"])
+
+    async def pump(self, seconds: float) -> None:
+        """Read control frames for a while (UDP clients' WebSocket is otherwise unread)."""
+        with trio.move_on_after(seconds):
+            while True:
+                message = await self._next()
+                if isinstance(message, bytes):
+                    self._media_send.send_nowait(message)
+                else:
+                    frame = msgspec.json.decode(message)
+                    self._seen(frame)
+                    self.controls.append(frame)
+
+    async def rotate_e2ee(self) -> None:
+        """A new media key, sealed to every member known now (after a join or leave)."""
+        assert self.e2ee is not None
+        keys = self.e2ee.rotate()
+        await self.send_control(21, {"epoch": self.e2ee.epoch, "keys": keys})
 
     def packet(self, payload: bytes, ssrc: int | None = None) -> bytes:
         """One Opus frame (or, with a source's `ssrc`, one video packet's payload) as an
@@ -119,6 +194,9 @@ class VoiceClient:
         await self.send_raw(rtp.seal(header, body, self.key, self.counter))
 
     async def send_frame(self, payload: bytes) -> None:
+        """One Opus frame (end-to-end encrypted first, with E2EE on)."""
+        if self.e2ee is not None:
+            payload = self.e2ee.encrypt(payload)
         await self.send_raw(self.packet(payload))
 
     async def send_raw(self, packet: bytes) -> None:
@@ -151,10 +229,18 @@ class VoiceClient:
             message = await self._next()
             if isinstance(message, bytes):
                 return message
-            self.controls.append(msgspec.json.decode(message))
+            frame = msgspec.json.decode(message)
+            self._seen(frame)
+            self.controls.append(frame)
 
     async def receive(self) -> Received:
-        return self.open(await self.receive_raw())
+        """The next packet for us, transport-decrypted (and, with E2EE, end-to-end decrypted)."""
+        received = self.open(await self.receive_raw())
+        if self.e2ee is not None and not received.rtcp:
+            user = self.users.get(received.ssrc, "")
+            payload = self.e2ee.decrypt(user, received.payload)
+            received = msgspec.structs.replace(received, payload=payload)
+        return received
 
     async def speaking(self, on: bool) -> None:
         await self.send_control(5, {"speaking": 1 if on else 0, "delay": 0, "ssrc": self.ssrc})
@@ -186,9 +272,11 @@ async def open_voice(
     session_id: str,
     token: str,
     protocol: str = "udp",
+    e2ee: bool = False,
 ) -> AsyncIterator[VoiceClient]:
     """Open `/v1/voice`, IDENTIFY, do IP discovery (udp) and SELECT_PROTOCOL; yields once the
-    SESSION_DESCRIPTION (the key) arrived."""
+    SESSION_DESCRIPTION (the key) arrived. With `e2ee`, publishes an X25519 key (op 20); call
+    `rotate_e2ee()` once the others' keys arrived and after every join or leave."""
     url = f"{ws_url.rstrip('/')}/v1/voice"
     async with _open_websocket(url, None, 2**20) as (ws, _):
         client = VoiceClient(ws, protocol)
@@ -203,7 +291,7 @@ async def open_voice(
         await client.send_control(0, identify)
         client.ready = (await client.control(2))["d"]
         client.ssrc = client.ready["ssrc"]
-        data: dict[str, Any] = {"mode": rtp.MODE}
+        data: dict[str, Any] = {"mode": rtp.MODE, "e2ee": e2ee}
         with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             if protocol == "udp":
                 await udp.bind(("127.0.0.1", 0))
@@ -217,6 +305,9 @@ async def open_voice(
             await client.send_control(1, {"protocol": protocol, "data": data})
             description = (await client.control(4))["d"]
             client.key = bytes(description["secret_key"])
+            if e2ee:
+                client.e2ee = E2ee()
+                await client.send_control(20, {"public_key": client.e2ee.public_key()})
             yield client
 
 

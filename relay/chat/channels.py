@@ -127,6 +127,7 @@ async def update(
         permissions_synced=data.permissions_synced,
         reason=reason,
         user_limit=data.user_limit,
+        e2ee_required=data.e2ee_required,
     )
     assert channel.server_id is not None
     if channel != old:

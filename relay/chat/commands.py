@@ -119,6 +119,7 @@ class UpdateChannel(Request, frozen=True):
     rate_limit_per_user: Slowmode | UnsetType = UNSET
     permissions_synced: bool | UnsetType = UNSET  # true: follow the category's overwrites
     user_limit: Annotated[int, Meta(ge=0, le=99)] | UnsetType = UNSET  # voice; 0: no limit
+    e2ee_required: bool | UnsetType = UNSET  # voice: only end-to-end encrypted media
 
 
 class CreateInvite(Request, frozen=True):

@@ -157,6 +157,7 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     permissions_synced: bool
     permission_overwrites: list[Overwrite]  # effective: the category's when synced
     user_limit: int = 0  # voice channels: members at most (0: no limit)
+    e2ee_required: bool = False  # voice channels: only end-to-end encrypted media
     recipients: list[UserBrief] | UnsetType = UNSET  # a DM's two users (absent elsewhere)
 
 
@@ -421,6 +422,7 @@ def channel_out(c: ChannelRow) -> Channel:
         permissions_synced=c.permissions_synced,
         permission_overwrites=[overwrite_out(o) for o in c.overwrites],
         user_limit=c.user_limit,
+        e2ee_required=c.e2ee_required,
     )
 
 

@@ -56,6 +56,7 @@ class Voice(msgspec.Struct, frozen=True, kw_only=True):
     self_video: bool = False
     self_stream: bool = False
     permissions: int = 0  # in the channel, when they joined
+    e2ee_required: bool = False  # the channel's, when they joined
 
     def out(self, *, left: bool = False) -> VoiceState:
         return VoiceState(
@@ -244,6 +245,7 @@ async def update_state(
         mute=mute,
         deaf=deaf,
         permissions=channel.permissions,
+        e2ee_required=channel.e2ee_required,
     )
     voice._set(current, state)
     grant = voice.grant(state)
@@ -333,7 +335,10 @@ async def moderate(
         current = voice.by_user.get(target_id)
         if current is not None and current.server_id == server_id:
             moved = msgspec.structs.replace(
-                current, channel_id=target_channel.id, permissions=target_perms.permissions
+                current,
+                channel_id=target_channel.id,
+                permissions=target_perms.permissions,
+                e2ee_required=target_perms.e2ee_required,
             )
             voice._set(current, moved)
             grant = voice.grant(moved)

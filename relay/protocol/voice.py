@@ -31,6 +31,8 @@ class VoiceOp(enum.IntEnum):
     SOURCES = 12  # a member's video sources (camera, screen, app)
     CLIENT_DISCONNECT = 13
     SELECT_SOURCES = 15  # the video sources a receiver wants
+    E2EE_KEY = 20  # a member's public key for end-to-end encryption, relayed unread
+    E2EE_SEALED = 21  # media keys sealed to each member, each delivered to its member only
 
 
 class VoiceClose(enum.IntEnum):
@@ -50,6 +52,7 @@ class VoiceClose(enum.IntEnum):
     UNKNOWN_ENCRYPTION_MODE = 4016
     CHANNEL_FULL = 4017  # voice_max_members_per_channel connections already
     SOURCE_NOT_PERMITTED = 4018  # a camera without VIDEO, a screen or app without STREAM
+    E2EE_REQUIRED = 4019  # the channel requires E2EE: SELECT_PROTOCOL without `e2ee: true`
 
 
 Snowflake = Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=r"^[0-9]+$")]
@@ -76,6 +79,7 @@ class ProtocolData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     mode: str = MODE
     address: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # udp: from discovery
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    e2ee: bool = False  # media payloads are end-to-end encrypted (ops 20, 21)
 
 
 class SelectProtocolData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -138,8 +142,37 @@ class SelectSources(_Frame, tag=int(VoiceOp.SELECT_SOURCES), frozen=True):
     d: SelectSourcesData
 
 
+Opaque = Annotated[str, msgspec.Meta(max_length=512)]  # base64 of what the server never reads
+
+
+class E2eeKeyData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    public_key: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]  # X25519, base64
+    signature: Annotated[str, msgspec.Meta(max_length=128)] | None = None  # Ed25519, base64
+
+
+class E2eeKey(_Frame, tag=int(VoiceOp.E2EE_KEY), frozen=True):
+    d: E2eeKeyData
+
+
+class E2eeSealedData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    epoch: Annotated[int, msgspec.Meta(ge=0, le=2**32)]
+    keys: Annotated[dict[Snowflake, Opaque], msgspec.Meta(max_length=100)]  # user id -> sealed
+
+
+class E2eeSealed(_Frame, tag=int(VoiceOp.E2EE_SEALED), frozen=True):
+    d: E2eeSealedData
+
+
 VoiceClientFrame = (
-    Identify | SelectProtocol | Heartbeat | Speaking | Resume | Sources | SelectSources
+    Identify
+    | SelectProtocol
+    | Heartbeat
+    | Speaking
+    | Resume
+    | Sources
+    | SelectSources
+    | E2eeKey
+    | E2eeSealed
 )
 
 

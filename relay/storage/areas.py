@@ -120,6 +120,7 @@ class Channels(Protocol):
         permissions_synced: bool | UnsetType = ...,
         reason: str | None = ...,
         user_limit: int | UnsetType = ...,
+        e2ee_required: bool | UnsetType = ...,
     ) -> ChannelRow: ...
 
     def delete_channel(

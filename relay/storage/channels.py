@@ -41,6 +41,7 @@ class ChannelRow(msgspec.Struct, frozen=True):
     permissions_synced: bool = False  # uses its category's overwrites
     overwrites: tuple[Overwrite, ...] = ()  # effective: the category's when synced
     user_limit: int = 0  # voice: members at most (0: no limit; MOVE_MEMBERS bypasses it)
+    e2ee_required: bool = False  # voice: only end-to-end encrypted media
 
     def audited(self) -> dict[str, Any]:
         return {
@@ -56,7 +57,8 @@ class ChannelRow(msgspec.Struct, frozen=True):
 
 _CHANNEL = (
     "c.id, c.server_id, c.type, c.name, c.topic, c.position, c.parent_id, c.last_message_id,"
-    " c.created_at, c.rate_limit_per_user, c.permissions_synced, c.user_limit"
+    " c.created_at, c.rate_limit_per_user, c.permissions_synced, c.user_limit,"
+    " c.e2ee_required"
 )
 
 
@@ -75,6 +77,7 @@ def _channel(row: tuple[Any, ...]) -> ChannelRow:
         slowmode,
         bool(synced),
         user_limit=row[11],
+        e2ee_required=bool(row[12]),
     )
 
 
@@ -269,6 +272,7 @@ def update_channel(
     permissions_synced: bool | UnsetType = UNSET,
     reason: str | None = None,
     user_limit: int | UnsetType = UNSET,
+    e2ee_required: bool | UnsetType = UNSET,
 ) -> ChannelRow:
     """Change the given fields (None clears topic or parent_id). Moving a synced channel keeps
     the overwrites it had (it stops following); `permissions_synced: true` makes it follow its
@@ -296,6 +300,10 @@ def update_channel(
         if user_limit and channel.type != "voice":
             raise _field("user_limit", "only voice channels have a user limit")
         changes["user_limit"] = user_limit
+    if not isinstance(e2ee_required, UnsetType):
+        if e2ee_required and channel.type != "voice":
+            raise _field("e2ee_required", "only voice channels carry media")
+        changes["e2ee_required"] = e2ee_required
     if not isinstance(parent_id, UnsetType) and parent_id != channel.parent_id:
         if parent_id is not None:
             if channel.type == "category":

@@ -22,25 +22,27 @@ class VoiceChannel(msgspec.Struct, frozen=True):
     type: str  # text | voice | category (only voice can be joined)
     user_limit: int  # 0: none
     permissions: int  # the asking member's, in this channel
+    e2ee_required: bool = False
 
 
 def voice_channel(db: Database, channel_id: int, user_id: int) -> VoiceChannel:
     """A server channel as `user_id` sees it. Raises NotFound("unknown_channel") if there is no
     such channel, the user is not a member of its server, or cannot see it."""
     row = db.execute(
-        "SELECT server_id, type, user_limit FROM channels WHERE id = ? AND server_id IS NOT NULL",
+        "SELECT server_id, type, user_limit, e2ee_required FROM channels"
+        " WHERE id = ? AND server_id IS NOT NULL",
         (channel_id,),
     ).fetchone()
     if row is None:
         raise NotFound("unknown channel", code="unknown_channel")
-    server_id, kind, user_limit = row
+    server_id, kind, user_limit, e2ee = row
     access = server_access(db, server_id, user_id, (channel_id,))
     if access is None:
         raise NotFound("unknown channel", code="unknown_channel")
     have = access.permissions(channel_id)
     if not have & VIEW:
         raise NotFound("unknown channel", code="unknown_channel")
-    return VoiceChannel(channel_id, server_id, kind, user_limit, have)
+    return VoiceChannel(channel_id, server_id, kind, user_limit, have, bool(e2ee))
 
 
 def server_permissions(db: Database, server_id: int, user_id: int) -> int | None:

@@ -24,6 +24,8 @@ from relay.errors import RelayError
 from relay.permissions import P
 from relay.protocol import rtp, wsframe
 from relay.protocol.voice import (
+    E2eeKey,
+    E2eeSealed,
     Heartbeat,
     Identify,
     Resume,
@@ -160,6 +162,10 @@ class VoiceConnection:
                 await self._resume(data.server_id, data.session_id, data.token)
             case SelectProtocol(d=data):
                 session = self._ready()
+                state = self.states.by_user.get(session.user_id)
+                if state is not None and state.e2ee_required and not data.data.e2ee:
+                    raise _Closing(VoiceClose.E2EE_REQUIRED, "this channel requires e2ee")
+                session.e2ee = data.data.e2ee
                 if data.data.mode != rtp.MODE:
                     raise _Closing(VoiceClose.UNKNOWN_ENCRYPTION_MODE, f"mode must be {rtp.MODE}")
                 if data.protocol == "udp" and not self.service.bind_udp(
@@ -180,6 +186,29 @@ class VoiceConnection:
                 await self._sources(self._ready(), [s.type for s in data.sources])
             case SelectSources(d=data):
                 self.service.select_sources(self._ready(), frozenset(data.ssrcs))
+            case E2eeKey(d=data):
+                session = self._ready()
+                key = {
+                    "user_id": str(session.user_id),
+                    "public_key": data.public_key,
+                    "signature": data.signature,
+                }
+                session.e2ee_key = key
+                self._notify_others(session, VoiceOp.E2EE_KEY, key)
+                for other in self._channel_sessions(session):  # the newcomer learns the others'
+                    if other.e2ee_key is not None:
+                        self.conn.send_nowait(control(VoiceOp.E2EE_KEY, other.e2ee_key))
+            case E2eeSealed(d=data):
+                session = self._ready()
+                for other in self._channel_sessions(session):
+                    sealed = data.keys.get(str(other.user_id))
+                    if sealed is not None and other.notify is not None:
+                        relayed = {
+                            "user_id": str(session.user_id),
+                            "epoch": data.epoch,
+                            "sealed": sealed,
+                        }
+                        other.notify(control(VoiceOp.E2EE_SEALED, relayed))
             case Speaking(d=data):
                 session = self._ready()
                 speaking = {"user_id": str(session.user_id), "ssrc": session.ssrc}
@@ -231,6 +260,7 @@ class VoiceConnection:
             "ip": self.service.public_address,
             "port": self.service.udp_port,
             "modes": [rtp.MODE],
+            "e2ee_required": state.e2ee_required,
             "heartbeat_interval": int(self.heartbeat_s * 1000),
         }
         await self.conn.send(control(VoiceOp.READY, ready))
@@ -269,7 +299,12 @@ class VoiceConnection:
     def _announce(self, session: VoiceSession) -> None:
         """CLIENT_CONNECT: the others to the newcomer, the newcomer to the others."""
         others = [
-            {"user_id": str(s.user_id), "ssrc": s.ssrc, "sources": sources_out(s)}
+            {
+                "user_id": str(s.user_id),
+                "ssrc": s.ssrc,
+                "sources": sources_out(s),
+                "e2ee": s.e2ee,
+            }
             for s in self.service.sessions.values()
             if s.channel_id == session.channel_id and s is not session and s.closer is not None
         ]
@@ -284,6 +319,13 @@ class VoiceConnection:
             ]
         }
         self._notify_others(session, VoiceOp.CLIENT_CONNECT, me)
+
+    def _channel_sessions(self, session: VoiceSession) -> list[VoiceSession]:
+        return [
+            s
+            for s in self.service.sessions.values()
+            if s.channel_id == session.channel_id and s is not session
+        ]
 
     def _notify_others(self, session: VoiceSession, op: VoiceOp, d: Any) -> None:
         frame = control(op, d)

@@ -65,6 +65,8 @@ class VoiceSession:
         "closer",
         "detached_at",
         "discovered",
+        "e2ee",
+        "e2ee_key",
         "key",
         "lane",
         "member",
@@ -99,6 +101,8 @@ class VoiceSession:
         self.notify: Callable[[bytes], object] | None = None  # queues a control frame to it
         self.detached_at: float | None = None
         self.sources: dict[int, str] = {}  # video SSRC -> camera | screen | app
+        self.e2ee = False  # its payloads are end-to-end encrypted (SELECT_PROTOCOL)
+        self.e2ee_key: dict[str, str | None] | None = None  # its op 20, as relayed
         self.wanted: frozenset[int] = frozenset()  # the video SSRCs it receives
 
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import av
 import pytest
 import trio
+from nacl.exceptions import CryptoError
+from nacl.secret import SecretBox
 
 from actors.voice import Crash
 from relay.client import ApiError, open_gateway
@@ -135,7 +137,7 @@ async def test_token_is_single_use_and_bound(voice_server: RunningServer) -> Non
         assert await close_code(url, user_id=a.user_id, **ids) == 4004
 
 
-async def close_code(url: str, **identify: str) -> int | None:
+async def close_code(url: str, **identify: Any) -> int | None:
     """The close code of a voice connection that fails to open."""
     try:
         async with open_voice(url, **identify):
@@ -480,3 +482,73 @@ async def test_video_sources_selection_keyframe_requests_and_permissions(
         with trio.fail_after(5), pytest.raises(VoiceClosed) as refused:
             await c2.announce_sources(["screen"])
         assert refused.value.code == 4018
+
+
+async def test_e2ee_server_forwards_what_it_cannot_read(voice_server: RunningServer) -> None:
+    (a, b, c), server_id, voice_id = await setup(voice_server, 3)
+    url = voice_server.ws_url
+    await a.client.call("PATCH", f"/v1/api/channels/{voice_id}", {"e2ee_required": True})
+    frame = opus_frames(1)[0]
+    async with AsyncExitStack() as stack:
+
+        async def member(m: Member, e2ee: bool = True) -> tuple[Gateway, VoiceClient]:
+            g = await stack.enter_async_context(open_gateway(url))
+            await g.identify(m.token)
+            grant = await join_voice(g, server_id, voice_id)
+            assert g.session_id is not None
+            client = await stack.enter_async_context(
+                open_voice(
+                    url,
+                    server_id=server_id,
+                    user_id=m.user_id,
+                    session_id=g.session_id,
+                    token=grant["token"],
+                    protocol="websocket",
+                    e2ee=e2ee,
+                )
+            )
+            return g, client
+
+        # Without e2ee the channel refuses the member (4019).
+        gc = await stack.enter_async_context(open_gateway(url))
+        await gc.identify(c.token)
+        grant = await join_voice(gc, server_id, voice_id)
+        assert gc.session_id is not None
+        ids = {"server_id": server_id, "user_id": c.user_id, "session_id": gc.session_id}
+        assert await close_code(url, token=grant["token"], protocol="websocket", **ids) == 4019
+
+        _, ca = await member(a)
+        _, cb = await member(b)
+        await ca.pump(0.2)
+        await cb.pump(0.2)
+        assert ca.e2ee is not None
+        assert cb.e2ee is not None
+        await ca.rotate_e2ee()
+        await cb.rotate_e2ee()
+        await ca.pump(0.2)
+        await cb.pump(0.2)
+        await ca.send_frame(frame)
+        with trio.fail_after(5):
+            raw = await cb.receive_raw()
+        inner = cb.open(raw).payload  # what the server forwarded, transport layer removed
+        assert frame not in inner
+        assert cb.e2ee.decrypt(a.user_id, inner) == frame
+        # No key the server holds opens it: every voice session's transport key.
+        voice = voice_server.runtime.voice
+        assert voice is not None
+        server_keys = [s.key for s in voice.sessions.values()]
+        assert server_keys
+        for key in server_keys:
+            with pytest.raises(CryptoError):
+                SecretBox(key).decrypt(inner[4:])
+        # A joiner gets only the keys made after it came: a rotates, b's old key stays unknown.
+        old_epoch = ca.e2ee.epoch
+        _, cc = await member(c)
+        await cc.pump(0.2)
+        await ca.pump(0.2)
+        await ca.rotate_e2ee()
+        await cc.pump(0.2)
+        assert cc.e2ee is not None
+        assert (a.user_id, old_epoch + 1) in cc.e2ee.keys
+        assert (a.user_id, old_epoch) not in cc.e2ee.keys
+        assert (b.user_id, cb.e2ee.epoch) not in cc.e2ee.keys
