@@ -346,7 +346,7 @@ class VoiceConnection:
                 for packet in packets:
                     await self.conn.send(wsframe.binary_frame(packet))
             else:
-                await self.service.send_udp(session, packets)
+                self.service.send_udp(session, packets)
 
 
 async def voice_endpoint(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import socket
 from typing import TYPE_CHECKING
 
 import trio
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay.voice")
 REAP_EVERY_S = 1.0
 MAX_DISCOVERED = 4  # discovery source addresses remembered per session
+RECV_BATCH = 256  # datagrams read per turn of the UDP receiver
 
 
 class VoiceSession:
@@ -126,7 +128,7 @@ class VoiceService:
         self.by_ssrc: dict[int, VoiceSession] = {}
         self.by_addr: dict[tuple[str, int], VoiceSession] = {}
         self.ssrcs_taken: set[int] = set()  # audio and video SSRCs of every session
-        self.sock: trio.socket.SocketType | None = None
+        self.sock: socket.socket | None = None
         self.udp_port = 0
         self.public_address = settings.voice_public_address or settings.host
         self.udp_dropped = 0
@@ -134,9 +136,10 @@ class VoiceService:
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind the UDP socket, start the actors' registry; `started` with the UDP port."""
-        family = trio.socket.AF_INET6 if ":" in self.settings.host else trio.socket.AF_INET
-        with trio.socket.socket(family, trio.socket.SOCK_DGRAM) as sock:
-            await sock.bind((self.settings.host, self.settings.voice_udp_port))
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            sock.bind((self.settings.host, self.settings.voice_udp_port))
             self.sock = sock
             self.udp_port = sock.getsockname()[1]
             async with trio.open_nursery() as nursery:
@@ -282,36 +285,42 @@ class VoiceService:
         self.by_addr[wanted] = session
         return True
 
-    async def send_udp(self, session: VoiceSession, packets: list[bytes]) -> None:
+    def send_udp(self, session: VoiceSession, packets: list[bytes]) -> None:
+        """Send without waiting: a full socket buffer drops the packet (late audio is useless),
+        and no task switch per packet."""
         sock, addr = self.sock, session.udp_addr
         if sock is None or addr is None:
             return
         for packet in packets:
             try:
-                await sock.sendto(packet, addr)
-            except OSError:
+                sock.sendto(packet, addr)
+            except OSError:  # BlockingIOError included
                 self.udp_dropped += 1
 
-    async def _receive_udp(self, sock: trio.socket.SocketType) -> None:
+    async def _receive_udp(self, sock: socket.socket) -> None:
+        """Read every datagram that is waiting (up to RECV_BATCH) between two yields: one task
+        switch per batch rather than per packet."""
         max_bytes = self.settings.voice_max_packet_bytes
         while True:
-            try:
-                data, addr = await sock.recvfrom(max_bytes + 1)
-            except OSError:  # e.g. ICMP port unreachable from an earlier send, on some systems
-                continue
-            addr = (addr[0], addr[1])
-            session = self.by_addr.get(addr)
-            if session is not None:
-                self.packet(session, data)
-                continue
-            if rtp.is_discovery(data):
-                await self._discovery(sock, data, addr)
-                continue
-            self.udp_dropped += 1
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(RECV_BATCH):
+                try:
+                    data, addr = sock.recvfrom(max_bytes + 1)
+                except BlockingIOError:
+                    break
+                except OSError:  # e.g. ICMP port unreachable from an earlier send
+                    continue
+                addr = (addr[0], addr[1])
+                session = self.by_addr.get(addr)
+                if session is not None:
+                    self.packet(session, data)
+                elif rtp.is_discovery(data):
+                    self._discovery(sock, data, addr)
+                else:
+                    self.udp_dropped += 1
+            await trio.lowlevel.checkpoint()
 
-    async def _discovery(
-        self, sock: trio.socket.SocketType, data: bytes, addr: tuple[str, int]
-    ) -> None:
+    def _discovery(self, sock: socket.socket, data: bytes, addr: tuple[str, int]) -> None:
         try:
             kind, ssrc, _, _ = rtp.parse_discovery(data)
         except rtp.PacketError:
@@ -323,7 +332,7 @@ class VoiceService:
         if addr not in session.discovered:
             session.discovered = [*session.discovered[-(MAX_DISCOVERED - 1) :], addr]
         try:
-            await sock.sendto(rtp.discovery_response(ssrc, addr[0], addr[1]), addr)
+            sock.sendto(rtp.discovery_response(ssrc, addr[0], addr[1]), addr)
         except OSError:
             self.udp_dropped += 1
 

@@ -50,6 +50,7 @@ from benchkit import workers
 from benchkit.core import Bench, Row, profile_result, split
 from benchkit.procs import CpuMeter, free_port, raise_nofile_limit, rss_bytes
 from benchkit.relay import HOST
+from benchkit.voice import voice
 from relay.protocol.gateway import ALL_INTENTS, Intent
 
 if TYPE_CHECKING:
@@ -901,6 +902,7 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "relay": byte_relay,
     "relay_ws": byte_relay_ws,
     "rooms": rooms,
+    "voice": voice,
 }
 
 
