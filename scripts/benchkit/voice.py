@@ -216,6 +216,7 @@ def _relay_members(url: str, ws_url: str, channels: int, hold: Any, ready: Any) 
 
     async def main() -> None:
         found: list[tuple[int, int, bytes, tuple[str, int]]] = []
+        sockets: list[Any] = []
         async with trio.open_nursery() as nursery:
             for ch in range(channels):
                 clients, ids, tokens = [], [], []
@@ -238,8 +239,10 @@ def _relay_members(url: str, ws_url: str, channels: int, hold: Any, ready: Any) 
                 for i in range(MEMBERS):
                     got = trio.Event()
                     who = (server["id"], voice_id, ids[i], tokens[i] or "")
-                    nursery.start_soon(_relay_member, ws_url, who, found, got)
+                    nursery.start_soon(_relay_member, ws_url, who, found, sockets, got)
                     await got.wait()
+            for sock in sockets:
+                sock.close()
             ready.put(found)
             await trio.to_thread.run_sync(hold.wait)
             nursery.cancel_scope.cancel()
@@ -251,6 +254,7 @@ async def _relay_member(
     ws_url: str,
     who: tuple[str, str, str, str],
     found: list[tuple[int, int, bytes, tuple[str, int]]],
+    sockets: list[Any],
     got: Any,
 ) -> None:
     """One member: gateway, op 4, voice connection with UDP; holds them open until cancelled."""
@@ -273,8 +277,10 @@ async def _relay_member(
             assert v.udp is not None
             assert v.server_addr is not None
             port = v.udp.getsockname()[1]
-            v.udp.close()  # a load process binds it now
+            # Kept open until every member is set up (so no later member's socket gets the
+            # port), then closed for a load process to bind.
             found.append((port, v.ssrc, v.key, v.server_addr))
+            sockets.append(v.udp)
             got.set()
             await trio.sleep_forever()
 
