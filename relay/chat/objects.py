@@ -156,8 +156,8 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_user: int
     permissions_synced: bool
     permission_overwrites: list[Overwrite]  # effective: the category's when synced
-    user_limit: int = 0  # voice channels: members at most (0: no limit)
-    e2ee_required: bool = False  # voice channels: only end-to-end encrypted media
+    user_limit: int | UnsetType = UNSET  # voice channels only: members at most (0: no limit)
+    e2ee_required: bool | UnsetType = UNSET  # voice channels only: only end-to-end encrypted media
     recipients: list[UserBrief] | UnsetType = UNSET  # a DM's two users (absent elsewhere)
 
 
@@ -421,8 +421,8 @@ def channel_out(c: ChannelRow) -> Channel:
         rate_limit_per_user=c.rate_limit_per_user,
         permissions_synced=c.permissions_synced,
         permission_overwrites=[overwrite_out(o) for o in c.overwrites],
-        user_limit=c.user_limit,
-        e2ee_required=c.e2ee_required,
+        user_limit=c.user_limit if c.type == "voice" else UNSET,
+        e2ee_required=c.e2ee_required if c.type == "voice" else UNSET,
     )
 
 
