@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 import av
 import pytest
 import trio
+import trio_websocket
 from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 
 from actors.voice import Crash
-from relay.client import ApiError, open_gateway
+from relay.client import ApiError, open_gateway, open_websocket
 from relay.protocol import rtp
 from relay.voice_client import VoiceClient, VoiceClosed, join_voice, open_voice, resume_voice
 from tests.conftest import settings_for, start_server
@@ -122,6 +123,17 @@ async def test_two_members_udp_and_websocket_hear_each_other(
             for frame in frames:
                 await cb.send_frame(frame)
             assert await receive_within(ca) == frames
+            # Speaking state is relayed to the others.
+            await ca.speaking(True)
+            spoke = await cb.control(5)
+            assert spoke["d"] == {"user_id": a.user_id, "ssrc": ca.ssrc, "speaking": 1}
+        # The voice connections are gone: after the resume grace the voice states end.
+        with trio.fail_after(10):
+            left: set[str] = set()
+            while left != {a.user_id, b.user_id}:
+                update = await ga.dispatch("VOICE_STATE_UPDATE")
+                if update["d"]["channel_id"] is None:
+                    left.add(update["d"]["user_id"])
 
 
 async def test_token_is_single_use_and_bound(voice_server: RunningServer) -> None:
@@ -135,6 +147,28 @@ async def test_token_is_single_use_and_bound(voice_server: RunningServer) -> Non
         assert await close_code(url, user_id=b.user_id, **ids) == 4004
         # The failed attempt used the token up.
         assert await close_code(url, user_id=a.user_id, **ids) == 4004
+    # Protocol violations close with their documented codes.
+    for frames, code in [
+        ([b"\x80media"], 4003),  # media before IDENTIFY
+        (['{"op": 1, "d": {"protocol": "websocket"}}'], 4003),
+        (['{"op": 2, "d": {}}'], 4001),  # a server op
+        (["not json"], 4002),
+        (['{"op": 3, "d": 1}'] * 200, 4008),  # a flood of control frames
+    ]:
+        assert await violation(url, frames) == code
+
+
+async def violation(url: str, frames: list[str | bytes]) -> int | None:
+    """The close code the voice endpoint answers these frames with."""
+    async with open_websocket(f"{url}/v1/voice") as ws:
+        await ws.get_message()  # HELLO
+        try:
+            for frame in frames:
+                await ws.send_message(frame)
+            while True:
+                await ws.get_message()
+        except trio_websocket.ConnectionClosed as e:
+            return e.reason.code if e.reason else None
 
 
 async def close_code(url: str, **identify: Any) -> int | None:
