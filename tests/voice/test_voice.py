@@ -148,13 +148,14 @@ async def test_token_is_single_use_and_bound(voice_server: RunningServer) -> Non
         # The failed attempt used the token up.
         assert await close_code(url, user_id=a.user_id, **ids) == 4004
     # Protocol violations close with their documented codes.
-    for frames, code in [
+    cases: list[tuple[list[str | bytes], int]] = [
         ([b"\x80media"], 4003),  # media before IDENTIFY
         (['{"op": 1, "d": {"protocol": "websocket"}}'], 4003),
         (['{"op": 2, "d": {}}'], 4001),  # a server op
         (["not json"], 4002),
         (['{"op": 3, "d": 1}'] * 200, 4008),  # a flood of control frames
-    ]:
+    ]
+    for frames, code in cases:
         assert await violation(url, frames) == code
 
 
