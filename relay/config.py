@@ -134,6 +134,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     voice_token_ttl_s: PositiveFloat = 60.0  # a VOICE_SERVER_UPDATE token must be used this soon
     voice_resume_grace_s: PositiveFloat = 10.0  # a dropped voice connection may RESUME this long
     voice_max_members_per_channel: Positive = 99  # connected members of one voice channel
+    voice_max_channels: Positive = 1000  # voice channels with someone in them, in the process
     voice_max_packet_bytes: Positive = 1500  # a media packet over this is dropped
     voice_max_packets_per_s: Positive = 600  # per sender (all its sources); excess dropped
     voice_max_bytes_per_s: Positive = 1_000_000  # per sender; excess dropped

@@ -187,6 +187,17 @@ class VoiceStates:
 # -- operations ----------------------------------------------------------------------------------
 
 
+def require_room_for_channel(chat: Chat, channel_id: int) -> None:
+    """A voice channel nobody is in yet may start only below `voice_max_channels`."""
+    busy = chat.voice.by_channel
+    if channel_id not in busy and len(busy) >= chat.settings.voice_max_channels:
+        limit = chat.settings.voice_max_channels
+        raise Conflict(
+            f"at most {limit} voice channels may be in use at once",
+            code="too_many_voice_channels",
+        )
+
+
 def not_a_voice_channel() -> BadRequest:
     return BadRequest("that is not a voice channel", code="not_a_voice_channel")
 
@@ -205,7 +216,8 @@ async def update_state(
     or change one's self mute and deafen. Answers the VOICE_SERVER_UPDATE of a join or move.
 
     Raises NotFound("unknown_server" | "unknown_channel"), BadRequest("not_a_voice_channel"),
-    Forbidden("missing_permission"), Conflict("voice_channel_full").
+    Forbidden("missing_permission"), Conflict("voice_channel_full" |
+    "too_many_voice_channels").
     """
     voice = chat.voice
     sid = snowflake(server_id, "server")
@@ -224,6 +236,7 @@ async def update_state(
     if not channel.permissions & CONNECT:
         raise missing_permission(CONNECT)
     current = voice.by_user.get(user_id)  # again: the reads above awaited
+    require_room_for_channel(chat, cid)
     if current is not None and current.channel_id == cid and current.session_id == session_id:
         voice.update(current, self_mute=self_mute, self_deaf=self_deaf)
         return None
@@ -311,6 +324,7 @@ async def moderate(
             raise Forbidden("you may not move members there", code="missing_permission")
         if len(voice.by_channel.get(cid, {})) >= chat.settings.voice_max_members_per_channel:
             raise Conflict("that voice channel is full", code="voice_channel_full")
+        require_room_for_channel(chat, cid)
         target_channel = channel
     state = voice.by_user.get(target_id)
     if state is not None and state.server_id != server_id:

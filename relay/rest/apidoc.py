@@ -86,6 +86,7 @@ ERRORS: Mapping[str, ErrorCode] = {
     # 409
     "username_taken": _e(409, "the username is taken"),
     "voice_channel_full": _e(409, "the voice channel has as many members as it may"),
+    "too_many_voice_channels": _e(409, "the server has as many voice channels in use as it may"),
     "key_taken": _e(409, "the public key is registered already"),
     "invite_code_taken": _e(409, "no free invite code was found: retry"),
     # 410

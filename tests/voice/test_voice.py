@@ -54,7 +54,9 @@ def decodes(payload: bytes) -> bool:
 
 @pytest.fixture
 async def voice_server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[RunningServer]:
-    settings = settings_for(tmp_path, voice_resume_grace_s=0.5, resume_window_s=1.0)
+    settings = settings_for(
+        tmp_path, voice_resume_grace_s=0.5, resume_window_s=1.0, voice_max_channels=2
+    )
     running, shutdown = await start_server(nursery, settings)
     yield running
     await shutdown()
@@ -402,6 +404,13 @@ async def test_user_limit_move_and_bypass(voice_server: RunningServer) -> None:
         with pytest.raises(ApiError) as not_in_voice:
             await a.client.call("PATCH", path, {"voice_channel_id": None})
         assert not_in_voice.value.code == "not_in_voice"
+        # Two voice channels in use (voice_max_channels=2): a third may not start.
+        await join_voice(gb, server_id, other["id"])
+        third = await a.client.call(
+            "POST", f"/v1/api/servers/{server_id}/channels", {"name": "three", "type": "voice"}
+        )
+        with pytest.raises(PermissionError, match="too_many_voice_channels"):
+            await join_voice(gc, server_id, third["id"])
 
 
 async def test_actor_crash_resume_and_slow_receiver(voice_server: RunningServer) -> None:
