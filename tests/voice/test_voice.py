@@ -287,7 +287,12 @@ async def _ten(
         assert sender.server_addr is not None
         for size in (0, 1, 74, 200, 1400):
             await sender.udp.sendto(bytes(size), sender.server_addr)
+        # The sender's own valid packet, from an address that is not the one it bound.
+        with trio.socket.socket(type=trio.socket.SOCK_DGRAM) as other:
+            await other.bind(("127.0.0.1", 0))
+            await other.sendto(sender.packet(b"elsewhere"), sender.server_addr)
         assert await heard_by(clients, b"spoofed") == set()
+        assert await heard_by(clients, b"elsewhere") == set()
         assert await heard_by(clients, b"once") == set()
         await sender.send_frame(frame)
         assert await heard_by(clients, frame) == everyone - {0, 1}
