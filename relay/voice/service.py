@@ -56,6 +56,7 @@ log = logging.getLogger("relay.voice")
 REAP_EVERY_S = 1.0
 MAX_DISCOVERED = 4  # discovery source addresses remembered per session
 RECV_BATCH = 256  # datagrams read per turn of the UDP receiver
+UDP_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 class VoiceSession:
@@ -139,6 +140,11 @@ class VoiceService:
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                # Bursts of every channel's packets land here between two turns of the loop;
+                # the kernel's default (~200 KB) overflowed at 50 members (and caps this at
+                # net.core.rmem_max / wmem_max).
+                sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER_BYTES)
             sock.bind((self.settings.host, self.settings.voice_udp_port))
             self.sock = sock
             self.udp_port = sock.getsockname()[1]
