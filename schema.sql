@@ -14,7 +14,8 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash TEXT,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
-, disabled_at INTEGER) STRICT; -- disabled_at: migration 4 (ALTER TABLE), Unix ms, NULL = enabled
+, disabled_at INTEGER, bot INTEGER NOT NULL DEFAULT 0 CHECK (bot IN (0, 1))) STRICT;
+-- disabled_at: migration 4 (ALTER TABLE), Unix ms, NULL = enabled; bot: migration 6
 CREATE UNIQUE INDEX IF NOT EXISTS users_username ON users (username COLLATE NOCASE);
 
 CREATE TABLE IF NOT EXISTS user_keys (
@@ -71,11 +72,12 @@ CREATE TABLE IF NOT EXISTS servers (
     created_at INTEGER NOT NULL
 , is_public INTEGER NOT NULL DEFAULT 0 CHECK (is_public IN (0, 1)), description TEXT) STRICT;
 
--- Text, voice and category channels of a server, and 1:1 DM channels (server_id NULL).
+-- Text, voice and category channels of a server, threads (parent_id: their text channel), and
+-- 1:1 and group DM channels (server_id NULL).
 CREATE TABLE IF NOT EXISTS channels (
     id INTEGER PRIMARY KEY,
     server_id INTEGER REFERENCES servers (id) ON DELETE CASCADE,
-    type TEXT NOT NULL CHECK (type IN ('text', 'voice', 'category', 'dm')),
+    type TEXT NOT NULL CHECK (type IN ('text', 'voice', 'category', 'dm', 'thread', 'group_dm')),
     name TEXT,
     topic TEXT,
     position INTEGER NOT NULL DEFAULT 0,
@@ -83,10 +85,13 @@ CREATE TABLE IF NOT EXISTS channels (
     dm_key TEXT UNIQUE, -- "<lower user id>:<higher user id>" for DMs: one channel per pair
     last_message_id INTEGER,
     created_at INTEGER NOT NULL
-, rate_limit_per_user INTEGER NOT NULL DEFAULT 0, permissions_synced INTEGER NOT NULL DEFAULT 0 CHECK (permissions_synced IN (0, 1)), user_limit INTEGER NOT NULL DEFAULT 0
+, rate_limit_per_user INTEGER NOT NULL DEFAULT 0, permissions_synced INTEGER NOT NULL DEFAULT 0 CHECK (permissions_synced IN (0, 1)), owner_id INTEGER, archived INTEGER NOT NULL DEFAULT 0 CHECK (archived IN (0, 1)), locked INTEGER NOT NULL DEFAULT 0 CHECK (locked IN (0, 1)), auto_archive INTEGER, archive_ts INTEGER, starter_message_id INTEGER, user_limit INTEGER NOT NULL DEFAULT 0
     CHECK (user_limit BETWEEN 0 AND 99), e2ee_required INTEGER NOT NULL DEFAULT 0
     CHECK (e2ee_required IN (0, 1))) STRICT;
 CREATE INDEX IF NOT EXISTS channels_server ON channels (server_id, position);
+CREATE INDEX IF NOT EXISTS channels_parent ON channels (parent_id) WHERE parent_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS channels_starter ON channels (starter_message_id)
+    WHERE starter_message_id IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS members (
     server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
@@ -103,6 +108,15 @@ CREATE TABLE IF NOT EXISTS dm_recipients (
     PRIMARY KEY (channel_id, user_id)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dm_recipients_user ON dm_recipients (user_id);
+
+-- Who follows a thread (joined, was added, or posted in it).
+CREATE TABLE IF NOT EXISTS thread_members (
+    channel_id INTEGER NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    joined_at INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, user_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS thread_members_user ON thread_members (user_id);
 
 CREATE TABLE IF NOT EXISTS invites (
     code TEXT PRIMARY KEY,
@@ -124,7 +138,7 @@ CREATE TABLE IF NOT EXISTS messages (
     nonce TEXT,
     reply_to INTEGER,
     edited_at INTEGER
-) STRICT;
+, embeds TEXT, flags INTEGER NOT NULL DEFAULT 0) STRICT; -- embeds, flags: migration 5 (ALTER TABLE), docs/embeds.md
 CREATE INDEX IF NOT EXISTS messages_channel ON messages (channel_id, id);
 CREATE INDEX IF NOT EXISTS messages_nonce ON messages (author_id, nonce) WHERE nonce IS NOT NULL;
 
@@ -168,7 +182,7 @@ CREATE TABLE IF NOT EXISTS roles (
     hoist INTEGER NOT NULL DEFAULT 0 CHECK (hoist IN (0, 1)),
     mentionable INTEGER NOT NULL DEFAULT 0 CHECK (mentionable IN (0, 1)),
     created_at INTEGER NOT NULL
-) STRICT;
+, managed_by INTEGER) STRICT; -- managed_by: migration 6, the bot whose managed role it is
 CREATE INDEX IF NOT EXISTS roles_server ON roles (server_id, position);
 
 -- Roles held by members (never @everyone, which every member has).
@@ -223,4 +237,48 @@ CREATE TABLE IF NOT EXISTS audit_log (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS audit_log_server ON audit_log (server_id, id);
 
-PRAGMA user_version = 5;
+-- Bots and webhooks (migration 6).
+-- An application: a bot user owned by a person. token_hash: SHA-256 of the bot token (shown
+-- once); token_id changes with every reset and stands for the bot's login (its gateway
+-- sessions close when it goes).
+CREATE TABLE IF NOT EXISTS applications (
+    id INTEGER PRIMARY KEY,
+    owner_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    bot_id INTEGER NOT NULL UNIQUE REFERENCES users (id),
+    name TEXT NOT NULL,
+    public INTEGER NOT NULL DEFAULT 0 CHECK (public IN (0, 1)),
+    token_hash BLOB NOT NULL UNIQUE,
+    token_id INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS applications_owner ON applications (owner_id);
+
+-- An incoming webhook; its id is also the id of the (bot) user its messages are written by.
+CREATE TABLE IF NOT EXISTS webhooks (
+    id INTEGER PRIMARY KEY REFERENCES users (id),
+    server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
+    channel_id INTEGER NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    token_hash BLOB NOT NULL,
+    creator_id INTEGER REFERENCES users (id) ON DELETE SET NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS webhooks_channel ON webhooks (channel_id);
+CREATE INDEX IF NOT EXISTS webhooks_server ON webhooks (server_id);
+
+-- Who a webhook's message shows as: the name (the webhook's, or the message's override) and
+-- avatar URL it was posted with.
+CREATE TABLE IF NOT EXISTS webhook_messages (
+    message_id INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+    webhook_id INTEGER NOT NULL,
+    username TEXT NOT NULL,
+    avatar_url TEXT
+) STRICT;
+
+-- A bot's managed role goes when the bot leaves the server (kick, ban, leave, app deleted).
+CREATE TRIGGER IF NOT EXISTS members_managed_roles AFTER DELETE ON members
+BEGIN
+    DELETE FROM roles WHERE server_id = OLD.server_id AND managed_by = OLD.user_id;
+END;
+
+PRAGMA user_version = 8;

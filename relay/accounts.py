@@ -10,6 +10,14 @@ date by every revocation in this process) catches revoked sessions before their 
 Logins another process revoked (the admin CLI: `relay user disable`, `relay user set-password`)
 reach the map through `follow_revocations`, which polls the database every REVOCATION_POLL_S.
 
+Bots (relay.chat.applications) authenticate with `Authorization: Bot <token>`: the token's
+SHA-256 is looked up in `_bots`, an in-memory table loaded at start-up and kept up to date by
+every application change here, so a reset token is refused at once (a bot disabled by
+`relay user disable` within a poll, as for revocations). A bot's Principal has
+`bot=True` and the application's `token_id` as its session id: revoking that closes the bot's
+gateway sessions (4004) like a revoked login. Bot requests have their own per-bot budget
+(`bot_requests_per_s`).
+
 A disabled account (`users.disabled_at`) cannot log in (password or key) or refresh: 403
 `account_disabled`, checked after the password or signature, so the answer tells nothing to
 someone who does not hold them.
@@ -31,7 +39,7 @@ from relay import crypto
 from relay.errors import RateLimited, Unauthorized
 from relay.fairlimit import FairLimiter, QueueFull
 from relay.ratelimit import RateLimiter
-from relay.storage import users
+from relay.storage import applications, users
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,7 +66,8 @@ class Principal(msgspec.Struct, frozen=True):
     """Who is calling: from a verified access token."""
 
     user_id: int
-    session_id: int
+    session_id: int  # a bot's: its application's token_id
+    bot: bool = False
 
 
 class Tokens(msgspec.Struct, frozen=True):
@@ -92,6 +101,9 @@ class Accounts:
         # Never waited on (the queue admits no more), but keeps hashing off trio's default
         # thread limiter, which other worker-thread calls share.
         self._hash_threads = trio.CapacityLimiter(HASHES_AT_ONCE)
+        self._bots: dict[bytes, Principal] = {}  # SHA-256 of a bot token -> the bot
+        self._bot_token_of: dict[int, bytes] = {}  # bot user id -> its token's hash
+        self._bot_requests = RateLimiter(settings.bot_requests_per_s, 1.0)
 
     @classmethod
     async def open(cls, store: Store, settings: Settings) -> Accounts:
@@ -109,6 +121,8 @@ class Accounts:
             # Kept an access-token lifetime from now, as `_forget` does: `follow_revocations`
             # finds these again until then and must not take them for new ones.
             accounts._revoked[session_id] = now
+        for bot in await store.read(applications.bot_tokens):
+            accounts.set_bot_token(bot.token_hash, bot.bot_id, bot.token_id)
         return accounts
 
     # -- rate limits ---------------------------------------------------------------------------
@@ -284,10 +298,12 @@ class Accounts:
     # -- sessions ------------------------------------------------------------------------------
 
     def authenticate(self, authorization: str | None) -> Principal:
-        """Check an `Authorization: Bearer <token>` header value; no I/O."""
+        """Check an `Authorization: Bearer <token>` (or `Bot <token>`) header value; no I/O."""
         if not authorization:
             raise Unauthorized("an Authorization: Bearer token is required", code="missing_token")
         scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bot":
+            return self._bot(token.strip())
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("use Authorization: Bearer <token>", code="invalid_token")
         token = token.strip()
@@ -306,6 +322,37 @@ class Accounts:
         if claims.session_id in self._revoked:
             raise Unauthorized("the session was revoked", code="session_revoked")
         return Principal(claims.user_id, claims.session_id)
+
+    # -- bots --------------------------------------------------------------------------------------
+
+    def _bot(self, token: str) -> Principal:
+        who = self._bots.get(crypto.hash_token(token)) if token else None
+        if who is None:
+            raise Unauthorized("the bot token is not valid", code="invalid_bot_token")
+        decision = self._bot_requests.hit(str(who.user_id), trio.current_time())
+        if not decision.allowed:
+            raise RateLimited.refusing(
+                f"a bot may make {decision.limit} requests a second", decision, "bot_requests_per_s"
+            )
+        return who
+
+    def set_bot_token(self, token_hash: bytes, bot_id: int, token_id: int) -> None:
+        """Accept a bot's new token; its old one, if any, is refused from now on and the
+        bot's gateway sessions close (4004)."""
+        self.drop_bot(bot_id)
+        self._bots[token_hash] = Principal(bot_id, token_id, bot=True)
+        self._bot_token_of[bot_id] = token_hash
+
+    def bot_ids(self) -> set[int]:
+        """The bots with a live token (every application's bot)."""
+        return set(self._bot_token_of)
+
+    def drop_bot(self, bot_id: int) -> None:
+        """Refuse the bot's token from now on and close its gateway sessions."""
+        old = self._bot_token_of.pop(bot_id, None)
+        if old is not None:
+            who = self._bots.pop(old)
+            self._forget(who.session_id)
 
     async def revoke(self, user_id: int, session_id: int, reason: str) -> bool:
         """Revoke one of the user's sessions; False if it is not theirs or already ended."""
@@ -326,7 +373,9 @@ class Accounts:
         """Every `interval_s`, take in the logins revoked in the database that this process
         did not revoke itself (the admin CLI writes the database directly): their access tokens
         are refused from then on and their gateway connections closed, as for a revocation
-        here. Runs until cancelled; one indexed read per round (auth_sessions_revoked)."""
+        here; and bots an operator disabled lose their token (and gateway sessions). Runs until
+        cancelled; one indexed read per round (auth_sessions_revoked), and one pass over the
+        applications while there are bots."""
         while True:
             await trio.sleep(interval_s)
             since = now_ms() - self.settings.access_token_ttl_s * 1000
@@ -336,6 +385,11 @@ class Accounts:
                 self._forget(session_id)
             if new:
                 log.info("logins revoked by another process", extra={"sessions": len(new)})
+            if self._bot_token_of:  # bots an operator disabled: their tokens go too
+                for bot_id in await self.store.read(applications.disabled_bots):
+                    if bot_id in self._bot_token_of:
+                        self.drop_bot(bot_id)
+                        log.info("bot disabled by another process", extra={"user": bot_id})
 
     def _forget(self, session_id: int) -> None:
         now = now_ms()

@@ -25,6 +25,7 @@ from relay.forwarded import TrustedProxies
 from relay.logs import configure_logging
 from relay.metrics import Metrics
 from relay.ratelimit import RateLimiter
+from relay.rest.applications import applications_blueprint
 from relay.rest.auth import auth_blueprint, users_blueprint
 from relay.rest.docs import docs_blueprint
 from relay.rest.health import health_blueprint
@@ -35,7 +36,9 @@ from relay.rest.moderation import moderation_blueprint
 from relay.rest.roles import roles_blueprint
 from relay.rest.rooms import rooms_blueprint
 from relay.rest.servers import servers_blueprint
+from relay.rest.threads import threads_blueprint
 from relay.rest.voice import voice_blueprint
+from relay.rest.webhooks import webhooks_blueprint
 from relay.runtime import Runtime
 from relay.services import run_services
 from relay.telemetry import collect_runtime
@@ -141,10 +144,13 @@ def create_app(settings: Settings) -> QuartTrio:
         users_blueprint(rt),
         messages_blueprint(rt),
         servers_blueprint(rt),
+        threads_blueprint(rt),
         roles_blueprint(rt),
         moderation_blueprint(rt),
         rooms_blueprint(rt),
         voice_blueprint(rt),
+        applications_blueprint(rt),
+        webhooks_blueprint(rt),
         docs_blueprint(),
     ):
         app.register_blueprint(blueprint)

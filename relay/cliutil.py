@@ -121,7 +121,7 @@ def serve_epilog() -> str:
         if isinstance(value, bool):
             shown = str(value).lower()
         elif isinstance(value, tuple):  # a list setting: commas or spaces in the environment
-            shown = ",".join(value) or "none"
+            shown = ",".join(map(str, value)) or "none"
         else:
             shown = _SHOWN_DEFAULTS.get(name, "unset" if value is None else str(value))
         lines.append(f"  {name:<{width}}{ENV_PREFIX + name.upper():<{env_width}}{shown}")

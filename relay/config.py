@@ -35,7 +35,7 @@ CLIENT_VARS = frozenset(
 # Keys whose value may be the word "off" to turn a listener off.
 _SWITCHABLE = {"relay_port", "metrics_port"}
 # Keys that hold a list: in the environment, entries separated by commas or white space.
-_LISTS = {"trusted_proxies"}
+_LISTS = {"trusted_proxies", "fetch_ports"}
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -102,6 +102,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     message_rate: Positive = 10
     action_rate: Positive = 30  # message edits, reaction changes, DM opens per message_window_s
     message_window_s: PositiveFloat = 10.0
+    # Bots (docs/bots.md): applications one user may own; REST requests (and gateway IDENTIFYs)
+    # one bot may make per second; messages one bot may send per message_window_s (REST and
+    # gateway together; instead of message_rate).
+    max_applications_per_user: Positive = 25
+    bot_requests_per_s: Positive = 50
+    bot_message_rate: Positive = 50
+    # Incoming webhooks (docs/bots.md): per channel, and messages each may post per window.
+    max_webhooks_per_channel: Positive = 15
+    webhook_rate: Positive = 30
+    webhook_window_s: PositiveFloat = 60.0
     gateway_max_inflight_sends: Positive = 16  # per connection; more and the reader waits
     send_timeout_s: PositiveFloat = 10.0  # a new message's wait for its channel and its commit
     typing_interval_s: PositiveFloat = 5.0  # a user's typing in a channel is sent this often
@@ -109,7 +119,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Servers and what they hold; over a limit the change is refused with 422.
     max_servers_owned: Positive = 100  # servers one user may own (too_many_servers)
     max_servers_joined: Positive = 200  # memberships one user may have (too_many_servers_joined)
-    max_channels_per_server: Positive = 500  # channels of all types (too_many_channels)
+    max_channels_per_server: Positive = 500  # channels, threads not counted (too_many_channels)
+    max_threads_per_channel: Positive = 1000  # threads of one text channel, archived too
+    max_group_dm_recipients: Annotated[int, msgspec.Meta(ge=3, le=100)] = 10  # the owner included
     max_invites_per_server: Positive = 1000  # usable invites; spent ones are pruned
     max_roles_per_server: Positive = 250  # @everyone included (too_many_roles)
     # Overwrites one channel may have, set one by one (too_many_overwrites); a new channel's
@@ -141,6 +153,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     voice_lane_packets: Positive = 64  # per receiver; when full its oldest packets are dropped
     voice_control_rate: Positive = 120  # control frames per 60 s per voice connection (4008)
     echo_endpoint: bool = False  # /v1/echo on the realtime listener, for the Autobahn suite
+    # Outgoing requests to URLs users chose (link previews; relay/netfetch, docs/embeds.md):
+    # the ports they may reach. fetch_allow_test_loopback lets them reach 127.0.0.1 (and only
+    # it): for tests' local servers, never in production.
+    fetch_ports: tuple[Port, ...] = (80, 443)
+    fetch_allow_test_loopback: bool = False
+    # Link previews (docs/embeds.md): fetch tasks, jobs waiting for them (full: the newest job
+    # is dropped), and URLs whose preview is remembered, each for preview_cache_ttl_s.
+    link_previews: bool = True
+    preview_workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    preview_queue: Positive = 256
+    preview_cache_entries: Positive = 10_000
+    preview_cache_ttl_s: PositiveFloat = 3600.0
     db_readers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     shutdown_grace_s: PositiveFloat = 5.0
 

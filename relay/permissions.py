@@ -16,7 +16,8 @@ tests/protocol/test_permissions.py):
    OR-ed, their allows OR-ed, so one role's allow beats another role's deny); then the member's
    own overwrite. A later layer wins over an earlier one.
    A channel whose `synced` flag is set and that has a category uses the category's overwrites
-   instead of its own ("categories pass theirs to synced children").
+   instead of its own ("categories pass theirs to synced children"). A thread has its parent
+   text channel's overwrites, so its permissions are the parent's.
 5. Without VIEW_CHANNEL in a channel, a member has no permission there at all (you cannot send
    to, or manage, what you cannot see).
 6. A timed-out member keeps only VIEW_CHANNEL and READ_MESSAGE_HISTORY (they can read, not
@@ -143,9 +144,10 @@ class Overwrite(msgspec.Struct, frozen=True):
 
 class ChannelNode(msgspec.Struct, frozen=True):
     id: int
-    parent_id: int | None  # its category
+    parent_id: int | None  # its category (a thread's: its text channel)
     synced: bool  # follows its category's overwrites instead of its own
     overwrites: tuple[Overwrite, ...] = ()
+    thread: bool = False  # a thread has its parent's permissions, overwrites and all
 
 
 class ServerPerms(msgspec.Struct, frozen=True):
@@ -169,6 +171,8 @@ def effective_overwrites(server: ServerPerms, channel_id: int) -> tuple[Overwrit
     channel = server.channels.get(channel_id)
     if channel is None:
         return ()
+    if channel.thread and channel.parent_id is not None:
+        return effective_overwrites(server, channel.parent_id)
     if channel.synced and channel.parent_id is not None:
         parent = server.channels.get(channel.parent_id)
         if parent is not None:

@@ -27,12 +27,14 @@ from relay.accounts import Accounts, now_ms
 from relay.byterelay import ByteRelay, RelayEndpoint, serve_byte_relay
 from relay.chat.context import Chat
 from relay.chat.fanout import LoginRevoked
+from relay.chat.previews import LinkPreviews
 from relay.chat.rooms import RoomManager
 from relay.chat.views import Views
 from relay.errors import ListenError
 from relay.forwarded import TrustedProxies
 from relay.gateway.endpoint import gateway_endpoint
 from relay.gateway.hub import Hub
+from relay.netfetch import FetchPolicy
 from relay.realtime.echo import echo
 from relay.realtime.gate import Gate
 from relay.realtime.listener import ListenerStats, serve_realtime
@@ -108,6 +110,7 @@ async def run_services(
         views = Views(partial(store.read, audience.server_snapshot))
         hub = (rt.hub_type or Hub)(store, settings, views)
         chat = Chat(store, hub, views, settings)
+        chat.bots.update(accounts.bot_ids())
         accounts.on_revoke.append(lambda login: hub.announce(LoginRevoked(login)))
         await nursery.start(hub.run)
         hub.on_session_end.append(lambda session: chat.voice.session_ended(session.id))
@@ -118,6 +121,11 @@ async def run_services(
         nursery.start_soon(prune_forever, store, settings.access_token_ttl_s * 1000, keep_audit_ms)
         nursery.start_soon(accounts.follow_revocations)
         rt.attach(store, accounts, hub, chat)
+        if settings.link_previews:
+            previews = LinkPreviews(chat, FetchPolicy.from_settings(settings), settings)
+            chat.link_previews = previews
+            hub.on_created.append(previews.submit)
+            await nursery.start(previews.run)
         rooms = RoomManager(settings, store.ids)
         await nursery.start(rooms.run)
         rt.attach_rooms(rooms)

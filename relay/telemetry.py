@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from actors import Registry
     from relay.byterelay import ByteRelay
+    from relay.chat.previews import LinkPreviews
     from relay.chat.rooms import RoomManager
     from relay.gateway.hub import Hub
     from relay.metrics import Metrics
@@ -74,6 +75,9 @@ def collect_runtime(rt: Runtime) -> Iterator[Metric]:
     store = _running(lambda: rt.store)
     if store is not None:
         yield from _storage(store)
+    chat = _running(lambda: rt.chat)
+    if chat is not None and chat.link_previews is not None:
+        yield from _previews(chat.link_previews)
     rooms = _running(lambda: rt.rooms)
     yield from _actors(hub, rooms)
     if rooms is not None:
@@ -193,6 +197,30 @@ def _gateway(hub: Hub) -> Iterator[Metric]:
         "Events delivered to gateway sessions (READY, dispatches), connected or buffered for "
         "a RESUME",
         value=events,
+    )
+
+
+def _previews(previews: LinkPreviews) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "relay_link_previews_queued", "Messages waiting for a preview worker", value=previews.queued
+    )
+    yield CounterMetricFamily(
+        "relay_link_previews_dropped",
+        "Messages that got no preview because the queue was full (drop newest)",
+        value=previews.dropped,
+    )
+    fetches = CounterMetricFamily(
+        "relay_link_preview_fetches",
+        "Links fetched for previews, by result: preview, none, or the refusal's reason",
+        labels=["result"],
+    )
+    for result, count in sorted(previews.fetches.items()):
+        fetches.add_metric([result], count)
+    yield fetches
+    yield CounterMetricFamily(
+        "relay_link_preview_cache_hits",
+        "Links whose preview (or lack of one) came from the cache",
+        value=previews.cache_hits,
     )
 
 

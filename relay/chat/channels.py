@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from msgspec import UNSET, UnsetType
 
-from relay.chat import visibility
+from relay.chat import group_dms, threads, visibility
 from relay.chat.args import field_error, id_field, overwrite_in, snowflake
 from relay.chat.objects import channel_out, dm_out
 from relay.errors import NotFound
@@ -90,6 +90,11 @@ async def get(chat: Chat, user_id: int, channel_id: str) -> Channel:
         raise unknown_channel()
     if isinstance(found, DmRow):
         return dm_out(found)
+    if found.type == "thread":
+        thread = await threads.get(chat, cid)
+        if thread is None:
+            raise unknown_channel()
+        return thread
     return channel_out(found)
 
 
@@ -109,12 +114,20 @@ async def update(
     chat: Chat, user_id: int, channel_id: str, data: commands.UpdateChannel, reason: str | None
 ) -> Channel:
     """Change a channel (MANAGE_CHANNELS; MANAGE_ROLES too to resync its overwrites); the
-    CHANNEL_* events only if something changed."""
+    CHANNEL_* events only if something changed. A thread: relay.chat.threads.update; a group
+    DM: any recipient renames it."""
     cid = snowflake(channel_id, "channel")
     parent_id: int | UnsetType | None = UNSET if data.parent_id is UNSET else None
     if isinstance(data.parent_id, str):
         parent_id = id_field(data.parent_id, "parent_id")
     old, before = await _before(chat, user_id, cid)
+    if isinstance(old, DmRow) and old.channel.type == "group_dm":
+        return await _rename_group_dm(chat, user_id, cid, data)
+    if not isinstance(old, DmRow) and old.type == "thread":
+        return await threads.update(chat, user_id, cid, data, reason)
+    for field in ("archived", "locked", "auto_archive_duration"):
+        if getattr(data, field) is not UNSET:
+            raise field_error(field, "only threads have this setting")
     channel = await chat.store.write(
         chat.q.channels.update_channel,
         cid,
@@ -135,11 +148,28 @@ async def update(
     return channel_out(channel)
 
 
+async def _rename_group_dm(
+    chat: Chat, user_id: int, channel_id: int, data: commands.UpdateChannel
+) -> Channel:
+    for field in data.__struct_fields__:
+        if field != "name" and getattr(data, field) is not UNSET:
+            raise field_error(field, "a group DM has only a name")
+    name = None if isinstance(data.name, UnsetType) else data.name
+    return await group_dms.rename(chat, user_id, channel_id, name)
+
+
 async def delete(chat: Chat, user_id: int, channel_id: str, reason: str | None) -> None:
     """Delete a channel (MANAGE_CHANNELS). A deleted category's channels move to the top
-    level, and those who see them hear CHANNEL_UPDATE."""
+    level, and those who see them hear CHANNEL_UPDATE; a deleted text channel's threads go
+    with it. A thread: relay.chat.threads.delete; a group DM: leave it."""
     cid = snowflake(channel_id, "channel")
-    _, before = await _before(chat, user_id, cid)
+    old, before = await _before(chat, user_id, cid)
+    if isinstance(old, DmRow) and old.channel.type == "group_dm":
+        await group_dms.leave(chat, user_id, cid)
+        return
+    if not isinstance(old, DmRow) and old.type == "thread":
+        await threads.delete(chat, user_id, cid, reason)
+        return
     channel, orphans = await chat.store.write(chat.q.channels.delete_channel, cid, user_id, reason)
     assert channel.server_id is not None
     chat.voice.channel_gone(cid)  # its members leave voice

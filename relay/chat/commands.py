@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from relay.chat.embeds import EmbedsIn
+
 
 class Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     pass
@@ -30,14 +32,24 @@ Nonce = Annotated[str, Meta(min_length=1, max_length=64)]
 IdText = Annotated[str, Meta(min_length=1, max_length=20)]  # checked by parse_id in the route
 
 
+MessageFlags = Annotated[int, Meta(ge=0, le=(1 << 31) - 1)]  # only known flags pass the op
+
+
 class CreateMessage(Request, frozen=True):
-    content: Content
+    content: Annotated[str, Meta(max_length=MAX_CONTENT_CHARS)] = ""  # may be empty with embeds
     nonce: Nonce | None = None
     reply_to: IdText | None = None
+    embeds: EmbedsIn = []  # rich embeds (relay.chat.embeds); need EMBED_LINKS
+    flags: MessageFlags = 0  # SUPPRESS_EMBEDS (1 << 2) or 0
 
 
 class EditMessage(Request, frozen=True):
-    content: Content
+    """At least one of the three; what is left out stays as it is (`embeds: null` or `[]`
+    removes the rich embeds)."""
+
+    content: Content | UnsetType = UNSET
+    embeds: EmbedsIn | UnsetType | None = UNSET
+    flags: MessageFlags | UnsetType = UNSET
 
 
 # 1-100 characters, no control characters (C0, DEL, C1), not only whitespace.
@@ -111,6 +123,14 @@ class CreateChannel(Request, frozen=True):
     permission_overwrites: Annotated[list[OverwriteIn], Meta(max_length=100)] | None = None
 
 
+AutoArchive = Literal[60, 1440, 4320, 10080]  # minutes without activity before a thread archives
+
+
+class CreateThread(Request, frozen=True):
+    name: Name
+    auto_archive_duration: AutoArchive = 1440
+
+
 class UpdateChannel(Request, frozen=True):
     name: Name | UnsetType = UNSET
     topic: Topic | UnsetType | None = UNSET  # null clears it
@@ -120,6 +140,10 @@ class UpdateChannel(Request, frozen=True):
     permissions_synced: bool | UnsetType = UNSET  # true: follow the category's overwrites
     user_limit: Annotated[int, Meta(ge=0, le=99)] | UnsetType = UNSET  # voice; 0: no limit
     e2ee_required: bool | UnsetType = UNSET  # voice: only end-to-end encrypted media
+    # Threads only (docs/threads.md); a group DM takes only `name`.
+    archived: bool | UnsetType = UNSET
+    locked: bool | UnsetType = UNSET  # MANAGE_THREADS
+    auto_archive_duration: AutoArchive | UnsetType = UNSET
 
 
 class CreateInvite(Request, frozen=True):
@@ -128,7 +152,12 @@ class CreateInvite(Request, frozen=True):
 
 
 class OpenDm(Request, frozen=True):
-    recipient_id: SnowflakeText
+    """A 1:1 DM (`recipient_id`) or a new group DM (`recipients`: the others, with an optional
+    `name`): exactly one of the two."""
+
+    recipient_id: SnowflakeText | UnsetType = UNSET
+    recipients: Annotated[list[SnowflakeText], Meta(max_length=100)] | UnsetType = UNSET
+    name: Name | UnsetType = UNSET  # a group DM's
 
 
 RoleName = Annotated[
@@ -240,3 +269,43 @@ class UpdateMe(Request, frozen=True):
 
 class AddKey(Request, frozen=True):
     public_key: Base64
+
+
+# -- bots and webhooks (docs/bots.md) -------------------------------------------------------------
+
+# A bot's or webhook's name, and a webhook message's username: 1-80 characters, no control
+# characters, not only whitespace; names that pass for Relay itself are refused by the operation.
+BotName = Annotated[
+    str, Meta(min_length=1, max_length=80, pattern=r"^(?!\s*$)[^\x00-\x1f\x7f-\x9f]+$")
+]
+# Shown as given for now (checked by the operation: http or https, a host, no spaces).
+AvatarUrl = Annotated[str, Meta(min_length=1, max_length=2048)]
+
+
+class CreateApplication(Request, frozen=True):
+    name: BotName
+
+
+class UpdateApplication(Request, frozen=True):
+    name: BotName | UnsetType = UNSET
+    public: bool | UnsetType = UNSET  # whether others (with MANAGE_SERVER) may add the bot
+
+
+class AddBot(Request, frozen=True):
+    application_id: SnowflakeText
+    permissions: PermissionText = "0"  # of its managed role; at most the adder's own
+
+
+class CreateWebhook(Request, frozen=True):
+    name: BotName
+
+
+class UpdateWebhook(Request, frozen=True):
+    name: BotName | UnsetType = UNSET
+    channel_id: SnowflakeText | UnsetType = UNSET  # another text channel of the same server
+
+
+class ExecuteWebhook(Request, frozen=True):
+    content: Content
+    username: BotName | None = None  # this message's name instead of the webhook's
+    avatar_url: AvatarUrl | None = None

@@ -21,6 +21,7 @@ from relay.storage.areas import SQLITE
 
 if TYPE_CHECKING:
     from relay.chat.fanout import Fanout
+    from relay.chat.previews import LinkPreviews
     from relay.chat.views import Views
     from relay.config import Settings
     from relay.storage.areas import Areas
@@ -50,10 +51,21 @@ class Chat:
         self.typing_limiter = RateLimiter(1, settings.typing_interval_s, max_keys=TYPING_KEYS)
         self.sendable = SendableMemo(views)  # who may post where, as last checked
         self.voice = VoiceStates(settings, fanout)  # who is in which voice channel
+        # Set by relay.services when link_previews is on: edits queue their previews here.
+        self.link_previews: LinkPreviews | None = None
+        # Bot accounts (relay.chat.applications), whose messages count against bot_message_rate;
+        # filled at start-up and by every application created or deleted.
+        self.bots: set[int] = set()
+        self.bot_message_limiter = RateLimiter(settings.bot_message_rate, settings.message_window_s)
+        # Messages per webhook (relay.chat.webhooks): webhook_rate per webhook_window_s.
+        self.webhook_limiter = RateLimiter(settings.webhook_rate, settings.webhook_window_s)
 
     def message_refused(self, user_id: int) -> RateLimited | None:
         """Count one message of `user_id` (a REST post or a gateway send): None if it may go,
         else the error that refuses it (with retry_after)."""
+        if user_id in self.bots:
+            limiter, name = self.bot_message_limiter, "bot_message_rate"
+            return self._refused(limiter, user_id, "bot messages", name)
         return self._refused(self.message_limiter, user_id, "messages", "message_rate")
 
     def action_refused(self, user_id: int) -> RateLimited | None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import msgspec
+from msgspec import UnsetType
 
-from relay.chat import events
-from relay.chat.args import id_field
+from relay.chat import events, group_dms
+from relay.chat.args import field_error, id_field
 from relay.chat.objects import Channel, dm_out
 from relay.storage.access import now_ms
 
@@ -28,10 +29,21 @@ class OpenedDm(msgspec.Struct, frozen=True, kw_only=True):
 
 async def open_dm(chat: Chat, user_id: int, data: commands.OpenDm) -> OpenedDm:
     """The DM channel with `data.recipient_id`, made if they have none yet (then both users
-    hear CHANNEL_CREATE). Counts against the user's action budget (429 rate_limited), and
+    hear CHANNEL_CREATE); or a new group DM with `data.recipients` (relay.chat.group_dms).
+    Counts against the user's action budget (429 rate_limited), and
     raises 400 cannot_dm_self, 404 unknown_user or 403 no_shared_server."""
     if (refused := chat.action_refused(user_id)) is not None:
         raise refused  # a DM, once made, is there for good and in both users' READY
+    if not isinstance(data.recipients, UnsetType):
+        if not isinstance(data.recipient_id, UnsetType):
+            raise field_error("recipient_id", "give recipient_id or recipients, not both")
+        name = None if isinstance(data.name, UnsetType) else data.name
+        channel = await group_dms.create(chat, user_id, data.recipients, name)
+        return OpenedDm(channel=channel, created=True)
+    if isinstance(data.recipient_id, UnsetType):
+        raise field_error("recipient_id", "give recipient_id (a DM) or recipients (a group DM)")
+    if not isinstance(data.name, UnsetType):
+        raise field_error("name", "only a group DM has a name")
     recipient_id = id_field(data.recipient_id, "recipient_id")
     opened = await chat.store.write(
         chat.q.dms.open_dm, chat.store.ids.next(), user_id, recipient_id, now_ms()

@@ -29,11 +29,13 @@ from relay.chat.objects import (
     Presence,
     ReactionEvent,
     Ready,
+    RecipientEvent,
     Resumed,
     RoleDeleted,
     RoleEvent,
     Server,
     ServerWithChannels,
+    ThreadMembersUpdate,
     TypingStart,
     VoiceRefusal,
     VoiceServer,
@@ -111,6 +113,39 @@ class ChannelUpdate(_ChannelEvent, frozen=True, tag="CHANNEL_UPDATE"):
 
 class ChannelDelete(_ChannelEvent, frozen=True, tag="CHANNEL_DELETE"):
     d: Channel
+
+
+class ChannelRecipientAdd(ChatEvent, frozen=True, tag="CHANNEL_RECIPIENT_ADD"):
+    """Someone joined a group DM (to its recipients)."""
+
+    intent: ClassVar[int] = _DMS
+    d: RecipientEvent
+
+
+class ChannelRecipientRemove(ChatEvent, frozen=True, tag="CHANNEL_RECIPIENT_REMOVE"):
+    """Someone left or was removed from a group DM (to those who remain)."""
+
+    intent: ClassVar[int] = _DMS
+    d: RecipientEvent
+
+
+# Threads: to everyone who can see the parent channel (docs/threads.md).
+
+
+class ThreadCreate(_ServerEvent, frozen=True, tag="THREAD_CREATE"):
+    d: Channel
+
+
+class ThreadUpdate(_ServerEvent, frozen=True, tag="THREAD_UPDATE"):
+    d: Channel
+
+
+class ThreadDelete(_ServerEvent, frozen=True, tag="THREAD_DELETE"):
+    d: Channel
+
+
+class ThreadMembersUpdateEvent(_ServerEvent, frozen=True, tag="THREAD_MEMBERS_UPDATE"):
+    d: ThreadMembersUpdate
 
 
 class RoleCreate(_ServerEvent, frozen=True, tag="ROLE_CREATE"):
@@ -222,6 +257,12 @@ Event = (
     | ChannelCreate
     | ChannelUpdate
     | ChannelDelete
+    | ChannelRecipientAdd
+    | ChannelRecipientRemove
+    | ThreadCreate
+    | ThreadUpdate
+    | ThreadDelete
+    | ThreadMembersUpdateEvent
     | RoleCreate
     | RoleUpdate
     | RoleDelete

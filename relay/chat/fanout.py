@@ -65,7 +65,22 @@ class LoginRevoked(_Change, frozen=True, tag="login_revoked"):
     auth_session_id: int
 
 
-Change = MemberJoined | MemberLeft | PermissionsChanged | ServerDeleted | LoginRevoked
+class RecipientsChanged(_Change, frozen=True, tag="recipients_changed"):
+    """A group DM's recipients are now `recipients` (empty: it is gone): its events reach them
+    from now on."""
+
+    channel_id: int
+    recipients: list[int]
+
+
+Change = (
+    MemberJoined
+    | MemberLeft
+    | PermissionsChanged
+    | ServerDeleted
+    | LoginRevoked
+    | RecipientsChanged
+)
 
 
 class Fanout(Protocol):

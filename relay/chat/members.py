@@ -13,11 +13,12 @@ import msgspec
 
 from relay.chat import events
 from relay.chat.args import snowflake
-from relay.chat.fanout import MemberJoined, MemberLeft
+from relay.chat.fanout import MemberJoined, MemberLeft, PermissionsChanged
 from relay.chat.objects import (
     Deleted,
     MemberAdd,
     MemberRemove,
+    RoleDeleted,
     ServerWithChannels,
     iso,
     member_out,
@@ -82,7 +83,8 @@ def announce_join(chat: Chat, joined: Joined, user_id: int) -> None:
 
 def announce_departure(chat: Chat, server_id: int, member: MemberRow) -> None:
     """After a member left, was kicked or banned: MEMBER_REMOVE to the server (them included),
-    then they stop hearing it and get SERVER_DELETE."""
+    then they stop hearing it and get SERVER_DELETE. A bot's managed role was deleted with its
+    membership: ROLE_DELETE for it."""
     user = user_brief_out(member.user)
     fanout = chat.fanout
     chat.voice.leave(member.user.id, server_id)  # a kick or ban ends their voice state too
@@ -90,5 +92,9 @@ def announce_departure(chat: Chat, server_id: int, member: MemberRow) -> None:
         server_id,
         events.MemberRemoveEvent(d=MemberRemove(server_id=str(server_id), user=user)),
     )
+    if member.managed_role is not None:  # a bot's role went with it (relay.storage.applications)
+        fanout.announce(PermissionsChanged(server_id))
+        gone = RoleDeleted(server_id=str(server_id), role_id=str(member.managed_role))
+        fanout.to_server(server_id, events.RoleDelete(d=gone))
     fanout.announce(MemberLeft(server_id, member.user.id))
     fanout.to_users((member.user.id,), events.ServerDelete(d=Deleted(id=str(server_id))))

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING
 
 import emoji as emoji_db
 import trio
+from msgspec import UNSET, UnsetType
 
 from actors import ActorStopped
-from relay.chat import events
+from relay.chat import events, threads
 from relay.chat.args import field_error, snowflake
+from relay.chat.embeds import checked_embeds
 from relay.chat.objects import (
     MessageAck,
     MessageDeleted,
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 
     from actors import Asked, Reply
     from relay.chat.context import Chat
+    from relay.chat.embeds import EmbedIn
     from relay.chat.objects import Author, Message
     from relay.chat.views import Views
     from relay.storage.audience import VisibleChannel
@@ -102,17 +105,19 @@ async def text_channel(chat: Chat, user_id: int, channel_id: str) -> VisibleChan
 
 
 async def sendable_channel(chat: Chat, user_id: int, channel_id: str) -> VisibleChannel:
-    """A text channel the user may post in (403 missing_permission or timed_out otherwise).
+    """A text channel the user may post in (403 missing_permission or timed_out otherwise);
+    in a thread, one that is unarchived and followed by the poster from now on.
     A positive answer is kept (`SendableMemo`): only the fail-fast, since the write checks
     again."""
     now = trio.current_time()
-    known = chat.sendable.get(user_id, channel_id, now)
-    if known is not None:
-        return known
-    changes = chat.views.changes  # before the read: a change during it makes the answer stale
-    channel = await text_channel(chat, user_id, channel_id)
-    channel.require(P.SEND_MESSAGES)
-    chat.sendable.put(user_id, channel_id, channel, changes, now)
+    channel = chat.sendable.get(user_id, channel_id, now)
+    if channel is None:
+        changes = chat.views.changes  # before the read: a change during it makes it stale
+        channel = await text_channel(chat, user_id, channel_id)
+        channel.require(P.SEND_MESSAGES)
+        chat.sendable.put(user_id, channel_id, channel, changes, now)
+    if channel.type == "thread":
+        await threads.before_post(chat, user_id, channel)  # unarchive, join
     return channel
 
 
@@ -172,11 +177,25 @@ async def readable_channel(chat: Chat, user_id: int, channel_id: str) -> Visible
 
 
 def new_message(
-    user_id: int, channel: VisibleChannel, content: str, nonce: str | None, reply_to: str | None
+    user_id: int,
+    channel: VisibleChannel,
+    content: str,
+    nonce: str | None,
+    reply_to: str | None,
+    *,
+    embeds: list[EmbedIn] | None = None,
+    flags: int = 0,
 ) -> NewMessage:
-    """Check a new message's content and reply_to. Raises what `content_of` raises, and
-    BadRequest("invalid_field") for a reply_to that is not an id."""
-    content = content_of(content)
+    """Check a new message's content, reply_to, embeds and flags. Raises what `content_of`
+    raises (content may be empty if there are embeds), BadRequest("invalid_field") for a
+    reply_to that is not an id, for embeds past their limits or unknown flags, and
+    Forbidden("missing_permission") for embeds without EMBED_LINKS."""
+    stored_embeds = None
+    if embeds:
+        channel.require(P.EMBED_LINKS)
+        stored_embeds = checked_embeds(embeds)
+    if content or stored_embeds is None:
+        content = content_of(content)
     reply_id = None
     if reply_to is not None:
         reply_id = parse_id(reply_to)
@@ -190,7 +209,16 @@ def new_message(
         reply_to=reply_id,
         mentions=messages.parse_mentions(content),
         now_ms=now_ms(),
+        embeds=stored_embeds,
+        flags=checked_flags(flags),
     )
+
+
+def checked_flags(flags: int) -> int:
+    """Message flags a sender may set: SUPPRESS_EMBEDS only."""
+    if flags & ~messages.SUPPRESS_EMBEDS:
+        raise field_error("flags", "only SUPPRESS_EMBEDS (4) may be set")
+    return flags
 
 
 async def queue_post(chat: Chat, new: NewMessage) -> Asked[Posted]:
@@ -240,6 +268,9 @@ async def post(
     content: str,
     nonce: str | None,
     reply_to: str | None,
+    *,
+    embeds: list[EmbedIn] | None = None,
+    flags: int = 0,
 ) -> tuple[Message, bool]:
     """Post a message and wait for its commit: the message, and False if a post with the same
     nonce made it earlier. Raises 429 rate_limited over the user's budget, 503 channel_busy if
@@ -248,7 +279,8 @@ async def post(
         raise refused  # one budget with the gateway's MESSAGE_SEND
     channel = await sendable_channel(chat, user_id, channel_id)
     with trio.move_on_after(chat.settings.send_timeout_s):
-        asked = await queue_post(chat, new_message(user_id, channel, content, nonce, reply_to))
+        new = new_message(user_id, channel, content, nonce, reply_to, embeds=embeds, flags=flags)
+        asked = await queue_post(chat, new)
         try:
             done = await posted(asked)
         except RelayError:
@@ -332,25 +364,47 @@ async def read_states(chat: Chat, user_id: int) -> list[ReadState]:
 # -- changing ------------------------------------------------------------------------------------
 
 
-async def edit(chat: Chat, user_id: int, channel_id: str, message_id: str, content: str) -> Message:
-    """Edit one's own message (429 over the action budget)."""
+async def edit(
+    chat: Chat,
+    user_id: int,
+    channel_id: str,
+    message_id: str,
+    content: str | None,
+    *,
+    embeds: list[EmbedIn] | UnsetType | None = UNSET,
+    flags: int | None = None,
+) -> Message:
+    """Edit one's own message (429 over the action budget): its content, rich embeds (None or
+    [] removes them, UNSET keeps them) and flags; what is None or UNSET stays."""
     if (refused := chat.action_refused(user_id)) is not None:
         raise refused
     channel = await text_channel(chat, user_id, channel_id)
     mid = snowflake(message_id, "message")
-    content = content_of(content)
+    if content is None and isinstance(embeds, UnsetType) and flags is None:
+        raise field_error("content", "give content, embeds or flags")
+    if content is not None:
+        content = content_of(content)
+    stored_embeds: str | UnsetType | None = UNSET
+    if not isinstance(embeds, UnsetType):
+        if embeds:
+            channel.require(P.EMBED_LINKS)
+        stored_embeds = checked_embeds(embeds) if embeds else None
     row = await chat.store.write(
         chat.q.messages.edit,
         channel.id,
         mid,
         user_id,
         content,
-        messages.parse_mentions(content),
+        messages.parse_mentions(content) if content is not None else [],
         now_ms(),
+        embeds=stored_embeds,
+        flags=checked_flags(flags) if flags is not None else None,
     )
     await chat.fanout.to_channel(
         channel.id, events.MessageUpdate(d=message_out(row, for_event=True))
     )
+    if chat.link_previews is not None:
+        chat.link_previews.submit(row)  # after the commit; never waits (see LinkPreviews)
     return message_out(row)
 
 

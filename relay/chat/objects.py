@@ -17,31 +17,37 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from relay import crypto
+from relay.chat.embeds import Embed, shown
 from relay.ids import timestamp_ms
 from relay.storage.access import now_ms
 
 if TYPE_CHECKING:
     from relay.chat.rooms import RoomRecord
     from relay.permissions import Overwrite as OverwriteRule
+    from relay.storage.applications import ApplicationRow
     from relay.storage.audit import AuditEntry as AuditRow
     from relay.storage.channels import ChannelRow
     from relay.storage.dms import DmRow
     from relay.storage.invites import InviteRow
     from relay.storage.members import MemberRow
     from relay.storage.members import UserBrief as UserBriefRow
-    from relay.storage.messages import AuthorRow, MessageRow
+    from relay.storage.messages import AuthorRow, MessageRow, WebhookAuthor
     from relay.storage.moderation import BanRow
     from relay.storage.roles import RoleRow
     from relay.storage.servers import PublicServer as PublicServerRow
     from relay.storage.servers import ServerRow, ServerState
     from relay.storage.users import KeyRow, UserRow
+    from relay.storage.webhooks import WebhookRow
 
 
-class User(msgspec.Struct, frozen=True, kw_only=True):
+# `bot` (and a webhook message's author's `avatar_url`) are left out when false (null): a
+# person's user object is what it was before bots existed.
+class User(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     id: str
     username: str
     display_name: str | None
     created_at: str
+    bot: bool = False  # a bot account (relay.chat.applications)
 
 
 class Key(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,10 +61,12 @@ class Me(User, frozen=True, kw_only=True):
     keys: list[Key]
 
 
-class Author(msgspec.Struct, frozen=True, kw_only=True):
+class Author(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     id: str
     username: str
     display_name: str | None
+    bot: bool = False  # a bot, or a webhook (then id is the webhook's)
+    avatar_url: str | None = None  # a webhook message's, as given (not fetched by Relay yet)
 
 
 class Reaction(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +88,10 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     pinned: bool
     edited_at: str | None
     created_at: str
+    embeds: list[Embed]  # rich embeds, then link previews (docs/embeds.md); [] if suppressed
+    flags: int  # message flags: SUPPRESS_EMBEDS (1 << 2)
+    webhook_id: str | None = None  # set: posted by this webhook (author is who it shows as)
+    thread: str | UnsetType = UNSET  # the id of the thread started from this message
 
 
 class RepeatedMessage(Message, frozen=True, kw_only=True):
@@ -133,7 +145,7 @@ class Overwrite(msgspec.Struct, frozen=True, kw_only=True):
     deny: str
 
 
-class Role(msgspec.Struct, frozen=True, kw_only=True):
+class Role(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     id: str
     name: str
     permissions: str
@@ -141,6 +153,7 @@ class Role(msgspec.Struct, frozen=True, kw_only=True):
     position: int
     hoist: bool
     mentionable: bool
+    managed: bool = False  # a bot's role: it comes and goes with the bot, never by hand
 
 
 class Channel(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,6 +172,38 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     user_limit: int | UnsetType = UNSET  # voice channels only: members at most (0: no limit)
     e2ee_required: bool | UnsetType = UNSET  # voice channels only: only end-to-end encrypted media
     recipients: list[UserBrief] | UnsetType = UNSET  # a DM's two users (absent elsewhere)
+    owner_id: str | UnsetType = UNSET  # a thread's starter, a group DM's owner
+    thread_metadata: ThreadMetadata | UnsetType = UNSET  # threads only (docs/threads.md)
+    member_count: int | UnsetType = UNSET  # a thread's members
+
+
+class ThreadMetadata(msgspec.Struct, frozen=True, kw_only=True):
+    archived: bool
+    locked: bool
+    auto_archive_duration: int  # minutes: 60, 1440, 4320 or 10080
+    archive_timestamp: str  # when it was archived; while active, its last activity
+    starter_message_id: str | None  # the message it was started from
+
+
+class ThreadMember(msgspec.Struct, frozen=True, kw_only=True):
+    id: str  # the thread's
+    user: UserBrief
+    joined_at: str
+
+
+class ThreadMembersUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    id: str  # the thread's
+    server_id: str
+    member_count: int
+    added_members: list[ThreadMember]
+    removed_member_ids: list[str]
+
+
+class RecipientEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """CHANNEL_RECIPIENT_ADD / _REMOVE: who joined or left a group DM."""
+
+    channel_id: str
+    user: UserBrief
 
 
 class ServerWithChannels(Server, frozen=True, kw_only=True):
@@ -166,10 +211,11 @@ class ServerWithChannels(Server, frozen=True, kw_only=True):
     roles: list[Role]  # lowest first
 
 
-class UserBrief(msgspec.Struct, frozen=True, kw_only=True):
+class UserBrief(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     id: str
     username: str
     display_name: str | None
+    bot: bool = False
 
 
 class Member(msgspec.Struct, frozen=True, kw_only=True):
@@ -354,6 +400,7 @@ class Ready(msgspec.Struct, frozen=True, kw_only=True):
     read_states: list[ReadState]
     presences: list[Presence]  # of the people the user shares a server with, who are online
     voice_states: list[VoiceState] = []  # everyone in a voice channel of the user's servers
+    threads: list[Channel] = msgspec.field(default_factory=list)  # active ones the user is in
 
 
 class Resumed(msgspec.Struct, frozen=True, kw_only=True):
@@ -435,6 +482,7 @@ def role_out(r: RoleRow) -> Role:
         position=r.position,
         hoist=r.hoist,
         mentionable=r.mentionable,
+        managed=r.managed,
     )
 
 
@@ -453,7 +501,7 @@ def server_state_out(state: ServerState) -> ServerWithChannels:
 
 
 def user_brief_out(u: UserBriefRow) -> UserBrief:
-    return UserBrief(id=str(u.id), username=u.username, display_name=u.display_name)
+    return UserBrief(id=str(u.id), username=u.username, display_name=u.display_name, bot=u.bot)
 
 
 def dm_out(dm: DmRow) -> Channel:
@@ -472,6 +520,7 @@ def dm_out(dm: DmRow) -> Channel:
         permissions_synced=False,
         permission_overwrites=[],
         recipients=[user_brief_out(u) for u in dm.recipients],
+        owner_id=UNSET if dm.owner_id is None else str(dm.owner_id),
     )
 
 
@@ -575,7 +624,23 @@ def room_out(record: RoomRecord, viewer: int | None) -> Room:
 
 
 def author_out(author: AuthorRow) -> Author:
-    return Author(id=str(author.id), username=author.username, display_name=author.display_name)
+    return Author(
+        id=str(author.id),
+        username=author.username,
+        display_name=author.display_name,
+        bot=author.bot,
+    )
+
+
+def webhook_author_out(webhook: WebhookAuthor) -> Author:
+    """Who a webhook's message shows as: the webhook's id, the name it was posted with."""
+    return Author(
+        id=str(webhook.webhook_id),
+        username=webhook.username,
+        display_name=None,
+        bot=True,
+        avatar_url=webhook.avatar_url,
+    )
 
 
 def message_out(
@@ -586,7 +651,7 @@ def message_out(
         id=str(row.id),
         channel_id=str(row.channel_id),
         server_id=str(row.server_id) if row.server_id is not None else None,
-        author=author_out(row.author),
+        author=author_out(row.author) if row.webhook is None else webhook_author_out(row.webhook),
         content=row.content,
         nonce=row.nonce,
         reply_to=str(row.reply_to) if row.reply_to is not None else None,
@@ -597,6 +662,10 @@ def message_out(
         pinned=row.pinned,
         edited_at=iso(row.edited_at) if row.edited_at is not None else None,
         created_at=iso(timestamp_ms(row.id)),
+        embeds=shown(row.embeds, row.flags),
+        flags=row.flags,
+        webhook_id=str(row.webhook.webhook_id) if row.webhook is not None else None,
+        thread=UNSET if row.thread_id is None else str(row.thread_id),
     )
 
 
@@ -606,6 +675,7 @@ def user_out(user: UserRow) -> User:
         username=user.username,
         display_name=user.display_name,
         created_at=iso(user.created_at),
+        bot=bool(user.bot),
     )
 
 
@@ -615,6 +685,7 @@ def me_out(user: UserRow, keys: list[KeyRow]) -> Me:
         username=user.username,
         display_name=user.display_name,
         created_at=iso(user.created_at),
+        bot=bool(user.bot),
         has_password=user.password_hash is not None,
         keys=[key_out(k) for k in keys],
     )
@@ -623,4 +694,71 @@ def me_out(user: UserRow, keys: list[KeyRow]) -> Me:
 def key_out(key: KeyRow) -> Key:
     return Key(
         id=str(key.id), public_key=crypto.b64encode(key.public_key), created_at=iso(key.created_at)
+    )
+
+
+# -- bots and webhooks (relay.chat.applications, relay.chat.webhooks) ------------------------------
+
+
+class Application(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    owner_id: str
+    public: bool  # false: only the owner may add its bot to a server
+    bot: User
+    created_at: str
+
+
+class ApplicationWithToken(Application, frozen=True, kw_only=True):
+    """An application as created or after a token reset: the bot token, shown this once."""
+
+    token: str
+
+
+class Webhook(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    server_id: str
+    channel_id: str
+    name: str
+    creator_id: str | None  # None once the creator's account is gone
+    created_at: str
+
+
+class WebhookWithToken(Webhook, frozen=True, kw_only=True):
+    """A webhook as created or after a token reset: its token and execute URL, shown once."""
+
+    token: str
+    url: str
+
+
+class BotAdded(msgspec.Struct, frozen=True, kw_only=True):
+    member: Member
+    role: Role
+
+
+def application_out(a: ApplicationRow) -> Application:
+    return Application(
+        id=str(a.id),
+        name=a.name,
+        owner_id=str(a.owner_id),
+        public=a.public,
+        bot=User(
+            id=str(a.bot_id),
+            username=a.bot_username,
+            display_name=a.name,
+            created_at=iso(a.created_at),
+            bot=True,
+        ),
+        created_at=iso(a.created_at),
+    )
+
+
+def webhook_out(w: WebhookRow) -> Webhook:
+    return Webhook(
+        id=str(w.id),
+        server_id=str(w.server_id),
+        channel_id=str(w.channel_id),
+        name=w.name,
+        creator_id=id_or_none(w.creator_id),
+        created_at=iso(w.created_at),
     )

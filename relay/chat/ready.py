@@ -8,6 +8,7 @@ from relay.chat.dms import dm_channels
 from relay.chat.messages import read_states
 from relay.chat.objects import Presence, Ready, me_out
 from relay.chat.servers import ready_states
+from relay.chat.threads import ready_threads
 from relay.chat.voice import server_states
 
 if TYPE_CHECKING:
@@ -22,9 +23,10 @@ async def ready(
     session_id: str,
     presence_of: Callable[[int], tuple[str, str | None] | None],
 ) -> Ready | None:
-    """Who the user is, their servers with the channels they can see and the roles, DMs, read
-    states, and who among the people they share a server with is online (`presence_of`: a
-    user's status and activity, None if offline). None if the user is gone."""
+    """Who the user is, their servers with the channels they can see and the roles, DMs, the
+    active threads they are in, read states, and who among the people they share a server
+    with is online (`presence_of`: a user's status and activity, None if offline). None if
+    the user is gone."""
     user = await chat.store.read(chat.q.users.get_user, user_id)
     if user is None:
         return None
@@ -46,4 +48,5 @@ async def ready(
         read_states=await read_states(chat, user_id),
         presences=presences,
         voice_states=server_states(chat, [int(s.id) for s in servers]),
+        threads=await ready_threads(chat, user_id),
     )

@@ -9,7 +9,9 @@ older than the last change is never kept.
 
 Cost: one snapshot (roles, channels with overwrites, members' roles) per server with someone
 online; `can_view` answers from a memo per (user, channel), computed by relay.permissions on
-first use. Snapshots of servers nobody online is in are dropped (`drop`).
+first use. A thread is seen by whoever sees its parent (relay.permissions gives a thread node its
+parent's overwrites); `visible`, which diffs what a change showed or hid, leaves threads out:
+their parent's CHANNEL_* says it all. Snapshots of servers nobody online is in are dropped (`drop`).
 
 Resource handling: plain state on the Trio thread, like the hub; loads are reads in the store's
 worker threads.
@@ -67,8 +69,12 @@ class ServerView:
         return seen
 
     def visible(self, user_id: int, channel_ids: Iterable[int] | None = None) -> set[int]:
+        """The channels (threads not included) the user can see, of all or of `channel_ids`."""
+        channels = self.snapshot.server.channels
         ids = self.channel_ids() if channel_ids is None else channel_ids
-        return {c for c in ids if self.has_channel(c) and self.can_view(user_id, c)}
+        return {
+            c for c in ids if c in channels and not channels[c].thread and self.can_view(user_id, c)
+        }
 
 
 class Views:

@@ -360,7 +360,7 @@ class GatewayConnection:
                         self.chat, user_id, data.channel_id
                     )
                     new = chat_messages.new_message(
-                        user_id, channel, data.content, data.nonce, data.reply_to
+                        user_id, channel, data.content, data.nonce, data.reply_to, flags=data.flags
                     )
                     item.reply = await chat_messages.queue_post_with(
                         self.chat, new, partial(self._answered, item), item.deadline
@@ -442,7 +442,9 @@ class GatewayConnection:
 
     def _authenticate(self, token: str) -> Principal:
         try:
-            return self.rt.accounts.authenticate(f"Bearer {token}")
+            # A bot identifies with "Bot <token>", as it authenticates on REST.
+            bot = token[:4].lower() == "bot "
+            return self.rt.accounts.authenticate(token if bot else f"Bearer {token}")
         except Unauthorized as e:
             raise _Closing(Close.AUTHENTICATION_FAILED, e.code) from None
 

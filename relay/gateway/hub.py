@@ -44,6 +44,7 @@ from relay.chat.fanout import (
     MemberJoined,
     MemberLeft,
     PermissionsChanged,
+    RecipientsChanged,
     ServerDeleted,
 )
 from relay.chat.messages import created_event
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
     from relay.chat.views import ServerView, Views
     from relay.config import Settings
     from relay.gateway.session import Session
-    from relay.storage.messages import NewMessage, Posted
+    from relay.storage.messages import MessageRow, NewMessage, Posted
     from relay.storage.sqlite.db import Store
 
 log = logging.getLogger("relay.gateway")
@@ -99,6 +100,13 @@ class Hub:
         # rather than counted per delivery.
         self.ended_events = 0
         self.on_session_end: list[Callable[[Session], None]] = []  # e.g. its voice state ends
+        # Called with each new message's row right after its commit, in its channel's
+        # publisher: must not block or raise (relay.services adds link previews' `submit`).
+        self.on_created: list[Callable[[MessageRow], object]] = []
+        # Group DMs whose recipients changed since their actor loaded them: the current ones
+        # (a channel actor reads its audience once). One entry per such group DM, dropped
+        # when it is deleted.
+        self._recipients: dict[int, tuple[int, ...]] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -239,6 +247,15 @@ class Hub:
                 self.server_deleted(server_id)
             case LoginRevoked(auth_session_id):
                 self.revoke_login(auth_session_id)
+            case RecipientsChanged(channel_id, recipients):
+                # Only this channel's kept audiences are stale (a DM's is computed without
+                # awaiting, so none can be in flight).
+                for key in [k for k in self._audiences if k[0] == channel_id]:
+                    del self._audiences[key]
+                if recipients:
+                    self._recipients[channel_id] = tuple(recipients)
+                else:  # gone: nothing is sent there any more
+                    self._recipients.pop(channel_id, None)
 
     def online(self, server_id: int) -> Collection[int]:
         return self.online_members.get(server_id, ())
@@ -364,10 +381,16 @@ class Hub:
             key,
             self.store,
             self._publish,
-            created_event,
+            self._created,
             partial(self.store.read, audience.channel_audience, channel_id),
             idle_timeout_s=self.settings.actor_idle_s,
         )
+
+    def _created(self, row: MessageRow) -> ChatEvent:
+        event = created_event(row)
+        for hook in self.on_created:
+            hook(row)
+        return event
 
     async def _publish(
         self, info: audience.ChannelAudience, event: object, write_now: bool
@@ -395,7 +418,7 @@ class Hub:
         membership = self._membership
         by_user = self.by_user
         if info.server_id is None:
-            users: Iterable[int] = info.recipients
+            users: Iterable[int] = self._recipients.get(info.channel_id, info.recipients)
         else:
             users = self.online_members.get(info.server_id, ())
         wanting = [s for user_id in users for s in by_user.get(user_id, ()) if s.intents & intent]

@@ -139,6 +139,7 @@ class MessageSendData(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     content: str
     nonce: Nonce
     reply_to: IdText | None = None
+    flags: Annotated[int, msgspec.Meta(ge=0, le=(1 << 31) - 1)] = 0  # SUPPRESS_EMBEDS (4) or 0
 
 
 class MessageSend(_Frame, tag=int(Op.MESSAGE_SEND), frozen=True):

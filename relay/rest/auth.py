@@ -14,7 +14,15 @@ from relay.chat.objects import iso
 from relay.errors import NotFound
 from relay.rest import bodies
 from relay.rest.apidoc import doc
-from relay.rest.http import body, client_ip, json_response, no_content, principal
+from relay.rest.http import (
+    body,
+    client_ip,
+    json_response,
+    no_bot_header,
+    no_bots,
+    no_content,
+    principal,
+)
 
 if TYPE_CHECKING:
     from relay.accounts import Tokens
@@ -60,9 +68,10 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
         "Log in with a password",
         body=bodies.Login,
         response=bodies.LoginResult,
-        errors=("invalid_credentials", "account_disabled"),
+        errors=("invalid_credentials", "account_disabled", "bots_not_allowed"),
     )
     async def login() -> Response:
+        no_bot_header()
         data = await body(bodies.Login)
         rt.accounts.check_login_rate(data.username, client_ip())
         user, tokens = await rt.accounts.login_password(
@@ -75,8 +84,10 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
         "Get a single-use challenge to sign for a key login",
         body=bodies.ChallengeRequest,
         response=bodies.Challenge,
+        errors=("bots_not_allowed",),
     )
     async def challenge() -> Response:
+        no_bot_header()
         data = await body(bodies.ChallengeRequest)
         rt.accounts.check_login_rate(data.username, client_ip())
         raw, expires_at = await rt.accounts.challenge(data.username)
@@ -89,9 +100,10 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
         "Log in by signing a challenge with an Ed25519 key",
         body=bodies.KeyLogin,
         response=bodies.LoginResult,
-        errors=("invalid_challenge", "invalid_signature", "account_disabled"),
+        errors=("invalid_challenge", "invalid_signature", "account_disabled", "bots_not_allowed"),
     )
     async def login_key() -> Response:
+        no_bot_header()
         data = await body(bodies.KeyLogin)
         rt.accounts.check_login_rate(data.username, client_ip())
         challenge = crypto.b64decode_exact(data.challenge, 32)
@@ -115,9 +127,11 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
             "refresh_token_reused",
             "session_revoked",
             "account_disabled",
+            "bots_not_allowed",
         ),
     )
     async def refresh() -> Response:
+        no_bot_header()
         data = await body(bodies.Refresh)
         rt.accounts.check_login_rate(None, client_ip())
         _, tokens = await rt.accounts.refresh(data.refresh_token)
@@ -131,22 +145,26 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
         )
 
     @bp.post("/logout")
-    @doc("Log out: revoke this login's session")
+    @doc("Log out: revoke this login's session", errors=("bots_not_allowed",))
     async def logout() -> Response:
-        who = principal(rt)
+        who = no_bots(principal(rt))
         await rt.accounts.revoke(who.user_id, who.session_id, "logout")
         return no_content()
 
     @bp.get("/sessions")
-    @doc("List the caller's logins", response=list[objects.LoginSession])
+    @doc(
+        "List the caller's logins",
+        response=list[objects.LoginSession],
+        errors=("bots_not_allowed",),
+    )
     async def list_sessions() -> Response:
-        who = principal(rt)
+        who = no_bots(principal(rt))
         return json_response(await chat_users.logins(rt.chat, who))
 
     @bp.delete("/sessions/<session_id>")
-    @doc("Revoke one of the caller's logins", errors=("unknown_session",))
+    @doc("Revoke one of the caller's logins", errors=("unknown_session", "bots_not_allowed"))
     async def revoke_session(session_id: str) -> Response:
-        who = principal(rt)
+        who = no_bots(principal(rt))
         sid = snowflake(session_id, "session")
         if not await rt.accounts.revoke(who.user_id, sid, "revoked_by_user"):
             raise NotFound("unknown session", code="unknown_session")
@@ -168,10 +186,10 @@ def users_blueprint(rt: Runtime) -> Blueprint:
         "Change the caller's display name or password (a new password ends the other logins)",
         body=commands.UpdateMe,
         response=objects.Me,
-        errors=("unknown_user", (403, "invalid_credentials")),
+        errors=("unknown_user", (403, "invalid_credentials"), "bots_not_allowed"),
     )
     async def update_me() -> Response:
-        who = principal(rt)
+        who = no_bots(principal(rt))
         data = await body(commands.UpdateMe)
         me = await chat_users.update_me(rt.chat, rt.accounts, who, data, client_ip())
         return json_response(me)
@@ -182,10 +200,10 @@ def users_blueprint(rt: Runtime) -> Blueprint:
         body=commands.AddKey,
         response=objects.Key,
         status=201,
-        errors=("key_taken", "too_many_keys"),
+        errors=("key_taken", "too_many_keys", "bots_not_allowed"),
     )
     async def add_key() -> Response:
-        who = principal(rt)
+        who = no_bots(principal(rt))
         data = await body(commands.AddKey)
         return json_response(await chat_users.add_key(rt.chat, who.user_id, data), 201)
 

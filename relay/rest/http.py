@@ -15,7 +15,7 @@ from msgspec import Meta
 from quart import Response, g, request
 
 from relay.chat.args import field_error, id_field
-from relay.errors import BadRequest, RelayError
+from relay.errors import BadRequest, Forbidden, RelayError
 
 if TYPE_CHECKING:
     from relay.accounts import Principal
@@ -163,3 +163,17 @@ def page_args() -> tuple[int, int]:
         if not 1 <= limit <= MAX_PAGE:
             raise field_error("limit", f"must be an integer from 1 to {MAX_PAGE}")
     return after, limit
+
+
+def no_bots(who: Principal) -> Principal:
+    """Refuse a bot a route that is for people's accounts only (passwords, keys, logins)."""
+    if who.bot:
+        raise Forbidden("bots cannot use this route", code="bots_not_allowed")
+    return who
+
+
+def no_bot_header() -> None:
+    """Refuse a login or refresh sent with `Authorization: Bot ...`: bots never log in."""
+    scheme = (request.headers.get("Authorization") or "").partition(" ")[0]
+    if scheme.lower() == "bot":
+        raise Forbidden("bots cannot log in; they use their token", code="bots_not_allowed")

@@ -82,6 +82,7 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             "not_a_text_channel",
             "missing_permission",
             "timed_out",
+            "thread_locked",
             "channel_busy",
         ),
     )
@@ -95,6 +96,8 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
             data.content,
             data.nonce,
             data.reply_to,
+            embeds=data.embeds,
+            flags=data.flags,
         )
         return json_response(message, 201 if created else 200)
 
@@ -150,7 +153,13 @@ def messages_blueprint(rt: Runtime) -> Blueprint:
         who = principal(rt)
         data = await body(commands.EditMessage)
         message = await chat_messages.edit(
-            rt.chat, who.user_id, channel_id, message_id, data.content
+            rt.chat,
+            who.user_id,
+            channel_id,
+            message_id,
+            None if isinstance(data.content, UnsetType) else data.content,
+            embeds=data.embeds,
+            flags=None if isinstance(data.flags, UnsetType) else data.flags,
         )
         return json_response(message)
 

@@ -43,6 +43,12 @@ PATH_PARAMS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
     "target_id": ("the role's id, or the member's user id", ID),
     "session_id": ("the login session's id", ID),
     "room_id": ("the room's id", ID),
+    "app_id": ("the application's id", ID),
+    "webhook_id": ("the webhook's id", ID),
+    "token": (
+        "the webhook's token",
+        {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"^[A-Za-z0-9_-]+$"},
+    ),
     "code": ("the invite's code", {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,32}$"}),
     "emoji": (
         "one emoji, URL-encoded",
@@ -50,7 +56,13 @@ PATH_PARAMS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
     ),
 }
 _ARGUMENT = re.compile(r"<(?:([^<>:]+):)?([^<>]+)>")
-_AUTH_ERRORS = ("missing_token", "invalid_token", "token_expired", "session_revoked")
+_AUTH_ERRORS = (
+    "missing_token",
+    "invalid_token",
+    "token_expired",
+    "session_revoked",
+    "invalid_bot_token",
+)
 _RATE_HEADERS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
     "Retry-After": ("seconds to wait", {"type": "integer", "minimum": 1}),
     "X-RateLimit-Limit": ("the refusing limit's size", {"type": "integer"}),
@@ -131,7 +143,8 @@ def document(
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
-                    "description": "an access token from POST /v1/api/auth/login",
+                    "description": "an access token from POST /v1/api/auth/login; a bot sends "
+                    "`Authorization: Bot <token>` instead (docs/bots.md)",
                 }
             },
         },

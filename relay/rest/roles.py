@@ -154,6 +154,7 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
         errors=(
             "unknown_channel",
             "dm_channel",
+            "thread_channel",
             "unknown_role",
             "unknown_member",
             "missing_permission",
@@ -169,7 +170,13 @@ def roles_blueprint(rt: Runtime) -> Blueprint:
     @bp.delete("/channels/<channel_id>/permissions/<target_id>")
     @doc(
         "Delete a channel's overwrite (MANAGE_ROLES)",
-        errors=("unknown_channel", "dm_channel", "unknown_overwrite", "missing_permission"),
+        errors=(
+            "unknown_channel",
+            "dm_channel",
+            "thread_channel",
+            "unknown_overwrite",
+            "missing_permission",
+        ),
     )
     async def delete_overwrite(channel_id: str, target_id: str) -> Response:
         who = principal(rt)

@@ -16,6 +16,7 @@ from relay.rest.http import (
     audit_reason,
     body,
     json_response,
+    no_bots,
     no_content,
     optional_body,
     page_args,
@@ -84,10 +85,10 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
         "Join a public server without an invite",
         response=objects.ServerWithChannels,
         status=JOINED,
-        errors=("unknown_server", "banned", "too_many_servers_joined"),
+        errors=("unknown_server", "banned", "too_many_servers_joined", "bots_not_allowed"),
     )
     async def join_public(server_id: str) -> Response:
-        who = principal(rt)
+        who = no_bots(principal(rt))  # a bot joins only when added (POST /servers/{id}/bots)
         return joined_response(await servers.join_public(rt.chat, who.user_id, server_id))
 
     @bp.get("/servers/<server_id>")
@@ -174,10 +175,17 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
 
     @bp.patch("/channels/<channel_id>")
     @doc(
-        "Change a channel (MANAGE_CHANNELS; MANAGE_ROLES too to resync its overwrites)",
+        "Change a channel (MANAGE_CHANNELS; MANAGE_ROLES too to resync its overwrites); a"
+        " thread (MANAGE_THREADS, or its starter); a group DM's name (any recipient)",
         body=commands.UpdateChannel,
         response=objects.Channel,
-        errors=("unknown_channel", "dm_channel", "missing_permission"),
+        errors=(
+            "unknown_channel",
+            "dm_channel",
+            "missing_permission",
+            "thread_locked",
+            "invalid_field",
+        ),
     )
     async def update_channel(channel_id: str) -> Response:
         who = principal(rt)
@@ -187,7 +195,7 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
 
     @bp.delete("/channels/<channel_id>")
     @doc(
-        "Delete a channel (MANAGE_CHANNELS)",
+        "Delete a channel (MANAGE_CHANNELS), a thread (MANAGE_THREADS), or leave a group DM",
         errors=("unknown_channel", "dm_channel", "missing_permission"),
     )
     async def delete_channel(channel_id: str) -> Response:
@@ -242,10 +250,11 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
             "invite_exhausted",
             "banned",
             "too_many_servers_joined",
+            "bots_not_allowed",
         ),
     )
     async def join(code: str) -> Response:
-        who = principal(rt)
+        who = no_bots(principal(rt))  # a bot joins only when added (POST /servers/{id}/bots)
         return joined_response(await invites.use(rt.chat, who.user_id, code))
 
     @bp.delete("/invites/<code>")
@@ -283,11 +292,12 @@ def servers_blueprint(rt: Runtime) -> Blueprint:
 
     @bp.post("/users/@me/channels")
     @doc(
-        "Open the DM channel with a user who shares a server with the caller",
+        "Open the DM channel with a user who shares a server with the caller, or make a group"
+        " DM with 2 to 9 of them",
         body=commands.OpenDm,
         response=objects.Channel,
         status={201: "opened", 200: "the two users had one already"},
-        errors=("cannot_dm_self", "unknown_user", "no_shared_server"),
+        errors=("cannot_dm_self", "unknown_user", "no_shared_server", "invalid_field"),
     )
     async def open_dm() -> Response:
         who = principal(rt)

@@ -128,14 +128,18 @@ def channel_nodes(
     named and their categories."""
     if channel_ids is None:
         rows = db.execute(
-            "SELECT id, parent_id, permissions_synced FROM channels WHERE server_id = ?",
+            "SELECT id, parent_id, permissions_synced, type FROM channels WHERE server_id = ?",
             (server_id,),
         ).fetchall()
     else:
+        # The named, their parents, and their parents' parents (a thread's text channel's
+        # category).
+        named = "SELECT value FROM json_each(?2)"
+        up = f"SELECT parent_id FROM channels WHERE id IN ({named})"
         rows = db.execute(
-            "SELECT id, parent_id, permissions_synced FROM channels WHERE server_id = ?1 AND ("
-            " id IN (SELECT value FROM json_each(?2)) OR id IN (SELECT parent_id FROM channels"
-            "  WHERE id IN (SELECT value FROM json_each(?2))))",
+            "SELECT id, parent_id, permissions_synced, type FROM channels WHERE server_id = ?1"
+            f" AND (id IN ({named}) OR id IN ({up})"
+            f"  OR id IN (SELECT parent_id FROM channels WHERE id IN ({up})))",
             (server_id, _ids(channel_ids)),
         ).fetchall()
     if not rows:
@@ -147,7 +151,10 @@ def channel_nodes(
         (_ids(found),),
     ):
         found[channel_id].append(Overwrite(target_id, kind, allow, deny))
-    return {r[0]: ChannelNode(r[0], r[1], bool(r[2]), tuple(found[r[0]])) for r in rows}
+    return {
+        r[0]: ChannelNode(r[0], r[1], bool(r[2]), tuple(found[r[0]]), r[3] == "thread")
+        for r in rows
+    }
 
 
 def server_perms(
@@ -267,7 +274,7 @@ def accesses_of(db: Database, user_id: int, now: int | None = None) -> dict[int,
     ):
         held.setdefault(server_id, set()).add(role_id)
     channel_rows = db.execute(
-        f"SELECT c.id, c.server_id, c.parent_id, c.permissions_synced FROM channels c"
+        f"SELECT c.id, c.server_id, c.parent_id, c.permissions_synced, c.type FROM channels c"
         f" {mine.format('c')}",
         (user_id,),
     ).fetchall()
@@ -280,9 +287,11 @@ def accesses_of(db: Database, user_id: int, now: int | None = None) -> dict[int,
     ):
         found[channel_id].append(Overwrite(target_id, kind, allow, deny))
     nodes: dict[int, dict[int, ChannelNode]] = {s[0]: {} for s in servers}
-    for channel_id, server_id, parent_id, synced in channel_rows:
+    for channel_id, server_id, parent_id, synced, kind in channel_rows:
         overwrites = tuple(found[channel_id])
-        nodes[server_id][channel_id] = ChannelNode(channel_id, parent_id, bool(synced), overwrites)
+        nodes[server_id][channel_id] = ChannelNode(
+            channel_id, parent_id, bool(synced), overwrites, kind == "thread"
+        )
     accesses: dict[int, Access] = {}
     for server_id, owner_id, until in servers:
         timed_out = until is not None and until > current

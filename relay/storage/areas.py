@@ -10,13 +10,15 @@ return the same row Structs. The chat layer reaches storage only through an `Are
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from relay.storage import (
+    applications,
     audience,
     audit,
     channels,
     dms,
+    group_dms,
     invites,
     members,
     messages,
@@ -24,8 +26,10 @@ from relay.storage import (
     overwrites,
     roles,
     servers,
+    threads,
     users,
     voice,
+    webhooks,
 )
 
 if TYPE_CHECKING:
@@ -35,18 +39,22 @@ if TYPE_CHECKING:
     from sqlite_utils import Database
 
     from relay.permissions import Overwrite
+    from relay.storage.applications import ApplicationRow, BotAdded, BotRemoved, BotToken
     from relay.storage.audience import ChannelAudience, ServerSnapshot, VisibleChannel
     from relay.storage.audit import AuditEntry
     from relay.storage.channels import ChannelRow
     from relay.storage.dms import DmOpened, DmRow
+    from relay.storage.group_dms import Left
     from relay.storage.invites import InvitePreview, InviteRow
     from relay.storage.members import Joined, MemberRow
     from relay.storage.messages import AuthorRow, MessageRow, NewMessage, Posted, ReadStateRow
     from relay.storage.moderation import Banned, BanRow
     from relay.storage.roles import RoleRow
     from relay.storage.servers import PublicServer, ServerListing, ServerRow, ServerState
+    from relay.storage.threads import ThreadMemberRow, ThreadRow
     from relay.storage.users import KeyRow, Rotated, SessionRow, UserListing, UserRow
     from relay.storage.voice import VoiceChannel
+    from relay.storage.webhooks import WebhookRow, WebhookSecret
 
 
 class Audience(Protocol):
@@ -222,6 +230,9 @@ class Messages(Protocol):
         reply_to: int | None,
         mention_ids: list[int],
         now_ms: int,
+        *,
+        embeds: str | None = ...,
+        flags: int = ...,
     ) -> tuple[MessageRow, bool]: ...
 
     def edit(
@@ -230,10 +241,24 @@ class Messages(Protocol):
         channel_id: int,
         message_id: int,
         editor_id: int,
-        content: str,
+        content: str | None,
         mention_ids: list[int],
         now_ms: int,
+        *,
+        embeds: str | UnsetType | None = ...,
+        flags: int | None = ...,
     ) -> MessageRow: ...
+
+    def set_fetched_embeds(
+        self,
+        db: Database,
+        channel_id: int,
+        message_id: int,
+        content: str,
+        rich_before: list[Any],
+        rich_after: list[Any],
+        links: list[Any],
+    ) -> MessageRow | None: ...
 
     def delete(
         self, db: Database, channel_id: int, message_id: int, user_id: int, reason: str | None = ...
@@ -576,6 +601,215 @@ class Voice(Protocol):
     def is_member(self, db: Database, server_id: int, user_id: int) -> bool: ...
 
 
+class Applications(Protocol):
+    """Applications (bot accounts) and adding bots to servers (SQLite:
+    relay.storage.applications)."""
+
+    def get_application(self, db: Database, app_id: int) -> ApplicationRow | None: ...
+
+    def owned(self, db: Database, app_id: int, owner_id: int) -> ApplicationRow: ...
+
+    def list_applications(self, db: Database, owner_id: int) -> list[ApplicationRow]: ...
+
+    def create_application(
+        self,
+        db: Database,
+        app_id: int,
+        bot_id: int,
+        owner_id: int,
+        name: str,
+        usernames: list[str],
+        token_hash: bytes,
+        token_id: int,
+        now_ms: int,
+        max_applications: int,
+    ) -> ApplicationRow: ...
+
+    def update_application(
+        self,
+        db: Database,
+        app_id: int,
+        owner_id: int,
+        now_ms: int,
+        *,
+        name: str | None = ...,
+        public: bool | None = ...,
+    ) -> ApplicationRow: ...
+
+    def reset_token(
+        self, db: Database, app_id: int, owner_id: int, token_hash: bytes, token_id: int
+    ) -> tuple[ApplicationRow, int]: ...
+
+    def delete_application(
+        self, db: Database, app_id: int, owner_id: int, now_ms: int
+    ) -> BotRemoved: ...
+
+    def bot_tokens(self, db: Database) -> list[BotToken]: ...
+
+    def disabled_bots(self, db: Database) -> list[int]: ...
+
+    def add_bot(
+        self,
+        db: Database,
+        server_id: int,
+        user_id: int,
+        app_id: int,
+        role_id: int,
+        permissions: int,
+        now_ms: int,
+        *,
+        max_joined: int,
+        max_roles: int,
+        reason: str | None = ...,
+    ) -> BotAdded: ...
+
+
+class Webhooks(Protocol):
+    """Incoming webhooks (SQLite: relay.storage.webhooks)."""
+
+    def create_webhook(
+        self,
+        db: Database,
+        webhook_id: int,
+        channel_id: int,
+        user_id: int,
+        name: str,
+        token_hash: bytes,
+        now_ms: int,
+        max_per_channel: int,
+        reason: str | None = ...,
+    ) -> WebhookRow: ...
+
+    def channel_webhooks(self, db: Database, channel_id: int, user_id: int) -> list[WebhookRow]: ...
+
+    def server_webhooks(self, db: Database, server_id: int, user_id: int) -> list[WebhookRow]: ...
+
+    def get_webhook(self, db: Database, webhook_id: int, user_id: int) -> WebhookRow: ...
+
+    def update_webhook(
+        self,
+        db: Database,
+        webhook_id: int,
+        user_id: int,
+        now_ms: int,
+        *,
+        name: str | None = ...,
+        channel_id: int | None = ...,
+        reason: str | None = ...,
+    ) -> WebhookRow: ...
+
+    def delete_webhook(
+        self, db: Database, webhook_id: int, user_id: int, reason: str | None = ...
+    ) -> WebhookRow: ...
+
+    def reset_webhook_token(
+        self, db: Database, webhook_id: int, user_id: int, token_hash: bytes
+    ) -> WebhookRow: ...
+
+    def webhook_secret(self, db: Database, webhook_id: int) -> WebhookSecret | None: ...
+
+
+class GroupDms(Protocol):
+    """Group DM channels (SQLite: relay.storage.group_dms)."""
+
+    def create_group_dm(
+        self,
+        db: Database,
+        channel_id: int,
+        owner_id: int,
+        recipient_ids: list[int],
+        name: str | None,
+        now_ms: int,
+        max_recipients: int,
+    ) -> DmRow: ...
+
+    def rename(
+        self, db: Database, channel_id: int, user_id: int, name: str | None
+    ) -> tuple[DmRow, DmRow]: ...
+
+    def add_recipient(
+        self, db: Database, channel_id: int, owner_id: int, user_id: int, max_recipients: int
+    ) -> DmRow | None: ...
+
+    def remove_recipient(
+        self, db: Database, channel_id: int, owner_id: int, user_id: int
+    ) -> Left: ...
+
+    def leave(self, db: Database, channel_id: int, user_id: int) -> Left: ...
+
+
+class Threads(Protocol):
+    """Threads and their members (SQLite: relay.storage.threads)."""
+
+    def get_thread(self, db: Database, thread_id: int, now_ms: int) -> ThreadRow | None: ...
+
+    def create_thread(
+        self,
+        db: Database,
+        thread_id: int,
+        parent_id: int,
+        user_id: int,
+        *,
+        name: str,
+        auto_archive: int,
+        message_id: int | None,
+        now_ms: int,
+        max_threads: int,
+    ) -> ThreadRow: ...
+
+    def update_thread(
+        self,
+        db: Database,
+        thread_id: int,
+        user_id: int,
+        *,
+        name: str | None,
+        archived: bool | None,
+        locked: bool | None,
+        auto_archive: int | None,
+        now_ms: int,
+        reason: str | None = ...,
+    ) -> tuple[ThreadRow, ThreadRow]: ...
+
+    def post_state(
+        self, db: Database, thread_id: int, user_id: int, now_ms: int
+    ) -> tuple[bool, bool]: ...
+
+    def before_post(
+        self, db: Database, thread_id: int, user_id: int, now_ms: int
+    ) -> tuple[bool, bool]: ...
+
+    def delete_thread(
+        self, db: Database, thread_id: int, user_id: int, now_ms: int, reason: str | None = ...
+    ) -> ThreadRow: ...
+
+    def list_threads(
+        self,
+        db: Database,
+        parent_id: int,
+        user_id: int,
+        *,
+        archived: bool,
+        now_ms: int,
+        before: int | None = ...,
+        limit: int = ...,
+    ) -> list[ThreadRow]: ...
+
+    def active_threads_of(self, db: Database, user_id: int, now_ms: int) -> list[ThreadRow]: ...
+
+    def member_of(self, db: Database, thread_id: int, user_id: int) -> ThreadMemberRow | None: ...
+
+    def add_member(
+        self, db: Database, thread_id: int, actor_id: int, user_id: int, now_ms: int
+    ) -> ThreadMemberRow | None: ...
+
+    def remove_member(self, db: Database, thread_id: int, actor_id: int, user_id: int) -> bool: ...
+
+    def list_members(self, db: Database, thread_id: int, user_id: int) -> list[ThreadMemberRow]: ...
+
+    def member_ids(self, db: Database, thread_id: int) -> list[int]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Areas:
     """One implementation of every area."""
@@ -593,6 +827,10 @@ class Areas:
     servers: Servers
     users: Users
     voice: Voice
+    applications: Applications
+    webhooks: Webhooks
+    group_dms: GroupDms
+    threads: Threads
 
 
 SQLITE = Areas(
@@ -609,4 +847,8 @@ SQLITE = Areas(
     servers=servers,
     users=users,
     voice=voice,
+    applications=applications,
+    webhooks=webhooks,
+    group_dms=group_dms,
+    threads=threads,
 )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from relay import permissions as perms
+from relay.errors import Forbidden
 from relay.storage.access import Access, missing_permission, server_access, server_perms
 from relay.storage.sqlite.writecache import cached
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 class ChannelAudience(msgspec.Struct, frozen=True):
     channel_id: int
     server_id: int | None  # None for a DM channel
-    recipients: list[int]  # a DM's two users; empty for server channels
+    recipients: list[int]  # a DM's users (group DMs: as when loaded); empty for server channels
 
 
 def channel_audience(db: Database, channel_id: int) -> ChannelAudience | None:
@@ -27,7 +28,7 @@ def channel_audience(db: Database, channel_id: int) -> ChannelAudience | None:
     if row is None:
         return None
     recipients: list[int] = []
-    if row[1] == "dm":
+    if row[1] in ("dm", "group_dm"):
         recipients = [
             r[0]
             for r in db.execute(
@@ -51,17 +52,20 @@ def member_ids_of(db: Database, server_id: int) -> list[int]:
 class VisibleChannel(msgspec.Struct, frozen=True):
     id: int
     server_id: int | None
-    type: str  # text | voice | category | dm
+    type: str  # text | voice | category | dm | thread | group_dm
     owner_id: int | None  # the server's owner; None for DMs
     permissions: int  # the viewer's, in this channel (relay.permissions.DM in a DM)
     rate_limit_per_user: int  # slowmode, seconds between one member's messages; 0: off
     access: Access | None  # the viewer's standing in the server; None in a DM
+    parent_id: int | None = None  # a thread's text channel (its permissions are that one's)
 
     def require(self, need: int) -> int:
         """The viewer's permissions here if they include `need`; else Forbidden naming it."""
         lacking = perms.missing(self.permissions, need)
         if not lacking:
             return self.permissions
+        if self.type == "thread" and lacking == perms.P.SEND_MESSAGES:
+            raise thread_send_refused(self)
         if self.access is not None:
             self.access.require(need, self.id)  # raises, telling a timeout from a missing bit
         raise missing_permission(lacking)
@@ -76,7 +80,7 @@ def visible_channel(
     row = cached(db, ("channel", channel_id), lambda: _channel_row(db, channel_id))
     if row is None:
         return None
-    cid, server_id, kind, owner_id, slowmode = row
+    cid, server_id, kind, owner_id, slowmode, parent_id, locked = row
     if server_id is None:
         if not cached(db, ("dm", cid, user_id), lambda: _dm_recipient(db, cid, user_id)):
             return None
@@ -87,18 +91,38 @@ def visible_channel(
     permissions = access.permissions(cid)
     if not permissions & perms.VIEW:
         return None
-    return VisibleChannel(cid, server_id, kind, owner_id, permissions, slowmode, access)
+    if kind != "thread":
+        return VisibleChannel(cid, server_id, kind, owner_id, permissions, slowmode, access)
+    # In a thread SEND_MESSAGES_IN_THREADS stands for SEND_MESSAGES (so every message path
+    # checks the right bit), and a locked thread takes messages only from MANAGE_THREADS.
+    can_send = bool(permissions & perms.P.SEND_MESSAGES_IN_THREADS) and (
+        not locked or bool(permissions & perms.P.MANAGE_THREADS)
+    )
+    permissions = (permissions & ~perms.P.SEND_MESSAGES) | (perms.P.SEND_MESSAGES * can_send)
+    return VisibleChannel(
+        cid, server_id, kind, owner_id, int(permissions), slowmode, access, parent_id
+    )
+
+
+def thread_send_refused(channel: VisibleChannel) -> Forbidden:
+    """Why the viewer may not post in a thread: it is locked, or SEND_MESSAGES_IN_THREADS."""
+    raw = channel.access.permissions(channel.id) if channel.access is not None else 0
+    if raw & perms.P.SEND_MESSAGES_IN_THREADS:
+        return Forbidden("this thread is locked", code="thread_locked")
+    if channel.access is not None:
+        channel.access.require(perms.P.SEND_MESSAGES_IN_THREADS, channel.id)
+    return missing_permission(perms.P.SEND_MESSAGES_IN_THREADS)
 
 
 def _channel_row(
     db: Database, channel_id: int
-) -> tuple[int, int | None, str, int | None, int] | None:
+) -> tuple[int, int | None, str, int | None, int, int | None, bool] | None:
     row = db.execute(
-        "SELECT c.id, c.server_id, c.type, s.owner_id, c.rate_limit_per_user FROM channels c"
-        " LEFT JOIN servers s ON s.id = c.server_id WHERE c.id = ?",
+        "SELECT c.id, c.server_id, c.type, s.owner_id, c.rate_limit_per_user, c.parent_id,"
+        " c.locked FROM channels c LEFT JOIN servers s ON s.id = c.server_id WHERE c.id = ?",
         (channel_id,),
     ).fetchone()
-    return None if row is None else tuple(row)
+    return None if row is None else (*row[:6], bool(row[6]))
 
 
 def _dm_recipient(db: Database, channel_id: int, user_id: int) -> bool:

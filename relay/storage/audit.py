@@ -43,6 +43,13 @@ ACTIONS = frozenset(
         "message_bulk_delete",
         "message_pin",
         "message_unpin",
+        "bot_add",
+        "webhook_create",
+        "webhook_update",
+        "webhook_delete",
+        "thread_create",
+        "thread_update",
+        "thread_delete",
     }
 )
 

@@ -137,7 +137,12 @@ def _field(field: str, reason: str) -> BadRequest:
 
 
 def list_channels(db: Database, server_id: int) -> list[ChannelRow]:
-    return channels_where(db, "WHERE c.server_id = ? ORDER BY c.position, c.id", (server_id,))
+    """The server's channels, threads not included (relay.storage.threads lists those)."""
+    return channels_where(
+        db,
+        "WHERE c.server_id = ? AND c.type != 'thread' ORDER BY c.position, c.id",
+        (server_id,),
+    )
 
 
 def channels_for(db: Database, server_id: int, user_id: int) -> list[ChannelRow]:
@@ -202,7 +207,9 @@ def create_channel(
     if permission_overwrites is not None:
         actor.require(P.MANAGE_ROLES)
         _check_overwrite_targets(db, actor, server_id, permission_overwrites)
-    count = db.execute("SELECT count(*) FROM channels WHERE server_id = ?", (server_id,))
+    count = db.execute(
+        "SELECT count(*) FROM channels WHERE server_id = ? AND type != 'thread'", (server_id,)
+    )
     if count.fetchone()[0] >= max_channels:
         raise Unprocessable(
             f"a server has at most {max_channels} channels", code="too_many_channels"
@@ -211,7 +218,8 @@ def create_channel(
         _check_parent(db, actor, parent_id)
     if position is None:
         last = db.execute(
-            "SELECT max(position) FROM channels WHERE server_id = ?", (server_id,)
+            "SELECT max(position) FROM channels WHERE server_id = ? AND type != 'thread'",
+            (server_id,),
         ).fetchone()[0]
         position = 0 if last is None else last + 1
     synced = parent_id is not None and permission_overwrites is None
@@ -343,6 +351,9 @@ def delete_channel(
     children = [
         r[0] for r in db.execute("SELECT id FROM channels WHERE parent_id = ?", (channel_id,))
     ]
+    # Its threads go with it (their messages cascade); the rest lose their category.
+    db.execute("DELETE FROM channels WHERE parent_id = ? AND type = 'thread'", (channel_id,))
+    children = [c for c in children if get_channel(db, c) is not None]
     for child in children:
         overwrites.unsync(db, child)
     db.execute("DELETE FROM channels WHERE id = ?", (channel_id,))

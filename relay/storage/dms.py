@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 class DmRow(msgspec.Struct, frozen=True):
     channel: ChannelRow
-    recipients: list[UserBrief]  # both users, by id
+    recipients: list[UserBrief]  # both users (a group DM's: all of them), by id
+    owner_id: int | None = None  # a group DM's owner (relay.storage.group_dms)
 
 
 class DmOpened(msgspec.Struct, frozen=True):
@@ -39,18 +40,20 @@ def dm_key(a: int, b: int) -> str:
 def _recipients(db: Database, where: str, params: tuple[Any, ...]) -> dict[int, list[UserBrief]]:
     """Recipients of the DM channels `where` selects (a condition on `r`), by channel."""
     rows = db.execute(
-        "SELECT r.channel_id, u.id, u.username, u.display_name FROM dm_recipients r"
+        "SELECT r.channel_id, u.id, u.username, u.display_name, u.bot FROM dm_recipients r"
         f" JOIN users u ON u.id = r.user_id WHERE {where} ORDER BY r.channel_id, u.id",
         params,
     )
     found: dict[int, list[UserBrief]] = {}
-    for channel_id, uid, username, display_name in rows.fetchall():
-        found.setdefault(channel_id, []).append(UserBrief(uid, username, display_name))
+    for channel_id, uid, username, display_name, bot in rows.fetchall():
+        found.setdefault(channel_id, []).append(UserBrief(uid, username, display_name, bool(bot)))
     return found
 
 
 def _dm(db: Database, channel: ChannelRow) -> DmRow:
-    return DmRow(channel, _recipients(db, "r.channel_id = ?", (channel.id,)).get(channel.id, []))
+    recipients = _recipients(db, "r.channel_id = ?", (channel.id,)).get(channel.id, [])
+    owner = db.execute("SELECT owner_id FROM channels WHERE id = ?", (channel.id,)).fetchone()
+    return DmRow(channel, recipients, owner[0] if owner is not None else None)
 
 
 def open_dm(
@@ -89,7 +92,8 @@ def open_dm(
 
 
 def dms_of(db: Database, user_id: int) -> list[DmRow]:
-    """Every DM channel of a user with its recipients, in two queries (for READY)."""
+    """Every DM channel (group DMs too) of a user with its recipients, in three queries (for
+    READY)."""
     channels = channels_where(
         db,
         "JOIN dm_recipients r ON r.channel_id = c.id WHERE r.user_id = ? ORDER BY c.id",
@@ -98,7 +102,14 @@ def dms_of(db: Database, user_id: int) -> list[DmRow]:
     recipients = _recipients(
         db, "r.channel_id IN (SELECT channel_id FROM dm_recipients WHERE user_id = ?)", (user_id,)
     )
-    return [DmRow(c, recipients.get(c.id, [])) for c in channels]
+    owners = dict(
+        db.execute(
+            "SELECT c.id, c.owner_id FROM dm_recipients r JOIN channels c ON c.id = r.channel_id"
+            " WHERE r.user_id = ? AND c.type = 'group_dm'",
+            (user_id,),
+        ).fetchall()
+    )
+    return [DmRow(c, recipients.get(c.id, []), owners.get(c.id)) for c in channels]
 
 
 def channel_for(db: Database, channel_id: int, user_id: int) -> ChannelRow | DmRow | None:
@@ -108,6 +119,6 @@ def channel_for(db: Database, channel_id: int, user_id: int) -> ChannelRow | DmR
     channel = get_channel(db, channel_id)
     if channel is None:
         return None
-    if channel.type == "dm":
+    if channel.type in ("dm", "group_dm"):
         return _dm(db, channel)
     return channel

@@ -32,6 +32,7 @@ class UserBrief(msgspec.Struct, frozen=True):
     id: int
     username: str
     display_name: str | None
+    bot: bool = False
 
 
 class MemberRow(msgspec.Struct, frozen=True):
@@ -41,6 +42,7 @@ class MemberRow(msgspec.Struct, frozen=True):
     joined_at: int
     roles: list[int] = msgspec.field(default_factory=list)  # without @everyone, ascending
     communication_disabled_until: int | None = None  # a timeout (may have ended already)
+    managed_role: int | None = None  # a bot's: its managed role, which goes when it leaves
 
 
 class Joined(msgspec.Struct, frozen=True):
@@ -51,15 +53,15 @@ class Joined(msgspec.Struct, frozen=True):
 
 _MEMBER = (
     "m.server_id, m.user_id, u.username, u.display_name, m.nickname, m.joined_at,"
-    " m.communication_disabled_until"
+    " m.communication_disabled_until, u.bot, CASE WHEN u.bot THEN (SELECT r.id FROM roles r"
+    "  WHERE r.server_id = m.server_id AND r.managed_by = m.user_id) END"
 )
 
 
 def _member(row: tuple[Any, ...], roles: list[int]) -> MemberRow:
-    server_id, user_id, username, display_name, nickname, joined_at, until = row
-    return MemberRow(
-        server_id, UserBrief(user_id, username, display_name), nickname, joined_at, roles, until
-    )
+    server_id, user_id, username, display_name, nickname, joined_at, until, bot, managed = row
+    user = UserBrief(user_id, username, display_name, bool(bot))
+    return MemberRow(server_id, user, nickname, joined_at, roles, until, managed)
 
 
 def banned() -> Forbidden:

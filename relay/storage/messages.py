@@ -18,6 +18,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from relay.errors import BadRequest, Forbidden, NotFound, RateLimited, Unprocessable
 from relay.ids import EPOCH_MS, SEQUENCE_BITS, WORKER_BITS, parse_id, timestamp_ms
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
     from sqlite_utils import Database
 
-TEXT_TYPES = frozenset({"text", "dm"})  # the channel types that take messages
+TEXT_TYPES = frozenset({"text", "dm", "thread", "group_dm"})  # the channel types that take messages
 NONCE_WINDOW_MS = 10 * 60 * 1000  # a nonce repeated by its author within this returns the first
 # The dedup lookup. Left to itself the planner took messages_author (author, channel, id) for the
 # ORDER BY and checked the nonce row by row: every post scanned its author's last ten minutes in
@@ -45,6 +46,7 @@ NONCE_SQL = (
 )
 MAX_MENTIONS = 100  # mentions stored per message
 MAX_REACTION_EMOJI = 20  # distinct emoji per message
+SUPPRESS_EMBEDS = 1 << 2  # message flag (Discord's): no embeds shown, no link previews made
 MAX_ID = (1 << 63) - 1  # SQLite's largest INTEGER; no snowflake reaches it
 _MENTION = re.compile(r"<@([0-9]{1,20})>")  # ASCII digits only: \d would take other scripts'
 
@@ -53,6 +55,16 @@ class AuthorRow(msgspec.Struct, frozen=True):
     id: int
     username: str
     display_name: str | None
+    bot: bool = False
+
+
+class WebhookAuthor(msgspec.Struct, frozen=True):
+    """Who a webhook's message shows as: the webhook, with the name and avatar URL it was
+    posted with (the webhook's name, or the message's override)."""
+
+    webhook_id: int
+    username: str
+    avatar_url: str | None
 
 
 class ReactionCount(msgspec.Struct, frozen=True):
@@ -73,6 +85,10 @@ class MessageRow(msgspec.Struct, frozen=True):
     mentions: list[int]  # ascending
     reactions: list[ReactionCount]  # in the order each emoji was first used
     pinned: bool = False
+    embeds: str | None = None  # JSON array of embed objects (relay.chat.embeds), or None
+    flags: int = 0  # message flags (SUPPRESS_EMBEDS)
+    webhook: WebhookAuthor | None = None  # a webhook's message: who it shows as
+    thread_id: int | None = None  # the thread started from it
 
 
 class ReadStateRow(msgspec.Struct, frozen=True):
@@ -103,8 +119,11 @@ def first_id_at(ms: int) -> int:
 _SELECT = (
     "SELECT m.id, m.channel_id, c.server_id, m.author_id, u.username, u.display_name,"
     " m.content, m.nonce, m.reply_to, m.edited_at,"
-    " EXISTS (SELECT 1 FROM pins p WHERE p.message_id = m.id)"
+    " EXISTS (SELECT 1 FROM pins p WHERE p.message_id = m.id), m.embeds, m.flags,"
+    " u.bot, w.webhook_id, w.username, w.avatar_url,"
+    " (SELECT t.id FROM channels t WHERE t.starter_message_id = m.id)"
     " FROM messages m JOIN users u ON u.id = m.author_id JOIN channels c ON c.id = m.channel_id"
+    " LEFT JOIN webhook_messages w ON u.bot AND w.message_id = m.id"
 )
 
 
@@ -133,7 +152,7 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
             id=row[0],
             channel_id=row[1],
             server_id=row[2],
-            author=AuthorRow(row[3], row[4], row[5]),
+            author=AuthorRow(row[3], row[4], row[5], bool(row[13])),
             content=row[6],
             nonce=row[7],
             reply_to=row[8],
@@ -141,6 +160,10 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
             mentions=mentions.get(row[0], []),
             reactions=reactions.get(row[0], []),
             pinned=bool(row[10]),
+            embeds=row[11],
+            flags=row[12],
+            webhook=WebhookAuthor(row[14], row[15], row[16]) if row[14] is not None else None,
+            thread_id=row[17],
         )
         for row in rows
     ]
@@ -289,6 +312,11 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
     reply_to: int | None
     mentions: list[int]
     now_ms: int
+    embeds: str | None = None  # checked JSON (relay.chat.embeds)
+    flags: int = 0
+    # A webhook's message (author_id is the webhook's id): written by `post_as_webhook`, the
+    # token having been checked by the caller.
+    webhook: WebhookAuthor | None = None
 
 
 class Posted(msgspec.Struct, frozen=True):
@@ -301,6 +329,8 @@ class Posted(msgspec.Struct, frozen=True):
 
 def post(db: Database, message_id: int, new: NewMessage) -> Posted:
     """`create` for a `NewMessage` (the channel actor's write)."""
+    if new.webhook is not None:
+        return Posted(post_as_webhook(db, message_id, new, new.webhook), True)
     row, created = create(
         db,
         message_id,
@@ -311,6 +341,8 @@ def post(db: Database, message_id: int, new: NewMessage) -> Posted:
         new.reply_to,
         new.mentions,
         new.now_ms,
+        embeds=new.embeds,
+        flags=new.flags,
     )
     return Posted(row, created)
 
@@ -325,6 +357,9 @@ def create(
     reply_to: int | None,
     mention_ids: list[int],
     now_ms: int,
+    *,
+    embeds: str | None = None,
+    flags: int = 0,
 ) -> tuple[MessageRow, bool]:
     """Store a message and return it with True; or, if the author sent the same nonce to this
     channel within NONCE_WINDOW_MS, return that message with False and store nothing.
@@ -336,12 +371,12 @@ def create(
 
     Raises NotFound("unknown_channel"), Forbidden("missing_permission" | "timed_out"),
     BadRequest("not_a_text_channel" | "invalid_field" for a reply_to that is not a message of
-    this channel), RateLimited("slowmode").
+    this channel), RateLimited("slowmode"). `embeds` need EMBED_LINKS (403 otherwise).
     """
     channel = _seen(db, channel_id, author_id)
     if channel.type not in TEXT_TYPES:
         raise BadRequest("this channel does not take messages", code="not_a_text_channel")
-    allowed = channel.require(P.SEND_MESSAGES)
+    allowed = channel.require(P.SEND_MESSAGES | (P.EMBED_LINKS if embeds else 0))
     if nonce is not None:
         row = db.execute(
             NONCE_SQL, (author_id, nonce, channel_id, first_id_at(now_ms - NONCE_WINDOW_MS))
@@ -362,9 +397,9 @@ def create(
                 f"reply_to: {reason}", code="invalid_field", fields={"reply_to": reason}
             )
     db.execute(
-        "INSERT INTO messages (id, channel_id, author_id, content, nonce, reply_to)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (message_id, channel_id, author_id, content, nonce, reply_to),
+        "INSERT INTO messages (id, channel_id, author_id, content, nonce, reply_to, embeds, flags)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (message_id, channel_id, author_id, content, nonce, reply_to, embeds, flags),
     )
     mentions = _store_mentions(db, message_id, channel_id, channel.server_id, mention_ids, new=True)
     db.execute(
@@ -375,12 +410,12 @@ def create(
     _advance_read_state(db, author_id, channel_id, message_id)
     # The row as `get` would read it back, from what was just written (one query, not three:
     # this runs in the single writer, once per message). New: no reactions, pin or edit yet.
-    username, display_name = cached(db, ("user", author_id), lambda: _names(db, author_id))
+    username, display_name, bot = cached(db, ("user", author_id), lambda: _names(db, author_id))
     message = MessageRow(
         id=message_id,
         channel_id=channel_id,
         server_id=channel.server_id,
-        author=AuthorRow(author_id, username, display_name),
+        author=AuthorRow(author_id, username, display_name, bot),
         content=content,
         nonce=nonce,
         reply_to=reply_to,
@@ -388,13 +423,63 @@ def create(
         mentions=mentions,
         reactions=[],
         pinned=False,
+        embeds=embeds,
+        flags=flags,
     )
     return message, True
 
 
-def _names(db: Database, user_id: int) -> tuple[str, str | None]:
-    row = db.execute("SELECT username, display_name FROM users WHERE id = ?", (user_id,)).fetchone()
-    return row[0], row[1]
+def post_as_webhook(
+    db: Database, message_id: int, new: NewMessage, webhook: WebhookAuthor
+) -> MessageRow:
+    """Store a webhook's message. The webhook must still exist and post to this channel (it
+    may have been deleted or moved since its token was checked): else NotFound
+    ("unknown_webhook"). No permission check: the webhook's token is its permission."""
+    found = db.execute(
+        "SELECT channel_id FROM webhooks WHERE id = ?", (webhook.webhook_id,)
+    ).fetchone()
+    if found is None or found[0] != new.channel_id:
+        raise NotFound("unknown webhook", code="unknown_webhook")
+    channel = db.execute(
+        "SELECT server_id FROM channels WHERE id = ?", (new.channel_id,)
+    ).fetchone()
+    db.execute(
+        "INSERT INTO messages (id, channel_id, author_id, content) VALUES (?, ?, ?, ?)",
+        (message_id, new.channel_id, new.author_id, new.content),
+    )
+    db.execute(
+        "INSERT INTO webhook_messages (message_id, webhook_id, username, avatar_url)"
+        " VALUES (?, ?, ?, ?)",
+        (message_id, webhook.webhook_id, webhook.username, webhook.avatar_url),
+    )
+    mentions = _store_mentions(db, message_id, new.channel_id, channel[0], new.mentions, new=True)
+    db.execute(
+        "UPDATE channels SET last_message_id = ? WHERE id = ?"
+        " AND (last_message_id IS NULL OR last_message_id < ?)",
+        (message_id, new.channel_id, message_id),
+    )
+    username, display_name, _ = _names(db, new.author_id)
+    return MessageRow(
+        id=message_id,
+        channel_id=new.channel_id,
+        server_id=channel[0],
+        author=AuthorRow(new.author_id, username, display_name, True),
+        content=new.content,
+        nonce=None,
+        reply_to=None,
+        edited_at=None,
+        mentions=mentions,
+        reactions=[],
+        pinned=False,
+        webhook=webhook,
+    )
+
+
+def _names(db: Database, user_id: int) -> tuple[str, str | None, bool]:
+    row = db.execute(
+        "SELECT username, display_name, bot FROM users WHERE id = ?", (user_id,)
+    ).fetchone()
+    return row[0], row[1], bool(row[2])
 
 
 def _check_slowmode(
@@ -423,12 +508,18 @@ def edit(
     channel_id: int,
     message_id: int,
     editor_id: int,
-    content: str,
+    content: str | None,
     mention_ids: list[int],
     now_ms: int,
+    *,
+    embeds: str | UnsetType | None = UNSET,
+    flags: int | None = None,
 ) -> MessageRow:
     """Replace a message's content (its author only, while they may send there), set edited_at,
-    re-store its mentions.
+    re-store its mentions. `content` None keeps it; `embeds` (checked JSON, None for none)
+    replaces the sender's rich embeds (UNSET keeps them; new ones need EMBED_LINKS); `flags`
+    None keeps them. A content change or SUPPRESS_EMBEDS drops the link previews (they are
+    made again after the commit, see relay.chat.previews).
 
     Raises NotFound("unknown_channel" | "unknown_message"), Forbidden("not_author" |
     "missing_permission" | "timed_out").
@@ -436,16 +527,71 @@ def edit(
     channel = _seen(db, channel_id, editor_id)
     if _author_of(db, channel_id, message_id) != editor_id:
         raise Forbidden("only the author can edit a message", code="not_author")
-    channel.require(P.SEND_MESSAGES)
+    channel.require(P.SEND_MESSAGES | (P.EMBED_LINKS if embeds else 0))
+    old_content, old_embeds, old_flags = db.execute(
+        "SELECT content, embeds, flags FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    if content is None:
+        content, mention_ids = old_content, parse_mentions(old_content)
+    flags = old_flags if flags is None else flags
+    rich, links = split_embeds(old_embeds)
+    if not isinstance(embeds, UnsetType):
+        rich = json.loads(embeds) if embeds else []
+    if content != old_content or flags & SUPPRESS_EMBEDS:
+        links = []
     db.execute(
-        "UPDATE messages SET content = ?, edited_at = ? WHERE id = ?",
-        (content, now_ms, message_id),
+        "UPDATE messages SET content = ?, edited_at = ?, embeds = ?, flags = ? WHERE id = ?",
+        (content, now_ms, join_embeds(rich, links), flags, message_id),
     )
     channel = db.execute("SELECT server_id FROM channels WHERE id = ?", (channel_id,)).fetchone()
     _store_mentions(db, message_id, channel_id, channel[0], mention_ids)
     message = get(db, channel_id, message_id, editor_id)
     assert message is not None
     return message
+
+
+def split_embeds(stored: str | None) -> tuple[list[Any], list[Any]]:
+    """A message's stored embeds as (the sender's rich embeds, link previews)."""
+    embeds: list[Any] = json.loads(stored) if stored else []
+    rich = [e for e in embeds if e.get("type") == "rich"]
+    return rich, [e for e in embeds if e.get("type") != "rich"]
+
+
+def join_embeds(rich: list[Any], links: list[Any]) -> str | None:
+    both = rich + links
+    return json.dumps(both, separators=(",", ":"), ensure_ascii=False) if both else None
+
+
+def set_fetched_embeds(
+    db: Database,
+    channel_id: int,
+    message_id: int,
+    content: str,
+    rich_before: list[Any],
+    rich_after: list[Any],
+    links: list[Any],
+) -> MessageRow | None:
+    """Store what the preview workers made for a message read with `content` and rich embeds
+    `rich_before`: its rich embeds with images put in (`rich_after`) and its link previews.
+    None, and nothing written, if the message is gone, was edited meanwhile (that edit queued
+    its own job), suppresses embeds, or already holds exactly this."""
+    row = db.execute(
+        "SELECT content, embeds, flags FROM messages WHERE id = ? AND channel_id = ?",
+        (message_id, channel_id),
+    ).fetchone()
+    if row is None or row[0] != content:
+        return None
+    rich, old_links = split_embeds(row[1])
+    if rich != rich_before:
+        return None
+    if row[2] & SUPPRESS_EMBEDS:
+        links = []
+    if rich_after == rich and links == old_links:
+        return None
+    db.execute(
+        "UPDATE messages SET embeds = ? WHERE id = ?", (join_embeds(rich_after, links), message_id)
+    )
+    return get(db, channel_id, message_id, None)
 
 
 def delete(
@@ -624,11 +770,12 @@ def reactors(
     Raises NotFound("unknown_message")."""
     _author_of(db, channel_id, message_id)
     rows = db.execute(
-        "SELECT u.id, u.username, u.display_name FROM reactions r JOIN users u ON u.id = r.user_id"
+        "SELECT u.id, u.username, u.display_name, u.bot FROM reactions r"
+        " JOIN users u ON u.id = r.user_id"
         " WHERE r.message_id = ? AND r.emoji = ? AND r.user_id > ? ORDER BY r.user_id LIMIT ?",
         (message_id, emoji, after, limit),
     ).fetchall()
-    return [AuthorRow(*row) for row in rows]
+    return [AuthorRow(row[0], row[1], row[2], bool(row[3])) for row in rows]
 
 
 def ack(db: Database, user_id: int, channel_id: int, message_id: int) -> bool:
@@ -647,9 +794,14 @@ def read_states(db: Database, user_id: int) -> list[ReadStateRow]:
         "WITH visible (id, server_id, last_message_id) AS ("
         "  SELECT c.id, c.server_id, c.last_message_id FROM members m"
         "  JOIN channels c ON c.server_id = m.server_id AND c.type = 'text' WHERE m.user_id = ?1"
+        "  UNION ALL"  # threads: those the user is a member of
+        "  SELECT c.id, c.server_id, c.last_message_id FROM thread_members t"
+        "  JOIN channels c ON c.id = t.channel_id JOIN members m ON m.server_id = c.server_id"
+        "  AND m.user_id = ?1 WHERE t.user_id = ?1"
         "  UNION ALL"
         "  SELECT c.id, NULL, c.last_message_id FROM dm_recipients r"
-        "  JOIN channels c ON c.id = r.channel_id AND c.type = 'dm' WHERE r.user_id = ?1)"
+        "  JOIN channels c ON c.id = r.channel_id AND c.type IN ('dm', 'group_dm')"
+        "  WHERE r.user_id = ?1)"
         " SELECT v.id, v.server_id, coalesce(s.last_read_id, 0) AS read_id, v.last_message_id,"
         "  (SELECT count(*) FROM message_mentions mm WHERE mm.user_id = ?1"
         "   AND mm.channel_id = v.id AND mm.message_id > coalesce(s.last_read_id, 0))"

@@ -187,11 +187,11 @@ def ban(
 
 def _user(db: Database, user_id: int) -> UserBrief:
     row = db.execute(
-        "SELECT id, username, display_name FROM users WHERE id = ?", (user_id,)
+        "SELECT id, username, display_name, bot FROM users WHERE id = ?", (user_id,)
     ).fetchone()
     if row is None:
         raise NotFound("unknown user", code="unknown_user")
-    return UserBrief(*row)
+    return UserBrief(row[0], row[1], row[2], bool(row[3]))
 
 
 def unban(
@@ -208,14 +208,15 @@ def unban(
 
 
 _BAN = (
-    "SELECT u.id, u.username, u.display_name, b.reason, b.banned_by, b.created_at FROM bans b"
+    "SELECT u.id, u.username, u.display_name, b.reason, b.banned_by, b.created_at, u.bot"
+    " FROM bans b"
     " JOIN users u ON u.id = b.user_id"
 )
 
 
-def _ban(row: tuple[int, str, str | None, str | None, int, int]) -> BanRow:
-    uid, username, display_name, why, by, at = row
-    return BanRow(UserBrief(uid, username, display_name), why, by, at)
+def _ban(row: tuple[int, str, str | None, str | None, int, int, int]) -> BanRow:
+    uid, username, display_name, why, by, at, bot = row
+    return BanRow(UserBrief(uid, username, display_name, bool(bot)), why, by, at)
 
 
 def bans_of(db: Database, server_id: int, user_id: int, after: int, limit: int) -> list[BanRow]:

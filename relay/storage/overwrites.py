@@ -100,6 +100,8 @@ def _managed(db: Database, channel_id: int, user_id: int) -> tuple[int, Access]:
         raise _unknown_channel()
     if channel.server_id is None or channel.access is None:
         raise Forbidden("a DM channel has no permission overwrites", code="dm_channel")
+    if channel.type == "thread":
+        raise Forbidden("a thread has its parent's overwrites only", code="thread_channel")
     channel.require(P.MANAGE_ROLES)
     return channel.server_id, channel.access
 
@@ -116,7 +118,7 @@ def set_overwrite(
     """Create or replace the overwrite for `overwrite.target_id`; returns the server id.
 
     Raises NotFound("unknown_channel" | "unknown_role" | "unknown_member"),
-    Forbidden("missing_permission" | "role_hierarchy" | "dm_channel"),
+    Forbidden("missing_permission" | "role_hierarchy" | "dm_channel" | "thread_channel"),
     Unprocessable("too_many_overwrites": a new one when the channel has `max_overwrites`)."""
     server_id, actor = _managed(db, channel_id, user_id)
     check_target(db, actor, server_id, overwrite.target_id, overwrite.type)

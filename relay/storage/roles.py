@@ -8,6 +8,8 @@ Rules every write here enforces (relay.storage.access has the checks):
 - Hierarchy: a role at or above the actor's highest role cannot be edited, moved, deleted, given
   or taken; no role can be moved or created at or above it either; and a member whose highest
   role is at or above the actor's (or the owner) cannot be given or lose roles.
+- A bot's managed role (`roles.managed_by`, relay.storage.applications) is never changed,
+  moved, deleted, given or taken here: it comes and goes with the bot's membership.
 - Nobody can grant a permission they do not have themselves (a role's new permissions may only
   add bits the actor holds), which is what stops an escalation through @everyone.
 """
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from relay.errors import BadRequest, NotFound, Unprocessable
+from relay.errors import BadRequest, Forbidden, NotFound, Unprocessable
 from relay.permissions import DEFAULT_EVERYONE, P, Role
 from relay.storage import audit
 from relay.storage.access import Access, missing_permission, require_server, server_access
@@ -41,6 +43,7 @@ class RoleRow(msgspec.Struct, frozen=True):
     hoist: bool
     mentionable: bool
     created_at: int
+    managed: bool = False  # a bot's role: given and taken with its membership, never by hand
 
     @property
     def is_everyone(self) -> bool:
@@ -61,10 +64,11 @@ class RoleRow(msgspec.Struct, frozen=True):
 
 
 _ROLE = "id, server_id, name, permissions, color, position, hoist, mentionable, created_at"
+_READ = f"{_ROLE}, managed_by IS NOT NULL"  # what is read: the columns, and whether managed
 
 
 def _row(row: tuple[Any, ...]) -> RoleRow:
-    role_id, server_id, name, permissions, color, position, hoist, mentionable, created = row
+    role_id, server_id, name, permissions, color, position, hoist, mentionable, created = row[:9]
     return RoleRow(
         role_id,
         server_id,
@@ -75,6 +79,7 @@ def _row(row: tuple[Any, ...]) -> RoleRow:
         bool(hoist),
         bool(mentionable),
         created,
+        bool(row[9]) if len(row) > 9 else False,
     )
 
 
@@ -97,7 +102,7 @@ def insert_everyone(db: Database, server_id: int, now_ms: int) -> RoleRow:
 
 def roles_where(db: Database, where: str, params: tuple[Any, ...]) -> list[RoleRow]:
     """Roles selected by `where` (on `r`)."""
-    columns = ", ".join(f"r.{c}" for c in _ROLE.split(", "))
+    columns = ", ".join(f"r.{c}" for c in _READ.split(", "))
     rows = db.execute(f"SELECT {columns} FROM roles r {where}", params)
     return [_row(r) for r in rows.fetchall()]
 
@@ -115,7 +120,7 @@ def roles_for(db: Database, server_id: int, user_id: int) -> list[RoleRow]:
 
 def get_role(db: Database, server_id: int, role_id: int) -> RoleRow | None:
     row = db.execute(
-        f"SELECT {_ROLE} FROM roles WHERE id = ? AND server_id = ?", (role_id, server_id)
+        f"SELECT {_READ} FROM roles WHERE id = ? AND server_id = ?", (role_id, server_id)
     ).fetchone()
     return _row(row) if row is not None else None
 
@@ -138,6 +143,11 @@ def require_grantable(have: int, old: int, new: int) -> None:
 def _not_everyone(role: RoleRow, what: str) -> None:
     if role.is_everyone:
         raise BadRequest(f"@everyone cannot be {what}", code="everyone_role")
+    if role.managed:
+        raise Forbidden(
+            f"a bot's managed role cannot be {what} by hand; remove the bot instead",
+            code="managed_role",
+        )
 
 
 def create_role(
@@ -197,6 +207,8 @@ def update_role(
     "role_hierarchy") or BadRequest("everyone_role")."""
     actor = require_server(db, server_id, user_id, P.MANAGE_ROLES)
     role = _existing(db, server_id, role_id)
+    if role.managed:
+        _not_everyone(role, "edited")
     if not role.is_everyone:
         actor.require_above_role(role.as_role())
     elif not isinstance(name, UnsetType):

@@ -255,8 +255,9 @@ def server_state(db: Database, server_id: int, viewer_id: int) -> ServerState:
 
 
 def ready_state(db: Database, user_id: int) -> list[ServerState]:
-    """Every server of a user with the channels they can see and its roles (for READY), in a
-    fixed number of queries however many servers and channels there are."""
+    """Every server of a user with the channels they can see (threads not included: READY
+    has the user's own) and its roles (for READY), in a fixed number of queries however many
+    servers and channels there are."""
     servers = servers_of(db, user_id)
     if not servers:
         return []
@@ -265,7 +266,7 @@ def ready_state(db: Database, user_id: int) -> list[ServerState]:
     channels: dict[int, list[ChannelRow]] = {s.id: [] for s in servers}
     for c in channels_where(
         db,
-        f"{mine.format('c')} ORDER BY c.server_id, c.position, c.id",
+        f"{mine.format('c')} WHERE c.type != 'thread' ORDER BY c.server_id, c.position, c.id",
         (user_id,),
         {sid: access.server for sid, access in accesses.items()},
     ):

@@ -29,6 +29,7 @@ class UserRow(msgspec.Struct, frozen=True):
     created_at: int
     updated_at: int
     disabled_at: int | None = None  # set by an operator (`relay user disable`): no logins
+    bot: int = 0  # 1: a bot or webhook user (relay.storage.applications): no password, no login
 
 
 class UserListing(msgspec.Struct, frozen=True):

@@ -37,6 +37,8 @@ def values_of(tp: Any) -> st.SearchStrategy[Any]:
     origin = typing.get_origin(tp)
     if origin is list:
         return st.lists(values_of(typing.get_args(tp)[0]), max_size=2)
+    if origin is typing.Literal:
+        return st.sampled_from(typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
         return st.one_of([values_of(arg) for arg in typing.get_args(tp)])
     simple: dict[Any, st.SearchStrategy[Any]] = {

@@ -89,3 +89,23 @@ async def test_concurrent_callers_share_one_load() -> None:
         release.set()
     assert views.loads == 1
     assert len({id(view) for view in got}) == 1
+
+
+async def test_a_thread_is_seen_by_who_sees_its_parent_and_left_out_of_diffs() -> None:
+    thread = 40
+    for hidden in (False, True):
+        base = snapshot(hidden)
+        channels = dict(base.server.channels)
+        # Its own overwrite would show it: it must not count.
+        allow = (Overwrite(USER, "member", int(P.VIEW_CHANNEL), 0),)
+        channels[thread] = ChannelNode(thread, CHANNEL, False, allow, thread=True)
+        server = ServerPerms(SERVER, OWNER, base.server.roles, channels)
+
+        async def load(server_id: int, server: ServerPerms = server) -> ServerSnapshot:
+            return ServerSnapshot(server, {})
+
+        view = await Views(load).get(SERVER)
+        assert view is not None
+        assert view.has_channel(thread)
+        assert view.can_view(USER, thread) is not hidden
+        assert view.visible(USER) == (set() if hidden else {CHANNEL})

@@ -272,3 +272,34 @@ def test_the_openapi_schema_in_the_docs_is_the_codes() -> None:
     assert block is not None
     shown = json.loads(block.group(1))
     assert shown == {"components": {"schemas": {"Permissions": openapi_schema()}}}
+
+
+THREAD = 60
+
+
+@given(
+    synced=st.booleans(),
+    own=st.lists(
+        st.sampled_from([everyone(deny=VIEW), everyone(deny=SEND), role(MOD, allow=SEND)])
+    ),
+    category=st.lists(st.sampled_from([everyone(deny=VIEW), role(MOD, deny=SEND)])),
+    thread_own=st.lists(st.sampled_from([everyone(allow=ALL), member(allow=ALL)])),
+    roles=st.sets(st.sampled_from([MOD, HELPER])),
+    timed_out=st.booleans(),
+)
+def test_a_thread_has_its_parents_permissions(
+    synced: bool,
+    own: list[Overwrite],
+    category: list[Overwrite],
+    thread_own: list[Overwrite],
+    roles: set[int],
+    timed_out: bool,
+) -> None:
+    # Whatever its parent inherits (its own overwrites or its category's), a thread has exactly
+    # that; overwrites stored on the thread itself never count.
+    server = world(own=tuple(own), category=tuple(category), synced=synced, mod=int(P.KICK_MEMBERS))
+    channels = dict(server.channels)
+    channels[THREAD] = ChannelNode(THREAD, CHANNEL, False, tuple(thread_own), thread=True)
+    with_thread = ServerPerms(server.id, server.owner_id, server.roles, channels)
+    who = Member(USER, frozenset(roles), timed_out)
+    assert compute(with_thread, who, THREAD) == compute(with_thread, who, CHANNEL)

@@ -25,6 +25,8 @@ from tests.conftest import settings_for, start_server
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
+    from relay.config import Settings
+
 API = "/v1/api"
 T = TypeVar("T")
 
@@ -39,6 +41,12 @@ class SharedServer:
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedServer]:
     # max_pins is low so that test_pins reaches it
     settings = settings_for(tmp_path_factory.mktemp("shared"), presence_grace_s=0.2, max_pins=2)
+    yield from serve_shared(settings)
+
+
+def serve_shared(settings: Settings) -> Iterator[SharedServer]:
+    """Run a server with `settings` in its own thread until the generator is closed (a module
+    fixture that needs other settings overrides `shared_server` with this)."""
     started: queue.Queue[SharedServer | BaseException] = queue.Queue()
     stop: list[Callable[[], None]] = []
 

@@ -174,7 +174,11 @@ async def test_post_and_read_a_message(world: World) -> None:
         "pinned",
         "edited_at",
         "created_at",
+        "embeds",
+        "flags",
+        "webhook_id",
     }
+    assert (message["embeds"], message["flags"], message["webhook_id"]) == ([], 0, None)
     assert message["channel_id"] == world.text
     assert message["server_id"] == world.server_id
     assert message["author"] == {"id": alice.id, "username": "alice", "display_name": None}

@@ -84,7 +84,9 @@ def test_it_is_generated_from_the_routes_types(spec: dict[str, Any]) -> None:
     assert post["security"] == [{"bearer": []}]
     schemas = spec["components"]["schemas"]
     # msgspec's own schema of the body type, bounds and all
-    _, expected = msgspec.json.schema_components([commands.CreateMessage])
+    _, expected = msgspec.json.schema_components(
+        [commands.CreateMessage], ref_template="#/components/schemas/{name}"
+    )
     assert schemas["CreateMessage"] == expected["CreateMessage"]
     assert schemas["CreateMessage"]["properties"]["content"]["maxLength"] == 4000
     assert schemas["CreateMessage"]["additionalProperties"] is False

@@ -107,6 +107,8 @@ def make_world(http: httpx.Client) -> World:
     role = call(http, "POST", f"/servers/{server_id}/roles", owner, name="fuzzed")
     room = call(http, "POST", "/rooms", owner, max_clients=4, protocol="host")
     sessions = call(http, "GET", "/auth/sessions", member)
+    app = call(http, "POST", "/applications", owner, name="Fuzzbot")
+    webhook = call(http, "POST", f"/channels/{text}/webhooks", owner, name="Fuzzhook")
     return World(
         token=owner,
         path={
@@ -120,6 +122,9 @@ def make_world(http: httpx.Client) -> World:
             "room_id": room["id"],
             "code": invite["code"],
             "emoji": "👍",
+            "app_id": app["id"],
+            "webhook_id": webhook["id"],
+            "token": webhook["token"],
         },
     )
 

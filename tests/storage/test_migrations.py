@@ -134,3 +134,59 @@ def test_a_failing_migration_leaves_the_previous_version(tmp_path: Path) -> None
     db.execute("CREATE TABLE unrelated (x INTEGER)")  # keep it non-empty: the migration path
     assert migrate(db) == LATEST_VERSION
     db.close()
+
+
+def test_the_threads_migration_widens_channel_types_and_grants_thread_bits(
+    tmp_path: Path,
+) -> None:
+    # Found by content: the integrator renumbers migrations at merge.
+    version = next(
+        v for v, sql in MIGRATIONS.items() if "TABLE IF NOT EXISTS thread_members" in sql
+    )
+    path = tmp_path / "old.db"
+    db = connect(path)
+    db.execute("CREATE TABLE placeholder (x INTEGER)")
+    migrate(db, target=version - 1)
+    db.execute("INSERT INTO users (id, username, created_at, updated_at) VALUES (1, 'a', 0, 0)")
+    for sid, everyone in ((7, 0b111), (8, 0b101)):  # 8's @everyone may not send
+        db.execute(
+            "INSERT INTO servers (id, name, owner_id, created_at) VALUES (?, 's', 1, 5)", (sid,)
+        )
+        db.execute(
+            "INSERT INTO roles (id, server_id, name, permissions, position, created_at)"
+            " VALUES (?, ?, '@everyone', ?, 0, 5)",
+            (sid, sid, everyone),
+        )
+        db.execute(
+            "INSERT INTO channels (id, server_id, type, name, created_at)"
+            " VALUES (?, ?, 'text', 'g', 5)",
+            (sid * 10, sid),
+        )
+    db.execute("INSERT INTO messages (id, channel_id, author_id, content) VALUES (1, 70, 1, 'hi')")
+    db.conn.commit()
+    reader = sqlite3.connect(path)  # open across the migration: it must see the new CHECK
+    assert reader.execute("SELECT count(*) FROM channels").fetchone() == (2,)
+
+    migrate(db, target=version)
+
+    bits = (1 << 28) | (1 << 29)  # CREATE_THREADS | SEND_MESSAGES_IN_THREADS
+    perms = dict(db.execute("SELECT id, permissions FROM roles").fetchall())
+    assert perms == {7: 0b111 | bits, 8: 0b101}
+    assert db.execute("SELECT content FROM messages").fetchall() == [("hi",)]  # nothing cascaded
+    for n, connection in enumerate((db.conn, reader), start=1):
+        connection.execute(
+            "INSERT INTO channels (id, server_id, type, name, parent_id, created_at)"
+            " VALUES (?, 7, 'thread', 't', 70, 5)",
+            (100 + n,),
+        )
+        connection.execute(
+            "INSERT INTO channels (id, type, created_at) VALUES (?, 'group_dm', 5)", (200 + n,)
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            connection.execute(
+                "INSERT INTO channels (id, type, created_at) VALUES (300, 'forum', 5)"
+            )
+        connection.commit()
+    assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    reader.close()
+    db.close()

@@ -51,9 +51,11 @@ def test_migration_3_gives_existing_servers_their_everyone_role(tmp_path: Path) 
 
     migrate(db)
 
+    thread_bits = int(P.CREATE_THREADS | P.SEND_MESSAGES_IN_THREADS)
     assert roles.list_roles(db, 7) == [
-        # DEFAULT_EVERYONE as it was at migration 3, before the thread and video bits
-        roles.RoleRow(7, 7, "@everyone", 1845311, 0, 0, False, False, 5)
+        # DEFAULT_EVERYONE as it was at migration 3, before the thread and video bits; the
+        # threads migration then gave @everyone the thread bits, since it may send messages
+        roles.RoleRow(7, 7, "@everyone", 1845311 | thread_bits, 0, 0, False, False, 5)
     ]
     db.close()
 

@@ -45,6 +45,7 @@ WATCHED: dict[str, tuple[str, ...] | None] = {
         "parent_id",
         "permissions_synced",
         "rate_limit_per_user",
+        "locked",  # a locked thread takes posts from MANAGE_THREADS only
     ),
     "members": ("server_id", "user_id", "communication_disabled_until"),
     "member_roles": None,

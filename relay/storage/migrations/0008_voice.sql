@@ -1,4 +1,4 @@
--- Migration 5: voice. A voice channel's user limit (0: none): joining a full channel is refused
+-- Migration 8: voice. A voice channel's user limit (0: none): joining a full channel is refused
 -- unless the joiner has MOVE_MEMBERS there.
 
 ALTER TABLE channels ADD COLUMN user_limit INTEGER NOT NULL DEFAULT 0
