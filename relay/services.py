@@ -114,7 +114,8 @@ async def run_services(
         accounts.on_revoke.append(lambda login: hub.announce(LoginRevoked(login)))
         await nursery.start(hub.run)
         hub.on_session_end.append(lambda session: chat.voice.session_ended(session.id))
-        rt.voice = VoiceService(settings, chat.voice)
+        rt.voice = VoiceService(settings, chat.voice, chat)
+        hub.on_permissions_changed.append(rt.voice.permissions_changed)
         with listening("voice_udp_port", settings.host, settings.voice_udp_port):
             await nursery.start(rt.voice.run)
         keep_audit_ms = settings.audit_log_days * 86_400_000

@@ -12,7 +12,8 @@ A join answers a VOICE_SERVER_UPDATE whose token is single-use, expires after
 a later join, move or leave of the user voids it.
 
 Permissions are checked when a member joins (CONNECT; the user limit unless MOVE_MEMBERS; SPEAK,
-STREAM and VIDEO are kept with the state for the media side), not again while they stay.
+STREAM and VIDEO are kept with the state for the media side), and again by relay.voice after
+every permission change in the server.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ class VoiceStates:
         if after is None or before is None or after.channel_id != before.channel_id:
             self._void_grants((after or before).user_id)  # type: ignore[union-attr]
         if after is not None:
-            self.fanout.to_server(after.server_id, events.VoiceStateUpdate(d=after.out()))
+            if before is None or before.out() != after.out():  # not for permissions alone
+                self.fanout.to_server(after.server_id, events.VoiceStateUpdate(d=after.out()))
         elif before is not None:
             self.fanout.to_server(
                 before.server_id, events.VoiceStateUpdate(d=before.out(left=True))

@@ -40,6 +40,7 @@ from actors.voice import (
     SetSources,
     VoiceActor,
 )
+from relay.errors import NotFound
 from relay.permissions import P
 from relay.protocol import rtp
 from relay.protocol.voice import VoiceClose
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
     from actors.base import Actor
     from actors.voice import VoiceMsg
+    from relay.chat.context import Chat
     from relay.chat.voice import Voice, VoiceStates
     from relay.config import Settings
 
@@ -116,9 +118,14 @@ def flags_of(state: Voice) -> tuple[bool, bool, bool]:
 
 
 class VoiceService:
-    def __init__(self, settings: Settings, states: VoiceStates) -> None:
+    def __init__(self, settings: Settings, states: VoiceStates, chat: Chat) -> None:
         self.settings = settings
         self.states = states
+        self.chat = chat
+        # Servers whose permissions changed, for `_recheck_forever`: a set (repeats fold) and
+        # an event that wakes it; bounded by the number of servers.
+        self._changed: set[int] = set()
+        self._wake = trio.Event()
         self.limits = Limits(
             settings.voice_max_packet_bytes,
             settings.voice_max_packets_per_s,
@@ -152,6 +159,7 @@ class VoiceService:
                 await nursery.start(self.actors.run)
                 nursery.start_soon(self._receive_udp, sock)
                 nursery.start_soon(self._reap_forever)
+                nursery.start_soon(self._recheck_forever)
                 task_status.started(self.udp_port)
 
     def close(self) -> None:
@@ -341,6 +349,36 @@ class VoiceService:
             sock.sendto(rtp.discovery_response(ssrc, addr[0], addr[1]), addr)
         except OSError:
             self.udp_dropped += 1
+
+    def permissions_changed(self, server_id: int) -> None:
+        """A permission change in a server (hub hook, synchronous): check its voice states."""
+        if any(v.server_id == server_id for v in self.states.by_user.values()):
+            self._changed.add(server_id)
+            self._wake.set()
+
+    async def _recheck_forever(self) -> None:
+        """Take each changed server's voice states' permissions again: SPEAK applies at once,
+        and a member who lost CONNECT (or the channel) leaves voice."""
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            servers, self._changed = self._changed, set()
+            for server_id in servers:
+                for state in self.states.of_server(server_id):
+                    try:
+                        channel = await self.chat.store.read(
+                            self.chat.q.voice.voice_channel, state.channel_id, state.user_id
+                        )
+                        allowed = bool(channel.permissions & int(P.CONNECT))
+                    except NotFound:
+                        allowed = False
+                    current = self.states.by_user.get(state.user_id)
+                    if current is None or current.channel_id != state.channel_id:
+                        continue  # it changed while we read
+                    if not allowed:
+                        self.states.leave(state.user_id)
+                    else:
+                        self.states.update(current, permissions=channel.permissions)
 
     async def _reap_forever(self) -> None:
         grace = self.settings.voice_resume_grace_s

@@ -601,3 +601,31 @@ async def test_e2ee_server_forwards_what_it_cannot_read(voice_server: RunningSer
         assert (a.user_id, old_epoch + 1) in cc.e2ee.keys
         assert (a.user_id, old_epoch) not in cc.e2ee.keys
         assert (b.user_id, cb.e2ee.epoch) not in cc.e2ee.keys
+
+
+async def test_permission_changes_apply_while_in_voice(voice_server: RunningServer) -> None:
+    (a, b), server_id, voice_id = await setup(voice_server, 2)
+    url = voice_server.ws_url
+    roles = await a.client.call("GET", f"/v1/api/servers/{server_id}/roles")
+    everyone = next(r for r in roles if r["name"] == "@everyone")
+    path = f"/v1/api/servers/{server_id}/roles/{everyone['id']}"
+    mask = int(everyone["permissions"])
+    async with AsyncExitStack() as stack:
+        _, ca, _ = await open_member_voice(stack, url, a, server_id, voice_id, "websocket")
+        _, cb, _ = await open_member_voice(stack, url, b, server_id, voice_id, "websocket")
+        await cb.send_frame(b"before")
+        assert await receive_within(ca, 0.3) == [b"before"]
+        # SPEAK taken from @everyone: b's audio is dropped from then on.
+        await a.client.call("PATCH", path, {"permissions": str(mask & ~(1 << 19))})
+        with trio.fail_after(5):
+            while True:
+                await cb.send_frame(b"muted?")
+                if await receive_within(ca, 0.1) == []:
+                    break
+        await cb.send_frame(b"after")
+        assert await receive_within(ca, 0.3) == []
+        # CONNECT taken: b leaves voice (4014).
+        await a.client.call("PATCH", path, {"permissions": str(mask & ~(1 << 18))})
+        with trio.fail_after(5), pytest.raises(VoiceClosed) as closed:
+            await cb.control(-1)
+        assert closed.value.code == 4014
