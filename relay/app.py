@@ -42,6 +42,7 @@ from relay.rest.search import search_blueprint
 from relay.rest.servers import servers_blueprint
 from relay.rest.threads import threads_blueprint
 from relay.rest.web import gateway_blueprint, web_blueprint
+from relay.rest.voice import voice_blueprint
 from relay.rest.webhooks import webhooks_blueprint
 from relay.runtime import Runtime
 from relay.services import run_services
@@ -171,6 +172,7 @@ def create_app(settings: Settings) -> QuartTrio:
         moderation_blueprint(rt),
         search_blueprint(rt),
         rooms_blueprint(rt),
+        voice_blueprint(rt),
         applications_blueprint(rt),
         webhooks_blueprint(rt),
         push_blueprint(rt),

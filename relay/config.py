@@ -148,6 +148,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     room_message_rate: Positive = 100  # messages per second per client (burst the same)
     room_reconnect_grace_s: PositiveFloat = 30.0  # a dropped client keeps its slot this long
     room_empty_grace_s: PositiveFloat = 60.0  # a room without clients closes after this long
+    # Voice (docs/voice.md)
+    voice_udp_port: Port = 50000  # the one UDP socket of all voice media; 0: any free port
+    voice_public_address: str | None = None  # advertised in voice READY (behind NAT); else host
+    voice_token_ttl_s: PositiveFloat = 60.0  # a VOICE_SERVER_UPDATE token must be used this soon
+    voice_resume_grace_s: PositiveFloat = 10.0  # a dropped voice connection may RESUME this long
+    voice_max_members_per_channel: Positive = 99  # connected members of one voice channel
+    voice_max_channels: Positive = 1000  # voice channels with someone in them, in the process
+    voice_max_packet_bytes: Positive = 1500  # a media packet over this is dropped
+    voice_max_packets_per_s: Positive = 600  # per sender (all its sources); excess dropped
+    voice_max_bytes_per_s: Positive = 1_000_000  # per sender; excess dropped
+    voice_lane_packets: Positive = 64  # per receiver; when full its oldest packets are dropped
+    voice_control_rate: Positive = 120  # control frames per 60 s per voice connection (4008)
     echo_endpoint: bool = False  # /v1/echo on the realtime listener, for the Autobahn suite
     # Outgoing requests to URLs users chose (link previews; relay/netfetch, docs/embeds.md):
     # the ports they may reach. fetch_allow_test_loopback lets them reach 127.0.0.1 (and only

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from relay.realtime.gate import Gate
     from relay.realtime.listener import ListenerStats
     from relay.storage.sqlite.db import Store
+    from relay.voice.service import VoiceService
 
 
 class NotStarted(RuntimeError):
@@ -45,6 +46,7 @@ class Runtime:
         # "realtime", "relay", "metrics"), and the realtime listener's counts by endpoint.
         self.gates: dict[str, Gate] = {}
         self.realtime_stats: ListenerStats | None = None
+        self.voice: VoiceService | None = None  # voice actors and the UDP socket, once started
         self.metrics_urls: list[str] = []  # the metrics_port listener's, once listening
 
     def attach(self, store: Store, accounts: Accounts, hub: Hub, chat: Chat) -> None:

@@ -45,6 +45,8 @@ from relay.rooms.endpoint import room_endpoint
 from relay.storage import audience, audit, files, invites, users
 from relay.storage.sqlite.db import open_store
 from relay.telemetry import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, serve_metrics
+from relay.voice.endpoint import endpoint_for as voice_endpoint_for
+from relay.voice.service import VoiceService
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -117,6 +119,11 @@ async def run_services(
         chat.bots.update(accounts.bot_ids())
         accounts.on_revoke.append(lambda login: hub.announce(LoginRevoked(login)))
         await nursery.start(hub.run)
+        hub.on_session_end.append(lambda session: chat.voice.session_ended(session.id))
+        rt.voice = VoiceService(settings, chat.voice, chat)
+        hub.on_permissions_changed.append(rt.voice.permissions_changed)
+        with listening("voice_udp_port", settings.host, settings.voice_udp_port):
+            await nursery.start(rt.voice.run)
         keep_audit_ms = settings.audit_log_days * 86_400_000
         nursery.start_soon(prune_forever, store, settings.access_token_ttl_s * 1000, keep_audit_ms)
         nursery.start_soon(prune_files_forever, store, media)
@@ -177,6 +184,8 @@ async def run_services(
             rt.detach()
             hub.close()
             rooms.close()
+            if rt.voice is not None:
+                rt.voice.close()
 
 
 async def run_push(
@@ -231,6 +240,8 @@ def realtime_endpoints(rt: Runtime) -> dict[str, Endpoint]:
     """Path -> endpoint on the realtime listener."""
     endpoints: dict[str, Endpoint] = {"/v1/gateway": partial(gateway_endpoint, rt)}
     endpoints["/v1/websocket"] = partial(room_endpoint, rt.rooms)
+    if rt.voice is not None:
+        endpoints["/v1/voice"] = voice_endpoint_for(rt.settings, rt.voice, rt.chat.voice)
     if rt.settings.echo_endpoint:
         endpoints["/v1/echo"] = echo
     if rt.byte_relay is not None:

@@ -46,6 +46,7 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
         "http_port": 0,
         "realtime_port": 0,
         "relay_port": None,
+        "voice_udp_port": 0,
         "register_per_ip": 1000,
         "login_per_ip": 1000,
         "login_per_username": 1000,

@@ -30,7 +30,10 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
     # Free ports for every listener: a fixed one (8081 by default) collides with anything else
     # running on the machine, e.g. a second test run or scripts/serve.
     env.update(
-        RELAY_DATA_DIR=str(tmp_path / "data"), RELAY_REALTIME_PORT="0", RELAY_RELAY_PORT="off"
+        RELAY_DATA_DIR=str(tmp_path / "data"),
+        RELAY_REALTIME_PORT="0",
+        RELAY_RELAY_PORT="off",
+        RELAY_VOICE_UDP_PORT="0",
     )
     env.update(extra)
     return env

@@ -139,6 +139,8 @@ async def update(
         rate_limit_per_user=data.rate_limit_per_user,
         permissions_synced=data.permissions_synced,
         reason=reason,
+        user_limit=data.user_limit,
+        e2ee_required=data.e2ee_required,
     )
     assert channel.server_id is not None
     if channel != old:
@@ -170,6 +172,7 @@ async def delete(chat: Chat, user_id: int, channel_id: str, reason: str | None) 
         return
     channel, orphans = await chat.store.write(chat.q.channels.delete_channel, cid, user_id, reason)
     assert channel.server_id is not None
+    chat.voice.channel_gone(cid)  # its members leave voice
     await visibility.after(
         chat,
         channel.server_id,

@@ -159,6 +159,8 @@ class UpdateChannel(Request, frozen=True):
     parent_id: SnowflakeText | UnsetType | None = UNSET  # null clears it
     rate_limit_per_user: Slowmode | UnsetType = UNSET
     permissions_synced: bool | UnsetType = UNSET  # true: follow the category's overwrites
+    user_limit: Annotated[int, Meta(ge=0, le=99)] | UnsetType = UNSET  # voice; 0: no limit
+    e2ee_required: bool | UnsetType = UNSET  # voice: only end-to-end encrypted media
     # Threads only (docs/threads.md); a group DM takes only `name`.
     archived: bool | UnsetType = UNSET
     locked: bool | UnsetType = UNSET  # MANAGE_THREADS
@@ -236,6 +238,9 @@ class PutOverwrite(Request, frozen=True):
 class UpdateMember(Request, frozen=True):
     nickname: Nickname | UnsetType | None = UNSET  # null clears it
     communication_disabled_until: IsoTime | UnsetType | None = UNSET  # null ends a timeout
+    mute: bool | UnsetType = UNSET  # server mute (MUTE_MEMBERS)
+    deaf: bool | UnsetType = UNSET  # server deafen (DEAFEN_MEMBERS)
+    voice_channel_id: IdText | UnsetType | None = UNSET  # move (MOVE_MEMBERS); null disconnects
 
 
 class PutBan(Request, frozen=True):

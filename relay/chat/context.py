@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from relay.chat.messages import SendableMemo
+from relay.chat.voice import VoiceStates
 from relay.errors import RateLimited
 from relay.ratelimit import RateLimiter
 from relay.storage.areas import SQLITE
@@ -53,6 +54,7 @@ class Chat:
         self.search_limiter = RateLimiter(settings.search_rate, settings.message_window_s)
         self.typing_limiter = RateLimiter(1, settings.typing_interval_s, max_keys=TYPING_KEYS)
         self.sendable = SendableMemo(views)  # who may post where, as last checked
+        self.voice = VoiceStates(settings, fanout)  # who is in which voice channel
         # Set by relay.services when link_previews is on: edits queue their previews here.
         self.link_previews: LinkPreviews | None = None
         # Bot accounts (relay.chat.applications), whose messages count against bot_message_rate;

@@ -39,6 +39,9 @@ from relay.chat.objects import (
     ThreadMembersUpdate,
     TypingStart,
     User,
+    VoiceRefusal,
+    VoiceServer,
+    VoiceState,
 )
 from relay.protocol.gateway import ALWAYS_INTENT, Intent
 
@@ -240,6 +243,25 @@ class PresenceUpdateEvent(ChatEvent, frozen=True, tag="PRESENCE_UPDATE"):
     d: Presence
 
 
+class VoiceStateUpdate(ChatEvent, frozen=True, tag="VOICE_STATE_UPDATE"):
+    """To the server's online members (it follows the servers intent)."""
+
+    intent: ClassVar[int] = _SERVERS
+    d: VoiceState
+
+
+class VoiceServerUpdate(ChatEvent, frozen=True, tag="VOICE_SERVER_UPDATE"):
+    """To the gateway session that sent op 4 only."""
+
+    d: VoiceServer
+
+
+class VoiceStateRefused(ChatEvent, frozen=True, tag="VOICE_STATE_REFUSED"):
+    """To the gateway session that sent op 4 only."""
+
+    d: VoiceRefusal
+
+
 Event = (
     ReadyEvent
     | ResumedEvent
@@ -273,6 +295,9 @@ Event = (
     | MessageAckEvent
     | TypingStartEvent
     | PresenceUpdateEvent
+    | VoiceStateUpdate
+    | VoiceServerUpdate
+    | VoiceStateRefused
 )
 
 _msgpack_decoder = msgspec.msgpack.Decoder(Event)

@@ -87,6 +87,7 @@ def announce_departure(chat: Chat, server_id: int, member: MemberRow) -> None:
     membership: ROLE_DELETE for it."""
     user = user_brief_out(member.user)
     fanout = chat.fanout
+    chat.voice.leave(member.user.id, server_id)  # a kick or ban ends their voice state too
     fanout.to_server(
         server_id,
         events.MemberRemoveEvent(d=MemberRemove(server_id=str(server_id), user=user)),

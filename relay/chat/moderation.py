@@ -11,9 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import msgspec
 from msgspec import UNSET, UnsetType
 
 from relay.chat import commands, events
+from relay.chat import voice as chat_voice
 from relay.chat.args import field_error, snowflake
 from relay.chat.members import announce_departure
 from relay.chat.messages import announce_bulk_delete
@@ -56,6 +58,21 @@ async def update_member(
     the server unless the body changed nothing."""
     sid = snowflake(server_id, "server")
     uid = _member_id(member_id, user_id)
+    voice = (data.mute, data.deaf, data.voice_channel_id)
+    if voice != (UNSET, UNSET, UNSET):
+        await chat_voice.moderate(
+            chat,
+            user_id,
+            sid,
+            uid,
+            mute=None if isinstance(data.mute, UnsetType) else data.mute,
+            deaf=None if isinstance(data.deaf, UnsetType) else data.deaf,
+            move=not isinstance(data.voice_channel_id, UnsetType),
+            channel_id=None
+            if isinstance(data.voice_channel_id, UnsetType)
+            else data.voice_channel_id,
+        )
+        data = msgspec.structs.replace(data, mute=UNSET, deaf=UNSET, voice_channel_id=UNSET)
     until: int | UnsetType | None = UNSET
     if isinstance(data.communication_disabled_until, str):
         until = time_field(data.communication_disabled_until, "communication_disabled_until")

@@ -216,6 +216,8 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_user: int
     permissions_synced: bool
     permission_overwrites: list[Overwrite]  # effective: the category's when synced
+    user_limit: int | UnsetType = UNSET  # voice channels only: members at most (0: no limit)
+    e2ee_required: bool | UnsetType = UNSET  # voice channels only: only end-to-end encrypted media
     recipients: list[UserBrief] | UnsetType = UNSET  # a DM's two users (absent elsewhere)
     owner_id: str | UnsetType = UNSET  # a thread's starter, a group DM's owner
     thread_metadata: ThreadMetadata | UnsetType = UNSET  # threads only (docs/threads.md)
@@ -400,6 +402,40 @@ class Presence(msgspec.Struct, frozen=True, kw_only=True):
     activity: str | None
 
 
+class VoiceState(msgspec.Struct, frozen=True, kw_only=True):
+    """Who is in which voice channel (channel_id None: they left), as VOICE_STATE_UPDATE and
+    READY carry it."""
+
+    server_id: str
+    channel_id: str | None
+    user_id: str
+    session_id: str  # the gateway session that joined
+    self_mute: bool
+    self_deaf: bool
+    mute: bool  # by a moderator (MUTE_MEMBERS)
+    deaf: bool  # by a moderator (DEAFEN_MEMBERS)
+    self_video: bool
+    self_stream: bool
+
+
+class VoiceServer(msgspec.Struct, frozen=True, kw_only=True):
+    """VOICE_SERVER_UPDATE: where and with what to open the voice connection."""
+
+    server_id: str
+    channel_id: str
+    token: str  # single use, expires after voice_token_ttl_s
+    endpoint: str  # the voice connection's path on the realtime listener
+
+
+class VoiceRefusal(msgspec.Struct, frozen=True, kw_only=True):
+    """VOICE_STATE_REFUSED: why an op 4 changed nothing (REST's error object)."""
+
+    server_id: str
+    channel_id: str | None
+    code: str
+    message: str
+
+
 class Ready(msgspec.Struct, frozen=True, kw_only=True):
     """READY's payload: everything a client needs to start."""
 
@@ -410,6 +446,7 @@ class Ready(msgspec.Struct, frozen=True, kw_only=True):
     private_channels: list[Channel]
     read_states: list[ReadState]
     presences: list[Presence]  # of the people the user shares a server with, who are online
+    voice_states: list[VoiceState] = []  # everyone in a voice channel of the user's servers
     threads: list[Channel] = msgspec.field(default_factory=list)  # active ones the user is in
 
 
@@ -479,6 +516,8 @@ def channel_out(c: ChannelRow) -> Channel:
         rate_limit_per_user=c.rate_limit_per_user,
         permissions_synced=c.permissions_synced,
         permission_overwrites=[overwrite_out(o) for o in c.overwrites],
+        user_limit=c.user_limit if c.type == "voice" else UNSET,
+        e2ee_required=c.e2ee_required if c.type == "voice" else UNSET,
     )
 
 

@@ -9,6 +9,7 @@ from relay.chat.messages import read_states
 from relay.chat.objects import Presence, Ready, me_out
 from relay.chat.servers import ready_states
 from relay.chat.threads import ready_threads
+from relay.chat.voice import server_states
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,5 +47,6 @@ async def ready(
         private_channels=await dm_channels(chat, user_id),
         read_states=await read_states(chat, user_id),
         presences=presences,
+        voice_states=server_states(chat, [int(s.id) for s in servers]),
         threads=await ready_threads(chat, user_id),
     )

@@ -57,8 +57,9 @@ import trio
 
 from actors.errors import AskTimeout
 from relay.chat import messages as chat_messages
-from relay.chat.events import ReadyEvent, ResumedEvent
-from relay.chat.objects import Resumed
+from relay.chat import voice as chat_voice
+from relay.chat.events import ReadyEvent, ResumedEvent, VoiceServerUpdate, VoiceStateRefused
+from relay.chat.objects import Resumed, VoiceRefusal
 from relay.chat.ready import ready
 from relay.errors import RateLimited, RelayError, Unauthorized, Unavailable
 from relay.gateway.hub import wire
@@ -78,6 +79,8 @@ from relay.protocol.gateway import (
     Resume,
     SendAck,
     SendError,
+    VoiceStateData,
+    VoiceStateUpdate,
     decode_client,
     encode_control,
     encode_send_ack,
@@ -307,6 +310,30 @@ class GatewayConnection:
                 await self.hub.set_status(session)
             case MessageSend(d=data):
                 await self._send_frame(self._ready(), data)
+            case VoiceStateUpdate(d=data):
+                await self._voice_state(self._ready(), data)
+
+    async def _voice_state(self, session: Session, data: VoiceStateData) -> None:
+        """Op 4: VOICE_SERVER_UPDATE for a join or move, VOICE_STATE_REFUSED for a refusal,
+        both to this session only."""
+        try:
+            server = await chat_voice.update_state(
+                self.chat,
+                session.user_id,
+                session.id,
+                data.server_id,
+                data.channel_id,
+                self_mute=data.self_mute,
+                self_deaf=data.self_deaf,
+            )
+        except RelayError as e:
+            refusal = VoiceRefusal(
+                server_id=data.server_id, channel_id=data.channel_id, code=e.code, message=e.message
+            )
+            session.deliver(wire(VoiceStateRefused(d=refusal)))
+            return
+        if server is not None:
+            session.deliver(wire(VoiceServerUpdate(d=server)))
 
     # -- message sends (op 12) -------------------------------------------------------------------
 

@@ -101,6 +101,9 @@ class Hub:
         # with the live sessions' seqs, every event delivered so far, summed at scrape time
         # rather than counted per delivery.
         self.ended_events = 0
+        self.on_session_end: list[Callable[[Session], None]] = []  # e.g. its voice state ends
+        # Told the server id of every permission change (voice checks SPEAK and CONNECT again).
+        self.on_permissions_changed: list[Callable[[int], None]] = []
         # Called with each new message's row right after its commit, in its channel's
         # publisher: must not block or raise (relay.services adds link previews' `submit`).
         self.on_created: list[Callable[[MessageRow], object]] = []
@@ -170,6 +173,8 @@ class Hub:
             return
         self.ended_events += session.seq
         self.idle_since.pop(session.id, None)
+        for hook in self.on_session_end:
+            hook(session)
         self._membership_changed()
         mine = self.by_user.get(session.user_id)
         if mine is not None:
@@ -262,6 +267,8 @@ class Hub:
                 self.member_left(server_id, user_id)
             case PermissionsChanged(server_id):
                 self.views.invalidate(server_id)
+                for hook in self.on_permissions_changed:
+                    hook(server_id)
             case ServerDeleted(server_id):
                 self.server_deleted(server_id)
             case LoginRevoked(auth_session_id):

@@ -156,7 +156,18 @@ class MessageSend(_Frame, tag=int(Op.MESSAGE_SEND), frozen=True):
     d: MessageSendData
 
 
-ClientFrame = Heartbeat | Identify | PresenceUpdate | Resume | MessageSend
+class VoiceStateData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    server_id: IdText
+    channel_id: IdText | None = None  # None: leave voice in this server
+    self_mute: bool = False
+    self_deaf: bool = False
+
+
+class VoiceStateUpdate(_Frame, tag=int(Op.VOICE_STATE_UPDATE), frozen=True):
+    d: VoiceStateData
+
+
+ClientFrame = Heartbeat | Identify | PresenceUpdate | Resume | MessageSend | VoiceStateUpdate
 
 
 class FrameError(Exception):

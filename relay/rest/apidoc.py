@@ -48,6 +48,8 @@ ERRORS: Mapping[str, ErrorCode] = {
     "everyone_role": _e(400, "@everyone cannot be moved, deleted, given or taken"),
     "invalid_push_endpoint": _e(400, "a push endpoint must be https to a public address"),
     "invalid_push_keys": _e(400, "keys.p256dh must be a P-256 point, keys.auth 16 bytes"),
+    "not_a_voice_channel": _e(400, "the channel is not a voice channel"),
+    "not_in_voice": _e(400, "the member is not in a voice channel of this server"),
     # 401
     "missing_token": _e(401, "no Authorization header"),
     "invalid_token": _e(401, "the access token is malformed or not an access token"),
@@ -105,6 +107,8 @@ ERRORS: Mapping[str, ErrorCode] = {
     "upload_too_slow": _e(408, "the upload stayed slower than upload_min_rate"),
     # 409
     "username_taken": _e(409, "the username is taken"),
+    "voice_channel_full": _e(409, "the voice channel has as many members as it may"),
+    "too_many_voice_channels": _e(409, "the server has as many voice channels in use as it may"),
     "key_taken": _e(409, "the public key is registered already"),
     "invite_code_taken": _e(409, "no free invite code was found: retry"),
     "bot_already_member": _e(409, "the bot is a member of the server already"),

@@ -52,6 +52,11 @@ MEMBER_UPDATE_ERRORS = (
     "missing_permission",
     "role_hierarchy",
     "cannot_time_out",
+    "unknown_channel",
+    "not_a_voice_channel",
+    "not_in_voice",
+    "voice_channel_full",
+    "too_many_voice_channels",
 )
 
 
@@ -62,7 +67,9 @@ def moderation_blueprint(rt: Runtime) -> Blueprint:
 
     @bp.patch("/members/<user_id>")
     @doc(
-        "Change a member's nickname (MANAGE_NICKNAMES) or timeout (MODERATE_MEMBERS)",
+        "Change a member's nickname (MANAGE_NICKNAMES), timeout (MODERATE_MEMBERS), server"
+        " mute (MUTE_MEMBERS) or deafen (DEAFEN_MEMBERS), or move them to another voice channel"
+        " or disconnect them (voice_channel_id, MOVE_MEMBERS)",
         body=commands.UpdateMember,
         response=objects.Member,
         errors=MEMBER_UPDATE_ERRORS,

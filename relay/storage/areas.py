@@ -31,6 +31,7 @@ from relay.storage import (
     servers,
     threads,
     users,
+    voice,
     webhooks,
 )
 
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from relay.storage.servers import PublicServer, ServerListing, ServerRow, ServerState
     from relay.storage.threads import ThreadMemberRow, ThreadRow
     from relay.storage.users import KeyRow, Rotated, SessionRow, UserListing, UserRow
+    from relay.storage.voice import VoiceChannel
     from relay.storage.webhooks import WebhookRow, WebhookSecret
 
 
@@ -130,6 +132,8 @@ class Channels(Protocol):
         rate_limit_per_user: int | UnsetType = ...,
         permissions_synced: bool | UnsetType = ...,
         reason: str | None = ...,
+        user_limit: int | UnsetType = ...,
+        e2ee_required: bool | UnsetType = ...,
     ) -> ChannelRow: ...
 
     def delete_channel(
@@ -614,6 +618,14 @@ class Users(Protocol):
     def prune(self, db: Database, now_ms: int, keep_revoked_ms: int) -> int: ...
 
 
+class Voice(Protocol):
+    def voice_channel(self, db: Database, channel_id: int, user_id: int) -> VoiceChannel: ...
+
+    def server_permissions(self, db: Database, server_id: int, user_id: int) -> int | None: ...
+
+    def is_member(self, db: Database, server_id: int, user_id: int) -> bool: ...
+
+
 class Applications(Protocol):
     """Applications (bot accounts) and adding bots to servers (SQLite:
     relay.storage.applications)."""
@@ -887,6 +899,7 @@ class Areas:
     search: Search
     servers: Servers
     users: Users
+    voice: Voice
     applications: Applications
     webhooks: Webhooks
     group_dms: GroupDms
@@ -909,6 +922,7 @@ SQLITE = Areas(
     search=search,
     servers=servers,
     users=users,
+    voice=voice,
     applications=applications,
     webhooks=webhooks,
     group_dms=group_dms,

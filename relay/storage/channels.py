@@ -40,6 +40,8 @@ class ChannelRow(msgspec.Struct, frozen=True):
     rate_limit_per_user: int = 0  # slowmode: seconds between one member's messages
     permissions_synced: bool = False  # uses its category's overwrites
     overwrites: tuple[Overwrite, ...] = ()  # effective: the category's when synced
+    user_limit: int = 0  # voice: members at most (0: no limit; MOVE_MEMBERS bypasses it)
+    e2ee_required: bool = False  # voice: only end-to-end encrypted media
 
     def audited(self) -> dict[str, Any]:
         return {
@@ -55,14 +57,27 @@ class ChannelRow(msgspec.Struct, frozen=True):
 
 _CHANNEL = (
     "c.id, c.server_id, c.type, c.name, c.topic, c.position, c.parent_id, c.last_message_id,"
-    " c.created_at, c.rate_limit_per_user, c.permissions_synced"
+    " c.created_at, c.rate_limit_per_user, c.permissions_synced, c.user_limit,"
+    " c.e2ee_required"
 )
 
 
 def _channel(row: tuple[Any, ...]) -> ChannelRow:
-    cid, sid, kind, name, topic, position, parent_id, last_id, created, slowmode, synced = row
+    cid, sid, kind, name, topic, position, parent_id, last_id, created, slowmode, synced = row[:11]
     return ChannelRow(
-        cid, sid, kind, name, topic, position, parent_id, last_id, created, slowmode, bool(synced)
+        cid,
+        sid,
+        kind,
+        name,
+        topic,
+        position,
+        parent_id,
+        last_id,
+        created,
+        slowmode,
+        bool(synced),
+        user_limit=row[11],
+        e2ee_required=bool(row[12]),
     )
 
 
@@ -264,6 +279,8 @@ def update_channel(
     rate_limit_per_user: int | UnsetType = UNSET,
     permissions_synced: bool | UnsetType = UNSET,
     reason: str | None = None,
+    user_limit: int | UnsetType = UNSET,
+    e2ee_required: bool | UnsetType = UNSET,
 ) -> ChannelRow:
     """Change the given fields (None clears topic or parent_id). Moving a synced channel keeps
     the overwrites it had (it stops following); `permissions_synced: true` makes it follow its
@@ -287,6 +304,14 @@ def update_channel(
         if rate_limit_per_user and channel.type != "text":
             raise _field("rate_limit_per_user", "only text channels have a slowmode")
         changes["rate_limit_per_user"] = rate_limit_per_user
+    if not isinstance(user_limit, UnsetType):
+        if user_limit and channel.type != "voice":
+            raise _field("user_limit", "only voice channels have a user limit")
+        changes["user_limit"] = user_limit
+    if not isinstance(e2ee_required, UnsetType):
+        if e2ee_required and channel.type != "voice":
+            raise _field("e2ee_required", "only voice channels carry media")
+        changes["e2ee_required"] = e2ee_required
     if not isinstance(parent_id, UnsetType) and parent_id != channel.parent_id:
         if parent_id is not None:
             if channel.type == "category":

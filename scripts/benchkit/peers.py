@@ -167,6 +167,7 @@ LABELS = {
     "node_ws": "Node ws",
     "websockets": "websockets+uvloop",
     "asyncio_relay": "asyncio+uvloop relay",
+    "asyncio_voice": "asyncio+uvloop UDP forwarder",
     "relay_tcp": "Relay TCP",
     "relay_ws": "Relay /v1/relay",
 }

@@ -48,6 +48,7 @@ BENCH_ENV = {
     "RELAY_HEARTBEAT_INTERVAL_S": "3600",
     "RELAY_ACCESS_TOKEN_TTL_S": "7200",
     "RELAY_RELAY_PORT": "off",
+    "RELAY_VOICE_UDP_PORT": "0",  # the voice scenario sets its own
 }
 SETUP_CONCURRENCY = 16
 

@@ -52,6 +52,7 @@ from benchkit.files import files
 from benchkit.procs import CpuMeter, free_port, raise_nofile_limit, rss_bytes
 from benchkit.relay import HOST
 from benchkit.search import search_scenario
+from benchkit.voice import voice
 from relay.protocol.gateway import ALL_INTENTS, Intent
 
 if TYPE_CHECKING:
@@ -905,6 +906,7 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "rooms": rooms,
     "search": search_scenario,
     "files": files,
+    "voice": voice,
 }
 
 

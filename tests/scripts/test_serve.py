@@ -42,6 +42,7 @@ async def test_serve_passes_its_arguments_to_relay_serve(
     config.write_text(
         f'data_dir = "{tmp_path / "data"}"\n'
         'http_port = 0\nrealtime_port = 0\nrelay_port = "off"\nlog_format = "json"\n'
+        "voice_udp_port = 0\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     # Its own process group: `just` runs the script in a shell, and the signal must reach relay.

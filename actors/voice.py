@@ -1,0 +1,259 @@
+"""The voice channel actor: one per voice channel with someone connected. It owns the channel's
+connected members (SSRC, transport key, mute/deafen/speak state, media lane) and forwards each
+media packet: authenticate and decrypt with the sender's key, drop what must not be heard, and
+encrypt for every other member who is not deafened with that member's key, into their lane.
+
+A member's lane (`MediaLane`) is bounded and drops its oldest packet when full: late audio is
+useless, and a receiver that stops reading never stalls the channel or the other receivers.
+The connection that owns the member drains the lane (UDP or WebSocket, relay.voice).
+
+Packets reach the actor with `tell` (never `send`): a full inbox drops the packet. The
+transport already said who sent it (the connection, or the UDP source address bound to a
+member); the RTP header's SSRC must be that member's (else dropped: spoofing), its counter new
+(else dropped: replay), and it must authenticate with that member's key.
+
+Error handling: a crash calls each member's `on_crash` (the connection closes with 4015 and the
+client RESUMEs, which attaches it to the fresh instance: the state is rebuilt from the clients).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+import trio
+
+from actors.base import Actor
+from relay.protocol import rtp
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+class MediaLane:
+    """A receiver's bounded packet queue: drops the oldest when full; never blocks the writer."""
+
+    __slots__ = ("_event", "dropped", "packets")
+
+    def __init__(self, size: int) -> None:
+        self.packets: deque[bytes] = deque(maxlen=size)
+        self._event = trio.Event()
+        self.dropped = 0
+
+    def push(self, packet: bytes) -> None:
+        if len(self.packets) == self.packets.maxlen:
+            self.dropped += 1
+        self.packets.append(packet)
+        self._event.set()
+
+    async def take(self) -> list[bytes]:
+        """Everything queued (waits for at least one packet)."""
+        while not self.packets:
+            self._event = trio.Event()
+            await self._event.wait()
+        taken = list(self.packets)
+        self.packets.clear()
+        return taken
+
+
+class Member:
+    """One connected member as the actor sees it. Built by the connection; changed only by the
+    actor (through messages) once attached."""
+
+    __slots__ = (
+        "bucket_at",
+        "bucket_bytes",
+        "bucket_packets",
+        "can_speak",
+        "counter",
+        "deaf",
+        "key",
+        "lane",
+        "muted",
+        "on_crash",
+        "replay",
+        "sources",
+        "ssrc",
+        "user_id",
+        "wanted",
+    )
+
+    def __init__(
+        self,
+        user_id: int,
+        ssrc: int,
+        key: bytes,
+        lane: MediaLane,
+        on_crash: Callable[[], None],
+        *,
+        muted: bool,
+        deaf: bool,
+        can_speak: bool,
+    ) -> None:
+        self.user_id = user_id
+        self.ssrc = ssrc
+        self.key = key
+        self.lane = lane
+        self.on_crash = on_crash
+        self.muted = muted  # self or server mute
+        self.deaf = deaf  # self or server deafen
+        self.can_speak = can_speak  # SPEAK in the channel
+        self.replay = rtp.ReplayWindow()
+        self.sources: dict[int, str] = {}  # video SSRC -> camera | screen | app
+        self.wanted: frozenset[int] = frozenset()  # the video SSRCs this member receives
+        self.counter = 0  # the server's own nonce counter towards this member
+        self.bucket_at = 0.0  # the second the rate counters below are for
+        self.bucket_packets = 0
+        self.bucket_bytes = 0
+
+
+class Attach(msgspec.Struct, frozen=True):
+    member: Any  # a Member (not encoded: actor messages with live objects stay in-process)
+
+
+class Detach(msgspec.Struct, frozen=True):
+    user_id: int
+
+
+class SetFlags(msgspec.Struct, frozen=True):
+    user_id: int
+    muted: bool
+    deaf: bool
+    can_speak: bool
+
+
+class SetSources(msgspec.Struct, frozen=True):
+    user_id: int
+    sources: dict[int, str]  # SSRC -> type, allocated by the connection
+
+
+class SelectSources(msgspec.Struct, frozen=True):
+    user_id: int
+    ssrcs: frozenset[int]
+
+
+class Packet(msgspec.Struct, frozen=True):
+    user_id: int  # the sender, as its transport proved it
+    data: bytes
+
+
+class Crash(msgspec.Struct, frozen=True):
+    """For tests: the actor raises (supervision, clean reconnect)."""
+
+
+VoiceMsg = Attach | Detach | SetFlags | SetSources | SelectSources | Packet | Crash
+
+
+class Limits(msgspec.Struct, frozen=True):
+    packet_bytes: int
+    packets_per_s: int
+    bytes_per_s: int
+
+
+class VoiceActor(Actor[VoiceMsg]):
+    inbox_size: ClassVar[int] = 1024
+    batch_max: ClassVar[int] = 64  # forward bursts before yielding: receivers' writers batch
+
+    def __init__(self, key: str, limits: Limits, *, idle_timeout_s: float | None = None) -> None:
+        super().__init__(key)
+        self.limits = limits
+        self.idle_timeout_s = idle_timeout_s
+        self.members: dict[int, Member] = {}  # user id -> member
+        self.forwarded = 0
+        self.dropped = 0
+
+    async def handle(self, msg: VoiceMsg) -> None:
+        match msg:
+            case Packet(user_id, data):
+                self._forward(user_id, data)
+            case Attach(member):
+                assert isinstance(member, Member)
+                self.members[member.user_id] = member
+            case Detach(user_id):
+                self.members.pop(user_id, None)
+            case SetFlags(user_id, muted, deaf, can_speak):
+                member = self.members.get(user_id)
+                if member is not None:
+                    member.muted, member.deaf, member.can_speak = muted, deaf, can_speak
+            case SetSources(user_id, sources):
+                member = self.members.get(user_id)
+                if member is not None:
+                    member.sources = sources
+            case SelectSources(user_id, ssrcs):
+                member = self.members.get(user_id)
+                if member is not None:
+                    member.wanted = ssrcs
+            case Crash():
+                raise RuntimeError("voice actor crash requested (tests)")
+
+    def _forward(self, user_id: int, data: bytes) -> None:
+        sender = self.members.get(user_id)
+        if sender is None or len(data) > self.limits.packet_bytes:
+            self.dropped += 1
+            return
+        if rtp.is_rtcp(data):
+            self._feedback(sender, data)
+            return
+        try:
+            header = rtp.parse_header(data)
+            ssrc = header.ssrc
+            video = ssrc != sender.ssrc
+            if video and ssrc not in sender.sources:
+                raise rtp.PacketError("not a source of this member")
+            body = rtp.open_packet(data, header.aad_end, sender.key)
+        except rtp.PacketError:
+            self.dropped += 1
+            return
+        if not sender.replay.accept(rtp.counter_of(data)) or not self._within_rate(sender, data):
+            self.dropped += 1
+            return
+        if not video and (sender.muted or not sender.can_speak):
+            self.dropped += 1
+            return
+        clear = data[: header.aad_end]
+        for member in self.members.values():
+            if member is sender or member.deaf or (video and ssrc not in member.wanted):
+                continue
+            member.counter += 1
+            member.lane.push(rtp.seal(clear, body, member.key, member.counter))
+            self.forwarded += 1
+
+    def _feedback(self, asker: Member, data: bytes) -> None:
+        """A keyframe request (PLI/FIR) for a source: to that source's sender only."""
+        try:
+            payload_type, fmt, sender_ssrc = rtp.parse_rtcp(data)
+            if sender_ssrc != asker.ssrc or not rtp.is_keyframe_request(payload_type, fmt):
+                raise rtp.PacketError("not this member's keyframe request")
+            body = rtp.open_packet(data, rtp.RTCP_HEADER_BYTES, asker.key)
+        except rtp.PacketError:
+            self.dropped += 1
+            return
+        if not asker.replay.accept(rtp.counter_of(data)) or not self._within_rate(asker, data):
+            self.dropped += 1
+            return
+        media = int.from_bytes(body[:4], "big")
+        owner = next((m for m in self.members.values() if media in m.sources), None)
+        if owner is None or owner is asker or media not in asker.wanted:
+            self.dropped += 1
+            return
+        owner.counter += 1
+        clear = data[: rtp.RTCP_HEADER_BYTES]
+        owner.lane.push(rtp.seal(clear, body, owner.key, owner.counter))
+        self.forwarded += 1
+
+    def _within_rate(self, sender: Member, data: bytes) -> bool:
+        second = float(int(trio.current_time()))
+        if sender.bucket_at != second:
+            sender.bucket_at, sender.bucket_packets, sender.bucket_bytes = second, 0, 0
+        sender.bucket_packets += 1
+        sender.bucket_bytes += len(data)
+        limits = self.limits
+        return (
+            sender.bucket_packets <= limits.packets_per_s
+            and sender.bucket_bytes <= limits.bytes_per_s
+        )
+
+    def on_crash(self, exc: Exception) -> None:
+        for member in self.members.values():
+            member.on_crash()
