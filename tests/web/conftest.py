@@ -128,6 +128,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
         "RELAY_HTTP_PORT": str(http_port),
         "RELAY_REALTIME_PORT": str(realtime_port),
         "RELAY_RELAY_PORT": "off",
+        "RELAY_VOICE_UDP_PORT": "0",
         "RELAY_PUBLIC_URL": f"http://127.0.0.1:{cutter.port}",
         "RELAY_LOG_FORMAT": "json",
         "RELAY_LOG_LEVEL": "warning",
