@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.web.test_client import PASSWORD, PAGE_ERRORS, message, person, ready, send
+from tests.web.test_client import PAGE_ERRORS, PASSWORD, message, person, ready, send
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,6 +31,10 @@ def png(path: Path, size: tuple[int, int], color: str) -> Path:
     Image.new("RGB", size, color).save(buffer, "PNG")
     path.write_bytes(buffer.getvalue())
     return path
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def make_server(page: Page, name: str) -> tuple[str, str]:
@@ -199,7 +203,6 @@ def test_group_dm_and_push(browser: Browser, web_server: WebServer) -> None:
     point = key.public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
-    b64 = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()  # noqa: E731
     endpoint = "https://127.0.0.1/push/web-test"
     subscription = {
         "endpoint": endpoint,
