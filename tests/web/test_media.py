@@ -108,8 +108,11 @@ def test_files_avatar_and_custom_emoji(
     expect(ada.locator(".me img.avatar")).to_have_attribute("src", re.compile(r"/avatars/"))
     ada.keyboard.press("Escape")
     expect(message(ada, "the files").locator("img.avatar")).to_have_count(1)
-    # (Others see it where the server names it: member objects carry no avatar_url yet.)
     expect(ada.locator(".member", has_text="media_ada").locator("img.avatar")).to_have_count(1)
+    bob.reload()  # others learn it from the member list (USER_UPDATE is for her own sessions)
+    ready(bob)
+    expect(bob.locator(".member", has_text="media_ada").locator("img.avatar")).to_have_count(1)
+    expect(message(bob, "the files").locator("img.avatar")).to_have_count(1)
 
     # A server icon, seen in the server list.
     ada.click("#server-settings")
