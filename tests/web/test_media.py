@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import sqlite3
 from typing import TYPE_CHECKING
@@ -243,6 +244,46 @@ def test_group_dm_and_push(browser: Browser, web_server: WebServer) -> None:
         ).fetchall()
     assert rows == [("group_ada", point)]
 
+    # The worker shows a pushed message (delivered through the DevTools protocol, as a push
+    # service would) as a notification, one per channel.
+    cdp = ada.context.new_cdp_session(ada)
+    registrations: list[dict[str, object]] = []
+    cdp.on(
+        "ServiceWorker.workerRegistrationUpdated",
+        lambda e: registrations.extend(e["registrations"]),
+    )
+    cdp.send("ServiceWorker.enable")
+    for _ in range(200):  # the events come while Playwright waits
+        if any(r["scopeURL"] == f"{web_server.url}/" for r in registrations):
+            break
+        ada.wait_for_timeout(50)
+    scope = next(r for r in registrations if r["scopeURL"] == f"{web_server.url}/")
+    payload = {
+        "type": "message",
+        "reason": "mention",
+        "server_id": server_id,
+        "channel_id": "42",
+        "message_id": "43",
+        "author_id": "44",
+        "author_name": "group_bob",
+        "count": 1,
+        "content": "look at this",
+    }
+    cdp.send(
+        "ServiceWorker.deliverPushMessage",
+        {
+            "origin": web_server.url,
+            "registrationId": scope["registrationId"],
+            "data": json.dumps(payload),
+        },
+    )
+    shown = (
+        "navigator.serviceWorker.getRegistration('/').then(r => r.getNotifications())"
+        ".then(ns => ns.map(n => [n.title, n.body, n.tag]))"
+    )
+    ada.wait_for_function(f"{shown}.then(ns => ns.length > 0)")
+    assert ada.evaluate(shown) == [["group_bob mentioned you", "look at this", "channel-42"]]
+
     # Levels: the server's set to "all" is stored.
     ada.select_option(f"[data-level='servers:{server_id}']", "all")
     expect(ada.locator(".toast", has_text="Saved")).not_to_have_count(0)
@@ -254,4 +295,15 @@ def test_group_dm_and_push(browser: Browser, web_server: WebServer) -> None:
     with sqlite3.connect(web_server.data / "relay.db") as db:
         left = db.execute("SELECT count(*) FROM push_subscriptions").fetchone()[0]
     assert left == 0
+
+    # A click opens the channel: in an open page (a message from the worker), or a new one at
+    # /?server=…&channel=…, which the client opens and then leaves for /.
+    general = ada.evaluate(
+        f"[...relay.store.servers.get('{server_id}').channels.values()]"
+        ".find(c => c.name === 'general').id"
+    )
+    ada.goto(f"/?server={server_id}&channel={general}")
+    ready(ada)
+    expect(ada.locator(".chat-header .channel-title")).to_have_text("# general")
+    expect(ada).to_have_url(f"{web_server.url}/")
     assert PAGE_ERRORS == []
