@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.web.test_client import PAGE_ERRORS, PASSWORD, message, person, ready, send
+from tests.web.test_client import PAGE_ERRORS, PASSWORD, message, person, ready, send, shoot
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -149,6 +149,7 @@ def test_files_avatar_and_custom_emoji(
     expect(line).to_have_attribute("src", re.compile(r"^/v1/files/emojis/\d+\.webp$"))
     expect(line).to_have_js_property("complete", True)
     assert line.evaluate("img => img.naturalWidth") > 0
+    shoot(bob, "files")
     assert PAGE_ERRORS == []
 
 
