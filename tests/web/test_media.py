@@ -89,6 +89,19 @@ def test_files_avatar_and_custom_emoji(
     bob.keyboard.press("Escape")
     expect(bob.locator(".lightbox")).to_have_count(0)
 
+    # A file dropped on the chat.
+    ada.locator(".chat").evaluate(
+        """chat => {
+            const data = new DataTransfer();
+            data.items.add(new File([new Uint8Array(1024)], "blob.bin"));
+            chat.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true }));
+        }"""
+    )
+    expect(ada.locator("#file-tray .file-chip")).to_have_text(re.compile(r"blob\.bin"))
+    ada.fill("#composer", "dropped")
+    ada.press("#composer", "Enter")
+    expect(message(bob, "dropped").locator(".attachment-card .file-name")).to_have_text("blob.bin")
+
     # Limits: an 11th file is refused here; a file over the server's limit is its 413, said.
     small = [png(tmp_path / f"s{i}.png", (4, 4), "red") for i in range(11)]
     ada.set_input_files("#file-input", [str(p) for p in small])
