@@ -9,7 +9,8 @@ const IMAGE_TYPES = "image/png,image/jpeg,image/gif,image/webp";
 
 export function avatar(user, size = "small") {
   const name = nameOf(user);
-  return user?.avatar_url
+  // Only Relay's own files: a webhook's avatar_url is any URL, which the policy would block.
+  return user?.avatar_url?.startsWith("/v1/files/")
     ? h("img.avatar", { class: size, src: user.avatar_url, alt: "", "data-user": user.id })
     : h("span.avatar.initial", { class: size, "aria-hidden": "true", "data-user": user?.id }, name.slice(0, 1).toUpperCase());
 }

@@ -2,7 +2,7 @@
 // reactions likewise; a picker (unicode and the server's own) for reactions and the composer;
 // and the server settings' tab to upload, rename and delete them.
 
-import { dialog, h, replace, toast } from "../dom.js";
+import { dialog, h, toast } from "../dom.js";
 import { P, has } from "../perms.js";
 
 export const CUSTOM = /<(a?):([A-Za-z0-9_]{2,32}):([1-9][0-9]{0,19})>/g;
