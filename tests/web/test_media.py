@@ -93,14 +93,32 @@ def test_files_avatar_and_custom_emoji(
     ada.locator(".chat").evaluate(
         """chat => {
             const data = new DataTransfer();
-            data.items.add(new File([new Uint8Array(1024)], "blob.bin"));
+            data.items.add(new File([new Uint8Array(512 * 1024)], "blob.bin"));
             chat.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true }));
         }"""
     )
     expect(ada.locator("#file-tray .file-chip")).to_have_text(re.compile(r"blob\.bin"))
+    # Sent over a slowed link, its progress bar goes through the steps between 0 and 1.
+    ada.evaluate(
+        """() => {
+            window.progress = [];
+            const value = Object.getOwnPropertyDescriptor(HTMLProgressElement.prototype, "value");
+            Object.defineProperty(HTMLProgressElement.prototype, "value", {
+                get() { return value.get.call(this); },
+                set(v) { window.progress.push(v); value.set.call(this, v); },
+            });
+        }"""
+    )
+    cdp = ada.context.new_cdp_session(ada)
+    slow = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 1e6}
+    cdp.send("Network.emulateNetworkConditions", slow)
     ada.fill("#composer", "dropped")
     ada.press("#composer", "Enter")
     expect(message(bob, "dropped").locator(".attachment-card .file-name")).to_have_text("blob.bin")
+    cdp.send("Network.emulateNetworkConditions", {**slow, "uploadThroughput": -1})
+    steps = ada.evaluate("window.progress")
+    assert steps[-1] == 1
+    assert len([p for p in steps if 0 < p < 1]) >= 3, steps
 
     # Limits: an 11th file is refused here; a file over the server's limit is its 413, said.
     small = [png(tmp_path / f"s{i}.png", (4, 4), "red") for i in range(11)]
