@@ -22,8 +22,14 @@ function checkboxes(users) {
 
 const checked = (root) => [...root.querySelectorAll("input[type=checkbox]:checked")].map((el) => el.value);
 
-export function newGroupDialog(shell) {
+// The member lists of one's servers not loaded yet (after a reload only the open one is).
+async function loadPeople(store) {
+  await Promise.all([...store.servers.keys()].filter((id) => !store.members.has(id)).map((id) => store.loadMembers(id).catch(() => {})));
+}
+
+export async function newGroupDialog(shell) {
   const { api, store } = shell;
+  await loadPeople(store);
   const name = h("input#group-name", { maxlength: 100, placeholder: "name (optional)", "aria-label": "Group name" });
   const people = checkboxes(known(store, []));
   const d = dialog("New group DM", h("form#new-group-form", { onsubmit: async (e) => {
@@ -40,8 +46,9 @@ export function newGroupDialog(shell) {
   } }, name, h("p.hint", "Pick 2 to 9 people who share a server with you."), people, h("button.primary#create-group", { type: "submit" }, "Create")));
 }
 
-export function manageGroupDialog(shell, c) {
+export async function manageGroupDialog(shell, c) {
   const { api, store } = shell;
+  if (c.owner_id === store.me?.id) await loadPeople(store);
   const me = store.me?.id;
   const owner = c.owner_id === me;
   const act = (fn) => async () => { try { await fn(); d.close(); } catch (err) { toast(err.message); } };
