@@ -263,6 +263,7 @@ class UserBrief(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     username: str
     display_name: str | None
     bot: bool = False
+    avatar_url: str | None = None  # as in User: left out for none (member lists, DM recipients)
 
 
 class Member(msgspec.Struct, frozen=True, kw_only=True):
@@ -549,7 +550,13 @@ def server_state_out(state: ServerState) -> ServerWithChannels:
 
 
 def user_brief_out(u: UserBriefRow) -> UserBrief:
-    return UserBrief(id=str(u.id), username=u.username, display_name=u.display_name, bot=u.bot)
+    return UserBrief(
+        id=str(u.id),
+        username=u.username,
+        display_name=u.display_name,
+        bot=u.bot,
+        avatar_url=avatar_path(u.id, u.avatar) if u.avatar else None,
+    )
 
 
 def dm_out(dm: DmRow) -> Channel:

@@ -146,6 +146,13 @@ def web_blueprint(rt: Runtime) -> Blueprint:
     async def invite(code: str) -> Response:
         return serve("index.html")  # the client reads the code from its own location
 
+    @bp.get("/sw.js")
+    @not_api
+    async def service_worker() -> Response:
+        # At the root, so its scope is the whole client (a worker's scope is at most its
+        # own directory): it shows Web Push notifications (docs/push.md).
+        return serve("sw.js")
+
     @bp.get("/web/<path:name>")
     @not_api
     async def asset(name: str) -> Response:

@@ -40,13 +40,15 @@ def dm_key(a: int, b: int) -> str:
 def _recipients(db: Database, where: str, params: tuple[Any, ...]) -> dict[int, list[UserBrief]]:
     """Recipients of the DM channels `where` selects (a condition on `r`), by channel."""
     rows = db.execute(
-        "SELECT r.channel_id, u.id, u.username, u.display_name, u.bot FROM dm_recipients r"
-        f" JOIN users u ON u.id = r.user_id WHERE {where} ORDER BY r.channel_id, u.id",
+        "SELECT r.channel_id, u.id, u.username, u.display_name, u.bot, u.avatar"
+        " FROM dm_recipients r JOIN users u ON u.id = r.user_id"
+        f" WHERE {where} ORDER BY r.channel_id, u.id",
         params,
     )
     found: dict[int, list[UserBrief]] = {}
-    for channel_id, uid, username, display_name, bot in rows.fetchall():
-        found.setdefault(channel_id, []).append(UserBrief(uid, username, display_name, bool(bot)))
+    for channel_id, uid, username, display_name, bot, avatar in rows.fetchall():
+        user = UserBrief(uid, username, display_name, bool(bot), avatar)
+        found.setdefault(channel_id, []).append(user)
     return found
 
 

@@ -33,6 +33,7 @@ class UserBrief(msgspec.Struct, frozen=True):
     username: str
     display_name: str | None
     bot: bool = False
+    avatar: str | None = None  # the avatar's digest (users.avatar), for member lists
 
 
 class MemberRow(msgspec.Struct, frozen=True):
@@ -54,13 +55,13 @@ class Joined(msgspec.Struct, frozen=True):
 _MEMBER = (
     "m.server_id, m.user_id, u.username, u.display_name, m.nickname, m.joined_at,"
     " m.communication_disabled_until, u.bot, CASE WHEN u.bot THEN (SELECT r.id FROM roles r"
-    "  WHERE r.server_id = m.server_id AND r.managed_by = m.user_id) END"
+    "  WHERE r.server_id = m.server_id AND r.managed_by = m.user_id) END, u.avatar"
 )
 
 
 def _member(row: tuple[Any, ...], roles: list[int]) -> MemberRow:
-    server_id, user_id, username, display_name, nickname, joined_at, until, bot, managed = row
-    user = UserBrief(user_id, username, display_name, bool(bot))
+    server_id, user_id, username, display_name, nickname, joined_at, until, bot, managed, av = row
+    user = UserBrief(user_id, username, display_name, bool(bot), av)
     return MemberRow(server_id, user, nickname, joined_at, roles, until, managed)
 
 

@@ -36,6 +36,14 @@ async def test_avatar_and_icon(files_world: World) -> None:
     assert not im.getexif()
     me = await w.alice.client.call("GET", "/v1/api/users/@me")
     assert me["avatar_url"] == url
+    # Member lists and DM recipients name it too (clients draw it beside names).
+    members = await w.bob.client.call("GET", f"/v1/api/servers/{w.server_id}/members")
+    assert {m["user"]["username"]: m["user"].get("avatar_url") for m in members} == {
+        "alice": url,
+        "bob": None,
+    }
+    dm = await w.bob.client.call("GET", f"/v1/api/channels/{w.dm}")
+    assert [u.get("avatar_url") for u in dm["recipients"]] == [url, None]  # by id: alice first
 
     # A new avatar: the old URL stops working.
     r = await w.alice.client.request(

@@ -61,7 +61,12 @@ def test_every_route_of_the_app_is_in_the_document(app: QuartTrio, spec: dict[st
         if rule.endpoint not in OWN
         for method in (rule.methods or set()) & METHODS
     }
-    pages = {("/", "get"), ("/invite/{code}", "get"), ("/web/{path:name}", "get")}  # not_api
+    pages = {
+        ("/", "get"),
+        ("/invite/{code}", "get"),
+        ("/web/{path:name}", "get"),
+        ("/sw.js", "get"),
+    }
     documented = {(path, method) for path, method, _ in operations(spec)}
     assert documented == routes - pages
     assert routes >= pages

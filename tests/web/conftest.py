@@ -112,9 +112,10 @@ class Cutter:
 
 
 class WebServer:
-    def __init__(self, url: str, cutter: Cutter) -> None:
+    def __init__(self, url: str, cutter: Cutter, data: Path) -> None:
         self.url = url
         self.cutter = cutter
+        self.data = data  # the data directory: relay.db for what the client stored
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +138,10 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
         "RELAY_HTTP_PER_IP": "100000",
         "RELAY_MESSAGE_RATE": "1000",
         "RELAY_ACTION_RATE": "1000",
+        # A small file limit, so a test meets it; push endpoints on 127.0.0.1 (a stand-in
+        # push service: headless Chromium cannot subscribe with a real one offline).
+        "RELAY_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
+        "RELAY_FETCH_ALLOW_TEST_LOOPBACK": "true",
     }
     log = open(data / "server.log", "wb")  # noqa: SIM115  (closed below, after the server)
     proc = subprocess.Popen([sys.executable, "-m", "relay", "serve"], env=env, stderr=log)
@@ -152,7 +157,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((data / "server.log").read_text())
             time.sleep(0.1)
-        yield WebServer(url, cutter)
+        yield WebServer(url, cutter, data)
     finally:
         cutter.close()
         proc.terminate()

@@ -7,6 +7,7 @@ import { Gateway } from "./gateway.js";
 import { Store } from "./state.js";
 import { mountAuth } from "./ui/auth.js";
 import { Shell } from "./ui/shell.js";
+import { initPush } from "./ui/push.js";
 
 class App {
   constructor(root) {
@@ -23,6 +24,7 @@ class App {
   }
 
   loggedIn() {
+    initPush(this);
     this.store = new Store(this.api);
     this.gateway = new Gateway(this.api);
     this.shell = new Shell(this);

@@ -17,7 +17,7 @@ const DM = P.VIEW_CHANNEL | P.SEND_MESSAGES | P.READ_MESSAGE_HISTORY | P.ADD_REA
 
 // What `me` may do in `server` (a channel object: there). `member` from the member list.
 export function compute(server, member, userId, channel = null) {
-  if (channel?.type === "dm") return DM;
+  if (channel?.type === "dm" || channel?.type === "group_dm") return DM;
   if (!server) return 0n;
   if (server.owner_id === userId) return ALL;
   const roleIds = member?.roles || [];

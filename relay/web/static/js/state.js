@@ -22,6 +22,7 @@ export class Store extends EventTarget {
     this.pending = new Map();    // channel id -> [{nonce, content, failed}]
     this.typing = new Map();     // channel id -> Map(user id -> until ms)
     this.users = new Map();      // user id -> {id, username, display_name}
+    this.emojis = new Map();     // server id -> [custom emoji], loaded on demand (ui/emoji.js)
   }
 
   changed(what, detail = {}) {
@@ -78,7 +79,7 @@ export class Store extends EventTarget {
     this.members.delete(d.id);
   }
   on_CHANNEL_CREATE(c) {
-    if (c.type === "dm") { this.dms.set(c.id, c); c.recipients?.forEach((u) => this.noteUser(u)); return; }
+    if (c.type === "dm" || c.type === "group_dm") { this.dms.set(c.id, c); c.recipients?.forEach((u) => this.noteUser(u)); return; }
     this.servers.get(c.server_id)?.channels.set(c.id, c);
     if (!this.reads.has(c.id)) this.reads.set(c.id, { channel_id: c.id, last_read_id: null, last_message_id: c.last_message_id, mention_count: 0 });
   }
@@ -101,6 +102,18 @@ export class Store extends EventTarget {
   }
   on_MEMBER_REMOVE(d) { this.members.get(d.server_id)?.delete(d.user.id); }
   on_PRESENCE_UPDATE(d) { this.presences.set(d.user_id, d.status); }
+  // Files and media (docs/files.md), group DMs (docs/servers.md).
+  on_USER_UPDATE(d) { this.users.set(d.id, d); if (d.id === this.me?.id) this.me = { ...this.me, ...d, avatar_url: d.avatar_url }; }
+  on_SERVER_EMOJIS_UPDATE(d) { this.emojis.set(d.server_id, d.emojis); }
+  on_CHANNEL_RECIPIENT_ADD(d) {
+    this.noteUser(d.user);
+    const c = this.dms.get(d.channel_id);
+    if (c && !c.recipients.some((u) => u.id === d.user.id)) c.recipients = [...c.recipients, d.user];
+  }
+  on_CHANNEL_RECIPIENT_REMOVE(d) {
+    const c = this.dms.get(d.channel_id);
+    if (c) c.recipients = c.recipients.filter((u) => u.id !== d.user.id);
+  }
 
   on_MESSAGE_CREATE(m) {
     this.noteUser(m.author);

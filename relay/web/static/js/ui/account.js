@@ -2,6 +2,7 @@
 
 import { dialog, h, replace, toast } from "../dom.js";
 import * as keys from "../keys.js";
+import { avatarField } from "./avatars.js";
 
 export async function accountDialog(app) {
   const { api, store } = app;
@@ -20,6 +21,7 @@ export async function accountDialog(app) {
       e.preventDefault();
       try { store.me = await api.call("PATCH", "/users/@me", { display_name: display.value.trim() || null }); store.noteUser(store.me); toast("Saved"); } catch (err) { toast(err.message); }
     } }, h("label", { for: "display-name" }, "Display name"), display, h("button", { type: "submit" }, "Save")),
+    avatarField(app),
     keys.supported() ? h("p", h("button#add-key", { onclick: async () => {
       try { await keys.addKeyToAccount(api, store.me.username); toast("This browser can now log in with its key"); } catch (e) { toast(e.message); }
     } }, "Add a login key for this browser")) : null,

@@ -4,6 +4,8 @@
 
 import { cmpId, dialog, h, nameOf, replace, toast } from "../dom.js";
 import { P, has } from "../perms.js";
+import { iconTab } from "./avatars.js";
+import { emojiTab } from "./emoji.js";
 
 const EDITABLE = Object.keys(P);
 
@@ -19,6 +21,8 @@ export function serverSettings(shell, server) {
     ["Members", P.KICK_MEMBERS | P.BAN_MEMBERS | P.MODERATE_MEMBERS | P.MANAGE_ROLES, members],
     ["Bans", P.BAN_MEMBERS, bans],
     ["Audit log", P.VIEW_AUDIT_LOG, audit],
+    ["Icon", P.MANAGE_SERVER, () => iconTab(shell, server)],
+    ["Emoji", P.CREATE_EMOJIS | P.MANAGE_EMOJIS, function emoji() { return emojiTab(shell, server, perms, () => show(emoji)); }],
   ].filter(([, need]) => (perms & need) !== 0n);
   const show = async (fn) => {
     server = store.servers.get(server.id) || server;  // events may have replaced it

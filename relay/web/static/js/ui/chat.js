@@ -4,6 +4,10 @@
 
 import { cmpId, dialog, h, nameOf, replace, timeOf, toast } from "../dom.js";
 import { P, compute, has } from "../perms.js";
+import { Attacher, attachments, pendingFiles, upload } from "./files.js";
+import { avatar } from "./avatars.js";
+import { expand, pickEmoji, reactionFace } from "./emoji.js";
+import { groupName, isGroup, manageGroupDialog } from "./groupdm.js";
 
 const SUPPRESS_EMBEDS = 4;
 const QUICK = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
@@ -54,11 +58,15 @@ export class ChatView {
         h("button.icon.menu-toggle", { "aria-label": "Channels", onclick: () => app.toggle("nav") }, "☰"),
         this.title, this.topic,
         h("span.spacer"),
+        this.groupButton = h("button.icon#group-settings", { "aria-label": "Group settings", title: "Group settings", hidden: true, onclick: () => manageGroupDialog(app, this.channel) }, "⚙"),
         h("button.icon#pins-button", { "aria-label": "Pinned messages", title: "Pinned messages", onclick: () => this.showPins() }, "📌"),
         h("button.icon.members-toggle", { "aria-label": "Members", title: "Members", onclick: () => app.toggle("members") }, "👥")),
-      this.scroller, this.typingLine, this.suggestions, this.replyBar,
-      h("form.composer", { onsubmit: (e) => { e.preventDefault(); this.send(); } },
-        this.input, h("button.primary#send", { type: "submit" }, "Send")));
+      this.scroller, this.typingLine, this.suggestions, this.replyBar);
+    this.files = new Attacher(this);
+    this.root.append(this.files.tray, h("form.composer", { onsubmit: (e) => { e.preventDefault(); this.send(); } },
+      this.files.button, this.files.input, this.input,
+      h("button.icon#emoji-button", { type: "button", title: "Emoji", "aria-label": "Emoji", onclick: () => this.insertEmoji() }, "☺"),
+      h("button.primary#send", { type: "submit" }, "Send")));
     setInterval(() => this.drawTyping(), 1000);
   }
 
@@ -90,11 +98,13 @@ export class ChatView {
       this.input.disabled = true;
       return;
     }
-    const dmName = c.type === "dm" ? c.recipients?.filter((u) => u.id !== this.store.me?.id).map(nameOf).join(", ") : null;
+    const dmName = isGroup(c) ? groupName(c, this.store.me?.id) : c.type === "dm" ? c.recipients?.filter((u) => u.id !== this.store.me?.id).map(nameOf).join(", ") : null;
     replace(this.title, dmName ? `@${dmName}` : `# ${c.name}`);
     replace(this.topic, c.topic || "");
     const canSend = has(this.perms(), P.SEND_MESSAGES);
     this.input.disabled = !canSend;
+    this.files.enable(canSend && has(this.perms(), P.ATTACH_FILES));
+    this.groupButton.hidden = !isGroup(c);
     this.input.placeholder = canSend ? `Message ${dmName ? "@" + dmName : "#" + c.name}` : "You cannot send messages here";
     this.drawMessages();
     this.drawTyping();
@@ -109,7 +119,7 @@ export class ChatView {
     for (const p of this.store.pending.get(this.channelId) || []) {
       items.push(h("li.message.pending", { "data-nonce": p.nonce },
         h("div.meta", h("strong.author", nameOf(this.store.me)), h("span.time", p.failed ? "not sent" : "sending…")),
-        h("div.content", p.content),
+        h("div.content", p.content), pendingFiles(p),
         p.failed ? h("button.link", { onclick: () => this.retry(p) }, "Retry") : null));
     }
     if (box?.complete) items.unshift(h("li.history-begin", "This is the beginning of the channel."));
@@ -136,13 +146,15 @@ export class ChatView {
       own || has(perms, P.MANAGE_MESSAGES) ? h("button.icon.delete", { title: "Delete", "aria-label": "Delete", onclick: () => this.remove(m) }, "🗑") : null);
     return h("li.message", { "data-id": m.id, class: [own && "own", mentioned && "mentioned", m.pinned && "pinned"].filter(Boolean).join(" ") || null },
       m.reply_to ? h("div.reply-ref", "↪ ", parent ? [h("strong", nameOf(parent.author)), " ", this.render(parent.content)] : "a message") : null,
+      avatar(this.store.users.get(m.author.id) || m.author),
       h("div.meta", h("strong.author", nameOf(this.store.users.get(m.author.id) || m.author)),
         h("time.time", { datetime: m.created_at, title: new Date(m.created_at).toLocaleString() }, timeOf(m.created_at)),
         m.edited_at ? h("span.edited", "(edited)") : null, m.pinned ? h("span.pinned-mark", { title: "Pinned" }, "📌") : null),
       editing ? this.editBox(m) : m.content ? h("div.content", this.render(m.content)) : null,
+      attachments(m),
       m.embeds?.length && !(m.flags & SUPPRESS_EMBEDS) ? h("div.embeds", m.embeds.map((e) => embed(e))) : null,
       m.reactions?.length ? h("div.reactions", m.reactions.map((r) =>
-        h("button.reaction", { "data-emoji": r.emoji, "aria-pressed": String(r.me), class: r.me ? "me" : null, onclick: () => this.toggleReaction(m, r.emoji) }, `${r.emoji} ${r.count}`))) : null,
+        h("button.reaction", { "data-emoji": r.emoji, "aria-pressed": String(r.me), class: r.me ? "me" : null, onclick: () => this.toggleReaction(m, r.emoji) }, reactionFace(r.emoji), ` ${r.count}`))) : null,
       actions);
   }
 
@@ -151,12 +163,12 @@ export class ChatView {
     const parts = [];
     let last = 0;
     for (const match of content.matchAll(MENTION)) {
-      parts.push(content.slice(last, match.index));
+      parts.push(expand(content.slice(last, match.index)));
       const user = this.store.users.get(match[1]);
       parts.push(h("span.mention", { class: match[1] === this.store.me?.id ? "me" : null }, `@${user ? nameOf(user) : "unknown"}`));
       last = match.index + match[0].length;
     }
-    parts.push(content.slice(last));
+    parts.push(expand(content.slice(last)));
     return parts;
   }
 
@@ -198,9 +210,15 @@ export class ChatView {
     try { await this.api.call(mine ? "DELETE" : "PUT", path); } catch (e) { toast(e.message); }
   }
 
-  pickReaction(m) {
-    const d = dialog("Add a reaction", h("div.emoji-grid", QUICK.concat(["🔥", "👀", "✅", "❌", "🙏", "💯"]).map((e) =>
-      h("button.emoji", { "aria-label": e, onclick: () => { d.close(); this.toggleReaction(m, e); } }, e))));
+  pickReaction(m) { pickEmoji(this.store, m.server_id, "Add a reaction", (_, reaction) => this.toggleReaction(m, reaction)); }
+
+  insertEmoji() {
+    pickEmoji(this.store, this.channel?.server_id, "Emoji", (text) => {
+      const at = this.input.selectionStart ?? this.input.value.length;
+      this.input.value = this.input.value.slice(0, at) + text + this.input.value.slice(this.input.selectionEnd ?? at);
+      this.input.selectionStart = this.input.selectionEnd = at + text.length;
+      this.input.focus();
+    });
   }
 
   startReply(m) { this.replyTo = m; this.drawReply(); this.input.focus(); }
@@ -224,8 +242,8 @@ export class ChatView {
   // Send over REST with a nonce: a retry after a lost answer never posts twice.
   async send() {
     const content = this.input.value;
-    if (!content.trim() || !this.channelId) return;
-    const item = { nonce: crypto.randomUUID().replaceAll("-", "").slice(0, 24), content, channelId: this.channelId, reply_to: this.replyTo?.id };
+    if ((!content.trim() && !this.files.files.length) || !this.channelId) return;
+    const item = { nonce: crypto.randomUUID().replaceAll("-", "").slice(0, 24), content, channelId: this.channelId, reply_to: this.replyTo?.id, files: this.files.take() };
     this.input.value = "";
     this.replyTo = null;
     this.drawReply();
@@ -239,11 +257,12 @@ export class ChatView {
 
   async post(item) {
     try {
-      const m = await this.api.call("POST", `/channels/${item.channelId}/messages`,
+      const m = item.files.length ? await upload(this.api, item) : await this.api.call("POST", `/channels/${item.channelId}/messages`,
         { content: item.content, nonce: item.nonce, reply_to: item.reply_to ?? null });
       this.store.apply("MESSAGE_CREATE", m);
     } catch (e) {
       item.failed = true;
+      item.error = e.message;
       toast(e.message);
       this.store.changed("pending", { channelId: item.channelId });
     }
@@ -293,7 +312,7 @@ export class ChatView {
   // Mentions: "@ad" before the caret offers the channel's people; Tab/Enter picks.
   candidates() {
     const c = this.channel;
-    if (c?.type === "dm") return c.recipients || [];
+    if (c?.type === "dm" || isGroup(c)) return c.recipients || [];
     return [...(this.store.members.get(c?.server_id)?.values() || [])].map((m) => m.user);
   }
 

@@ -7,6 +7,9 @@ import { P, compute, has } from "../perms.js";
 import { ChatView } from "./chat.js";
 import { accountDialog } from "./account.js";
 import { serverSettings } from "./admin.js";
+import { avatar } from "./avatars.js";
+import { groupName, isGroup, newGroupDialog } from "./groupdm.js";
+import { notificationsDialog } from "./push.js";
 
 const HOME = "@me";
 
@@ -122,7 +125,7 @@ export class Shell {
     replace(this.serverList,
       entry(HOME, "✉", "Direct messages", [...this.store.dms.keys()]),
       h("hr"),
-      [...this.store.servers.values()].map((s) => entry(s.id, s.name.slice(0, 2), s.name, [...s.channels.keys()])),
+      [...this.store.servers.values()].map((s) => entry(s.id, s.icon_url ? h("img.server-img", { src: s.icon_url, alt: "" }) : s.name.slice(0, 2), s.name, [...s.channels.keys()])),
       h("button.server-icon.add#create-server", { title: "Create a server", "aria-label": "Create a server", onclick: () => this.createServer() }, "+"),
       h("button.server-icon.add#join-server", { title: "Join with an invite", "aria-label": "Join with an invite", onclick: () => this.joinDialog() }, "→"));
   }
@@ -130,7 +133,7 @@ export class Shell {
   channelEntry(c) {
     const read = this.store.reads.get(c.id);
     const unread = this.store.unread(c.id);
-    const label = c.type === "dm" ? `@${c.recipients?.filter((u) => u.id !== this.store.me?.id).map(nameOf).join(", ")}` : c.type === "voice" ? `🔊 ${c.name}` : `# ${c.name}`;
+    const label = isGroup(c) ? `👥 ${groupName(c, this.store.me?.id)}` : c.type === "dm" ? `@${c.recipients?.filter((u) => u.id !== this.store.me?.id).map(nameOf).join(", ")}` : c.type === "voice" ? `🔊 ${c.name}` : `# ${c.name}`;
     const clickable = c.type !== "voice";  // voice arrives with its own module
     return h("li", h(clickable ? "button.channel" : "span.channel.voice", {
       "data-channel": c.id, "aria-current": c.id === this.chat.channelId ? "true" : null,
@@ -142,7 +145,8 @@ export class Shell {
     const header = this.root.querySelector("#server-header");
     const server = this.server();
     if (!server) {
-      replace(header, h("h2", "Direct messages"));
+      replace(header, h("h2", "Direct messages"),
+        h("button.icon#new-group-dm", { title: "New group DM", "aria-label": "New group DM", onclick: () => newGroupDialog(this) }, "👥"));
       const dms = [...this.store.dms.values()].sort((a, b) => cmpId(b.last_message_id, a.last_message_id));
       replace(this.channelList, h("ul", dms.map((c) => this.channelEntry(c))), dms.length ? null : h("p.hint", "Open a DM from a server's member list."));
       return;
@@ -172,6 +176,7 @@ export class Shell {
     replace(this.memberList, h("h3", `Members — ${people.length}`), h("ul", people.map((m) =>
       h("li.member", { "data-user": m.user.id, "data-status": status(m.user.id) },
         h("button.member-button", { onclick: () => this.memberCard(m) },
+          avatar(this.store.users.get(m.user.id) || m.user),
           h("span.dot", { "aria-label": status(m.user.id), title: status(m.user.id) }),
           m.nickname || nameOf(m.user),
           server?.owner_id === m.user.id ? h("span.crown", { title: "Owner" }, " 👑") : null)))));
@@ -182,7 +187,8 @@ export class Shell {
     const status = this.store.presences.get(me?.id) || "online";
     const select = h("select#status", { "aria-label": "Status", onchange: (e) => this.app.gateway.setPresence(e.target.value) },
       ["online", "idle", "dnd", "invisible"].map((s) => h("option", { value: s, selected: s === status ? "selected" : null }, s)));
-    replace(this.meBar, h("span.me-name", nameOf(me)), select,
+    replace(this.meBar, avatar(me), h("span.me-name", nameOf(me)), select,
+      h("button.icon#notifications", { title: "Notifications", "aria-label": "Notifications", onclick: () => notificationsDialog(this.app) }, "🔔"),
       h("button.icon#theme", { title: "Light or dark", "aria-label": "Switch theme", onclick: () => this.app.toggleTheme() }, "◐"),
       h("button.icon#account", { title: "Account and sessions", "aria-label": "Account", onclick: () => accountDialog(this.app) }, "⚙"),
       h("button.icon#logout", { title: "Log out", "aria-label": "Log out", onclick: () => this.app.logout() }, "⎋"));
