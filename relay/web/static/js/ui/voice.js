@@ -1,0 +1,179 @@
+// Voice channels (docs/voice.md): join and leave through gateway op 4, who is in each channel
+// (and who speaks, is muted or deafened, by themselves or by a moderator), and a panel under the
+// channel list with mute, deafen and leave. The media itself is js/voice.js.
+
+import { h, nameOf, replace, toast } from "../dom.js";
+import { Store } from "../state.js";
+import { VoiceConnection } from "../voice.js";
+
+Object.assign(Store.prototype, {
+  on_VOICE_STATE_UPDATE(v) {
+    if (v.channel_id) this.voiceStates.set(v.user_id, v); else this.voiceStates.delete(v.user_id);
+  },
+});
+
+const REFUSED = {
+  missing_permission: "You may not join that voice channel.",
+  voice_channel_full: "That voice channel is full.",
+  too_many_voice_channels: "This server has too many voice channels in use.",
+};
+
+export class Voice {
+  constructor(shell) {
+    this.shell = shell;
+    this.store = shell.store;
+    this.app = shell.app;
+    this.channelId = null;  // the voice channel I am in (or joining)
+    this.selfMute = false;
+    this.selfDeaf = false;
+    this.conn = null;
+    this.status = "";
+    this.panel = h("section.voice-panel#voice-panel", { "aria-label": "Voice", hidden: true });
+  }
+
+  get stats() { return this.conn?.stats || { sent: 0, received: 0, decoded: 0, played: 0 }; }
+
+  entry(c, label) {
+    const here = [...this.store.voiceStates.values()].filter((v) => v.channel_id === c.id);
+    const speaking = this.conn?.speaking || new Set();
+    return h("li.voice-entry", { "data-voice-channel": c.id },
+      h("button.channel.voice", { "data-channel": c.id, "aria-current": c.id === this.channelId ? "true" : null,
+        title: c.id === this.channelId ? "You are here" : "Join voice", onclick: () => this.join(c) }, label),
+      here.length ? h("ul.voice-members", here.map((v) => {
+        const user = this.store.users.get(v.user_id) || this.store.members.get(c.server_id)?.get(v.user_id)?.user;
+        const on = speaking.has(v.user_id) && c.id === this.channelId;
+        return h("li.voice-member", { "data-user": v.user_id, class: on ? "speaking" : null, "aria-label": on ? `${nameOf(user)}, speaking` : nameOf(user) },
+          h("span.voice-name", nameOf(user)),
+          v.mute ? h("span.voice-flag.server-mute", { title: "Muted by a moderator" }, "🔇") : v.self_mute ? h("span.voice-flag.self-mute", { title: "Muted" }, "🎙̸") : null,
+          v.deaf ? h("span.voice-flag.server-deaf", { title: "Deafened by a moderator" }, "🚫🎧") : v.self_deaf ? h("span.voice-flag.self-deaf", { title: "Deafened" }, "🎧̸") : null);
+      })) : null);
+  }
+
+  join(c) {
+    if (c.id === this.channelId) return;
+    if (!("AudioEncoder" in window) || !("AudioDecoder" in window)) return toast("This browser cannot do voice: it lacks WebCodecs.");
+    this.teardown();
+    this.channelId = c.id;
+    this.serverId = c.server_id;
+    this.setStatus("Connecting…");
+    // Asked now, within the click: the browser may want a user gesture for the prompt and audio.
+    this.micAsked = navigator.mediaDevices?.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true }, video: false })
+      .then((stream) => stream, (e) => {
+        const message = e.name === "NotAllowedError" ? "Microphone access was refused: you can listen but not talk. Allow the microphone for this site and join again."
+          : e.name === "NotFoundError" ? "No microphone was found: you can listen but not talk." : `Microphone: ${e.message}`;
+        this.micError = message;
+        this.selfMute = true;
+        this.sendState();
+        this.setStatus(message);
+        return null;
+      }) ?? Promise.resolve(null);
+    this.sendState();
+  }
+
+  leave() {
+    if (!this.channelId) return;
+    this.app.gateway.send(4, { server_id: this.serverId, channel_id: null, self_mute: false, self_deaf: false });
+    this.teardown();
+    this.shell.drawChannels();
+  }
+
+  teardown() {
+    this.conn?.close();
+    this.conn = null;
+    this.channelId = null;
+    this.micError = null;
+    this.selfMute = false;
+    this.selfDeaf = false;
+    this.draw();
+  }
+
+  sendState() {
+    if (!this.channelId) return;
+    this.app.gateway.send(4, { server_id: this.serverId, channel_id: this.channelId, self_mute: this.selfMute, self_deaf: this.selfDeaf });
+  }
+
+  toggleMute() {
+    if (this.micError && this.selfMute) return toast(this.micError);
+    this.selfMute = !this.selfMute;
+    if (!this.selfMute && this.selfDeaf) this.selfDeaf = false;
+    this.conn?.setMuted(this.selfMute);
+    this.conn?.setDeafened(this.selfDeaf);
+    this.sendState();
+    this.draw();
+  }
+
+  toggleDeaf() {
+    this.selfDeaf = !this.selfDeaf;
+    if (this.selfDeaf) this.selfMute = true;  // deafened people cannot be heard either
+    else if (!this.micError) this.selfMute = false;
+    this.conn?.setMuted(this.selfMute);
+    this.conn?.setDeafened(this.selfDeaf);
+    this.sendState();
+    this.draw();
+  }
+
+  async connect(grant) {
+    this.conn?.close();
+    const url = this.app.gateway.url.replace(/\/v1\/gateway$/, grant.endpoint);
+    const conn = new VoiceConnection(url, grant, { user_id: this.store.me.id, session_id: this.app.gateway.sessionId });
+    this.conn = conn;
+    conn.setMuted(this.selfMute);
+    conn.setDeafened(this.selfDeaf);
+    conn.addEventListener("connected", () => { if (!this.micError) this.setStatus("Voice connected"); });
+    conn.addEventListener("speaking", () => this.shell.drawChannels());
+    conn.addEventListener("failed", (e) => this.setStatus(e.detail.message));
+    conn.addEventListener("closed", (e) => {
+      if (conn !== this.conn) return;
+      if (e.detail.code !== 4014) toast(`Voice disconnected (${e.detail.code})`);
+      this.teardown();
+      this.shell.drawChannels();
+    });
+    conn.connect();
+    const stream = await this.micAsked;
+    if (conn !== this.conn) { stream?.getTracks().forEach((t) => t.stop()); return; }
+    if (stream) await conn.startMicrophone(stream).catch((e) => this.setStatus(`Microphone: ${e.message}`));
+  }
+
+  setStatus(text) { this.status = text; this.draw(); }
+
+  draw() {
+    this.panel.hidden = !this.channelId;
+    if (!this.channelId) return;
+    const c = this.store.channel(this.channelId);
+    const mine = this.store.voiceStates.get(this.store.me?.id);
+    replace(this.panel,
+      h("div.voice-where", h("strong", "🔊 ", c?.name || "Voice"), h("div.voice-status#voice-status", { role: "status" }, this.status)),
+      mine?.mute ? h("div.voice-warning#voice-server-mute", "A moderator muted you.") : null,
+      mine?.deaf ? h("div.voice-warning#voice-server-deaf", "A moderator deafened you.") : null,
+      h("div.voice-buttons",
+        h("button.icon#voice-mute", { "aria-pressed": String(this.selfMute), title: this.selfMute ? "Unmute" : "Mute", "aria-label": this.selfMute ? "Unmute" : "Mute", onclick: () => this.toggleMute() }, this.selfMute ? "🔇" : "🎙"),
+        h("button.icon#voice-deafen", { "aria-pressed": String(this.selfDeaf), title: this.selfDeaf ? "Undeafen" : "Deafen", "aria-label": this.selfDeaf ? "Undeafen" : "Deafen", onclick: () => this.toggleDeaf() }, this.selfDeaf ? "🔕" : "🎧"),
+        h("button.icon#voice-leave", { title: "Leave voice", "aria-label": "Leave voice", onclick: () => this.leave() }, "✆")));
+  }
+
+  // Gateway events and changes, from Shell.changed.
+  changed({ what, d }) {
+    const me = this.store.me?.id;
+    switch (what) {
+      case "VOICE_SERVER_UPDATE":
+        if (d.channel_id === this.channelId || !this.channelId) {
+          this.channelId = d.channel_id;
+          this.serverId = d.server_id;
+          this.connect(d);
+        } else { this.channelId = d.channel_id; this.connect(d); }  // moved by a moderator
+        return;
+      case "VOICE_STATE_REFUSED":
+        toast(REFUSED[d.code] || d.message || d.code);
+        this.teardown();
+        return;
+      case "VOICE_STATE_UPDATE":
+        if (d.user_id === me && !d.channel_id && this.channelId && this.conn) { this.teardown(); }
+        if (d.user_id === me) { this.conn && (this.conn.serverMuted = d.mute); if (d.mute) this.conn?.setSpeaking(false); this.draw(); }
+        return;
+      case "ready":
+        // A new gateway session voids the voice state: join again if we were in a channel.
+        if (this.channelId && this.conn) { const c = this.store.channel(this.channelId); this.teardown(); if (c) this.join(c); }
+        return;
+    }
+  }
+}
