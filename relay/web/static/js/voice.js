@@ -52,6 +52,7 @@ export class VoiceConnection extends EventTarget {
     this.who = who;
     this.ssrcs = new Map();    // ssrc -> user id
     this.speaking = new Set(); // user ids speaking now (me included)
+    this.heard = new Set();    // user ids seen speaking since joining (the tests wait on it)
     this.stats = { sent: 0, received: 0, decoded: 0, played: 0 };
     this.muted = false;
     this.deafened = false;
@@ -95,7 +96,7 @@ export class VoiceConnection extends EventTarget {
       case OP.RESUMED: this.emit("connected"); break;
       case OP.SPEAKING:
         if (d.ssrc) this.ssrcs.set(d.ssrc, d.user_id);
-        if (d.speaking & 1) this.speaking.add(d.user_id); else this.speaking.delete(d.user_id);
+        if (d.speaking & 1) { this.speaking.add(d.user_id); this.heard.add(d.user_id); } else this.speaking.delete(d.user_id);
         this.emit("speaking");
         break;
       case OP.CONNECT: for (const c of d.clients) this.ssrcs.set(c.ssrc, c.user_id); break;
