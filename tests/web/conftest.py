@@ -122,7 +122,7 @@ class WebServer:
         self.cutter = cutter
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     data: Path = tmp_path_factory.mktemp("web")
     http_port, realtime_port = free_port(), free_port()
@@ -165,7 +165,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
         log.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     if not shutil.which(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM}: the web client's browser tests did not run")

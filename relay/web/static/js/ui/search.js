@@ -118,6 +118,9 @@ export class Search {
   async jump(m) {
     this.dialog?.close();
     const chat = this.shell.chat;
+    if (!this.store.channel(m.channel_id)) {  // a thread not seen yet
+      try { const c = await this.api.call("GET", `/channels/${m.channel_id}`); if (c.type === "thread") this.store.noteThread(c); } catch (e) { return toast(e.message); }
+    }
     const thread = this.store.threads.get(m.channel_id);
     const view = thread ? this.shell.threads.view : chat;
     if (thread) await this.shell.threads.open(m.channel_id);

@@ -18,6 +18,14 @@ const REFUSED = {
   too_many_voice_channels: "This server has too many voice channels in use.",
 };
 
+// Voice connection close codes a person can do something about (docs/voice.md).
+const CLOSED = {
+  4017: "That voice channel is full.",
+  4019: "This voice channel requires end-to-end encryption, which the web client does not do yet.",
+  4006: "The voice session ended: join again.",
+  4009: "The voice connection timed out: join again.",
+};
+
 export class Voice {
   constructor(shell) {
     this.shell = shell;
@@ -51,6 +59,8 @@ export class Voice {
 
   join(c) {
     if (c.id === this.channelId) return;
+    // WebCodecs and the microphone exist only in a secure context (HTTPS, or localhost).
+    if (!window.isSecureContext) return toast("Voice needs HTTPS (or localhost): this page came over plain HTTP.");
     if (!("AudioEncoder" in window) || !("AudioDecoder" in window)) return toast("This browser cannot do voice: it lacks WebCodecs.");
     this.teardown();
     this.channelId = c.id;
@@ -124,7 +134,7 @@ export class Voice {
     conn.addEventListener("failed", (e) => this.setStatus(e.detail.message));
     conn.addEventListener("closed", (e) => {
       if (conn !== this.conn) return;
-      if (e.detail.code !== 4014) toast(`Voice disconnected (${e.detail.code})`);
+      if (e.detail.code !== 4014) toast(CLOSED[e.detail.code] || `Voice disconnected (${e.detail.code}).`);
       this.teardown();
       this.shell.drawChannels();
     });
