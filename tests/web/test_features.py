@@ -173,6 +173,15 @@ def test_voice(browser: Browser, web_server: WebServer) -> None:
             "() => relay.shell.voice.stats.decoded >= 10 && relay.shell.voice.stats.played >= 10"
         )
 
+    # The connections break (gateway and voice): both RESUME and the audio goes on.
+    before = bob.evaluate("relay.shell.voice.stats.decoded")
+    web_server.cutter.cut()
+    for page in (ada, bob):
+        ready(page)
+        page.wait_for_function("() => relay.shell.voice.stats.resumed === 1")
+        expect(page.locator("#voice-status")).to_have_text("Voice connected")
+    bob.wait_for_function(f"() => relay.shell.voice.stats.decoded > {before} + 10")
+
     # Self mute shows to the other; a server mute by the owner shows to both.
     ada.click("#voice-mute")
     expect(bob.locator(f".voice-member[data-user='{ada_id}'] .self-mute")).to_have_count(1)

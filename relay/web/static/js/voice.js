@@ -53,7 +53,7 @@ export class VoiceConnection extends EventTarget {
     this.ssrcs = new Map();    // ssrc -> user id
     this.speaking = new Set(); // user ids speaking now (me included)
     this.heard = new Set();    // user ids seen speaking since joining (the tests wait on it)
-    this.stats = { sent: 0, received: 0, decoded: 0, played: 0 };
+    this.stats = { sent: 0, received: 0, decoded: 0, played: 0, resumed: 0 };
     this.muted = false;
     this.deafened = false;
     this.counter = 0;
@@ -93,7 +93,7 @@ export class VoiceConnection extends EventTarget {
         this.key = Uint8Array.from(d.secret_key);
         this.emit("connected");
         break;
-      case OP.RESUMED: this.emit("connected"); break;
+      case OP.RESUMED: this.resumes = 0; this.stats.resumed += 1; this.emit("connected"); break;
       case OP.SPEAKING:
         if (d.ssrc) this.ssrcs.set(d.ssrc, d.user_id);
         if (d.speaking & 1) { this.speaking.add(d.user_id); this.heard.add(d.user_id); } else this.speaking.delete(d.user_id);
@@ -111,7 +111,14 @@ export class VoiceConnection extends EventTarget {
   onClose(ws, code) {
     if (ws !== this.ws || this.closed) return;
     clearInterval(this.beat);
-    if (code === 4015 && !this.resumed) { this.resumed = true; return this.connect(true); }  // the channel's actor restarted
+    // The channel's actor restarted (4015), or the connection broke: RESUME, within the
+    // server's voice_resume_grace_s, a few times. A close the server meant is final.
+    const broken = code === 4015 || code === 1006 || code === 1001 || code === 1011;
+    if (broken && this.key && (this.resumes = (this.resumes || 0) + 1) <= 3) {
+      this.emit("resuming");
+      this.retry = setTimeout(() => this.connect(true), code === 4015 ? 0 : 500 * this.resumes);
+      return;
+    }
     this.emit("closed", { code });
   }
 
@@ -212,6 +219,7 @@ export class VoiceConnection extends EventTarget {
   close() {
     this.closed = true;
     clearInterval(this.beat);
+    clearTimeout(this.retry);
     this.ws?.close(1000);
     this.tap?.disconnect();
     if (this.encoder && this.encoder.state !== "closed") this.encoder.close();

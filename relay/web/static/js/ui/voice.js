@@ -129,7 +129,9 @@ export class Voice {
     this.conn = conn;
     conn.setMuted(this.selfMute);
     conn.setDeafened(this.selfDeaf);
+    conn.serverMuted = Boolean(this.store.voiceStates.get(this.store.me.id)?.mute);
     conn.addEventListener("connected", () => { if (!this.micError) this.setStatus("Voice connected"); });
+    conn.addEventListener("resuming", () => this.setStatus("Reconnecting voice…"));
     conn.addEventListener("speaking", () => this.shell.drawChannels());
     conn.addEventListener("failed", (e) => this.setStatus(e.detail.message));
     conn.addEventListener("closed", (e) => {
