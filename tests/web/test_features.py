@@ -182,6 +182,18 @@ def test_voice(browser: Browser, web_server: WebServer) -> None:
         expect(page.locator("#voice-status")).to_have_text("Voice connected")
     bob.wait_for_function(f"() => relay.shell.voice.stats.decoded > {before} + 10")
 
+    # ada shares her screen (Chromium's fake one): bob sees LIVE, watches, and frames decode
+    # (the first after his key frame request); when she stops, his view closes.
+    ada.click("#voice-screen")
+    ada_entry = bob.locator(f".voice-member[data-user='{ada_id}']")
+    expect(ada_entry.locator(".live")).to_have_count(1)
+    ada_entry.locator(".watch").click()
+    bob.wait_for_function("() => relay.shell.voice.viewer?.stats.frames >= 3")
+    ada.wait_for_function("() => relay.shell.voice.conn.screen.stats.keyRequests >= 1")
+    ada.click("#voice-screen")
+    expect(bob.locator("#screen-view")).to_have_count(0)
+    expect(ada_entry.locator(".live")).to_have_count(0)
+
     # Self mute shows to the other; a server mute by the owner shows to both.
     ada.click("#voice-mute")
     expect(bob.locator(f".voice-member[data-user='{ada_id}'] .self-mute")).to_have_count(1)

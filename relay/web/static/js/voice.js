@@ -5,9 +5,10 @@
 
 import { xchacha20poly1305 } from "../vendor/noble-ciphers/chacha.js";
 
-const OP = { IDENTIFY: 0, HEARTBEAT: 3, SELECT: 1, READY: 2, SESSION: 4, SPEAKING: 5, HEARTBEAT_ACK: 6, RESUME: 7, HELLO: 8, RESUMED: 9, CONNECT: 11, DISCONNECT: 13 };
+const OP = { IDENTIFY: 0, HEARTBEAT: 3, SELECT: 1, READY: 2, SESSION: 4, SPEAKING: 5, HEARTBEAT_ACK: 6, RESUME: 7, HELLO: 8, RESUMED: 9, CONNECT: 11, SOURCES: 12, DISCONNECT: 13 };
 const MODE = "aead_xchacha20_poly1305_rtpsize";
-const OPUS = 120;           // the RTP payload type (relay/voice_client.py)
+const OPUS = 120;           // the RTP payload types (relay/voice_client.py)
+const VIDEO = 96;
 const RATE = 48_000;
 const FRAME = 960;          // samples in 20 ms
 const SILENT_AFTER_MS = 300; // speaking ends this long after the last loud frame
@@ -60,6 +61,9 @@ export class VoiceConnection extends EventTarget {
     this.sequence = 0;
     this.timestamp = Math.floor(Math.random() * 2 ** 32);
     this.decoders = new Map(); // ssrc -> {decoder, next}
+    this.sources = new Map();  // user id -> [{ssrc, type}]: their video sources
+    this.screen = null;        // my ScreenSender (js/screen.js), while I share
+    this.viewers = new Map();  // ssrc -> ScreenViewer, the sources I watch
     this.closed = false;
     this.loudUntil = 0;
   }
@@ -99,11 +103,21 @@ export class VoiceConnection extends EventTarget {
         if (d.speaking & 1) { this.speaking.add(d.user_id); this.heard.add(d.user_id); } else this.speaking.delete(d.user_id);
         this.emit("speaking");
         break;
-      case OP.CONNECT: for (const c of d.clients) this.ssrcs.set(c.ssrc, c.user_id); break;
+      case OP.CONNECT:
+        for (const c of d.clients) { this.ssrcs.set(c.ssrc, c.user_id); this.sources.set(c.user_id, c.sources || []); }
+        this.emit("sources");
+        break;
+      case OP.SOURCES:
+        this.sources.set(d.user_id, d.sources);
+        if (d.user_id === this.who.user_id && this.screen) this.screen.ssrc = d.sources.find((x) => x.type === "screen")?.ssrc ?? null;
+        this.emit("sources");
+        break;
       case OP.DISCONNECT:
         this.speaking.delete(d.user_id);
         for (const [ssrc, user] of this.ssrcs) if (user === d.user_id) { this.ssrcs.delete(ssrc); this.dropDecoder(ssrc); }
+        this.sources.delete(d.user_id);
         this.emit("speaking");
+        this.emit("sources");
         break;
     }
   }
@@ -158,23 +172,45 @@ export class VoiceConnection extends EventTarget {
   }
 
   sendFrame(chunk) {
-    if (!this.key || this.ws?.readyState !== WebSocket.OPEN) return;
     const payload = new Uint8Array(chunk.byteLength);
     chunk.copyTo(payload);
     this.sequence = (this.sequence + 1) & 0xffff;
     this.timestamp = (this.timestamp + FRAME) >>> 0;
-    this.counter += 1;
+    if (this.sendRtp(OPUS, this.sequence, this.timestamp, this.ssrc, payload)) this.stats.sent += 1;
+  }
+
+  sendRtp(type, sequence, timestamp, ssrc, payload, marker = false) {
     const header = new Uint8Array(12);
     const v = new DataView(header.buffer);
-    header[0] = 0x80; header[1] = OPUS;
-    v.setUint16(2, this.sequence); v.setUint32(4, this.timestamp); v.setUint32(8, this.ssrc);
-    this.ws.send(seal(this.key, this.counter, header, payload));
-    this.stats.sent += 1;
+    header[0] = 0x80; header[1] = type | (marker ? 0x80 : 0);
+    v.setUint16(2, sequence); v.setUint32(4, timestamp); v.setUint32(8, ssrc);
+    return this.sendRaw((counter) => seal(this.key, counter, header, payload));
+  }
+
+  // Every packet, RTP or RTCP, takes the next value of the one counter of this connection.
+  sendRaw(build) {
+    if (!this.key || this.ws?.readyState !== WebSocket.OPEN) return false;
+    this.counter += 1;
+    this.ws.send(build(this.counter));
+    return true;
+  }
+
+  // RTCP reaching a sender is a key frame request (PLI or FIR) for one of its sources.
+  rtcp(packet) {
+    const nonce = new Uint8Array(24);
+    nonce.set(packet.subarray(packet.length - 4));
+    try {
+      const body = xchacha20poly1305(this.key, nonce, packet.subarray(0, 8)).decrypt(packet.subarray(8, packet.length - 4));
+      const media = new DataView(body.buffer, body.byteOffset).getUint32(0);
+      if (this.screen && media === this.screen.ssrc) { this.screen.wantKey = true; this.screen.stats.keyRequests += 1; }
+    } catch { /* not for us, or forged: dropped */ }
   }
 
   media(packet) {
     if (!this.key) return;
+    if ((packet[1] === 206 || packet[1] === 192) && packet.length >= 8 + 4 + 16 + 4) return this.rtcp(packet);
     const p = open(this.key, packet);
+    if (p?.payloadType === VIDEO) return this.viewers.get(p.ssrc)?.packet(p);
     if (!p || p.payloadType !== OPUS) return;
     this.stats.received += 1;
     if (this.deafened) return;
@@ -222,6 +258,8 @@ export class VoiceConnection extends EventTarget {
     clearTimeout(this.retry);
     this.ws?.close(1000);
     this.tap?.disconnect();
+    this.screen?.stop();
+    for (const viewer of this.viewers.values()) viewer.close();
     if (this.encoder && this.encoder.state !== "closed") this.encoder.close();
     for (const ssrc of [...this.decoders.keys()]) this.dropDecoder(ssrc);
     this.stream?.getTracks().forEach((t) => t.stop());

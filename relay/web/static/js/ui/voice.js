@@ -4,6 +4,8 @@
 
 import { h, nameOf, replace, toast } from "../dom.js";
 import { Store } from "../state.js";
+import { P, compute, has } from "../perms.js";
+import { ScreenSender, ScreenViewer } from "../screen.js";
 import { VoiceConnection } from "../voice.js";
 
 Object.assign(Store.prototype, {
@@ -50,8 +52,11 @@ export class Voice {
       here.length ? h("ul.voice-members", here.map((v) => {
         const user = this.store.users.get(v.user_id) || this.store.members.get(c.server_id)?.get(v.user_id)?.user;
         const on = speaking.has(v.user_id) && c.id === this.channelId;
+        const screen = c.id === this.channelId && v.user_id !== this.store.me?.id ? this.conn?.sources.get(v.user_id)?.find((x) => x.type === "screen") : null;
         return h("li.voice-member", { "data-user": v.user_id, class: on ? "speaking" : null, "aria-label": on ? `${nameOf(user)}, speaking` : nameOf(user) },
           h("span.voice-name", nameOf(user)),
+          v.self_stream ? h("span.voice-flag.live", { title: "Sharing their screen" }, "LIVE") : null,
+          screen ? h("button.link.watch", { title: `Watch ${nameOf(user)}'s screen`, onclick: () => this.watch(user, screen.ssrc) }, "📺 Watch") : null,
           v.mute ? h("span.voice-flag.server-mute", { title: "Muted by a moderator" }, "🔇") : v.self_mute ? h("span.voice-flag.self-mute", { title: "Muted" }, "🎙̸") : null,
           v.deaf ? h("span.voice-flag.server-deaf", { title: "Deafened by a moderator" }, "🚫🎧") : v.self_deaf ? h("span.voice-flag.self-deaf", { title: "Deafened" }, "🎧̸") : null);
       })) : null);
@@ -88,6 +93,7 @@ export class Voice {
   }
 
   teardown() {
+    this.unwatch();
     this.conn?.close();
     this.conn = null;
     this.channelId = null;
@@ -130,9 +136,14 @@ export class Voice {
     conn.setMuted(this.selfMute);
     conn.setDeafened(this.selfDeaf);
     conn.serverMuted = Boolean(this.store.voiceStates.get(this.store.me.id)?.mute);
-    conn.addEventListener("connected", () => { if (!this.micError) this.setStatus("Voice connected"); });
+    conn.addEventListener("connected", () => { if (!this.micError) this.setStatus("Voice connected"); else this.draw(); });
     conn.addEventListener("resuming", () => this.setStatus("Reconnecting voice…"));
     conn.addEventListener("speaking", () => this.shell.drawChannels());
+    conn.addEventListener("sources", () => {
+      // A watched screen that ended closes its view.
+      if (this.viewer && ![...conn.sources.values()].flat().some((x) => x.ssrc === this.viewer.ssrc)) this.unwatch();
+      this.shell.drawChannels();
+    });
     conn.addEventListener("failed", (e) => this.setStatus(e.detail.message));
     conn.addEventListener("closed", (e) => {
       if (conn !== this.conn) return;
@@ -144,6 +155,50 @@ export class Voice {
     const stream = await this.micAsked;
     if (conn !== this.conn) { stream?.getTracks().forEach((t) => t.stop()); return; }
     if (stream) await conn.startMicrophone(stream).catch((e) => this.setStatus(`Microphone: ${e.message}`));
+  }
+
+  canShare() {
+    const c = this.store.channel(this.channelId);
+    const server = this.store.servers.get(c?.server_id);
+    const me = this.store.me?.id;
+    const perms = compute(server, this.store.members.get(server?.id)?.get(me), me, c);
+    return has(perms, P.STREAM) && Boolean(navigator.mediaDevices?.getDisplayMedia) && "VideoEncoder" in window && "MediaStreamTrackProcessor" in window;
+  }
+
+  async toggleScreen() {
+    const conn = this.conn;
+    if (!conn?.key) return;
+    if (conn.screen) { conn.screen.stop(); conn.screen = null; return this.draw(); }
+    const sender = new ScreenSender(conn);
+    sender.onEnded = () => { if (conn.screen === sender) { sender.stop(); conn.screen = null; this.draw(); } };
+    sender.onError = (e) => { toast(`Screen: ${e.message}`); sender.onEnded(); };
+    conn.screen = sender;
+    this.draw();
+    try { await sender.start(); } catch (e) {
+      conn.screen = null;
+      sender.stop();
+      this.draw();
+      toast(e.name === "NotAllowedError" ? "Screen sharing was refused or cancelled." : `Screen: ${e.message}`);
+    }
+  }
+
+  watch(user, ssrc) {
+    this.unwatch();
+    const canvas = h("canvas.screen-canvas#screen-canvas", { "aria-label": `${nameOf(user)}'s screen` });
+    this.viewer = new ScreenViewer(this.conn, ssrc, canvas);
+    this.conn.viewers.set(ssrc, this.viewer);
+    this.viewerBox = h("section.screen-view#screen-view", { "aria-label": "Screen" },
+      h("header", h("strong", `${nameOf(user)}'s screen`), h("button.icon#screen-close", { "aria-label": "Stop watching", onclick: () => this.unwatch() }, "✕")),
+      canvas);
+    document.body.append(this.viewerBox);
+  }
+
+  unwatch() {
+    if (!this.viewer) return;
+    this.viewer.close();
+    this.conn?.viewers.delete(this.viewer.ssrc);
+    this.viewer = null;
+    this.viewerBox.remove();
   }
 
   setStatus(text) { this.status = text; this.draw(); }
@@ -160,6 +215,8 @@ export class Voice {
       h("div.voice-buttons",
         h("button.icon#voice-mute", { "aria-pressed": String(this.selfMute), title: this.selfMute ? "Unmute" : "Mute", "aria-label": this.selfMute ? "Unmute" : "Mute", onclick: () => this.toggleMute() }, this.selfMute ? "🔇" : "🎙"),
         h("button.icon#voice-deafen", { "aria-pressed": String(this.selfDeaf), title: this.selfDeaf ? "Undeafen" : "Deafen", "aria-label": this.selfDeaf ? "Undeafen" : "Deafen", onclick: () => this.toggleDeaf() }, this.selfDeaf ? "🔕" : "🎧"),
+        this.canShare() ? h("button.icon#voice-screen", { "aria-pressed": String(Boolean(this.conn?.screen)), title: this.conn?.screen ? "Stop sharing" : "Share your screen",
+          "aria-label": this.conn?.screen ? "Stop sharing" : "Share your screen", onclick: () => this.toggleScreen() }, "🖥") : null,
         h("button.icon#voice-leave", { title: "Leave voice", "aria-label": "Leave voice", onclick: () => this.leave() }, "✆")));
   }
 
