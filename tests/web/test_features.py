@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from playwright.sync_api import expect
 
-from tests.web.test_client import PAGE_ERRORS, message, person, ready, send
+from tests.web.test_client import PAGE_ERRORS, message, person, ready, send, shoot
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -92,6 +92,7 @@ def test_threads_and_search(browser: Browser, web_server: WebServer) -> None:
     bob_pane.locator(".edit-box").fill("count me in, with cake")
     bob_pane.locator(".edit-box").press("Enter")
     expect(pane.locator(".message", has_text="with cake").locator(".edited")).to_have_count(1)
+    shoot(ada, "thread")
 
     # ada locks and archives it: bob sees both states and can no longer post.
     ada.click("#thread-lock")
@@ -190,6 +191,7 @@ def test_voice(browser: Browser, web_server: WebServer) -> None:
     ada_entry.locator(".watch").click()
     bob.wait_for_function("() => relay.shell.voice.viewer?.stats.frames >= 3")
     ada.wait_for_function("() => relay.shell.voice.conn.screen.stats.keyRequests >= 1")
+    shoot(bob, "voice")
     ada.click("#voice-screen")
     expect(bob.locator("#screen-view")).to_have_count(0)
     expect(ada_entry.locator(".live")).to_have_count(0)
