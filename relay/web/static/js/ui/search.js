@@ -131,12 +131,14 @@ export class Search {
         if (!box.early) await this.store.loadHistory(m.channel_id);
         else await new Promise((r) => setTimeout(r, 50));
       }
-      for (let page = 0; page < 40 && !box.byId.has(m.id); page++) if (!(await this.store.loadOlder(m.channel_id))) break;
+      // Pages of 50 back to it: the view's history stays one piece from the newest message
+      // (no gap to track), at the price of many pages for a very old message.
+      for (let page = 0; page < 100 && !box.byId.has(m.id); page++) if (!(await this.store.loadOlder(m.channel_id))) break;
     } catch (e) { return toast(e.message); }
     view.stick = false;
     view.drawMessages();
     const el = view.list.querySelector(`li.message[data-id="${m.id}"]`);
-    if (!el) return toast("That message is gone.");
+    if (!el) return toast(box.byId.has(m.id) || box.complete ? "That message is gone." : "That message is more than 5,000 messages back: scroll up to reach it.");
     el.classList.add("jumped");
     el.scrollIntoView({ block: "center" });
     view.stick = false;

@@ -174,6 +174,12 @@ export class Threads {
     if ((what === "history" || what === "pending") && channelId === id) this.view.drawMessages();
     else if (what === "TYPING_START" && d.channel_id === id) this.view.drawTyping();
     else if (what.startsWith("MESSAGE_") || what === "CHANNEL_PINS_UPDATE") { if (d.channel_id === id) this.view.drawMessages(); }
-    else if (what === "ready" || what === "members") this.view.draw();
+    else if (what === "ready") {
+      // A new session: fetch what the pane missed, and the thread itself if READY did not list
+      // it (it lists only the threads I am in); close the pane if it is gone.
+      const again = () => { this.view.draw(); this.store.catchUp(id).catch(() => {}); };
+      if (this.store.threads.has(id)) again();
+      else this.api.call("GET", `/channels/${id}`).then((t) => { this.store.noteThread(t); again(); }, () => this.close());
+    } else if (what === "members") this.view.draw();
   }
 }
