@@ -199,7 +199,8 @@ def test_voice(browser: Browser, web_server: WebServer) -> None:
     # Self mute shows to the other; a server mute by the owner shows to both.
     ada.click("#voice-mute")
     expect(bob.locator(f".voice-member[data-user='{ada_id}'] .self-mute")).to_have_count(1)
-    rest(web_server, ada, "PATCH", f"/servers/{server_id}/members/{bob_id}", {"mute": True})
+    ada.locator(f".voice-member[data-user='{bob_id}'] .voice-name").click()
+    ada.click("#voice-mod-mute")
     expect(bob.locator("#voice-server-mute")).to_be_visible()
     expect(ada.locator(f".voice-member[data-user='{bob_id}'] .server-mute")).to_have_count(1)
     bob.click("#voice-deafen")
@@ -220,4 +221,9 @@ def test_voice(browser: Browser, web_server: WebServer) -> None:
     expect(bob.locator("#voice-mute")).to_have_attribute("aria-pressed", "true")
     expect(ada.locator(".voice-member")).to_have_count(2)
     bob.wait_for_function("() => relay.shell.voice.conn?.key !== undefined")
+    # ada disconnects him (MOVE_MEMBERS): his panel goes, the channel shows her alone.
+    ada.locator(f".voice-member[data-user='{bob_id}'] .voice-name").click()
+    ada.click("#voice-mod-disconnect")
+    expect(bob.locator("#voice-panel")).to_be_hidden()
+    expect(ada.locator(".voice-member")).to_have_count(1)
     assert PAGE_ERRORS == []

@@ -2,7 +2,7 @@
 // (and who speaks, is muted or deafened, by themselves or by a moderator), and a panel under the
 // channel list with mute, deafen and leave. The media itself is js/voice.js.
 
-import { h, nameOf, replace, toast } from "../dom.js";
+import { dialog, h, nameOf, replace, toast } from "../dom.js";
 import { Store } from "../state.js";
 import { P, compute, has } from "../perms.js";
 import { ScreenSender, ScreenViewer } from "../screen.js";
@@ -54,7 +54,9 @@ export class Voice {
         const on = speaking.has(v.user_id) && c.id === this.channelId;
         const screen = c.id === this.channelId && v.user_id !== this.store.me?.id ? this.conn?.sources.get(v.user_id)?.find((x) => x.type === "screen") : null;
         return h("li.voice-member", { "data-user": v.user_id, class: on ? "speaking" : null, "aria-label": on ? `${nameOf(user)}, speaking` : nameOf(user) },
-          h("span.voice-name", nameOf(user)),
+          this.canModerate(c) && v.user_id !== this.store.me?.id
+            ? h("button.link.voice-name", { title: "Voice moderation", onclick: () => this.moderate(c, v, user) }, nameOf(user))
+            : h("span.voice-name", nameOf(user)),
           v.self_stream ? h("span.voice-flag.live", { title: "Sharing their screen" }, "LIVE") : null,
           screen ? h("button.link.watch", { title: `Watch ${nameOf(user)}'s screen`, onclick: () => this.watch(user, screen.ssrc) }, "📺 Watch") : null,
           v.mute ? h("span.voice-flag.server-mute", { title: "Muted by a moderator" }, "🔇") : v.self_mute ? h("span.voice-flag.self-mute", { title: "Muted" }, "🎙̸") : null,
@@ -157,12 +159,31 @@ export class Voice {
     if (stream) await conn.startMicrophone(stream).catch((e) => this.setStatus(`Microphone: ${e.message}`));
   }
 
-  canShare() {
-    const c = this.store.channel(this.channelId);
+  perms(c) {
     const server = this.store.servers.get(c?.server_id);
     const me = this.store.me?.id;
-    const perms = compute(server, this.store.members.get(server?.id)?.get(me), me, c);
-    return has(perms, P.STREAM) && Boolean(navigator.mediaDevices?.getDisplayMedia) && "VideoEncoder" in window && "MediaStreamTrackProcessor" in window;
+    return compute(server, this.store.members.get(server?.id)?.get(me), me, c);
+  }
+
+  canModerate(c) {
+    const p = this.perms(c);
+    return has(p, P.MUTE_MEMBERS) || has(p, P.DEAFEN_MEMBERS) || has(p, P.MOVE_MEMBERS);
+  }
+
+  // Server mute, deafen and disconnect (PATCH of the member, docs/voice.md).
+  moderate(c, v, user) {
+    const p = this.perms(c);
+    const patch = async (body) => {
+      try { await this.app.api.call("PATCH", `/servers/${c.server_id}/members/${v.user_id}`, body); d.close(); } catch (e) { toast(e.message); }
+    };
+    const d = dialog(`${nameOf(user)} in voice`,
+      has(p, P.MUTE_MEMBERS) ? h("button#voice-mod-mute", { onclick: () => patch({ mute: !v.mute }) }, v.mute ? "Server unmute" : "Server mute") : null,
+      has(p, P.DEAFEN_MEMBERS) ? h("button#voice-mod-deafen", { onclick: () => patch({ deaf: !v.deaf }) }, v.deaf ? "Server undeafen" : "Server deafen") : null,
+      has(p, P.MOVE_MEMBERS) ? h("button.danger#voice-mod-disconnect", { onclick: () => patch({ voice_channel_id: null }) }, "Disconnect") : null);
+  }
+
+  canShare() {
+    return has(this.perms(this.store.channel(this.channelId)), P.STREAM) && Boolean(navigator.mediaDevices?.getDisplayMedia) && "VideoEncoder" in window && "MediaStreamTrackProcessor" in window;
   }
 
   async toggleScreen() {
