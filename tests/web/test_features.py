@@ -139,6 +139,12 @@ def test_threads_and_search(browser: Browser, web_server: WebServer) -> None:
     bob.press("#search-input", "Enter")
     expect(bob.locator("#search-total")).to_contain_text("1 result")
     expect(bob.locator("#search-results mark")).to_have_text(["party"])
+    bob.fill("#search-input", "from:nobody party")  # refused in the page, before any request
+    bob.press("#search-input", "Enter")
+    expect(bob.locator(".toast", has_text="No one called nobody here")).to_have_count(1)
+    bob.fill("#search-input", "party sort:sideways")
+    bob.press("#search-input", "Enter")
+    expect(bob.locator(".toast", has_text="sort: takes newest")).to_have_count(1)
     bob.fill("#search-input", "has:link")
     bob.press("#search-input", "Enter")
     expect(bob.locator("#search-total")).to_contain_text("0 results")

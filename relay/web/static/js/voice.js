@@ -73,12 +73,16 @@ export class VoiceConnection extends EventTarget {
   connect(resume = false) {
     const ws = new WebSocket(this.url);
     ws.binaryType = "arraybuffer";
+    this.authed = false;  // until READY or RESUMED: anything else sent first closes with 4003
     this.ws = ws;
     ws.onmessage = (e) => (typeof e.data === "string" ? this.control(JSON.parse(e.data), resume) : this.media(new Uint8Array(e.data)));
     ws.onclose = (e) => this.onClose(ws, e.code);
   }
 
-  send(op, d) { if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ op, d })); }
+  send(op, d) {
+    const early = op === OP.IDENTIFY || op === OP.RESUME || op === OP.HEARTBEAT;
+    if (this.ws?.readyState === WebSocket.OPEN && (this.authed || early)) this.ws.send(JSON.stringify({ op, d }));
+  }
 
   control({ op, d }, resume) {
     switch (op) {
@@ -89,6 +93,7 @@ export class VoiceConnection extends EventTarget {
         else this.send(OP.IDENTIFY, { server_id: this.grant.server_id, user_id: this.who.user_id, session_id: this.who.session_id, token: this.grant.token });
         break;
       case OP.READY:
+        this.authed = true;
         this.ssrc = d.ssrc;
         if (!d.modes.includes(MODE)) { this.emit("failed", { message: "The server offers no encryption mode this client knows." }); return this.close(); }
         this.send(OP.SELECT, { protocol: "websocket", data: { mode: MODE } });
@@ -97,7 +102,7 @@ export class VoiceConnection extends EventTarget {
         this.key = Uint8Array.from(d.secret_key);
         this.emit("connected");
         break;
-      case OP.RESUMED: this.resumes = 0; this.stats.resumed += 1; this.emit("connected"); break;
+      case OP.RESUMED: this.authed = true; this.resumes = 0; this.stats.resumed += 1; this.emit("connected"); break;
       case OP.SPEAKING:
         if (d.ssrc) this.ssrcs.set(d.ssrc, d.user_id);
         if (d.speaking & 1) { this.speaking.add(d.user_id); this.heard.add(d.user_id); } else this.speaking.delete(d.user_id);
@@ -124,6 +129,7 @@ export class VoiceConnection extends EventTarget {
 
   onClose(ws, code) {
     if (ws !== this.ws || this.closed) return;
+    console.info(`voice closed: ${code}`);  // as the gateway logs its closes
     clearInterval(this.beat);
     // The channel's actor restarted (4015), or the connection broke: RESUME, within the
     // server's voice_resume_grace_s, a few times. A close the server meant is final.
@@ -189,7 +195,7 @@ export class VoiceConnection extends EventTarget {
 
   // Every packet, RTP or RTCP, takes the next value of the one counter of this connection.
   sendRaw(build) {
-    if (!this.key || this.ws?.readyState !== WebSocket.OPEN) return false;
+    if (!this.key || !this.authed || this.ws?.readyState !== WebSocket.OPEN) return false;
     this.counter += 1;
     this.ws.send(build(this.counter));
     return true;

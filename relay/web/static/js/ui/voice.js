@@ -246,11 +246,10 @@ export class Voice {
     const me = this.store.me?.id;
     switch (what) {
       case "VOICE_SERVER_UPDATE":
-        if (d.channel_id === this.channelId || !this.channelId) {
-          this.channelId = d.channel_id;
-          this.serverId = d.server_id;
-          this.connect(d);
-        } else { this.channelId = d.channel_id; this.connect(d); }  // moved by a moderator
+        // A join, or a move by a moderator to another channel: a new voice connection.
+        this.channelId = d.channel_id;
+        this.serverId = d.server_id;
+        this.connect(d);
         return;
       case "VOICE_STATE_REFUSED":
         toast(REFUSED[d.code] || d.message || d.code);
