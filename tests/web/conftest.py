@@ -38,6 +38,11 @@ ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Voice: a fake microphone (a beep) granted without a prompt, and audio that may start
+    # without a gesture of a real user.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
 ]
 
 
@@ -118,7 +123,7 @@ class WebServer:
         self.data = data  # the data directory: relay.db for what the client stored
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     data: Path = tmp_path_factory.mktemp("web")
     http_port, realtime_port = free_port(), free_port()
@@ -129,7 +134,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
         "RELAY_HTTP_PORT": str(http_port),
         "RELAY_REALTIME_PORT": str(realtime_port),
         "RELAY_RELAY_PORT": "off",
-        "RELAY_VOICE_UDP_PORT": "0",
+        "RELAY_VOICE_UDP_PORT": "0",  # any free one: other servers may hold the default
         "RELAY_PUBLIC_URL": f"http://127.0.0.1:{cutter.port}",
         "RELAY_LOG_FORMAT": "json",
         "RELAY_LOG_LEVEL": "warning",
@@ -165,7 +170,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
         log.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     if not shutil.which(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM}: the web client's browser tests did not run")

@@ -23,6 +23,9 @@ export class Store extends EventTarget {
     this.typing = new Map();     // channel id -> Map(user id -> until ms)
     this.users = new Map();      // user id -> {id, username, display_name}
     this.emojis = new Map();     // server id -> [custom emoji], loaded on demand (ui/emoji.js)
+    this.threads = new Map();    // thread id -> thread (ui/threads.js handles their events)
+    this.joinedThreads = new Set();
+    this.voiceStates = new Map(); // user id -> voice state (ui/voice.js handles their events)
   }
 
   changed(what, detail = {}) {
@@ -31,6 +34,7 @@ export class Store extends EventTarget {
 
   channel(id) {
     if (this.dms.has(id)) return this.dms.get(id);
+    if (this.threads.has(id)) return this.threads.get(id);
     for (const server of this.servers.values()) if (server.channels.has(id)) return server.channels.get(id);
     return null;
   }
@@ -60,6 +64,8 @@ export class Store extends EventTarget {
     for (const c of d.private_channels) { this.dms.set(c.id, c); c.recipients?.forEach((u) => this.noteUser(u)); }
     for (const r of d.read_states) this.reads.set(r.channel_id, r);
     for (const p of d.presences) this.presences.set(p.user_id, p.status);
+    for (const t of d.threads || []) { this.threads.set(t.id, t); this.joinedThreads.add(t.id); }
+    for (const v of d.voice_states || []) if (v.channel_id) this.voiceStates.set(v.user_id, v);
     this.changed("ready");
   }
 

@@ -59,6 +59,7 @@ export class ChatView {
         this.title, this.topic,
         h("span.spacer"),
         this.groupButton = h("button.icon#group-settings", { "aria-label": "Group settings", title: "Group settings", hidden: true, onclick: () => manageGroupDialog(app, this.channel) }, "⚙"),
+        this.headerExtras = h("span.header-extras"),  // filled by the shell: search, threads
         h("button.icon#pins-button", { "aria-label": "Pinned messages", title: "Pinned messages", onclick: () => this.showPins() }, "📌"),
         h("button.icon.members-toggle", { "aria-label": "Members", title: "Members", onclick: () => app.toggle("members") }, "👥")),
       this.scroller, this.typingLine, this.suggestions, this.replyBar);
@@ -141,6 +142,7 @@ export class ChatView {
       has(perms, P.SEND_MESSAGES) ? h("button.icon.reply", { title: "Reply", "aria-label": "Reply", onclick: () => this.startReply(m) }, "↩") : null,
       has(perms, P.ADD_REACTIONS) ? QUICK.slice(0, 3).map((e) => h("button.icon.quick-react", { title: `React ${e}`, "aria-label": `React ${e}`, onclick: () => this.toggleReaction(m, e) }, e)) : null,
       has(perms, P.ADD_REACTIONS) ? h("button.icon.react", { title: "Add reaction", "aria-label": "Add reaction", onclick: () => this.pickReaction(m) }, "☺") : null,
+      this.app.threads?.actions(this, m, perms),
       own ? h("button.icon.edit", { title: "Edit", "aria-label": "Edit", onclick: () => this.startEdit(m) }, "✎") : null,
       has(perms, P.MANAGE_MESSAGES) ? h("button.icon.pin", { title: m.pinned ? "Unpin" : "Pin", "aria-label": m.pinned ? "Unpin" : "Pin", onclick: () => this.pin(m) }, m.pinned ? "⊗" : "📌") : null,
       own || has(perms, P.MANAGE_MESSAGES) ? h("button.icon.delete", { title: "Delete", "aria-label": "Delete", onclick: () => this.remove(m) }, "🗑") : null);
@@ -153,6 +155,7 @@ export class ChatView {
       editing ? this.editBox(m) : m.content ? h("div.content", this.render(m.content)) : null,
       attachments(m),
       m.embeds?.length && !(m.flags & SUPPRESS_EMBEDS) ? h("div.embeds", m.embeds.map((e) => embed(e))) : null,
+      this.app.threads?.link(m),
       m.reactions?.length ? h("div.reactions", m.reactions.map((r) =>
         h("button.reaction", { "data-emoji": r.emoji, "aria-pressed": String(r.me), class: r.me ? "me" : null, onclick: () => this.toggleReaction(m, r.emoji) }, reactionFace(r.emoji), ` ${r.count}`))) : null,
       actions);

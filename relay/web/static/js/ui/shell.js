@@ -10,6 +10,9 @@ import { serverSettings } from "./admin.js";
 import { avatar } from "./avatars.js";
 import { groupName, isGroup, newGroupDialog } from "./groupdm.js";
 import { notificationsDialog } from "./push.js";
+import { Threads } from "./threads.js";
+import { Search } from "./search.js";
+import { Voice } from "./voice.js";
 
 const HOME = "@me";
 
@@ -19,7 +22,11 @@ export class Shell {
     this.store = app.store;
     this.api = app.api;
     this.serverId = HOME;
+    this.threads = new Threads(this);  // before the chat, whose messages offer threads
     this.chat = new ChatView(this);
+    this.search = new Search(this);
+    this.voice = new Voice(this);
+    this.chat.headerExtras.append(this.search.root, this.threads.headerButton());
     this.serverList = h("nav.servers#servers", { "aria-label": "Servers" });
     this.channelList = h("nav.channels#channels", { "aria-label": "Channels" });
     this.memberList = h("aside.members#members", { "aria-label": "Members" });
@@ -27,13 +34,13 @@ export class Shell {
     this.meBar = h("footer.me");
     this.root = h("div.shell",
       this.banner,
-      h("div.nav", this.serverList, h("div.sidebar", h("header.server-header#server-header"), this.channelList, this.meBar)),
-      this.chat.root, this.memberList);
+      h("div.nav", this.serverList, h("div.sidebar", h("header.server-header#server-header"), this.channelList, this.voice.panel, this.meBar)),
+      this.chat.root, this.threads.root, this.memberList);
     // Alt+Up / Alt+Down: the previous or next channel, as in other chat clients.
     this.root.addEventListener("keydown", (e) => {
       if (!e.altKey || (e.key !== "ArrowUp" && e.key !== "ArrowDown")) return;
       e.preventDefault();
-      const ids = [...this.channelList.querySelectorAll("button.channel")].map((b) => b.dataset.channel);
+      const ids = [...this.channelList.querySelectorAll("button.channel:not(.voice)")].map((b) => b.dataset.channel);
       const at = ids.indexOf(this.chat.channelId);
       const next = ids[(at + (e.key === "ArrowDown" ? 1 : ids.length - 1)) % ids.length];
       if (next) this.openChannel(next);
@@ -55,6 +62,8 @@ export class Shell {
   // Redraw what an event touched.
   changed({ what, d, channelId, serverId }) {
     const inChannel = (id) => id === this.chat.channelId;
+    this.threads.changed({ what, d, channelId });
+    this.voice.changed({ what, d });
     switch (what) {
       case "ready": {
         const again = Boolean(this.chat.channelId);  // a new session after a drop, not a start
@@ -134,10 +143,10 @@ export class Shell {
     const read = this.store.reads.get(c.id);
     const unread = this.store.unread(c.id);
     const label = isGroup(c) ? `👥 ${groupName(c, this.store.me?.id)}` : c.type === "dm" ? `@${c.recipients?.filter((u) => u.id !== this.store.me?.id).map(nameOf).join(", ")}` : c.type === "voice" ? `🔊 ${c.name}` : `# ${c.name}`;
-    const clickable = c.type !== "voice";  // voice arrives with its own module
-    return h("li", h(clickable ? "button.channel" : "span.channel.voice", {
+    if (c.type === "voice") return this.voice.entry(c, label);
+    return h("li", h("button.channel", {
       "data-channel": c.id, "aria-current": c.id === this.chat.channelId ? "true" : null,
-      class: unread ? "unread" : null, onclick: clickable ? () => this.openChannel(c.id) : null },
+      class: unread ? "unread" : null, onclick: () => this.openChannel(c.id) },
       label, read?.mention_count ? h("span.badge", { "aria-label": `${read.mention_count} mentions` }, String(read.mention_count)) : null));
   }
 
