@@ -48,6 +48,7 @@ _RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
 
 
 BODY_BUFFER_BYTES = 1024 * 1024  # request body received but not yet read by the route
+PACE_WAIT_S = 1.0  # the longest a connection waits for the route to take a piece
 
 
 class PacedBody(TrioBody):
@@ -73,7 +74,10 @@ class PacedBody(TrioBody):
 
     async def wait_for_room(self) -> None:
         if self.paced and len(self._data) >= BODY_BUFFER_BYTES and self._must_raise is None:
-            await self._taken.wait()
+            # Bounded: a route that stopped reading (it answered early) must not hold the
+            # connection forever; Quart's max_content_length still bounds what is buffered.
+            with trio.move_on_after(PACE_WAIT_S):
+                await self._taken.wait()
 
 
 def upload_request_class(settings: Settings) -> type[TrioRequest]:
