@@ -94,8 +94,6 @@ class VoiceStates:
         self.by_user: dict[int, Voice] = {}
         self.by_channel: dict[int, dict[int, Voice]] = {}
         self.grants: dict[str, Grant] = {}
-        # Server mute and deafen outlive a stay in voice (as long as the process does).
-        self.moderated: dict[tuple[int, int], tuple[bool, bool]] = {}
         # The media side's: (before, after) of each change; None before: joined, after: left.
         self.on_change: list[Callable[[Voice | None, Voice | None], None]] = []
 
@@ -249,7 +247,8 @@ async def update_state(
         channel.user_limit and others >= channel.user_limit and not channel.permissions & MOVE
     ):
         raise Conflict("that voice channel is full", code="voice_channel_full")
-    mute, deaf = voice.moderated.get((sid, user_id), (False, False))
+    # Server mute and deafen are the member's (stored), so a rejoin or a restart keeps them.
+    mute, deaf = channel.mute, channel.deaf
     state = Voice(
         user_id=user_id,
         server_id=sid,
@@ -333,15 +332,17 @@ async def moderate(
         state = None
     if move and state is None:
         raise BadRequest("that member is not in a voice channel here", code="not_in_voice")
-    old_mute, old_deaf = voice.moderated.get((server_id, target_id), (False, False))
-    new = (old_mute if mute is None else mute, old_deaf if deaf is None else deaf)
-    if new == (False, False):
-        voice.moderated.pop((server_id, target_id), None)
-    else:
-        voice.moderated[(server_id, target_id)] = new
+    if mute is not None or deaf is not None:
+        new = await chat.store.write(chat.q.voice.set_moderation, server_id, target_id, mute, deaf)
+        state = voice.by_user.get(target_id)  # again: the write awaited
+        if state is not None and state.server_id != server_id:
+            state = None
+        if state is not None:
+            state = voice.update(state, mute=new[0], deaf=new[1])
     if state is None:
+        if move:
+            raise BadRequest("that member is not in a voice channel here", code="not_in_voice")
         return
-    state = voice.update(state, mute=new[0], deaf=new[1])
     if move and target_channel is None:
         voice.leave(target_id)
     elif target_channel is not None and target_channel.id != state.channel_id:
