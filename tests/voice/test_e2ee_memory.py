@@ -106,7 +106,7 @@ async def test_the_server_process_never_holds_an_e2ee_key(
 ) -> None:
     pid, url, ws_url = server_process
     try:
-        open(f"/proc/{pid}/mem", "rb").close()  # noqa: SIM115, ASYNC230
+        open(f"/proc/{pid}/mem", "rb").close()  # noqa: ASYNC230
     except PermissionError:
         pytest.skip("cannot read the server's memory (needs root or ptrace rights)")
     with trio.fail_after(30):
