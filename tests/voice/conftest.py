@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.cli.conftest import data_dir, relay_cli  # noqa: F401  (fixtures for test_play)
 from tests.conftest import settings_for, start_server
 
 if TYPE_CHECKING:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from relay.client import open_gateway
+from relay.voice_client import join_voice, open_voice
 from tests.cli.conftest import BIN, clean_env
 from tests.cli.test_justfile import REPO
 from tests.voice.opusfile import write_opus_file
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
+    from tests.cli.test_justfile import RelayCli
     from tests.conftest import RunningServer
 
 FRAMES = 10
@@ -61,7 +64,7 @@ async def run_just(env: dict[str, str], *args: str) -> subprocess.CompletedProce
 
 
 async def test_just_voice_play_plays_an_opus_file_into_a_channel(
-    voice_server: RunningServer, tmp_path: Path
+    voice_server: RunningServer, tmp_path: Path, relay_cli: RelayCli
 ) -> None:
     (a,), server_id, voice_id = await setup(voice_server, 1)
     carol = voice_server.client()
@@ -77,27 +80,49 @@ async def test_just_voice_play_plays_an_opus_file_into_a_channel(
         RELAY_USERNAME="carol",
         RELAY_PASSWORD="password123",
     )
-    async with AsyncExitStack() as stack:
-        _, ca, _ = await open_member_voice(
-            stack, voice_server.ws_url, a, server_id, voice_id, "websocket"
-        )
-        heard: list[bytes] = []
 
-        async def listen() -> None:
-            while len(heard) < len(frames):
-                heard.append((await ca.receive()).payload)
+    async def play_to_a(e2ee: bool, *options: str) -> None:
+        """`just voice-play` as carol while a listens (end-to-end encrypted with `e2ee`)."""
+        async with AsyncExitStack() as stack:
+            g = await stack.enter_async_context(open_gateway(voice_server.ws_url))
+            await g.identify(a.token)
+            grant = await join_voice(g, server_id, voice_id)
+            assert g.session_id is not None
+            ca = await stack.enter_async_context(
+                open_voice(
+                    voice_server.ws_url,
+                    server_id=server_id,
+                    user_id=a.user_id,
+                    session_id=g.session_id,
+                    token=grant["token"],
+                    protocol="websocket",
+                    e2ee=e2ee,
+                )
+            )
+            heard: list[bytes] = []
 
-        with trio.fail_after(30):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(listen)
-                ran = await run_just(env, "voice-play", server_id, voice_id, str(song))
-                assert (ran.returncode, ran.stderr.decode()) == (0, "")
-                assert ran.stdout.decode().startswith(f"played {len(frames)} frames")
-        assert heard == frames
-        assert all(decodes(p) for p in heard)
-        assert await receive_within(ca, 0.1) == []
+            async def listen() -> None:
+                while len(heard) < len(frames):
+                    heard.append((await ca.receive()).payload)
+
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(listen)
+                    args = ["voice-play", server_id, voice_id, str(song), *options]
+                    ran = await run_just(env, *args)
+                    assert (ran.returncode, ran.stderr.decode()) == (0, "")
+                    assert ran.stdout.decode().startswith(f"played {len(frames)} frames")
+            assert heard == frames
+            assert all(decodes(p) for p in heard)
+            assert await receive_within(ca, 0.1) == []
+
+    await play_to_a(False)
+    # As docs/voice.md writes it: over the WebSocket, end-to-end encrypted, into a channel that
+    # requires it (a decrypts with the key carol sealed to it).
+    await a.client.call("PATCH", f"/v1/api/channels/{voice_id}", {"e2ee_required": True})
+    await play_to_a(True, "--protocol", "websocket", "--e2ee")
 
     # Not an Opus file: refused before connecting, one line, status 1.
-    ran = await run_just(env, "voice-play", server_id, voice_id, str(REPO / "justfile"))
-    assert ran.returncode == 1
-    assert ran.stderr.decode().startswith("relay: cannot play")
+    refused = await relay_cli("voice", "play", server_id, voice_id, str(REPO / "justfile"))
+    assert refused.code == 1
+    assert refused.error.startswith("relay: cannot play")
