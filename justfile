@@ -66,6 +66,10 @@ room-tail room_id secret:
 room-close room_id:
     @.venv/bin/relay rooms close {{ quote(room_id) }}
 
+# join a voice channel, play an Ogg Opus file (one frame per 20 ms), leave (args: --protocol websocket, --e2ee)
+voice-play server_id channel_id file *args:
+    @.venv/bin/relay voice play {{ quote(server_id) }} {{ quote(channel_id) }} {{ quote(file) }} {{ args }}
+
 # create user NAME in the database (asks for the password, or reads it from stdin)
 user name:
     @.venv/bin/relay user create {{ quote(name) }}

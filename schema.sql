@@ -97,7 +97,9 @@ CREATE TABLE IF NOT EXISTS members (
     server_id INTEGER NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
     user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     nickname TEXT,
-    joined_at INTEGER NOT NULL, communication_disabled_until INTEGER,
+    joined_at INTEGER NOT NULL, communication_disabled_until INTEGER, voice_mute INTEGER NOT NULL DEFAULT 0
+    CHECK (voice_mute IN (0, 1)), voice_deaf INTEGER NOT NULL DEFAULT 0
+    CHECK (voice_deaf IN (0, 1)),
     PRIMARY KEY (server_id, user_id)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS members_user ON members (user_id);
@@ -406,4 +408,4 @@ CREATE TABLE IF NOT EXISTS images (
     created_at INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 
-PRAGMA user_version = 11;
+PRAGMA user_version = 12;

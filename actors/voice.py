@@ -30,20 +30,56 @@ from relay.protocol import rtp
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+# Why a media packet was dropped (the `reason` label of relay_voice_packets_dropped_total,
+# docs/metrics.md). The actor's: size, malformed, not_in_channel, spoof, auth, replay, rate,
+# muted, feedback, lane_overflow; the service's (relay.voice): unbound, inbox, send.
+DROP_REASONS = (
+    "size",
+    "malformed",
+    "not_in_channel",
+    "spoof",
+    "auth",
+    "replay",
+    "rate",
+    "muted",
+    "feedback",
+    "lane_overflow",
+    "unbound",
+    "inbox",
+    "send",
+)
+
+
+class VoiceStats:
+    """The media path's counters for the whole process, in plain ints (one addition per packet;
+    /metrics turns them into series at scrape time). Shared by every voice actor and lane, so
+    they outlive an actor's idle stop or crash."""
+
+    __slots__ = ("dropped", "forwarded", "forwarded_bytes", "received", "received_bytes")
+
+    def __init__(self) -> None:
+        self.received = 0  # packets that reached an actor
+        self.received_bytes = 0
+        self.forwarded = 0  # packets queued for a receiver (one per receiver)
+        self.forwarded_bytes = 0
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+
 
 class MediaLane:
     """A receiver's bounded packet queue: drops the oldest when full; never blocks the writer."""
 
-    __slots__ = ("_event", "dropped", "packets")
+    __slots__ = ("_event", "dropped", "packets", "stats")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, stats: VoiceStats | None = None) -> None:
         self.packets: deque[bytes] = deque(maxlen=size)
         self._event = trio.Event()
         self.dropped = 0
+        self.stats = stats if stats is not None else VoiceStats()
 
     def push(self, packet: bytes) -> None:
         if len(self.packets) == self.packets.maxlen:
             self.dropped += 1
+            self.stats.dropped["lane_overflow"] += 1
         self.packets.append(packet)
         self._event.set()
 
@@ -155,13 +191,19 @@ class VoiceActor(Actor[VoiceMsg]):
     inbox_size: ClassVar[int] = 1024
     batch_max: ClassVar[int] = 64  # forward bursts before yielding: receivers' writers batch
 
-    def __init__(self, key: str, limits: Limits, *, idle_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        limits: Limits,
+        *,
+        idle_timeout_s: float | None = None,
+        stats: VoiceStats | None = None,
+    ) -> None:
         super().__init__(key)
         self.limits = limits
         self.idle_timeout_s = idle_timeout_s
         self.members: dict[int, Member] = {}  # user id -> member
-        self.forwarded = 0
-        self.dropped = 0
+        self.stats = stats if stats is not None else VoiceStats()
 
     async def handle(self, msg: VoiceMsg) -> None:
         match msg:
@@ -188,36 +230,53 @@ class VoiceActor(Actor[VoiceMsg]):
                 raise RuntimeError("voice actor crash requested (tests)")
 
     def _forward(self, user_id: int, data: bytes) -> None:
+        stats = self.stats
+        stats.received += 1
+        stats.received_bytes += len(data)
+        dropped = stats.dropped
         sender = self.members.get(user_id)
-        if sender is None or len(data) > self.limits.packet_bytes:
-            self.dropped += 1
+        if sender is None:
+            dropped["not_in_channel"] += 1
+            return
+        if len(data) > self.limits.packet_bytes:
+            dropped["size"] += 1
             return
         if rtp.is_rtcp(data):
             self._feedback(sender, data)
             return
         try:
             header = rtp.parse_header(data)
-            ssrc = header.ssrc
-            video = ssrc != sender.ssrc
-            if video and ssrc not in sender.sources:
-                raise rtp.PacketError("not a source of this member")
+        except rtp.PacketError:
+            dropped["malformed"] += 1
+            return
+        ssrc = header.ssrc
+        video = ssrc != sender.ssrc
+        if video and ssrc not in sender.sources:  # another member's SSRC, or none allocated
+            dropped["spoof"] += 1
+            return
+        try:
             body = rtp.open_packet(data, header.aad_end, sender.key)
         except rtp.PacketError:
-            self.dropped += 1
+            dropped["auth"] += 1
             return
-        if not sender.replay.accept(rtp.counter_of(data)) or not self._within_rate(sender, data):
-            self.dropped += 1
+        if not sender.replay.accept(rtp.counter_of(data)):
+            dropped["replay"] += 1
+            return
+        if not self._within_rate(sender, data):
+            dropped["rate"] += 1
             return
         if not video and (sender.muted or not sender.can_speak):
-            self.dropped += 1
+            dropped["muted"] += 1
             return
         clear = data[: header.aad_end]
         for member in self.members.values():
             if member is sender or member.deaf or (video and ssrc not in member.wanted):
                 continue
             member.counter += 1
-            member.lane.push(rtp.seal(clear, body, member.key, member.counter))
-            self.forwarded += 1
+            packet = rtp.seal(clear, body, member.key, member.counter)
+            member.lane.push(packet)
+            stats.forwarded += 1
+            stats.forwarded_bytes += len(packet)
 
     def _feedback(self, asker: Member, data: bytes) -> None:
         """A keyframe request (PLI/FIR) for a source: to that source's sender only."""
@@ -227,20 +286,25 @@ class VoiceActor(Actor[VoiceMsg]):
                 raise rtp.PacketError("not this member's keyframe request")
             body = rtp.open_packet(data, rtp.RTCP_HEADER_BYTES, asker.key)
         except rtp.PacketError:
-            self.dropped += 1
+            self.stats.dropped["feedback"] += 1
             return
-        if not asker.replay.accept(rtp.counter_of(data)) or not self._within_rate(asker, data):
-            self.dropped += 1
+        if not asker.replay.accept(rtp.counter_of(data)):
+            self.stats.dropped["replay"] += 1
+            return
+        if not self._within_rate(asker, data):
+            self.stats.dropped["rate"] += 1
             return
         media = int.from_bytes(body[:4], "big")
         owner = next((m for m in self.members.values() if media in m.sources), None)
         if owner is None or owner is asker or media not in asker.wanted:
-            self.dropped += 1
+            self.stats.dropped["feedback"] += 1
             return
         owner.counter += 1
         clear = data[: rtp.RTCP_HEADER_BYTES]
-        owner.lane.push(rtp.seal(clear, body, owner.key, owner.counter))
-        self.forwarded += 1
+        packet = rtp.seal(clear, body, owner.key, owner.counter)
+        owner.lane.push(packet)
+        self.stats.forwarded += 1
+        self.stats.forwarded_bytes += len(packet)
 
     def _within_rate(self, sender: Member, data: bytes) -> bool:
         second = float(int(trio.current_time()))

@@ -8,7 +8,7 @@ import sys
 
 import trio
 
-from relay import __version__, admin, backup, roomctl
+from relay import __version__, admin, backup, roomctl, voicectl
 from relay.cliutil import run_command, serve_epilog
 from relay.config import load_settings
 from relay.errors import ConfigError, ListenError, first_of
@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_commands(commands)
     admin.add_commands(commands)  # user, server, invite (relay/admin.py)
     roomctl.add_commands(commands)  # rooms (relay/roomctl.py)
+    voicectl.add_commands(commands)  # voice play (relay/voicectl.py)
     _accept_config_after_commands(parser)
     return parser
 

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from relay.realtime.listener import ListenerStats
     from relay.runtime import Runtime
     from relay.storage.sqlite.db import Store
+    from relay.voice.service import VoiceService
 
 log = logging.getLogger("relay.metrics")
 
@@ -80,7 +81,7 @@ def collect_runtime(rt: Runtime) -> Iterator[Metric]:
     if chat is not None and chat.link_previews is not None:
         yield from _previews(chat.link_previews)
     rooms = _running(lambda: rt.rooms)
-    yield from _actors(hub, rooms)
+    yield from _actors(hub, rooms, rt.voice)
     if rooms is not None:
         yield from _rooms(rooms)
     if rt.byte_relay is not None:
@@ -88,6 +89,8 @@ def collect_runtime(rt: Runtime) -> Iterator[Metric]:
     push = _running(lambda: rt.chat.push)
     if push is not None:
         yield from _push(push)
+    if rt.voice is not None:
+        yield from _voice(rt.voice)
 
 
 def _running(get: Callable[[], Any]) -> Any:
@@ -236,7 +239,9 @@ def _storage(store: Store) -> Iterator[Metric]:
     )
 
 
-def _actors(hub: Hub | None, rooms: RoomManager | None) -> Iterator[Metric]:
+def _actors(
+    hub: Hub | None, rooms: RoomManager | None, voice: VoiceService | None
+) -> Iterator[Metric]:
     labels = ["kind"]
     running = GaugeMetricFamily("relay_actors_running", "Running actors by kind", labels=labels)
     starts = CounterMetricFamily(
@@ -255,6 +260,8 @@ def _actors(hub: Hub | None, rooms: RoomManager | None) -> Iterator[Metric]:
         registries += [("channel", hub.channels), ("presence", hub.presence)]
     if rooms is not None:
         registries.append(("room", rooms.registry))
+    if voice is not None:
+        registries.append(("voice", voice.actors))
     for kind, registry in registries:
         running.add_metric([kind], registry.count_running())
         starts.add_metric([kind], registry.starts)
@@ -466,3 +473,73 @@ def _push(push: PushNotifier) -> Iterator[Metric]:
     ):
         outcomes.add_metric([outcome], count)
     yield outcomes
+
+
+def _voice(voice: VoiceService) -> Iterator[Metric]:
+    """Voice: a walk over the identified voice sessions (one per member in voice) and the
+    media path's counters (actors.voice.VoiceStats)."""
+    connections = GaugeMetricFamily(
+        "relay_voice_connections",
+        "Identified voice sessions: connected (a /v1/voice WebSocket attached), or resumable "
+        "(none attached, within voice_resume_grace_s)",
+        labels=["state"],
+    )
+    members = GaugeMetricFamily(
+        "relay_voice_members",
+        "Connected voice members by media transport (none: SELECT_PROTOCOL not sent yet)",
+        labels=["transport"],
+    )
+    by_transport = {"udp": 0, "websocket": 0, "none": 0}
+    connected = queued = 0
+    for session in voice.sessions.values():
+        queued += len(session.lane.packets)
+        if session.closer is None:
+            continue
+        connected += 1
+        by_transport[session.protocol or "none"] += 1
+    connections.add_metric(["connected"], connected)
+    connections.add_metric(["resumable"], len(voice.sessions) - connected)
+    for transport, count in by_transport.items():
+        members.add_metric([transport], count)
+    yield connections
+    yield members
+    yield GaugeMetricFamily(
+        "relay_voice_states",
+        "Voice states (members who joined a voice channel through the gateway, connected or not)",
+        value=len(voice.states.by_user),
+    )
+    yield GaugeMetricFamily(
+        "relay_voice_channels_active",
+        "Voice channels with at least one voice state (at most voice_max_channels)",
+        value=len(voice.states.by_channel),
+    )
+    yield GaugeMetricFamily(
+        "relay_voice_lane_packets",
+        "Packets waiting in the members' media lanes (each drops its oldest when full)",
+        value=queued,
+    )
+    stats = voice.stats
+    yield CounterMetricFamily(
+        "relay_voice_packets_received",
+        "Media packets (RTP and RTCP) that reached a voice actor, UDP and WebSocket",
+        value=stats.received,
+    )
+    yield CounterMetricFamily(
+        "relay_voice_received_bytes", "Their bytes", value=stats.received_bytes
+    )
+    yield CounterMetricFamily(
+        "relay_voice_packets_forwarded",
+        "Packets re-encrypted and queued for a receiver (one per receiver)",
+        value=stats.forwarded,
+    )
+    yield CounterMetricFamily(
+        "relay_voice_forwarded_bytes", "Their bytes", value=stats.forwarded_bytes
+    )
+    dropped = CounterMetricFamily(
+        "relay_voice_packets_dropped",
+        "Media packets dropped, by reason (docs/metrics.md)",
+        labels=["reason"],
+    )
+    for reason, count in stats.dropped.items():
+        dropped.add_metric([reason], count)
+    yield dropped

@@ -3,12 +3,17 @@ connection (`/v1/voice`), and send and receive Opus frames over UDP or WebSocket
 (docs/voice.md). The client encrypts each frame with its transport key
 (`aead_xchacha20_poly1305_rtpsize`) and decrypts what the server re-encrypted for it; it never
 needs a codec itself (frames are opaque bytes: encode them with libopus, e.g. PyAV).
+
+`play` sends frames at their real pace (one per 20 ms) from any iterable or async iterable of
+Opus packets: `opus_file_frames` reads them from an Ogg Opus (`.opus`) file, and a generator
+can make them as it goes.
 """
 
 from __future__ import annotations
 
 import base64
 import socket
+from collections.abc import AsyncIterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -20,16 +25,29 @@ from nacl.secret import SecretBox
 from nacl.utils import random as nacl_random
 
 from relay.client import _open_websocket
-from relay.protocol import rtp
+from relay.protocol import ogg, rtp
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterable
+    from pathlib import Path
 
     from relay.client import Gateway
 
 OPUS_PAYLOAD_TYPE = 120
 VIDEO_PAYLOAD_TYPE = 96  # a dynamic type, e.g. VP8 or H.264: opaque to the server
 SAMPLES_PER_FRAME = 960  # 20 ms at 48 kHz
+FRAME_S = 0.020  # one frame's duration: `play` sends one per FRAME_S
+MAX_OPUS_FILE_BYTES = 64 * 1024 * 1024  # an .opus file read whole (~4.5 h at 32 kbit/s)
+
+
+def opus_file_frames(path: Path) -> list[bytes]:
+    """The Opus frames of an Ogg Opus file (raises OggError for anything else, OSError if it
+    cannot be read, ValueError over MAX_OPUS_FILE_BYTES)."""
+    with path.open("rb") as f:
+        data = f.read(MAX_OPUS_FILE_BYTES + 1)
+    if len(data) > MAX_OPUS_FILE_BYTES:
+        raise ValueError(f"{path} is over {MAX_OPUS_FILE_BYTES} bytes")
+    return list(ogg.opus_frames(data))
 
 
 class VoiceClosed(Exception):
@@ -156,6 +174,24 @@ class VoiceClient:
                     self._seen(frame)
                     self.controls.append(frame)
 
+    async def discard_incoming(self) -> None:
+        """Read the WebSocket forever, keeping what control frames teach (SSRCs, E2EE keys) and
+        dropping media and the rest: for a client that only sends (`play`), whose unread
+        WebSocket would otherwise fill."""
+        while True:
+            message = await self._next()
+            if not isinstance(message, bytes):
+                self._seen(msgspec.json.decode(message))
+
+    async def send_heartbeats(self) -> None:
+        """HEARTBEAT on READY's interval, forever (the server closes a silent connection)."""
+        interval = self.ready.get("heartbeat_interval", 41250) / 1000
+        nonce = 0
+        while True:
+            await trio.sleep(interval)
+            nonce += 1
+            await self.heartbeat(nonce)
+
     async def rotate_e2ee(self) -> None:
         """A new media key, sealed to every member known now (after a join or leave)."""
         assert self.e2ee is not None
@@ -198,6 +234,32 @@ class VoiceClient:
         if self.e2ee is not None:
             payload = self.e2ee.encrypt(payload)
         await self.send_raw(self.packet(payload))
+
+    async def play(
+        self, frames: Iterable[bytes] | AsyncIterable[bytes], *, frame_s: float = FRAME_S
+    ) -> int:
+        """Send every frame at its pace (one per `frame_s`, on a fixed clock so a slow turn does
+        not drift), speaking on before and off after; returns how many were sent."""
+        await self.speaking(True)
+        sent = 0
+        start = trio.current_time()
+        try:
+            if isinstance(frames, AsyncIterable):
+                async for frame in frames:
+                    await self._paced(frame, start + sent * frame_s)
+                    sent += 1
+            else:
+                for frame in frames:
+                    await self._paced(frame, start + sent * frame_s)
+                    sent += 1
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self.speaking(False)
+        return sent
+
+    async def _paced(self, frame: bytes, at: float) -> None:
+        await trio.sleep_until(at)
+        await self.send_frame(frame)
 
     async def send_raw(self, packet: bytes) -> None:
         if self.protocol == "udp":
@@ -294,7 +356,9 @@ async def open_voice(
         data: dict[str, Any] = {"mode": rtp.MODE, "e2ee": e2ee}
         with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             if protocol == "udp":
-                await udp.bind(("127.0.0.1", 0))
+                # Loopback for a local server; otherwise any interface, so the route decides.
+                local = client.ready["ip"] in ("127.0.0.1", "localhost")
+                await udp.bind(("127.0.0.1" if local else "0.0.0.0", 0))
                 client.udp = udp
                 client.server_addr = (client.ready["ip"], client.ready["port"])
                 await udp.sendto(rtp.discovery_request(client.ssrc), client.server_addr)

@@ -94,8 +94,9 @@ class VoiceStates:
         self.by_user: dict[int, Voice] = {}
         self.by_channel: dict[int, dict[int, Voice]] = {}
         self.grants: dict[str, Grant] = {}
-        # Server mute and deafen outlive a stay in voice (as long as the process does).
-        self.moderated: dict[tuple[int, int], tuple[bool, bool]] = {}
+        # Server mute/deafen writes so far (they are stored on the member): a join whose read
+        # of them overlapped one reads them again.
+        self.moderation_writes = 0
         # The media side's: (before, after) of each change; None before: joined, after: left.
         self.on_change: list[Callable[[Voice | None, Voice | None], None]] = []
 
@@ -230,6 +231,7 @@ async def update_state(
         voice.leave(user_id, sid)
         return None
     cid = snowflake(channel_id, "channel")
+    writes = voice.moderation_writes
     channel = await chat.store.read(chat.q.voice.voice_channel, cid, user_id)
     if channel.server_id != sid:
         raise NotFound("unknown channel", code="unknown_channel")
@@ -237,6 +239,11 @@ async def update_state(
         raise not_a_voice_channel()
     if not channel.permissions & CONNECT:
         raise missing_permission(CONNECT)
+    # Server mute and deafen are the member's (stored), so a rejoin or a restart keeps them.
+    mute, deaf = channel.mute, channel.deaf
+    while writes != voice.moderation_writes:  # a moderator wrote meanwhile: read them again
+        writes = voice.moderation_writes
+        mute, deaf = await chat.store.read(chat.q.voice.moderation, sid, user_id)
     current = voice.by_user.get(user_id)  # again: the reads above awaited
     require_room_for_channel(chat, cid)
     if current is not None and current.channel_id == cid and current.session_id == session_id:
@@ -249,7 +256,6 @@ async def update_state(
         channel.user_limit and others >= channel.user_limit and not channel.permissions & MOVE
     ):
         raise Conflict("that voice channel is full", code="voice_channel_full")
-    mute, deaf = voice.moderated.get((sid, user_id), (False, False))
     state = Voice(
         user_id=user_id,
         server_id=sid,
@@ -333,15 +339,18 @@ async def moderate(
         state = None
     if move and state is None:
         raise BadRequest("that member is not in a voice channel here", code="not_in_voice")
-    old_mute, old_deaf = voice.moderated.get((server_id, target_id), (False, False))
-    new = (old_mute if mute is None else mute, old_deaf if deaf is None else deaf)
-    if new == (False, False):
-        voice.moderated.pop((server_id, target_id), None)
-    else:
-        voice.moderated[(server_id, target_id)] = new
+    if mute is not None or deaf is not None:
+        new = await chat.store.write(chat.q.voice.set_moderation, server_id, target_id, mute, deaf)
+        voice.moderation_writes += 1
+        state = voice.by_user.get(target_id)  # again: the write awaited
+        if state is not None and state.server_id != server_id:
+            state = None
+        if state is not None:
+            state = voice.update(state, mute=new[0], deaf=new[1])
     if state is None:
+        if move:
+            raise BadRequest("that member is not in a voice channel here", code="not_in_voice")
         return
-    state = voice.update(state, mute=new[0], deaf=new[1])
     if move and target_channel is None:
         voice.leave(target_id)
     elif target_channel is not None and target_channel.id != state.channel_id:

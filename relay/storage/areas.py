@@ -625,6 +625,12 @@ class Voice(Protocol):
 
     def is_member(self, db: Database, server_id: int, user_id: int) -> bool: ...
 
+    def moderation(self, db: Database, server_id: int, user_id: int) -> tuple[bool, bool]: ...
+
+    def set_moderation(
+        self, db: Database, server_id: int, user_id: int, mute: bool | None, deaf: bool | None
+    ) -> tuple[bool, bool]: ...
+
 
 class Applications(Protocol):
     """Applications (bot accounts) and adding bots to servers (SQLite:

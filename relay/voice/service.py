@@ -39,6 +39,7 @@ from actors.voice import (
     SetFlags,
     SetSources,
     VoiceActor,
+    VoiceStats,
 )
 from relay.errors import NotFound
 from relay.permissions import P
@@ -87,7 +88,9 @@ class VoiceSession:
         "wanted",
     )
 
-    def __init__(self, state: Voice, token: str, ssrc: int, lane_size: int) -> None:
+    def __init__(
+        self, state: Voice, token: str, ssrc: int, lane_size: int, stats: VoiceStats
+    ) -> None:
         self.user_id = state.user_id
         self.server_id = state.server_id
         self.channel_id = state.channel_id
@@ -95,7 +98,7 @@ class VoiceSession:
         self.token = token  # resumes this voice session (it identified once)
         self.ssrc = ssrc
         self.key = secrets.token_bytes(rtp.KEY_BYTES)
-        self.lane = MediaLane(lane_size)
+        self.lane = MediaLane(lane_size, stats)
         self.protocol: str | None = None  # "udp" | "websocket" once selected
         self.udp_addr: tuple[str, int] | None = None
         self.discovered: list[tuple[str, int]] = []
@@ -139,7 +142,7 @@ class VoiceService:
         self.sock: socket.socket | None = None
         self.udp_port = 0
         self.public_address = settings.voice_public_address or settings.host
-        self.udp_dropped = 0
+        self.stats = VoiceStats()  # the media path's counters, read by /metrics
         states.on_change.append(self._state_changed)
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -166,7 +169,9 @@ class VoiceService:
         self.actors.close_all()
 
     def _new_actor(self, key: str) -> VoiceActor:
-        return VoiceActor(key, self.limits, idle_timeout_s=self.settings.actor_idle_s)
+        return VoiceActor(
+            key, self.limits, idle_timeout_s=self.settings.actor_idle_s, stats=self.stats
+        )
 
     # -- sessions --------------------------------------------------------------------------------
 
@@ -175,7 +180,7 @@ class VoiceService:
         if old is not None:
             self.end(old, int(VoiceClose.DISCONNECTED), "identified again elsewhere")
         ssrc = self.new_ssrc()
-        session = VoiceSession(state, token, ssrc, self.settings.voice_lane_packets)
+        session = VoiceSession(state, token, ssrc, self.settings.voice_lane_packets, self.stats)
         self.sessions[state.user_id] = session
         self.by_ssrc[ssrc] = session
         return session
@@ -280,7 +285,7 @@ class VoiceService:
         try:
             actor.tell(Packet(session.user_id, data))
         except (ActorStopped, Overloaded):
-            self.udp_dropped += 1
+            self.stats.dropped["inbox"] += 1
 
     def bind_udp(self, session: VoiceSession, address: str | None, port: int | None) -> bool:
         """SELECT_PROTOCOL udp: bind the address the client names, if it did IP discovery from
@@ -309,7 +314,7 @@ class VoiceService:
             try:
                 sock.sendto(packet, addr)
             except OSError:  # BlockingIOError included
-                self.udp_dropped += 1
+                self.stats.dropped["send"] += 1
 
     async def _receive_udp(self, sock: socket.socket) -> None:
         """Read every datagram that is waiting (up to RECV_BATCH) between two yields: one task
@@ -331,7 +336,7 @@ class VoiceService:
                 elif rtp.is_discovery(data):
                     self._discovery(sock, data, addr)
                 else:
-                    self.udp_dropped += 1
+                    self.stats.dropped["unbound"] += 1
             await trio.lowlevel.checkpoint()
 
     def _discovery(self, sock: socket.socket, data: bytes, addr: tuple[str, int]) -> None:
@@ -341,14 +346,14 @@ class VoiceService:
             return
         session = self.by_ssrc.get(ssrc)
         if kind != rtp.DISCOVERY_REQUEST or session is None or session.udp_addr is not None:
-            self.udp_dropped += 1
+            self.stats.dropped["unbound"] += 1
             return
         if addr not in session.discovered:
             session.discovered = [*session.discovered[-(MAX_DISCOVERED - 1) :], addr]
         try:
             sock.sendto(rtp.discovery_response(ssrc, addr[0], addr[1]), addr)
         except OSError:
-            self.udp_dropped += 1
+            self.stats.dropped["send"] += 1
 
     def permissions_changed(self, server_id: int) -> None:
         """A permission change in a server (hub hook, synchronous): check its voice states."""

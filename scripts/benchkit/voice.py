@@ -32,7 +32,7 @@ from nacl.bindings import (
     crypto_aead_xchacha20poly1305_ietf_encrypt,
 )
 
-from benchkit.core import Bench, Row, percentile
+from benchkit.core import Bench, Row, percentile, profile_result
 from benchkit.procs import CpuMeter, free_port
 from benchkit.relay import HOST
 
@@ -184,9 +184,14 @@ def _run_load(members: list[Member], rate: int, seconds: float, pid: int) -> dic
     meter = CpuMeter([pid])
     for w in workers:
         w.start()
+    # The load processes' own CPU: when they use what the machine has left, they (not the
+    # server) are the bottleneck, and their receive backlog is in the latency.
+    load_meter = CpuMeter([w.pid for w in workers if w.pid is not None])
     meter.start()
+    load_meter.start()
     results = [out.get(timeout=seconds + 60) for _ in workers]
     cpu = meter.stop()
+    load_cpu = load_meter.stop()
     for w in workers:
         w.join(10)
     received = sum(r["received"] for r in results)
@@ -199,6 +204,7 @@ def _run_load(members: list[Member], rate: int, seconds: float, pid: int) -> dic
         "p50_ms": round(percentile(lat, 50) / 1000, 2) if lat else None,
         "p99_ms": round(percentile(lat, 99) / 1000, 2) if lat else None,
         "cpu_pct": cpu,
+        "load_cpu_pct": load_cpu,
         "cpu_us_per_packet": round(cpu / 100 * 1e6 / per_s, 1) if per_s else None,
     }
 
@@ -307,7 +313,7 @@ def _relay_case(bench: Bench, channels: int) -> dict[str, Any]:
     try:
         found = ready.get(timeout=300)
         members = [Member(p, s, k, a) for p, s, k, a in found]
-        return _phases(bench, members, relay.pid)
+        return _phases(bench, members, relay.pid, profile=True)
     finally:
         hold.set()
         setup.join(15)
@@ -358,11 +364,20 @@ def _peer_case(bench: Bench, channels: int) -> dict[str, Any]:
         proc.wait(10)
 
 
-def _phases(bench: Bench, members: list[Member], pid: int) -> dict[str, Any]:
+def _phases(
+    bench: Bench, members: list[Member], pid: int, *, profile: bool = False
+) -> dict[str, Any]:
+    """The fixed-load and saturation phases; with `profile` (Relay's) and --profile, py-spy
+    records the server during each."""
     seconds = bench.config.measure_s + bench.config.warm_s
-    fixed = _run_load(members, RATE_PPS, seconds, pid)
-    saturated = _run_load(members, RATE_PPS * 4, seconds, pid)
-    return {"fixed": fixed, "saturation": saturated}
+    results: dict[str, Any] = {}
+    for phase, rate in (("fixed", RATE_PPS), ("saturation", RATE_PPS * 4)):
+        label = {"scenario": "voice", "phase": phase}
+        profiler = bench.profiler(label, pid, seconds) if profile else None
+        results[phase] = _run_load(members, rate, seconds, pid)
+        if profiler is not None:
+            results[phase]["profile"] = profile_result(profiler)
+    return results
 
 
 def voice(bench: Bench) -> list[Row]:

@@ -19,13 +19,9 @@ from actors.voice import Crash
 from relay.client import ApiError, open_gateway, open_websocket
 from relay.protocol import rtp
 from relay.voice_client import VoiceClient, VoiceClosed, join_voice, open_voice, resume_voice
-from tests.conftest import settings_for, start_server
 from tests.gateway.conftest import Member, join, new_member
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-    from pathlib import Path
-
     from relay.client import Gateway
     from tests.conftest import RunningServer
 
@@ -50,16 +46,6 @@ def decodes(payload: bytes) -> bool:
     decoder: Any = av.CodecContext.create("libopus", "r")
     decoder.sample_rate, decoder.layout = 48000, "mono"
     return any(f.samples == 960 for f in decoder.decode(av.Packet(payload)))
-
-
-@pytest.fixture
-async def voice_server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[RunningServer]:
-    settings = settings_for(
-        tmp_path, voice_resume_grace_s=0.5, resume_window_s=1.0, voice_max_channels=2
-    )
-    running, shutdown = await start_server(nursery, settings)
-    yield running
-    await shutdown()
 
 
 async def setup(server: RunningServer, n: int) -> tuple[list[Member], str, str]:
