@@ -41,8 +41,8 @@ from relay.rest.rooms import rooms_blueprint
 from relay.rest.search import search_blueprint
 from relay.rest.servers import servers_blueprint
 from relay.rest.threads import threads_blueprint
-from relay.rest.web import gateway_blueprint, web_blueprint
 from relay.rest.voice import voice_blueprint
+from relay.rest.web import gateway_blueprint, web_blueprint
 from relay.rest.webhooks import webhooks_blueprint
 from relay.runtime import Runtime
 from relay.services import run_services

@@ -15,6 +15,7 @@ import msgspec
 from relay.chat import events
 from relay.chat.args import snowflake
 from relay.chat.files import ServedFile, media_of
+from relay.chat.imagerefs import release_images
 from relay.chat.objects import server_out, user_out
 from relay.errors import BadRequest, NotFound, PayloadTooLarge
 from relay.ids import parse_id
@@ -109,11 +110,10 @@ async def store_image(chat: Chat, data: bytes, max_side: int = PREVIEW_SIDE) -> 
 
 
 async def release_image(chat: Chat, digest: str) -> None:
-    """The feature that stored an image no longer needs it: its URL stops working and its
+    """The feature that stored an image no longer needs it: unless a message still shows it
+    (relay.chat.imagerefs keeps count), its URL stops working and its
     blob goes once nothing else uses it."""
-    media = media_of(chat)
-    await chat.store.write(files.remove_image, digest)
-    await media.release([digest], partial(chat.store.read, files.unreferenced))
+    await release_images(chat, [digest])
 
 
 # -- avatars -------------------------------------------------------------------------------------

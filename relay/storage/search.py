@@ -85,7 +85,8 @@ _HAS_SQL: dict[str, str] = {
     "link": "(m.content LIKE '%http://%' OR m.content LIKE '%https://%')",
     "embed": "m.embeds IS NOT NULL",
     "file": "EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = m.id)",
-    "image": "EXISTS (SELECT 1 FROM attachments a WHERE a.message_id = m.id AND a.width IS NOT NULL)",
+    "image": "EXISTS (SELECT 1 FROM attachments a"
+    " WHERE a.message_id = m.id AND a.width IS NOT NULL)",
 }
 
 
