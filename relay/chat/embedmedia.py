@@ -32,9 +32,15 @@ EMBED_IMAGE_SIDE = 1280
 
 
 async def relay_image(
-    chat: Chat, source_url: str, policy: FetchPolicy, *, max_bytes: int = IMAGE_MAX_BYTES
+    chat: Chat,
+    source_url: str,
+    policy: FetchPolicy,
+    *,
+    max_bytes: int = IMAGE_MAX_BYTES,
+    max_side: int = EMBED_IMAGE_SIDE,
 ) -> EmbedImage | None:
-    """The image at `source_url` as served by Relay's media store, or None if it cannot be."""
+    """The image at `source_url` as served by Relay's media store (at most `max_side` px a
+    side), or None if it cannot be."""
     if chat.media is None:
         return None  # a Chat built without files (some tests): no store to serve from
     limits = Limits(max_bytes=max_bytes, content_types=("image/",))
@@ -42,7 +48,7 @@ async def relay_image(
         answer = await fetch(source_url, policy, limits, headers={"Accept": "image/*"})
         if answer.status != 200:
             return None
-        stored = await store_image(chat, answer.body, max_side=EMBED_IMAGE_SIDE)
+        stored = await store_image(chat, answer.body, max_side=max_side)
     except FetchError as e:
         log.info("image not fetched", extra={"url": source_url, "reason": e.reason})
         return None

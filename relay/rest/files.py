@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import msgspec
@@ -40,9 +40,10 @@ MAX_FILENAME_QUERY = 1024
 CACHE_CONTROL = "private, max-age=86400, immutable"  # content-addressed: never changes
 PUBLIC_CACHE_CONTROL = "public, max-age=31536000, immutable"  # the URL names the blob
 # Paths whose bodies are uploads: the app-wide max_body_bytes does not apply to them.
+T = TypeVar("T")
 _UPLOAD_PATHS = re.compile(
-    r"^/v1/api/(channels/[0-9]{1,20}/(messages|attachments)|users/@me(/avatar)?"
-    r"|servers/[0-9]{1,20}/icon)$"
+    r"^/v1/api/(channels/[0-9]{1,20}/(messages|attachments|icon)|users/@me(/avatar)?"
+    r"|servers/[0-9]{1,20}/icon|webhooks/[0-9]{1,20}/[^/]{1,200})$"
 )
 _RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
 
@@ -94,10 +95,12 @@ def upload_request_class(settings: Settings) -> type[TrioRequest]:
         ) -> None:
             match = _UPLOAD_PATHS.match(path) if method in ("POST", "PUT", "PATCH") else None
             # A JSON body on the same path keeps max_body_bytes: it is read whole.
-            if match and (
-                (match.group(2) != "messages" and match.group(1) != "users/@me")
-                or is_multipart(headers.get("Content-Type", ""))
-            ):
+            multipart_only = match is not None and (
+                match.group(2) == "messages"
+                or match.group(1) == "users/@me"
+                or match.group(1).startswith("webhooks/")
+            )
+            if match and (not multipart_only or is_multipart(headers.get("Content-Type", ""))):
                 kw["max_content_length"] = upload_limit
             super().__init__(method, scheme, path, query_string, headers, *args, **kw)
 
@@ -110,10 +113,15 @@ def is_multipart(content_type: str) -> bool:
 
 def decode_payload(raw: bytes | None) -> commands.CreateMessage:
     """A multipart message's payload_json (none: a message of files alone)."""
+    return decode_form_json(raw, _payload, commands.CreateMessage())
+
+
+def decode_form_json(raw: bytes | None, decoder: msgspec.json.Decoder[T], empty: T) -> T:
+    """A multipart body's payload_json as `decoder` reads it (`empty` if there is none)."""
     if raw is None or not raw.strip():
-        return commands.CreateMessage()
+        return empty
     try:
-        return _payload.decode(raw)
+        return decoder.decode(raw)
     except msgspec.ValidationError as e:
         raise invalid(str(e)) from None
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:

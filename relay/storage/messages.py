@@ -492,9 +492,11 @@ def create(
 def post_as_webhook(
     db: Database, message_id: int, new: NewMessage, webhook: WebhookAuthor
 ) -> MessageRow:
-    """Store a webhook's message. The webhook must still exist and post to this channel (it
-    may have been deleted or moved since its token was checked): else NotFound
-    ("unknown_webhook"). No permission check: the webhook's token is its permission."""
+    """Store a webhook's message with its embeds, mentions and files. The webhook must still
+    exist and post to this channel (it may have been deleted or moved since its token was
+    checked): else NotFound("unknown_webhook"). No permission check: the webhook's token is its
+    permission; for mentions it has no MENTION_EVERYONE (mentionable roles only, no
+    @everyone/@here). Its files are uploads stored as the webhook's (relay.chat.files)."""
     found = db.execute(
         "SELECT channel_id FROM webhooks WHERE id = ?", (webhook.webhook_id,)
     ).fetchone()
@@ -504,8 +506,8 @@ def post_as_webhook(
         "SELECT server_id FROM channels WHERE id = ?", (new.channel_id,)
     ).fetchone()
     db.execute(
-        "INSERT INTO messages (id, channel_id, author_id, content) VALUES (?, ?, ?, ?)",
-        (message_id, new.channel_id, new.author_id, new.content),
+        "INSERT INTO messages (id, channel_id, author_id, content, embeds) VALUES (?, ?, ?, ?, ?)",
+        (message_id, new.channel_id, new.author_id, new.content, new.embeds),
     )
     db.execute(
         "INSERT INTO webhook_messages (message_id, webhook_id, username, avatar_url)"
@@ -515,27 +517,20 @@ def post_as_webhook(
     db.execute(
         "INSERT INTO message_search (rowid, body) VALUES (?, ?)", (message_id, fold(new.content))
     )
-    mentions = _store_mentions(db, message_id, new.channel_id, channel[0], new.mentions, new=True)
+    _store_mentions(db, message_id, new.channel_id, channel[0], new.mentions, new=True)
+    more_mentions.store(
+        db, message_id, new.channel_id, channel[0], 0, new.role_mentions, new.everyone, ()
+    )
+    if new.attachments:
+        files.claim(db, message_id, new.channel_id, new.author_id, new.attachments, new.now_ms)
     db.execute(
         "UPDATE channels SET last_message_id = ? WHERE id = ?"
         " AND (last_message_id IS NULL OR last_message_id < ?)",
         (message_id, new.channel_id, message_id),
     )
-    username, display_name, _ = _names(db, new.author_id)
-    return MessageRow(
-        id=message_id,
-        channel_id=new.channel_id,
-        server_id=channel[0],
-        author=AuthorRow(new.author_id, username, display_name, True),
-        content=new.content,
-        nonce=None,
-        reply_to=None,
-        edited_at=None,
-        mentions=mentions,
-        reactions=[],
-        pinned=False,
-        webhook=webhook,
-    )
+    row = get(db, new.channel_id, message_id, None)
+    assert row is not None
+    return row
 
 
 def _names(db: Database, user_id: int) -> tuple[str, str | None, bool]:

@@ -10,6 +10,8 @@ import io
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
+import httpx
+import trio
 from PIL import Image
 
 from relay.client import open_gateway
@@ -17,7 +19,7 @@ from tests.conftest import settings_for, start_server
 from tests.files.test_attachments import fetch
 from tests.media import samples
 from tests.netfetch.origin import Origin, serve_origin, static
-from tests.rest.test_messages import messages_path, new_member
+from tests.rest.test_messages import join, messages_path, new_member
 from tests.rest.test_previews import next_update
 
 if TYPE_CHECKING:
@@ -131,4 +133,82 @@ async def test_embed_images_are_served_by_relay(nursery: trio.Nursery, tmp_path:
         assert edited["embeds"] == [{"type": "rich", "title": "Build"}]
         assert await served(thumb["url"]) is None
         assert await served(icon) is None
+    await shutdown()
+
+
+async def test_webhook_embeds_avatars_mentions_and_files(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    origin = Origin(
+        {
+            "/avatar.png": static(200, samples.image("PNG", (600, 600), "green"), "image/png"),
+            "/chart.png": static(200, samples.image("PNG", (300, 200), "blue"), "image/png"),
+        }
+    )
+    await nursery.start(serve_origin, origin)
+    settings = settings_for(tmp_path, fetch_allow_test_loopback=True, fetch_ports=[origin.port])
+    running, shutdown = await start_server(nursery, settings)
+    async with AsyncExitStack() as stack:
+        alice = await new_member(stack, running, "alice")
+        bob = await new_member(stack, running, "bob")
+        server = await alice.client.call("POST", "/v1/api/servers", {"name": "Home"})
+        await join(alice, server["id"], bob)
+        text = next(c["id"] for c in server["channels"] if c["type"] == "text")
+        made = await alice.client.call("POST", f"/v1/api/channels/{text}/webhooks", {"name": "CI"})
+        hook = f"/v1/api/webhooks/{made['id']}/{made['token']}?wait=true"
+        gw = await stack.enter_async_context(open_gateway(running.ws_url))
+        await gw.identify(bob.token)
+        http = await stack.enter_async_context(httpx.AsyncClient(base_url=running.url))
+
+        # Embeds, allowed_mentions and an avatar fetched and served by Relay.
+        body = {
+            "content": f"deployed, <@{bob.id}>",
+            "avatar_url": origin.url("/avatar.png"),
+            "allowed_mentions": {"parse": []},
+            "embeds": [{"title": "Deploy", "image": {"url": origin.url("/chart.png")}}],
+        }
+        r = await http.post(hook, json=body)
+        assert r.status_code == 200, r.text
+        sent = r.json()
+        assert sent["mentions"] == []  # allowed_mentions: nobody
+        avatar = sent["author"]["avatar_url"]
+        assert avatar.startswith(IMAGES)
+        got = await fetch(bob, avatar)
+        assert decoded(got.content).size == (512, 512)  # avatars are at most 512 px
+        assert sent["embeds"] == [{"type": "rich", "title": "Deploy"}]  # image after the commit
+        (embed,) = (await next_update(gw, sent["id"]))["embeds"]
+        assert embed["image"]["url"].startswith(IMAGES)
+        chart = decoded((await fetch(bob, embed["image"]["url"])).content)
+        assert chart.size == (300, 200)
+        mentioned = await http.post(
+            hook, json={"content": f"<@{bob.id}>", "allowed_mentions": {"users": [bob.id]}}
+        )
+        assert mentioned.json()["mentions"] == [bob.id]
+
+        # Files as multipart, as a user's message; a file alone is a message.
+        files: dict[str, Any] = {
+            "payload_json": (None, b'{"content": "the log", "username": "Nightly"}'),
+            "files[0]": ("build.log", b"line 1\nline 2\n", "text/plain"),
+        }
+        r = await http.post(hook, files=files)
+        assert r.status_code == 200, r.text
+        with_file = r.json()
+        assert with_file["author"]["username"] == "Nightly"
+        (attachment,) = with_file["attachments"]
+        assert attachment["filename"] == "build.log"
+        assert (await fetch(bob, attachment["url"])).content == b"line 1\nline 2\n"
+        alone = await http.post(hook, files={"files[0]": ("a.txt", b"x", "text/plain")})
+        assert alone.status_code == 200, alone.text
+        assert alone.json()["content"] == ""
+        # A bad token stores no file; a bad payload is a 400.
+        bad_token = hook.replace(made["token"], made["token"] + "x")
+        refused = await http.post(bad_token, files=files)
+        assert refused.status_code == 401
+        bad = {**files, "payload_json": (None, b'{"embeds": [{}]}')}
+        assert (await http.post(hook, files=bad)).status_code == 400
+
+        # Deleting the message releases its avatar and embed image.
+        await alice.client.call("DELETE", messages_path(text, sent["id"]))
+        assert (await fetch(bob, avatar)).status_code == 404
+        assert (await fetch(bob, embed["image"]["url"])).status_code == 404
     await shutdown()
