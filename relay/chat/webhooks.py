@@ -27,6 +27,7 @@ from relay.chat.embedmedia import relay_image
 from relay.chat.embeds import checked_embeds
 from relay.chat.files import Uploads
 from relay.chat.imagerefs import image_digests, release_images, show_images
+from relay.chat.mentions import Mentions
 from relay.chat.messages import channel_busy, content_of, posted, queue_post
 from relay.chat.objects import Webhook, WebhookWithToken, message_out, webhook_out
 from relay.errors import NotFound, RateLimited, RelayError, Unauthorized
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from relay.chat import commands
     from relay.chat.context import Chat
     from relay.chat.embeds import EmbedImage
-    from relay.chat.mentions import Mentions
     from relay.chat.objects import Message
     from relay.storage.webhooks import WebhookRow
 
