@@ -205,7 +205,10 @@ def new_message(
     Raises what `content_of` raises (content may be empty if there are embeds or files),
     BadRequest("invalid_field") for a reply_to that is not an id, for embeds past their limits
     or unknown flags, and Forbidden("missing_permission") for embeds without EMBED_LINKS.
-    `attachments`: upload ids (relay.chat.files), checked by the write."""
+    `attachments`: upload ids (relay.chat.files), checked by the write; they need
+    ATTACH_FILES (403 missing_permission)."""
+    if attachments:
+        channel.require(P.ATTACH_FILES)
     stored_embeds = None
     if embeds:
         channel.require(P.EMBED_LINKS)
@@ -234,6 +237,15 @@ def new_message(
         here_candidates=found.here_candidates,
         mention_replied=found.mention_replied,
     )
+
+
+def upload_ids(texts: Sequence[str]) -> list[int]:
+    """The upload ids a send names (`attachments: [{id}]`). Raises BadRequest("invalid_field")
+    for one that is not an id, or one named twice."""
+    ids = [parse_id(text) for text in texts]
+    if None in ids or len(set(ids)) != len(ids):
+        raise field_error("attachments", "must be different upload ids")
+    return [i for i in ids if i is not None]
 
 
 def checked_flags(flags: int) -> int:

@@ -268,6 +268,34 @@ def files_blueprint(rt: Runtime) -> Blueprint:
         await chat_images.set_icon(rt.chat, who.user_id, server_id, None)
         return no_content()
 
+    @bp.put("/v1/api/channels/<channel_id>/icon")
+    @doc(
+        "Set a group DM's icon (any recipient; the raw body: a PNG, JPEG, GIF or WebP image)",
+        response=objects.Channel,
+        errors=(
+            "unknown_channel",
+            "not_a_group_dm",
+            "bad_image",
+            "file_too_large",
+            "upload_too_slow",
+            "insufficient_storage",
+        ),
+    )
+    async def put_group_icon(channel_id: str) -> Response:
+        who = principal(rt)
+        media = chat_files.media_of(rt.chat)
+        media.require_disk()
+        data = await chat_images.read_image(media, body_chunks(), chat_images.MAX_IMAGE_BYTES)
+        icon = await chat_images.set_group_icon(rt.chat, who.user_id, channel_id, data)
+        return json_response(icon)
+
+    @bp.delete("/v1/api/channels/<channel_id>/icon")
+    @doc("Remove a group DM's icon (any recipient)", errors=("unknown_channel", "not_a_group_dm"))
+    async def delete_group_icon(channel_id: str) -> Response:
+        who = principal(rt)
+        await chat_images.set_group_icon(rt.chat, who.user_id, channel_id, None)
+        return no_content()
+
     public = {200: "the image", 206: "part of it (Range)"}
 
     @bp.route("/v1/files/avatars/<user_id>/<digest>.webp", methods=["GET"])
@@ -279,6 +307,12 @@ def files_blueprint(rt: Runtime) -> Blueprint:
     @doc("A server's icon", response=bytes, status=public, errors=("unknown_file",), auth="none")
     async def icon(server_id: str, digest: str) -> Response:
         return _serve(rt, await chat_images.public_image(rt.chat, "icon", server_id, digest))
+
+    @bp.route("/v1/files/channel-icons/<channel_id>/<digest>.webp", methods=["GET"])
+    @doc("A group DM's icon", response=bytes, status=public, errors=("unknown_file",), auth="none")
+    async def group_icon(channel_id: str, digest: str) -> Response:
+        found = await chat_images.public_image(rt.chat, "group_icon", channel_id, digest)
+        return _serve(rt, found)
 
     @bp.route("/v1/files/emojis/<emoji_id>.webp", methods=["GET"])
     @doc("A custom emoji", response=bytes, status=public, errors=("unknown_file",), auth="none")

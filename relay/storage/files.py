@@ -232,6 +232,13 @@ def icon_of(db: Database, server_id: int) -> str | None:
     return row[0] if row else None
 
 
+def group_icon_of(db: Database, channel_id: int) -> str | None:
+    row = db.execute(
+        "SELECT icon FROM channels WHERE id = ? AND type = 'group_dm'", (channel_id,)
+    ).fetchone()
+    return row[0] if row else None
+
+
 def add_image(db: Database, digest: str, width: int, height: int, now_ms: int) -> None:
     db.execute(
         "INSERT INTO images (digest, width, height, created_at) VALUES (?, ?, ?, ?)"

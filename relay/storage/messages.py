@@ -59,6 +59,7 @@ class AuthorRow(msgspec.Struct, frozen=True):
     username: str
     display_name: str | None
     bot: bool = False
+    avatar: str | None = None  # the avatar's blob digest (relay.chat.images)
 
 
 class WebhookAuthor(msgspec.Struct, frozen=True):
@@ -127,7 +128,7 @@ _SELECT = (
     " m.content, m.nonce, m.reply_to, m.edited_at,"
     " EXISTS (SELECT 1 FROM pins p WHERE p.message_id = m.id), m.embeds, m.flags,"
     " u.bot, w.webhook_id, w.username, w.avatar_url,"
-    " (SELECT t.id FROM channels t WHERE t.starter_message_id = m.id)"
+    " (SELECT t.id FROM channels t WHERE t.starter_message_id = m.id), u.avatar"
     " FROM messages m JOIN users u ON u.id = m.author_id JOIN channels c ON c.id = m.channel_id"
     " LEFT JOIN webhook_messages w ON u.bot AND w.message_id = m.id"
 )
@@ -161,7 +162,7 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
             id=row[0],
             channel_id=row[1],
             server_id=row[2],
-            author=AuthorRow(row[3], row[4], row[5], bool(row[13])),
+            author=AuthorRow(row[3], row[4], row[5], bool(row[13]), row[18]),
             content=row[6],
             nonce=row[7],
             reply_to=row[8],
@@ -468,12 +469,14 @@ def create(
     _advance_read_state(db, author_id, channel_id, message_id)
     # The row as `get` would read it back, from what was just written (one query, not three:
     # this runs in the single writer, once per message). New: no reactions, pin or edit yet.
-    username, display_name, bot = cached(db, ("user", author_id), lambda: _names(db, author_id))
+    username, display_name, bot, avatar = cached(
+        db, ("user", author_id), lambda: _names(db, author_id)
+    )
     message = MessageRow(
         id=message_id,
         channel_id=channel_id,
         server_id=channel.server_id,
-        author=AuthorRow(author_id, username, display_name, bot),
+        author=AuthorRow(author_id, username, display_name, bot, avatar),
         content=content,
         nonce=nonce,
         reply_to=reply_to,
@@ -533,11 +536,11 @@ def post_as_webhook(
     return row
 
 
-def _names(db: Database, user_id: int) -> tuple[str, str | None, bool]:
+def _names(db: Database, user_id: int) -> tuple[str, str | None, bool, str | None]:
     row = db.execute(
-        "SELECT username, display_name, bot FROM users WHERE id = ?", (user_id,)
+        "SELECT username, display_name, bot, avatar FROM users WHERE id = ?", (user_id,)
     ).fetchone()
-    return row[0], row[1], bool(row[2])
+    return row[0], row[1], bool(row[2]), row[3]
 
 
 def _check_slowmode(
@@ -838,12 +841,12 @@ def reactors(
     Raises NotFound("unknown_message")."""
     _author_of(db, channel_id, message_id)
     rows = db.execute(
-        "SELECT u.id, u.username, u.display_name, u.bot FROM reactions r"
+        "SELECT u.id, u.username, u.display_name, u.bot, u.avatar FROM reactions r"
         " JOIN users u ON u.id = r.user_id"
         " WHERE r.message_id = ? AND r.emoji = ? AND r.user_id > ? ORDER BY r.user_id LIMIT ?",
         (message_id, emoji, after, limit),
     ).fetchall()
-    return [AuthorRow(row[0], row[1], row[2], bool(row[3])) for row in rows]
+    return [AuthorRow(row[0], row[1], row[2], bool(row[3]), row[4]) for row in rows]
 
 
 def ack(db: Database, user_id: int, channel_id: int, message_id: int) -> bool:
