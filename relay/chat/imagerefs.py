@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from relay.media.urls import FILES_PREFIX
 from relay.storage import files
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from relay.chat.context import Chat
 
@@ -39,10 +39,25 @@ def image_digests(text: str | None) -> list[str]:
     return list(dict.fromkeys(_DIGEST_IN_URL.findall(text or "")))
 
 
+def embed_image_digests(embeds: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The stored images embeds (as stored, or Embed builtins) show in their image slots only
+    (`image`, `thumbnail`, `author.icon_url`, `footer.icon_url`): text a sender wrote never
+    counts as showing an image."""
+    urls: list[str] = []
+    for embed in embeds:
+        for slot in ("image", "thumbnail"):
+            urls.append((embed.get(slot) or {}).get("url") or "")
+        for part in ("author", "footer"):
+            urls.append((embed.get(part) or {}).get("icon_url") or "")
+    return image_digests(" ".join(urls))
+
+
 async def show_images(chat: Chat, message_id: int, candidates: Sequence[str] = ()) -> None:
     """After a message's embeds or avatar changed: record the stored images it shows (of
     `candidates`, freshly stored for it, and those it showed) and release the rest."""
     if chat.media is None:
         return
+    if not candidates and not await chat.store.read(files.images_of_messages, [message_id]):
+        return  # most edits: nothing to count, so no write
     unshown = await chat.store.write(files.sync_message_images, message_id, candidates)
     await release_images(chat, unshown)

@@ -42,7 +42,7 @@ from relay.chat.embeds import (
     pending_images,
     with_image,
 )
-from relay.chat.imagerefs import image_digests, show_images
+from relay.chat.imagerefs import embed_image_digests, show_images
 from relay.chat.objects import message_out
 from relay.chat.pagemeta import MAX_LINKS, OEmbed, PageMeta, find_links, parse_oembed, parse_page
 from relay.errors import RelayError
@@ -183,8 +183,7 @@ class LinkPreviews:
             await chat.fanout.to_channel(row.channel_id, event)
         # Written or not (the message may be gone or edited), the images it does not show now
         # are released; those it shows are counted as its own.
-        made = image_digests(msgspec.json.encode([links, filled]).decode())
-        await show_images(chat, row.id, made)
+        await show_images(chat, row.id, embed_image_digests([*filled, *links]))
 
     async def _with_images(self, embed: dict[str, Any]) -> dict[str, Any]:
         for source in pending_images(embed):
@@ -212,7 +211,7 @@ class LinkPreviews:
         return embed
 
     async def _images_kept(self, embed: Embed) -> bool:
-        digests = image_digests(msgspec.json.encode(embed).decode())
+        digests = embed_image_digests([msgspec.to_builtins(embed)])
         return all([await self.chat.store.read(stored_files.has_image, d) for d in digests])
 
     async def _fetch_preview(self, url: str) -> Embed | None:
