@@ -87,7 +87,7 @@ CREATE TABLE IF NOT EXISTS channels (
     created_at INTEGER NOT NULL
 , rate_limit_per_user INTEGER NOT NULL DEFAULT 0, permissions_synced INTEGER NOT NULL DEFAULT 0 CHECK (permissions_synced IN (0, 1)), owner_id INTEGER, archived INTEGER NOT NULL DEFAULT 0 CHECK (archived IN (0, 1)), locked INTEGER NOT NULL DEFAULT 0 CHECK (locked IN (0, 1)), auto_archive INTEGER, archive_ts INTEGER, starter_message_id INTEGER, user_limit INTEGER NOT NULL DEFAULT 0
     CHECK (user_limit BETWEEN 0 AND 99), e2ee_required INTEGER NOT NULL DEFAULT 0
-    CHECK (e2ee_required IN (0, 1))) STRICT;
+    CHECK (e2ee_required IN (0, 1)), icon TEXT) STRICT;
 CREATE INDEX IF NOT EXISTS channels_server ON channels (server_id, position);
 CREATE INDEX IF NOT EXISTS channels_parent ON channels (parent_id) WHERE parent_id IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS channels_starter ON channels (starter_message_id)
@@ -408,4 +408,12 @@ CREATE TABLE IF NOT EXISTS images (
     created_at INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 
-PRAGMA user_version = 12;
+CREATE TABLE IF NOT EXISTS message_images (
+    message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (message_id, digest)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS message_images_digest ON message_images (digest);
+CREATE INDEX IF NOT EXISTS channels_icon ON channels (icon) WHERE icon IS NOT NULL;
+
+PRAGMA user_version = 13;

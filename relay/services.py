@@ -276,11 +276,15 @@ async def prune_forever(store: Store, keep_revoked_ms: int, keep_audit_ms: int) 
 
 
 async def prune_files(store: Store, media: Media, orphan_age_s: float = ORPHAN_AGE_S) -> None:
-    """Delete uploads no message claimed within an hour, then blobs no row names (written
+    """Delete uploads no message claimed within an hour and stored images no message shows,
+    then blobs no row names (written
     more than `orphan_age_s` ago) and temp files a crash left."""
     deleted = await store.write(files.prune_unclaimed, now_ms())
     if deleted:
         log.info("pruned unclaimed uploads", extra={"rows": deleted})
+    images = await store.write(files.prune_images, now_ms())
+    if images:
+        log.info("pruned stored images no message shows", extra={"rows": images})
     blobs = await media.sweep(partial(store.read, files.unreferenced), orphan_age_s)
     if blobs:
         log.info("pruned orphan blobs", extra={"blobs": blobs})

@@ -327,9 +327,12 @@ class UpdateWebhook(Request, frozen=True):
 
 
 class ExecuteWebhook(Request, frozen=True):
-    content: Content
+    # May be empty with embeds or files (docs/bots.md).
+    content: Annotated[str, Meta(max_length=MAX_CONTENT_CHARS)] = ""
     username: BotName | None = None  # this message's name instead of the webhook's
-    avatar_url: AvatarUrl | None = None
+    avatar_url: AvatarUrl | None = None  # fetched and served by Relay (relay.chat.embedmedia)
+    embeds: EmbedsIn = []  # rich embeds, as a user's send (relay.chat.embeds)
+    allowed_mentions: AllowedMentions | None = None
 
 
 EmojiName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]{2,32}$")]

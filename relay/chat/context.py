@@ -16,6 +16,7 @@ import trio
 from relay.chat.messages import SendableMemo
 from relay.chat.voice import VoiceStates
 from relay.errors import RateLimited
+from relay.netfetch import FetchPolicy
 from relay.ratelimit import RateLimiter
 from relay.storage.areas import SQLITE
 
@@ -66,6 +67,8 @@ class Chat:
         # Set by relay.services when push_notifications is on (relay.chat.push).
         self.push: PushNotifier | None = None
         self.media = media  # files (relay.media); None where a test builds Chat without them
+        # Where images from URLs users give (embeds, webhook avatars) may be fetched from.
+        self.fetch_policy = FetchPolicy.from_settings(settings)
 
     @property
     def file_urls(self) -> Media | None:

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from relay.chat.context import Chat
     from relay.media.blobs import BlobReader
     from relay.media.service import Media, Spool
-    from relay.storage.audience import VisibleChannel
 
 
 class UploadCreated(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,24 +67,30 @@ def media_of(chat: Chat) -> Media:
 class Uploads:
     """One request's uploads to one channel: checked once, the quota shared by its files."""
 
-    def __init__(self, chat: Chat, user_id: int, channel: VisibleChannel, budget: Budget) -> None:
+    def __init__(self, chat: Chat, user_id: int, channel_id: int, budget: Budget) -> None:
         self.chat = chat
         self.media = media_of(chat)
         self.user_id = user_id
-        self.channel = channel
+        self.channel_id = channel_id
         self.budget = budget
 
     @classmethod
     async def open(cls, chat: Chat, user_id: int, channel_id: str) -> Uploads:
         """Raises NotFound("unknown_channel"), Forbidden("missing_permission" for
         SEND_MESSAGES or ATTACH_FILES), InsufficientStorage (507)."""
-        media = media_of(chat)
         channel = await sendable_channel(chat, user_id, channel_id)
         channel.require(P.ATTACH_FILES)
+        return await cls.for_uploader(chat, user_id, channel.id)
+
+    @classmethod
+    async def for_uploader(cls, chat: Chat, uploader_id: int, channel_id: int) -> Uploads:
+        """Uploads whose permission the caller checked (a webhook's token), within the
+        uploader's daily quota. Raises InsufficientStorage (507)."""
+        media = media_of(chat)
         media.require_disk()
-        used = await chat.store.read(files.used_today, user_id, now_ms())
+        used = await chat.store.read(files.used_today, uploader_id, now_ms())
         left = max(0, chat.settings.upload_quota_bytes - used)
-        return cls(chat, user_id, channel, media.budget(left))
+        return cls(chat, uploader_id, channel_id, media.budget(left))
 
     async def receive(self, filename: str, chunks: AsyncGenerator[bytes, None]) -> int:
         """Store one file from its chunks; its upload id."""
@@ -103,7 +108,7 @@ class Uploads:
     async def record(self, stored: Stored) -> int:
         upload_id = self.chat.store.ids.next()
         new = NewUpload(
-            channel_id=self.channel.id,
+            channel_id=self.channel_id,
             uploader_id=self.user_id,
             filename=stored.filename,
             digest=stored.blob.digest,

@@ -59,10 +59,11 @@ def _listed(values: Sequence[str], field: str) -> set[int]:
 def of_content(
     content: str,
     allowed: AllowedMentions | None,
-    channel: VisibleChannel,
+    channel: VisibleChannel | None,
     online: Callable[[int], Collection[int]] | None = None,
 ) -> Mentions:
-    """What `content` mentions, as far as `allowed` lets it. Raises BadRequest
+    """What `content` mentions, as far as `allowed` lets it (`channel` None: a webhook's
+    message, whose @here is never stored, so needs nobody online). Raises BadRequest
     ("invalid_field") for `parse` naming a kind that is also listed by id."""
     users = parse_mentions(content)
     roles = stored.parse_roles(content)
@@ -83,7 +84,7 @@ def of_content(
             everyone = stored.NONE
         replied = allowed.replied_user
     here: list[int] = []
-    if everyone == stored.HERE and channel.server_id is not None and online is not None:
+    if everyone == stored.HERE and channel and channel.server_id is not None and online:
         here = list(online(channel.server_id))
     return Mentions(
         mentions=users,

@@ -25,6 +25,7 @@ from actors import ActorStopped
 from relay.chat import events, mentions, threads
 from relay.chat.args import field_error, snowflake
 from relay.chat.embeds import checked_embeds
+from relay.chat.imagerefs import release_images, show_images
 from relay.chat.objects import (
     MessageAck,
     MessageDeleted,
@@ -204,7 +205,10 @@ def new_message(
     Raises what `content_of` raises (content may be empty if there are embeds or files),
     BadRequest("invalid_field") for a reply_to that is not an id, for embeds past their limits
     or unknown flags, and Forbidden("missing_permission") for embeds without EMBED_LINKS.
-    `attachments`: upload ids (relay.chat.files), checked by the write."""
+    `attachments`: upload ids (relay.chat.files), checked by the write; they need
+    ATTACH_FILES (403 missing_permission)."""
+    if attachments:
+        channel.require(P.ATTACH_FILES)
     stored_embeds = None
     if embeds:
         channel.require(P.EMBED_LINKS)
@@ -233,6 +237,15 @@ def new_message(
         here_candidates=found.here_candidates,
         mention_replied=found.mention_replied,
     )
+
+
+def upload_ids(texts: Sequence[str]) -> list[int]:
+    """The upload ids a send names (`attachments: [{id}]`). Raises BadRequest("invalid_field")
+    for one that is not an id, or one named twice."""
+    ids = [parse_id(text) for text in texts]
+    if None in ids or len(set(ids)) != len(ids):
+        raise field_error("attachments", "must be different upload ids")
+    return [i for i in ids if i is not None]
 
 
 def checked_flags(flags: int) -> int:
@@ -442,6 +455,7 @@ async def edit(
     await chat.fanout.to_channel(
         channel.id, events.MessageUpdate(d=message_out(row, for_event=True, urls=chat.file_urls))
     )
+    await show_images(chat, mid)  # images the edit took away (embeds, previews) are released
     if chat.link_previews is not None:
         chat.link_previews.submit(row)  # after the commit; never waits (see LinkPreviews)
     return message_out(row, urls=chat.file_urls)
@@ -453,6 +467,7 @@ async def delete(
     channel = await text_channel(chat, user_id, channel_id)
     mid = snowflake(message_id, "message")
     blobs = await chat.store.read(stored_files.digests_of_message, mid)
+    images = await chat.store.read(stored_files.images_of_messages, [mid])
     await chat.store.write(chat.q.messages.delete, channel.id, mid, user_id, reason)
     await chat.fanout.to_channel(
         channel.id, events.MessageDelete(d=MessageDeleted(id=str(mid), channel_id=str(channel.id)))
@@ -460,6 +475,7 @@ async def delete(
     if blobs and chat.media is not None:
         # Its files stop being served with the row; their blobs go once nothing else uses them.
         await chat.media.release(blobs, partial(chat.store.read, stored_files.unreferenced))
+    await release_images(chat, images)  # embed images and a webhook avatar it showed
 
 
 async def bulk_delete(
@@ -471,6 +487,7 @@ async def bulk_delete(
         raise field_error("messages", "must be 2 to 100 different message ids")
     wanted = [i for i in ids if i is not None]
     blobs = await chat.store.read(stored_files.digests_of_messages, wanted)
+    images = await chat.store.read(stored_files.images_of_messages, wanted)
     deleted = await chat.store.write(
         chat.q.messages.bulk_delete, channel.id, user_id, wanted, reason
     )
@@ -478,6 +495,7 @@ async def bulk_delete(
         await announce_bulk_delete(chat, channel.id, deleted)
     if blobs and chat.media is not None:
         await chat.media.release(blobs, partial(chat.store.read, stored_files.unreferenced))
+    await release_images(chat, images)
 
 
 async def announce_bulk_delete(chat: Chat, channel_id: int, deleted: list[int]) -> None:

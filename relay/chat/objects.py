@@ -23,6 +23,7 @@ from relay.media.urls import (
     attachment_path,
     avatar_path,
     emoji_path,
+    group_icon_path,
     icon_path,
     preview_path,
     thumbnail_path,
@@ -78,7 +79,9 @@ class Author(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     username: str
     display_name: str | None
     bot: bool = False  # a bot, or a webhook (then id is the webhook's)
-    avatar_url: str | None = None  # a webhook message's, as given (not fetched by Relay yet)
+    # The user's avatar (a square WebP, at most 512 px), or a webhook message's avatar_url as
+    # Relay serves it (docs/bots.md); left out when there is none.
+    avatar_url: str | None = None
 
 
 class Reaction(msgspec.Struct, frozen=True, kw_only=True):
@@ -222,6 +225,7 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     owner_id: str | UnsetType = UNSET  # a thread's starter, a group DM's owner
     thread_metadata: ThreadMetadata | UnsetType = UNSET  # threads only (docs/threads.md)
     member_count: int | UnsetType = UNSET  # a thread's members
+    icon_url: str | UnsetType | None = UNSET  # a group DM's icon (docs/files.md), else absent
 
 
 class ThreadMetadata(msgspec.Struct, frozen=True, kw_only=True):
@@ -576,6 +580,13 @@ def dm_out(dm: DmRow) -> Channel:
         permission_overwrites=[],
         recipients=[user_brief_out(u) for u in dm.recipients],
         owner_id=UNSET if dm.owner_id is None else str(dm.owner_id),
+        icon_url=(
+            UNSET
+            if c.type != "group_dm"
+            else group_icon_path(c.id, dm.icon)
+            if dm.icon is not None
+            else None
+        ),
     )
 
 
@@ -684,6 +695,7 @@ def author_out(author: AuthorRow) -> Author:
         username=author.username,
         display_name=author.display_name,
         bot=author.bot,
+        avatar_url=avatar_path(author.id, author.avatar) if author.avatar else None,
     )
 
 

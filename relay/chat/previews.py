@@ -11,9 +11,11 @@ A job: skip it if the message suppresses embeds or its author lacks EMBED_LINKS 
 at processing time, so a permission taken away in between counts); preview up to 5 links (each
 through the cache, else through relay.netfetch's guarded fetch: an HTML page's OpenGraph /
 Twitter card / oEmbed / title, or a direct image); put in any images the sender's own embeds
-wait for (relay.chat.embedmedia, the image seam); write it all in one transaction that first
-checks that the message was not edited meanwhile (relay.storage.messages.set_fetched_embeds);
-announce. No image of a third party ever reaches an embed: images go through the seam only.
+wait for (relay.chat.embedmedia, the image seam: fetched, stored in the media store, Relay's
+URL put in); write it all in one transaction that first checks that the message was not edited
+meanwhile (relay.storage.messages.set_fetched_embeds); announce; record the stored images the
+message shows and release those it does not (relay.chat.images.show_images). No image of a
+third party ever reaches an embed: images go through the seam only.
 
 The cache: in memory, not SQLite. A preview is cheap to make again, and writing every fetched
 URL through the single SQLite writer would compete with messages for it; a restart losing the
@@ -40,12 +42,14 @@ from relay.chat.embeds import (
     pending_images,
     with_image,
 )
+from relay.chat.imagerefs import embed_image_digests, show_images
 from relay.chat.objects import message_out
 from relay.chat.pagemeta import MAX_LINKS, OEmbed, PageMeta, find_links, parse_oembed, parse_page
 from relay.errors import RelayError
 from relay.netfetch import FetchError, Limits, fetch
 from relay.netfetch.fetcher import HTML_MAX_BYTES
 from relay.permissions import P
+from relay.storage import files as stored_files
 from relay.storage.messages import SUPPRESS_EMBEDS, split_embeds
 
 if TYPE_CHECKING:
@@ -177,10 +181,13 @@ class LinkPreviews:
         if stored is not None:
             event = events.MessageUpdate(d=message_out(stored, for_event=True))
             await chat.fanout.to_channel(row.channel_id, event)
+        # Written or not (the message may be gone or edited), the images it does not show now
+        # are released; those it shows are counted as its own.
+        await show_images(chat, row.id, embed_image_digests([*filled, *links]))
 
     async def _with_images(self, embed: dict[str, Any]) -> dict[str, Any]:
         for source in pending_images(embed):
-            image = await relay_image(source.url, self.policy)
+            image = await relay_image(self.chat, source.url, self.policy)
             if image is not None:
                 embed = with_image(embed, source.slot, image)
         return embed
@@ -188,6 +195,8 @@ class LinkPreviews:
     async def preview(self, url: str) -> Embed | None:
         """The preview of one link, from the cache or fetched (None: there is none)."""
         known, embed = self.cache.get(url, trio.current_time())
+        if known and embed is not None and not await self._images_kept(embed):
+            known = False  # its image was released meanwhile (no message showed it): fetch again
         if known:
             self.cache_hits += 1
             return embed
@@ -201,12 +210,16 @@ class LinkPreviews:
         self.cache.put(url, embed, trio.current_time())
         return embed
 
+    async def _images_kept(self, embed: Embed) -> bool:
+        digests = embed_image_digests([msgspec.to_builtins(embed)])
+        return all([await self.chat.store.read(stored_files.has_image, d) for d in digests])
+
     async def _fetch_preview(self, url: str) -> Embed | None:
         try:
             page = await fetch(url, self.policy, _HTML, headers={"Accept": "text/html"})
         except FetchError as e:
             if e.reason == "content_type" and e.media_type.startswith("image/"):
-                image = await relay_image(url, self.policy)
+                image = await relay_image(self.chat, url, self.policy)
                 return Embed(type="image", url=url, thumbnail=image) if image else None
             raise
         if page.status != 200:
@@ -232,7 +245,7 @@ class LinkPreviews:
         if not title and not meta.description:
             return None
         image_url = meta.image or o.thumbnail_url
-        image = await relay_image(image_url, self.policy) if image_url else None
+        image = await relay_image(self.chat, image_url, self.policy) if image_url else None
         provider_name = meta.site_name or o.provider_name
         video = o.type == "video" or (meta.type or "").startswith("video")
         return Embed(

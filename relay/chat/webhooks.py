@@ -15,24 +15,33 @@ import hmac
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import msgspec
 import trio
 from msgspec import UnsetType
 
 from relay import crypto
-from relay.chat import github
+from relay.chat import github, mentions
 from relay.chat.applications import checked_name
 from relay.chat.args import field_error, id_field, snowflake
+from relay.chat.embedmedia import relay_image
+from relay.chat.embeds import checked_embeds
+from relay.chat.files import Uploads
+from relay.chat.imagerefs import image_digests, release_images, show_images
+from relay.chat.mentions import Mentions
 from relay.chat.messages import channel_busy, content_of, posted, queue_post
 from relay.chat.objects import Webhook, WebhookWithToken, message_out, webhook_out
-from relay.errors import NotFound, RateLimited, Unauthorized
+from relay.errors import NotFound, RateLimited, RelayError, Unauthorized
 from relay.ids import parse_id
-from relay.storage import messages
+from relay.media.images import AVATAR_SIDE
 from relay.storage.access import now_ms
 from relay.storage.messages import NewMessage, WebhookAuthor
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from relay.chat import commands
     from relay.chat.context import Chat
+    from relay.chat.embeds import EmbedImage
     from relay.chat.objects import Message
     from relay.storage.webhooks import WebhookRow
 
@@ -185,9 +194,11 @@ async def _post(
     webhook: WebhookRow,
     content: str,
     username: str,
-    avatar_url: str | None,
+    avatar: EmbedImage | None,
     *,
-    mentions: bool = True,
+    mentions: Mentions | None = None,
+    embeds: str | None = None,
+    upload_ids: Sequence[int] = (),
 ) -> Message:
     new = NewMessage(
         channel_id=webhook.channel_id,
@@ -195,28 +206,89 @@ async def _post(
         content=content,
         nonce=None,
         reply_to=None,
-        mentions=messages.parse_mentions(content) if mentions else [],
+        mentions=mentions.mentions if mentions else [],
+        role_mentions=mentions.role_mentions if mentions else [],
+        everyone=mentions.everyone if mentions else 0,
         now_ms=now_ms(),
-        webhook=WebhookAuthor(webhook.id, username, avatar_url),
+        embeds=embeds,
+        attachments=list(upload_ids),
+        webhook=WebhookAuthor(webhook.id, username, avatar.url if avatar else None),
     )
+    avatar_digests = image_digests(avatar.url) if avatar else []
     with trio.move_on_after(chat.settings.send_timeout_s):
-        done = await posted(await queue_post(chat, new))
-        return message_out(done.message)
-    raise channel_busy()
+        try:
+            done = await posted(await queue_post(chat, new))
+        except RelayError:
+            await release_images(chat, avatar_digests)  # not stored: nothing shows it
+            raise
+        await show_images(chat, done.message.id, avatar_digests)  # released with the message
+        return message_out(done.message, urls=chat.file_urls)
+    raise channel_busy()  # an avatar no message ends up showing goes with the hourly prune
+
+
+async def admit(chat: Chat, webhook_id: str, token: str) -> WebhookRow:
+    """The webhook, its token checked and one message of its budget spent (before any file of
+    the message is stored). Raises what `authorized` raises, RateLimited."""
+    webhook = await authorized(chat, webhook_id, token)
+    _spend(chat, webhook)
+    return webhook
+
+
+async def uploads(chat: Chat, webhook: WebhookRow) -> Uploads:
+    """Where an admitted webhook's files go: uploads to its channel, stored as the webhook's
+    (its own daily quota; no member permissions: the token is its permission)."""
+    return await Uploads.for_uploader(chat, webhook.id, webhook.channel_id)
+
+
+class Checked(msgspec.Struct, frozen=True, kw_only=True):
+    """A webhook message's body, checked (`check`)."""
+
+    content: str
+    username: str | None
+    avatar_url: str | None
+    embeds: str | None
+    mentions: Mentions
+
+
+def check(data: commands.ExecuteWebhook, with_files: bool = False) -> Checked:
+    """Check a webhook message's body before its token is (a bad body costs no budget):
+    content (may be empty with embeds or files), embeds as a user's send's, allowed_mentions,
+    username, avatar_url. Raises BadRequest("invalid_field")."""
+    embeds = checked_embeds(data.embeds) if data.embeds else None
+    content = data.content
+    if content or (embeds is None and not with_files):
+        content = content_of(content)
+    return Checked(
+        content=content,
+        username=checked_name(data.username, "username") if data.username is not None else None,
+        avatar_url=checked_avatar_url(data.avatar_url) if data.avatar_url is not None else None,
+        embeds=embeds,
+        mentions=mentions.of_content(content, data.allowed_mentions, None),
+    )
 
 
 async def execute(
-    chat: Chat, webhook_id: str, token: str, data: commands.ExecuteWebhook
+    chat: Chat, webhook: WebhookRow, checked: Checked, upload_ids: Sequence[int] = ()
 ) -> Message:
-    """Post a message as the webhook, with this message's username and avatar_url if given.
-    Raises what `authorized` raises, BadRequest("invalid_field"), NotFound("unknown_webhook")
-    if it was deleted meanwhile, Unavailable("channel_busy")."""
-    webhook = await authorized(chat, webhook_id, token)
-    content = content_of(data.content)
-    username = checked_name(data.username, "username") if data.username is not None else None
-    avatar = checked_avatar_url(data.avatar_url) if data.avatar_url is not None else None
-    _spend(chat, webhook)
-    return await _post(chat, webhook, content, username or webhook.name, avatar)
+    """Post a checked message as an admitted webhook, with its files (`upload_ids`). Embed
+    images are fetched and served by Relay after the commit (relay.chat.previews); the
+    avatar_url now (left out if it cannot become an image Relay serves). Raises
+    NotFound("unknown_webhook") if it was deleted meanwhile, Unavailable("channel_busy")."""
+    avatar = None
+    if checked.avatar_url is not None:
+        avatar = await relay_image(
+            chat, checked.avatar_url, chat.fetch_policy, max_side=AVATAR_SIDE
+        )
+    return await _post(
+        chat,
+        webhook,
+        checked.content,
+        checked.username or webhook.name,
+        avatar,
+        mentions=checked.mentions,
+        embeds=checked.embeds,
+        upload_ids=upload_ids,
+    )
 
 
 async def execute_github(
@@ -230,4 +302,4 @@ async def execute_github(
         return None
     _spend(chat, webhook)
     # Text from GitHub (commit messages, titles) is anyone's: it mentions nobody.
-    return await _post(chat, webhook, text, GITHUB_NAME, None, mentions=False)
+    return await _post(chat, webhook, text, GITHUB_NAME, None)

@@ -365,6 +365,7 @@ class GatewayConnection:
                         data.content,
                         data.nonce,
                         data.reply_to,
+                        chat_messages.upload_ids([ref.id for ref in data.attachments]),
                         allowed=data.allowed_mentions,
                         online=self.chat.fanout.online,
                         flags=data.flags,

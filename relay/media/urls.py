@@ -68,6 +68,10 @@ def icon_path(server_id: int, digest: str) -> str:
     return f"{FILES_PREFIX}/icons/{server_id}/{digest}.webp"
 
 
+def group_icon_path(channel_id: int, digest: str) -> str:
+    return f"{FILES_PREFIX}/channel-icons/{channel_id}/{digest}.webp"
+
+
 def emoji_path(emoji_id: int) -> str:
     return f"{FILES_PREFIX}/emojis/{emoji_id}.webp"
 

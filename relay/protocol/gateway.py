@@ -143,13 +143,20 @@ class AllowedMentionsData(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     replied_user: bool = False
 
 
+class UploadRefData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An upload (REST's two-phase `POST /v1/api/channels/{id}/attachments`) a send claims."""
+
+    id: IdText
+
+
 class MessageSendData(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     channel_id: IdText
-    content: str
+    content: str  # may be empty with attachments
     nonce: Nonce
     reply_to: IdText | None = None
     flags: Annotated[int, msgspec.Meta(ge=0, le=(1 << 31) - 1)] = 0  # SUPPRESS_EMBEDS (4) or 0
     allowed_mentions: AllowedMentionsData | None = None
+    attachments: Annotated[list[UploadRefData], msgspec.Meta(max_length=10)] = []
 
 
 class MessageSend(_Frame, tag=int(Op.MESSAGE_SEND), frozen=True):

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import msgspec
 from quart import Blueprint, Response, request
 
 from relay import crypto
 from relay.chat import commands, objects
+from relay.chat import files as chat_files
+from relay.chat import images as chat_images
 from relay.chat import users as chat_users
 from relay.chat.args import field_error, snowflake
 from relay.chat.objects import iso
 from relay.errors import NotFound
 from relay.rest import bodies
 from relay.rest.apidoc import doc
+from relay.rest.files import body_chunks, decode_form_json, is_multipart
 from relay.rest.http import (
     body,
     client_ip,
@@ -173,6 +177,9 @@ def auth_blueprint(rt: Runtime) -> Blueprint:
     return bp
 
 
+_update_me = msgspec.json.Decoder(commands.UpdateMe)
+
+
 def users_blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("users", __name__, url_prefix="/v1/api/users")
 
@@ -183,14 +190,35 @@ def users_blueprint(rt: Runtime) -> Blueprint:
 
     @bp.patch("/@me")
     @doc(
-        "Change the caller's display name or password (a new password ends the other logins)",
+        "Change the caller's display name or password (a new password ends the other logins); "
+        "as multipart/form-data (payload_json and an `avatar` part), the avatar too",
         body=commands.UpdateMe,
         response=objects.Me,
-        errors=("unknown_user", (403, "invalid_credentials"), "bots_not_allowed"),
+        errors=(
+            "unknown_user",
+            (403, "invalid_credentials"),
+            "bots_not_allowed",
+            "malformed_form",
+            "bad_image",
+            "file_too_large",
+            "upload_too_slow",
+            "insufficient_storage",
+        ),
     )
     async def update_me() -> Response:
         who = no_bots(principal(rt))
-        data = await body(commands.UpdateMe)
+        content_type = request.headers.get("Content-Type", "")
+        if is_multipart(content_type):
+            media = chat_files.media_of(rt.chat)
+            media.require_disk()
+            got = await chat_images.read_image_form(
+                media, content_type, body_chunks(), "avatar", rt.settings.max_body_bytes
+            )
+            data = decode_form_json(got.payload, _update_me, commands.UpdateMe())
+            if got.image is not None:  # first: a bad image changes nothing
+                await chat_images.set_avatar(rt.chat, who.user_id, got.image)
+        else:
+            data = await body(commands.UpdateMe)
         me = await chat_users.update_me(rt.chat, rt.accounts, who, data, client_ip())
         return json_response(me)
 

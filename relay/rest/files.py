@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import msgspec
@@ -40,9 +40,10 @@ MAX_FILENAME_QUERY = 1024
 CACHE_CONTROL = "private, max-age=86400, immutable"  # content-addressed: never changes
 PUBLIC_CACHE_CONTROL = "public, max-age=31536000, immutable"  # the URL names the blob
 # Paths whose bodies are uploads: the app-wide max_body_bytes does not apply to them.
+T = TypeVar("T")
 _UPLOAD_PATHS = re.compile(
-    r"^/v1/api/(channels/[0-9]{1,20}/(messages|attachments)|users/@me(/avatar)?"
-    r"|servers/[0-9]{1,20}/icon)$"
+    r"^/v1/api/(channels/[0-9]{1,20}/(messages|attachments|icon)|users/@me(/avatar)?"
+    r"|servers/[0-9]{1,20}/icon|webhooks/[0-9]{1,20}/[^/]{1,200})$"
 )
 _RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
 
@@ -101,9 +102,13 @@ def upload_request_class(settings: Settings) -> type[TrioRequest]:
         ) -> None:
             match = _UPLOAD_PATHS.match(path) if method in ("POST", "PUT", "PATCH") else None
             # A JSON body on the same path keeps max_body_bytes: it is read whole.
+            multipart_only = match is not None and (
+                match.group(2) == "messages"
+                or match.group(1) == "users/@me"
+                or match.group(1).startswith("webhooks/")
+            )
             upload = match is not None and (
-                (match.group(2) != "messages" and match.group(1) != "users/@me")
-                or is_multipart(headers.get("Content-Type", ""))
+                not multipart_only or is_multipart(headers.get("Content-Type", ""))
             )
             if upload:
                 kw["max_content_length"] = upload_limit
@@ -120,10 +125,15 @@ def is_multipart(content_type: str) -> bool:
 
 def decode_payload(raw: bytes | None) -> commands.CreateMessage:
     """A multipart message's payload_json (none: a message of files alone)."""
+    return decode_form_json(raw, _payload, commands.CreateMessage())
+
+
+def decode_form_json(raw: bytes | None, decoder: msgspec.json.Decoder[T], empty: T) -> T:
+    """A multipart body's payload_json as `decoder` reads it (`empty` if there is none)."""
     if raw is None or not raw.strip():
-        return commands.CreateMessage()
+        return empty
     try:
-        return _payload.decode(raw)
+        return decoder.decode(raw)
     except msgspec.ValidationError as e:
         raise invalid(str(e)) from None
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as e:
@@ -270,6 +280,34 @@ def files_blueprint(rt: Runtime) -> Blueprint:
         await chat_images.set_icon(rt.chat, who.user_id, server_id, None)
         return no_content()
 
+    @bp.put("/v1/api/channels/<channel_id>/icon")
+    @doc(
+        "Set a group DM's icon (any recipient; the raw body: a PNG, JPEG, GIF or WebP image)",
+        response=objects.Channel,
+        errors=(
+            "unknown_channel",
+            "not_a_group_dm",
+            "bad_image",
+            "file_too_large",
+            "upload_too_slow",
+            "insufficient_storage",
+        ),
+    )
+    async def put_group_icon(channel_id: str) -> Response:
+        who = principal(rt)
+        media = chat_files.media_of(rt.chat)
+        media.require_disk()
+        data = await chat_images.read_image(media, body_chunks(), chat_images.MAX_IMAGE_BYTES)
+        icon = await chat_images.set_group_icon(rt.chat, who.user_id, channel_id, data)
+        return json_response(icon)
+
+    @bp.delete("/v1/api/channels/<channel_id>/icon")
+    @doc("Remove a group DM's icon (any recipient)", errors=("unknown_channel", "not_a_group_dm"))
+    async def delete_group_icon(channel_id: str) -> Response:
+        who = principal(rt)
+        await chat_images.set_group_icon(rt.chat, who.user_id, channel_id, None)
+        return no_content()
+
     public = {200: "the image", 206: "part of it (Range)"}
 
     @bp.route("/v1/files/avatars/<user_id>/<digest>.webp", methods=["GET"])
@@ -281,6 +319,12 @@ def files_blueprint(rt: Runtime) -> Blueprint:
     @doc("A server's icon", response=bytes, status=public, errors=("unknown_file",), auth="none")
     async def icon(server_id: str, digest: str) -> Response:
         return _serve(rt, await chat_images.public_image(rt.chat, "icon", server_id, digest))
+
+    @bp.route("/v1/files/channel-icons/<channel_id>/<digest>.webp", methods=["GET"])
+    @doc("A group DM's icon", response=bytes, status=public, errors=("unknown_file",), auth="none")
+    async def group_icon(channel_id: str, digest: str) -> Response:
+        found = await chat_images.public_image(rt.chat, "group_icon", channel_id, digest)
+        return _serve(rt, found)
 
     @bp.route("/v1/files/emojis/<emoji_id>.webp", methods=["GET"])
     @doc("A custom emoji", response=bytes, status=public, errors=("unknown_file",), auth="none")

@@ -71,10 +71,7 @@ def query_limit() -> int:
 
 
 def upload_ids(refs: list[commands.UploadRef]) -> list[int]:
-    ids = [parse_id(ref.id) for ref in refs]
-    if None in ids or len(set(ids)) != len(ids):
-        raise field_error("attachments", "must be different upload ids")
-    return [i for i in ids if i is not None]
+    return chat_messages.upload_ids([ref.id for ref in refs])
 
 
 def messages_blueprint(rt: Runtime) -> Blueprint:

@@ -15,6 +15,7 @@ from relay.chat import commands, objects
 from relay.chat import webhooks as chat_webhooks
 from relay.chat.args import field_error
 from relay.rest.apidoc import doc
+from relay.rest.files import body_chunks, decode_form_json, is_multipart
 from relay.rest.http import audit_reason, body, json_response, no_content, principal
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ def _base_url() -> str:
 
 
 _EXECUTE_ERRORS = ("unknown_webhook", "invalid_webhook_token", "channel_busy")
+_execute = msgspec.json.Decoder(commands.ExecuteWebhook)
 
 
 def webhooks_blueprint(rt: Runtime) -> Blueprint:
@@ -152,18 +154,40 @@ def webhooks_blueprint(rt: Runtime) -> Blueprint:
 
     @bp.post("/webhooks/<webhook_id>/<token>")
     @doc(
-        "Post a message as the webhook (no user token: the URL's token is the permission), "
-        "with this message's username and avatar_url if given",
+        "Post a message as the webhook (no user token: the URL's token is the permission): "
+        "content, embeds, allowed_mentions, this message's username and avatar_url; files as "
+        "multipart/form-data (payload_json and files[0]..files[9], as a user's message)",
         body=commands.ExecuteWebhook,
         response=objects.Message,
         status={200: "posted (?wait=true): the message", 204: "posted"},
         query=ExecuteQuery,
-        errors=_EXECUTE_ERRORS,
+        errors=(
+            *_EXECUTE_ERRORS,
+            "invalid_field",
+            "malformed_form",
+            "file_too_large",
+            "too_many_files",
+            "upload_quota",
+            "upload_too_slow",
+            "insufficient_storage",
+            "payload_too_large",
+        ),
     )
     async def execute_webhook(webhook_id: str, token: str) -> Response:
         wait = _wait()
-        data = await body(commands.ExecuteWebhook)
-        message = await chat_webhooks.execute(rt.chat, webhook_id, token, data)
+        content_type = request.headers.get("Content-Type", "")
+        if not is_multipart(content_type):
+            checked = chat_webhooks.check(await body(commands.ExecuteWebhook))
+            webhook = await chat_webhooks.admit(rt.chat, webhook_id, token)
+            message = await chat_webhooks.execute(rt.chat, webhook, checked)
+            return json_response(message) if wait else no_content()
+        # The token is checked and the budget spent before any file is stored.
+        webhook = await chat_webhooks.admit(rt.chat, webhook_id, token)
+        uploads = await chat_webhooks.uploads(rt.chat, webhook)
+        form = await uploads.receive_form(content_type, body_chunks(), rt.settings.max_body_bytes)
+        data = decode_form_json(form.payload, _execute, commands.ExecuteWebhook())
+        checked = chat_webhooks.check(data, with_files=bool(form.upload_ids))
+        message = await chat_webhooks.execute(rt.chat, webhook, checked, form.upload_ids)
         return json_response(message) if wait else no_content()
 
     @bp.post("/webhooks/<webhook_id>/<token>/github")

@@ -26,6 +26,7 @@ class DmRow(msgspec.Struct, frozen=True):
     channel: ChannelRow
     recipients: list[UserBrief]  # both users (a group DM's: all of them), by id
     owner_id: int | None = None  # a group DM's owner (relay.storage.group_dms)
+    icon: str | None = None  # a group DM's icon: its blob digest (relay.chat.images)
 
 
 class DmOpened(msgspec.Struct, frozen=True):
@@ -54,8 +55,9 @@ def _recipients(db: Database, where: str, params: tuple[Any, ...]) -> dict[int, 
 
 def _dm(db: Database, channel: ChannelRow) -> DmRow:
     recipients = _recipients(db, "r.channel_id = ?", (channel.id,)).get(channel.id, [])
-    owner = db.execute("SELECT owner_id FROM channels WHERE id = ?", (channel.id,)).fetchone()
-    return DmRow(channel, recipients, owner[0] if owner is not None else None)
+    row = db.execute("SELECT owner_id, icon FROM channels WHERE id = ?", (channel.id,)).fetchone()
+    owner, icon = row if row is not None else (None, None)
+    return DmRow(channel, recipients, owner, icon)
 
 
 def open_dm(
@@ -104,14 +106,15 @@ def dms_of(db: Database, user_id: int) -> list[DmRow]:
     recipients = _recipients(
         db, "r.channel_id IN (SELECT channel_id FROM dm_recipients WHERE user_id = ?)", (user_id,)
     )
-    owners = dict(
-        db.execute(
-            "SELECT c.id, c.owner_id FROM dm_recipients r JOIN channels c ON c.id = r.channel_id"
-            " WHERE r.user_id = ? AND c.type = 'group_dm'",
+    groups = {
+        row[0]: (row[1], row[2])
+        for row in db.execute(
+            "SELECT c.id, c.owner_id, c.icon FROM dm_recipients r"
+            " JOIN channels c ON c.id = r.channel_id WHERE r.user_id = ? AND c.type = 'group_dm'",
             (user_id,),
-        ).fetchall()
-    )
-    return [DmRow(c, recipients.get(c.id, []), owners.get(c.id)) for c in channels]
+        )
+    }
+    return [DmRow(c, recipients.get(c.id, []), *groups.get(c.id, (None, None))) for c in channels]
 
 
 def channel_for(db: Database, channel_id: int, user_id: int) -> ChannelRow | DmRow | None:

@@ -178,6 +178,8 @@ _REFERENCES = (
     "SELECT 1 FROM servers WHERE icon = ?1",
     "SELECT 1 FROM emojis WHERE digest = ?1",
     "SELECT 1 FROM images WHERE digest = ?1",
+    "SELECT 1 FROM message_images WHERE digest = ?1",
+    "SELECT 1 FROM channels WHERE icon = ?1",
 )
 
 
@@ -230,6 +232,13 @@ def icon_of(db: Database, server_id: int) -> str | None:
     return row[0] if row else None
 
 
+def group_icon_of(db: Database, channel_id: int) -> str | None:
+    row = db.execute(
+        "SELECT icon FROM channels WHERE id = ? AND type = 'group_dm'", (channel_id,)
+    ).fetchone()
+    return row[0] if row else None
+
+
 def add_image(db: Database, digest: str, width: int, height: int, now_ms: int) -> None:
     db.execute(
         "INSERT INTO images (digest, width, height, created_at) VALUES (?, ?, ?, ?)"
@@ -243,7 +252,72 @@ def has_image(db: Database, digest: str) -> bool:
 
 
 def remove_image(db: Database, digest: str) -> bool:
-    return db.execute("DELETE FROM images WHERE digest = ?", (digest,)).rowcount == 1
+    """Forget a stored image unless a message still shows it; whether it went."""
+    return (
+        db.execute(
+            "DELETE FROM images WHERE digest = ?1"
+            " AND NOT EXISTS (SELECT 1 FROM message_images WHERE digest = ?1)",
+            (digest,),
+        ).rowcount
+        == 1
+    )
+
+
+def sync_message_images(db: Database, message_id: int, candidates: Sequence[str]) -> list[str]:
+    """Record which stored images the message shows now: those of `candidates` (and of what
+    it showed before) named by its embeds or its webhook avatar URL. Returns the digests it
+    does not show (dropped, or candidates it never used, or all if it is gone): the caller
+    releases them (relay.chat.images.release_images)."""
+    row = db.execute(
+        "SELECT coalesce(m.embeds, '') || ' ' || coalesce(w.avatar_url, '') FROM messages m"
+        " LEFT JOIN webhook_messages w ON w.message_id = m.id WHERE m.id = ?",
+        (message_id,),
+    ).fetchone()
+    if row is None:
+        return list(dict.fromkeys(candidates))
+    shown = row[0]
+    # A digest is 64 hex digits: appearing in the embeds' text means an image URL names it.
+    dropped = [
+        r[0]
+        for r in db.execute(
+            "DELETE FROM message_images WHERE message_id = ? AND instr(?, digest) = 0"
+            " RETURNING digest",
+            (message_id, shown),
+        )
+    ]
+    for digest in dict.fromkeys(candidates):
+        if digest in shown:
+            db.execute(
+                "INSERT INTO message_images (message_id, digest) VALUES (?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (message_id, digest),
+            )
+        else:
+            dropped.append(digest)
+    return dropped
+
+
+def images_of_messages(db: Database, message_ids: Sequence[int]) -> list[str]:
+    """The stored images these messages show (read before deleting them, to release after)."""
+    return [
+        r[0]
+        for r in db.execute(
+            "SELECT DISTINCT digest FROM message_images"
+            " WHERE message_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(message_ids)),),
+        )
+    ]
+
+
+def prune_images(db: Database, now_ms: int) -> int:
+    """Forget stored images that no message has shown for UNCLAIMED_MS (their messages went
+    with their channel or server, or a preview job stopped halfway); their blobs become
+    orphans for the sweep."""
+    return db.execute(
+        "DELETE FROM images WHERE created_at <= ?"
+        " AND NOT EXISTS (SELECT 1 FROM message_images m WHERE m.digest = images.digest)",
+        (now_ms - UNCLAIMED_MS,),
+    ).rowcount
 
 
 def emoji_digest(db: Database, emoji_id: int) -> str | None:

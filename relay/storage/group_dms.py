@@ -103,6 +103,11 @@ def _group(db: Database, channel_id: int, user_id: int) -> DmRow:
     return found
 
 
+def group(db: Database, channel_id: int, user_id: int) -> DmRow:
+    """`_group` for readers (e.g. a check before an icon is processed)."""
+    return _group(db, channel_id, user_id)
+
+
 def _owned(db: Database, channel_id: int, user_id: int) -> DmRow:
     dm = _group(db, channel_id, user_id)
     if dm.owner_id != user_id:
@@ -115,6 +120,16 @@ def rename(db: Database, channel_id: int, user_id: int, name: str | None) -> tup
     old = _group(db, channel_id, user_id)
     db.execute("UPDATE channels SET name = ? WHERE id = ?", (name, channel_id))
     return old, _group(db, channel_id, user_id)
+
+
+def set_icon(
+    db: Database, channel_id: int, user_id: int, digest: str | None
+) -> tuple[DmRow, str | None]:
+    """Set (None: remove) a group DM's icon (any recipient). Returns it after, and the icon's
+    digest before."""
+    old = _group(db, channel_id, user_id)
+    db.execute("UPDATE channels SET icon = ? WHERE id = ?", (digest, channel_id))
+    return _group(db, channel_id, user_id), old.icon
 
 
 def add_recipient(

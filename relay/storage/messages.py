@@ -59,6 +59,7 @@ class AuthorRow(msgspec.Struct, frozen=True):
     username: str
     display_name: str | None
     bot: bool = False
+    avatar: str | None = None  # the avatar's blob digest (relay.chat.images)
 
 
 class WebhookAuthor(msgspec.Struct, frozen=True):
@@ -127,7 +128,7 @@ _SELECT = (
     " m.content, m.nonce, m.reply_to, m.edited_at,"
     " EXISTS (SELECT 1 FROM pins p WHERE p.message_id = m.id), m.embeds, m.flags,"
     " u.bot, w.webhook_id, w.username, w.avatar_url,"
-    " (SELECT t.id FROM channels t WHERE t.starter_message_id = m.id)"
+    " (SELECT t.id FROM channels t WHERE t.starter_message_id = m.id), u.avatar"
     " FROM messages m JOIN users u ON u.id = m.author_id JOIN channels c ON c.id = m.channel_id"
     " LEFT JOIN webhook_messages w ON u.bot AND w.message_id = m.id"
 )
@@ -161,7 +162,7 @@ def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[Mes
             id=row[0],
             channel_id=row[1],
             server_id=row[2],
-            author=AuthorRow(row[3], row[4], row[5], bool(row[13])),
+            author=AuthorRow(row[3], row[4], row[5], bool(row[13]), row[18]),
             content=row[6],
             nonce=row[7],
             reply_to=row[8],
@@ -468,12 +469,14 @@ def create(
     _advance_read_state(db, author_id, channel_id, message_id)
     # The row as `get` would read it back, from what was just written (one query, not three:
     # this runs in the single writer, once per message). New: no reactions, pin or edit yet.
-    username, display_name, bot = cached(db, ("user", author_id), lambda: _names(db, author_id))
+    username, display_name, bot, avatar = cached(
+        db, ("user", author_id), lambda: _names(db, author_id)
+    )
     message = MessageRow(
         id=message_id,
         channel_id=channel_id,
         server_id=channel.server_id,
-        author=AuthorRow(author_id, username, display_name, bot),
+        author=AuthorRow(author_id, username, display_name, bot, avatar),
         content=content,
         nonce=nonce,
         reply_to=reply_to,
@@ -492,9 +495,11 @@ def create(
 def post_as_webhook(
     db: Database, message_id: int, new: NewMessage, webhook: WebhookAuthor
 ) -> MessageRow:
-    """Store a webhook's message. The webhook must still exist and post to this channel (it
-    may have been deleted or moved since its token was checked): else NotFound
-    ("unknown_webhook"). No permission check: the webhook's token is its permission."""
+    """Store a webhook's message with its embeds, mentions and files. The webhook must still
+    exist and post to this channel (it may have been deleted or moved since its token was
+    checked): else NotFound("unknown_webhook"). No permission check: the webhook's token is its
+    permission; for mentions it has no MENTION_EVERYONE (mentionable roles only, no
+    @everyone/@here). Its files are uploads stored as the webhook's (relay.chat.files)."""
     found = db.execute(
         "SELECT channel_id FROM webhooks WHERE id = ?", (webhook.webhook_id,)
     ).fetchone()
@@ -504,8 +509,8 @@ def post_as_webhook(
         "SELECT server_id FROM channels WHERE id = ?", (new.channel_id,)
     ).fetchone()
     db.execute(
-        "INSERT INTO messages (id, channel_id, author_id, content) VALUES (?, ?, ?, ?)",
-        (message_id, new.channel_id, new.author_id, new.content),
+        "INSERT INTO messages (id, channel_id, author_id, content, embeds) VALUES (?, ?, ?, ?, ?)",
+        (message_id, new.channel_id, new.author_id, new.content, new.embeds),
     )
     db.execute(
         "INSERT INTO webhook_messages (message_id, webhook_id, username, avatar_url)"
@@ -515,34 +520,27 @@ def post_as_webhook(
     db.execute(
         "INSERT INTO message_search (rowid, body) VALUES (?, ?)", (message_id, fold(new.content))
     )
-    mentions = _store_mentions(db, message_id, new.channel_id, channel[0], new.mentions, new=True)
+    _store_mentions(db, message_id, new.channel_id, channel[0], new.mentions, new=True)
+    more_mentions.store(
+        db, message_id, new.channel_id, channel[0], 0, new.role_mentions, new.everyone, ()
+    )
+    if new.attachments:
+        files.claim(db, message_id, new.channel_id, new.author_id, new.attachments, new.now_ms)
     db.execute(
         "UPDATE channels SET last_message_id = ? WHERE id = ?"
         " AND (last_message_id IS NULL OR last_message_id < ?)",
         (message_id, new.channel_id, message_id),
     )
-    username, display_name, _ = _names(db, new.author_id)
-    return MessageRow(
-        id=message_id,
-        channel_id=new.channel_id,
-        server_id=channel[0],
-        author=AuthorRow(new.author_id, username, display_name, True),
-        content=new.content,
-        nonce=None,
-        reply_to=None,
-        edited_at=None,
-        mentions=mentions,
-        reactions=[],
-        pinned=False,
-        webhook=webhook,
-    )
+    row = get(db, new.channel_id, message_id, None)
+    assert row is not None
+    return row
 
 
-def _names(db: Database, user_id: int) -> tuple[str, str | None, bool]:
+def _names(db: Database, user_id: int) -> tuple[str, str | None, bool, str | None]:
     row = db.execute(
-        "SELECT username, display_name, bot FROM users WHERE id = ?", (user_id,)
+        "SELECT username, display_name, bot, avatar FROM users WHERE id = ?", (user_id,)
     ).fetchone()
-    return row[0], row[1], bool(row[2])
+    return row[0], row[1], bool(row[2]), row[3]
 
 
 def _check_slowmode(
@@ -843,12 +841,12 @@ def reactors(
     Raises NotFound("unknown_message")."""
     _author_of(db, channel_id, message_id)
     rows = db.execute(
-        "SELECT u.id, u.username, u.display_name, u.bot FROM reactions r"
+        "SELECT u.id, u.username, u.display_name, u.bot, u.avatar FROM reactions r"
         " JOIN users u ON u.id = r.user_id"
         " WHERE r.message_id = ? AND r.emoji = ? AND r.user_id > ? ORDER BY r.user_id LIMIT ?",
         (message_id, emoji, after, limit),
     ).fetchall()
-    return [AuthorRow(row[0], row[1], row[2], bool(row[3])) for row in rows]
+    return [AuthorRow(row[0], row[1], row[2], bool(row[3]), row[4]) for row in rows]
 
 
 def ack(db: Database, user_id: int, channel_id: int, message_id: int) -> bool:

@@ -114,16 +114,16 @@ async def test_previews_arrive_as_message_update(nursery: trio.Nursery, tmp_path
                 "author": {"name": "Ada", "url": "https://ada.example"},
                 "provider": {"name": "Origin"},
             }
-        ]  # no thumbnail: images wait for Relay's media store; never the origin's own URL
-        assert [r.path for r in origin.seen] == ["/page", "/oembed.json"]
+        ]  # no thumbnail: /big.png is not a real image (tests/rest/test_embed_images.py has them)
+        assert [r.path for r in origin.seen] == ["/page", "/oembed.json", "/big.png"]
         (stored,) = await bob.client.call("GET", f"{path}?limit=1")
         assert stored["embeds"] == update["embeds"]
 
-        # Cached: the same link again is not fetched again. A direct image gets no embed
-        # (nothing to show until the media store), and is not read whole either.
+        # Cached: the same link again is not fetched again. A direct "image" that is not one
+        # gets no embed (asked for as a page, its answer says image: asked for as an image).
         again = await post(f"{origin.url('/page')} {origin.url('/pic.png')}")
         assert (await next_update(gw, again["id"]))["embeds"] == update["embeds"]
-        assert [r.path for r in origin.seen][2:] == ["/pic.png"]
+        assert [r.path for r in origin.seen][3:] == ["/pic.png", "/pic.png"]
 
         # An edit to another link: previews dropped at once, the new one follows.
         edit_path = messages_path(text, sent["id"])
@@ -148,7 +148,7 @@ async def test_previews_arrive_as_message_update(nursery: trio.Nursery, tmp_path
         await bob.client.call("POST", path, {"content": origin.url("/hidden")})
         last = await post(origin.url("/suppressed"))  # the owner has every permission
         await next_update(gw, last["id"])
-        assert [r.path for r in origin.seen][seen:] == ["/suppressed", "/oembed.json"]
+        assert [r.path for r in origin.seen][seen:] == ["/suppressed", "/oembed.json", "/big.png"]
 
         # The send path never waits for a fetch: the origin holds /slow until after the post
         # returned. With the one worker held there, two more jobs fill the queue and the next

@@ -151,13 +151,13 @@ async def test_executing_a_webhook(
         body = {
             "content": f"ping <@{member.id}>",
             "username": "Nightly build",
-            "avatar_url": "https://example.com/a.png",
+            "avatar_url": "http://127.0.0.1:9/a.png",  # refused by the fetcher's guard
         }
         waited = await execute(shared_server, f"{url}?wait=true", body)
         assert waited.status_code == 200, waited.text
         message = waited.json()
         assert message["author"]["username"] == "Nightly build"
-        assert message["author"]["avatar_url"] == "https://example.com/a.png"
+        assert "avatar_url" not in message["author"]  # never a third party's URL
         assert message["mentions"] == [member.id]
         assert (await gw.dispatch("MESSAGE_CREATE"))["d"]["id"] == message["id"]
     history = await member.call("GET", f"/channels/{text}/messages")
@@ -190,7 +190,12 @@ async def test_executing_a_webhook(
         {"content": "x", "avatar_url": "https://"},
         {"content": "x", "avatar_url": "https://a b.example/x.png"},
         {"content": "x", "avatar_url": "ftp://example.com/a.png"},
-        {"content": "x", "embeds": []},
+        {"content": "x", "embed": []},
+        {"embeds": [{"title": "x" * 257}]},
+        {"embeds": [{}]},
+        {"embeds": [{"description": "x" * 4000}, {"description": "x" * 2001}]},
+        {"content": "x", "allowed_mentions": {"parse": ["users"], "users": [member.id]}},
+        {"content": "x", "allowed_mentions": {"parse": ["nobody"]}},
         {"content": 5},
     ]:
         response = await execute(shared_server, url, bad)

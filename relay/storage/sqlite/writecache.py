@@ -36,7 +36,7 @@ _CLEAR = "relay_writer_cache_clear"
 # Table -> the columns whose update matters (None: any). channels.last_message_id moves with
 # every message, so only the columns permissions and posting read are watched there.
 WATCHED: dict[str, tuple[str, ...] | None] = {
-    "users": ("username", "display_name"),
+    "users": ("username", "display_name", "avatar"),  # avatar: messages' authors
     "servers": ("id", "owner_id"),
     "channels": (
         "id",
