@@ -221,9 +221,7 @@ class LocalReader:
         last_offset, last_length = cipher.chunk_span(last, self.size, self._chunk)
         # One read for every chunk of the range, then each decrypted in place (open_span).
         sealed = os.pread(self._f.fileno(), last_offset + last_length - offset, offset)
-        plain = cipher.open_span(
-            self._key, self._head, sealed, first, last, self.size, self._chunk
-        )
+        plain = cipher.open_span(self._key, self._head, sealed, first, last, self.size, self._chunk)
         lo = start - first * self._chunk
         return bytes(memoryview(plain)[lo : lo + end - start])
 
