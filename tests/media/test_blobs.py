@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import stat
 import threading
-import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -14,13 +13,9 @@ from relay.media import cipher
 from relay.media.blobs import LocalBlobStore
 from relay.media.cipher import BlobCorrupt
 from relay.media.keys import KEY_FILE, MediaKeyError, load_or_create_key
-from relay.media.service import READ_STEP, Media
-from tests.conftest import settings_for
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    from relay.media.blobs import BlobReader
 
 KEY = bytes(range(32))
 CHUNK = 1000
@@ -171,50 +166,3 @@ def test_reader_flipped_byte_is_an_error_never_wrong_bytes(
     finally:
         reader.close()
         path.write_bytes(original)
-
-
-class _CountingReader:
-    """A BlobReader that records reads in flight, to see when the stream closes it."""
-
-    def __init__(self, inner: BlobReader) -> None:
-        self.inner = inner
-        self.size = inner.size
-        self.running = 0
-        self.closed_while_running = False
-        self.closed = False
-
-    def read(self, start: int, end: int) -> bytes:
-        self.running += 1
-        try:
-            time.sleep(0.05)  # a slow disk: the read ahead is still running when the stream ends
-            return self.inner.read(start, end)
-        finally:
-            self.running -= 1
-
-    def close(self) -> None:
-        self.closed_while_running = self.running > 0
-        self.closed = True
-        self.inner.close()
-
-
-async def test_stream_reads_ahead_and_closes_only_after_the_running_read(tmp_path: Path) -> None:
-    media = Media.open(settings_for(tmp_path))
-    plain = os.urandom(3 * READ_STEP + 5)
-    ref = media.store.put(plain)
-    inner = media.store.open(ref.digest)
-    assert inner is not None
-    reader = _CountingReader(inner)
-    got = b"".join([piece async for piece in media.stream(reader, 7, len(plain))])
-    assert got == plain[7:]
-    assert reader.closed
-    assert not reader.closed_while_running
-    # Ended after the first piece (a client gone): the read ahead is running; closed after it.
-    inner = media.store.open(ref.digest)
-    assert inner is not None
-    reader = _CountingReader(inner)
-    pieces = media.stream(reader, 0, len(plain))
-    assert await pieces.__anext__() == plain[:READ_STEP]
-    await pieces.aclose()  # type: ignore[attr-defined]
-    assert reader.closed
-    assert not reader.closed_while_running
-    assert media.disk_limiter.borrowed_tokens == 0
