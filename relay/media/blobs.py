@@ -214,14 +214,16 @@ class LocalReader:
 
     def read(self, start: int, end: int) -> bytes:
         end = min(end, self.size)
-        out = bytearray()
-        for index, lo, hi in cipher.chunks_for(start, end, self.size, self._chunk):
-            offset, length = cipher.chunk_span(index, self.size, self._chunk)
-            self._f.seek(offset)
-            sealed = self._f.read(length)
-            last = index == self._chunks - 1
-            out += cipher.open_chunk(self._key, self._head, index, last, sealed)[lo:hi]
-        return bytes(out)
+        if start >= end:
+            return b""
+        first, last = start // self._chunk, (end - 1) // self._chunk
+        offset, _ = cipher.chunk_span(first, self.size, self._chunk)
+        last_offset, last_length = cipher.chunk_span(last, self.size, self._chunk)
+        # One read for every chunk of the range, then each decrypted in place (open_span).
+        sealed = os.pread(self._f.fileno(), last_offset + last_length - offset, offset)
+        plain = cipher.open_span(self._key, self._head, sealed, first, last, self.size, self._chunk)
+        lo = start - first * self._chunk
+        return bytes(memoryview(plain)[lo : lo + end - start])
 
     def close(self) -> None:
         self._f.close()

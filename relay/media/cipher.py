@@ -18,6 +18,7 @@ import struct
 from typing import Protocol
 
 from nacl import bindings
+from nacl._sodium import ffi, lib  # type: ignore[import-not-found]
 from nacl.exceptions import CryptoError
 from nacl.utils import random
 
@@ -72,6 +73,38 @@ def open_chunk(key: bytes, head: bytes, index: int, last: bool, sealed: bytes) -
         )
     except CryptoError:
         raise BlobCorrupt(f"chunk {index} failed authentication") from None
+
+
+def open_span(
+    key: bytes, head: bytes, sealed: bytes, first: int, last: int, size: int, chunk_size: int
+) -> bytearray:
+    """The plaintext of chunks `first` to `last` of a blob of `size` plaintext bytes, from their
+    sealed bytes as laid out on disk (`sealed`, read in one piece). Each chunk is decrypted
+    straight into the result through libsodium (PyNaCl's own binding): `open_chunk` per chunk
+    costs four more copies of the data (slicing, a zeroed buffer, its copy out, the join), most
+    of a download's CPU time."""
+    total = chunk_count(size, chunk_size)
+    if not 0 <= first <= last < total:
+        raise BlobCorrupt("range outside the blob")
+    plains = [min(chunk_size, size - index * chunk_size) for index in range(first, last + 1)]
+    if len(sealed) != sum(plains) + len(plains) * OVERHEAD:
+        raise BlobCorrupt(f"chunks {first}-{last} are cut short")
+    out = bytearray(sum(plains))
+    src = ffi.from_buffer(sealed)
+    dst = ffi.from_buffer(out)
+    at_in = at_out = 0
+    for i, plain in enumerate(plains):
+        index = first + i
+        ad = _ad(head, index, index == total - 1)
+        ok = lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            dst + at_out, ffi.NULL, ffi.NULL, src + at_in + NONCE_BYTES, plain + TAG_BYTES,
+            ad, len(ad), src + at_in, key,
+        )  # fmt: skip
+        if ok != 0:
+            raise BlobCorrupt(f"chunk {index} failed authentication")
+        at_in += plain + OVERHEAD
+        at_out += plain
+    return out
 
 
 def plain_size(file_size: int, chunk_size: int) -> int:

@@ -34,6 +34,8 @@ from relay.media.names import clean_filename
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 
+    import outcome
+
     from relay.config import Settings
     from relay.media.blobs import BlobReader, BlobStore, BlobWriter
 
@@ -222,17 +224,55 @@ class Media:
         return await trio.to_thread.run_sync(self.store.open, digest, limiter=self.disk_limiter)
 
     async def stream(self, reader: BlobReader, start: int, end: int) -> AsyncIterator[bytes]:
-        """Plaintext [start, end), decrypted a step at a time; closes the reader at the end."""
+        """Plaintext [start, end), decrypted a step at a time; closes the reader at the end.
+        The next step is read and decrypted in a worker thread while the current one is being
+        sent (one step ahead, no more), so the disk and decryption overlap the socket writes
+        instead of taking turns with them."""
+        steps = [(at, min(end, at + READ_STEP)) for at in range(start, end, READ_STEP)]
+        outstanding: list[_Read] = []
         try:
-            at = start
-            while at < end:
-                step = min(end, at + READ_STEP)
-                yield await trio.to_thread.run_sync(
-                    reader.read, at, step, limiter=self.disk_limiter
-                )
-                at = step
+            for i in range(len(steps)):
+                if not outstanding:
+                    outstanding.append(await self._read_soon(reader, *steps[i]))
+                current = outstanding[0]
+                await current.done.wait()
+                outstanding.pop(0)
+                if i + 1 < len(steps):
+                    outstanding.append(await self._read_soon(reader, *steps[i + 1]))
+                assert current.result is not None
+                yield current.result.unwrap()
         finally:
+            # A read still running uses the reader: wait for it (one step) before closing.
+            with trio.CancelScope(shield=True):
+                for pending in outstanding:
+                    await pending.done.wait()
             reader.close()
+
+    async def _read_soon(self, reader: BlobReader, start: int, end: int) -> _Read:
+        """Start `reader.read(start, end)` in a worker thread (behind disk_limiter) without
+        waiting for it: trio.to_thread.run_sync would hold the generator until it is done."""
+        pending = _Read()
+        await self.disk_limiter.acquire_on_behalf_of(pending)
+        token = trio.lowlevel.current_trio_token()
+
+        def finished(result: outcome.Outcome[bytes]) -> None:
+            def in_trio() -> None:
+                self.disk_limiter.release_on_behalf_of(pending)
+                pending.result = result
+                pending.done.set()
+
+            token.run_sync_soon(in_trio)
+
+        trio.lowlevel.start_thread_soon(lambda: reader.read(start, end), finished)
+        return pending
+
+
+class _Read:
+    """A read started by `Media._read_soon`: `done` is set once `result` is in."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: outcome.Outcome[bytes] | None = None
 
 
 class Spool:
