@@ -68,15 +68,21 @@ class VoiceStats:
 class MediaLane:
     """A receiver's bounded packet queue: drops the oldest when full; never blocks the writer."""
 
-    __slots__ = ("_event", "dropped", "packets", "stats")
+    __slots__ = ("_event", "direct", "dropped", "packets", "stats")
 
     def __init__(self, size: int, stats: VoiceStats | None = None) -> None:
         self.packets: deque[bytes] = deque(maxlen=size)
         self._event = trio.Event()
         self.dropped = 0
         self.stats = stats if stats is not None else VoiceStats()
+        # Set for a UDP receiver: a send that never waits (a full socket buffer drops), so an
+        # empty lane hands the packet straight on instead of waking the writer task.
+        self.direct: Callable[[bytes], None] | None = None
 
     def push(self, packet: bytes) -> None:
+        if self.direct is not None and not self.packets:
+            self.direct(packet)
+            return
         if len(self.packets) == self.packets.maxlen:
             self.dropped += 1
             self.stats.dropped["lane_overflow"] += 1

@@ -340,13 +340,18 @@ class VoiceConnection:
 
     async def _write_media(self, session: VoiceSession) -> None:
         lane = session.lane
-        while True:
-            packets = await lane.take()
-            if session.protocol == "websocket":
-                for packet in packets:
-                    await self.conn.send(wsframe.binary_frame(packet))
-            else:
-                self.service.send_udp(session, packets)
+        if session.protocol != "websocket":
+            lane.direct = partial(self.service.send_udp_one, session)
+        try:
+            while True:
+                packets = await lane.take()
+                if session.protocol == "websocket":
+                    for packet in packets:
+                        await self.conn.send(wsframe.binary_frame(packet))
+                else:
+                    self.service.send_udp(session, packets)
+        finally:
+            lane.direct = None
 
 
 async def voice_endpoint(

@@ -316,6 +316,16 @@ class VoiceService:
             except OSError:  # BlockingIOError included
                 self.stats.dropped["send"] += 1
 
+    def send_udp_one(self, session: VoiceSession, packet: bytes) -> None:
+        """`send_udp` for one packet: a UDP receiver's lane hands packets here directly."""
+        sock, addr = self.sock, session.udp_addr
+        if sock is None or addr is None:
+            return
+        try:
+            sock.sendto(packet, addr)
+        except OSError:  # BlockingIOError included
+            self.stats.dropped["send"] += 1
+
     async def _receive_udp(self, sock: socket.socket) -> None:
         """Read every datagram that is waiting (up to RECV_BATCH) between two yields: one task
         switch per batch rather than per packet."""
