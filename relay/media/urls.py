@@ -42,7 +42,6 @@ def verify(key: bytes, path: str, ex: str | None, sig: str | None, now: float) -
 class FileUrls(Protocol):
     def sign(self, path: str) -> str:
         """`path` with a fresh expiry and signature."""
-        ...
 
 
 FILES_PREFIX = "/v1/files"
