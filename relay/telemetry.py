@@ -529,7 +529,7 @@ def _voice(voice: VoiceService) -> Iterator[Metric]:
     )
     yield CounterMetricFamily(
         "relay_voice_packets_forwarded",
-        "Packets re-encrypted and queued for a receiver (one per receiver)",
+        "Packets re-encrypted for a receiver and handed on (one per receiver)",
         value=stats.forwarded,
     )
     yield CounterMetricFamily(
