@@ -13,9 +13,10 @@ from relay import server
 from relay.app import create_app
 from relay.client import RelayClient
 from relay.config import Settings, load_settings
+from tests.realservers import PostgresServer, RedisServer, postgres_server, redis_server
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Iterator
     from pathlib import Path
 
     from relay.gateway.hub import Hub
@@ -100,3 +101,18 @@ async def relay_server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[R
 async def client(relay_server: RunningServer) -> AsyncIterator[RelayClient]:
     async with relay_server.client() as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[RedisServer]:
+    """A private Redis server for this test worker (tests/realservers.py)."""
+    with redis_server() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server for this test worker; `postgres.new_database()` gives each
+    test its own database."""
+    with postgres_server() as running:
+        yield running
