@@ -100,6 +100,11 @@ def database(settings: Settings, *, create: bool) -> Iterator[Database]:
         CommandError: no database and not `create`, a database newer than this Relay, or a
             file SQLite cannot open.
     """
+    if settings.postgres_dsn is not None:
+        raise CommandError(
+            "the admin commands work on the SQLite file; the database is PostgreSQL: use the"
+            " HTTP API as an administrator, or psql (docs/postgresql.md)"
+        )
     path = settings.db_path
     if not create and not path.exists():
         raise CommandError(
