@@ -9,8 +9,7 @@ import pytest
 
 from relay.errors import Conflict, Forbidden, Unprocessable
 from relay.storage import users
-from relay.storage.schema import migrate
-from relay.storage.sqlite.db import connect, open_store
+from relay.storage.sqlite.db import open_store
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -24,11 +23,8 @@ DAY = 24 * 60 * MINUTE
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = connect(tmp_path / "relay.db")
-    migrate(database)
+def db(database: Database) -> Iterator[Database]:
     yield database
-    database.close()
 
 
 def key(n: int) -> bytes:

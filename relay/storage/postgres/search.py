@@ -28,9 +28,8 @@ if TYPE_CHECKING:
     import psycopg
     from sqlite_utils import Database
 
-    from relay.storage.postgres.adapter import PgDatabase
-
     from relay.storage.fulltext import Query, Term
+    from relay.storage.postgres.adapter import PgDatabase
 
 MAX_LEXEME_BYTES = 2000  # longer tokens are not indexed (schema.sql), so they never match
 

@@ -7,7 +7,7 @@ is what makes the few SQLite forms it leaves alone safe to rewrite here:
 
 - `INSERT OR IGNORE` becomes `ON CONFLICT DO NOTHING`; `INSERT OR REPLACE` an upsert on the
   table's primary key that sets every inserted column;
-- `INDEXED BY` (a planner hint) is dropped;
+- `INDEXED BY` (a planner hint) is dropped, and `LIMIT -1` (no limit) is `LIMIT ALL`;
 - `LIKE` becomes `ILIKE` (SQLite's LIKE ignores ASCII case);
 - `SUM(x)` is cast back to BIGINT (PostgreSQL's sum of bigints is numeric, a Decimal);
 - `%` in string literals is doubled for psycopg's placeholder syntax;
@@ -19,6 +19,7 @@ schema defines a `json_each` function and a case-insensitive `nocase` collation.
 
 from __future__ import annotations
 
+import itertools
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import sqlglot
 from sqlglot import exp
 
 _NUMBERED = re.compile(r"\?(\d+)")
+_ALIASES = itertools.count()  # names for subqueries in FROM that SQLite let go unnamed
 
 
 class Untranslatable(ValueError):
@@ -111,7 +113,38 @@ def _insert(node: exp.Insert) -> tuple[exp.Insert, bool]:
     return node, False
 
 
+def _condition(node: exp.Expr) -> exp.Expr:
+    """A bare integer column used as a condition (`WHEN u.bot`) as `u.bot <> 0`."""
+    if isinstance(node, exp.Column):
+        return exp.NEQ(this=node.copy(), expression=exp.Literal.number(0))
+    return node
+
+
+def _in_from(node: exp.Expr) -> bool:
+    """A subquery used as a table (PostgreSQL wants an alias for it)."""
+    return isinstance(node.parent, (exp.From, exp.Join))
+
+
 def _rewrite(node: exp.Expr) -> exp.Expr:
+    if isinstance(node, exp.Ordered):
+        # PostgreSQL's own NULL placement (sqlglot would spell out SQLite's, and an explicit
+        # NULLS FIRST/LAST that differs from an index's order keeps the index from serving the
+        # ORDER BY: history pages would sort).
+        node.set("nulls_first", bool(node.args.get("desc")))
+    elif isinstance(node, (exp.Max, exp.Min)) and isinstance(node.this, exp.Predicate):
+        # MAX(user_id = ?): SQLite's comparisons are 0/1 integers, PostgreSQL's booleans.
+        node.set("this", exp.Cast(this=node.this, to=exp.DataType.build("INT")))
+    elif isinstance(node, exp.Subquery) and node.alias == "" and _in_from(node):
+        node.set("alias", exp.TableAlias(this=exp.to_identifier(f"_q{next(_ALIASES)}")))
+    elif isinstance(node, (exp.If, exp.Where)):
+        node.set("this", _condition(node.this))
+    elif isinstance(node, (exp.And, exp.Or)):
+        node.set("this", _condition(node.this))
+        node.set("expression", _condition(node.expression))
+    elif isinstance(node, exp.Not):
+        node.set("this", _condition(node.this))
+    if isinstance(node, exp.Limit) and isinstance(node.expression, exp.Neg):
+        return exp.Limit(expression=exp.var("ALL"))  # SQLite's LIMIT -1: no limit
     if isinstance(node, exp.Table) and node.args.get("indexed") is not None:
         node.set("indexed", None)
     elif isinstance(node, exp.Like):
