@@ -77,6 +77,16 @@ def _insert(node: exp.Insert) -> tuple[exp.Insert, bool]:
     schema = node.this
     table = schema.this if isinstance(schema, exp.Schema) else schema
     name = table.name if isinstance(table, exp.Table) else ""
+    conflict = node.args.get("conflict")
+    if conflict is not None:
+        # `DO UPDATE SET bytes = bytes + excluded.bytes`: PostgreSQL calls an unqualified column
+        # on the right ambiguous; SQLite means the existing row's.
+        parts = [a.expression for a in conflict.expressions]
+        parts += [conflict.args["where"]] if conflict.args.get("where") is not None else []
+        for part in parts:
+            for column in part.find_all(exp.Column):
+                if not column.table:
+                    column.set("table", exp.to_identifier(name))
     alternative = node.args.get("alternative")
     if alternative is None:
         known = _tables().get(name)
