@@ -95,7 +95,7 @@ def _insert(node: exp.Insert) -> tuple[exp.Insert, bool]:
     kind = str(alternative).upper()
     node.set("alternative", None)
     if kind == "IGNORE":
-        node.set("conflict", exp.OnConflict(nothing=True))
+        node.set("conflict", exp.OnConflict(action=exp.var("DO NOTHING")))
         return node, False
     if kind != "REPLACE" or name not in _tables():
         raise Untranslatable(f"INSERT OR {kind} INTO {name}")
@@ -115,8 +115,7 @@ def _insert(node: exp.Insert) -> tuple[exp.Insert, bool]:
         "conflict",
         exp.OnConflict(
             conflict_keys=[exp.to_identifier(k) for k in key],
-            action=exp.var("DO UPDATE") if updates else None,
-            nothing=not updates,
+            action=exp.var("DO UPDATE" if updates else "DO NOTHING"),
             expressions=updates,
         ),
     )
