@@ -518,7 +518,8 @@ def post_as_webhook(
         (message_id, webhook.webhook_id, webhook.username, webhook.avatar_url),
     )
     db.execute(
-        "INSERT INTO message_search (rowid, body) VALUES (?, ?)", (message_id, index_text(new.content))
+        "INSERT INTO message_search (rowid, body) VALUES (?, ?)",
+        (message_id, index_text(new.content)),
     )
     _store_mentions(db, message_id, new.channel_id, channel[0], new.mentions, new=True)
     more_mentions.store(

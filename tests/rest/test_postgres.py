@@ -50,7 +50,8 @@ async def test_the_api_on_postgresql(
         edited = await alice.client.call(
             "PATCH", messages_path(w.text, sent[0]["id"]), {"content": "the release notes"}
         )
-        assert edited["content"] == "the release notes" and edited["edited_at"]
+        assert edited["content"] == "the release notes"
+        assert edited["edited_at"]
         assert await error_of(bob, "PATCH", messages_path(w.text, sent[0]["id"]),
                               json={"content": "mine now"}) == (403, "not_author")  # fmt: skip
         await alice.client.call("DELETE", messages_path(w.text, sent[4]["id"]))
@@ -95,7 +96,7 @@ async def test_the_api_on_postgresql(
             "POST", messages_path(w.text), {"attachments": [{"id": upload.json()["upload_id"]}]}
         )
         (attachment,) = with_file["attachments"]
-        assert attachment["filename"] == "data.bin" and attachment["size"] == 100
+        assert (attachment["filename"], attachment["size"]) == ("data.bin", 100)
         # Leaving the server ends Bob's access.
         await bob.client.call("DELETE", f"/v1/api/servers/{w.server_id}/members/@me")
         assert (await error_of(bob, "GET", messages_path(w.text)))[0] in (403, 404)

@@ -14,17 +14,15 @@ from relay.storage import mentions, messages
 from tests.storage.test_messages import ALICE, BOB, CAROL, NOW, SERVER, TEXT, Ids, populate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from sqlite_utils import Database
 
 ROLE = 500
 
 
 @pytest.fixture
-def db(database: Database) -> Iterator[Database]:
+def db(database: Database) -> Database:
     populate(database)
-    yield database
+    return database
 
 
 def make_role(db: Database, mentionable: bool) -> None:

@@ -17,7 +17,6 @@ from relay.storage.roles import insert_everyone
 from relay.storage.sqlite.db import open_store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from sqlite_utils import Database
@@ -29,9 +28,9 @@ SERVER, TEXT, OTHER_TEXT, VOICE, DM = 100, 101, 102, 103, 104
 
 
 @pytest.fixture
-def db(database: Database) -> Iterator[Database]:
+def db(database: Database) -> Database:
     populate(database)
-    yield database
+    return database
 
 
 def populate(db: Database) -> None:

@@ -94,7 +94,7 @@ def shared_statements() -> dict[str, str]:
 
 # SQLite's own: the FTS5 index and catalog, run only by the SQLite modules (PostgreSQL has its
 # own search module, relay.storage.postgres.search, and schema module).
-SQLITE_ONLY = ("MATCH", "sqlite_master", "message_search_backfill", "json_each(?))\"")
+SQLITE_ONLY = ("MATCH", "sqlite_master", "message_search_backfill", 'json_each(?))"')
 
 
 def _numbered(sql: str) -> str:
@@ -156,7 +156,9 @@ def test_sqlite_forms_are_rewritten() -> None:
             "SELECT COALESCE(CAST(SUM(size) AS BIGINT), 0), GREATEST(a, %s) FROM t"
             " WHERE b <> 0 ORDER BY id DESC"
         ),
-        "SELECT * FROM t WHERE a = ?2 AND b = ?1": "SELECT * FROM t WHERE a = %(p2)s AND b = %(p1)s",
+        "SELECT * FROM t WHERE a = ?2 AND b = ?1": (
+            "SELECT * FROM t WHERE a = %(p2)s AND b = %(p1)s"
+        ),
     }
     for sqlite_sql, postgres_sql in cases.items():
         assert translate(sqlite_sql).sql == postgres_sql

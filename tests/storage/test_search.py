@@ -41,9 +41,9 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture
-def db(database: Database) -> Iterator[Database]:
+def db(database: Database) -> Database:
     populate(database)
-    yield database
+    return database
 
 
 def post(db: Database, ids: Ids, content: str, channel: int = TEXT, author: int = ALICE) -> int:
@@ -167,7 +167,10 @@ def test_any_query_string_searches_or_is_refused(shared_db: Database, text: str)
         return
     try:
         areas_of(shared_db).search.search(shared_db, ALICE, [TEXT], SearchFilter(query=query))
-    except (sqlite3.Error, psycopg.Error) as e:  # pragma: no cover - the failure this test exists to find
+    except (
+        sqlite3.Error,
+        psycopg.Error,
+    ) as e:  # pragma: no cover - the failure this test exists to find
         pytest.fail(f"{text!r} -> {query.fts()!r}: {e}")
     fulltext.highlights(text, query)
 
@@ -190,7 +193,10 @@ def test_searchable_channels_follow_view_and_read_history(db: Database) -> None:
     )
     assert areas_of(db).search.searchable_channels(db, SERVER, BOB) == []
     assert areas_of(db).search.searchable_channels(db, SERVER, CAROL) == [TEXT]
-    assert areas_of(db).search.searchable_channels(db, SERVER, ALICE) == [TEXT, OTHER_TEXT]  # the owner
+    assert areas_of(db).search.searchable_channels(db, SERVER, ALICE) == [
+        TEXT,
+        OTHER_TEXT,
+    ]  # the owner
     assert areas_of(db).search.searchable_channels(db, SERVER, 999) is None
 
 

@@ -12,7 +12,6 @@ from relay.storage import channels, dms, invites, members, servers, users
 from relay.storage.sqlite.db import open_store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from sqlite_utils import Database
@@ -22,8 +21,8 @@ HOUR = 3_600_000
 
 
 @pytest.fixture
-def db(database: Database) -> Iterator[Database]:
-    yield database
+def db(database: Database) -> Database:
+    return database
 
 
 def add_user(db: Database, user_id: int, username: str | None = None) -> None:

@@ -12,7 +12,6 @@ from relay.storage import users
 from relay.storage.sqlite.db import open_store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from sqlite_utils import Database
@@ -23,8 +22,8 @@ DAY = 24 * 60 * MINUTE
 
 
 @pytest.fixture
-def db(database: Database) -> Iterator[Database]:
-    yield database
+def db(database: Database) -> Database:
+    return database
 
 
 def key(n: int) -> bytes:

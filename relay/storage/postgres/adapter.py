@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
 
-
 class _BoolAsInteger(Dumper):
     """Python bools as 0/1 integers, as sqlite3 stores them: the schema's flags are integers."""
 

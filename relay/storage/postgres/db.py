@@ -130,8 +130,11 @@ async def open_pg_store(
             finally:
                 store.close()
     finally:
-        await trio.to_thread.run_sync(pool.close)
-        writer.close()
+        try:
+            with trio.CancelScope(shield=True):  # closed even when the block was cancelled
+                await trio.to_thread.run_sync(pool.close)
+        finally:
+            writer.close()
 
 
 def _open_writer(dsn: str) -> PgDatabase:

@@ -7,6 +7,7 @@ is what makes the few SQLite forms it leaves alone safe to rewrite here:
 
 - `INSERT OR IGNORE` becomes `ON CONFLICT DO NOTHING`; `INSERT OR REPLACE` an upsert on the
   table's primary key that sets every inserted column;
+- `x IN table` becomes `x IN (SELECT * FROM table)`;
 - `INDEXED BY` (a planner hint) is dropped, and `LIMIT -1` (no limit) is `LIMIT ALL`;
 - `LIKE` becomes `ILIKE` (SQLite's LIKE ignores ASCII case);
 - `SUM(x)` is cast back to BIGINT (PostgreSQL's sum of bigints is numeric, a Decimal);
@@ -145,6 +146,11 @@ def _rewrite(node: exp.Expr) -> exp.Expr:
         node.set("this", exp.Cast(this=node.this, to=exp.DataType.build("INT")))
     elif isinstance(node, exp.Subquery) and node.alias == "" and _in_from(node):
         node.set("alias", exp.TableAlias(this=exp.to_identifier(f"_q{next(_ALIASES)}")))
+    elif isinstance(node, exp.In) and isinstance(node.args.get("field"), exp.Column):
+        # SQLite's `x IN seen` (a table or CTE) is `x IN (SELECT * FROM seen)`.
+        table = node.args["field"].name
+        node.set("field", None)
+        node.set("query", exp.select("*").from_(table).subquery())
     elif isinstance(node, (exp.If, exp.Where)):
         node.set("this", _condition(node.this))
     elif isinstance(node, (exp.And, exp.Or)):
