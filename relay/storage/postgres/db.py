@@ -81,16 +81,19 @@ class PgStore(Store):
         db = self._pg_writer
         conn = db.conn.raw
         try:
-            conn.execute("BEGIN")
+            # Each round trip costs more than the statement itself here, so the transaction
+            # and savepoint statements between two requests travel together (no parameters:
+            # one simple query; never prepared, which a multi-statement query cannot be).
+            ended = "BEGIN"  # what closes the previous request (none yet: open the transaction)
             for request in batch:
-                conn.execute("SAVEPOINT request")
+                conn.execute(f"{ended}; SAVEPOINT request".encode(), prepare=False)
                 try:
                     request.result = outcome.Value(request.fn(db, *request.args, **request.kwargs))
+                    ended = "RELEASE SAVEPOINT request"
                 except Exception as e:
                     request.result = outcome.Error(e)
-                    conn.execute("ROLLBACK TO SAVEPOINT request")
-                conn.execute("RELEASE SAVEPOINT request")
-            conn.execute("COMMIT")
+                    ended = "ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request"
+            conn.execute(f"{ended}; COMMIT".encode(), prepare=False)
         except Exception as e:
             log.error("write transaction failed", exc_info=True)
             if db.conn.in_transaction and not conn.closed:
