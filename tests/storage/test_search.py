@@ -147,7 +147,7 @@ def test_queries_without_anything_to_search_are_refused(text: str) -> None:
 def shared_db(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Database]:
-    database = open_database(request.param, tmp_path_factory.mktemp("fuzz"), request)
+    database = open_database(request.param, tmp_path_factory.mktemp("fuzz"), request, own=True)
     populate(database)
     ids = Ids()
     for text in ['say "hi" NOT AND OR NEAR(a b)', "col:umn ^start * - + {x}", "emoji 🎉 ok"]:
