@@ -342,3 +342,19 @@ async def test_pg_write_after_close_raises_store_closed(pg_databases: Callable[[
         await store.write(create_notes)
     with pytest.raises(StoreClosed):
         await store.write(insert_note, 1, "too late")
+
+
+async def test_the_pg_writer_connects_again_after_its_connection_is_cut(
+    pg_store: tuple[PgStore, str],
+) -> None:
+    store, dsn = pg_store
+    await store.write(insert_note, 1, "before")
+    with psycopg.connect(dsn, autocommit=True) as admin:  # as a database restart would
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    with pytest.raises(psycopg.OperationalError):
+        await store.write(insert_note, 2, "lost with its connection")
+    await store.write(insert_note, 3, "after")
+    assert committed(dsn) == {"before": 1, "after": 3}

@@ -53,12 +53,18 @@ class PgStore(Store):
     """Async access to a PostgreSQL database; see the module docstring."""
 
     def __init__(
-        self, writer: PgDatabase, pool: ConnectionPool[Any], *, metrics: Metrics | None = None
+        self,
+        writer: PgDatabase,
+        pool: ConnectionPool[Any],
+        *,
+        dsn: str,
+        metrics: Metrics | None = None,
     ) -> None:
         # Not Store.__init__: it opens SQLite's writer cache. The attributes its methods use:
         self.ids = Snowflakes()
         self._metrics = metrics
         self._pg_writer = writer
+        self._dsn = dsn  # to connect the writer again if its connection breaks
         self._pool = pool
         self._readers = trio.CapacityLimiter(pool.max_size)
         self._inline = False
@@ -78,7 +84,13 @@ class PgStore(Store):
 
     def _commit(self, batch: list[Pending[Any]]) -> None:
         """Runs in a worker thread: fills in results only (trio.Event is not thread-safe)."""
-        db = self._pg_writer
+        try:
+            db = self._writer_connection()
+        except psycopg.Error as e:
+            log.error("cannot connect the writer to the database: %s", e)
+            for request in batch:
+                request.result = outcome.Error(e)
+            return
         conn = db.conn.raw
         try:
             # Each round trip costs more than the statement itself here, so the transaction
@@ -96,13 +108,23 @@ class PgStore(Store):
             conn.execute(f"{ended}; COMMIT".encode(), prepare=False)
         except Exception as e:
             log.error("write transaction failed", exc_info=True)
-            if db.conn.in_transaction and not conn.closed:
+            if not conn.broken and db.conn.in_transaction:
                 conn.execute("ROLLBACK")
             for request in batch:
                 request.result = outcome.Error(e)
         else:
             self.batches += 1
             self.writes += len(batch)
+
+    def _writer_connection(self) -> PgDatabase:
+        """The writer's connection, connected again if it broke (a database restart, a
+        failover, an administrator's pg_terminate_backend): the batch that found it broken
+        failed, the next ones need not."""
+        if self._pg_writer.conn.raw.broken or self._pg_writer.conn.raw.closed:
+            self._pg_writer.close()
+            self._pg_writer = connect(self._dsn)
+            log.warning("writer connected to the database again")
+        return self._pg_writer
 
 
 @asynccontextmanager
@@ -123,9 +145,10 @@ async def open_pg_store(
         open=False,
         name="relay-readers",
     )
+    store: PgStore | None = None
     try:
         await trio.to_thread.run_sync(partial(pool.open, wait=True, timeout=CONNECT_TIMEOUT_S))
-        store = PgStore(writer, pool, metrics=metrics)
+        store = PgStore(writer, pool, dsn=dsn, metrics=metrics)
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run_writer)
             try:
@@ -137,7 +160,7 @@ async def open_pg_store(
             with trio.CancelScope(shield=True):  # closed even when the block was cancelled
                 await trio.to_thread.run_sync(pool.close)
         finally:
-            writer.close()
+            (store._pg_writer if store is not None else writer).close()
 
 
 def _open_writer(dsn: str) -> PgDatabase:
