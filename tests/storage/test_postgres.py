@@ -358,3 +358,19 @@ async def test_the_pg_writer_connects_again_after_its_connection_is_cut(
         await store.write(insert_note, 2, "lost with its connection")
     await store.write(insert_note, 3, "after")
     assert committed(dsn) == {"before": 1, "after": 3}
+
+
+def test_text_with_nul_is_refused_not_altered(database: Any) -> None:
+    """SQLite stores NUL in text; PostgreSQL cannot: a clear 400, on lookups and writes alike."""
+    from relay.errors import BadRequest
+    from relay.storage import users
+    from relay.storage.postgres.adapter import PgDatabase
+
+    if not isinstance(database, PgDatabase):
+        assert users.get_user_by_name(database, "a\x00b") is None
+        return
+    with pytest.raises(BadRequest, match="NUL"):
+        users.get_user_by_name(database, "a\x00b")
+    with pytest.raises(BadRequest, match="NUL"):
+        users.insert_user(database, 1, "a\x00b", None, None, None, 0, 0)
+    assert database.execute("SELECT count(*) FROM users").fetchone()[0] == 0

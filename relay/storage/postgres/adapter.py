@@ -6,7 +6,9 @@ fetchall, iteration, rowcount), `db.query(sql, params)` (dict rows), `db.atomic(
 relay.storage.postgres.translate (once per distinct SQL string), so one set of query modules
 serves both databases.
 
-Two differences of PostgreSQL are made up for here:
+Three differences of PostgreSQL are made up for here:
+- text with a NUL character, which PostgreSQL cannot store, is refused with BadRequest (a 400)
+  before it reaches the database;
 - an integrity error is raised as `sqlite3.IntegrityError`, which the modules catch;
 - a failed statement aborts a PostgreSQL transaction (SQLite's goes on). A module that catches an
   IntegrityError and goes on (a bot's username taken: try the next) would then fail at its next
@@ -24,6 +26,7 @@ import psycopg
 from psycopg.adapt import Dumper
 from psycopg.rows import dict_row
 
+from relay.errors import BadRequest
 from relay.storage.postgres.translate import translate
 
 if TYPE_CHECKING:
@@ -44,9 +47,16 @@ def prepare(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_dumper(bool, _BoolAsInteger)
 
 
+NUL_REFUSED = "text with a NUL character (U+0000), which the database (PostgreSQL) cannot store"
+
+
 def _params(numbered: bool, params: Any) -> Any:
     if params is None:
         return ()  # never None: psycopg then reads '%' as a placeholder, as translate() expects
+    values = params.values() if isinstance(params, dict) else params
+    if any(type(v) is str and "\x00" in v for v in values):
+        # PostgreSQL's text cannot hold NUL (SQLite's can): refused, never silently altered.
+        raise BadRequest(NUL_REFUSED)
     if numbered and not isinstance(params, dict):
         return {f"p{i}": value for i, value in enumerate(params, 1)}
     return params
