@@ -7,8 +7,8 @@ relay.storage.postgres.translate (once per distinct SQL string), so one set of q
 serves both databases.
 
 Three differences of PostgreSQL are made up for here:
-- text with a NUL character, which PostgreSQL cannot store, is refused with BadRequest (a 400)
-  before it reaches the database;
+- text with a NUL character, which PostgreSQL cannot store, is refused with BadRequest (400,
+  invalid_field) before it reaches the database;
 - an integrity error is raised as `sqlite3.IntegrityError`, which the modules catch;
 - a failed statement aborts a PostgreSQL transaction (SQLite's goes on). A module that catches an
   IntegrityError and goes on (a bot's username taken: try the next) would then fail at its next
@@ -47,7 +47,7 @@ def prepare(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_dumper(bool, _BoolAsInteger)
 
 
-NUL_REFUSED = "text with a NUL character (U+0000), which the database (PostgreSQL) cannot store"
+NUL_REFUSED = "holds a NUL character (U+0000), which the database (PostgreSQL) cannot store"
 
 
 def _params(numbered: bool, params: Any) -> Any:
@@ -56,7 +56,8 @@ def _params(numbered: bool, params: Any) -> Any:
     values = params.values() if isinstance(params, dict) else params
     if any(type(v) is str and "\x00" in v for v in values):
         # PostgreSQL's text cannot hold NUL (SQLite's can): refused, never silently altered.
-        raise BadRequest(NUL_REFUSED)
+        # Which field it came from is the caller's knowledge: `text` stands for any of them.
+        raise BadRequest(f"text: {NUL_REFUSED}", code="invalid_field", fields={"text": NUL_REFUSED})
     if numbered and not isinstance(params, dict):
         return {f"p{i}": value for i, value in enumerate(params, 1)}
     return params

@@ -11,6 +11,11 @@ is what makes the few SQLite forms it leaves alone safe to rewrite here:
 - `INDEXED BY` (a planner hint) is dropped, and `LIMIT -1` (no limit) is `LIMIT ALL`;
 - `LIKE` becomes `ILIKE` (SQLite's LIKE ignores ASCII case);
 - `SUM(x)` is cast back to BIGINT (PostgreSQL's sum of bigints is numeric, a Decimal);
+- SQLite's integers-as-booleans: a bare column as a condition (`WHEN u.bot`) is `u.bot <> 0`,
+  and `MAX(a = b)` is `MAX(CAST(a = b AS INT))`;
+- a subquery in FROM gets the alias PostgreSQL requires; the columns on the right of
+  `ON CONFLICT ... DO UPDATE SET` are qualified with the table (PostgreSQL finds them
+  ambiguous); ORDER BY keeps PostgreSQL's own NULL placement (see `_rewrite`);
 - `%` in string literals is doubled for psycopg's placeholder syntax;
 - numbered placeholders `?N` become named ones (`Translated.numbered`).
 
