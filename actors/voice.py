@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 # Why a media packet was dropped (the `reason` label of relay_voice_packets_dropped_total,
 # docs/metrics.md). The actor's: size, malformed, not_in_channel, spoof, auth, replay, rate,
-# muted, feedback, lane_overflow, late; the service's (relay.voice): unbound, inbox, send.
+# muted, feedback, lane_overflow, late; the service's (relay.voice): unbound, inbox, send, and
+# late too (checked on reading the socket, and again after the actor's inbox).
 DROP_REASONS = (
     "late",
     "size",
