@@ -497,9 +497,7 @@ class ChannelOwners:
         key = self.requests_key(self.node)
         while True:
             try:
-                popped = await self.redis.blmpop(
-                    [key], READ_BLOCK_S, coredis.PureToken.LEFT, count=BATCH
-                )
+                popped = await self._pop(key)
             except Exception:
                 log.warning("reading forwarded posts failed", exc_info=True)
                 await trio.sleep(READ_BLOCK_S)
@@ -572,9 +570,7 @@ class ChannelOwners:
         key = self.replies_key(self.node)
         while True:
             try:
-                popped = await self.redis.blmpop(
-                    [key], READ_BLOCK_S, coredis.PureToken.LEFT, count=BATCH
-                )
+                popped = await self._pop(key)
             except Exception:
                 log.warning("reading answers failed", exc_info=True)
                 await trio.sleep(READ_BLOCK_S)
