@@ -9,11 +9,14 @@ The API the cluster fan-out calls (the same shapes as `relay.chat.fanout.Fanout.
   by the owner (wherever that is).
 - `await owners.post_with(new, on_answer, deadline=...) -> Reply[Posted]`: the same, with the
   outcome handed to `on_answer` (which must not raise or block).
+- `await owners.publish(channel_id, event)`: a channel event (relay.chat.events: an edit, a
+  reaction, typing) published by the owner's actor, in order with the channel's messages
+  (`Fanout.to_channel`); returns once queued here.
 - `owners.owns(channel_id)`: whether this process is the channel's owner now.
 - `await nursery.start(owners.run)`: the tasks below; cancelling it ends them and releases
   every lease this process holds (another process can take over at once).
 
-Theory of operation. Every post goes through this process's one *router* (an actor, so one
+Theory of operation. Every post (and channel event) goes through this process's one *router* (an actor, so one
 queue in arrival order). For a channel this process owns, the router hands the post to the
 channel's local actor (relay's own `ChannelActor`, built by `new_actor` with a fenced write).
 For any other channel it runs one script in Redis per post, in pipelined batches: if the lease
@@ -52,7 +55,7 @@ import logging
 import math
 import time
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import coredis
 import msgspec
@@ -60,7 +63,9 @@ import outcome
 import trio
 
 from actors.base import Actor, Reply
-from actors.channel import ChannelActor, Post
+from actors.channel import ChannelActor, Post, Publish
+from actors.errors import ActorStopped
+from relay.chat.events import ChatEvent, Event
 from relay.chat.messages import channel_busy
 from relay.cluster.lease import Leases
 from relay.errors import (
@@ -136,6 +141,16 @@ class ForwardedPost(msgspec.Struct, frozen=True, tag="post", kw_only=True):
     new: NewMessage
 
 
+class ForwardedEvent(msgspec.Struct, frozen=True, tag="event", kw_only=True):
+    """A channel event for the owner to publish in order; answered with an empty Answer."""
+
+    request_id: int
+    requester: str
+    deadline_ms: int
+    channel_id: int
+    event: Event
+
+
 class Answer(msgspec.Struct, frozen=True, tag="answer", kw_only=True):
     """The owner's answer to `request_id`: `posted`, or `error`."""
 
@@ -144,7 +159,7 @@ class Answer(msgspec.Struct, frozen=True, tag="answer", kw_only=True):
     error: WireError | None = None
 
 
-Envelope = ForwardedPost | Answer
+Envelope = ForwardedPost | ForwardedEvent | Answer
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Envelope)
 
@@ -224,11 +239,20 @@ def error_of(wire: WireError) -> Exception:
 
 
 class _Route(msgspec.Struct):
-    """One post on its way: `reply` is answered once, wherever it commits."""
+    """A post (`new`, whose `reply` is answered once, wherever it commits) or a channel event
+    to publish (`event`) on its way to the channel's owner."""
 
-    new: NewMessage
-    reply: Reply[Posted]
+    channel_id: int
+    new: NewMessage | None
+    event: ChatEvent | None
+    reply: Reply[Posted] | None
     deadline: float  # Trio time
+
+    def give_up(self, error: Exception) -> None:
+        if self.reply is not None:
+            self.reply.fail(error)
+        else:  # an event nobody waits for: its channel's audience misses it live
+            log.warning("a channel event was not published", extra={"channel": self.channel_id})
 
 
 class _Router(Actor[_Route]):
@@ -245,7 +269,7 @@ class _Router(Actor[_Route]):
     async def handle(self, msg: _Route) -> None:
         owners = self.owners
         if not self._batch:
-            owned = owners._owned.get(msg.new.channel_id)
+            owned = owners._owned.get(msg.channel_id)
             if owned is not None and owned.actor.accepting:
                 await owners._post_local(owned, msg)
                 return
@@ -333,7 +357,16 @@ class ChannelOwners:
     async def post(self, new: NewMessage) -> Asked[Posted]:
         """Queue `new` with its channel's owner (module doc); `answer()` is its outcome."""
         deadline = trio.current_time() + FORWARD_TIMEOUT_S
-        return await self._router.start_ask(partial(_Route, new, deadline=deadline))
+        return await self._router.start_ask(
+            partial(_Route, new.channel_id, new, None, deadline=deadline)
+        )
+
+    async def publish(self, channel_id: int, event: ChatEvent) -> None:
+        """Publish a channel event (an edit, a reaction, typing...) through the channel's
+        owner, in order with its messages; returns once queued here. Nobody waits for it: if
+        the owner dies with it, its audience misses it live (it committed: history has it)."""
+        deadline = trio.current_time() + FORWARD_TIMEOUT_S
+        await self._router.send(_Route(channel_id, None, event, None, deadline))
 
     async def post_with(
         self,
@@ -347,25 +380,36 @@ class ChannelOwners:
         if deadline == math.inf:
             deadline = trio.current_time() + FORWARD_TIMEOUT_S
         return await self._router.start_ask_with(
-            partial(_Route, new, deadline=deadline), on_answer, deadline=deadline
+            partial(_Route, new.channel_id, new, None, deadline=deadline),
+            on_answer,
+            deadline=deadline,
         )
 
     async def _post_local(self, owned: _Owned, route: _Route) -> None:
-        """Hand a post to the channel's actor here; a refusal by the fence routes it again."""
+        """Hand a post or event to the channel's actor here; a post refused by the fence is
+        routed again."""
+        reply, new = route.reply, route.new
 
         def answered(result: outcome.Outcome[Posted]) -> None:
             if isinstance(result, outcome.Error) and isinstance(result.error, fencing.StaleOwner):
-                self._lose(route.new.channel_id, owned)
+                self._lose(route.channel_id, owned)
                 self._route_again(route)
             else:
-                _settle(route.reply, result)
+                assert reply is not None
+                _settle(reply, result)
 
         try:
-            await owned.actor.start_ask_with(
-                partial(Post, route.new), answered, deadline=route.deadline
-            )
+            with trio.fail_at(route.deadline):
+                if new is None:
+                    await owned.actor.send(Publish(route.event))
+                else:
+                    await owned.actor.start_ask_with(
+                        partial(Post, new), answered, deadline=route.deadline
+                    )
+        except trio.TooSlowError:
+            route.give_up(channel_busy())
         except Exception as e:  # stopped meanwhile (ActorStopped) or full past the deadline
-            route.reply.fail(e)
+            route.give_up(e)
 
     def _route_again(self, route: _Route) -> None:
         """A post refused because ownership moved (nothing stored): route it again shortly."""
@@ -377,7 +421,7 @@ class ChannelOwners:
         try:
             self._router.tell(route)
         except Exception:  # full or stopping: the poster retries with its nonce
-            route.reply.fail(channel_busy())
+            route.give_up(channel_busy())
 
     async def _forward(self, batch: list[_Route]) -> None:
         """Push each post to its channel's owner (one pipeline); take the channels nobody owns
@@ -390,15 +434,14 @@ class ChannelOwners:
             async with self.redis.pipeline(transaction=False) as pipe:
                 results: list[Awaitable[object]] = [
                     self._forward_script(
-                        keys=[self.leases.key(f"channel:{route.new.channel_id}")],
+                        keys=[self.leases.key(f"channel:{route.channel_id}")],
                         args=[
                             self.prefix,
                             encode(
-                                ForwardedPost(
-                                    request_id=request_id,
-                                    requester=self.node,
-                                    deadline_ms=now_ms + round((route.deadline - now) * 1000),
-                                    new=route.new,
+                                self._request(
+                                    route,
+                                    request_id,
+                                    now_ms + round((route.deadline - now) * 1000),
                                 )
                             ),
                             list_ttl_ms,
@@ -415,18 +458,35 @@ class ChannelOwners:
             log.warning("forwarding failed", exc_info=True)
             for request_id, route in zip(ids, batch, strict=True):
                 if self._waiting.pop(request_id, None) is not None:
-                    route.reply.fail(channel_busy())
+                    route.give_up(channel_busy())
             return
         for request_id, route, holder in zip(ids, batch, holders, strict=True):
             if holder is not None:
                 self.forwarded += 1
                 continue
             del self._waiting[request_id]  # nobody owns the channel: this process takes it
-            owned = await self._take(route.new.channel_id)
+            owned = await self._take(route.channel_id)
             if owned is None:
                 self._route_again(route)  # taken by another meanwhile
             else:
                 await self._post_local(owned, route)
+
+    def _request(self, route: _Route, request_id: int, deadline_ms: int) -> Envelope:
+        if route.new is not None:
+            return ForwardedPost(
+                request_id=request_id,
+                requester=self.node,
+                deadline_ms=deadline_ms,
+                new=route.new,
+            )
+        assert route.event is not None
+        return ForwardedEvent(
+            request_id=request_id,
+            requester=self.node,
+            deadline_ms=deadline_ms,
+            channel_id=route.channel_id,
+            event=cast("Event", route.event),  # every ChatEvent is one of the union
+        )
 
     # -- owning --------------------------------------------------------------------------------
 
@@ -508,22 +568,34 @@ class ChannelOwners:
                 except msgspec.DecodeError:
                     log.error("a forwarded post that is not an envelope was dropped")
                     continue
-                if isinstance(request, ForwardedPost):
+                if isinstance(request, ForwardedPost | ForwardedEvent):
                     await self._serve(request)
 
-    async def _serve(self, request: ForwardedPost) -> None:
+    async def _serve(self, request: ForwardedPost | ForwardedEvent) -> None:
         left_s = (request.deadline_ms - time.time_ns() // 1_000_000) / 1000
         if left_s <= 0:
             return  # its requester has answered channel_busy already
-        owned = self._owned.get(request.new.channel_id)
+        channel_id = (
+            request.new.channel_id if isinstance(request, ForwardedPost) else request.channel_id
+        )
+        owned = self._owned.get(channel_id)
         if owned is None or not owned.actor.accepting:
             self._answer(request, outcome.Error(NotOwner(f"{self.node} does not own it")))
+            return
+        if isinstance(request, ForwardedEvent):
+            try:
+                with trio.fail_after(left_s):
+                    await owned.actor.send(Publish(request.event))
+            except (trio.TooSlowError, ActorStopped) as e:
+                self._answer(request, outcome.Error(e))
+            else:
+                self._answer(request, outcome.Value(None))
             return
 
         def answered(result: outcome.Outcome[Posted]) -> None:
             if isinstance(result, outcome.Error) and isinstance(result.error, fencing.StaleOwner):
                 assert owned is not None
-                self._lose(request.new.channel_id, owned)
+                self._lose(channel_id, owned)
             elif isinstance(result, outcome.Value):
                 self.served += 1
             self._answer(request, result)
@@ -535,7 +607,9 @@ class ChannelOwners:
         except Exception as e:
             self._answer(request, outcome.Error(e))
 
-    def _answer(self, request: ForwardedPost, result: outcome.Outcome[Posted]) -> None:
+    def _answer(
+        self, request: ForwardedPost | ForwardedEvent, result: outcome.Outcome[Posted | None]
+    ) -> None:
         if isinstance(result, outcome.Value):
             answer = Answer(request_id=request.request_id, posted=result.value)
         else:
@@ -588,15 +662,15 @@ class ChannelOwners:
         route = self._waiting.pop(answer.request_id, None)
         if route is None:
             return  # answered channel_busy at its deadline already
-        if answer.posted is not None:
-            route.reply.send(answer.posted)
-            return
-        assert answer.error is not None
+        if answer.error is None:
+            if route.reply is not None and answer.posted is not None:
+                route.reply.send(answer.posted)
+            return  # an event: published
         error = error_of(answer.error)
         if isinstance(error, NotOwner):
             self._route_again(route)
         else:
-            route.reply.fail(error)
+            route.give_up(error)
 
     async def _sweep(self) -> None:
         """Answer channel_busy for forwarded posts past their deadline (owner dead or slow)."""
@@ -604,7 +678,7 @@ class ChannelOwners:
             await trio.sleep(SWEEP_EVERY_S)
             now = trio.current_time()
             for request_id in [i for i, r in self._waiting.items() if r.deadline <= now]:
-                self._waiting.pop(request_id).reply.fail(channel_busy())
+                self._waiting.pop(request_id).give_up(channel_busy())
 
 
 def _settle(reply: Reply[Posted], result: outcome.Outcome[Posted]) -> None:

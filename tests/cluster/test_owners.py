@@ -20,8 +20,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.channel import ChannelActor
+from relay.chat.events import TypingStartEvent
+from relay.chat.objects import TypingStart
 from relay.cluster import owners as wire
-from relay.cluster.owners import Answer, ChannelOwners, ForwardedPost, WireError
+from relay.cluster.owners import (
+    Answer,
+    ChannelOwners,
+    ForwardedEvent,
+    ForwardedPost,
+    WireError,
+)
 from relay.errors import BadRequest, NotFound, RateLimited, RelayError, Unavailable
 from relay.storage import audience, fencing, messages
 from relay.storage.messages import AuthorRow, MessageRow, NewMessage, Posted
@@ -39,6 +47,10 @@ if TYPE_CHECKING:
     from tests.realservers import RedisServer
 
 _prefixes = itertools.count()
+
+
+def typing(user: str) -> TypingStartEvent:
+    return TypingStartEvent(d=TypingStart(channel_id=str(TEXT), user_id=user, timestamp="0"))
 
 
 def new(text: str, channel_id: int = TEXT) -> NewMessage:
@@ -76,8 +88,11 @@ class Node:
         )
 
     async def publish(self, info: audience.ChannelAudience, event: object, now: bool) -> None:
-        assert isinstance(event, MessageRow)
-        self.delivered.append(event.content)
+        if isinstance(event, TypingStartEvent):
+            self.delivered.append(f"typing {event.d.user_id}")
+        else:
+            assert isinstance(event, MessageRow)
+            self.delivered.append(event.content)
 
 
 async def send(node: Node, text: str, channel_id: int = TEXT) -> Posted:
@@ -172,7 +187,10 @@ async def test_a_post_at_the_non_owner_commits_through_the_owner_in_order(
         with trio.fail_after(10):
             first = await send(a, "0")  # nobody owned the channel: A took it
             assert a.owners.owns(TEXT)
-            asked = [await b.owners.post(new(str(i))) for i in range(1, 31)]
+            asked = [await b.owners.post(new(str(i))) for i in range(1, 16)]
+            # A channel event from B goes through the owner too, in order with B's posts.
+            await b.owners.publish(TEXT, typing("b"))
+            asked += [await b.owners.post(new(str(i))) for i in range(16, 31)]
             # Sends from both nodes, interleaved, keep one order: the owner's.
             also = [await a.owners.post(new(f"a{i}")) for i in range(3)]
             posted = [await x.answer() for x in asked + also]
@@ -198,16 +216,21 @@ async def test_a_post_at_the_non_owner_commits_through_the_owner_in_order(
         # A's own, so the two interleave as they arrived), and delivery order = id order =
         # history order.
         from_b = [str(i) for i in range(1, 31)]
-        assert [t for t in a.delivered if t in from_b] == from_b
+        assert [t for t in a.delivered if t in from_b or t.startswith("typing")] == [
+            *from_b[:15],
+            "typing b",
+            *from_b[15:],
+        ]
         assert [t for t in a.delivered if t.startswith("a")] == ["a0", "a1", "a2"]
         assert a.delivered[0] == "0"
         assert a.delivered[-1] == "with"
-        assert len(a.delivered) == 35
-        assert [by_text[t] for t in a.delivered] == sorted(by_text.values())
-        assert await history(store) == a.delivered
+        assert len(a.delivered) == 36
+        messages_delivered = [t for t in a.delivered if not t.startswith("typing")]
+        assert [by_text[t] for t in messages_delivered] == sorted(by_text.values())
+        assert await history(store) == messages_delivered
         assert not b.owners.owns(TEXT)
         assert b.delivered == []
-        assert b.owners.forwarded == 32
+        assert b.owners.forwarded == 33
         assert a.owners.served == 31
         nursery.cancel_scope.cancel()
 
@@ -342,19 +365,32 @@ errors = st.builds(
     fields=st.none() | st.dictionaries(texts, texts, max_size=2),
     retry_after_s=st.floats(0, 1e6),
 )
-envelopes = st.builds(
-    ForwardedPost, request_id=ids, requester=texts, deadline_ms=ids, new=new_messages
-) | st.builds(
-    Answer,
-    request_id=ids,
-    posted=st.none() | st.builds(Posted, message=rows, created=st.booleans()),
-    error=st.none() | errors,
+events = st.builds(
+    TypingStartEvent,
+    d=st.builds(TypingStart, channel_id=texts, user_id=texts, timestamp=texts),
+)
+envelopes = (
+    st.builds(ForwardedPost, request_id=ids, requester=texts, deadline_ms=ids, new=new_messages)
+    | st.builds(
+        ForwardedEvent,
+        request_id=ids,
+        requester=texts,
+        deadline_ms=ids,
+        channel_id=ids,
+        event=events,
+    )
+    | st.builds(
+        Answer,
+        request_id=ids,
+        posted=st.none() | st.builds(Posted, message=rows, created=st.booleans()),
+        error=st.none() | errors,
+    )
 )
 
 
 @settings(max_examples=60)
 @given(envelopes)
-def test_every_envelope_round_trips(envelope: ForwardedPost | Answer) -> None:
+def test_every_envelope_round_trips(envelope: ForwardedPost | ForwardedEvent | Answer) -> None:
     assert wire.decode(wire.encode(envelope)) == envelope
 
 
