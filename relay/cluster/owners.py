@@ -16,8 +16,8 @@ The API the cluster fan-out calls (the same shapes as `relay.chat.fanout.Fanout.
 - `await nursery.start(owners.run)`: the tasks below; cancelling it ends them and releases
   every lease this process holds (another process can take over at once).
 
-Theory of operation. Every post (and channel event) goes through this process's one *router* (an actor, so one
-queue in arrival order). For a channel this process owns, the router hands the post to the
+Theory of operation. Every post (and channel event) goes through this process's one *router*
+(an actor, so one queue in arrival order). For a channel this process owns, the router hands the post to the
 channel's local actor (relay's own `ChannelActor`, built by `new_actor` with a fenced write).
 For any other channel it runs one script in Redis per post, in pipelined batches: if the lease
 `channel:<id>` is held, push the request onto the holder's request list
@@ -102,7 +102,6 @@ LIST_TTL_S = 60.0
 READ_BLOCK_S = 1.0  # a reader's blocking pop; cancellation ends it at once anyway
 RETRY_AFTER_S = 0.02  # before routing a refused post again (ownership is moving)
 SWEEP_EVERY_S = 0.1
-FORWARD_TIMEOUT_S = 10.0  # `post()`'s deadline (post_with takes the caller's)
 
 # KEYS[1]: the channel's lease. ARGV: key prefix, the request. The holder's request list gets
 # the request only while the lease is held, atomically with the check.
@@ -299,7 +298,10 @@ class ChannelOwners:
         node: this process's id, unique in the cluster (no ':').
         new_actor: builds a channel's actor for this process as owner, given the channel id
             and the fenced write to pass as `ChannelActor(write=...)`.
-        ttl_s: the lease ttl: how long a dead owner's channels wait for a new owner.
+        ttl_s: the lease ttl (settings.lease_ttl_s): how long a dead owner's channels wait
+            for a new owner.
+        forward_timeout_s: `post()`'s deadline (settings.send_timeout_s); `post_with` takes
+            the caller's.
     """
 
     def __init__(
@@ -310,6 +312,7 @@ class ChannelOwners:
         new_actor: Callable[[int, Callable[[Database, int, NewMessage], Posted]], ChannelActor],
         *,
         ttl_s: float = 5.0,
+        forward_timeout_s: float = 10.0,
         prefix: str = "relay:",
     ) -> None:
         if ":" in node:
@@ -318,6 +321,7 @@ class ChannelOwners:
         self.store = store
         self.node = node
         self.prefix = prefix
+        self.forward_timeout_s = forward_timeout_s
         self.leases = Leases(redis, ttl_s=ttl_s, prefix=prefix)
         self._new_actor = new_actor
         self._forward_script = redis.register_script(_FORWARD)
@@ -356,7 +360,7 @@ class ChannelOwners:
 
     async def post(self, new: NewMessage) -> Asked[Posted]:
         """Queue `new` with its channel's owner (module doc); `answer()` is its outcome."""
-        deadline = trio.current_time() + FORWARD_TIMEOUT_S
+        deadline = trio.current_time() + self.forward_timeout_s
         return await self._router.start_ask(
             partial(_Route, new.channel_id, new, None, deadline=deadline)
         )
@@ -365,7 +369,7 @@ class ChannelOwners:
         """Publish a channel event (an edit, a reaction, typing...) through the channel's
         owner, in order with its messages; returns once queued here. Nobody waits for it: if
         the owner dies with it, its audience misses it live (it committed: history has it)."""
-        deadline = trio.current_time() + FORWARD_TIMEOUT_S
+        deadline = trio.current_time() + self.forward_timeout_s
         await self._router.send(_Route(channel_id, None, event, None, deadline))
 
     async def post_with(
@@ -378,7 +382,7 @@ class ChannelOwners:
         """`post`, with the outcome passed to `on_answer`. Raises AskTimeout if it could not
         be queued by `deadline` (Trio time), which also bounds the wait for the owner."""
         if deadline == math.inf:
-            deadline = trio.current_time() + FORWARD_TIMEOUT_S
+            deadline = trio.current_time() + self.forward_timeout_s
         return await self._router.start_ask_with(
             partial(_Route, new.channel_id, new, None, deadline=deadline),
             on_answer,
