@@ -17,8 +17,9 @@ The API the cluster fan-out calls (the same shapes as `relay.chat.fanout.Fanout.
   every lease this process holds (another process can take over at once).
 
 Theory of operation. Every post (and channel event) goes through this process's one *router*
-(an actor, so one queue in arrival order). For a channel this process owns, the router hands the post to the
-channel's local actor (relay's own `ChannelActor`, built by `new_actor` with a fenced write).
+(an actor, so one queue in arrival order). For a channel this process owns, the router hands
+the post to the channel's local actor (relay's own `ChannelActor`, built by `new_actor` with a
+fenced write).
 For any other channel it runs one script in Redis per post, in pipelined batches: if the lease
 `channel:<id>` is held, push the request onto the holder's request list
 (`<prefix>node:<holder>:requests`) and answer the holder; if nobody holds it, this process takes
