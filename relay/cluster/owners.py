@@ -104,15 +104,15 @@ READ_BLOCK_S = 1.0  # a reader's blocking pop; cancellation ends it at once anyw
 RETRY_AFTER_S = 0.02  # before routing a refused post again (ownership is moving)
 SWEEP_EVERY_S = 0.1
 
-# KEYS[1]: the channel's lease. ARGV: key prefix, the request. The holder's request list gets
-# the request only while the lease is held, atomically with the check.
+# KEYS[1]: the channel's lease. ARGV: key prefix, the list's ttl, then the channel's requests.
+# The holder's request list gets them only while the lease is held, atomically with the check.
 _FORWARD = """
 local value = redis.call('GET', KEYS[1])
 if not value then return false end
 local holder = string.match(value, '^(.*):%d+$')
 local list = ARGV[1] .. 'node:' .. holder .. ':requests'
-redis.call('RPUSH', list, ARGV[2])
-redis.call('PEXPIRE', list, ARGV[3])
+redis.call('RPUSH', list, unpack(ARGV, 3))
+redis.call('PEXPIRE', list, ARGV[2])
 return holder
 """
 
@@ -429,52 +429,53 @@ class ChannelOwners:
             route.give_up(channel_busy())
 
     async def _forward(self, batch: list[_Route]) -> None:
-        """Push each post to its channel's owner (one pipeline); take the channels nobody owns
-        and post those here, in order."""
+        """Push the posts to their channels' owners (one script call per channel, all in one
+        pipeline); take the channels nobody owns and post those here, in order."""
         now_ms = time.time_ns() // 1_000_000
         now = trio.current_time()
-        ids = [next(self._ids) for _ in batch]
+        by_channel: dict[int, list[tuple[int, _Route]]] = {}
+        for route in batch:
+            by_channel.setdefault(route.channel_id, []).append((next(self._ids), route))
         list_ttl_ms = round(LIST_TTL_S * 1000)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                results: list[Awaitable[object]] = [
-                    self._forward_script(
-                        keys=[self.leases.key(f"channel:{route.channel_id}")],
-                        args=[
-                            self.prefix,
-                            encode(
-                                self._request(
-                                    route,
-                                    request_id,
-                                    now_ms + round((route.deadline - now) * 1000),
-                                )
-                            ),
-                            list_ttl_ms,
-                        ],
-                        client=pipe,
+                results: list[Awaitable[object]] = []
+                for channel_id, routes in by_channel.items():
+                    requests = [
+                        encode(self._request(r, i, now_ms + round((r.deadline - now) * 1000)))
+                        for i, r in routes
+                    ]
+                    results.append(
+                        self._forward_script(
+                            keys=[self.leases.key(f"channel:{channel_id}")],
+                            args=[self.prefix, list_ttl_ms, *requests],
+                            client=pipe,
+                        )
                     )
-                    for request_id, route in zip(ids, batch, strict=True)
-                ]
-                # Registered before the pipeline runs: an answer may come back at once.
-                for request_id, route in zip(ids, batch, strict=True):
-                    self._waiting[request_id] = route
+                    # Registered before the pipeline runs: an answer may come back at once.
+                    for request_id, route in routes:
+                        self._waiting[request_id] = route
             holders = [await result for result in results]
         except Exception:
             log.warning("forwarding failed", exc_info=True)
-            for request_id, route in zip(ids, batch, strict=True):
-                if self._waiting.pop(request_id, None) is not None:
-                    route.give_up(channel_busy())
+            for routes in by_channel.values():
+                for request_id, route in routes:
+                    if self._waiting.pop(request_id, None) is not None:
+                        route.give_up(channel_busy())
             return
-        for request_id, route, holder in zip(ids, batch, holders, strict=True):
+        for (channel_id, routes), holder in zip(by_channel.items(), holders, strict=True):
             if holder is not None:
-                self.forwarded += 1
+                self.forwarded += len(routes)
                 continue
-            del self._waiting[request_id]  # nobody owns the channel: this process takes it
-            owned = await self._take(route.channel_id)
-            if owned is None:
-                self._route_again(route)  # taken by another meanwhile
-            else:
-                await self._post_local(owned, route)
+            # Nobody owns the channel: this process takes it.
+            for request_id, _ in routes:
+                del self._waiting[request_id]
+            owned = await self._take(channel_id)
+            for _, route in routes:
+                if owned is None:
+                    self._route_again(route)  # taken by another meanwhile
+                else:
+                    await self._post_local(owned, route)
 
     def _request(self, route: _Route, request_id: int, deadline_ms: int) -> Envelope:
         if route.new is not None:
