@@ -197,6 +197,12 @@ def wire_error(exc: BaseException) -> WireError:
     """An exception raised by a post, as it crosses to the requester."""
     if isinstance(exc, NotOwner | fencing.StaleOwner):
         return WireError(kind="not_owner", message=str(exc))
+    if isinstance(exc, ActorStopped | trio.TooSlowError):
+        # The owner's actor stopped (its lease lost, a crash) or was full past the deadline:
+        # the write may have committed, so no second try here; the poster retries with its
+        # nonce (on a single process a stopped actor means a deleted channel, not here).
+        busy = channel_busy()
+        return WireError(kind="Unavailable", message=busy.message, code=busy.code)
     if isinstance(exc, RateLimited):
         return WireError(
             kind="RateLimited",
@@ -401,6 +407,8 @@ class ChannelOwners:
                 self._route_again(route)
             else:
                 assert reply is not None
+                if isinstance(result, outcome.Error) and isinstance(result.error, ActorStopped):
+                    result = outcome.Error(channel_busy())  # as `wire_error` says why
                 _settle(reply, result)
 
         try:

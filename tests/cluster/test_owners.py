@@ -19,6 +19,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actors import ActorStopped
 from actors.channel import ChannelActor
 from relay.chat.events import TypingStartEvent
 from relay.chat.objects import TypingStart
@@ -69,9 +70,16 @@ class Node:
     """One process's ChannelOwners; `delivered` lists what its owned channels published."""
 
     def __init__(
-        self, name: str, client: coredis.Redis[bytes], store: Store, prefix: str, ttl_s: float
+        self,
+        name: str,
+        client: coredis.Redis[bytes],
+        store: Store,
+        prefix: str,
+        ttl_s: float,
+        idle_s: float | None = None,
     ) -> None:
         self.store = store
+        self.idle_s = idle_s
         self.delivered: list[str] = []
         self.owners = ChannelOwners(client, store, name, self.new_actor, ttl_s=ttl_s, prefix=prefix)
 
@@ -85,6 +93,7 @@ class Node:
             lambda row: row,
             partial(self.store.read, audience.channel_audience, channel_id),
             write=write,
+            idle_timeout_s=self.idle_s,
         )
 
     async def publish(self, info: audience.ChannelAudience, event: object, now: bool) -> None:
@@ -328,6 +337,38 @@ async def test_an_owner_paused_past_its_ttl_cannot_commit_after_the_takeover(
         nursery.cancel_scope.cancel()
 
 
+async def test_an_idle_channel_is_given_up_and_taken_by_the_next_node_that_posts(
+    redis: RedisServer, store: Store
+) -> None:
+    prefix = f"test-owners-{next(_prefixes)}:"
+    async with (
+        coredis.Redis.from_url(redis.url, decode_responses=False) as client_a,
+        coredis.Redis.from_url(redis.url, decode_responses=False) as client_b,
+        trio.open_nursery() as nursery,
+    ):
+        a = Node("a", client_a, store, prefix, ttl_s=30.0, idle_s=0.05)
+        b = Node("b", client_b, store, prefix, ttl_s=30.0)
+        await nursery.start(a.owners.run)
+        await nursery.start(b.owners.run)
+        with trio.fail_after(5):
+            first = await send(a, "a0")
+
+            async def released() -> bool:  # its actor idled out, and the lease went with it
+                owner = await a.owners.leases.owner(f"channel:{TEXT}")
+                return owner is None and not a.owners.owns(TEXT)
+
+            for _ in range(200):
+                if await released():
+                    break
+                await trio.sleep(0.02)
+            assert await released()
+            second = await send(b, "b0")  # at once: no ttl to wait for
+        assert b.owners.owns(TEXT)
+        assert second.message.id > first.message.id
+        assert b.owners.forwarded == 0
+        nursery.cancel_scope.cancel()
+
+
 # -- the wire ------------------------------------------------------------------------------------
 
 ids = st.integers(min_value=0, max_value=2**63 - 1)
@@ -410,6 +451,9 @@ def test_errors_cross_with_their_class_code_and_details() -> None:
     assert isinstance(crossed, RateLimited)
     assert (crossed.code, crossed.retry_after_s, crossed.headers) == ("slowmode", 2.5, slow.headers)
     assert isinstance(wire.error_of(wire.wire_error(fencing.StaleOwner(1, 2))), wire.NotOwner)
+    stopped = wire.error_of(wire.wire_error(ActorStopped("channel:1")))
+    assert isinstance(stopped, Unavailable)
+    assert stopped.code == "channel_busy"  # it may have committed: retry with the nonce
     internal = wire.error_of(wire.wire_error(KeyError("a bug")))
     assert type(internal) is RelayError
     assert "a bug" not in internal.message
