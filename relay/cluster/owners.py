@@ -537,14 +537,14 @@ class ChannelOwners:
                 last = await self.store.write(fencing.claim, channel_id, lease.token)
                 self.store.ids.advance_past(last)
                 actor = self._new_actor(channel_id, partial(fencing.post, fence=lease.token))
-                owned = _Owned(actor, lease)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(actor.run)
+                    owned = _Owned(actor, lease)
                     self._owned[channel_id] = owned
                     task_status.started(owned)
         except Exception:
             if owned is None:
-                raise  # to `_take`, through nursery.start
+                raise  # not started: to `_take`, through nursery.start
             log.error("channel owner crashed", extra={"channel": channel_id}, exc_info=True)
         finally:
             if owned is not None and self._owned.get(channel_id) is owned:
