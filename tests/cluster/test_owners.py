@@ -9,7 +9,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import signal
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import coredis
@@ -39,7 +43,6 @@ from tests.storage.test_messages import ALICE, NOW, TEXT, VOICE, populate
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
-    from pathlib import Path
 
     import outcome
     from sqlite_utils import Database
@@ -336,6 +339,62 @@ async def test_an_owner_paused_past_its_ttl_cannot_commit_after_the_takeover(
         assert new_owner[1] > old[1]
         assert await store.read(fencing.newest, TEXT) == new_owner[1]
         nursery.cancel_scope.cancel()
+
+
+async def read_line(stream: trio.abc.ReceiveStream) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = await stream.receive_some(1)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode().strip()
+
+
+async def test_an_owner_process_stopped_with_sigstop_cannot_commit_after_the_takeover(
+    redis: RedisServer, store: Store, tmp_path: Path
+) -> None:
+    prefix = f"test-owners-{next(_prefixes)}:"
+    ttl_s = 0.3
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "tests.cluster.paused_owner", redis.url,
+         str(tmp_path / "relay.db"), prefix, str(TEXT), str(ALICE), str(ttl_s)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert process.stdin is not None
+    assert process.stdout is not None
+    try:
+        async with (
+            coredis.Redis.from_url(redis.url, decode_responses=False) as client,
+            trio.open_nursery() as nursery,
+        ):
+            b = Node("b", client, store, prefix, ttl_s=ttl_s)
+            await nursery.start(b.owners.run)
+            with trio.fail_after(20):
+                told = await read_line(process.stdout)
+                assert told.startswith("owner ")
+                old_token = int(told.split()[1])
+                process.send_signal(signal.SIGSTOP)  # paused with the lease in hand
+                for _ in range(200):  # its lease expires in Redis (it renews nothing)
+                    if await b.owners.leases.owner(f"channel:{TEXT}") is None:
+                        break
+                    await trio.sleep(0.02)
+                await send(b, "b0")  # B takes the channel over and commits
+                process.send_signal(signal.SIGCONT)
+                await process.stdin.send_all(b"go\n")  # its write, as it wakes up
+                assert await read_line(process.stdout) == "refused"
+                assert await process.wait() == 0
+            nursery.cancel_scope.cancel()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert await history(store) == ["b0"]
+    newest = await store.read(fencing.newest, TEXT)
+    assert newest is not None
+    assert newest > old_token
 
 
 async def test_an_idle_channel_is_given_up_and_taken_by_the_next_node_that_posts(
