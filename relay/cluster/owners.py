@@ -103,6 +103,9 @@ LIST_TTL_S = 60.0
 READ_BLOCK_S = 1.0  # a reader's blocking pop; cancellation ends it at once anyway
 RETRY_AFTER_S = 0.02  # before routing a refused post again (ownership is moving)
 SWEEP_EVERY_S = 0.1
+# A Redis round trip that takes longer fails (TooSlowError, handled as a Redis error): a Redis
+# that hangs rather than refuses must not stall the router and every post behind it.
+REDIS_TIMEOUT_S = 2.0
 
 # KEYS[1]: the channel's lease. ARGV: key prefix, the list's ttl, then the channel's requests.
 # The holder's request list gets them only while the lease is held, atomically with the check.
@@ -274,6 +277,9 @@ class _Router(Actor[_Route]):
 
     async def handle(self, msg: _Route) -> None:
         owners = self.owners
+        # Keyed by id: the route is alive (in this inbox) while its key is there.
+        if owners._queued.pop(id(msg), None) is None:
+            return  # given up by the sweeper while it waited here
         if not self._batch:
             owned = owners._owned.get(msg.channel_id)
             if owned is not None and owned.actor.accepting:
@@ -282,7 +288,12 @@ class _Router(Actor[_Route]):
         self._batch.append(msg)
         if len(self._batch) >= BATCH or self._inbox.statistics().current_buffer_used == 0:
             batch, self._batch = self._batch, []
-            await owners._forward(batch)
+            try:
+                await owners._forward(batch)
+            except Exception:  # a bug: these posts fail, the router (every post) goes on
+                log.error("routing posts failed", exc_info=True)
+                for route in batch:
+                    route.give_up(channel_busy())
 
 
 # -- the component -----------------------------------------------------------------------------
@@ -336,6 +347,7 @@ class ChannelOwners:
         self._router = _Router(self)
         self._ids = itertools.count(1)
         self._waiting: dict[int, _Route] = {}  # forwarded, by request id, until answered
+        self._queued: dict[int, _Route] = {}  # waiting for the router, by id(route)
         self._replies_send, self._replies_recv = trio.open_memory_channel[tuple[str, Answer]](
             REPLY_QUEUE
         )
@@ -368,16 +380,16 @@ class ChannelOwners:
     async def post(self, new: NewMessage) -> Asked[Posted]:
         """Queue `new` with its channel's owner (module doc); `answer()` is its outcome."""
         deadline = trio.current_time() + self.forward_timeout_s
-        return await self._router.start_ask(
-            partial(_Route, new.channel_id, new, None, deadline=deadline)
-        )
+        return await self._router.start_ask(partial(self._queue, new, deadline))
 
     async def publish(self, channel_id: int, event: ChatEvent) -> None:
         """Publish a channel event (an edit, a reaction, typing...) through the channel's
         owner, in order with its messages; returns once queued here. Nobody waits for it: if
         the owner dies with it, its audience misses it live (it committed: history has it)."""
         deadline = trio.current_time() + self.forward_timeout_s
-        await self._router.send(_Route(channel_id, None, event, None, deadline))
+        route = _Route(channel_id, None, event, None, deadline)
+        self._queued[id(route)] = route
+        await self._router.send(route)
 
     async def post_with(
         self,
@@ -391,10 +403,15 @@ class ChannelOwners:
         if deadline == math.inf:
             deadline = trio.current_time() + self.forward_timeout_s
         return await self._router.start_ask_with(
-            partial(_Route, new.channel_id, new, None, deadline=deadline),
-            on_answer,
-            deadline=deadline,
+            partial(self._queue, new, deadline), on_answer, deadline=deadline
         )
+
+    def _queue(self, new: NewMessage, deadline: float, reply: Reply[Posted]) -> _Route:
+        """A post's route, known to the sweeper until the router takes it: a router that
+        waits on a slow Redis does not keep the posts queued behind it past their deadlines."""
+        route = _Route(new.channel_id, new, None, reply, deadline)
+        self._queued[id(route)] = route
+        return route
 
     async def _post_local(self, owned: _Owned, route: _Route) -> None:
         """Hand a post or event to the channel's actor here; a post refused by the fence is
@@ -431,9 +448,11 @@ class ChannelOwners:
 
     async def _requeue(self, route: _Route) -> None:
         await trio.sleep(RETRY_AFTER_S)
+        self._queued[id(route)] = route
         try:
             self._router.tell(route)
         except Exception:  # full or stopping: the poster retries with its nonce
+            del self._queued[id(route)]
             route.give_up(channel_busy())
 
     async def _forward(self, batch: list[_Route]) -> None:
@@ -444,26 +463,9 @@ class ChannelOwners:
         by_channel: dict[int, list[tuple[int, _Route]]] = {}
         for route in batch:
             by_channel.setdefault(route.channel_id, []).append((next(self._ids), route))
-        list_ttl_ms = round(LIST_TTL_S * 1000)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                results: list[Awaitable[object]] = []
-                for channel_id, routes in by_channel.items():
-                    requests = [
-                        encode(self._request(r, i, now_ms + round((r.deadline - now) * 1000)))
-                        for i, r in routes
-                    ]
-                    results.append(
-                        self._forward_script(
-                            keys=[self.leases.key(f"channel:{channel_id}")],
-                            args=[self.prefix, list_ttl_ms, *requests],
-                            client=pipe,
-                        )
-                    )
-                    # Registered before the pipeline runs: an answer may come back at once.
-                    for request_id, route in routes:
-                        self._waiting[request_id] = route
-            holders = [await result for result in results]
+            with trio.fail_after(REDIS_TIMEOUT_S):
+                holders = await self._push_requests(by_channel, now_ms, now)
         except Exception:
             log.warning("forwarding failed", exc_info=True)
             for routes in by_channel.values():
@@ -484,6 +486,31 @@ class ChannelOwners:
                     self._route_again(route)  # taken by another meanwhile
                 else:
                     await self._post_local(owned, route)
+
+    async def _push_requests(
+        self, by_channel: dict[int, list[tuple[int, _Route]]], now_ms: int, now: float
+    ) -> list[object]:
+        """One pipeline: each channel's requests onto its owner's list; the holders (None:
+        nobody owns the channel)."""
+        list_ttl_ms = round(LIST_TTL_S * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            results: list[Awaitable[object]] = []
+            for channel_id, routes in by_channel.items():
+                requests = [
+                    encode(self._request(r, i, now_ms + round((r.deadline - now) * 1000)))
+                    for i, r in routes
+                ]
+                results.append(
+                    self._forward_script(
+                        keys=[self.leases.key(f"channel:{channel_id}")],
+                        args=[self.prefix, list_ttl_ms, *requests],
+                        client=pipe,
+                    )
+                )
+                # Registered before the pipeline runs: an answer may come back at once.
+                for request_id, route in routes:
+                    self._waiting[request_id] = route
+        return [await result for result in results]
 
     def _request(self, route: _Route, request_id: int, deadline_ms: int) -> Envelope:
         if route.new is not None:
@@ -509,7 +536,12 @@ class ChannelOwners:
         owned = self._owned.get(channel_id)
         if owned is not None and owned.actor.accepting:
             return owned
-        lease = await self.leases.acquire(f"channel:{channel_id}", self.node)
+        try:
+            with trio.fail_after(REDIS_TIMEOUT_S):
+                lease = await self.leases.acquire(f"channel:{channel_id}", self.node)
+        except Exception:  # Redis unreachable: routed again until the deadline
+            log.warning("channel lease not acquired", extra={"channel": channel_id}, exc_info=True)
+            return None
         if lease is None:
             return None
         assert self._nursery is not None
@@ -560,7 +592,10 @@ class ChannelOwners:
 
     async def _pop(self, key: str) -> list[bytes]:
         """Up to BATCH items from the head of a list, waiting up to READ_BLOCK_S for one."""
-        popped = await self.redis.blmpop([key], READ_BLOCK_S, coredis.PureToken.LEFT, count=BATCH)
+        with trio.fail_after(READ_BLOCK_S + REDIS_TIMEOUT_S):
+            popped = await self.redis.blmpop(
+                [key], READ_BLOCK_S, coredis.PureToken.LEFT, count=BATCH
+            )
         if popped is None:
             return []
         items = popped[1]
@@ -644,13 +679,17 @@ class ChannelOwners:
                 except trio.WouldBlock:
                     break
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for requester in {requester for requester, _ in batch}:
-                        key = self.replies_key(requester)
-                        pipe.rpush(key, [encode(a) for r, a in batch if r == requester])
-                        pipe.pexpire(key, list_ttl_ms)
+                with trio.fail_after(REDIS_TIMEOUT_S):
+                    await self._push_replies(batch, list_ttl_ms)
             except Exception:  # their requesters answer channel_busy at the deadline
                 log.warning("answers to forwarded posts were lost", exc_info=True)
+
+    async def _push_replies(self, batch: list[tuple[str, Answer]], list_ttl_ms: int) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for requester in {requester for requester, _ in batch}:
+                key = self.replies_key(requester)
+                pipe.rpush(key, [encode(a) for r, a in batch if r == requester])
+                pipe.pexpire(key, list_ttl_ms)
 
     # -- answers to this process's forwarded posts -----------------------------------------------
 
@@ -693,6 +732,8 @@ class ChannelOwners:
             now = trio.current_time()
             for request_id in [i for i, r in self._waiting.items() if r.deadline <= now]:
                 self._waiting.pop(request_id).give_up(channel_busy())
+            for key in [k for k, r in self._queued.items() if r.deadline <= now]:
+                self._queued.pop(key).give_up(channel_busy())
 
 
 def _settle(reply: Reply[Posted], result: outcome.Outcome[Posted]) -> None:

@@ -132,14 +132,16 @@ async def history(store: Store) -> list[str]:
 
 
 class Proxy:
-    """A TCP proxy in front of Redis for one node; `cut()` ends every connection through it
-    and refuses new ones: the node is gone as far as Redis can tell (kill -9, a partition)."""
+    """A TCP proxy in front of Redis for one node; `freeze()` stops all traffic through it (new
+    connections too): the node is gone as far as Redis can tell (kill -9, a partition), and
+    what the node sends Redis goes unanswered."""
 
     def __init__(self, upstream: str) -> None:
         host, port = upstream.removeprefix("redis://").split(":")
         self.host, self.upstream_port = host, int(port)
         self.scope = trio.CancelScope()
         self.url = ""
+        self.frozen = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self.scope:
@@ -157,19 +159,20 @@ class Proxy:
             nursery.start_soon(self._pump, client, server, nursery.cancel_scope)
             nursery.start_soon(self._pump, server, client, nursery.cancel_scope)
 
-    @staticmethod
     async def _pump(
-        source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
+        self, source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
     ) -> None:
         try:
             async for data in source:
+                while self.frozen:
+                    await trio.sleep(3600)
                 await sink.send_all(data)
         except trio.BrokenResourceError:
             pass
         scope.cancel()
 
-    def cut(self) -> None:
-        self.scope.cancel()
+    def freeze(self) -> None:
+        self.frozen = True
 
 
 @pytest.fixture
@@ -273,7 +276,7 @@ async def test_a_dead_owner_is_taken_over_within_the_ttl_losing_nothing_acknowle
                 for i in range(5):
                     acknowledged.append((await send(b, f"b{i}")).message.content)
                 assert a.owners.owns(TEXT)
-                proxy.cut()  # A is gone for Redis (and for B): no renewal, no reading
+                proxy.freeze()  # A is gone for Redis (and for B): no renewal, no reading
                 cut_at = trio.current_time()
                 refused = 0
                 i = 0
@@ -291,6 +294,11 @@ async def test_a_dead_owner_is_taken_over_within_the_ttl_losing_nothing_acknowle
                 taken_after = trio.current_time() - cut_at
                 for j in range(5):
                     acknowledged.append((await send(b, f"c{j}")).message.content)
+                # A, cut off from Redis, refuses its own clients' sends, and keeps running.
+                for _ in range(2):
+                    cut_off = await post_with(a, "from a", deadline_s=0.3)
+                    with pytest.raises(Unavailable, match="retry"):
+                        cut_off.unwrap()
             assert refused >= 1  # posts forwarded to the dead owner were not acknowledged
             # The documented takeover time (the ttl), plus slack for a loaded machine.
             assert taken_after < ttl_s + 3
