@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay.cluster")
 
 BATCH = 512  # appends per pipeline
+REDIS_TIMEOUT_S = 2.0  # a write that takes longer fails (its sessions are dropped)
 
 
 class SessionState(msgspec.Struct, kw_only=True):
@@ -164,59 +165,82 @@ class ReplayLog:
             while self._pending or self._gone:
                 batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
                 gone, self._gone = self._gone, set()
-                await self._write(batch, gone)
+                written = await self._write(batch, gone)
                 self._written += len(batch)
                 progress, self._progress = self._progress, trio.Event()
                 progress.set()
+                if not written:
+                    # Keys still to delete wait for the next write or refresh: no busy loop
+                    # against a Redis that is down.
+                    self._gone |= gone
+                    break
 
-    async def _write(self, batch: list[tuple[str, int, bytes]], gone: set[str]) -> None:
+    async def _write(self, batch: list[tuple[str, int, bytes]], gone: set[str]) -> bool:
+        """One pipeline; False if it failed (the batch's sessions are dropped)."""
         touched: dict[str, int] = {}
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                if gone:
-                    pipe.delete([k for s in gone for k in (self.stream_key(s), self.state_key(s))])
-                for session_id, seq, frame in batch:
-                    if session_id not in self._states:
-                        continue  # dropped or ended after it was queued
-                    touched[session_id] = seq
-                    if frame:
-                        pipe.xadd(
-                            self.stream_key(session_id),
-                            {b"f": frame},
-                            identifier=f"0-{seq}",
-                            trim_strategy=coredis.PureToken.MAXLEN,
-                            threshold=self.size,
-                            trim_operator=coredis.PureToken.APPROXIMATELY,
-                        )
-                for session_id, seq in touched.items():
-                    state = self._states[session_id]
-                    state.seq = seq
-                    pipe.set(
-                        self.state_key(session_id), _state_encoder.encode(state), px=self.window_ms
-                    )
-                    pipe.pexpire(self.stream_key(session_id), self.window_ms)
+            with trio.fail_after(REDIS_TIMEOUT_S):
+                await self._send(batch, gone, touched)
         except Exception:
             log.error("replay buffers not written", exc_info=True)
             self._drop(touched)
+            return False
+        return True
+
+    async def _send(
+        self, batch: list[tuple[str, int, bytes]], gone: set[str], touched: dict[str, int]
+    ) -> None:
+        """The batch's frames, its sessions' states, the deletions: one pipeline."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if gone:
+                pipe.delete([k for s in gone for k in (self.stream_key(s), self.state_key(s))])
+            for session_id, seq, frame in batch:
+                if session_id not in self._states:
+                    continue  # dropped or ended after it was queued
+                touched[session_id] = seq
+                if frame:
+                    pipe.xadd(
+                        self.stream_key(session_id),
+                        {b"f": frame},
+                        identifier=f"0-{seq}",
+                        trim_strategy=coredis.PureToken.MAXLEN,
+                        threshold=self.size,
+                        trim_operator=coredis.PureToken.APPROXIMATELY,
+                    )
+            for session_id, seq in touched.items():
+                state = self._states[session_id]
+                state.seq = seq
+                pipe.set(
+                    self.state_key(session_id), _state_encoder.encode(state), px=self.window_ms
+                )
+                pipe.pexpire(self.stream_key(session_id), self.window_ms)
 
     async def _refresh(self) -> None:
         """Keep the keys of open sessions alive (an idle session writes nothing)."""
         if not self._states:
             return
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for session_id in self._states:
-                    pipe.pexpire(self.state_key(session_id), self.window_ms)
-                    pipe.pexpire(self.stream_key(session_id), self.window_ms)
+            with trio.fail_after(REDIS_TIMEOUT_S):
+                await self._send_refresh()
         except Exception:  # the next refresh tries again; the window is three times longer
             log.warning("replay buffers not refreshed", exc_info=True)
 
-    async def resume(self, session_id: str, seq: int) -> Resumed | None:
-        """The session's state and its frames after `seq`, or None if some are gone."""
+    async def _send_refresh(self) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            got_state = pipe.get(self.state_key(session_id))
-            got_entries = pipe.xrange(self.stream_key(session_id), f"({0}-{seq}", "+")
-        data, entries = await got_state, await got_entries
+            for session_id in self._states:
+                pipe.pexpire(self.state_key(session_id), self.window_ms)
+                pipe.pexpire(self.stream_key(session_id), self.window_ms)
+
+    async def resume(self, session_id: str, seq: int) -> Resumed | None:
+        """The session's state and its frames after `seq`, or None if some are gone.
+
+        Raises trio.TooSlowError (no answer in REDIS_TIMEOUT_S) or a Redis error: the
+        gateway answers INVALID_SESSION for those too."""
+        with trio.fail_after(REDIS_TIMEOUT_S):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                got_state = pipe.get(self.state_key(session_id))
+                got_entries = pipe.xrange(self.stream_key(session_id), f"(0-{seq}", "+")
+            data, entries = await got_state, await got_entries
         if data is None:
             return None
         state = _state_decoder.decode(data)
