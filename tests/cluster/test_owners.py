@@ -246,7 +246,10 @@ async def test_a_post_at_the_non_owner_commits_through_the_owner_in_order(
         assert b.delivered == []
         assert b.owners.forwarded == 33
         assert a.owners.served == 31
-        nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()  # a clean shutdown of both nodes
+    async with coredis.Redis.from_url(redis.url, decode_responses=False) as client:
+        leases = [f"{prefix}lease:channel:{TEXT}", f"{prefix}lease:channel:{VOICE}"]
+        assert await client.exists(leases) == 0  # released: the next post anywhere takes them
 
 
 async def test_a_dead_owner_is_taken_over_within_the_ttl_losing_nothing_acknowledged(
