@@ -16,6 +16,14 @@ The API the cluster fan-out calls (the same shapes as `relay.chat.fanout.Fanout.
 - `await nursery.start(owners.run)`: the tasks below; cancelling it ends them and releases
   every lease this process holds (another process can take over at once).
 
+Wiring (cluster mode, in the composition root): `ChannelOwners(redis, store, node_id,
+new_actor, ttl_s=settings.lease_ttl_s, forward_timeout_s=settings.send_timeout_s)`, where
+`new_actor(channel_id, write)` returns `ChannelActor(f"channel:{channel_id}", store, publish,
+created, partial(store.read, audience.channel_audience, channel_id),
+idle_timeout_s=settings.actor_idle_s, write=write)` with `publish` handing the channel's event
+to the broker (every node delivers it to its own sessions) and `created` the hub's; the
+cluster fan-out's `post`, `post_with` and `to_channel` call `post`, `post_with` and `publish`.
+
 Theory of operation. Every post (and channel event) goes through this process's one *router*
 (an actor, so one queue in arrival order). For a channel this process owns, the router hands
 the post to the channel's local actor (relay's own `ChannelActor`, built by `new_actor` with a
