@@ -122,6 +122,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     search_rate: Positive = 20  # message searches per message_window_s (relay.chat.search)
     gateway_max_inflight_sends: Positive = 16  # per connection; more and the reader waits
     send_timeout_s: PositiveFloat = 10.0  # a new message's wait for its channel and its commit
+    # Cluster mode (docs/ownership.md): how long a dead node's channels (and other owned
+    # things) wait for a new owner; the owner renews its leases every third of it.
+    lease_ttl_s: PositiveFloat = 5.0
     typing_interval_s: PositiveFloat = 5.0  # a user's typing in a channel is sent this often
     max_pins: Positive = 50  # pinned messages per channel
     # Servers and what they hold; over a limit the change is refused with 422.

@@ -54,6 +54,15 @@ class Snowflakes:
             | (self._sequence)
         )
 
+    def advance_past(self, snowflake: int) -> None:
+        """Make every later ID greater than `snowflake`, whichever worker made it (a channel's
+        new owner in cluster mode continues above the last owner's ids, whatever the clocks)."""
+        ms = snowflake >> (WORKER_BITS + SEQUENCE_BITS)
+        if ms >= self._last_ms:
+            # The next ID borrows the millisecond after `ms` (see `next`).
+            self._last_ms = ms
+            self._sequence = MAX_SEQUENCE
+
 
 def timestamp_ms(snowflake: int) -> int:
     """The Unix time in milliseconds at which an ID was made."""

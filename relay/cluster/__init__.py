@@ -1,0 +1,1 @@
+"""Cluster mode: what lets several Relay processes share one community through Redis."""
