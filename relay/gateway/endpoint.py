@@ -342,7 +342,7 @@ class GatewayConnection:
         in-flight slot (backpressure); its ack goes out once it and every send before it are
         answered."""
         user_id = session.user_id
-        error: RelayError | None = self.chat.message_refused(user_id)
+        error: RelayError | None = await self.chat.message_refused(user_id)
         if error is not None:
             self._count_frame()  # a client that ignores retry_after is a flood: 4008 eventually
         slots, acks = self.send_slots, self.acks

@@ -1,0 +1,7 @@
+"""Cluster mode: several Relay processes sharing a Redis broker (docs/cluster.md).
+
+Imported only when `broker` is set; the one-process default never loads it. Holds the wire
+envelope between nodes (`envelope`), the broker client (`broker`), the fan-out that publishes
+to it and delivers what it hears (`fanout`), who is online on the other nodes (`online`),
+worker-id leases (`workers`) and rate limits shared through Redis (`limits`).
+"""
