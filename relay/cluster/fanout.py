@@ -295,23 +295,22 @@ class BrokerFanout:
             servers = dict(self._published_online)
             await self._write_hashes(servers, seed=list(servers))
 
-    async def _remove_online(self) -> None:
-        with trio.move_on_after(2):
+    async def leave(self) -> None:
+        """At shutdown: remove this node's online entries and tell the other nodes (best
+        effort: the entries expire after ONLINE_TTL_S anyway)."""
+        try:
             async with self.broker.redis.pipeline(transaction=False) as pipe:
                 for server_id in self._published_online:
                     pipe.hdel(hash_key(server_id), [self.node_id])
+                    gone = OnlineCast(self.node_id, server_id, [])
+                    pipe.publish(server_topic(server_id), envelope.encode(gone))
+        except Exception as e:  # noqa: BLE001 - whatever failed, the entries expire
+            log.warning("online entries not removed: %r", e)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._deliver_forever)
-                nursery.start_soon(self._follow_indexes)
-                nursery.start_soon(self._renew_online)
-                self.broker.want({CHANGES, PRESENCE})
-                task_status.started()
-        finally:
-            with trio.CancelScope(shield=True):
-                try:
-                    await self._remove_online()
-                except Exception as e:  # noqa: BLE001 - best effort: the entries expire anyway
-                    log.warning("online entries not removed", extra={"error": repr(e)})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._deliver_forever)
+            nursery.start_soon(self._follow_indexes)
+            nursery.start_soon(self._renew_online)
+            self.broker.want({CHANGES, PRESENCE})
+            task_status.started()

@@ -3,13 +3,14 @@
 Resource handling: `run_node` opens the Redis client (one pool for the process) at the top of
 the services' task tree, leases the worker id, runs the broker and hands back a `Node`; the
 fan-out's tasks are started in the node's own nursery (`start_fanout`), inside the client's
-lifetime, so their shutdown (removing this node's online entries) can still reach Redis.
-Releasing the worker id is the last thing before the client closes.
+lifetime. That part is shielded from the services' cancellation so that, once cancelled, the
+node can still leave the cluster through Redis (its online entries removed and announced, its
+worker id released) before its nursery and then the client close.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from relay.config import Settings
 
 
+LEAVE_S = 2.0  # at most this long to leave the cluster at shutdown
+
+
 @dataclass
 class Node:
     settings: Settings
@@ -34,6 +38,7 @@ class Node:
     worker_id: int
     nursery: trio.Nursery
     fanout: BrokerFanout | None = None
+    stopping: trio.Event = field(default_factory=trio.Event)
 
     async def start_fanout(self, hub: LocalHub) -> BrokerFanout:
         """The cross-process fan-out around this node's hub, running."""
@@ -54,16 +59,37 @@ class Node:
 async def run_node(
     settings: Settings, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    assert settings.broker is not None
-    async with open_redis(settings.broker) as redis:
-        broker = Broker(redis, settings)
-        lease = WorkerLease(redis, broker.node_id, settings.worker_lease_s)
-        worker_id = await lease.acquire(settings.worker_id)
+    """This process's node until cancelled; then it leaves the cluster (online entries,
+    worker id) before the Redis client closes."""
+    async with trio.open_nursery() as nursery:
+        node: Node = await nursery.start(_shielded_node, settings)
+        task_status.started(node)
         try:
+            await trio.sleep_forever()
+        finally:
+            node.stopping.set()  # the shielded part leaves, then ends
+
+
+async def _shielded_node(
+    settings: Settings, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
+) -> None:
+    # Shielded: coredis's connections are tasks of the client's pool, and a cancellation of the
+    # services would end them before this node could say it is leaving. `run_node` ends this by
+    # setting `stopping`; leaving is bounded by LEAVE_S.
+    with trio.CancelScope(shield=True):
+        assert settings.broker is not None
+        async with open_redis(settings.broker) as redis:
+            broker = Broker(redis, settings)
+            lease = WorkerLease(redis, broker.node_id, settings.worker_lease_s)
+            worker_id = await lease.acquire(settings.worker_id)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(lease.keep)
                 await nursery.start(broker.run)
-                task_status.started(Node(settings, redis, broker, worker_id, nursery))
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await lease.release()
+                node = Node(settings, redis, broker, worker_id, nursery)
+                task_status.started(node)
+                await node.stopping.wait()
+                with trio.move_on_after(LEAVE_S):
+                    if node.fanout is not None:
+                        await node.fanout.leave()
+                    await lease.release()
+                nursery.cancel_scope.cancel()

@@ -1,0 +1,148 @@
+"""Two real Relay servers on one real Redis: events cross between them exactly once, budgets
+and online members are shared, worker ids are distinct.
+
+The second server runs on a copy of the first one's database (made while it was stopped), so
+both know the same users, server and tokens without a shared database (PostgreSQL storage is
+another branch's); what is posted after the copy is stored on one side only, which is fine: the
+broker carries the events themselves.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING, Any
+
+import coredis
+import pytest
+import trio
+
+from relay.client import ApiError, RelayClient, open_gateway
+from relay.cluster.envelope import server_topic, user_topic
+from relay.cluster.fanout import BrokerFanout
+from relay.errors import first_of
+from relay.server import StartupFailed
+from tests.conftest import settings_for, start_server
+from tests.gateway.test_gateway import setup_pair, text_channel
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from relay.client import Gateway
+    from tests.conftest import RunningServer
+    from tests.realservers import RedisServer
+
+
+def fanout_of(server: RunningServer) -> BrokerFanout:
+    fanout = server.runtime.chat.fanout
+    assert isinstance(fanout, BrokerFanout)
+    return fanout
+
+
+def client_for(server: RunningServer, token: str) -> RelayClient:
+    client = server.client()
+    client.access_token = token
+    return client
+
+
+async def eventually(check: Any) -> None:
+    """Wait (at most 5 s) until `check()` (sync or async) is true: subscriptions and online
+    sets follow the sessions within a round trip to Redis, not at once."""
+    with trio.fail_after(5):
+        while True:
+            result = check()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await trio.sleep(0.01)
+
+
+async def created(gw: Gateway) -> str:
+    frame = await gw.dispatch("MESSAGE_CREATE")
+    return str(frame["d"]["content"])
+
+
+async def test_two_servers_share_events_budgets_and_online_members(
+    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
+) -> None:
+    common = {"broker": redis.url, "message_rate": 5, "presence_grace_s": 0.2}
+    first, stop_first = await start_server(nursery, settings_for(tmp_path / "a", **common))
+    alice, bob, guild = await setup_pair(first)
+    await stop_first()
+    shutil.copytree(tmp_path / "a" / "data", tmp_path / "b" / "data")
+    one, stop_one = await start_server(nursery, settings_for(tmp_path / "a", **common))
+    two, stop_two = await start_server(nursery, settings_for(tmp_path / "b", **common))
+    server_id, channel = int(guild["id"]), text_channel(guild)
+    path = f"/v1/api/channels/{channel}/messages"
+    alice_one, alice_two = client_for(one, alice.token), client_for(two, alice.token)
+    bob_two = client_for(two, bob.token)
+    # Each process leased its own worker id (the first server's lease was released at stop).
+    workers = one.runtime.store.ids.worker, two.runtime.store.ids.worker
+    assert workers[0] != workers[1]
+    redis_client: coredis.Redis[bytes] = coredis.Redis.from_url(redis.url)
+    async with redis_client:
+        for server, worker in zip((one, two), workers, strict=True):
+            holder = await redis_client.get(f"relay:worker:{worker}")
+            assert holder == fanout_of(server).node_id.encode()
+
+        async def subscribers(topic: str) -> int:
+            return int((await redis_client.pubsub_numsub(topic))[topic.encode()])
+
+        with trio.fail_after(20):
+            async with open_gateway(one.ws_url) as ga, open_gateway(two.ws_url) as gb:
+                await ga.identify(alice.token)
+                await eventually(lambda: subscribers(server_topic(server_id)))
+                await gb.identify(bob.token)
+                # One subscription per node that has a member online, whatever their number.
+                await eventually(lambda: _equals(subscribers(server_topic(server_id)), 2))
+                assert await subscribers(user_topic(int(alice.user_id))) == 1
+                # Bob came online on the other node: Alice hears it, and both nodes count
+                # both as online members of the server.
+                seen = await ga.dispatch("PRESENCE_UPDATE")
+                while seen["d"]["user_id"] != bob.user_id:  # Alice's own first
+                    seen = await ga.dispatch("PRESENCE_UPDATE")
+                assert seen["d"] == {"user_id": bob.user_id, "status": "online", "activity": None}
+                both = {int(alice.user_id), int(bob.user_id)}
+                await eventually(lambda: set(fanout_of(one).online(server_id)) == both)
+                await eventually(lambda: set(fanout_of(two).online(server_id)) == both)
+
+                # Messages cross both ways, each delivered once on each side.
+                await alice_one.call("POST", path, {"content": "from one"})
+                assert await created(gb) == "from one"
+                await bob_two.call("POST", path, {"content": "from two"})
+                await alice_one.call("POST", path, {"content": "end"})
+                assert [await created(ga) for _ in range(3)] == ["from one", "from two", "end"]
+                assert [await created(gb) for _ in range(2)] == ["from two", "end"]
+                with trio.move_on_after(0.3):
+                    extra = await created(ga)
+                    pytest.fail(f"delivered twice: {extra}")
+
+                # Alice's budget (5 per window) is one budget across both nodes: 2 spent on
+                # one, 3 more on two, and the sixth is refused wherever it is sent.
+                for n in range(3):
+                    await alice_two.call("POST", path, {"content": f"two {n}"})
+                for client in (alice_one, alice_two):
+                    with pytest.raises(ApiError) as refused:
+                        await client.call("POST", path, {"content": "over"})
+                    assert refused.value.status == 429
+                    assert refused.value.code == "rate_limited"
+
+            # A configured worker id another process holds is refused at start-up.
+            taken = settings_for(tmp_path / "c", broker=redis.url, worker_id=workers[0])
+            with pytest.raises(BaseExceptionGroup) as failed:
+                await start_server(nursery, taken)
+            reason = first_of(failed.value)
+            assert isinstance(reason, StartupFailed)
+            assert f"worker_id {workers[0]} (RELAY_WORKER_ID) is held" in reason.reason
+
+            # A node that stops releases its worker id, unsubscribes and leaves the online sets
+            # (Alice's session on one waits for a RESUME: she is still online there).
+            await stop_two()
+            assert await redis_client.get(f"relay:worker:{workers[1]}") is None
+            await eventually(lambda: _equals(subscribers(server_topic(server_id)), 1))
+            await eventually(lambda: set(fanout_of(one).online(server_id)) == {int(alice.user_id)})
+    await stop_one()
+
+
+async def _equals(value: Any, expected: int) -> bool:
+    return bool(await value == expected)
