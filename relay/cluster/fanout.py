@@ -312,5 +312,5 @@ class BrokerFanout:
             nursery.start_soon(self._deliver_forever)
             nursery.start_soon(self._follow_indexes)
             nursery.start_soon(self._renew_online)
-            self.broker.want({CHANGES, PRESENCE})
+            self._indexes_changed.set()  # the global topics now, and whatever sessions need
             task_status.started()
