@@ -202,7 +202,7 @@ async def start_cluster(nursery: trio.Nursery, settings: Settings, store: Store)
     if settings.broker is None:
         store.ids = Snowflakes(settings.worker_id or 0)
         return None
-    from relay.cluster.node import run_node  # noqa: PLC0415 - coredis only in cluster mode
+    from relay.cluster.node import run_node
 
     node: Node = await nursery.start(run_node, settings)
     store.ids = Snowflakes(node.worker_id)

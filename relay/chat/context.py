@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from relay.storage.areas import Areas
     from relay.storage.sqlite.db import Store
 
+
 class LocalBudget:
     """A `Budget` kept in this process (a token bucket per key)."""
 

@@ -42,6 +42,21 @@ RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 5.0
 
 Received = tuple[float, str, bytes]  # (trio time it arrived, topic, payload)
+SEPARATOR = b"|"  # never in a node id (relay.config.NodeId)
+
+
+def frame(node_id: str, payload: bytes) -> bytes:
+    """A publication as it goes to Redis: the publisher's node id, then the payload, so that a
+    node drops its own publications before decoding or queueing them."""
+    return node_id.encode() + SEPARATOR + payload
+
+
+def unframe(data: bytes) -> tuple[bytes, bytes]:
+    """(node id, payload) of a publication; raises ValueError if it has no header."""
+    node, separator, payload = data.partition(SEPARATOR)
+    if not separator:
+        raise ValueError("a publication without its node header")
+    return node, payload
 
 
 def default_node_id() -> str:
@@ -65,15 +80,18 @@ class Broker:
         self.connected = False
         self.published = 0
         self.publish_dropped = 0  # queue full or a failed pipeline
-        self.received = 0
+        self.received = 0  # other nodes' publications heard
+        self.own_skipped = 0  # this node's own publications heard back and dropped unread
+        self._mark = self.node_id.encode() + SEPARATOR
         self.resyncs = 0  # times messages were lost and on_behind was told
 
     # -- publishing ------------------------------------------------------------------------------
 
     def publish(self, topic: str, data: bytes) -> None:
-        """Queue a publication (never blocks); dropped and counted when the queue is full."""
+        """Queue a publication (never blocks); dropped and counted when the queue is full.
+        Sent framed with this node's id (`frame`)."""
         try:
-            self._outbox_send.send_nowait((topic, data))
+            self._outbox_send.send_nowait((topic, self._mark + data))
         except trio.WouldBlock:
             self.publish_dropped += 1
             if self.publish_dropped % 1000 == 1:
@@ -126,7 +144,7 @@ class Broker:
         while True:
             try:
                 await self._subscribed_session()
-            except Exception as e:  # noqa: BLE001 - any failure of the connection: resync, retry
+            except Exception as e:
                 log.warning("broker subscription lost", extra={"error": repr(e)})
             self.connected = False
             lost = self.subscribed | self.drain()
@@ -170,9 +188,17 @@ class Broker:
             if topic not in self.subscribed:
                 continue
             assert isinstance(data, bytes)
+            if data.startswith(self._mark):
+                self.own_skipped += 1  # delivered here when it was published
+                continue
+            try:
+                payload = unframe(data)[1]
+            except ValueError:
+                log.warning("broker message without a node header", extra={"topic": topic})
+                continue
             self.received += 1
             try:
-                send.send_nowait((trio.current_time(), topic, data))
+                send.send_nowait((trio.current_time(), topic, payload))
             except trio.WouldBlock:
                 self._behind({topic} | self.drain())
 

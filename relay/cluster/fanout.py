@@ -35,6 +35,7 @@ import msgspec
 import trio
 
 from relay.cluster import envelope
+from relay.cluster.broker import frame
 from relay.cluster.envelope import (
     CHANGES,
     PRESENCE,
@@ -181,9 +182,13 @@ class BrokerFanout:
             self._publish(server_topic(info.server_id), cast)
             return
         for user_id in self.hub.dm_recipients(info):
-            self._publish(user_topic(user_id), ChannelCast(self.node_id, info, as_event(event), user_id))
+            self._publish(
+                user_topic(user_id), ChannelCast(self.node_id, info, as_event(event), user_id)
+            )
 
-    def _presence(self, user_id: int, status: str, activity: str | None, servers: list[int]) -> None:
+    def _presence(
+        self, user_id: int, status: str, activity: str | None, servers: list[int]
+    ) -> None:
         self._publish(PRESENCE, PresenceCast(self.node_id, user_id, status, activity, servers))
 
     # -- receiving -------------------------------------------------------------------------------
@@ -200,7 +205,7 @@ class BrokerFanout:
                 log.warning("undecodable broker message", extra={"topic": topic, "error": str(e)})
                 continue
             if cast.node == self.node_id:
-                continue  # delivered here when it was published
+                continue  # delivered here when it was published (the broker drops most unread)
             self.delivered += 1
             match cast:
                 case ServerCast(_, server_id, event):
@@ -284,7 +289,7 @@ class BrokerFanout:
                 expired = self.directory.load(server_id, await fields)
                 if expired:
                     await redis.hdel(hash_key(server_id), expired)
-        except (msgspec.DecodeError, OSError, Exception) as e:  # noqa: BLE001 - retried at renewal
+        except (msgspec.DecodeError, OSError, Exception) as e:
             log.warning("online directory not written", extra={"error": repr(e)})
 
     async def _renew_online(self) -> None:
@@ -303,8 +308,10 @@ class BrokerFanout:
                 for server_id in self._published_online:
                     pipe.hdel(hash_key(server_id), [self.node_id])
                     gone = OnlineCast(self.node_id, server_id, [])
-                    pipe.publish(server_topic(server_id), envelope.encode(gone))
-        except Exception as e:  # noqa: BLE001 - whatever failed, the entries expire
+                    pipe.publish(
+                        server_topic(server_id), frame(self.node_id, envelope.encode(gone))
+                    )
+        except Exception as e:
             log.warning("online entries not removed: %r", e)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -36,9 +36,7 @@ return {n, ttl}
 class RedisBudget:
     """`limit` events per `window_s` per key, counted in Redis under relay:rl:<name>:<key>."""
 
-    def __init__(
-        self, redis: coredis.Redis[bytes], name: str, limit: int, window_s: float
-    ) -> None:
+    def __init__(self, redis: coredis.Redis[bytes], name: str, limit: int, window_s: float) -> None:
         self.limit = limit
         self.name = name
         self._window_ms = max(1, math.ceil(window_s * 1000))
@@ -48,7 +46,9 @@ class RedisBudget:
 
     async def take(self, key: str) -> Decision:
         try:
-            answer: object = await self._script(keys=[f"relay:rl:{self.name}:{key}"], args=[self._window_ms])
+            answer: object = await self._script(
+                keys=[f"relay:rl:{self.name}:{key}"], args=[self._window_ms]
+            )
         except (coredis.exceptions.RedisError, OSError) as e:
             self.fallbacks += 1
             if self.fallbacks % 1000 == 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+
 import coredis
 import trio
 from coredis.tokens import PureToken
@@ -99,5 +100,5 @@ class WorkerLease:
 
 
 def _from_random_start() -> list[int]:
-    start = random.randrange(WORKERS)  # noqa: S311 - spreads starts, needs no secrecy
+    start = random.randrange(WORKERS)
     return [(start + i) % WORKERS for i in range(WORKERS)]

@@ -21,7 +21,7 @@ from relay.chat.events import PresenceUpdateEvent
 from relay.chat.objects import Presence
 from relay.chat.views import Views
 from relay.cluster import envelope
-from relay.cluster.broker import Broker
+from relay.cluster.broker import Broker, frame
 from relay.cluster.envelope import ServerCast, server_topic
 from relay.cluster.fanout import BrokerFanout
 from relay.gateway.hub import Hub
@@ -98,7 +98,8 @@ async def second_node(
 
 def event_from_elsewhere(server_id: int, n: int) -> bytes:
     presence = Presence(user_id=str(n + 1), status="online", activity=None)
-    return envelope.encode(ServerCast("node-elsewhere", server_id, PresenceUpdateEvent(d=presence)))
+    cast = ServerCast("node-elsewhere", server_id, PresenceUpdateEvent(d=presence))
+    return frame("node-elsewhere", envelope.encode(cast))
 
 
 async def publish(node: SecondNode, count: int) -> None:
@@ -120,7 +121,7 @@ async def test_a_flood_over_the_bound_resyncs_and_stays_bounded(
         assert node.broker.inbox.statistics().current_buffer_used <= QUEUE
         # Bob's session needed what was dropped: ended (no RESUME) and closed with 4014.
         assert node.sink.closed is not None
-        assert node.sink.closed[0] == Close.RESYNC == 4014
+        assert node.sink.closed[0] == int(Close.RESYNC) == 4014
         assert node.hub.sessions == {}
         assert node.fanout.resynced_sessions == 1
 
