@@ -59,6 +59,10 @@ def unframe(data: bytes) -> tuple[bytes, bytes]:
     return node, payload
 
 
+class FellBehind(Exception):
+    """The watchdog's probes come back later than `broker_max_lag_s`."""
+
+
 def default_node_id() -> str:
     host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
     return f"{host[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -72,7 +76,12 @@ class Broker:
             settings.broker_publish_queue
         )
         self._inbox_send, self.inbox = trio.open_memory_channel[Received](settings.broker_queue)
-        self.wanted: set[str] = set()  # topics local sessions need (set by the fan-out)
+        self.max_lag_s = settings.broker_max_lag_s
+        # This node's own topic: the watchdog's probes go round through Redis on it.
+        self.probe_topic = f"relay:n:{self.node_id}"
+        self.lag_s = 0.0  # how late the latest probe came back
+        self._heard_up_to = 0.0  # when the latest probe that came back was sent (Trio time)
+        self.wanted: set[str] = {self.probe_topic}  # topics local sessions need, and the probe's
         self.subscribed: set[str] = set()  # topics the pub/sub connection is subscribed to
         self._wanted_changed = trio.Event()
         # Told the topics whose messages were lost (inbox overflow, lost connection); sync.
@@ -121,7 +130,7 @@ class Broker:
     def want(self, topics: Iterable[str]) -> None:
         """The topics local sessions need now; the subscriber catches up (subscribes to the
         new ones, unsubscribes from the rest) without blocking the caller."""
-        topics = set(topics)
+        topics = {*topics, self.probe_topic}
         if topics != self.wanted:
             self.wanted = topics
             self._wanted_changed.set()
@@ -142,10 +151,13 @@ class Broker:
     async def _subscribe_forever(self) -> None:
         backoff = RECONNECT_MIN_S
         while True:
+            began = trio.current_time()
             try:
                 await self._subscribed_session()
-            except Exception as e:
+            except Exception as e:  # any failure of the connection: resync, then retry
                 log.warning("broker subscription lost", extra={"error": repr(e)})
+            if trio.current_time() - began > RECONNECT_MAX_S:
+                backoff = RECONNECT_MIN_S  # it had been working: not a failing Redis
             self.connected = False
             lost = self.subscribed | self.drain()
             self.subscribed = set()
@@ -162,7 +174,9 @@ class Broker:
             trio.open_nursery() as nursery,
         ):
             self.connected = True
+            self._heard_up_to = trio.current_time()
             nursery.start_soon(self._read, pubsub)
+            nursery.start_soon(self._watch)
             while True:
                 self._wanted_changed = trio.Event()
                 wanted = set(self.wanted)
@@ -188,6 +202,9 @@ class Broker:
             if topic not in self.subscribed:
                 continue
             assert isinstance(data, bytes)
+            if topic == self.probe_topic:
+                self._probe_heard(data)
+                continue
             if data.startswith(self._mark):
                 self.own_skipped += 1  # delivered here when it was published
                 continue
@@ -201,6 +218,27 @@ class Broker:
                 send.send_nowait((trio.current_time(), topic, payload))
             except trio.WouldBlock:
                 self._behind({topic} | self.drain())
+
+    async def _watch(self) -> None:
+        """The watchdog: a probe through Redis every quarter of `broker_max_lag_s`; when the
+        latest one heard back is older than that (plus the probe interval), what this node hears
+        is that late: everything queued for it in Redis and in its socket is dropped with the
+        connection (FellBehind), and `_subscribe_forever` resyncs and reconnects."""
+        every = self.max_lag_s / 4
+        while True:
+            self.publish(self.probe_topic, repr(trio.current_time()).encode())
+            await trio.sleep(every)
+            late = trio.current_time() - self._heard_up_to
+            if late > self.max_lag_s + every:
+                raise FellBehind(f"the broker's messages arrive {late:.1f} s late")
+
+    def _probe_heard(self, data: bytes) -> None:
+        try:
+            sent = float(unframe(data)[1])
+        except ValueError:
+            return
+        self._heard_up_to = max(self._heard_up_to, sent)
+        self.lag_s = trio.current_time() - sent
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

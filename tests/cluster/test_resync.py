@@ -8,6 +8,7 @@ have been told (the gateway endpoint has no part in this).
 
 from __future__ import annotations
 
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -161,4 +162,23 @@ async def test_a_lost_subscription_resyncs_then_subscribes_again(
                 assert node.sink.closed is not None
                 assert node.sink.closed[0] == Close.RESYNC
                 await eventually(lambda: node.broker.connected and bool(node.broker.subscribed))
+                run.cancel_scope.cancel()
+
+
+async def test_the_watchdog_notices_a_node_that_stalled(
+    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
+) -> None:
+    async with second_node(nursery, tmp_path, redis, broker_max_lag_s=0.1) as node:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as run:
+                await run.start(node.fanout.run)
+                await eventually(lambda: node.broker.lag_s > 0)  # probes go round
+                assert node.sink.closed is None
+                # The whole process stalls (as under a CPU it cannot get): whatever Redis holds
+                # for it by now is late, so the watchdog drops the connection and resyncs.
+                time.sleep(0.5)  # noqa: ASYNC251 - blocking the event loop is the point
+                await eventually(lambda: node.sink.closed is not None)
+                assert node.sink.closed is not None
+                assert node.sink.closed[0] == int(Close.RESYNC)
+                await eventually(lambda: node.broker.connected and node.broker.lag_s < 0.1)
                 run.cancel_scope.cancel()
