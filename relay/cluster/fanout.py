@@ -213,7 +213,9 @@ class BrokerFanout:
                 case UserCast(_, user_id, event, dm):
                     self.hub.deliver_to_user(user_id, event, dm=dm)
                 case ChannelCast(_, info, event, None):
-                    await self.hub.deliver_channel(info, event)
+                    # As the channel actor does: write at once when nothing else is waiting.
+                    write_now = self.broker.inbox.statistics().current_buffer_used == 0
+                    await self.hub.deliver_channel(info, event, write_now)
                 case ChannelCast(_, _, event, int() as user_id):
                     self.hub.deliver_to_user(user_id, event, dm=True)
                 case ChangeCast(_, change):
