@@ -65,7 +65,7 @@ async def created(gw: Gateway) -> str:
 async def test_two_servers_share_events_budgets_and_online_members(
     nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
 ) -> None:
-    common = {"broker": redis.url, "message_rate": 5, "presence_grace_s": 0.2}
+    common = {"broker": redis.url, "message_rate": 6, "presence_grace_s": 0.2}
     first, stop_first = await start_server(nursery, settings_for(tmp_path / "a", **common))
     alice, bob, guild = await setup_pair(first)
     await stop_first()
@@ -117,8 +117,24 @@ async def test_two_servers_share_events_budgets_and_online_members(
                     extra = await created(ga)
                     pytest.fail(f"delivered twice: {extra}")
 
-                # Alice's budget (5 per window) is one budget across both nodes: 2 spent on
-                # one, 3 more on two, and the sixth is refused wherever it is sent.
+                # A kick on one is announced to two: Bob is no longer an online member of the
+                # server there (its view of the server reloaded), so nothing of it reaches him.
+                views_two = two.runtime.chat.views
+                changes = views_two.changes
+                await alice_one.call("DELETE", f"/v1/api/servers/{server_id}/members/{bob.user_id}")
+                hub_two = two.runtime.hub
+                await eventually(
+                    lambda: int(bob.user_id) not in hub_two.online_members.get(server_id, ())
+                )
+                assert views_two.changes > changes
+                await alice_one.call("POST", path, {"content": "after the kick"})
+                assert await created(ga) == "after the kick"
+                with trio.move_on_after(0.3):
+                    extra = await created(gb)
+                    pytest.fail(f"a kicked member got {extra}")
+
+                # Alice's budget (6 per window) is one budget across both nodes: 3 spent on
+                # one, 3 more on two, and the seventh is refused wherever it is sent.
                 for n in range(3):
                     await alice_two.call("POST", path, {"content": f"two {n}"})
                 for client in (alice_one, alice_two):
