@@ -123,6 +123,7 @@ async def run_services(
         chat = Chat(store, fanout, views, settings, media=media)
         if node is not None:
             node.share_limits(chat)
+            rt.broker_health = node.health
         chat.bots.update(accounts.bot_ids())
         accounts.on_revoke.append(lambda login: fanout.announce(LoginRevoked(login)))
         await nursery.start(hub.run)

@@ -18,6 +18,7 @@ import trio
 from relay.cluster.broker import Broker, open_redis
 from relay.cluster.fanout import BrokerFanout, LocalHub
 from relay.cluster.limits import RedisBudget
+from relay.cluster.stats import BrokerHealth
 from relay.cluster.workers import WorkerLease
 
 if TYPE_CHECKING:
@@ -45,6 +46,22 @@ class Node:
         self.fanout = BrokerFanout(hub, self.broker, self.settings)
         await self.nursery.start(self.fanout.run)
         return self.fanout
+
+    def health(self) -> BrokerHealth:
+        broker, fanout = self.broker, self.fanout
+        return BrokerHealth(
+            node_id=broker.node_id,
+            worker_id=self.worker_id,
+            connected=broker.connected,
+            subscriptions=len(broker.subscribed),
+            lag_s=round(broker.lag_s, 4),
+            published=broker.published,
+            publish_dropped=broker.publish_dropped,
+            received=broker.received,
+            delivered=fanout.delivered if fanout is not None else 0,
+            resyncs=broker.resyncs,
+            resynced_sessions=fanout.resynced_sessions if fanout is not None else 0,
+        )
 
     def share_limits(self, chat: Chat) -> None:
         """The chat layer's per-user budgets, counted in Redis for every node at once."""

@@ -88,6 +88,12 @@ async def test_two_servers_share_events_budgets_and_online_members(
         async def subscribers(topic: str) -> int:
             return int((await redis_client.pubsub_numsub(topic))[topic.encode()])
 
+        # /readyz shows the node's broker figures (and a broker check).
+        ready = await client_for(one, alice.token).call("GET", "/readyz")
+        assert ready["checks"]["broker"] == "ok"
+        assert ready["broker"]["worker_id"] == workers[0]
+        assert ready["broker"]["node_id"] == fanout_of(one).node_id
+
         with trio.fail_after(20):
             async with open_gateway(one.ws_url) as ga, open_gateway(two.ws_url) as gb:
                 await ga.identify(alice.token)
