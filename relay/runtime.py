@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from relay.byterelay import ByteRelay
     from relay.chat.context import Chat
     from relay.chat.rooms import RoomManager
+    from relay.cluster.caps import SharedCaps
     from relay.cluster.stats import BrokerHealth
     from relay.config import Settings
     from relay.gateway.hub import Hub
@@ -53,6 +54,8 @@ class Runtime:
         self.metrics_urls: list[str] = []  # the metrics_port listener's, once listening
         # Cluster mode: the broker node's figures for /readyz (relay.cluster.node.Node.health).
         self.broker_health: Callable[[], BrokerHealth] | None = None
+        # Cluster mode: the gateway's connection caps shared through Redis (relay.cluster.caps).
+        self.shared_caps: SharedCaps | None = None
 
     def attach(self, store: Store, accounts: Accounts, hub: Hub, chat: Chat) -> None:
         self._store, self._accounts, self._hub, self._chat = store, accounts, hub, chat

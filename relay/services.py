@@ -124,6 +124,7 @@ async def run_services(
         if node is not None:
             node.share_limits(chat)
             rt.broker_health = node.health
+            rt.shared_caps = node.caps
         chat.bots.update(accounts.bot_ids())
         accounts.on_revoke.append(lambda login: fanout.announce(LoginRevoked(login)))
         await nursery.start(hub.run)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from relay.cluster.broker import Broker, open_redis
+from relay.cluster.caps import SharedCaps
 from relay.cluster.fanout import BrokerFanout, LocalHub
 from relay.cluster.limits import RedisBudget
 from relay.cluster.stats import BrokerHealth
@@ -38,6 +39,7 @@ class Node:
     broker: Broker
     worker_id: int
     nursery: trio.Nursery
+    caps: SharedCaps
     fanout: BrokerFanout | None = None
     stopping: trio.Event = field(default_factory=trio.Event)
 
@@ -99,14 +101,18 @@ async def _shielded_node(
             broker = Broker(redis, settings)
             lease = WorkerLease(redis, broker.node_id, settings.worker_lease_s)
             worker_id = await lease.acquire(settings.worker_id)
+            caps = SharedCaps(redis, broker.node_id, settings.worker_lease_s)
+            await caps.announce()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(lease.keep)
+                nursery.start_soon(caps.keep_alive)
                 await nursery.start(broker.run)
-                node = Node(settings, redis, broker, worker_id, nursery)
+                node = Node(settings, redis, broker, worker_id, nursery, caps)
                 task_status.started(node)
                 await node.stopping.wait()
                 with trio.move_on_after(LEAVE_S):
                     if node.fanout is not None:
                         await node.fanout.leave()
+                    await caps.leave()
                     await lease.release()
                 nursery.cancel_scope.cancel()

@@ -16,13 +16,13 @@ import coredis
 import pytest
 import trio
 
-from relay.client import ApiError, RelayClient, open_gateway
+from relay.client import ApiError, GatewayClosed, RelayClient, open_gateway
 from relay.cluster.envelope import server_topic, user_topic
 from relay.cluster.fanout import BrokerFanout
 from relay.errors import first_of
 from relay.server import StartupFailed
 from tests.conftest import settings_for, start_server
-from tests.gateway.test_gateway import setup_pair, text_channel
+from tests.gateway.test_gateway import expect_close, setup_pair, text_channel
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -168,3 +168,39 @@ async def test_two_servers_share_events_budgets_and_online_members(
 
 async def _equals(value: Any, expected: int) -> bool:
     return bool(await value == expected)
+
+
+async def test_connection_caps_count_every_node(
+    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
+) -> None:
+    caps = {"max_sessions_per_user": 2, "max_connections_per_ip": 3}
+    first, stop_first = await start_server(nursery, settings_for(tmp_path / "a", **caps))
+    alice, _, _ = await setup_pair(first)
+    await stop_first()
+    shutil.copytree(tmp_path / "a" / "data", tmp_path / "b" / "data")
+    common = {"broker": redis.url, **caps}
+    one, stop_one = await start_server(nursery, settings_for(tmp_path / "a", **common))
+    two, stop_two = await start_server(nursery, settings_for(tmp_path / "b", **common))
+    with trio.fail_after(20):
+        async with open_gateway(one.ws_url) as ga, open_gateway(two.ws_url) as gb:
+            await ga.identify(alice.token)
+            await gb.identify(alice.token)
+            # A third session of Alice's: one node has only one, but two are connected in all.
+            async with open_gateway(one.ws_url) as gc:
+                await gc.send(2, {"token": alice.token})
+                assert await expect_close(gc) == 4011
+            # The address's gateway connections: 3 across both nodes, whichever gets the 4th.
+            async with open_gateway(two.ws_url) as gd:
+                with pytest.raises(BaseExceptionGroup) as refused:  # closed before HELLO
+                    async with open_gateway(one.ws_url):
+                        pass
+                closed = first_of(refused.value)
+                assert isinstance(closed, GatewayClosed)
+                assert closed.code == 1013
+                await gd.heartbeat()
+                assert (await gd.receive())["op"] == 11
+        # Every place was given back: the address may connect again, Alice may identify.
+        async with open_gateway(two.ws_url) as gf:
+            await gf.identify(alice.token)
+    await stop_two()
+    await stop_one()
