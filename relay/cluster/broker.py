@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay.cluster")
 
 PUBLISH_BATCH = 256  # publications per pipeline (77k/s at 64 on this machine, 5.8k/s one by one)
+SUBSCRIBE_TIMEOUT_S = 30.0
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 5.0
 
@@ -170,7 +171,13 @@ class Broker:
         # retry_policy=None: coredis would otherwise reconnect and resubscribe by itself,
         # silently, and the messages published meanwhile would be lost unnoticed.
         async with (
-            self.redis.pubsub(ignore_subscribe_messages=True, retry_policy=None) as pubsub,
+            self.redis.pubsub(
+                ignore_subscribe_messages=True,
+                retry_policy=None,
+                # Thousands of topics at once (sessions reconnecting) on a busy node: coredis's
+                # default 1 s for their acknowledgements would fail the connection.
+                subscription_timeout=SUBSCRIBE_TIMEOUT_S,
+            ) as pubsub,
             trio.open_nursery() as nursery,
         ):
             self.connected = True
