@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 import coredis
 import trio
 
+from relay.errors import ConfigError
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
 
@@ -256,8 +258,15 @@ class Broker:
 
 @asynccontextmanager
 async def open_redis(url: str) -> AsyncIterator[coredis.Redis[bytes]]:
-    """The Redis client of the process (one connection pool), checked with a PING."""
+    """The Redis client of the process (one connection pool), checked with a PING.
+
+    Raises:
+        ConfigError: the broker does not answer (start-up stops with this one line)."""
     client: coredis.Redis[bytes] = coredis.Redis.from_url(url)
     async with client:
-        await client.ping()
+        try:
+            await client.ping()
+        except (coredis.exceptions.RedisError, OSError) as e:
+            where = url.split("@")[-1]  # no password in the message
+            raise ConfigError(f"broker {where} (RELAY_BROKER) does not answer: {e}") from None
         yield client
