@@ -65,7 +65,7 @@ async def created(gw: Gateway) -> str:
 async def test_two_servers_share_events_budgets_and_online_members(
     nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
 ) -> None:
-    common = {"broker": redis.url, "message_rate": 6, "presence_grace_s": 0.2}
+    common = {"broker": redis.url, "message_rate": 7, "presence_grace_s": 0.2}
     first, stop_first = await start_server(nursery, settings_for(tmp_path / "a", **common))
     alice, bob, guild = await setup_pair(first)
     await stop_first()
@@ -123,6 +123,17 @@ async def test_two_servers_share_events_budgets_and_online_members(
                     extra = await created(ga)
                     pytest.fail(f"delivered twice: {extra}")
 
+                # A DM's events travel on its recipients' topics: Alice opens one on one (its
+                # CHANNEL_CREATE goes to both users) and writes in it; Bob, on two, gets both.
+                dm = await alice_one.call(
+                    "POST", "/v1/api/users/@me/channels", {"recipient_id": bob.user_id}
+                )
+                assert (await gb.dispatch("CHANNEL_CREATE"))["d"]["id"] == dm["id"]
+                dm_path = f"/v1/api/channels/{dm['id']}/messages"
+                await alice_one.call("POST", dm_path, {"content": "a dm"})
+                assert await created(gb) == "a dm"
+                assert await created(ga) == "a dm"
+
                 # A kick on one is announced to two: Bob is no longer an online member of the
                 # server there (its view of the server reloaded), so nothing of it reaches him.
                 views_two = two.runtime.chat.views
@@ -139,8 +150,8 @@ async def test_two_servers_share_events_budgets_and_online_members(
                     extra = await created(gb)
                     pytest.fail(f"a kicked member got {extra}")
 
-                # Alice's budget (6 per window) is one budget across both nodes: 3 spent on
-                # one, 3 more on two, and the seventh is refused wherever it is sent.
+                # Alice's budget (7 per window) is one budget across both nodes: 4 spent on
+                # one, 3 more on two, and the eighth is refused wherever it is sent.
                 for n in range(3):
                     await alice_two.call("POST", path, {"content": f"two {n}"})
                 for client in (alice_one, alice_two):
