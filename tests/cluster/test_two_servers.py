@@ -23,6 +23,7 @@ from relay.errors import first_of
 from relay.server import StartupFailed
 from tests.conftest import settings_for, start_server
 from tests.gateway.test_gateway import expect_close, setup_pair, text_channel
+from tests.test_metrics import TOKEN, scrape, value
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -189,7 +190,7 @@ async def test_connection_caps_count_every_node(
     alice, _, _ = await setup_pair(first)
     await stop_first()
     shutil.copytree(tmp_path / "a" / "data", tmp_path / "b" / "data")
-    common = {"broker": redis.url, **caps}
+    common = {"broker": redis.url, "metrics_token": TOKEN, **caps}
     one, stop_one = await start_server(nursery, settings_for(tmp_path / "a", **common))
     two, stop_two = await start_server(nursery, settings_for(tmp_path / "b", **common))
     with trio.fail_after(20):
@@ -213,5 +214,11 @@ async def test_connection_caps_count_every_node(
         # Every place was given back: the address may connect again, Alice may identify.
         async with open_gateway(two.ws_url) as gf:
             await gf.identify(alice.token)
+            # The node's broker figures on /metrics.
+            samples = await scrape(f"{two.url}/metrics", TOKEN)
+            assert value(samples, "relay_broker_connected") == 1
+            assert value(samples, "relay_broker_subscriptions") >= 3  # probe, 2 global, user
+            assert value(samples, "relay_broker_published_total") > 0
+            assert value(samples, "relay_broker_resyncs_total") == 0
     await stop_two()
     await stop_one()
