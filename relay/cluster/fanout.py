@@ -79,6 +79,7 @@ class LocalHub(Protocol):
     on_channel_event: Callable[[ChannelAudience, ChatEvent], None] | None
     on_presence: Callable[[int, str, str | None, list[int]], None] | None
     on_indexes_changed: Callable[[], None] | None
+    online_elsewhere: Callable[[int], bool] | None
 
     @property
     def by_user(self) -> Mapping[int, Collection[object]]: ...
@@ -127,6 +128,7 @@ class BrokerFanout:
         hub.on_channel_event = self._channel_event
         hub.on_presence = self._presence
         hub.on_indexes_changed = self._indexes_changed.set
+        hub.online_elsewhere = self.directory.online_elsewhere
         broker.on_behind = self._behind
 
     # -- the chat layer's Fanout -----------------------------------------------------------------
@@ -221,6 +223,11 @@ class BrokerFanout:
                 case ChangeCast(_, change):
                     self.hub.announce(change)
                 case PresenceCast(node, user_id, status, activity, servers):
+                    if status == "offline" and (
+                        user_id in self.hub.by_user
+                        or self.directory.online_elsewhere(user_id, besides=node)
+                    ):
+                        continue  # gone from that node only: still online here or elsewhere
                     self.hub.remote_presence(user_id, status, activity, servers)
                 case OnlineCast(node, server_id, users):
                     self.directory.heard(node, server_id, users)

@@ -77,6 +77,16 @@ class OnlineDirectory:
         """No local member any more: this node stops hearing about the server."""
         self.remote.pop(server_id, None)
 
+    def online_elsewhere(self, user_id: int, besides: str | None = None) -> bool:
+        """Whether another node (not `besides` either) has the user online in a server this
+        node follows."""
+        now = time.time()
+        for nodes in self.remote.values():
+            for node, (expires, users) in nodes.items():
+                if node != besides and expires >= now and user_id in users:
+                    return True
+        return False
+
     def online(self, server_id: int, local: Collection[int]) -> Collection[int]:
         nodes = self.remote.get(server_id)
         if not nodes:

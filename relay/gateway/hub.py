@@ -120,6 +120,9 @@ class Hub:
         self.on_channel_event: Callable[[audience.ChannelAudience, ChatEvent], None] | None = None
         self.on_presence: Callable[[int, str, str | None, list[int]], None] | None = None
         self.on_indexes_changed: Callable[[], None] | None = None
+        # Cluster mode: whether a user has a session on another node (then their last session
+        # here going does not make them offline).
+        self.online_elsewhere: Callable[[int], bool] | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -247,6 +250,11 @@ class Hub:
         return PresenceActor(key, user_id, self._announce, grace_s=self.settings.presence_grace_s)
 
     def _announce(self, user_id: int, status: str, activity: str | None) -> None:
+        if status == "offline" and self.online_elsewhere and self.online_elsewhere(user_id):
+            # Gone from this node only: nobody is told (their status is the other node's).
+            if user_id not in self.by_user:
+                self.servers_of.pop(user_id, None)
+            return
         if status == "offline":
             self.statuses.pop(user_id, None)
         else:

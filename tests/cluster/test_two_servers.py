@@ -113,6 +113,17 @@ async def test_two_servers_share_events_budgets_and_online_members(
                 await eventually(lambda: set(fanout_of(one).online(server_id)) == both)
                 await eventually(lambda: set(fanout_of(two).online(server_id)) == both)
 
+                # Bob also connects to one, then leaves it: still connected to two, he is not
+                # shown offline (presence_grace_s is 0.2 s here).
+                async with open_gateway(one.ws_url) as gc:
+                    await gc.identify(bob.token)
+                with trio.move_on_after(0.6):
+                    while True:
+                        seen = await ga.dispatch("PRESENCE_UPDATE")
+                        if seen["d"] == {"user_id": bob.user_id, "status": "offline",
+                                         "activity": None}:  # fmt: skip
+                            pytest.fail("Bob shown offline while connected to two")
+
                 # Messages cross both ways, each delivered once on each side.
                 await alice_one.call("POST", path, {"content": "from one"})
                 assert await created(gb) == "from one"
