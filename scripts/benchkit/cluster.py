@@ -141,7 +141,7 @@ def _case(bench: Bench, case: str, sessions: int, url: str, redis_pid: int) -> d
             nodes.append(posting)
             reading = bench.start_relay(broker=url, data_dir=dirs[1])
             nodes.append(reading)
-            extra_pids = [reading.pid, redis_pid]
+            extra_pids = [posting.pid, redis_pid]
         elif case == "broker, 1 node":
             extra_pids = [redis_pid]
         tokens = [readers[i // config.sessions_per_user].token for i in range(listening)]
@@ -172,7 +172,7 @@ def _case(bench: Bench, case: str, sessions: int, url: str, redis_pid: int) -> d
                 command = {"mode": "closed", "window": config.window}
             phases[phase] = bench.run_phase(
                 label=dict(label, phase=f"{phase} ({case})"),
-                server_pid=posting.pid,
+                server_pid=reading.pid,  # the node that fans out (py-spy samples it)
                 extra_pids=extra_pids,
                 receivers=receivers,
                 sender=sender,
