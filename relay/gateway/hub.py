@@ -20,6 +20,11 @@ kept for a server channel is used only while that server's view is the one it wa
 with (any permission change replaces the view). Computing it walks every online member
 (~0.7 ms for 1000 sessions, on the path of every event before its first write).
 
+In cluster mode (docs/cluster.md) relay.cluster.fanout wraps the hub as the chat layer's
+fan-out: it hears the hub through the `on_*` hooks and `online_elsewhere`, and hands it what
+other nodes published through `deliver_channel`, `deliver_to_user`, `remote_presence` and
+`resync`.
+
 Resource handling: `run()` owns the channel-actor registry and the reaper that ends sessions
 whose resume window has passed.
 """
