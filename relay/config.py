@@ -28,6 +28,9 @@ PublicUrl = Annotated[
     str, msgspec.Meta(pattern=r"^(https?|wss?)://[A-Za-z0-9.\-\[\]:]+(/[\x21-\x7e]*)?$")
 ]
 Secret = Annotated[str, msgspec.Meta(min_length=16, pattern=r"^[\x21-\x7e]+$")]
+BrokerUrl = Annotated[str, msgspec.Meta(pattern=r"^(redis|rediss|unix)://\S+$")]
+NodeId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+WorkerId = Annotated[int, msgspec.Meta(ge=0, le=1023)]  # relay.ids: 10 bits of worker
 
 ENV_PREFIX = "RELAY_"
 # Read by the `relay rooms` commands (relay/roomctl.py), not settings: skipped here, so a shell
@@ -207,6 +210,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     media_key: Secret | None = None  # 64 hex digits; else <data_dir>/media.key, made on start
     image_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2  # image decoding at once
     db_readers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    # Cluster mode (docs/cluster.md): a Redis broker between Relay processes; unset, events go
+    # only to this process's sessions (the one-process default).
+    broker: BrokerUrl | None = None
+    node_id: NodeId | None = None  # this process's name on the broker; default host-pid-random
+    worker_id: WorkerId | None = None  # the snowflake worker; unset: 0, or leased via the broker
+    worker_lease_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 30.0  # the lease's expiry
+    broker_queue: Positive = 10_000  # broker messages waiting to be fanned out; full = resync
+    broker_publish_queue: Positive = 10_000  # publications waiting to be sent; full = dropped
+    broker_max_lag_s: PositiveFloat = 5.0  # a broker message waiting longer = resync
     shutdown_grace_s: PositiveFloat = 5.0
 
     def __post_init__(self) -> None:

@@ -36,6 +36,11 @@ class Snowflakes:
         self._last_ms = -1
         self._sequence = 0
 
+    @property
+    def worker(self) -> int:
+        """The worker id in every id made here: one per process (relay.cluster.workers)."""
+        return self._worker
+
     def next(self) -> int:
         now = max(self._clock_ms() - EPOCH_MS, self._last_ms)  # never run backwards
         if now == self._last_ms:
