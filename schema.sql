@@ -416,4 +416,9 @@ CREATE TABLE IF NOT EXISTS message_images (
 CREATE INDEX IF NOT EXISTS message_images_digest ON message_images (digest);
 CREATE INDEX IF NOT EXISTS channels_icon ON channels (icon) WHERE icon IS NOT NULL;
 
-PRAGMA user_version = 13;
+CREATE TABLE IF NOT EXISTS channel_fences (
+    channel_id INTEGER PRIMARY KEY,
+    fence INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+PRAGMA user_version = 14;

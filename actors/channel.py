@@ -39,6 +39,8 @@ from relay.storage.sqlite.db import Pending, StoreClosed
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from sqlite_utils import Database
+
     from relay.storage.audience import ChannelAudience
     from relay.storage.messages import MessageRow
     from relay.storage.sqlite.db import Store
@@ -83,9 +85,13 @@ class ChannelActor(Actor[ChannelMsg]):
         load: Callable[[], Awaitable[ChannelAudience | None]],
         *,
         idle_timeout_s: float | None = None,
+        write: Callable[[Database, int, NewMessage], Posted] = messages.post,
     ) -> None:
         super().__init__(key)
         self.store = store
+        # The post's write: in cluster mode, `messages.post` under the owner's fencing token
+        # (relay.storage.fencing.post), refused once a newer owner has written.
+        self._write = write
         self._publish = publish
         self._created = created
         self._load = load
@@ -107,7 +113,7 @@ class ChannelActor(Actor[ChannelMsg]):
         match msg:
             case Post(new, reply):
                 try:
-                    pending = await self.store.submit(messages.post, self.store.ids.next(), new)
+                    pending = await self.store.submit(self._write, self.store.ids.next(), new)
                 except StoreClosed as e:
                     reply.fail(e)
                     return

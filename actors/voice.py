@@ -18,6 +18,7 @@ client RESUMEs, which attaches it to the fresh instance: the state is rebuilt fr
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,8 +33,10 @@ if TYPE_CHECKING:
 
 # Why a media packet was dropped (the `reason` label of relay_voice_packets_dropped_total,
 # docs/metrics.md). The actor's: size, malformed, not_in_channel, spoof, auth, replay, rate,
-# muted, feedback, lane_overflow; the service's (relay.voice): unbound, inbox, send.
+# muted, feedback, lane_overflow, late; the service's (relay.voice): unbound, inbox, send, and
+# late too (checked on reading the socket, and again after the actor's inbox).
 DROP_REASONS = (
+    "late",
     "size",
     "malformed",
     "not_in_channel",
@@ -178,6 +181,7 @@ class SelectSources(msgspec.Struct, frozen=True):
 class Packet(msgspec.Struct, frozen=True):
     user_id: int  # the sender, as its transport proved it
     data: bytes
+    arrived: float = 0.0  # wall-clock time the kernel received it (UDP); 0: not known
 
 
 class Crash(msgspec.Struct, frozen=True):
@@ -191,6 +195,7 @@ class Limits(msgspec.Struct, frozen=True):
     packet_bytes: int
     packets_per_s: int
     bytes_per_s: int
+    max_delay_s: float = 0.06  # a packet that waited longer in the server is dropped (late)
 
 
 class VoiceActor(Actor[VoiceMsg]):
@@ -213,8 +218,8 @@ class VoiceActor(Actor[VoiceMsg]):
 
     async def handle(self, msg: VoiceMsg) -> None:
         match msg:
-            case Packet(user_id, data):
-                self._forward(user_id, data)
+            case Packet(user_id, data, arrived):
+                self._forward(user_id, data, arrived)
             case Attach(member):
                 assert isinstance(member, Member)
                 self.members[member.user_id] = member
@@ -235,11 +240,16 @@ class VoiceActor(Actor[VoiceMsg]):
             case Crash():
                 raise RuntimeError("voice actor crash requested (tests)")
 
-    def _forward(self, user_id: int, data: bytes) -> None:
+    def _forward(self, user_id: int, data: bytes, arrived: float) -> None:
         stats = self.stats
         stats.received += 1
         stats.received_bytes += len(data)
         dropped = stats.dropped
+        if arrived and time.time() - arrived > self.limits.max_delay_s:
+            # Behind a burst or a pause, what waited in the socket buffer and the inbox would
+            # reach listeners too late to play: drop it rather than delay everything after it.
+            dropped["late"] += 1
+            return
         sender = self.members.get(user_id)
         if sender is None:
             dropped["not_in_channel"] += 1

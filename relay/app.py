@@ -20,7 +20,7 @@ from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from relay.errors import ListenError, RateLimited, RelayError, first_of
+from relay.errors import ConfigError, ListenError, RateLimited, RelayError, first_of
 from relay.forwarded import TrustedProxies
 from relay.logs import configure_logging
 from relay.metrics import Metrics
@@ -144,7 +144,7 @@ class RelayApp(QuartTrio):
         self,
         exception_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None],
     ) -> None:
-        if not isinstance(exception_info[1], ListenError):
+        if not isinstance(exception_info[1], (ListenError, ConfigError)):
             super().log_exception(exception_info)
 
 
@@ -195,10 +195,11 @@ def create_app(settings: Settings) -> QuartTrio:
         try:
             await app.nursery.start(run)
         except ExceptionGroup as group:  # from the services' nurseries
-            cannot_listen, _ = group.split(ListenError)
-            if cannot_listen is None:
+            # A port in use, or a setting only start-up can check (a worker id held elsewhere).
+            cannot_start, _ = group.split((ListenError, ConfigError))
+            if cannot_start is None:
                 raise
-            raise first_of(cannot_listen) from None  # its text is the start-up failure's reason
+            raise first_of(cannot_start) from None  # its text is the start-up failure's reason
 
     @app.after_serving
     async def stop_services() -> None:

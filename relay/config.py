@@ -28,6 +28,9 @@ PublicUrl = Annotated[
     str, msgspec.Meta(pattern=r"^(https?|wss?)://[A-Za-z0-9.\-\[\]:]+(/[\x21-\x7e]*)?$")
 ]
 Secret = Annotated[str, msgspec.Meta(min_length=16, pattern=r"^[\x21-\x7e]+$")]
+BrokerUrl = Annotated[str, msgspec.Meta(pattern=r"^(redis|rediss|unix)://\S+$")]
+NodeId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+WorkerId = Annotated[int, msgspec.Meta(ge=0, le=1023)]  # relay.ids: 10 bits of worker
 
 ENV_PREFIX = "RELAY_"
 # Read by the `relay rooms` commands (relay/roomctl.py), not settings: skipped here, so a shell
@@ -123,6 +126,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     search_rate: Positive = 20  # message searches per message_window_s (relay.chat.search)
     gateway_max_inflight_sends: Positive = 16  # per connection; more and the reader waits
     send_timeout_s: PositiveFloat = 10.0  # a new message's wait for its channel and its commit
+    # Cluster mode (docs/ownership.md): how long a dead node's channels (and other owned
+    # things) wait for a new owner; the owner renews its leases every third of it.
+    lease_ttl_s: PositiveFloat = 5.0
     typing_interval_s: PositiveFloat = 5.0  # a user's typing in a channel is sent this often
     max_pins: Positive = 50  # pinned messages per channel
     # Servers and what they hold; over a limit the change is refused with 422.
@@ -159,6 +165,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     voice_max_packet_bytes: Positive = 1500  # a media packet over this is dropped
     voice_max_packets_per_s: Positive = 600  # per sender (all its sources); excess dropped
     voice_max_bytes_per_s: Positive = 1_000_000  # per sender; excess dropped
+    voice_max_delay_ms: Positive = 60  # a UDP packet that waited longer in the server is dropped
     voice_lane_packets: Positive = 64  # per receiver; when full its oldest packets are dropped
     voice_control_rate: Positive = 120  # control frames per 60 s per voice connection (4008)
     echo_endpoint: bool = False  # /v1/echo on the realtime listener, for the Autobahn suite
@@ -204,6 +211,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     media_key: Secret | None = None  # 64 hex digits; else <data_dir>/media.key, made on start
     image_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2  # image decoding at once
     db_readers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    # Cluster mode (docs/cluster.md): a Redis broker between Relay processes; unset, events go
+    # only to this process's sessions (the one-process default).
+    broker: BrokerUrl | None = None
+    node_id: NodeId | None = None  # this process's name on the broker; default host-pid-random
+    worker_id: WorkerId | None = None  # the snowflake worker; unset: 0, or leased via the broker
+    worker_lease_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 30.0  # the lease's expiry
+    broker_queue: Positive = 10_000  # broker messages waiting to be fanned out; full = resync
+    broker_publish_queue: Positive = 10_000  # publications waiting to be sent; full = dropped
+    broker_max_lag_s: PositiveFloat = 5.0  # a broker message waiting longer = resync
     shutdown_grace_s: PositiveFloat = 5.0
 
     def __post_init__(self) -> None:

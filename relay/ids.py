@@ -36,6 +36,11 @@ class Snowflakes:
         self._last_ms = -1
         self._sequence = 0
 
+    @property
+    def worker(self) -> int:
+        """The worker id in every id made here: one per process (relay.cluster.workers)."""
+        return self._worker
+
     def next(self) -> int:
         now = max(self._clock_ms() - EPOCH_MS, self._last_ms)  # never run backwards
         if now == self._last_ms:
@@ -53,6 +58,15 @@ class Snowflakes:
             | (self._worker << SEQUENCE_BITS)
             | (self._sequence)
         )
+
+    def advance_past(self, snowflake: int) -> None:
+        """Make every later ID greater than `snowflake`, whichever worker made it (a channel's
+        new owner in cluster mode continues above the last owner's ids, whatever the clocks)."""
+        ms = snowflake >> (WORKER_BITS + SEQUENCE_BITS)
+        if ms >= self._last_ms:
+            # The next ID borrows the millisecond after `ms` (see `next`).
+            self._last_ms = ms
+            self._sequence = MAX_SEQUENCE
 
 
 def timestamp_ms(snowflake: int) -> int:

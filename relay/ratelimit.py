@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 # Added to every retry-after so that a caller who waits exactly that long finds the token back
 # despite float rounding (in `now + retry_after_s` and in the refill arithmetic).
@@ -73,3 +74,14 @@ class Bucket:
             self._tokens -= 1.0
             return True
         return False
+
+
+class Budget(Protocol):
+    """A per-key limit taken asynchronously: in this process (a RateLimiter, relay.chat.context)
+    or shared by every process of a cluster through Redis (relay.cluster.limits)."""
+
+    limit: int
+
+    async def take(self, key: str) -> Decision:
+        """Count one event of `key`: whether it may go, and when to retry if not."""
+        ...

@@ -10,10 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from relay.accounts import Accounts
     from relay.byterelay import ByteRelay
     from relay.chat.context import Chat
     from relay.chat.rooms import RoomManager
+    from relay.cluster.caps import SharedCaps
+    from relay.cluster.stats import BrokerHealth
     from relay.config import Settings
     from relay.gateway.hub import Hub
     from relay.metrics import Metrics
@@ -48,6 +52,10 @@ class Runtime:
         self.realtime_stats: ListenerStats | None = None
         self.voice: VoiceService | None = None  # voice actors and the UDP socket, once started
         self.metrics_urls: list[str] = []  # the metrics_port listener's, once listening
+        # Cluster mode: the broker node's figures for /readyz (relay.cluster.node.Node.health).
+        self.broker_health: Callable[[], BrokerHealth] | None = None
+        # Cluster mode: the gateway's connection caps shared through Redis (relay.cluster.caps).
+        self.shared_caps: SharedCaps | None = None
 
     def attach(self, store: Store, accounts: Accounts, hub: Hub, chat: Chat) -> None:
         self._store, self._accounts, self._hub, self._chat = store, accounts, hub, chat

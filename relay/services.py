@@ -36,6 +36,7 @@ from relay.errors import ListenError
 from relay.forwarded import TrustedProxies
 from relay.gateway.endpoint import gateway_endpoint
 from relay.gateway.hub import Hub
+from relay.ids import Snowflakes
 from relay.media.service import Media
 from relay.netfetch import FetchPolicy
 from relay.realtime.echo import echo
@@ -52,6 +53,8 @@ from relay.voice.service import VoiceService
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from relay.chat.fanout import Fanout
+    from relay.cluster.node import Node
     from relay.config import Settings
     from relay.realtime.listener import Endpoint
     from relay.runtime import Runtime
@@ -121,15 +124,21 @@ async def run_services(
         open_database(settings, rt) as store,
         trio.open_nursery() as nursery,
     ):
+        node = await start_cluster(nursery, settings, store)
         accounts = await Accounts.open(store, settings)
         views = Views(partial(store.read, audience.server_snapshot))
         hub = (rt.hub_type or Hub)(store, settings, views)
         media = await trio.to_thread.run_sync(Media.open, settings)
         hub.file_urls = media
+        fanout: Fanout = hub if node is None else await node.start_fanout(hub)
         areas = SQLITE if settings.postgres_dsn is None else POSTGRES
-        chat = Chat(store, hub, views, settings, areas, media=media)
+        chat = Chat(store, fanout, views, settings, areas, media=media)
+        if node is not None:
+            node.share_limits(chat)
+            rt.broker_health = node.health
+            rt.shared_caps = node.caps
         chat.bots.update(accounts.bot_ids())
-        accounts.on_revoke.append(lambda login: hub.announce(LoginRevoked(login)))
+        accounts.on_revoke.append(lambda login: fanout.announce(LoginRevoked(login)))
         await nursery.start(hub.run)
         hub.on_session_end.append(lambda session: chat.voice.session_ended(session.id))
         rt.voice = VoiceService(settings, chat.voice, chat)
@@ -199,6 +208,21 @@ async def run_services(
             rooms.close()
             if rt.voice is not None:
                 rt.voice.close()
+
+
+async def start_cluster(nursery: trio.Nursery, settings: Settings, store: Store) -> Node | None:
+    """With a broker: this process as a node of a cluster (relay.cluster, imported only then),
+    its store making ids with the worker id it leased. Without: None, and the configured worker
+    id (default 0)."""
+    if settings.broker is None:
+        store.ids = Snowflakes(settings.worker_id or 0)
+        return None
+    from relay.cluster.node import run_node
+
+    node: Node = await nursery.start(run_node, settings)
+    store.ids = Snowflakes(node.worker_id)
+    log.info("cluster node", extra={"node": node.broker.node_id, "worker_id": node.worker_id})
+    return node
 
 
 async def run_push(

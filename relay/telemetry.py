@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from relay.chat.previews import LinkPreviews
     from relay.chat.push import PushNotifier
     from relay.chat.rooms import RoomManager
+    from relay.cluster.stats import BrokerHealth
     from relay.gateway.hub import Hub
     from relay.metrics import Metrics
     from relay.realtime.gate import Gate
@@ -91,6 +92,8 @@ def collect_runtime(rt: Runtime) -> Iterator[Metric]:
         yield from _push(push)
     if rt.voice is not None:
         yield from _voice(rt.voice)
+    if rt.broker_health is not None:
+        yield from _broker(rt.broker_health())
 
 
 def _running(get: Callable[[], Any]) -> Any:
@@ -343,6 +346,33 @@ def _byte_relay(relay: ByteRelay) -> Iterator[Metric]:
     closes.add_metric(["idle"], stats.idle_closes)
     closes.add_metric(["violation"], stats.violations)
     yield closes
+
+
+def _broker(health: BrokerHealth) -> Iterator[Metric]:
+    """Cluster mode: this node's traffic through the Redis broker (docs/cluster.md)."""
+    yield GaugeMetricFamily(
+        "relay_broker_connected", "1 while the pub/sub connection is up", value=health.connected
+    )
+    yield GaugeMetricFamily(
+        "relay_broker_subscriptions", "Topics subscribed to", value=health.subscriptions
+    )
+    yield GaugeMetricFamily(
+        "relay_broker_lag_seconds",
+        "How late the watchdog's latest probe came back through Redis",
+        value=health.lag_s,
+    )
+    for name, text, count in (
+        ("published", "Publications sent to the broker", health.published),
+        ("publish_dropped", "Publications dropped (queue full, or Redis failed)",
+         health.publish_dropped),
+        ("received", "Other nodes' publications heard", health.received),
+        ("delivered", "Other nodes' publications delivered here", health.delivered),
+        ("resyncs", "Times this node fell behind the broker (or lost it) and resynced",
+         health.resyncs),
+        ("resynced_sessions", "Gateway sessions ended by those resyncs (closed with 4014)",
+         health.resynced_sessions),
+    ):  # fmt: skip
+        yield CounterMetricFamily(f"relay_broker_{name}", text, value=count)
 
 
 # -- the metrics_port listener -----------------------------------------------------------------

@@ -55,6 +55,9 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
         "action_rate": 100_000,
         "http_per_ip": 1_000_000,
         "shutdown_grace_s": 2.0,
+        # A loaded test machine stalls the loop longer than the 60 ms default now and then;
+        # tests that expect every packet must not lose one to that (tests/voice sets it low).
+        "voice_max_delay_ms": 5000,
     }
     values.update(overrides)
     return load_settings({}, **values)

@@ -17,7 +17,7 @@ from relay.chat.messages import SendableMemo
 from relay.chat.voice import VoiceStates
 from relay.errors import RateLimited
 from relay.netfetch import FetchPolicy
-from relay.ratelimit import RateLimiter
+from relay.ratelimit import Budget, Decision, RateLimiter
 from relay.storage.areas import SQLITE
 
 if TYPE_CHECKING:
@@ -29,6 +29,18 @@ if TYPE_CHECKING:
     from relay.media.service import Media
     from relay.storage.areas import Areas
     from relay.storage.sqlite.db import Store
+
+
+class LocalBudget:
+    """A `Budget` kept in this process (a token bucket per key)."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self._limiter = RateLimiter(limit, window_s)
+
+    async def take(self, key: str) -> Decision:
+        return self._limiter.hit(key, trio.current_time())
+
 
 TYPING_KEYS = 50_000  # (user, channel) pairs remembered for that; the idlest are forgotten
 
@@ -50,9 +62,12 @@ class Chat:
         self.settings = settings
         # Messages per user, over REST and all their gateway connections; and their edits,
         # reaction changes and DM opens, each of which is written and sent to others too.
-        self.message_limiter = RateLimiter(settings.message_rate, settings.message_window_s)
-        self.action_limiter = RateLimiter(settings.action_rate, settings.message_window_s)
-        self.search_limiter = RateLimiter(settings.search_rate, settings.message_window_s)
+        # Budgets: in this process by default; shared through Redis in cluster mode (set by
+        # relay.services, relay.cluster.limits).
+        window = settings.message_window_s
+        self.message_limiter: Budget = LocalBudget(settings.message_rate, window)
+        self.action_limiter: Budget = LocalBudget(settings.action_rate, window)
+        self.search_limiter: Budget = LocalBudget(settings.search_rate, window)
         self.typing_limiter = RateLimiter(1, settings.typing_interval_s, max_keys=TYPING_KEYS)
         self.sendable = SendableMemo(views)  # who may post where, as last checked
         self.voice = VoiceStates(settings, fanout)  # who is in which voice channel
@@ -61,7 +76,7 @@ class Chat:
         # Bot accounts (relay.chat.applications), whose messages count against bot_message_rate;
         # filled at start-up and by every application created or deleted.
         self.bots: set[int] = set()
-        self.bot_message_limiter = RateLimiter(settings.bot_message_rate, settings.message_window_s)
+        self.bot_message_limiter: Budget = LocalBudget(settings.bot_message_rate, window)
         # Messages per webhook (relay.chat.webhooks): webhook_rate per webhook_window_s.
         self.webhook_limiter = RateLimiter(settings.webhook_rate, settings.webhook_window_s)
         # Set by relay.services when push_notifications is on (relay.chat.push).
@@ -75,28 +90,29 @@ class Chat:
         """What signs the file URLs of message objects (see `objects.message_out`)."""
         return self.media
 
-    def message_refused(self, user_id: int) -> RateLimited | None:
+    async def message_refused(self, user_id: int) -> RateLimited | None:
         """Count one message of `user_id` (a REST post or a gateway send): None if it may go,
         else the error that refuses it (with retry_after)."""
         if user_id in self.bots:
             limiter, name = self.bot_message_limiter, "bot_message_rate"
-            return self._refused(limiter, user_id, "bot messages", name)
-        return self._refused(self.message_limiter, user_id, "messages", "message_rate")
+            return await self._refused(limiter, user_id, "bot messages", name)
+        return await self._refused(self.message_limiter, user_id, "messages", "message_rate")
 
-    def action_refused(self, user_id: int) -> RateLimited | None:
+    async def action_refused(self, user_id: int) -> RateLimited | None:
         """Count one message edit, reaction change or DM open of `user_id`, like
         `message_refused`."""
         what = "edits, reactions and DM opens"
-        return self._refused(self.action_limiter, user_id, what, "action_rate")
+        return await self._refused(self.action_limiter, user_id, what, "action_rate")
 
-    def search_refused(self, user_id: int) -> RateLimited | None:
+    async def search_refused(self, user_id: int) -> RateLimited | None:
         """Count one message search of `user_id` (they read the index: the costliest reads)."""
-        return self._refused(self.search_limiter, user_id, "searches", "search_rate")
+        return await self._refused(self.search_limiter, user_id, "searches", "search_rate")
 
-    def _refused(
-        self, limiter: RateLimiter, user_id: int, what: str, name: str
+    async def _refused(
+        self, limiter: Budget, user_id: int, what: str, name: str
     ) -> RateLimited | None:
-        decision = limiter.hit(str(user_id), trio.current_time())
+        # Without a broker `take` never yields: a local limit adds no checkpoint.
+        decision = await limiter.take(str(user_id))
         if decision.allowed:
             return None
         window = self.settings.message_window_s

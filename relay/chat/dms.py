@@ -32,7 +32,7 @@ async def open_dm(chat: Chat, user_id: int, data: commands.OpenDm) -> OpenedDm:
     hear CHANNEL_CREATE); or a new group DM with `data.recipients` (relay.chat.group_dms).
     Counts against the user's action budget (429 rate_limited), and
     raises 400 cannot_dm_self, 404 unknown_user or 403 no_shared_server."""
-    if (refused := chat.action_refused(user_id)) is not None:
+    if (refused := await chat.action_refused(user_id)) is not None:
         raise refused  # a DM, once made, is there for good and in both users' READY
     if not isinstance(data.recipients, UnsetType):
         if not isinstance(data.recipient_id, UnsetType):

@@ -68,7 +68,7 @@ async def rename(chat: Chat, user_id: int, channel_id: int, name: str | None) ->
 async def add_recipient(chat: Chat, user_id: int, channel_id: str, target: str) -> None:
     """The owner adds someone (429 over the action budget): they hear CHANNEL_CREATE, everyone
     in it CHANNEL_RECIPIENT_ADD. Nothing happens for someone already in it."""
-    if (refused := chat.action_refused(user_id)) is not None:
+    if (refused := await chat.action_refused(user_id)) is not None:
         raise refused
     cid = snowflake(channel_id, "channel")
     uid = snowflake(target, "user")

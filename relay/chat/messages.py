@@ -312,7 +312,7 @@ async def post(
     nonce made it earlier. Raises 429 rate_limited over the user's budget, 503 channel_busy if
     it was not committed within `send_timeout_s`, and what the checks and the write raise.
     `attachments`: upload ids (relay.chat.files) the message claims, ATTACH_FILES needed."""
-    if (refused := chat.message_refused(user_id)) is not None:
+    if (refused := await chat.message_refused(user_id)) is not None:
         raise refused  # one budget with the gateway's MESSAGE_SEND
     channel = await sendable_channel(chat, user_id, channel_id)
     if attachments:
@@ -426,7 +426,7 @@ async def edit(
 ) -> Message:
     """Edit one's own message (429 over the action budget): its content, rich embeds (None or
     [] removes them, UNSET keeps them) and flags; what is None or UNSET stays."""
-    if (refused := chat.action_refused(user_id)) is not None:
+    if (refused := await chat.action_refused(user_id)) is not None:
         raise refused
     channel = await text_channel(chat, user_id, channel_id)
     mid = snowflake(message_id, "message")
@@ -525,7 +525,7 @@ async def react(
 ) -> None:
     """Add or remove the user's reaction (429 over the action budget); an event only when
     something changed."""
-    if (refused := chat.action_refused(user_id)) is not None:
+    if (refused := await chat.action_refused(user_id)) is not None:
         raise refused
     channel = await text_channel(chat, user_id, channel_id)
     mid = snowflake(message_id, "message")

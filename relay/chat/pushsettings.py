@@ -89,7 +89,7 @@ async def subscribe(chat: Chat, who: Principal, data: Subscribe) -> None:
     public address) and keys. Counts against the user's action budget (429 rate_limited):
     each may cost a DNS lookup of a name the client chose."""
     push = _notifier(chat)
-    if (refused := chat.action_refused(who.user_id)) is not None:
+    if (refused := await chat.action_refused(who.user_id)) is not None:
         raise refused
     p256dh, auth = checked_keys(data.keys.p256dh, data.keys.auth)
     endpoint = await check_endpoint(data.endpoint, push.policy)

@@ -111,7 +111,7 @@ async def search_server(
     `channel_id` narrows to some of them (others given are ignored, as if empty)."""
     sid = snowflake(server_id, "server")
     wanted, narrow = checked(req)
-    _spend(chat, user_id)
+    await _spend(chat, user_id)
     channels = await chat.store.read(chat.q.search.searchable_channels, sid, user_id)
     if channels is None:
         raise NotFound("unknown server", code="unknown_server")
@@ -126,13 +126,13 @@ async def search_channel(
 ) -> SearchResults:
     """Search one channel (a DM, or a server channel) whose history the user may read."""
     wanted, _narrow = checked(req)
-    _spend(chat, user_id)
+    await _spend(chat, user_id)
     channel = await readable_channel(chat, user_id, channel_id)
     return await _run(chat, user_id, [channel.id], wanted)
 
 
-def _spend(chat: Chat, user_id: int) -> None:
-    if (refused := chat.search_refused(user_id)) is not None:
+async def _spend(chat: Chat, user_id: int) -> None:
+    if (refused := await chat.search_refused(user_id)) is not None:
         raise refused
 
 

@@ -90,7 +90,7 @@ async def start(
     """Start a thread in a text channel (CREATE_THREADS), from one of its messages or on its
     own; the starter is its first member. From a message, the message gains `thread` and the
     channel hears MESSAGE_UPDATE. Counts against the action budget (429)."""
-    if (refused := chat.action_refused(user_id)) is not None:
+    if (refused := await chat.action_refused(user_id)) is not None:
         raise refused
     parent_id = snowflake(channel_id, "channel")
     mid = snowflake(message_id, "message") if message_id is not None else None
@@ -191,7 +191,7 @@ def _member_id(user_id: int, target: str) -> int:
 async def add_member(chat: Chat, user_id: int, channel_id: str, target: str) -> None:
     """Join (`@me`) or add someone who can see the thread (the adder must be allowed to post
     there); THREAD_MEMBERS_UPDATE if they were not a member. 429 over the action budget."""
-    if (refused := chat.action_refused(user_id)) is not None:
+    if (refused := await chat.action_refused(user_id)) is not None:
         raise refused
     thread_id = snowflake(channel_id, "channel")
     uid = _member_id(user_id, target)

@@ -122,6 +122,11 @@ class Views:
         self.changes += 1
         self._views.pop(server_id, None)
 
+    def invalidate_all(self) -> None:
+        """Every view is stale (cluster mode: this node may have missed changes)."""
+        for server_id in {*self._views, *self._loading}:
+            self.invalidate(server_id)
+
     def drop(self, server_id: int) -> None:
         """Forget a server nobody online is in (a later event reloads it)."""
         self._views.pop(server_id, None)

@@ -103,6 +103,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("relay.gateway")
 ENCODINGS = ("json", "msgpack")
+TRY_AGAIN_LATER = 1013  # cluster mode: the client address has max_connections_per_ip everywhere
 SEND_DRAIN_S = 2.0  # after the client left or closed: sends in flight may finish this long
 ACK_CHECK_S = 1.0  # how often sends in flight are checked against send_timeout_s
 
@@ -187,6 +188,7 @@ class GatewayConnection:
         "send_slots",
         "session",
         "sink",
+        "user_place",
         "watch",
     )
 
@@ -211,6 +213,8 @@ class GatewayConnection:
         self.acks: deque[_Queued] | None = None
         self.send_slots: trio.Semaphore | None = None
         self.drained: trio.Event | None = None  # set when `acks` empties, while draining
+        # Cluster mode: the user whose connected-session place this connection holds in Redis.
+        self.user_place: int | None = None
 
     def control(self, op: Op, d: Any) -> bytes:
         return self.sink.frame(encode_control(op, d, self.encoding))
@@ -245,6 +249,8 @@ class GatewayConnection:
                 self.session.detach(self.sink)
                 with trio.CancelScope(shield=True):
                     await self.hub.session_gone(self.session)
+            if self.user_place is not None and self.rt.shared_caps is not None:
+                await self.rt.shared_caps.release("user", str(self.user_place))
 
     async def _read_loop(self) -> MessageSend | None:
         """Handle frames until the client leaves (None); a first MESSAGE_SEND while sends are
@@ -342,7 +348,7 @@ class GatewayConnection:
         in-flight slot (backpressure); its ack goes out once it and every send before it are
         answered."""
         user_id = session.user_id
-        error: RelayError | None = self.chat.message_refused(user_id)
+        error: RelayError | None = await self.chat.message_refused(user_id)
         if error is not None:
             self._count_frame()  # a client that ignores retry_after is a flood: 4008 eventually
         slots, acks = self.send_slots, self.acks
@@ -468,6 +474,7 @@ class GatewayConnection:
             replay_age_s=settings.replay_age_s,
             intents=intents,
         )
+        await self._take_user_place(user_id, replacing=False)
         payload = await ready(rt.chat, user_id, session.id, rt.hub.statuses.get)
         if payload is None:
             raise _Closing(Close.AUTHENTICATION_FAILED, "unknown user")
@@ -482,6 +489,19 @@ class GatewayConnection:
         self.conn.user = user_id
         await rt.hub.set_status(session)
 
+    async def _take_user_place(self, user_id: int, *, replacing: bool) -> None:
+        """Cluster mode: a place among the user's connected sessions on every node
+        (`max_sessions_per_user`); 4011 if they are all taken."""
+        caps = self.rt.shared_caps
+        if caps is None or self.user_place is not None:
+            return
+        limit = self.rt.settings.max_sessions_per_user
+        if not await caps.acquire("user", str(user_id), limit + replacing):
+            raise _Closing(
+                Close.TOO_MANY_SESSIONS, f"at most {limit} connected sessions per user, all nodes"
+            )
+        self.user_place = user_id
+
     async def _resume(self, who: Principal, session_id: str, seq: int) -> None:
         hub = self.hub
         session = hub.sessions.get(session_id)
@@ -490,6 +510,8 @@ class GatewayConnection:
             return
         if seq > session.seq:
             raise _Closing(Close.INVALID_SEQ, f"seq {seq} was never sent (last is {session.seq})")
+        # Replacing a connection that still holds its place: one more, until that one ends.
+        await self._take_user_place(who.user_id, replacing=session.sink is not None)
         if session.sink is not None:  # still attached elsewhere: that connection is replaced
             old = session.sink
             session.detach(old)
@@ -524,4 +546,15 @@ async def gateway_endpoint(rt: Runtime, conn: Connection, request: Request) -> N
     if encoding not in ENCODINGS:
         await conn.close(int(Close.INVALID_ENCODING), "encoding must be json or msgpack")
         return
-    await GatewayConnection(rt, conn, encoding).run()
+    caps, ip = rt.shared_caps, request.client
+    if caps is None or not ip:
+        await GatewayConnection(rt, conn, encoding).run()
+        return
+    # Cluster mode: the client address's gateway connections on every node count together.
+    if not await caps.acquire("ip", ip, rt.settings.max_connections_per_ip):
+        await conn.close(TRY_AGAIN_LATER, "too many connections from this address, all nodes")
+        return
+    try:
+        await GatewayConnection(rt, conn, encoding).run()
+    finally:
+        await caps.release("ip", ip)

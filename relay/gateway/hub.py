@@ -20,6 +20,11 @@ kept for a server channel is used only while that server's view is the one it wa
 with (any permission change replaces the view). Computing it walks every online member
 (~0.7 ms for 1000 sessions, on the path of every event before its first write).
 
+In cluster mode (docs/cluster.md) relay.cluster.fanout wraps the hub as the chat layer's
+fan-out: it hears the hub through the `on_*` hooks and `online_elsewhere`, and hands it what
+other nodes published through `deliver_channel`, `deliver_to_user`, `remote_presence` and
+`resync`.
+
 Resource handling: `run()` owns the channel-actor registry and the reaper that ends sessions
 whose resume window has passed.
 """
@@ -113,6 +118,16 @@ class Hub:
         self._recipients: dict[int, tuple[int, ...]] = {}
         # Session id -> when it last set "idle" (Trio time), for `attentive` (Web Push).
         self.idle_since: dict[str, float] = {}
+        # Cluster mode (relay.cluster.fanout): told each channel event at its actor's turn (to
+        # publish it to the other nodes), each presence change of a local user with the servers
+        # that see it, and every change to the indexes (which topics this node needs). Sync,
+        # must not block or raise.
+        self.on_channel_event: Callable[[audience.ChannelAudience, ChatEvent], None] | None = None
+        self.on_presence: Callable[[int, str, str | None, list[int]], None] | None = None
+        self.on_indexes_changed: Callable[[], None] | None = None
+        # Cluster mode: whether a user has a session on another node (then their last session
+        # here going does not make them offline).
+        self.online_elsewhere: Callable[[int], bool] | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -144,6 +159,8 @@ class Hub:
     def _membership_changed(self) -> None:
         self._membership += 1
         self._audiences.clear()
+        if self.on_indexes_changed is not None:
+            self.on_indexes_changed()
 
     def add_session(self, session: Session, server_ids: Iterable[int]) -> None:
         self._membership_changed()
@@ -238,6 +255,11 @@ class Hub:
         return PresenceActor(key, user_id, self._announce, grace_s=self.settings.presence_grace_s)
 
     def _announce(self, user_id: int, status: str, activity: str | None) -> None:
+        if status == "offline" and self.online_elsewhere and self.online_elsewhere(user_id):
+            # Gone from this node only: nobody is told (their status is the other node's).
+            if user_id not in self.by_user:
+                self.servers_of.pop(user_id, None)
+            return
         if status == "offline":
             self.statuses.pop(user_id, None)
         else:
@@ -246,8 +268,29 @@ class Hub:
         event = wire(PresenceUpdateEvent(d=presence))
         for session in self.presence_audience(user_id):
             session.deliver(event)
+        if self.on_presence is not None:
+            self.on_presence(user_id, status, activity, list(self.servers_of.get(user_id, ())))
         if status == "offline" and user_id not in self.by_user:
             self.servers_of.pop(user_id, None)
+
+    def remote_presence(
+        self, user_id: int, status: str, activity: str | None, server_ids: Iterable[int]
+    ) -> None:
+        """A presence change of a user on another node (cluster mode): PRESENCE_UPDATE to the
+        local online members of `server_ids`. A user with local sessions keeps the status this
+        node's presence actor merged from them."""
+        if user_id not in self.by_user:
+            if status == "offline":
+                self.statuses.pop(user_id, None)
+            else:
+                self.statuses[user_id] = (status, activity)
+        users: set[int] = set()
+        for server_id in server_ids:
+            users.update(self.online_members.get(server_id, ()))
+        presence = Presence(user_id=str(user_id), status=status, activity=activity)
+        event = wire(PresenceUpdateEvent(d=presence))
+        for session in [s for u in users for s in self.by_user.get(u, ())]:
+            session.deliver(event)
 
     def presence_audience(self, user_id: int) -> list[Session]:
         """Sessions of everyone who shares a server with the user, and the user's own."""
@@ -352,6 +395,42 @@ class Hub:
             for session in tuple(self.user_sessions(user_id)):
                 session.deliver(framed)
 
+    def deliver_to_user(self, user_id: int, event: ChatEvent, *, dm: bool = False) -> None:
+        """One user's sessions here (a DM channel's event for one recipient: `dm`)."""
+        framed = wire(event, dm=dm)
+        now = trio.current_time()
+        for session in tuple(self.by_user.get(user_id, ())):
+            session.deliver(framed, now)
+
+    def dm_recipients(self, info: audience.ChannelAudience) -> Sequence[int]:
+        """A DM channel's recipients now (a group DM's may have changed since it loaded)."""
+        return self._recipients.get(info.channel_id, info.recipients)
+
+    def close_sessions(self, sessions: Iterable[Session], code: int, reason: str) -> int:
+        """End these sessions for good (no RESUME) and close their connections; how many."""
+        ended = 0
+        for session in list(sessions):
+            if session.id not in self.sessions:
+                continue
+            if session.sink is not None:
+                session.sink.close(code, reason)
+            self.end_session(session)
+            ended += 1
+        return ended
+
+    def resync(
+        self, server_ids: Iterable[int], user_ids: Iterable[int], *, everyone: bool = False
+    ) -> int:
+        """Cluster mode: this node missed broker messages for these servers' online members and
+        these users (or, `everyone`, for all): end their sessions and close them with 4014, so
+        their clients IDENTIFY again and start from what is stored. How many were ended."""
+        if everyone:
+            sessions: list[Session] = list(self.sessions.values())
+        else:
+            sessions = [s for sid in server_ids for s in self.server_sessions(sid)]
+            sessions += [s for uid in user_ids for s in self.by_user.get(uid, ())]
+        return self.close_sessions(sessions, int(Close.RESYNC), "fell behind the broker")
+
     def to_server(self, server_id: int, event: ChatEvent) -> None:
         """Send an event to every online member of a server (server-wide events: SERVER_*,
         MEMBER_*, ROLE_*). Channel events never come here: their audience depends on who can
@@ -443,8 +522,17 @@ class Hub:
     async def _publish(
         self, info: audience.ChannelAudience, event: object, write_now: bool
     ) -> None:
-        """Deliver a channel's event (its actor's turn) to the channel's audience now."""
+        """Deliver a channel's event (its actor's turn) to the channel's audience now (and
+        hand it to the other nodes first, in cluster mode)."""
         assert isinstance(event, ChatEvent)
+        if self.on_channel_event is not None:
+            self.on_channel_event(info, event)
+        await self.deliver_channel(info, event, write_now)
+
+    async def deliver_channel(
+        self, info: audience.ChannelAudience, event: ChatEvent, write_now: bool = False
+    ) -> None:
+        """Deliver a channel's event to this node's sessions in its audience."""
         framed = wire(event, dm=info.server_id is None)
         sessions = await self._channel_audience(info, framed.intent)
         now = trio.current_time()

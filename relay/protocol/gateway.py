@@ -57,6 +57,7 @@ class Close(enum.IntEnum):
     TOO_MANY_SESSIONS = 4011  # IDENTIFY while the user has max_sessions_per_user connected
     INVALID_ENCODING = 4012  # ?encoding= other than json or msgpack
     INVALID_INTENTS = 4013  # IDENTIFY's intents: not an integer, negative, or unknown bits
+    RESYNC = 4014  # cluster mode: this node fell behind the broker; the session ended
 
 
 class Intent(enum.IntFlag):

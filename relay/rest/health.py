@@ -12,6 +12,7 @@ from msgspec import UNSET, UnsetType
 from quart import Blueprint, Response
 
 from relay.chat.rooms import Counts
+from relay.cluster.stats import BrokerHealth
 from relay.rest.apidoc import doc
 from relay.rest.http import json_response
 from relay.storage.sqlite.db import StoreClosed
@@ -38,6 +39,7 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     writes_queued: int | UnsetType = UNSET
     rooms: Counts | UnsetType = UNSET
     byte_relay: dict[str, int] | UnsetType | None = UNSET  # null: the byte relay is off
+    broker: BrokerHealth | UnsetType | None = UNSET  # null: no broker (one process)
 
 
 def _ping(db: Database) -> int:
@@ -80,6 +82,11 @@ def health_blueprint(rt: Runtime) -> Blueprint:
             # operator (or orchestrator) should hear of it here.
             low = await trio.to_thread.run_sync(media.disk_low)
             checks["disk"] = "low: below min_free_disk_bytes, uploads refused" if low else "ok"
+        broker = rt.broker_health() if rt.broker_health is not None else None
+        if broker is not None:
+            # Without its pub/sub connection a node misses other nodes' events: send clients
+            # elsewhere until it is back (it resyncs its own sessions meanwhile).
+            checks["broker"] = "ok" if broker.connected else "disconnected"
         ok = all(v == "ok" for k, v in checks.items() if k != "disk")  # disk: uploads only
         rooms, _ = rt.rooms.summary()
         return json_response(
@@ -93,6 +100,7 @@ def health_blueprint(rt: Runtime) -> Blueprint:
                 writes_queued=rt.store.queued,
                 rooms=rooms,
                 byte_relay=asdict(rt.byte_relay.stats) if rt.byte_relay else None,
+                broker=broker,
             ),
             200 if ok else 503,
         )

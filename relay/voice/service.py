@@ -23,6 +23,9 @@ import contextlib
 import logging
 import secrets
 import socket
+import struct
+import sys
+import time
 from typing import TYPE_CHECKING
 
 import trio
@@ -60,6 +63,11 @@ REAP_EVERY_S = 1.0
 MAX_DISCOVERED = 4  # discovery source addresses remembered per session
 RECV_BATCH = 256  # datagrams read per turn of the UDP receiver
 UDP_BUFFER_BYTES = 4 * 1024 * 1024
+# SO_TIMESTAMPNS (Linux; Python's socket module lacks the name): the kernel stamps each datagram
+# with its arrival time, so the voice actor can drop what waited too long (voice_max_delay_ms).
+SO_TIMESTAMPNS = 35 if sys.platform == "linux" else None
+_TIMESPEC = struct.Struct("@ll")
+_ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
 class VoiceSession:
@@ -133,6 +141,7 @@ class VoiceService:
             settings.voice_max_packet_bytes,
             settings.voice_max_packets_per_s,
             settings.voice_max_bytes_per_s,
+            settings.voice_max_delay_ms / 1000,
         )
         self.actors: Registry[VoiceMsg] = Registry(self._new_actor)
         self.sessions: dict[int, VoiceSession] = {}  # user id -> session
@@ -155,6 +164,8 @@ class VoiceService:
                 # the kernel's default (~200 KB) overflowed at 50 members (and caps this at
                 # net.core.rmem_max / wmem_max).
                 sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER_BYTES)
+            if SO_TIMESTAMPNS is not None:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             sock.bind((self.settings.host, self.settings.voice_udp_port))
             self.sock = sock
             self.udp_port = sock.getsockname()[1]
@@ -277,13 +288,14 @@ class VoiceService:
         muted, deaf, speak = flags_of(after)
         self._tell(session, SetFlags(user_id, muted, deaf, speak))
 
-    def packet(self, session: VoiceSession, data: bytes) -> None:
-        """A media packet from the session's own transport."""
+    def packet(self, session: VoiceSession, data: bytes, arrived: float = 0.0) -> None:
+        """A media packet from the session's own transport; `arrived`: when the kernel got it
+        (wall clock), 0 if not known."""
         actor = session.actor
         if actor is None or session.closer is None:
             return
         try:
-            actor.tell(Packet(session.user_id, data))
+            actor.tell(Packet(session.user_id, data, arrived))
         except (ActorStopped, Overloaded):
             self.stats.dropped["inbox"] += 1
 
@@ -330,11 +342,19 @@ class VoiceService:
         """Read every datagram that is waiting (up to RECV_BATCH) between two yields: one task
         switch per batch rather than per packet."""
         max_bytes = self.settings.voice_max_packet_bytes
+        stamped = SO_TIMESTAMPNS is not None
+        arrived = 0.0
+        max_delay_s = self.limits.max_delay_s
         while True:
             await trio.lowlevel.wait_readable(sock)
+            too_old = time.time() - max_delay_s  # a batch is read in well under a millisecond
             for _ in range(RECV_BATCH):
                 try:
-                    data, addr = sock.recvfrom(max_bytes + 1)
+                    if stamped:
+                        data, ancillary, _, addr = sock.recvmsg(max_bytes + 1, _ANCILLARY_BYTES)
+                        arrived = _arrival(ancillary)
+                    else:
+                        data, addr = sock.recvfrom(max_bytes + 1)
                 except BlockingIOError:
                     break
                 except OSError:  # e.g. ICMP port unreachable from an earlier send
@@ -342,7 +362,10 @@ class VoiceService:
                 addr = (addr[0], addr[1])
                 session = self.by_addr.get(addr)
                 if session is not None:
-                    self.packet(session, data)
+                    if arrived and arrived < too_old:  # dropped here, where it costs least
+                        self.stats.dropped["late"] += 1
+                    else:
+                        self.packet(session, data, arrived)
                 elif rtp.is_discovery(data):
                     self._discovery(sock, data, addr)
                 else:
@@ -408,3 +431,12 @@ class VoiceService:
             ]:
                 self.end(session, int(VoiceClose.DISCONNECTED), "resume grace over")
                 self.states.leave(session.user_id)
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """The kernel's receive time of a datagram (SO_TIMESTAMPNS), 0 if it gave none."""
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            seconds, nanoseconds = _TIMESPEC.unpack(value)
+            return float(seconds + nanoseconds * 1e-9)
+    return 0.0

@@ -223,10 +223,12 @@ class Bench:
         latency: bool,
         warm_s: float | None = None,
         measure_s: float | None = None,
+        extra_pids: list[int] | None = None,
     ) -> dict[str, Any]:
         """One measured window: start the senders at t0, count from `warm` to `end`, then wait
         until every connection has every message. Returns the figures (and records them).
-        `warm_s` and `measure_s` default to the configuration's."""
+        `warm_s` and `measure_s` default to the configuration's; `extra_pids`: more server-side
+        processes whose CPU counts as the server's (a cluster's other nodes, its broker)."""
         config = self.config
         warm_s = config.warm_s if warm_s is None else warm_s
         measure_s = config.measure_s if measure_s is None else measure_s
@@ -240,7 +242,7 @@ class Bench:
         if sender is not None and not ws_sender:
             sender.send(dict(base, **sender_cmd))
         lg = [w.pid for w in receivers] + ([sender.pid] if sender and not ws_sender else [])
-        server_cpu, lg_cpu = CpuMeter([server_pid]), CpuMeter(lg)
+        server_cpu, lg_cpu = CpuMeter([server_pid, *(extra_pids or ())]), CpuMeter(lg)
         _sleep_until(warm)
         server_cpu.start()
         lg_cpu.start()

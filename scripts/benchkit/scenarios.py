@@ -898,6 +898,12 @@ def _sleep_until_ns(t_ns: int) -> None:
         time.sleep(delay)
 
 
+def _cluster(bench: Bench) -> list[Row]:
+    from benchkit.cluster import cluster
+
+    return cluster(bench)
+
+
 SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "fanout": fanout,
     "write": write_path,
@@ -908,6 +914,7 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "search": search_scenario,
     "files": files,
     "voice": voice,
+    "cluster": _cluster,
     "storage": storage,
 }
 

@@ -10,6 +10,7 @@ import trio
 
 from relay.client import ApiError, open_gateway
 from relay.protocol.gateway import Close
+from relay.storage.schema import LATEST_VERSION
 from tests.cli.conftest import BIN, clean_env
 from tests.cli.test_admin import PASSWORD, close_code, user_json
 from tests.conftest import settings_for, start_server
@@ -38,7 +39,7 @@ async def test_admin_commands_on_postgresql_reach_the_running_server(
         capture_stdout=True,
         capture_stderr=True,
     )
-    assert migrated.stdout == b"postgresql: schema version 13\n"
+    assert migrated.stdout == f"postgresql: schema version {LATEST_VERSION}\n".encode()
     running, shutdown = await start_server(nursery, settings_for(tmp_path, database=dsn))
     assert (await relay_cli("user", "create", "alice", stdin=PASSWORD)).code == 0
     taken = await relay_cli("user", "create", "ALICE", stdin=PASSWORD)

@@ -481,14 +481,41 @@ async def test_slow_consumer_is_cut_off_and_can_resume(gateway_server: RunningSe
             session_id = json.loads(ready.data)["d"]["session_id"]
 
             seen: list[str] = []
+            got: list[str] = []
+            last_seq = 0
 
             async def carol_reads(gw: Gateway) -> None:
                 while len(seen) < total:
                     seen.append((await gw.dispatch("MESSAGE_CREATE"))["d"]["id"])
 
+            async def bob_reads_once_cut() -> None:
+                # Bob stays silent until the server has cut him, then reads what was queued
+                # before the cut and the close frame, which the server gives up on after its
+                # close timeout (2 s): reading at once keeps a loaded machine inside it.
+                nonlocal last_seq
+                session = gateway_server.runtime.hub.sessions[session_id]
+                while session.sink is not None:  # noqa: ASYNC110 (the hub has no event for it)
+                    await trio.sleep(0.005)
+                text = ""
+                while True:
+                    event = await slow.next_event()
+                    assert event is not None, "closed without a close frame"
+                    if isinstance(event, CloseConnection):
+                        assert event.code == 4010
+                        return
+                    if isinstance(event, TextMessage):  # wsproto hands over partial messages
+                        text += event.data
+                        if not event.message_finished:
+                            continue
+                        frame, text = json.loads(text), ""
+                        if frame.get("t") == "MESSAGE_CREATE":
+                            got.append(frame["d"]["id"])
+                        last_seq = frame.get("s") or 0
+
             async with open_gateway(gateway_server.ws_url) as c, trio.open_nursery() as nursery:
                 await c.identify(carol.token)
                 nursery.start_soon(carol_reads, c)
+                nursery.start_soon(bob_reads_once_cut)
                 posted = [
                     (await post(alice, channel, f"{i:04d}" + "x" * 3996))["id"]
                     for i in range(total)
@@ -496,22 +523,6 @@ async def test_slow_consumer_is_cut_off_and_can_resume(gateway_server: RunningSe
             assert seen == posted  # Carol got everything, in order, despite Bob
 
             # Bob's socket: what was queued before the cut, then the slow-consumer close.
-            got: list[str] = []
-            text = ""
-            while True:
-                event = await slow.next_event()
-                assert event is not None, "closed without a close frame"
-                if isinstance(event, CloseConnection):
-                    assert event.code == 4010
-                    break
-                if isinstance(event, TextMessage):  # wsproto hands over partial messages
-                    text += event.data
-                    if not event.message_finished:
-                        continue
-                    frame, text = json.loads(text), ""
-                    if frame.get("t") == "MESSAGE_CREATE":
-                        got.append(frame["d"]["id"])
-                    last_seq = frame.get("s") or 0
             assert got == posted[: len(got)]
             assert len(got) < total
 

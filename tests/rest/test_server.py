@@ -65,6 +65,7 @@ async def test_healthz_and_readyz(client: RelayClient) -> None:
     assert ready["checks"] == {"database": "ok", "actors": "ok", "disk": "ok"}
     assert ready["rooms"] == {"number_of_rooms": 0, "current_clients": 0, "committed_clients": 0}
     assert ready["byte_relay"] is None  # relay_port is off in these tests
+    assert ready["broker"] is None  # one process: no broker (docs/cluster.md)
     assert ready["writes_queued"] == 0  # the writer keeps up with an idle server
 
 

@@ -20,7 +20,8 @@ import pytest
 import trio
 
 from relay.client import RelayClient, open_gateway
-from relay.voice_client import VoiceClient, join_voice, open_voice
+from relay.voice_client import VoiceClient, join_voice
+from tests.voice.test_voice import pump_until, voice_of
 from tests.web.conftest import free_port
 
 if TYPE_CHECKING:
@@ -128,26 +129,21 @@ async def test_the_server_process_never_holds_an_e2ee_key(
                 g = await stack.enter_async_context(open_gateway(ws_url))
                 await g.identify(client.access_token)
                 grant = await join_voice(g, server_id, voice_id)
-                assert g.session_id is not None
-                voice = await stack.enter_async_context(
-                    open_voice(
-                        ws_url,
-                        server_id=server_id,
-                        user_id=user_id,
-                        session_id=g.session_id,
-                        token=grant["token"],
-                        protocol=protocol,
-                        e2ee=True,
+                clients.append(
+                    await voice_of(
+                        stack, ws_url, g, user_id, server_id, grant["token"], protocol, e2ee=True
                     )
                 )
-                clients.append(voice)
             ca, cb = clients
-            await ca.pump(0.3)
-            await cb.pump(0.3)
+            assert ca.e2ee is not None
+            assert cb.e2ee is not None
+            ea, eb = ca.e2ee, cb.e2ee
+            await pump_until(ca, lambda: bob_id in ea.peers)
+            await pump_until(cb, lambda: alice_id in eb.peers)
             await ca.rotate_e2ee()
             await cb.rotate_e2ee()
-            await ca.pump(0.3)
-            await cb.pump(0.3)
+            await pump_until(ca, lambda: (bob_id, 1) in ea.keys)
+            await pump_until(cb, lambda: (alice_id, 1) in eb.keys)
             # They talk, both ways, end to end encrypted.
             await ca.send_frame(frames[0])
             await ca.send_frame(frames[1])

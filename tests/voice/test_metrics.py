@@ -4,6 +4,7 @@ and bytes forwarded, and each reason a packet is dropped, caused by real clients
 from __future__ import annotations
 
 import socket
+import time
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ import trio
 from relay.protocol import rtp
 from tests.conftest import settings_for, start_server
 from tests.test_metrics import Samples, scrape, value
-from tests.voice.test_voice import join_voice_flags, open_member_voice, setup
+from tests.voice.test_voice import join_voice_flags, open_member_voice, receive_within, setup
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -108,4 +109,29 @@ async def test_voice_metrics_count_members_packets_and_drops(
         while value(samples, "relay_voice_connections", state="connected") != 0:
             samples = await scrape(url, TOKEN)
         assert value(samples, "relay_voice_connections", state="resumable") == 2
+    await shutdown()
+
+
+async def test_packets_that_waited_too_long_in_the_server_are_dropped_as_late(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, metrics_token=TOKEN, voice_max_delay_ms=50)
+    server, shutdown = await start_server(nursery, settings)
+    url = f"{server.url}/metrics"
+    (a, b), server_id, voice_id = await setup(server, 2)
+    with trio.fail_after(20):
+        async with AsyncExitStack() as stack:
+            _, ca, _ = await open_member_voice(stack, server.ws_url, a, server_id, voice_id, "udp")
+            _, cb, _ = await open_member_voice(stack, server.ws_url, b, server_id, voice_id, "udp")
+            await ca.send_frame(b"on time")
+            assert await receive_within(cb) == [b"on time"]
+            # The server shares this test's event loop: blocking it is a stalled server, with
+            # five packets waiting in its socket buffer for longer than 50 ms.
+            burst(ca, [b"stale"] * 5)
+            time.sleep(0.2)  # noqa: ASYNC251 (blocking the loop is the point)
+            await ca.send_frame(b"fresh")
+            assert await receive_within(cb) == [b"fresh"]
+            samples = await until(url, "relay_voice_packets_dropped", 5, reason="late")
+            assert value(samples, "relay_voice_packets_dropped_total", reason="late") == 5
+            assert value(samples, "relay_voice_packets_forwarded_total") == 2
     await shutdown()

@@ -22,6 +22,8 @@ from relay.voice_client import VoiceClient, VoiceClosed, join_voice, open_voice,
 from tests.gateway.conftest import Member, join, new_member
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from relay.client import Gateway
     from tests.conftest import RunningServer
 
@@ -82,26 +84,9 @@ async def test_two_members_udp_and_websocket_hear_each_other(
         vb = await join_voice(gb, server_id, voice_id, self_mute=False)
         states = await b.client.call("GET", f"/v1/api/channels/{voice_id}/voice-states")
         assert {s["user_id"] for s in states} == {a.user_id, b.user_id}
-        assert ga.session_id is not None
-        assert gb.session_id is not None
-        async with (
-            open_voice(
-                url,
-                server_id=server_id,
-                user_id=a.user_id,
-                session_id=ga.session_id,
-                token=va["token"],
-                protocol="udp",
-            ) as ca,
-            open_voice(
-                url,
-                server_id=server_id,
-                user_id=b.user_id,
-                session_id=gb.session_id,
-                token=vb["token"],
-                protocol="websocket",
-            ) as cb,
-        ):
+        async with AsyncExitStack() as stack:
+            ca = await voice_of(stack, url, ga, a.user_id, server_id, va["token"], "udp")
+            cb = await voice_of(stack, url, gb, b.user_id, server_id, vb["token"], "websocket")
             assert ca.ready["modes"] == [rtp.MODE]
             for frame in frames:
                 await ca.send_frame(frame)
@@ -184,18 +169,8 @@ async def connect_all(
         g = await stack.enter_async_context(open_gateway(url))
         await g.identify(m.token)
         grant = await join_voice(g, server_id, voice_id)
-        assert g.session_id is not None
         protocol = "websocket" if i % 3 == 2 else "udp"
-        c = await stack.enter_async_context(
-            open_voice(
-                url,
-                server_id=server_id,
-                user_id=m.user_id,
-                session_id=g.session_id,
-                token=grant["token"],
-                protocol=protocol,
-            )
-        )
+        c = await voice_of(stack, url, g, m.user_id, server_id, grant["token"], protocol)
         gateways.append(g)
         clients.append(c)
     return gateways, clients
@@ -339,23 +314,54 @@ async def test_gateway_session_end_and_kick_and_connect_refusal(
                 await join_voice(gb, server_id, voice_id)
 
 
-async def open_member_voice(
-    stack: AsyncExitStack, url: str, m: Member, server_id: str, voice_id: str, protocol: str
-) -> tuple[Gateway, VoiceClient, str]:
-    g = await stack.enter_async_context(open_gateway(url))
-    await g.identify(m.token)
-    grant = await join_voice(g, server_id, voice_id)
+async def pump_until(client: VoiceClient, condition: Callable[[], bool]) -> None:
+    """Read `client`'s control frames until what they teach makes `condition` true."""
+    with trio.fail_after(5):
+        while not condition():
+            await client.pump(0.02)
+
+
+async def voice_of(
+    stack: AsyncExitStack,
+    url: str,
+    g: Gateway,
+    user_id: str,
+    server_id: str,
+    token: str,
+    protocol: str,
+    *,
+    e2ee: bool = False,
+) -> VoiceClient:
+    """The voice connection of `user_id`'s gateway session `g`, closed with `stack`."""
     assert g.session_id is not None
-    c = await stack.enter_async_context(
+    return await stack.enter_async_context(
         open_voice(
             url,
             server_id=server_id,
-            user_id=m.user_id,
+            user_id=user_id,
             session_id=g.session_id,
-            token=grant["token"],
+            token=token,
             protocol=protocol,
+            e2ee=e2ee,
         )
     )
+
+
+async def open_member_voice(
+    stack: AsyncExitStack,
+    url: str,
+    m: Member,
+    server_id: str,
+    voice_id: str,
+    protocol: str,
+    *,
+    e2ee: bool = False,
+) -> tuple[Gateway, VoiceClient, str]:
+    """`m` identifies on a new gateway connection, joins the voice channel and connects."""
+    g = await stack.enter_async_context(open_gateway(url))
+    await g.identify(m.token)
+    grant = await join_voice(g, server_id, voice_id)
+    c = await voice_of(stack, url, g, m.user_id, server_id, grant["token"], protocol, e2ee=e2ee)
     return g, c, grant["token"]
 
 
@@ -503,17 +509,7 @@ async def test_video_sources_selection_keyframe_requests_and_permissions(
         # c joins again (permissions are taken at the join) and tries a screen: 4018.
         await gc.send(4, {"server_id": server_id, "channel_id": None})
         grant = await join_voice(gc, server_id, voice_id)
-        assert gc.session_id is not None
-        c2 = await stack.enter_async_context(
-            open_voice(
-                url,
-                server_id=server_id,
-                user_id=c.user_id,
-                session_id=gc.session_id,
-                token=grant["token"],
-                protocol="websocket",
-            )
-        )
+        c2 = await voice_of(stack, url, gc, c.user_id, server_id, grant["token"], "websocket")
         with trio.fail_after(5), pytest.raises(VoiceClosed) as refused:
             await c2.announce_sources(["screen"])
         assert refused.value.code == 4018
@@ -526,21 +522,9 @@ async def test_e2ee_server_forwards_what_it_cannot_read(voice_server: RunningSer
     frame = opus_frames(1)[0]
     async with AsyncExitStack() as stack:
 
-        async def member(m: Member, e2ee: bool = True) -> tuple[Gateway, VoiceClient]:
-            g = await stack.enter_async_context(open_gateway(url))
-            await g.identify(m.token)
-            grant = await join_voice(g, server_id, voice_id)
-            assert g.session_id is not None
-            client = await stack.enter_async_context(
-                open_voice(
-                    url,
-                    server_id=server_id,
-                    user_id=m.user_id,
-                    session_id=g.session_id,
-                    token=grant["token"],
-                    protocol="websocket",
-                    e2ee=e2ee,
-                )
+        async def member(m: Member) -> tuple[Gateway, VoiceClient]:
+            g, client, _ = await open_member_voice(
+                stack, url, m, server_id, voice_id, "websocket", e2ee=True
             )
             return g, client
 
@@ -554,14 +538,14 @@ async def test_e2ee_server_forwards_what_it_cannot_read(voice_server: RunningSer
 
         _, ca = await member(a)
         _, cb = await member(b)
-        await ca.pump(0.2)
-        await cb.pump(0.2)
         assert ca.e2ee is not None
         assert cb.e2ee is not None
+        ea, eb = ca.e2ee, cb.e2ee
+        await pump_until(ca, lambda: b.user_id in ea.peers)
+        await pump_until(cb, lambda: a.user_id in eb.peers)
         await ca.rotate_e2ee()
         await cb.rotate_e2ee()
-        await ca.pump(0.2)
-        await cb.pump(0.2)
+        await pump_until(cb, lambda: (a.user_id, 1) in eb.keys)
         await ca.send_frame(frame)
         with trio.fail_after(5):
             raw = await cb.receive_raw()
@@ -579,12 +563,11 @@ async def test_e2ee_server_forwards_what_it_cannot_read(voice_server: RunningSer
         # A joiner gets only the keys made after it came: a rotates, b's old key stays unknown.
         old_epoch = ca.e2ee.epoch
         _, cc = await member(c)
-        await cc.pump(0.2)
-        await ca.pump(0.2)
-        await ca.rotate_e2ee()
-        await cc.pump(0.2)
         assert cc.e2ee is not None
-        assert (a.user_id, old_epoch + 1) in cc.e2ee.keys
+        ec = cc.e2ee
+        await pump_until(ca, lambda: c.user_id in ea.peers)
+        await ca.rotate_e2ee()
+        await pump_until(cc, lambda: (a.user_id, old_epoch + 1) in ec.keys)
         assert (a.user_id, old_epoch) not in cc.e2ee.keys
         assert (b.user_id, cb.e2ee.epoch) not in cc.e2ee.keys
 

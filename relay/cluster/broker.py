@@ -1,0 +1,272 @@
+"""The broker client: one Redis connection pool per process, a batching publisher and one
+pub/sub connection whose subscriptions follow what local sessions need.
+
+Publishing never blocks the caller: `publish` queues (bounded by `broker_publish_queue`; when
+full the publication is dropped and counted, policy "drop newest"), and one task sends what is
+queued in pipelines of up to PUBLISH_BATCH. Receiving: one task reads the pub/sub connection
+and hands each message to a bounded inbox (`broker_queue`). coredis's own queue is unbounded,
+but this task empties it as fast as messages arrive and does nothing else, so what waits is in
+the inbox. When the inbox is full the node has fallen behind: policy "resync", the inbox is
+emptied and `on_behind` is told every topic whose messages were dropped (relay.cluster.fanout
+closes the sessions that needed them).
+
+Resource handling: `run()` owns the publisher and the subscriber; the client itself is opened
+by `open_broker` at the top of the task tree (relay.services) and closed after them.
+
+Error handling: a lost pub/sub connection means messages were missed: `on_behind` hears every
+subscribed topic, then the subscriber reconnects with backoff and subscribes again. A failed
+publish batch is dropped and counted (its readers on other nodes miss it; see docs/cluster.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import coredis
+import trio
+
+from relay.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterable
+
+    from relay.config import Settings
+
+log = logging.getLogger("relay.cluster")
+
+PUBLISH_BATCH = 256  # publications per pipeline (77k/s at 64 on this machine, 5.8k/s one by one)
+SUBSCRIBE_TIMEOUT_S = 30.0
+RECONNECT_MIN_S = 0.1
+RECONNECT_MAX_S = 5.0
+
+Received = tuple[float, str, bytes]  # (trio time it arrived, topic, payload)
+SEPARATOR = b"|"  # never in a node id (relay.config.NodeId)
+
+
+def frame(node_id: str, payload: bytes) -> bytes:
+    """A publication as it goes to Redis: the publisher's node id, then the payload, so that a
+    node drops its own publications before decoding or queueing them."""
+    return node_id.encode() + SEPARATOR + payload
+
+
+def unframe(data: bytes) -> tuple[bytes, bytes]:
+    """(node id, payload) of a publication; raises ValueError if it has no header."""
+    node, separator, payload = data.partition(SEPARATOR)
+    if not separator:
+        raise ValueError("a publication without its node header")
+    return node, payload
+
+
+class FellBehind(Exception):
+    """The watchdog's probes come back later than `broker_max_lag_s`."""
+
+
+def default_node_id() -> str:
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())
+    return f"{host[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Broker:
+    def __init__(self, redis: coredis.Redis[bytes], settings: Settings) -> None:
+        self.redis = redis
+        self.node_id = settings.node_id or default_node_id()
+        self._outbox_send, self._outbox_recv = trio.open_memory_channel[tuple[str, bytes]](
+            settings.broker_publish_queue
+        )
+        self._inbox_send, self.inbox = trio.open_memory_channel[Received](settings.broker_queue)
+        self.max_lag_s = settings.broker_max_lag_s
+        # This node's own topic: the watchdog's probes go round through Redis on it.
+        self.probe_topic = f"relay:n:{self.node_id}"
+        self.lag_s = 0.0  # how late the latest probe came back
+        self._heard_up_to = 0.0  # when the latest probe that came back was sent (Trio time)
+        self.wanted: set[str] = {self.probe_topic}  # topics local sessions need, and the probe's
+        self.subscribed: set[str] = set()  # topics the pub/sub connection is subscribed to
+        self._wanted_changed = trio.Event()
+        # Told the topics whose messages were lost (inbox overflow, lost connection); sync.
+        self.on_behind: Callable[[set[str]], None] = lambda topics: None
+        self.connected = False
+        self.published = 0
+        self.publish_dropped = 0  # queue full or a failed pipeline
+        self.received = 0  # other nodes' publications heard
+        self.own_skipped = 0  # this node's own publications heard back and dropped unread
+        self._mark = self.node_id.encode() + SEPARATOR
+        self.resyncs = 0  # times messages were lost and on_behind was told
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    def publish(self, topic: str, data: bytes) -> None:
+        """Queue a publication (never blocks); dropped and counted when the queue is full.
+        Sent framed with this node's id (`frame`)."""
+        try:
+            self._outbox_send.send_nowait((topic, self._mark + data))
+        except trio.WouldBlock:
+            self.publish_dropped += 1
+            if self.publish_dropped % 1000 == 1:
+                log.warning("broker publish queue full: dropping", extra={"topic": topic})
+
+    async def _publish_forever(self) -> None:
+        recv = self._outbox_recv
+        async for first in recv:
+            batch = [first]
+            while len(batch) < PUBLISH_BATCH:
+                try:
+                    batch.append(recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for topic, data in batch:
+                        pipe.publish(topic, data)
+                self.published += len(batch)
+            except (coredis.exceptions.RedisError, OSError) as e:
+                self.publish_dropped += len(batch)
+                log.warning("broker publish failed", extra={"error": str(e), "n": len(batch)})
+                await trio.sleep(RECONNECT_MIN_S)
+
+    # -- subscribing -----------------------------------------------------------------------------
+
+    def want(self, topics: Iterable[str]) -> None:
+        """The topics local sessions need now; the subscriber catches up (subscribes to the
+        new ones, unsubscribes from the rest) without blocking the caller."""
+        topics = {*topics, self.probe_topic}
+        if topics != self.wanted:
+            self.wanted = topics
+            self._wanted_changed.set()
+
+    def drain(self) -> set[str]:
+        """Empty the inbox; the topics of what was in it."""
+        topics: set[str] = set()
+        while True:
+            try:
+                topics.add(self.inbox.receive_nowait()[1])
+            except trio.WouldBlock:
+                return topics
+
+    def _behind(self, topics: set[str]) -> None:
+        self.resyncs += 1
+        self.on_behind(topics)
+
+    async def _subscribe_forever(self) -> None:
+        backoff = RECONNECT_MIN_S
+        while True:
+            began = trio.current_time()
+            try:
+                await self._subscribed_session()
+            except Exception as e:  # any failure of the connection: resync, then retry
+                log.warning("broker subscription lost", extra={"error": repr(e)})
+            if trio.current_time() - began > RECONNECT_MAX_S:
+                backoff = RECONNECT_MIN_S  # it had been working: not a failing Redis
+            self.connected = False
+            lost = self.subscribed | self.drain()
+            self.subscribed = set()
+            if lost:
+                self._behind(lost)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, RECONNECT_MAX_S)
+
+    async def _subscribed_session(self) -> None:
+        # retry_policy=None: coredis would otherwise reconnect and resubscribe by itself,
+        # silently, and the messages published meanwhile would be lost unnoticed.
+        async with (
+            self.redis.pubsub(
+                ignore_subscribe_messages=True,
+                retry_policy=None,
+                # Thousands of topics at once (sessions reconnecting) on a busy node: coredis's
+                # default 1 s for their acknowledgements would fail the connection.
+                subscription_timeout=SUBSCRIBE_TIMEOUT_S,
+            ) as pubsub,
+            trio.open_nursery() as nursery,
+        ):
+            self.connected = True
+            self._heard_up_to = trio.current_time()
+            nursery.start_soon(self._read, pubsub)
+            nursery.start_soon(self._watch)
+            while True:
+                self._wanted_changed = trio.Event()
+                wanted = set(self.wanted)
+                new, gone = wanted - self.subscribed, self.subscribed - wanted
+                if new:
+                    self.subscribed |= new  # before: its first messages may beat the ack
+                    await pubsub.subscribe(*sorted(new))
+                if gone:
+                    # Forgotten at once: what still arrives for them is ignored (`_read`).
+                    self.subscribed -= gone
+                    await pubsub.unsubscribe(*sorted(gone))
+                if self.wanted == wanted:
+                    await self._wanted_changed.wait()
+
+    async def _read(self, pubsub: coredis.patterns.pubsub.PubSub[bytes]) -> None:
+        send = self._inbox_send
+        while True:
+            message = await pubsub.get_message()
+            if message is None or message["type"] != "message":
+                continue  # subscription acknowledgements
+            channel, data = message["channel"], message["data"]
+            topic = channel.decode() if isinstance(channel, bytes) else str(channel)
+            if topic not in self.subscribed:
+                continue
+            assert isinstance(data, bytes)
+            if topic == self.probe_topic:
+                self._probe_heard(data)
+                continue
+            if data.startswith(self._mark):
+                self.own_skipped += 1  # delivered here when it was published
+                continue
+            try:
+                payload = unframe(data)[1]
+            except ValueError:
+                log.warning("broker message without a node header", extra={"topic": topic})
+                continue
+            self.received += 1
+            try:
+                send.send_nowait((trio.current_time(), topic, payload))
+            except trio.WouldBlock:
+                self._behind({topic} | self.drain())
+
+    async def _watch(self) -> None:
+        """The watchdog: a probe through Redis every quarter of `broker_max_lag_s`; when the
+        latest one heard back is older than that (plus the probe interval), what this node hears
+        is that late: everything queued for it in Redis and in its socket is dropped with the
+        connection (FellBehind), and `_subscribe_forever` resyncs and reconnects."""
+        every = self.max_lag_s / 4
+        while True:
+            self.publish(self.probe_topic, repr(trio.current_time()).encode())
+            await trio.sleep(every)
+            late = trio.current_time() - self._heard_up_to
+            if late > self.max_lag_s + every:
+                raise FellBehind(f"the broker's messages arrive {late:.1f} s late")
+
+    def _probe_heard(self, data: bytes) -> None:
+        try:
+            sent = float(unframe(data)[1])
+        except ValueError:
+            return
+        self._heard_up_to = max(self._heard_up_to, sent)
+        self.lag_s = trio.current_time() - sent
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._publish_forever)
+            nursery.start_soon(self._subscribe_forever)
+            task_status.started()
+
+
+@asynccontextmanager
+async def open_redis(url: str) -> AsyncIterator[coredis.Redis[bytes]]:
+    """The Redis client of the process (one connection pool), checked with a PING.
+
+    Raises:
+        ConfigError: the broker does not answer (start-up stops with this one line)."""
+    client: coredis.Redis[bytes] = coredis.Redis.from_url(url)
+    async with client:
+        try:
+            await client.ping()
+        except (coredis.exceptions.RedisError, OSError) as e:
+            where = url.split("@")[-1]  # no password in the message
+            raise ConfigError(f"broker {where} (RELAY_BROKER) does not answer: {e}") from None
+        yield client

@@ -1,0 +1,332 @@
+"""The fan-out across processes: `BrokerFanout` wraps this node's hub (the in-process fan-out,
+relay.gateway.hub) and the broker (relay.cluster.broker).
+
+Everything the chat layer hands it is delivered locally, as in one process, and published once
+to the broker's topic for it (relay.cluster.envelope): `to_server` on the server's topic,
+`to_users` on each user's, `announce` on `relay:changes`; channel events and new messages at
+their channel actor's turn (the hub's `on_channel_event`) on their server's topic, or for a DM
+on each recipient's. The node subscribes to exactly the topics its local sessions need (a
+server's while one of its members is online here, a user's while they have a session here,
+and the two global ones), following the hub's indexes, and delivers what it hears to its local
+sessions, encoding each event once as the hub does. It skips its own publications (it delivered
+them already).
+
+New messages (`post`, `post_with`) still go to this node's channel actor: ordering one channel
+across processes needs one owner per channel (the channel-lease work in relay.cluster.lease),
+whose forwarding plugs in at `_owner_post`.
+
+Falling behind: the broker's inbox is bounded (`broker_queue`); when it overflows, or a message
+waited longer than `broker_max_lag_s` before its turn, or the pub/sub connection was lost, the
+messages for some topics were lost: the sessions that needed them are ended and closed with
+4014 (RESYNC) so that their clients IDENTIFY again (`_behind`); a lost global topic (changes,
+presence) ends every session here and drops every permission view.
+
+Resource handling: `run()` owns the delivering task, the subscription follower and the online
+directory's renewal; the broker's tasks are the broker's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Protocol
+
+import msgspec
+import trio
+
+from relay.cluster import envelope
+from relay.cluster.broker import frame
+from relay.cluster.envelope import (
+    CHANGES,
+    PRESENCE,
+    ChangeCast,
+    ChannelCast,
+    OnlineCast,
+    PresenceCast,
+    ServerCast,
+    UserCast,
+    as_event,
+    server_topic,
+    user_topic,
+)
+from relay.cluster.online import ONLINE_RENEW_S, OnlineDirectory, entry, hash_key
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable, Mapping
+
+    import outcome
+
+    from actors import Asked, Reply
+    from relay.chat.events import ChatEvent
+    from relay.chat.fanout import Change
+    from relay.chat.views import Views
+    from relay.cluster.broker import Broker
+    from relay.config import Settings
+    from relay.storage.audience import ChannelAudience
+    from relay.storage.messages import NewMessage, Posted
+
+log = logging.getLogger("relay.cluster")
+
+FOLLOW_EVERY_S = 0.02  # index changes within this long share one subscription update
+_SERVER = envelope.PREFIX + "s:"
+_USER = envelope.PREFIX + "u:"
+
+
+class LocalHub(Protocol):
+    """What the fan-out needs of this node's hub (relay.gateway.hub.Hub)."""
+
+    views: Views
+    on_channel_event: Callable[[ChannelAudience, ChatEvent], None] | None
+    on_presence: Callable[[int, str, str | None, list[int]], None] | None
+    on_indexes_changed: Callable[[], None] | None
+    online_elsewhere: Callable[[int], bool] | None
+
+    @property
+    def by_user(self) -> Mapping[int, Collection[object]]: ...
+    @property
+    def online_members(self) -> Mapping[int, Collection[int]]: ...
+
+    async def post(self, new: NewMessage) -> Asked[Posted]: ...
+    async def post_with(
+        self,
+        new: NewMessage,
+        on_answer: Callable[[outcome.Outcome[Posted]], object],
+        *,
+        deadline: float,
+    ) -> Reply[Posted]: ...
+    async def to_channel(self, channel_id: int, event: ChatEvent) -> None: ...
+    def to_server(self, server_id: int, event: ChatEvent) -> None: ...
+    def to_users(self, user_ids: Iterable[int], event: ChatEvent, *, dm: bool = False) -> None: ...
+    def announce(self, change: Change) -> None: ...
+    def online(self, server_id: int) -> Collection[int]: ...
+    def deliver_to_user(self, user_id: int, event: ChatEvent, *, dm: bool = False) -> None: ...
+    async def deliver_channel(
+        self, info: ChannelAudience, event: ChatEvent, write_now: bool = False
+    ) -> None: ...
+    def dm_recipients(self, info: ChannelAudience) -> Collection[int]: ...
+    def remote_presence(
+        self, user_id: int, status: str, activity: str | None, server_ids: Iterable[int]
+    ) -> None: ...
+    def resync(
+        self, server_ids: Iterable[int], user_ids: Iterable[int], *, everyone: bool = False
+    ) -> int: ...
+
+
+class BrokerFanout:
+    """`relay.chat.fanout.Fanout` across processes (module doc)."""
+
+    def __init__(self, hub: LocalHub, broker: Broker, settings: Settings) -> None:
+        self.hub = hub
+        self.broker = broker
+        self.node_id = broker.node_id
+        self.max_lag_s = settings.broker_max_lag_s
+        self.directory = OnlineDirectory(self.node_id)
+        self._published_online: dict[int, frozenset[int]] = {}  # server -> as last published
+        self._indexes_changed = trio.Event()
+        self.delivered = 0  # broker messages delivered here (other nodes' publications)
+        self.resynced_sessions = 0  # sessions ended because this node fell behind
+        hub.on_channel_event = self._channel_event
+        hub.on_presence = self._presence
+        hub.on_indexes_changed = self._indexes_changed.set
+        hub.online_elsewhere = self.directory.online_elsewhere
+        broker.on_behind = self._behind
+
+    # -- the chat layer's Fanout -----------------------------------------------------------------
+
+    async def post(self, new: NewMessage) -> Asked[Posted]:
+        return await self._owner_post(new)
+
+    async def _owner_post(self, new: NewMessage) -> Asked[Posted]:
+        # Where a post reaches its channel's owner. Today every node is the owner of the
+        # channels it posts to (ordering across nodes is the channel-lease work's: it forwards
+        # here to the node holding the channel's lease).
+        return await self.hub.post(new)
+
+    async def post_with(
+        self,
+        new: NewMessage,
+        on_answer: Callable[[outcome.Outcome[Posted]], object],
+        *,
+        deadline: float = math.inf,
+    ) -> Reply[Posted]:
+        # The same hook as `_owner_post`, for the gateway's pipelined sends.
+        return await self.hub.post_with(new, on_answer, deadline=deadline)
+
+    async def to_channel(self, channel_id: int, event: ChatEvent) -> None:
+        # Through the channel's actor, in order with its messages; published at its turn.
+        await self.hub.to_channel(channel_id, event)
+
+    def to_server(self, server_id: int, event: ChatEvent) -> None:
+        self.hub.to_server(server_id, event)
+        self._publish(server_topic(server_id), ServerCast(self.node_id, server_id, as_event(event)))
+
+    def to_users(self, user_ids: Iterable[int], event: ChatEvent, *, dm: bool = False) -> None:
+        user_ids = list(user_ids)
+        self.hub.to_users(user_ids, event, dm=dm)
+        for user_id in user_ids:
+            self._publish(user_topic(user_id), UserCast(self.node_id, user_id, as_event(event), dm))
+
+    def announce(self, change: Change) -> None:
+        self.hub.announce(change)
+        self._publish(CHANGES, ChangeCast(self.node_id, change))
+
+    def online(self, server_id: int) -> Collection[int]:
+        return self.directory.online(server_id, self.hub.online(server_id))
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    def _publish(self, topic: str, cast: envelope.Envelope) -> None:
+        self.broker.publish(topic, envelope.encode(cast))
+
+    def _channel_event(self, info: ChannelAudience, event: ChatEvent) -> None:
+        if info.server_id is not None:
+            cast = ChannelCast(self.node_id, info, as_event(event))
+            self._publish(server_topic(info.server_id), cast)
+            return
+        for user_id in self.hub.dm_recipients(info):
+            self._publish(
+                user_topic(user_id), ChannelCast(self.node_id, info, as_event(event), user_id)
+            )
+
+    def _presence(
+        self, user_id: int, status: str, activity: str | None, servers: list[int]
+    ) -> None:
+        self._publish(PRESENCE, PresenceCast(self.node_id, user_id, status, activity, servers))
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    async def _deliver_forever(self) -> None:
+        async for at, topic, data in self.broker.inbox:
+            if trio.current_time() - at > self.max_lag_s:
+                self.broker.resyncs += 1
+                self._behind({topic} | self.broker.drain())
+                continue
+            try:
+                cast = envelope.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                log.warning("undecodable broker message", extra={"topic": topic, "error": str(e)})
+                continue
+            if cast.node == self.node_id:
+                continue  # delivered here when it was published (the broker drops most unread)
+            self.delivered += 1
+            match cast:
+                case ServerCast(_, server_id, event):
+                    self.hub.to_server(server_id, event)
+                case UserCast(_, user_id, event, dm):
+                    self.hub.deliver_to_user(user_id, event, dm=dm)
+                case ChannelCast(_, info, event, None):
+                    # As the channel actor does: write at once when nothing else is waiting.
+                    write_now = self.broker.inbox.statistics().current_buffer_used == 0
+                    await self.hub.deliver_channel(info, event, write_now)
+                case ChannelCast(_, _, event, int() as user_id):
+                    self.hub.deliver_to_user(user_id, event, dm=True)
+                case ChangeCast(_, change):
+                    self.hub.announce(change)
+                case PresenceCast(node, user_id, status, activity, servers):
+                    if status == "offline" and (
+                        user_id in self.hub.by_user
+                        or self.directory.online_elsewhere(user_id, besides=node)
+                    ):
+                        continue  # gone from that node only: still online here or elsewhere
+                    self.hub.remote_presence(user_id, status, activity, servers)
+                case OnlineCast(node, server_id, users):
+                    self.directory.heard(node, server_id, users)
+
+    def _behind(self, topics: set[str]) -> None:
+        """Messages for `topics` were lost here: end the sessions that needed them (4014)."""
+        servers = {int(t.removeprefix(_SERVER)) for t in topics if t.startswith(_SERVER)}
+        users = {int(t.removeprefix(_USER)) for t in topics if t.startswith(_USER)}
+        everyone = CHANGES in topics or PRESENCE in topics
+        if everyone:
+            self.hub.views.invalidate_all()
+        ended = self.hub.resync(servers, users, everyone=everyone)
+        self.resynced_sessions += ended
+        log.warning(
+            "fell behind the broker: sessions resync",
+            extra={"topics": len(topics), "sessions": ended, "everyone": everyone},
+        )
+
+    # -- following the hub's indexes -------------------------------------------------------------
+
+    async def _follow_indexes(self) -> None:
+        """Keep the subscriptions and this node's published online sets in step with the hub's
+        indexes, a batch of changes at a time."""
+        while True:
+            await self._indexes_changed.wait()
+            await trio.sleep(FOLLOW_EVERY_S)
+            self._indexes_changed = trio.Event()
+            self.hub.on_indexes_changed = self._indexes_changed.set
+            online = self.hub.online_members
+            wanted = {CHANGES, PRESENCE}
+            wanted.update(user_topic(u) for u in self.hub.by_user)
+            wanted.update(server_topic(s) for s in online)
+            self.broker.want(wanted)
+            changed = {
+                s: frozenset(online.get(s, ()))
+                for s in {*online, *self._published_online}
+                if self._published_online.get(s) != frozenset(online.get(s, ()))
+            }
+            await self._publish_online(changed)
+
+    async def _publish_online(self, changed: dict[int, frozenset[int]]) -> None:
+        """Tell the other nodes this node's new online sets, and keep them in the hashes."""
+        if not changed:
+            return
+        new = [s for s in changed if s not in self._published_online]
+        for server_id, users in changed.items():
+            self._publish(server_topic(server_id), OnlineCast(self.node_id, server_id, list(users)))
+            if users:
+                self._published_online[server_id] = users
+            else:
+                self._published_online.pop(server_id, None)
+                self.directory.forget(server_id)
+        await self._write_hashes(changed, seed=new)
+
+    async def _write_hashes(self, servers: Mapping[int, frozenset[int]], seed: list[int]) -> None:
+        """Write this node's entries for `servers`, and read the `seed` servers' hashes (new
+        here: who is online on the other nodes)."""
+        redis = self.broker.redis
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                for server_id, users in servers.items():
+                    if users:
+                        pipe.hset(hash_key(server_id), {self.node_id: entry(users)})
+                    else:
+                        pipe.hdel(hash_key(server_id), [self.node_id])
+                reads = [(s, pipe.hgetall(hash_key(s))) for s in seed]
+            for server_id, fields in reads:
+                expired = self.directory.load(server_id, await fields)
+                if expired:
+                    await redis.hdel(hash_key(server_id), expired)
+        except Exception as e:  # Redis unreachable or answering oddly: retried at renewal
+            log.warning("online directory not written", extra={"error": repr(e)})
+
+    async def _renew_online(self) -> None:
+        """Every ONLINE_RENEW_S: renew this node's entries and re-read the others' (dropping
+        those of nodes that died)."""
+        while True:
+            await trio.sleep(ONLINE_RENEW_S)
+            servers = dict(self._published_online)
+            await self._write_hashes(servers, seed=list(servers))
+
+    async def leave(self) -> None:
+        """At shutdown: remove this node's online entries and tell the other nodes (best
+        effort: the entries expire after ONLINE_TTL_S anyway)."""
+        try:
+            async with self.broker.redis.pipeline(transaction=False) as pipe:
+                for server_id in self._published_online:
+                    pipe.hdel(hash_key(server_id), [self.node_id])
+                    gone = OnlineCast(self.node_id, server_id, [])
+                    pipe.publish(
+                        server_topic(server_id), frame(self.node_id, envelope.encode(gone))
+                    )
+        except Exception as e:
+            log.warning("online entries not removed: %r", e)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._deliver_forever)
+            nursery.start_soon(self._follow_indexes)
+            nursery.start_soon(self._renew_online)
+            self._indexes_changed.set()  # the global topics now, and whatever sessions need
+            task_status.started()

@@ -1,0 +1,128 @@
+"""Replay buffers in Redis Streams: a session written by one node is resumed on another with
+exactly the frames it missed, or not at all when some are gone (trimmed, ended, dropped)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+import coredis
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relay.cluster import replay
+from relay.cluster.replay import ReplayLog, SessionState
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from tests.realservers import RedisServer
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture
+async def client(redis: RedisServer) -> AsyncIterator[coredis.Redis[bytes]]:
+    opened: coredis.Redis[bytes] = coredis.Redis.from_url(redis.url, decode_responses=False)
+    async with opened:
+        yield opened
+
+
+def state(session_id: str, seq: int = 1) -> SessionState:
+    return SessionState(
+        session_id=session_id,
+        user_id=7,
+        auth_session_id=8,
+        encoding="json",
+        intents=3,
+        seq=seq,
+        node="",
+    )
+
+
+def frame(session_id: str, seq: int) -> bytes:
+    return f'{{"op":0,"s":{seq},"t":"X","d":"{session_id}"}}'.encode()
+
+
+async def test_a_session_resumes_on_another_node_with_exactly_what_it_missed(
+    client: coredis.Redis[bytes],
+) -> None:
+    prefix = f"test-replay-{next(_prefixes)}:"
+    a = ReplayLog(client, "a", size=1000, window_s=60, prefix=prefix)
+    b = ReplayLog(client, "b", size=1000, window_s=60, prefix=prefix)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await nursery.start(b.run)
+        with trio.fail_after(5):
+            a.open(state("s1"))  # after READY (seq 1, never kept)
+            for seq in range(2, 42):
+                a.append("s1", seq, frame("s1", seq))
+            await a.flushed()
+            # Node a dies here (nothing ended): node b serves the RESUME.
+            resumed = await b.resume("s1", 30)
+            assert resumed is not None
+            assert resumed.frames == [frame("s1", seq) for seq in range(31, 42)]
+            assert (resumed.state.seq, resumed.state.node, resumed.state.user_id) == (41, "a", 7)
+            empty = await b.resume("s1", 41)
+            assert empty is not None
+            assert empty.frames == []
+            assert await b.resume("s1", 42) is None  # from the future
+            assert await b.resume("nobody", 1) is None
+            # b takes it over and goes on numbering; a later RESUME sees one sequence.
+            b.open(resumed.state)
+            for seq in range(42, 45):
+                b.append("s1", seq, frame("s1", seq))
+            await b.flushed()
+            again = await a.resume("s1", 39)
+            assert again is not None
+            assert again.frames == [frame("s1", seq) for seq in range(40, 45)]
+            assert again.state.node == "b"
+            b.end("s1")  # logout: resumable nowhere
+            b.append("s1", 45, frame("s1", 45))  # ignored: it is over
+            await b.flushed()
+            assert not await client.exists([b.state_key("s1"), b.stream_key("s1")])
+            assert await a.resume("s1", 44) is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_trimmed_buffer_or_a_dropped_session_is_not_resumable(
+    client: coredis.Redis[bytes],
+) -> None:
+    prefix = f"test-replay-{next(_prefixes)}:"
+    log = ReplayLog(client, "a", size=10, window_s=60, prefix=prefix, max_pending=300)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        with trio.fail_after(5):
+            log.open(state("long"))
+            for seq in range(2, 252):
+                log.append("long", seq, frame("long", seq))
+            log.open(state("flood"))
+            for seq in range(2, 100):  # the queue holds 300: this one's appends overflow it
+                log.append("flood", seq, frame("flood", seq))
+            await log.flushed()
+            assert await log.resume("long", 1) is None  # trimmed: MAXLEN ~ 10
+            recent = await log.resume("long", 241)
+            assert recent is not None
+            assert recent.frames == [frame("long", seq) for seq in range(242, 252)]
+            assert await log.resume("flood", 1) is None  # dropped: never a stream with holes
+            assert log.dropped == 1
+            assert not await client.exists([log.stream_key("flood")])
+        nursery.cancel_scope.cancel()
+
+
+@given(
+    st.builds(
+        SessionState,
+        session_id=st.text(max_size=30),
+        user_id=st.integers(0, 2**63 - 1),
+        auth_session_id=st.integers(0, 2**63 - 1),
+        encoding=st.sampled_from(["json", "msgpack"]),
+        intents=st.integers(0, 2**31),
+        seq=st.integers(0, 2**63 - 1),
+        node=st.text(max_size=20),
+    )
+)
+def test_a_session_state_round_trips(value: SessionState) -> None:
+    assert replay._state_decoder.decode(replay._state_encoder.encode(value)) == value
