@@ -9,7 +9,11 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
+import trio
+
+from relay.client import open_gateway
 from tests.conftest import settings_for, start_server
+from tests.gateway.test_gateway import setup_pair, text_channel
 from tests.rest.test_messages import (
     error_of,
     history,
@@ -22,9 +26,7 @@ from tests.rest.test_messages import (
 if TYPE_CHECKING:
     from pathlib import Path
 
-    import trio
-
-    from tests.realservers import PostgresServer
+    from tests.realservers import PostgresServer, RedisServer
 
 
 async def test_the_api_on_postgresql(
@@ -101,3 +103,35 @@ async def test_the_api_on_postgresql(
         await bob.client.call("DELETE", f"/v1/api/servers/{w.server_id}/members/@me")
         assert (await error_of(bob, "GET", messages_path(w.text)))[0] in (403, 404)
     await shutdown()
+
+
+async def test_two_servers_share_one_postgresql_database(
+    nursery: trio.Nursery, tmp_path: Path, postgres: PostgresServer, redis: RedisServer
+) -> None:
+    """What PostgreSQL storage is for: two processes on one database (and one broker). Made on
+    one node, users and servers exist on the other; a message posted on one is in the other's
+    history at once and reaches a session there; the ids of both nodes never collide."""
+    common = {"database": postgres.new_database(), "broker": redis.url}
+    one, stop_one = await start_server(nursery, settings_for(tmp_path / "a", **common))
+    two, stop_two = await start_server(nursery, settings_for(tmp_path / "b", **common))
+    alice, bob, guild = await setup_pair(one)
+    channel = text_channel(guild)
+    path = f"/v1/api/channels/{channel}/messages"
+    bob_two = two.client()
+    bob_two.access_token = bob.token  # a login made on one node holds on the other
+    with trio.fail_after(20):
+        async with open_gateway(two.ws_url) as gw:
+            await gw.identify(bob.token)
+            sent = await alice.client.call("POST", path, {"content": "from node one"})
+            frame = await gw.dispatch("MESSAGE_CREATE")
+            assert frame["d"]["id"] == sent["id"]
+        assert [m["id"] for m in await bob_two.call("GET", path)] == [sent["id"]]
+        replies = [await bob_two.call("POST", path, {"content": f"two {i}"}) for i in range(3)]
+        mine = [await alice.client.call("POST", path, {"content": f"one {i}"}) for i in range(3)]
+        ids = [m["id"] for m in [sent, *replies, *mine]]
+        assert len(set(ids)) == len(ids)  # distinct worker ids: no collision across nodes
+        history = await alice.client.call("GET", path + "?limit=100")
+        assert [m["id"] for m in history] == sorted(ids, key=int)
+    await bob_two.aclose()
+    await stop_two()
+    await stop_one()
