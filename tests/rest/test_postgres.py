@@ -9,9 +9,12 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
+import coredis
 import trio
 
 from relay.client import open_gateway
+from relay.cluster.envelope import server_topic
+from tests.cluster.test_two_servers import eventually
 from tests.conftest import settings_for, start_server
 from tests.gateway.test_gateway import setup_pair, text_channel
 from tests.rest.test_messages import (
@@ -105,6 +108,12 @@ async def test_the_api_on_postgresql(
     await shutdown()
 
 
+async def subscribers(redis: RedisServer, topic: str) -> bool:
+    client: coredis.Redis[bytes] = coredis.Redis.from_url(redis.url)
+    async with client:
+        return int((await client.pubsub_numsub(topic))[topic.encode()]) > 0
+
+
 async def test_two_servers_share_one_postgresql_database(
     nursery: trio.Nursery, tmp_path: Path, postgres: PostgresServer, redis: RedisServer
 ) -> None:
@@ -122,6 +131,8 @@ async def test_two_servers_share_one_postgresql_database(
     with trio.fail_after(20):
         async with open_gateway(two.ws_url) as gw:
             await gw.identify(bob.token)
+            # Node two subscribes to the server's topic within a round trip to Redis.
+            await eventually(lambda: subscribers(redis, server_topic(int(guild["id"]))))
             sent = await alice.client.call("POST", path, {"content": "from node one"})
             frame = await gw.dispatch("MESSAGE_CREATE")
             assert frame["d"]["id"] == sent["id"]
