@@ -401,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start_nodes(database, broker)
         cluster.start_nginx()
         described = cluster.describe(database, broker)
-        (data / "cluster.json").write_text(json.dumps(described, indent=2) + "\n")
+        # Written whole, then renamed: a reader never sees half of it.
+        (data / "cluster.json.tmp").write_text(json.dumps(described, indent=2) + "\n")
+        (data / "cluster.json.tmp").replace(data / "cluster.json")
         for node in described["nodes"]:
             say(f"{node['name']}: pid {node['pid']}, {node['http']} and {node['realtime']}")
         say(f"PostgreSQL {database}, Redis {broker}, logs in {cluster.logs}")

@@ -1,0 +1,218 @@
+"""Three Relay processes on one PostgreSQL database and one Redis, behind nginx: scripts/cluster
+as a user runs it (tests/cluster/nodes.py).
+
+One test, in steps that build on each other (a kill -9 comes last but for the stop), so that
+the cluster starts once even when pytest-xdist spreads tests over workers:
+- accounts made through nginx land on any node and work on every node;
+- messages posted on each node reach the users on the others, once each, in history's order;
+- typing and presence cross nodes;
+- kill -9 of a node while every node takes posts: every post that got a 200 is in history
+  afterwards, read through another node; the killed node's gateway clients reconnect through
+  nginx, land on a live node and get new messages;
+- Ctrl-C stops the script and every process it started, exit status 0.
+"""
+
+from __future__ import annotations
+
+import random
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import trio
+
+from relay.client import ApiError, GatewayClosed, RelayClient, open_gateway
+
+if TYPE_CHECKING:
+    from relay.client import Gateway
+    from tests.cluster.nodes import ThreeNodes
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class User:
+    name: str
+    id: str
+    token: str
+
+
+async def register(client: RelayClient, name: str) -> User:
+    user = await client.register(name, PASSWORD)
+    await client.login(name, PASSWORD)
+    assert client.access_token is not None
+    return User(name, str(user["id"]), client.access_token)
+
+
+def as_user(url: str, user: User) -> RelayClient:
+    client = RelayClient(url)
+    client.access_token = user.token
+    return client
+
+
+async def next_message(gw: Gateway) -> dict[str, Any]:
+    frame = await gw.dispatch("MESSAGE_CREATE")
+    found: dict[str, Any] = frame["d"]
+    return found
+
+
+async def full_history(client: RelayClient, channel: str) -> list[dict[str, Any]]:
+    """Every message of the channel, oldest first, 100 at a time."""
+    found: list[dict[str, Any]] = []
+    after = "1"  # before any id
+    while True:
+        page = await client.call(
+            "GET", f"/v1/api/channels/{channel}/messages?after={after}&limit=100"
+        )
+        found += page
+        if len(page) < 100:
+            return found
+        after = page[-1]["id"]
+
+
+async def test_three_nodes_behind_nginx(three_nodes: ThreeNodes) -> None:
+    cluster = three_nodes
+    one, two, three = cluster.nodes
+    async with AsyncExitStack() as stack:
+        # Accounts through nginx: round robin spreads them over the nodes.
+        names = ("alice", "bob", "carol")
+        clients = [await stack.enter_async_context(cluster.client()) for _ in names]
+        alice, bob, carol = [await register(c, n) for c, n in zip(clients, names, strict=True)]
+        guild = await clients[0].call("POST", "/v1/api/servers", {"name": "Cluster"})
+        invite = await clients[0].call("POST", f"/v1/api/servers/{guild['id']}/invites", {})
+        for client in clients[1:]:
+            await client.call("POST", f"/v1/api/invites/{invite['code']}")
+        channel = next(c["id"] for c in guild["channels"] if c["type"] == "text")
+        path = f"/v1/api/channels/{channel}/messages"
+        # Each user talks to "their" node directly from here on.
+        rest = {
+            u.name: await stack.enter_async_context(as_user(node.http, u))
+            for u, node in ((alice, one), (bob, two), (carol, three))
+        }
+
+        with trio.fail_after(30):
+            async with AsyncExitStack() as gateways:
+                ga = await gateways.enter_async_context(open_gateway(one.realtime))
+                await ga.identify(alice.token)
+                gb = await gateways.enter_async_context(open_gateway(two.realtime))
+                ready = await gb.identify(bob.token)
+                assert [s["id"] for s in ready["servers"]] == [guild["id"]]  # PostgreSQL's
+                # Presence crosses nodes: Alice (node 1) sees Bob (node 2) come online.
+                while True:
+                    seen = await ga.dispatch("PRESENCE_UPDATE")
+                    if seen["d"]["user_id"] == bob.id:
+                        assert seen["d"]["status"] == "online"
+                        break
+                gc = await gateways.enter_async_context(open_gateway(three.realtime))
+                await gc.identify(carol.token)
+                everyone = (ga, gb, gc)
+
+                # Messages from each node reach every node once; each is posted after the
+                # previous one reached everybody, so every node shows history's order.
+                posted = []
+                for i in range(6):
+                    author = ("alice", "bob", "carol")[i % 3]
+                    sent = await rest[author].call("POST", path, {"content": f"m{i} {author}"})
+                    posted.append(sent["id"])
+                    for gw in everyone:
+                        got = await next_message(gw)
+                        assert (got["id"], got["content"]) == (sent["id"], f"m{i} {author}")
+                stored = await full_history(rest["carol"], channel)
+                assert [m["id"] for m in stored] == posted
+
+                # Typing crosses nodes: Bob types on node 2, Alice and Carol hear it.
+                await rest["bob"].call("POST", f"/v1/api/channels/{channel}/typing")
+                for gw in (ga, gc):
+                    typing = await gw.dispatch("TYPING_START")
+                    assert typing["d"]["user_id"] == bob.id
+                    assert typing["d"]["channel_id"] == channel
+
+                # Carol leaves node 3: Alice on node 1 sees her go offline.
+                await gc.ws.aclose()
+                while True:
+                    seen = await ga.dispatch("PRESENCE_UPDATE")
+                    if seen["d"]["user_id"] == carol.id and seen["d"]["status"] == "offline":
+                        break
+
+        await _kill_under_load(cluster, rest, alice, bob, carol, channel)
+
+    assert cluster.stop() == 0, cluster.output()
+    assert not any(node.alive() for node in cluster.nodes)
+    assert "cluster: stopped" in cluster.output()
+
+
+async def _kill_under_load(
+    cluster: ThreeNodes,
+    rest: dict[str, RelayClient],
+    alice: User,
+    bob: User,
+    carol: User,
+    channel: str,
+) -> None:
+    two = cluster.nodes[1]
+    path = f"/v1/api/channels/{channel}/messages"
+    acked: list[str] = []
+    busy = trio.Event()  # 40 posts acknowledged: every node is taking writes
+    refused = 0
+    killed = trio.Event()
+
+    async def poster(client: RelayClient, label: str) -> None:
+        nonlocal refused
+        n = 0
+        while True:
+            n += 1
+            try:
+                sent = await client.call("POST", path, {"content": f"{label} {n}"})
+            except (httpx.TransportError, ApiError):
+                # The killed node's connections fail; nginx answers 502 for a request that
+                # was in flight to it. Neither was acknowledged.
+                refused += 1
+                if killed.is_set() and client is rest["bob"]:
+                    return  # Bob's node is gone
+                await trio.sleep(0.01)
+                continue
+            acked.append(sent["id"])
+            if len(acked) >= 40:
+                busy.set()
+            if n >= 60 and killed.is_set():
+                return
+
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            # Bob's gateway is on node 2, the node about to die; Alice listens on node 1.
+            gb = await stack.enter_async_context(open_gateway(two.realtime))
+            await gb.identify(bob.token)
+            through_nginx = [await stack.enter_async_context(as_user(cluster.url, u))
+                             for u in (alice, carol)]  # fmt: skip
+            async with trio.open_nursery() as nursery:
+                for label, client in (("one", rest["alice"]), ("two", rest["bob"]),
+                                      ("three", rest["carol"]), ("lb-a", through_nginx[0]),
+                                      ("lb-c", through_nginx[1])):  # fmt: skip
+                    nursery.start_soon(poster, client, label)
+                await busy.wait()
+                await trio.sleep(random.uniform(0, 0.05))
+                two.kill()
+                killed.set()
+            assert not two.alive()
+            # Bob's connection to node 2 is cut.
+            try:
+                while True:
+                    await gb.receive()
+            except GatewayClosed:
+                pass
+
+        # Nothing acknowledged was lost: read through node 3 (and node 1 agrees).
+        stored = await full_history(rest["carol"], channel)
+        stored_ids = [m["id"] for m in stored]
+        assert set(acked) <= set(stored_ids), f"{len(set(acked) - set(stored_ids))} lost"
+        assert len(stored_ids) == len(set(stored_ids))  # no post stored twice
+        assert [m["id"] for m in await full_history(rest["alice"], channel)] == stored_ids
+
+        # Bob reconnects through nginx: node 2 refuses, so he lands on node 1 or 3, and
+        # hears what Carol posts on node 3.
+        async with open_gateway(cluster.ws_url) as gb:
+            await gb.identify(bob.token)
+            sent = await rest["carol"].call("POST", path, {"content": "after the kill"})
+            got = await next_message(gb)
+            assert got["id"] == sent["id"]
