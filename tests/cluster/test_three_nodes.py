@@ -15,15 +15,18 @@ the cluster starts once even when pytest-xdist spreads tests over workers:
 from __future__ import annotations
 
 import random
+import subprocess
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import pytest
 import trio
 from nacl.signing import SigningKey
 
 from relay.client import ApiError, GatewayClosed, RelayClient, open_gateway
+from tests.cluster.nodes import ROOT
 
 if TYPE_CHECKING:
     from relay.client import Gateway
@@ -217,3 +220,15 @@ async def _kill_under_load(
             sent = await rest["carol"].call("POST", path, {"content": "after the kill"})
             got = await next_message(gb)
             assert got["id"] == sent["id"]
+
+
+def test_just_cluster_runs_the_script() -> None:
+    """`just cluster ARGS` is scripts/cluster ARGS (the test above runs the script)."""
+    just = ROOT / ".venv" / "bin" / "just"
+    if not just.exists():
+        pytest.skip("rust-just is not installed in .venv (scripts/bootstrap installs it)")
+    done = subprocess.run(
+        [str(just), "--dry-run", "cluster", "--port", "9000"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert done.stderr.strip() == "exec scripts/cluster --port 9000"
