@@ -270,6 +270,8 @@ http {{
             "url": f"http://{HOST}:{self.port}",
             "database": database,
             "broker": broker,
+            "servers": {what: proc.pid for what, proc in (("redis", self.redis),
+                        ("postgres", self.postgres), ("nginx", self.nginx)) if proc is not None},
             "nodes": [
                 {"name": n.name, "pid": n.proc.pid, "http": n.http,
                  "realtime": f"ws://{HOST}:{n.realtime_port}", "log": str(n.log)}

@@ -57,11 +57,15 @@ class ClusterNode:
         os.kill(self.pid, signal.SIGKILL)
 
     def alive(self) -> bool:
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return alive(self.pid)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class ThreeNodes:
@@ -72,6 +76,8 @@ class ThreeNodes:
         self.ws_url = self.url.replace("http://", "ws://")
         self.database: str = described["database"]
         self.broker: str = described["broker"]
+        # redis, postgres, nginx (as root, postgres's is runuser's: it ends with the server)
+        self.servers: dict[str, int] = described["servers"]
         self.nodes = [
             ClusterNode(n["name"], n["pid"], n["http"], n["realtime"]) for n in described["nodes"]
         ]

@@ -26,7 +26,7 @@ import trio
 from nacl.signing import SigningKey
 
 from relay.client import ApiError, GatewayClosed, RelayClient, open_gateway
-from tests.cluster.nodes import ROOT
+from tests.cluster.nodes import ROOT, alive
 
 if TYPE_CHECKING:
     from relay.client import Gateway
@@ -143,6 +143,7 @@ async def test_three_nodes_behind_nginx(three_nodes: ThreeNodes) -> None:
 
     assert cluster.stop() == 0, cluster.output()
     assert not any(node.alive() for node in cluster.nodes)
+    assert not any(alive(pid) for pid in cluster.servers.values()), cluster.servers
     assert "cluster: stopped" in cluster.output()
 
 
