@@ -52,6 +52,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_free(port: int) -> None:
+    """Fail at once if nginx's port is taken (else its check would find the other listener)."""
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError as e:
+            raise Failed(
+                f"port {port} is in use ({e.strerror}): choose another with --port"
+            ) from None
+
+
 def pg_binary(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     path = found[-1] if found else shutil.which(name)
@@ -398,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     status = 0
     try:
+        port_free(args.port)
         broker = cluster.start_redis()
         database = cluster.start_postgres()
         cluster.start_nodes(database, broker)

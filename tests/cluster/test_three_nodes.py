@@ -15,6 +15,7 @@ the cluster starts once even when pytest-xdist spreads tests over workers:
 from __future__ import annotations
 
 import random
+import socket
 import subprocess
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from relay.client import ApiError, GatewayClosed, RelayClient, open_gateway
 from tests.cluster.nodes import ROOT, alive
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from relay.client import Gateway
     from tests.cluster.nodes import ThreeNodes
 
@@ -233,3 +236,17 @@ def test_just_cluster_runs_the_script() -> None:
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert done.stderr.strip() == "exec scripts/cluster --port 9000"
+
+
+def test_a_taken_port_stops_the_script_before_it_starts_anything(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [str(ROOT / "scripts" / "cluster"), "--data", str(tmp_path), "--port", str(port)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert f"cluster: port {port} is in use" in done.stderr
+    assert not (tmp_path / "postgres").exists()
