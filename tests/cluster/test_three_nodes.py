@@ -6,7 +6,7 @@ the cluster starts once even when pytest-xdist spreads tests over workers:
 - accounts made through nginx land on any node and work on every node;
 - messages posted on each node reach the users on the others, once each, in history's order
   (posted one after another; posted at once, each node delivers each once);
-- typing and presence cross nodes;
+- typing, presence and voice states cross nodes;
 - kill -9 of a node while every node takes posts: every post that got a 200 is in history
   afterwards, read through another node; the killed node's gateway clients reconnect through
   nginx, land on a live node and get new messages;
@@ -152,6 +152,16 @@ async def test_three_nodes_behind_nginx(three_nodes: ThreeNodes) -> None:
                     typing = await gw.dispatch("TYPING_START")
                     assert typing["d"]["user_id"] == bob.id
                     assert typing["d"]["channel_id"] == channel
+
+                # Voice states cross nodes: Bob joins the voice channel on node 2 (op 4), then
+                # leaves it; Alice and Carol see both. (The voice channel itself, its media
+                # and its state list, still live on the node each member reached.)
+                voice = next(c["id"] for c in guild["channels"] if c["type"] == "voice")
+                for target in (voice, None):
+                    await gb.send(4, {"server_id": guild["id"], "channel_id": target})
+                    for gw in (ga, gc):
+                        state = await gw.dispatch("VOICE_STATE_UPDATE")
+                        assert (state["d"]["user_id"], state["d"]["channel_id"]) == (bob.id, target)
 
                 # Carol leaves node 3: Alice on node 1 sees her go offline.
                 await gc.ws.aclose()
