@@ -142,8 +142,8 @@ async def test_three_nodes_behind_nginx(three_nodes: ThreeNodes) -> None:
                 stored = (await full_history(rest["alice"], channel))[len(posted) :]
                 assert len(stored) == 15
                 for gw in everyone:
-                    got = [(await next_message(gw))["id"] for _ in range(15)]
-                    assert sorted(got) == sorted(m["id"] for m in stored)
+                    heard = [(await next_message(gw))["id"] for _ in range(15)]
+                    assert sorted(heard) == sorted(m["id"] for m in stored)
                 posted += [m["id"] for m in stored]
 
                 # Typing crosses nodes: Bob types on node 2, Alice and Carol hear it.
