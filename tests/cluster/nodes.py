@@ -9,6 +9,7 @@ Starting takes a few seconds (initdb, three processes), so it is done once per m
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -104,6 +105,8 @@ def start_three_nodes() -> tuple[ThreeNodes, Path]:
     for needed in ("redis-server", "nginx"):
         if not (shutil.which(needed) or os.access(f"/usr/sbin/{needed}", os.X_OK)):
             unavailable(needed)
+    if not glob.glob("/usr/lib/postgresql/*/bin/postgres") and not shutil.which("postgres"):
+        unavailable("PostgreSQL")
     # Not under pytest's tmp_path: as root PostgreSQL runs as `postgres`, which must reach it.
     data = Path(tempfile.mkdtemp(prefix="relay-cluster-"))
     data.chmod(0o755)
