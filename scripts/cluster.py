@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import glob
 import grp
 import json
@@ -40,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "docs" / "deploy" / "nginx-cluster.conf"
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class Failed(Exception):
@@ -134,7 +136,7 @@ class Cluster:
         # stops everything in order (the nodes before the servers they use).
         return subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_end_with_parent,
         )  # fmt: skip
 
     # -- Redis and PostgreSQL -------------------------------------------------------------------
@@ -150,8 +152,6 @@ class Cluster:
 
     def start_postgres(self) -> str:
         self.pg_data = self.data / "postgres"
-        if self.as_postgres:
-            shutil.chown(self.data / "logs", "postgres")
         if not (self.pg_data / "PG_VERSION").exists():
             self.pg_data.mkdir(parents=True, exist_ok=True)
             if self.as_postgres:
@@ -327,6 +327,13 @@ http {{
             end(self.postgres, None)
         for log in self.open_logs:
             log.close()
+
+
+def _end_with_parent() -> None:
+    """In the child, before exec (Linux): SIGTERM when this script dies, even by kill -9, so
+    no server outlives it (they are in sessions of their own, out of reach of the terminal)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def end(proc: subprocess.Popen[bytes], sig: signal.Signals | None, timeout_s: float = 15.0) -> None:
