@@ -9,6 +9,8 @@ Starting takes a few seconds (initdb, three processes), so it is done once per m
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import glob
 import json
 import os
@@ -101,6 +103,13 @@ class ThreeNodes:
             return self.proc.wait()
 
 
+def _stop_with_parent() -> None:
+    """In the child: Ctrl-C (SIGINT) when this test process dies, so a crashed or killed
+    pytest worker leaves no cluster running (scripts/cluster then stops everything)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+
+
 def start_three_nodes() -> tuple[ThreeNodes, Path]:
     for needed in ("redis-server", "nginx"):
         if not (shutil.which(needed) or os.access(f"/usr/sbin/{needed}", os.X_OK)):
@@ -116,6 +125,7 @@ def start_three_nodes() -> tuple[ThreeNodes, Path]:
     proc = subprocess.Popen(
         [str(SCRIPT), "--data", str(data), "--port", str(free_port())],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=_stop_with_parent,
     )  # fmt: skip
     log.close()  # the child holds its own copy
     described = data / "cluster.json"
