@@ -64,11 +64,13 @@ class ClusterNode:
 
 
 def alive(pid: int) -> bool:
+    """Running: a process that ended but was not yet reaped by scripts/cluster (a zombie,
+    state Z) is not (Linux's /proc)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 class ThreeNodes:
@@ -135,6 +137,8 @@ def start_three_nodes() -> tuple[ThreeNodes, Path]:
             proc.kill()
             proc.wait()
             text = (data / "script.log").read_text()
+            for log_file in sorted((data / "logs").glob("node*.log")):  # why a node exited
+                text += f"\n--- {log_file.name}:\n{log_file.read_text()[-3000:]}"
             shutil.rmtree(data, ignore_errors=True)
             raise RuntimeError(f"scripts/cluster did not start:\n{text}")
         time.sleep(0.1)
