@@ -119,7 +119,7 @@ async def run_services(
         hub = (rt.hub_type or Hub)(store, settings, views)
         media = await trio.to_thread.run_sync(Media.open, settings)
         hub.file_urls = media
-        fanout: Fanout = hub if node is None else await node.start_fanout(hub)
+        fanout: Fanout = hub if node is None else await node.start_fanout(hub, store)
         chat = Chat(store, fanout, views, settings, media=media)
         if node is not None:
             node.share_limits(chat)

@@ -11,13 +11,14 @@ worker id released) before its nursery and then the client close.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from relay.cluster.broker import Broker, open_redis
 from relay.cluster.caps import SharedCaps
 from relay.cluster.fanout import BrokerFanout, LocalHub
+from relay.cluster.owners import ChannelOwners
 from relay.cluster.limits import RedisBudget
 from relay.cluster.stats import BrokerHealth
 from relay.cluster.workers import WorkerLease
@@ -25,11 +26,26 @@ from relay.cluster.workers import WorkerLease
 if TYPE_CHECKING:
     import coredis
 
+    from collections.abc import Callable
+
+    from sqlite_utils import Database
+
+    from actors.channel import ChannelActor
     from relay.chat.context import Chat
     from relay.config import Settings
+    from relay.storage.messages import NewMessage, Posted
+    from relay.storage.sqlite.db import Store
 
 
 LEAVE_S = 2.0  # at most this long to leave the cluster at shutdown
+
+
+class ClusterHub(LocalHub, Protocol):
+    """The hub, as the node needs it: also the builder of the channel actors it owns."""
+
+    def channel_actor(
+        self, channel_id: int, write: Callable[[Database, int, NewMessage], Posted]
+    ) -> ChannelActor: ...
 
 
 @dataclass
@@ -41,11 +57,24 @@ class Node:
     nursery: trio.Nursery
     caps: SharedCaps
     fanout: BrokerFanout | None = None
+    owners: ChannelOwners | None = None
     stopping: trio.Event = field(default_factory=trio.Event)
 
-    async def start_fanout(self, hub: LocalHub) -> BrokerFanout:
-        """The cross-process fan-out around this node's hub, running."""
-        self.fanout = BrokerFanout(hub, self.broker, self.settings)
+    async def start_fanout(self, hub: ClusterHub, store: Store) -> BrokerFanout:
+        """The cross-process fan-out around this node's hub, with the channel owners it
+        posts through, running (the owners first: stopping the node releases their leases)."""
+        s = self.settings
+        owners = ChannelOwners(
+            self.redis,
+            store,
+            self.broker.node_id,
+            hub.channel_actor,
+            ttl_s=s.lease_ttl_s,
+            forward_timeout_s=s.send_timeout_s,
+        )
+        await self.nursery.start(owners.run)
+        self.owners = owners
+        self.fanout = BrokerFanout(hub, self.broker, owners, self.settings)
         await self.nursery.start(self.fanout.run)
         return self.fanout
 

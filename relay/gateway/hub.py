@@ -57,11 +57,13 @@ from relay.chat.objects import Presence
 from relay.errors import NotFound
 from relay.protocol.gateway import Close, Event
 from relay.storage import audience
+from relay.storage.messages import post as post_message
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Sequence
 
     import outcome
+    from sqlite_utils import Database
 
     from actors.base import Asked, Reply
     from relay.chat.views import ServerView, Views
@@ -503,14 +505,21 @@ class Hub:
             log.info("event for a channel that is gone", extra={"channel": channel_id})
 
     def _new_channel(self, key: str) -> ChannelActor:
-        channel_id = int(key.removeprefix("channel:"))
+        return self.channel_actor(int(key.removeprefix("channel:")))
+
+    def channel_actor(
+        self, channel_id: int, write: Callable[[Database, int, NewMessage], Posted] = post_message
+    ) -> ChannelActor:
+        """A channel's actor publishing through this hub. Cluster mode builds one for each
+        channel this node owns, with its fenced `write` (relay.cluster.owners)."""
         return ChannelActor(
-            key,
+            f"channel:{channel_id}",
             self.store,
             self._publish,
             self._created,
             partial(self.store.read, audience.channel_audience, channel_id),
             idle_timeout_s=self.settings.actor_idle_s,
+            write=write,
         )
 
     def _created(self, row: MessageRow) -> ChatEvent:
