@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     import coredis
 
@@ -139,6 +139,28 @@ class Leases:
         """Give the lease up if it is still ours (another may take it at once)."""
         released: object = await self._release(keys=[self.key(lease.name)], args=[lease.value])
         return released == 1
+
+    async def renew_many(self, leases: list[Lease]) -> list[bool]:
+        """`renew` for many leases in one pipelined round trip (a node's session leases)."""
+        sent_at = trio.current_time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            results: list[Awaitable[object]] = [
+                self._renew(
+                    keys=[self.key(lease.name)], args=[lease.value, self.ttl_ms], client=pipe
+                )
+                for lease in leases
+            ]
+        renewed = [await result == 1 for result in results]
+        for lease, ok in zip(leases, renewed, strict=True):
+            if ok:
+                lease.expires_at = max(lease.expires_at, sent_at + self.ttl_s)
+        return renewed
+
+    async def release_many(self, leases: list[Lease]) -> None:
+        """`release` for many leases in one pipelined round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for lease in leases:
+                self._release(keys=[self.key(lease.name)], args=[lease.value], client=pipe)
 
     @asynccontextmanager
     async def hold(

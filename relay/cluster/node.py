@@ -18,16 +18,16 @@ import trio
 from relay.cluster.broker import Broker, open_redis
 from relay.cluster.caps import SharedCaps
 from relay.cluster.fanout import BrokerFanout, LocalHub
-from relay.cluster.owners import ChannelOwners
 from relay.cluster.limits import RedisBudget
+from relay.cluster.owners import ChannelOwners
+from relay.cluster.sessions import ClusterSessions
 from relay.cluster.stats import BrokerHealth
 from relay.cluster.workers import WorkerLease
 
 if TYPE_CHECKING:
-    import coredis
-
     from collections.abc import Callable
 
+    import coredis
     from sqlite_utils import Database
 
     from actors.channel import ChannelActor
@@ -77,6 +77,20 @@ class Node:
         self.fanout = BrokerFanout(hub, self.broker, owners, self.settings)
         await self.nursery.start(self.fanout.run)
         return self.fanout
+
+    async def start_sessions(self) -> ClusterSessions:
+        """Gateway sessions' leases and replay buffers in Redis, running (the replay buffers
+        are written out and the leases released when the node stops)."""
+        s = self.settings
+        sessions = ClusterSessions(
+            self.redis,
+            self.broker.node_id,
+            ttl_s=s.lease_ttl_s,
+            replay_size=s.replay_size,
+            window_s=s.resume_window_s,
+        )
+        await self.nursery.start(sessions.run)
+        return sessions
 
     def health(self) -> BrokerHealth:
         broker, fanout = self.broker, self.fanout

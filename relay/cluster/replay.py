@@ -136,6 +136,11 @@ class ReplayLog:
             self._appended += 1
             self._wake.set()
 
+    def leave(self, session_id: str) -> None:
+        """Stop writing the session and keep its keys (another node takes it over, or this
+        one stops): a RESUME elsewhere finds what was written so far."""
+        self._states.pop(session_id, None)
+
     def _drop(self, session_ids: Iterable[str]) -> None:
         for session_id in session_ids:
             if self._states.pop(session_id, None) is not None:

@@ -148,3 +148,113 @@ class Session:
             return None
         missed = self._replay[seq + 1 - oldest :]
         return [event.frame(s, self.encoding) for s, event in enumerate(missed, seq + 1)]
+
+
+HELD_FRAMES = 65536  # frames waiting for Redis at most, all sessions (then: slow consumer)
+
+
+class ReplayWriter(Protocol):
+    """Where cluster mode writes sessions' replay buffers (relay.cluster.replay.ReplayLog)."""
+
+    def append(self, session_id: str, seq: int, frame: bytes, /) -> None: ...
+
+    async def flushed(self) -> None: ...
+
+
+class HeldFrames:
+    """Cluster mode: a session's frames reach its connection only once its replay buffer in
+    Redis has them (`ReplayWriter.flushed`), so a node killed between the two never leaves a
+    client holding an event that a RESUME on another node would lack. One task hands them
+    over, a batch per round trip to Redis.
+
+    Overflow policy: at most `limit` frames wait (Redis slow or unreachable: a write gives up
+    after its timeout); a session whose frame does not fit is cut as a slow consumer (4010) and
+    keeps buffering for a RESUME.
+    """
+
+    def __init__(self, log: ReplayWriter, limit: int = HELD_FRAMES) -> None:
+        self.log = log
+        self.limit = limit
+        self._held: list[tuple[Session, Sink, bytes]] = []
+        self._wake = trio.Event()
+
+    def hold(self, session: Session, sink: Sink, frame: bytes) -> bool:
+        """Queue a frame for `sink` (False: too many wait)."""
+        if len(self._held) >= self.limit:
+            return False
+        self._held.append((session, sink, frame))
+        self._wake.set()
+        return True
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            batch, self._held = self._held, []
+            await self.log.flushed()
+            now = trio.current_time()
+            for session, sink, frame in batch:
+                # A session that moved to another connection since got these by its RESUME.
+                if session.sink is sink and not sink.send_frame(frame, False):
+                    session.sink, session.detached_at = None, now
+                    sink.slow_consumer()
+
+
+class ClusterSession(Session):
+    """A session whose replay buffer is also written to Redis (cluster mode, HeldFrames): its
+    frames go to the replay writer and reach the connection once written."""
+
+    __slots__ = ("held",)
+
+    def __init__(
+        self,
+        user_id: int,
+        auth_session_id: int,
+        encoding: str,
+        *,
+        replay_size: int,
+        replay_age_s: float,
+        intents: int = ALL_INTENTS,
+        held: HeldFrames,
+    ) -> None:
+        super().__init__(
+            user_id,
+            auth_session_id,
+            encoding,
+            replay_size=replay_size,
+            replay_age_s=replay_age_s,
+            intents=intents,
+        )
+        self.held = held
+
+    def deliver(
+        self,
+        event: Event,
+        now: float | None = None,
+        write_now: bool = False,
+        *,
+        replay: bool = True,
+    ) -> None:
+        if not event.intent & self.intents:
+            return
+        # Numbered and kept in memory by Session (with no sink to pass it to), then handed on
+        # here: the frame is built a second time, a cost of cluster mode only.
+        sink, self.sink = self.sink, None
+        try:
+            super().deliver(event, now, write_now, replay=replay)
+        finally:
+            self.sink = sink
+        frame = event.frame(self.seq, self.encoding)
+        if not replay:  # READY: no client resumes from before it, nothing to wait for
+            if sink is not None and not sink.send_frame(frame, write_now):
+                self._cut(sink)
+            return
+        self.held.log.append(self.id, self.seq, frame)
+        if sink is not None and not self.held.hold(self, sink, frame):
+            self._cut(sink)
+
+    def _cut(self, sink: Sink) -> None:
+        if self.sink is sink:
+            self.sink, self.detached_at = None, trio.current_time()
+            sink.slow_consumer()
