@@ -8,9 +8,18 @@ database yet): a channel's messages are stored by its owner, so its history is r
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from typing import TYPE_CHECKING, Any
 
+import coredis
+import httpx
+import msgspec
 import trio
 
 from relay.client import open_gateway
@@ -20,6 +29,7 @@ from tests.conftest import settings_for, start_server
 from tests.gateway.test_gateway import setup_pair, text_channel
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from relay.client import Gateway
@@ -158,3 +168,97 @@ async def test_resume_on_another_node_after_the_first_stopped(
             sessions = two.runtime.cluster_sessions
             assert sessions is not None
             assert sessions.taken_over == 1
+
+
+@contextlib.contextmanager
+def relay_process(data_dir: Path, redis: RedisServer) -> Iterator[tuple[str, str]]:
+    """`python -m relay serve` on `data_dir` with the broker, in a process of its own (to be
+    killed): its (HTTP URL, gateway URL)."""
+    http_port, realtime_port = free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RELAY_")},
+        "RELAY_DATA_DIR": str(data_dir),
+        "RELAY_HTTP_PORT": str(http_port),
+        "RELAY_REALTIME_PORT": str(realtime_port),
+        "RELAY_RELAY_PORT": "off",
+        "RELAY_VOICE_UDP_PORT": "0",
+        "RELAY_BROKER": redis.url,
+        "RELAY_LEASE_TTL_S": "1",
+        "RELAY_LOG_LEVEL": "warning",
+    }
+    log = open(data_dir.parent / "server.log", "wb")  # noqa: SIM115  (closed below)
+    proc = subprocess.Popen([sys.executable, "-m", "relay", "serve"], env=env, stderr=log)
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((data_dir.parent / "server.log").read_text())
+            time.sleep(0.05)
+        yield url, f"ws://127.0.0.1:{realtime_port}"
+    finally:
+        proc.kill()
+        proc.wait(10)
+        log.close()
+
+
+async def test_resume_on_another_node_after_the_first_was_killed(
+    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
+) -> None:
+    common = {"broker": redis.url, "message_rate": 1000, "lease_ttl_s": 1.0}
+    first, stop_first = await start_server(nursery, settings_for(tmp_path / "a", **common))
+    alice, bob, guild = await setup_pair(first)
+    await stop_first()
+    shutil.copytree(tmp_path / "a" / "data", tmp_path / "b" / "data")
+    two, _ = await start_server(nursery, settings_for(tmp_path / "b", **common))
+    path = f"/v1/api/channels/{text_channel(guild)}/messages"
+    bob_two = client_for(two, bob.token)
+    client: coredis.Redis[bytes] = coredis.Redis.from_url(redis.url)
+    with relay_process(tmp_path / "a" / "data", redis) as (_, ws_url):
+        async with client:
+            with trio.fail_after(20):
+                await bob_two.call("POST", path, {"content": "owner"})  # two owns the channel
+                async with open_gateway(ws_url) as ga:
+                    await ga.identify(alice.token)
+                    topic = server_topic(int(guild["id"])).encode()
+                    await eventually(lambda: _subscribed(client, topic))
+                    await bob_two.call("POST", path, {"content": "seen"})
+                    await ga.dispatch("MESSAGE_CREATE")
+                    session_id, seq = ga.session_id, ga.seq
+                assert session_id is not None
+                # Alice's connection is gone; her node buffers what follows, in Redis too.
+                missed = [
+                    (await bob_two.call("POST", path, {"content": f"missed {n}"}))["id"]
+                    for n in range(3)
+                ]
+
+                async def written() -> bool:
+                    data = await client.get(f"relay:session:{session_id}")
+                    return data is not None and msgspec.msgpack.decode(data)["seq"] == seq + 3
+
+                await eventually(written)
+    # Killed (SIGKILL, on leaving the block): its session lease expires within lease_ttl_s.
+    with trio.fail_after(20):
+        async with open_gateway(two.ws_url) as ga:
+            await ga.resume(alice.token, session_id, seq)
+            replayed = [await ga.receive() for _ in range(4)]
+            assert [f["d"]["id"] for f in replayed[:3]] == missed
+            assert [f["s"] for f in replayed] == [seq + 1, seq + 2, seq + 3, seq + 4]
+            assert replayed[3]["d"] == {"replayed": 3}
+            await bob_two.call("POST", path, {"content": "after"})
+            assert (await ga.dispatch("MESSAGE_CREATE"))["d"]["content"] == "after"
+
+
+async def _subscribed(client: coredis.Redis[bytes], topic: bytes) -> bool:
+    return bool((await client.pubsub_numsub(topic.decode()))[topic])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
