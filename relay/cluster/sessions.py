@@ -13,7 +13,7 @@ can RESUME on any node.
 
 Taking a session over waits for its lease: a node that died holds it until it expires
 (`lease_ttl_s`); a node that shut down cleanly released it. A holder that is alive renews it
-(its expiry moves forward between two looks): then the RESUME is refused at once
+(its expiry moves forward between two looks, within ttl/3): then the RESUME is refused
 (INVALID_SESSION) rather than taking a session another node still writes.
 
 Resource handling: `run()` owns the replay log's writer and the renewal task, which renews every
