@@ -36,6 +36,7 @@ frame that may not have been written leaves a possible gap) and is logged.
 from __future__ import annotations
 
 import logging
+import struct
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -50,24 +51,34 @@ log = logging.getLogger("relay.cluster")
 
 BATCH = 1024  # appends per write (one script call)
 
-# KEYS: per session, its stream and its state. ARGV: the streams' size and the keys' ttl (ms),
-# then per session: its frame count, its state, and (seq, frame) for each frame, in order.
+# One write: ARGV[1] the streams' size, ARGV[2] the keys' ttl (ms), ARGV[3] the key prefix,
+# ARGV[4] the batch packed per session (`_pack`): its id, its state, then each (seq, frame). One
+# binary argument rather than a few per frame: per argument, coredis costs the node more than
+# Redis's whole work on it. Keys are named inside (one Redis, as the broker's pub/sub needs).
 _WRITE = """
-local size, ttl = ARGV[1], ARGV[2]
-local a = 3
-for i = 1, #KEYS, 2 do
-  local n = tonumber(ARGV[a])
-  local state = ARGV[a + 1]
-  a = a + 2
+local size, ttl, prefix, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local pos, sessions = 1, 0
+while pos <= #blob do
+  local id_len, state_len, n = struct.unpack('<I2I4I4', blob, pos)
+  pos = pos + 10
+  local id = string.sub(blob, pos, pos + id_len - 1)
+  local state = string.sub(blob, pos + id_len, pos + id_len + state_len - 1)
+  pos = pos + id_len + state_len
+  local stream = prefix .. 'replay:' .. id
   for _ = 1, n do
-    redis.call('XADD', KEYS[i], 'MAXLEN', '~', size, '0-' .. ARGV[a], 'f', ARGV[a + 1])
-    a = a + 2
+    local seq, frame_len = struct.unpack('<I4I4', blob, pos)
+    local frame = string.sub(blob, pos + 8, pos + 7 + frame_len)
+    pos = pos + 8 + frame_len
+    redis.call('XADD', stream, 'MAXLEN', '~', size, '0-' .. seq, 'f', frame)
   end
-  redis.call('SET', KEYS[i + 1], state, 'PX', ttl)
-  redis.call('PEXPIRE', KEYS[i], ttl)
+  redis.call('SET', prefix .. 'session:' .. id, state, 'PX', ttl)
+  redis.call('PEXPIRE', stream, ttl)
+  sessions = sessions + 1
 end
-return #KEYS / 2
+return sessions
 """
+_SESSION_HEAD = struct.Struct("<HII")  # id length, state length, frame count
+_FRAME_HEAD = struct.Struct("<II")  # seq, frame length
 REDIS_TIMEOUT_S = 2.0  # a write that takes longer fails (its sessions are dropped)
 
 
@@ -228,21 +239,28 @@ class ReplayLog:
             mine = frames.setdefault(session_id, [])
             if frame:
                 mine.append((seq, frame))
-        keys: list[str] = []
-        args: list[str | int | bytes] = [self.size, self.window_ms]
-        for session_id, seq in touched.items():
-            state = self._states[session_id]
-            state.seq = seq
-            mine = frames[session_id]
-            keys += [self.stream_key(session_id), self.state_key(session_id)]
-            args += [len(mine), _state_encoder.encode(state)]
-            for frame_seq, frame in mine:
-                args += [frame_seq, frame]
         async with self.redis.pipeline(transaction=False) as pipe:
             if gone:
                 pipe.delete([k for s in gone for k in (self.stream_key(s), self.state_key(s))])
-            if keys:
-                self._write_script(keys=keys, args=args, client=pipe)
+            if touched:
+                blob = self._pack(touched, frames)
+                args: list[str | int | bytes] = [self.size, self.window_ms, self.prefix, blob]
+                self._write_script(keys=[], args=args, client=pipe)
+
+    def _pack(self, touched: dict[str, int], frames: dict[str, list[tuple[int, bytes]]]) -> bytes:
+        """The batch as `_WRITE` reads it: per session, its head, id, state and frames."""
+        parts: list[bytes] = []
+        session_head, frame_head = _SESSION_HEAD.pack, _FRAME_HEAD.pack
+        for session_id, seq in touched.items():
+            state = self._states[session_id]
+            state.seq = seq
+            encoded = _state_encoder.encode(state)
+            mine = frames[session_id]
+            name = session_id.encode()
+            parts += (session_head(len(name), len(encoded), len(mine)), name, encoded)
+            for frame_seq, frame in mine:
+                parts += (frame_head(frame_seq, len(frame)), frame)
+        return b"".join(parts)
 
     async def _refresh(self) -> None:
         """Keep the keys of open sessions alive (an idle session writes nothing)."""
