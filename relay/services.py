@@ -222,6 +222,7 @@ async def start_cluster_sessions(nursery: trio.Nursery, rt: Runtime, node: Node,
     held = HeldFrames(sessions.log)
     await nursery.start(held.run)
     rt.cluster_sessions, rt.held_frames = sessions, held
+    hub.pace = held.room
     hub.on_session_end.append(lambda session: sessions.ended(session.id))
 
     def lost(session_id: str) -> None:

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("relay.cluster")
 
-BATCH = 1024  # appends per write (one script call)
+BATCH = 2048  # appends per write (one script call)
 
 # One write: ARGV[1] the streams' size, ARGV[2] the keys' ttl (ms), ARGV[3] the key prefix,
 # ARGV[4] the batch packed per session (`_pack`): its id, its state, then each (seq, frame). One

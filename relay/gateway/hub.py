@@ -60,7 +60,7 @@ from relay.storage import audience
 from relay.storage.messages import post as post_message
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterable, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 
     import outcome
     from sqlite_utils import Database
@@ -127,6 +127,10 @@ class Hub:
         self.on_channel_event: Callable[[audience.ChannelAudience, ChatEvent], None] | None = None
         self.on_presence: Callable[[int, str, str | None, list[int]], None] | None = None
         self.on_indexes_changed: Callable[[], None] | None = None
+        # Cluster mode: waits while too many delivered frames wait for Redis (HeldFrames.room),
+        # pushing back on channel actors and the broker's deliveries rather than cutting
+        # sessions as slow consumers.
+        self.pace: Callable[[], Awaitable[None]] | None = None
         # Cluster mode: whether a user has a session on another node (then their last session
         # here going does not make them offline).
         self.online_elsewhere: Callable[[int], bool] | None = None
@@ -542,6 +546,8 @@ class Hub:
         self, info: audience.ChannelAudience, event: ChatEvent, write_now: bool = False
     ) -> None:
         """Deliver a channel's event to this node's sessions in its audience."""
+        if self.pace is not None:
+            await self.pace()
         framed = wire(event, dm=info.server_id is None)
         sessions = await self._channel_audience(info, framed.intent)
         now = trio.current_time()
