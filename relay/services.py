@@ -127,7 +127,8 @@ async def run_services(
             node.share_limits(chat)
             rt.broker_health = node.health
             rt.shared_caps = node.caps
-            await start_cluster_sessions(nursery, rt, node, hub)
+            if settings.resume_anywhere:
+                await start_cluster_sessions(nursery, rt, node, hub)
         chat.bots.update(accounts.bot_ids())
         accounts.on_revoke.append(lambda login: fanout.announce(LoginRevoked(login)))
         await nursery.start(hub.run)
