@@ -170,6 +170,10 @@ async def test_resume_on_another_node_after_the_first_stopped(
         async with open_gateway(two.ws_url) as gb:
             await gb.resume(alice.token, "no-such-session", 1)
             assert (await gb.receive())["op"] == 9
+        # Its frames are JSON: a msgpack connection cannot take the session over.
+        async with open_gateway(two.ws_url, encoding="msgpack") as gb:
+            await gb.resume(alice.token, session_id, seq)
+            assert (await gb.receive())["op"] == 9
         async with open_gateway(two.ws_url) as ga:
             await ga.resume(alice.token, session_id, seq)
             replayed = [await ga.receive()]
