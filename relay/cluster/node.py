@@ -58,6 +58,7 @@ class Node:
     caps: SharedCaps
     fanout: BrokerFanout | None = None
     owners: ChannelOwners | None = None
+    sessions: ClusterSessions | None = None
     stopping: trio.Event = field(default_factory=trio.Event)
 
     async def start_fanout(self, hub: ClusterHub, store: Store) -> BrokerFanout:
@@ -90,10 +91,11 @@ class Node:
             window_s=s.resume_window_s,
         )
         await self.nursery.start(sessions.run)
+        self.sessions = sessions
         return sessions
 
     def health(self) -> BrokerHealth:
-        broker, fanout = self.broker, self.fanout
+        broker, fanout, owners, sessions = self.broker, self.fanout, self.owners, self.sessions
         return BrokerHealth(
             node_id=broker.node_id,
             worker_id=self.worker_id,
@@ -106,6 +108,10 @@ class Node:
             delivered=fanout.delivered if fanout is not None else 0,
             resyncs=broker.resyncs,
             resynced_sessions=fanout.resynced_sessions if fanout is not None else 0,
+            owned_channels=owners.owned() if owners is not None else 0,
+            forwarded=owners.forwarded if owners is not None else 0,
+            served=owners.served if owners is not None else 0,
+            sessions_taken_over=sessions.taken_over if sessions is not None else 0,
         )
 
     def share_limits(self, chat: Chat) -> None:

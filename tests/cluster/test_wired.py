@@ -113,6 +113,10 @@ async def test_one_order_for_a_channel_on_every_node(
                 typing = await gw.dispatch("TYPING_START")
                 assert typing["d"]["user_id"] == bob.user_id
             assert fanout_of(two).owners.forwarded >= PER_NODE + 1
+            # /readyz shows it: one owns the channel and served two's posts.
+            ready = (await alice_one.call("GET", "/readyz"))["broker"]
+            assert (ready["owned_channels"], ready["forwarded"]) == (1, 0)
+            assert ready["served"] >= PER_NODE
 
 
 async def test_resume_on_another_node_after_the_first_stopped(
