@@ -1,16 +1,11 @@
-"""Channel owners and replay buffers wired into two real servers on one Redis: one order for a
-channel's messages on every node whoever posts where, and a RESUME on another node after the
-session's node stopped.
-
-As in test_two_servers, the second server runs on a copy of the first one's database (no shared
-database yet): a channel's messages are stored by its owner, so its history is read there.
-"""
+"""Channel owners and replay buffers wired into two real servers on one Redis and one PostgreSQL
+database: one order for a channel's messages on every node whoever posts where, and a RESUME on
+another node after the session's node stopped or was killed (SIGKILL)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -35,23 +30,24 @@ if TYPE_CHECKING:
     from relay.client import Gateway
     from tests.conftest import RunningServer
     from tests.gateway.conftest import Member
-    from tests.realservers import RedisServer
+    from tests.realservers import PostgresServer, RedisServer
 
 PER_NODE = 15
 
 
 async def two_nodes(
-    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer, second: trio.Nursery | None = None
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    redis: RedisServer,
+    database: str,
+    second: trio.Nursery | None = None,
 ) -> tuple[RunningServer, RunningServer, Member, Member, dict[str, Any]]:
-    """Servers `one` (in `second`'s nursery if given, to be cancelled) and `two` on copies of
-    one database with a guild of Alice and Bob."""
-    common = {"broker": redis.url, "message_rate": 1000, "lease_ttl_s": 1.0}
-    first, stop_first = await start_server(nursery, settings_for(tmp_path / "a", **common))
-    alice, bob, guild = await setup_pair(first)
-    await stop_first()
-    shutil.copytree(tmp_path / "a" / "data", tmp_path / "b" / "data")
+    """Servers `one` (in `second`'s nursery if given, to be cancelled) and `two` on one
+    database, with a guild of Alice and Bob."""
+    common = {"broker": redis.url, "database": database, "message_rate": 1000, "lease_ttl_s": 1.0}
     one, _ = await start_server(second or nursery, settings_for(tmp_path / "a", **common))
     two, _ = await start_server(nursery, settings_for(tmp_path / "b", **common))
+    alice, bob, guild = await setup_pair(one)
     return one, two, alice, bob, guild
 
 
@@ -60,9 +56,9 @@ async def created_ids(gw: Gateway, count: int) -> list[int]:
 
 
 async def test_one_order_for_a_channel_on_every_node(
-    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
+    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer, postgres: PostgresServer
 ) -> None:
-    one, two, alice, bob, guild = await two_nodes(nursery, tmp_path, redis)
+    one, two, alice, bob, guild = await two_nodes(nursery, tmp_path, redis, postgres.new_database())
     server_id, channel = int(guild["id"]), text_channel(guild)
     path = f"/v1/api/channels/{channel}/messages"
     alice_one, bob_two = client_for(one, alice.token), client_for(two, bob.token)
@@ -102,8 +98,10 @@ async def test_one_order_for_a_channel_on_every_node(
             # Every session on both nodes saw one order: id order, and history's order.
             assert seen[0] == sorted(seen[0])
             assert all(order == seen[0] for order in seen)
-            history = await alice_one.call("GET", f"{path}?limit=100")
-            assert sorted(int(m["id"]) for m in history) == seen[0]
+            # History (one database) is in id order, and in that order on both nodes.
+            for client in (alice_one, bob_two):
+                history = await client.call("GET", f"{path}?limit=100")
+                assert [int(m["id"]) for m in history] == seen[0]
             # Two's sends were forwarded to one and committed there; none of one's went out.
             assert fanout_of(two).owners.forwarded >= PER_NODE
             assert fanout_of(one).owners.forwarded == 0
@@ -120,10 +118,11 @@ async def test_one_order_for_a_channel_on_every_node(
 
 
 async def test_resume_on_another_node_after_the_first_stopped(
-    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
+    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer, postgres: PostgresServer
 ) -> None:
     async with trio.open_nursery() as first:
-        one, two, alice, bob, guild = await two_nodes(nursery, tmp_path, redis, first)
+        database = postgres.new_database()
+        one, two, alice, bob, guild = await two_nodes(nursery, tmp_path, redis, database, first)
         channel = text_channel(guild)
         path = f"/v1/api/channels/{channel}/messages"
         bob_two = client_for(two, bob.token)
@@ -198,7 +197,7 @@ async def test_resume_on_another_node_after_the_first_stopped(
 
 
 @contextlib.contextmanager
-def relay_process(data_dir: Path, redis: RedisServer) -> Iterator[tuple[str, str]]:
+def relay_process(data_dir: Path, redis: RedisServer, database: str) -> Iterator[tuple[str, str]]:
     """`python -m relay serve` on `data_dir` with the broker, in a process of its own (to be
     killed): its (HTTP URL, gateway URL)."""
     http_port, realtime_port = free_port(), free_port()
@@ -210,6 +209,8 @@ def relay_process(data_dir: Path, redis: RedisServer) -> Iterator[tuple[str, str
         "RELAY_RELAY_PORT": "off",
         "RELAY_VOICE_UDP_PORT": "0",
         "RELAY_BROKER": redis.url,
+        "RELAY_DATABASE": database,
+        "RELAY_MESSAGE_RATE": "1000",
         "RELAY_LEASE_TTL_S": "1",
         "RELAY_LOG_LEVEL": "warning",
     }
@@ -235,18 +236,17 @@ def relay_process(data_dir: Path, redis: RedisServer) -> Iterator[tuple[str, str
 
 
 async def test_resume_on_another_node_after_the_first_was_killed(
-    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
+    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer, postgres: PostgresServer
 ) -> None:
-    common = {"broker": redis.url, "message_rate": 1000, "lease_ttl_s": 1.0}
-    first, stop_first = await start_server(nursery, settings_for(tmp_path / "a", **common))
-    alice, bob, guild = await setup_pair(first)
-    await stop_first()
-    shutil.copytree(tmp_path / "a" / "data", tmp_path / "b" / "data")
+    database = postgres.new_database()
+    common = {"broker": redis.url, "database": database, "message_rate": 1000, "lease_ttl_s": 1.0}
     two, _ = await start_server(nursery, settings_for(tmp_path / "b", **common))
+    alice, bob, guild = await setup_pair(two)
     path = f"/v1/api/channels/{text_channel(guild)}/messages"
     bob_two = client_for(two, bob.token)
     client: coredis.Redis[bytes] = coredis.Redis.from_url(redis.url)
-    with relay_process(tmp_path / "a" / "data", redis) as (_, ws_url):
+    (tmp_path / "a" / "data").mkdir(parents=True)
+    with relay_process(tmp_path / "a" / "data", redis, database) as (_, ws_url):
         async with client:
             with trio.fail_after(20):
                 await bob_two.call("POST", path, {"content": "owner"})  # two owns the channel
