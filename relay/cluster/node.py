@@ -160,6 +160,8 @@ async def _shielded_node(
                 task_status.started(node)
                 await node.stopping.wait()
                 with trio.move_on_after(LEAVE_S):
+                    if node.sessions is not None:  # first: its clients RESUME elsewhere now
+                        await node.sessions.leave()
                     if node.fanout is not None:
                         await node.fanout.leave()
                     await caps.leave()

@@ -13,16 +13,17 @@ can RESUME on any node.
 
 Taking a session over waits for its lease: a node that died holds it until it expires
 (`lease_ttl_s`); a node that shut down cleanly released it. A holder that is alive renews it
-(its expiry moves forward between two looks, within ttl/3): then the RESUME is refused
-(INVALID_SESSION) rather than taking a session another node still writes.
+(its expiry moves forward twice while this node looks, within 2/3 of the ttl): then the RESUME
+is refused (INVALID_SESSION) rather than taking a session another node still writes.
 
 Resource handling: `run()` owns the replay log's writer and the renewal task, which renews every
-lease this node holds in one pipelined round trip every ttl/3 and releases ended sessions'
-leases in batches. A lease that could not be renewed before its local expiry, or whose renewal
+lease this node holds in one script call every ttl/3 and releases ended sessions' leases in
+batches. A lease that could not be renewed before its local expiry, or whose renewal
 was refused, is lost: the session stops being written here and `on_lost(session_id)` ends it on
 this node (its client RESUMEs elsewhere). When `run()` is cancelled (shutdown) it writes what
 is queued and releases every lease (bounded, shielded), keeping the replay buffers: the clients
-RESUME on other nodes.
+RESUME on other nodes. The node calls `leave()` first thing when it stops, so that no renewal
+happens while its clients reconnect elsewhere.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class ClusterSessions:
         # Told the id of a session whose lease this node lost (ends it here): the gateway's.
         self.on_lost: Callable[[str], object] | None = None
         self.taken_over = 0  # sessions resumed here from another node
+        self._left = False  # shutting down: no more renewals, every lease released
 
     def name(self, session_id: str) -> str:
         return f"session:{session_id}"
@@ -89,7 +91,10 @@ class ClusterSessions:
     # -- the gateway's calls -----------------------------------------------------------------
 
     async def started(self, session_id: str) -> bool:
-        """Lease a new session; False (resumable here only) if Redis did not answer."""
+        """Lease a new session; False (resumable here only) if Redis did not answer, or the
+        node is shutting down."""
+        if self._left:
+            return False
         try:
             with trio.fail_after(self.leases.ttl_s / 3):
                 lease = await self.leases.acquire(self.name(session_id), self.node)
@@ -167,6 +172,7 @@ class ClusterSessions:
         state_key = self.log.state_key(session_id)
         deadline = trio.current_time() + self.leases.ttl_s + POLL_S * 2
         last_ttl: int | None = None
+        renewals = 0
         with trio.fail_after(self.leases.ttl_s * 2):
             while True:
                 if not await self.redis.exists([state_key]):
@@ -176,7 +182,11 @@ class ClusterSessions:
                     return lease
                 ttl = await self.redis.pttl(key)
                 if last_ttl is not None and ttl > last_ttl:
-                    return None  # renewed since the last look: its node is alive
+                    # Renewed since the last look. Twice: its node is alive and serving it
+                    # (once could be the last renewal of a node that is shutting down).
+                    renewals += 1
+                    if renewals >= 2:
+                        return None
                 if ttl > 0:
                     last_ttl = ttl
                 if trio.current_time() >= deadline:
@@ -192,17 +202,29 @@ class ClusterSessions:
                 nursery.start_soon(self._keep)
                 task_status.started()
         finally:
-            with trio.move_on_after(LEAVE_S, shield=True):
-                await self._leave()
+            if not self._left:
+                with trio.move_on_after(LEAVE_S, shield=True):
+                    await self._leave(writer=True)
 
-    async def _leave(self) -> None:
-        """Shutdown: what is queued is written (by a writer of its own: the log's task has
-        ended), then every lease is released; the buffers stay for RESUMEs elsewhere."""
-        with trio.move_on_after(LEAVE_S / 2):  # a batch cut off by the cancellation never is
+    async def leave(self) -> None:
+        """At the start of shutdown (while `run` still runs): renew nothing more, write what is
+        queued, stop writing every session and release their leases, so that their clients can
+        RESUME on another node at once (a renewal seen meanwhile would read as a live node)."""
+        await self._leave(writer=False)
+
+    async def _leave(self, *, writer: bool) -> None:
+        """What is queued is written (by a writer of its own if the log's task has ended), then
+        every session stops being written here and every lease is released; the buffers stay
+        for RESUMEs elsewhere."""
+        self._left = True
+        with trio.move_on_after(LEAVE_S / 2):  # a batch cut off by a cancellation never is
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.log.run)
+                if writer:
+                    nursery.start_soon(self.log.run)
                 await self.log.flushed()
                 nursery.cancel_scope.cancel()
+        for session_id in self._held:
+            self.log.leave(session_id)
         leases = list(self._held.values()) + self._release
         self._held.clear()
         self._release = []
@@ -226,7 +248,7 @@ class ClusterSessions:
                         await self.leases.release_many(released)
                 except Exception:  # they expire within the ttl anyway
                     log.warning("session leases not released", exc_info=True)
-            if trio.current_time() >= next_renewal:
+            if trio.current_time() >= next_renewal and not self._left:
                 next_renewal = trio.current_time() + every
                 await self._renew()
 
