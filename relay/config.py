@@ -220,6 +220,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     broker_queue: Positive = 10_000  # broker messages waiting to be fanned out; full = resync
     broker_publish_queue: Positive = 10_000  # publications waiting to be sent; full = dropped
     broker_max_lag_s: PositiveFloat = 5.0  # a broker message waiting longer = resync
+    # Cluster mode: gateway sessions' replay buffers also in Redis, so a RESUME works on any
+    # node (docs/cluster.md); off: a session resumes on its own node only, at no cost.
+    resume_anywhere: bool = True
     shutdown_grace_s: PositiveFloat = 5.0
 
     def __post_init__(self) -> None:

@@ -36,9 +36,11 @@ from relay.errors import ListenError
 from relay.forwarded import TrustedProxies
 from relay.gateway.endpoint import gateway_endpoint
 from relay.gateway.hub import Hub
+from relay.gateway.session import HeldFrames
 from relay.ids import Snowflakes
 from relay.media.service import Media
 from relay.netfetch import FetchPolicy
+from relay.protocol.gateway import Close
 from relay.realtime.echo import echo
 from relay.realtime.gate import Gate
 from relay.realtime.listener import ListenerStats, serve_realtime
@@ -130,13 +132,15 @@ async def run_services(
         hub = (rt.hub_type or Hub)(store, settings, views)
         media = await trio.to_thread.run_sync(Media.open, settings)
         hub.file_urls = media
-        fanout: Fanout = hub if node is None else await node.start_fanout(hub)
+        fanout: Fanout = hub if node is None else await node.start_fanout(hub, store)
         areas = SQLITE if settings.postgres_dsn is None else POSTGRES
         chat = Chat(store, fanout, views, settings, areas, media=media)
         if node is not None:
             node.share_limits(chat)
             rt.broker_health = node.health
             rt.shared_caps = node.caps
+            if settings.resume_anywhere:
+                await start_cluster_sessions(nursery, rt, node, hub)
         chat.bots.update(accounts.bot_ids())
         accounts.on_revoke.append(lambda login: fanout.announce(LoginRevoked(login)))
         await nursery.start(hub.run)
@@ -223,6 +227,25 @@ async def start_cluster(nursery: trio.Nursery, settings: Settings, store: Store)
     store.ids = Snowflakes(node.worker_id)
     log.info("cluster node", extra={"node": node.broker.node_id, "worker_id": node.worker_id})
     return node
+
+
+async def start_cluster_sessions(nursery: trio.Nursery, rt: Runtime, node: Node, hub: Hub) -> None:
+    """Cluster mode: gateway sessions resumable on any node (relay.cluster.sessions): their
+    replay buffers in Redis, and their frames held until written there."""
+    sessions = await node.start_sessions()
+    held = HeldFrames(sessions.log)
+    await nursery.start(held.run)
+    rt.cluster_sessions, rt.held_frames = sessions, held
+    hub.pace = held.room
+    hub.on_session_end.append(lambda session: sessions.ended(session.id))
+
+    def lost(session_id: str) -> None:
+        # Another node writes it now (or Redis was unreachable past the lease): not here.
+        session = hub.sessions.get(session_id)
+        if session is not None:
+            hub.close_sessions([session], int(Close.RESYNC), "session moved to another node")
+
+    sessions.on_lost = lost
 
 
 async def run_push(

@@ -371,8 +371,16 @@ def _broker(health: BrokerHealth) -> Iterator[Metric]:
          health.resyncs),
         ("resynced_sessions", "Gateway sessions ended by those resyncs (closed with 4014)",
          health.resynced_sessions),
+        ("forwarded", "Posts and channel events sent to another node's channel owner",
+         health.forwarded),
+        ("served", "Posts forwarded by other nodes and committed here as owner", health.served),
+        ("sessions_taken_over", "Gateway sessions resumed here from another node",
+         health.sessions_taken_over),
     ):  # fmt: skip
         yield CounterMetricFamily(f"relay_broker_{name}", text, value=count)
+    yield GaugeMetricFamily(
+        "relay_broker_owned_channels", "Channels this node owns now", value=health.owned_channels
+    )
 
 
 # -- the metrics_port listener -----------------------------------------------------------------

@@ -25,6 +25,7 @@ from relay.cluster import envelope
 from relay.cluster.broker import Broker, frame
 from relay.cluster.envelope import ServerCast, server_topic
 from relay.cluster.fanout import BrokerFanout
+from relay.cluster.owners import ChannelOwners
 from relay.gateway.hub import Hub
 from relay.gateway.session import Session
 from relay.protocol.gateway import Close
@@ -83,7 +84,9 @@ async def second_node(
     client: coredis.Redis[bytes] = coredis.Redis.from_url(redis.url)
     async with client, trio.open_nursery() as inner:
         broker = Broker(client, settings)
-        fanout = BrokerFanout(hub, broker, settings)
+        # Its channel owners are not run: nothing here posts.
+        owners = ChannelOwners(client, store, broker.node_id, hub.channel_actor)
+        fanout = BrokerFanout(hub, broker, owners, settings)
         await inner.start(broker.run)
         session = Session(int(bob.user_id), 0, "json", replay_size=100, replay_age_s=60)
         sink = RecordingSink()
