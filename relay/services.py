@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
     from relay.chat.fanout import Fanout
     from relay.cluster.node import Node
+    from relay.cluster.voice import ClusterVoice
     from relay.config import Settings
     from relay.realtime.listener import Endpoint
     from relay.runtime import Runtime
@@ -129,7 +130,10 @@ async def run_services(
         accounts.on_revoke.append(lambda login: fanout.announce(LoginRevoked(login)))
         await nursery.start(hub.run)
         hub.on_session_end.append(lambda session: chat.voice.session_ended(session.id))
-        rt.voice = VoiceService(settings, chat.voice, chat)
+        cluster_voice = None if node is None else node_voice(node, chat)
+        rt.voice = VoiceService(settings, chat.voice, chat, cluster_voice)
+        if cluster_voice is not None:
+            cluster_voice.service = rt.voice
         hub.on_permissions_changed.append(rt.voice.permissions_changed)
         with listening("voice_udp_port", settings.host, settings.voice_udp_port):
             await nursery.start(rt.voice.run)
@@ -177,6 +181,9 @@ async def run_services(
                 )
             )
         log.info("realtime listening", extra={"ws": " ".join(rt.realtime_urls)})
+        if cluster_voice is not None:
+            own_url = settings.node_public_url or rt.realtime_urls[0]
+            await nursery.start(cluster_voice.run, own_url)
         if settings.metrics_port is not None:
             host = settings.metrics_host or settings.host
             rt.gates["metrics"] = gate = Gate(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP)
@@ -210,6 +217,13 @@ async def start_cluster(nursery: trio.Nursery, settings: Settings, store: Store)
     store.ids = Snowflakes(node.worker_id)
     log.info("cluster node", extra={"node": node.broker.node_id, "worker_id": node.worker_id})
     return node
+
+
+def node_voice(node: Node, chat: Chat) -> ClusterVoice:
+    """Voice channels served by one node of the cluster at a time (relay.cluster.voice)."""
+    from relay.cluster.voice import ClusterVoice
+
+    return ClusterVoice(node.redis, node.broker, node.settings, chat.voice)
 
 
 async def run_push(
