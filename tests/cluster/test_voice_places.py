@@ -1,0 +1,183 @@
+"""Voice channels in cluster mode, on two real servers sharing one real Redis: one node serves a
+channel, op 4 on the other sends its member there, the token made on one node is redeemed on
+the other, voice state changes cross, and a channel given up moves to the next node that joins.
+
+As in test_two_servers, the second server runs on a copy of the first one's database.
+"""
+
+from __future__ import annotations
+
+import shutil
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
+
+import hypothesis.strategies as st
+import trio
+from hypothesis import given, settings
+
+from relay.chat.voice import Voice
+from relay.client import open_gateway
+from relay.cluster.voice import ClusterVoice, StateCast, StoredGrant, VoiceAsk, decode, encode
+from relay.cluster.voice import decode_grant as decode_stored
+from relay.voice_client import VoiceClosed, join_voice, open_voice
+from tests.conftest import settings_for, start_server
+from tests.cluster.test_two_servers import eventually, fanout_of
+from tests.voice.test_voice import close_code, opus_frames, receive_within, setup
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from relay.client import Gateway
+    from tests.conftest import RunningServer
+    from tests.realservers import RedisServer
+
+ids = st.integers(min_value=1, max_value=2**63 - 1)
+voices = st.builds(
+    Voice,
+    user_id=ids,
+    server_id=ids,
+    channel_id=ids,
+    session_id=st.text(min_size=1, max_size=64),
+    self_mute=st.booleans(),
+    mute=st.booleans(),
+    permissions=st.integers(min_value=0, max_value=2**53),
+    e2ee_required=st.booleans(),
+)
+nodes = st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True)
+
+
+@settings(max_examples=60)
+@given(
+    st.one_of(
+        st.builds(StateCast, nodes, st.none() | voices, st.none() | voices),
+        st.builds(VoiceAsk, ids, st.text(max_size=64), ids, st.booleans(), st.booleans()),
+    )
+)
+def test_voice_wire_round_trips(message: StateCast | VoiceAsk) -> None:
+    assert decode(encode(message)) == message
+
+
+@settings(max_examples=30)
+@given(st.builds(StoredGrant, nodes, voices))
+def test_stored_grant_round_trips(grant: StoredGrant) -> None:
+    assert decode_stored(encode(grant)) == grant
+
+
+def voice_of(server: RunningServer) -> ClusterVoice:
+    assert server.runtime.voice is not None
+    view = server.runtime.voice.view
+    assert isinstance(view, ClusterVoice)
+    return view
+
+
+def base(endpoint: str) -> str:
+    assert endpoint.endswith("/v1/voice")
+    return endpoint.removesuffix("/v1/voice")
+
+
+async def state_update(g: Gateway, user_id: str) -> dict[str, object]:
+    while True:
+        frame = await g.dispatch("VOICE_STATE_UPDATE")
+        if frame["d"]["user_id"] == user_id:
+            return dict(frame["d"])
+
+
+async def test_voice_channel_served_by_one_node_reached_from_both(
+    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
+) -> None:
+    common = {"broker": redis.url, "voice_resume_grace_s": 0.5, "presence_grace_s": 0.2}
+    first, stop_first = await start_server(nursery, settings_for(tmp_path / "a", **common))
+    (a, b), server_id, voice_id = await setup(first, 2)
+    await stop_first()
+    shutil.copytree(tmp_path / "a" / "data", tmp_path / "b" / "data")
+    one, stop_one = await start_server(nursery, settings_for(tmp_path / "a", **common))
+    two, stop_two = await start_server(nursery, settings_for(tmp_path / "b", **common))
+    frames = opus_frames(3)
+    channel = int(voice_id)
+    with trio.fail_after(30):
+        async with (
+            open_gateway(one.ws_url) as ga,
+            open_gateway(two.ws_url) as gb,
+            AsyncExitStack() as stack,
+        ):
+            await ga.identify(a.token)
+            await gb.identify(b.token)
+            both = {int(a.user_id), int(b.user_id)}
+            await eventually(lambda: set(fanout_of(one).online(int(server_id))) == both)
+            await eventually(lambda: set(fanout_of(two).online(int(server_id))) == both)
+            # Alice joins on one: nobody served the channel, so one takes it.
+            va = await join_voice(ga, server_id, voice_id)
+            assert va["endpoint"] == one.ws_url + "/v1/voice"
+            assert channel in voice_of(one).held
+            # Bob joins on two and is sent to one; Alice (on one) hears his voice state.
+            vb = await join_voice(gb, server_id, voice_id, self_mute=False)
+            assert vb["endpoint"] == one.ws_url + "/v1/voice"
+            assert channel not in voice_of(two).held
+            joined = await state_update(ga, b.user_id)
+            assert joined["channel_id"] == voice_id
+            assert ga.session_id is not None and gb.session_id is not None
+            ca = await stack.enter_async_context(
+                open_voice(
+                    base(va["endpoint"]),
+                    server_id=server_id,
+                    user_id=a.user_id,
+                    session_id=ga.session_id,
+                    token=va["token"],
+                    protocol="websocket",
+                )
+            )
+            # The token two made is redeemed on one (once: it is gone from Redis after).
+            cb = await stack.enter_async_context(
+                open_voice(
+                    base(vb["endpoint"]),
+                    server_id=server_id,
+                    user_id=b.user_id,
+                    session_id=gb.session_id,
+                    token=vb["token"],
+                    protocol="websocket",
+                )
+            )
+            for frame in frames:
+                await ca.send_frame(frame)
+            assert await receive_within(cb) == frames
+            for frame in frames:
+                await cb.send_frame(frame)
+            assert await receive_within(ca) == frames
+            used = {"server_id": server_id, "session_id": gb.session_id, "token": vb["token"]}
+            assert await close_code(one.ws_url, user_id=b.user_id, **used) == 4004
+
+            # Bob mutes himself on two: the node serving the channel applies it (his packets
+            # are dropped), and Alice hears the new state through the broker.
+            await gb.send(4, {"server_id": server_id, "channel_id": voice_id, "self_mute": True})
+            assert (await state_update(ga, b.user_id))["self_mute"] is True
+            with trio.fail_after(5):
+                while not voice_of(one).by_user[int(b.user_id)].self_mute:
+                    await trio.sleep(0.01)
+            for frame in frames:
+                await cb.send_frame(frame)
+            assert await receive_within(ca) == []
+
+            # One stops (releasing its leases): Bob's voice connection ends; his op 4 again on
+            # two gets a new token for two, which now serves the channel.
+            await ga.ws.aclose()
+            await stop_one()
+            with trio.fail_after(5):
+                try:
+                    while True:
+                        await cb.pump(0.05)
+                except BaseException as e:  # a VoiceClosed, maybe in the client's group
+                    if not isinstance(e, VoiceClosed | BaseExceptionGroup):
+                        raise
+            again = await join_voice(gb, server_id, voice_id, self_mute=False)
+            assert again["endpoint"] == two.ws_url + "/v1/voice"
+            assert channel in voice_of(two).held
+            async with open_voice(
+                base(again["endpoint"]),
+                server_id=server_id,
+                user_id=b.user_id,
+                session_id=gb.session_id,
+                token=again["token"],
+                protocol="websocket",
+            ) as cb2:
+                assert cb2.ssrc
+    await stop_two()
