@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     relay_idle_s: PositiveFloat = 120.0  # a relay connection silent this long is closed
     relay_queue_bytes: Positive = 1024 * 1024  # bytes queued per receiver before senders wait
     relay_stall_s: PositiveFloat = 2.0  # a full receiver making no progress this long is cut
+    # Cluster mode: transfers to ids on other nodes waiting to be published (and, apart,
+    # those received waiting for their connection), per node; over it dropped and counted.
+    relay_forward_queue_bytes: Positive = 16 * 1024 * 1024
     # Prometheus /metrics (docs/metrics.md). On its own listener, without authentication: an
     # operator who sets metrics_port keeps that port from strangers (metrics_host: its address,
     # default `host`). Or on the REST port behind `Authorization: Bearer <metrics_token>`

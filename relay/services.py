@@ -52,6 +52,7 @@ from relay.voice.service import VoiceService
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from relay.byterelay.cluster import ClusterRelay
     from relay.chat.fanout import Fanout
     from relay.cluster.node import Node
     from relay.cluster.voice import ClusterVoice
@@ -154,6 +155,8 @@ async def run_services(
         rt.attach_rooms(rooms)
         if settings.relay_port is not None:
             rt.byte_relay = ByteRelay.from_settings(settings)
+            if node is not None:
+                await nursery.start(node_byte_relay(node, rt.byte_relay).run)
             rt.gates["relay"] = rt.byte_relay.gate
             with listening("relay_port", settings.host, settings.relay_port):
                 rt.relay_addresses = await nursery.start(
@@ -224,6 +227,14 @@ def node_voice(node: Node, chat: Chat) -> ClusterVoice:
     from relay.cluster.voice import ClusterVoice
 
     return ClusterVoice(node.redis, node.broker, node.settings, chat.voice)
+
+
+def node_byte_relay(node: Node, relay: ByteRelay) -> ClusterRelay:
+    """Byte-relay ids logged in on one node at a time, transfers forwarded between nodes
+    (relay.byterelay.cluster)."""
+    from relay.byterelay.cluster import ClusterRelay
+
+    return ClusterRelay(node.redis, node.broker, relay, node.settings)
 
 
 async def run_push(

@@ -34,7 +34,7 @@ that expires by itself (and that the serving node's mirror refuses when it knows
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 import trio
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     from relay.cluster.broker import Broker
     from relay.cluster.lease import Lease
     from relay.config import Settings
-    from relay.voice.service import VoiceService
 
 log = logging.getLogger("relay.cluster")
 
@@ -126,6 +125,13 @@ def decode_grant(data: bytes) -> StoredGrant:
     return _grant.decode(data)
 
 
+class VoiceSessions(Protocol):
+    """What this module needs of the voice service (relay.voice.service.VoiceService)."""
+
+    def channel_count(self, channel_id: int) -> int: ...
+    def evict(self, channel_id: int, code: int, reason: str) -> None: ...
+
+
 # -- the node's part -----------------------------------------------------------------------------
 
 
@@ -146,7 +152,7 @@ class ClusterVoice:
         self.states = states  # this node's own (authoritative for its gateway sessions)
         self.leases = Leases(redis, ttl_s=settings.lease_ttl_s)
         self.url = ""  # this node's voice endpoint, once the realtime listener is up (`run`)
-        self.service: VoiceService | None = None
+        self.service: VoiceSessions | None = None
         # The mirror: the voice states this node's voice sessions may serve (module doc).
         self._by_user: dict[int, Voice] = {}
         self._origin: dict[int, str] = {}  # user id -> the node holding that state
