@@ -20,8 +20,8 @@ from relay.client import open_gateway
 from relay.cluster.voice import ClusterVoice, StateCast, StoredGrant, VoiceAsk, decode, encode
 from relay.cluster.voice import decode_grant as decode_stored
 from relay.voice_client import VoiceClosed, join_voice, open_voice
-from tests.conftest import settings_for, start_server
 from tests.cluster.test_two_servers import eventually, fanout_of
+from tests.conftest import settings_for, start_server
 from tests.voice.test_voice import close_code, opus_frames, receive_within, setup
 
 if TYPE_CHECKING:

@@ -1,0 +1,103 @@
+"""Byte-relay ids in cluster mode, on two real servers sharing one real Redis: transfers to an
+id logged in on the other node are forwarded through Redis (TCP and WebSocket alike, byte for
+byte, in order, within the receiving node's payload cap), and a login on one node replaces the
+same id's connection on the other."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
+
+import coredis
+import trio
+
+from relay.byterelay.cluster import ClusterRelay, id_topic
+from relay.protocol import relayd
+from relay.protocol.relayd import Transfer
+from tests.byterelay.conftest import running_relay, ws_bytes
+from tests.cluster.test_two_servers import eventually
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.byterelay.conftest import RelayServer
+    from tests.realservers import RedisServer
+
+
+def cluster_of(server: RelayServer) -> ClusterRelay:
+    cluster = server.hub.cluster
+    assert isinstance(cluster, ClusterRelay)
+    return cluster
+
+
+async def test_transfers_cross_nodes_and_a_login_replaces_the_other_nodes(
+    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
+) -> None:
+    common = {"broker": redis.url}
+    redis_client: coredis.Redis[bytes] = coredis.Redis.from_url(redis.url)
+    async with (
+        running_relay(nursery, tmp_path / "a", **common) as one,
+        running_relay(nursery, tmp_path / "b", relay_max_payload_bytes=1024, **common) as two,
+        redis_client,
+    ):
+
+        async def listened(client_id: bytes, node: RelayServer) -> None:
+            topic = id_topic(client_id)
+
+            async def ready() -> bool:
+                subscribers = await redis_client.pubsub_numsub(topic)
+                return client_id in cluster_of(node).held and subscribers[topic.encode()] == 1
+
+            await eventually(ready)
+
+        with trio.fail_after(20):
+            alice = await one.client(b"alice")
+            bob = await two.client(b"bob")
+            await listened(b"alice", one)
+            await listened(b"bob", two)
+            # One node to the other and back, byte for byte and in order.
+            await alice.send(b"bob", b"hello bob")
+            frame = await bob.receive()
+            assert frame.raw == relayd.encode_transfer(b"alice", b"bob", b"hello bob")
+            for i in range(100):
+                await bob.send(b"alice", b"%d" % i)
+            assert [(await alice.receive()).payload for _ in range(100)] == [
+                b"%d" % i for i in range(100)
+            ]
+            # A WebSocket client on two reaches a TCP client on one.
+            async with two.ws_client(b"carol") as carol:
+                await listened(b"carol", two)
+                await carol.send_message(relayd.encode_transfer(b"carol", b"alice", b"hi"))
+                got = await alice.receive()
+                assert (got.sender, got.payload) == (b"carol", b"hi")
+                await alice.send(b"carol", b"back")
+                back = relayd.decode(await ws_bytes(carol))
+                assert isinstance(back, Transfer)
+                assert back.payload == b"back"
+            # Over the receiving node's cap (two's is 1 KiB): dropped there, counted; the next
+            # one arrives.
+            dropped = cluster_of(two).dropped
+            await alice.send(b"bob", b"x" * 2000)
+            await alice.send(b"bob", b"small")
+            assert (await bob.receive()).payload == b"small"
+            assert cluster_of(two).dropped == dropped + 1
+            # A transfer to an id nobody is logged in as anywhere is dropped (by Redis).
+            await alice.send(b"nobody", b"lost")
+            await alice.sync()
+
+            # Alice logs in on two: her connection on one is closed (replaced, silently as
+            # relayd does), and what bob sends her reaches her new one.
+            async with AsyncExitStack():
+                alice_two = await two.client(b"alice")
+                assert await alice.read_to_eof() == b""
+                await eventually(lambda: b"alice" not in cluster_of(one).held)
+                assert one.hub.stats.replaced == 1
+                assert b"alice" not in one.hub.clients
+                await bob.send(b"alice", b"found you")
+                assert (await alice_two.receive()).payload == b"found you"
+                # And back on one: two's connection is replaced in turn.
+                alice_one = await one.client(b"alice")
+                assert await alice_two.read_to_eof() == b""
+                await listened(b"alice", one)
+                await bob.send(b"alice", b"again")
+                assert (await alice_one.receive()).payload == b"again"
