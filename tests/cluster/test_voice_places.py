@@ -115,7 +115,8 @@ async def test_voice_channel_served_by_one_node_reached_from_both(
             assert channel not in voice_of(two).held
             joined = await state_update(ga, b.user_id)
             assert joined["channel_id"] == voice_id
-            assert ga.session_id is not None and gb.session_id is not None
+            assert ga.session_id is not None
+            assert gb.session_id is not None
             ca = await stack.enter_async_context(
                 open_voice(
                     base(va["endpoint"]),
@@ -150,9 +151,7 @@ async def test_voice_channel_served_by_one_node_reached_from_both(
             # are dropped), and Alice hears the new state through the broker.
             await gb.send(4, {"server_id": server_id, "channel_id": voice_id, "self_mute": True})
             assert (await state_update(ga, b.user_id))["self_mute"] is True
-            with trio.fail_after(5):
-                while not voice_of(one).by_user[int(b.user_id)].self_mute:
-                    await trio.sleep(0.01)
+            await eventually(lambda: voice_of(one).by_user[int(b.user_id)].self_mute)
             for frame in frames:
                 await cb.send_frame(frame)
             assert await receive_within(ca) == []
