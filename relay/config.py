@@ -217,9 +217,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # only to this process's sessions (the one-process default).
     broker: BrokerUrl | None = None
     node_id: NodeId | None = None  # this process's name on the broker; default host-pid-random
-    # The realtime listener's URL (ws:// or wss://) clients reach THIS node at, not the load
-    # balancer's: voice clients are sent there (docs/cluster.md). Unset: the listener's own.
-    node_public_url: PublicUrl | None = None
+    # Cluster mode: the URLs clients reach THIS node at directly (not the load balancer's):
+    # voice and app-room clients are sent there (docs/cluster.md). Unset: the listeners' own.
+    node_realtime_url: PublicUrl | None = None  # ws:// or wss://
+    node_http_url: PublicUrl | None = None  # http:// or https://
     worker_id: WorkerId | None = None  # the snowflake worker; unset: 0, or leased via the broker
     worker_lease_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 30.0  # the lease's expiry
     broker_queue: Positive = 10_000  # broker messages waiting to be fanned out; full = resync

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from relay.byterelay.cluster import ClusterRelay
     from relay.chat.fanout import Fanout
     from relay.cluster.node import Node
+    from relay.cluster.places import NodeUrls, Place
+    from relay.cluster.rooms import RoomPlaces
     from relay.cluster.voice import ClusterVoice
     from relay.config import Settings
     from relay.realtime.listener import Endpoint
@@ -131,7 +133,8 @@ async def run_services(
         accounts.on_revoke.append(lambda login: fanout.announce(LoginRevoked(login)))
         await nursery.start(hub.run)
         hub.on_session_end.append(lambda session: chat.voice.session_ended(session.id))
-        cluster_voice = None if node is None else node_voice(node, chat)
+        urls = None if node is None else node_urls(node)
+        cluster_voice = None if node is None or urls is None else node_voice(node, urls, chat)
         rt.voice = VoiceService(settings, chat.voice, chat, cluster_voice)
         if cluster_voice is not None:
             cluster_voice.service = rt.voice
@@ -152,6 +155,9 @@ async def run_services(
             await nursery.start(run_push, settings, chat, hub, accounts)
         rooms = RoomManager(settings, store.ids)
         await nursery.start(rooms.run)
+        if node is not None and urls is not None:
+            rooms.cluster = places = node_rooms(node, urls)
+            await nursery.start(places.run)
         rt.attach_rooms(rooms)
         if settings.relay_port is not None:
             rt.byte_relay = ByteRelay.from_settings(settings)
@@ -184,9 +190,10 @@ async def run_services(
                 )
             )
         log.info("realtime listening", extra={"ws": " ".join(rt.realtime_urls)})
+        if urls is not None:
+            await nursery.start(urls.run, own_place(settings, rt))
         if cluster_voice is not None:
-            own_url = settings.node_public_url or rt.realtime_urls[0]
-            await nursery.start(cluster_voice.run, own_url)
+            await nursery.start(cluster_voice.run)
         if settings.metrics_port is not None:
             host = settings.metrics_host or settings.host
             rt.gates["metrics"] = gate = Gate(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP)
@@ -222,11 +229,32 @@ async def start_cluster(nursery: trio.Nursery, settings: Settings, store: Store)
     return node
 
 
-def node_voice(node: Node, chat: Chat) -> ClusterVoice:
+def node_urls(node: Node) -> NodeUrls:
+    """Where this node is reached directly, for the other nodes (relay.cluster.places)."""
+    from relay.cluster.places import NodeUrls
+
+    return NodeUrls(node.redis, node.broker.node_id, node.settings.worker_lease_s)
+
+
+def own_place(settings: Settings, rt: Runtime) -> Place:
+    from relay.cluster.places import Place
+
+    ws = settings.node_realtime_url or rt.realtime_urls[0]
+    return Place(ws, settings.node_http_url or (rt.http_urls or ["http://" + settings.host])[0])
+
+
+def node_voice(node: Node, urls: NodeUrls, chat: Chat) -> ClusterVoice:
     """Voice channels served by one node of the cluster at a time (relay.cluster.voice)."""
     from relay.cluster.voice import ClusterVoice
 
-    return ClusterVoice(node.redis, node.broker, node.settings, chat.voice)
+    return ClusterVoice(node.redis, node.broker, node.settings, chat.voice, urls)
+
+
+def node_rooms(node: Node, urls: NodeUrls) -> RoomPlaces:
+    """App rooms on the node that made them, found from the others (relay.cluster.rooms)."""
+    from relay.cluster.rooms import RoomPlaces
+
+    return RoomPlaces(node.redis, node.broker.node_id, urls, node.settings.lease_ttl_s)
 
 
 def node_byte_relay(node: Node, relay: ByteRelay) -> ClusterRelay:

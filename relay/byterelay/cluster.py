@@ -66,19 +66,6 @@ local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'PX', ARGV[2])
 return {old or false, token}
 """
-# Renew many: 1 where the value is still ours (extended), 0 where it is not.
-_RENEW_MANY = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[i] then
-    redis.call('PEXPIRE', key, ARGV[#ARGV])
-    out[i] = 1
-  else
-    out[i] = 0
-  end
-end
-return out
-"""
 
 
 def id_name(client_id: bytes) -> str:
@@ -135,7 +122,6 @@ class ClusterRelay:
         self.relay = relay
         self.leases = Leases(redis, ttl_s=settings.lease_ttl_s)
         self._claim = redis.register_script(_CLAIM)
-        self._renew = redis.register_script(_RENEW_MANY)
         self.held: dict[bytes, Lease] = {}  # ids whose lease this node holds
         # Logins and logouts in order, for the claim task: (id, True) a login, (id, False) not.
         self._changes: deque[tuple[bytes, bool]] = deque()
@@ -227,16 +213,12 @@ class ClusterRelay:
             for start in range(0, len(held), RENEW_BATCH):
                 batch = held[start : start + RENEW_BATCH]
                 try:
-                    renewed: object = await self._renew(
-                        keys=[self.leases.key(lease.name) for _, lease in batch],
-                        args=[*(lease.value for _, lease in batch), self.leases.ttl_ms],
-                    )
+                    renewed = await self.leases.renew_many([lease for _, lease in batch])
                 except Exception:  # kept locally: the connections are still here
                     log.warning("relay id leases not renewed", exc_info=True)
                     continue
-                assert isinstance(renewed, list)
                 for (client_id, lease), ok in zip(batch, renewed, strict=True):
-                    if ok != 1 and self.held.get(client_id) is lease:
+                    if not ok and self.held.get(client_id) is lease:
                         self._lost(client_id)
 
     # -- transfers ------------------------------------------------------------------------------

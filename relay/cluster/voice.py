@@ -23,8 +23,8 @@ lease, `voice:<channel id>` (relay.cluster.lease):
   `lease_ttl_s` takes the channel on another node. A holder that loses its lease ends its
   voice sessions of the channel with 4020; the members send op 4 again and get the new node.
 
-Resource handling: `run()` owns the grant writer, the URL keep-alive and (in its nursery) one
-holding task per served channel; all of it ends with the node.
+Resource handling: `run()` owns the grant writer and (in its nursery) one holding task per
+served channel; all of it ends with the node.
 
 Error handling: Redis errors while looking an owner up refuse the join with 503
 `voice_unavailable`; a grant that cannot be stored does the same; a lost delete leaves a token
@@ -52,16 +52,13 @@ if TYPE_CHECKING:
     from relay.chat.voice import Grant, VoiceStates
     from relay.cluster.broker import Broker
     from relay.cluster.lease import Lease
+    from relay.cluster.places import NodeUrls
     from relay.config import Settings
 
 log = logging.getLogger("relay.cluster")
 
 GRANT_QUEUE = 10_000  # grant writes waiting for Redis; full: the join is refused (503)
 IDLE_CHECK_S = 0.5  # how often a holder looks whether its channel is still in use
-
-
-def url_key(node_id: str) -> str:
-    return f"relay:url:{node_id}"
 
 
 def state_topic(channel_id: int) -> str:
@@ -144,8 +141,10 @@ class ClusterVoice:
         broker: Broker,
         settings: Settings,
         states: VoiceStates,
+        urls: NodeUrls,
     ) -> None:
         self.redis = redis
+        self.urls = urls
         self.broker = broker
         self.node_id = broker.node_id
         self.settings = settings
@@ -259,10 +258,10 @@ class ClusterVoice:
             node = found[0]
             if node == self.node_id:
                 return self.url  # being taken by this node (`_take` in progress)
-            url = await self.redis.get(url_key(node))
-            if url is None:
+            place = await self.urls.lookup(node)
+            if place is None:
                 raise _unavailable()  # its node is gone; the lease expires within the ttl
-            return url.decode()
+            return place.ws + VOICE_ENDPOINT
         raise _unavailable()
 
     async def granted(self, grant: Grant, state: Voice) -> None:
@@ -426,29 +425,14 @@ class ClusterVoice:
 
     # -- running --------------------------------------------------------------------------------
 
-    async def _keep_url(self) -> None:
-        """This node's voice URL in Redis, for the other nodes' VOICE_SERVER_UPDATEs; it expires
-        with the node."""
-        ttl_ms = round(self.settings.worker_lease_s * 1000)
-        while True:
-            try:
-                await self.redis.set(url_key(self.node_id), self.url.encode(), px=ttl_ms)
-            except Exception:
-                log.warning("voice URL not renewed", exc_info=True)
-            await trio.sleep(self.settings.worker_lease_s / 3)
-
-    async def run(
-        self, url: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Serve as this node's voice part, with `url` its realtime listener's public URL."""
-        self.url = url.rstrip("/") + VOICE_ENDPOINT
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve as this node's voice part (once the node's URLs are known: `urls.own`)."""
+        assert self.urls.own is not None
+        self.url = self.urls.own.ws + VOICE_ENDPOINT
         self.broker.listen(node_topic(self.node_id), self._heard)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._write_grants)
-            ttl_ms = round(self.settings.worker_lease_s * 1000)
-            await self.redis.set(url_key(self.node_id), self.url.encode(), px=ttl_ms)
-            nursery.start_soon(self._keep_url)
             task_status.started()
 
 
