@@ -161,7 +161,7 @@ class ClusterVoice:
         self._taking: dict[int, trio.Event] = {}  # channels whose lease is being acquired
         self._sent_to: dict[int, str] = {}  # user id -> the node their last token points to
         self._grant_send, self._grant_recv = trio.open_memory_channel[
-            tuple[str, bytes | None, trio.Event | None]
+            tuple[str, bytes | None, _Written | None]
         ](GRANT_QUEUE)
         self._nursery: trio.Nursery | None = None
         states.on_change.append(self._local_changed)
@@ -265,13 +265,15 @@ class ClusterVoice:
         raise _unavailable()
 
     async def granted(self, grant: Grant, state: Voice) -> None:
-        done = trio.Event()
+        done = _Written()
         value = encode(StoredGrant(self.node_id, state))
         try:
             self._grant_send.send_nowait((grant.token, value, done))
         except trio.WouldBlock:
             raise _unavailable() from None
-        await done.wait()
+        await done.event.wait()
+        if not done.ok:  # the serving node could not redeem it
+            raise _unavailable()
         try:
             found = await self.leases.owner(f"voice:{state.channel_id}")
         except Exception:
@@ -302,10 +304,12 @@ class ClusterVoice:
                     await self.redis.delete([grant_key(token)])
                 else:
                     await self.redis.set(grant_key(token), value, px=ttl_ms)
+                if done is not None:
+                    done.ok = True
             except Exception:
                 log.warning("voice token not written", exc_info=True)
             if done is not None:
-                done.set()
+                done.event.set()
 
     # -- the mirror -----------------------------------------------------------------------------
 
@@ -331,8 +335,10 @@ class ClusterVoice:
         serving the channel(s) it concerns."""
         if after is not None:
             self._mirror(after, self.node_id)
-        elif before is not None and self._origin.get(before.user_id) == self.node_id:
-            self._unmirror(before.user_id)
+        elif before is not None:
+            self._sent_to.pop(before.user_id, None)
+            if self._origin.get(before.user_id) == self.node_id:
+                self._unmirror(before.user_id)
         cast = encode(StateCast(self.node_id, before, after))
         channels = {v.channel_id for v in (before, after) if v is not None}
         for channel_id in channels:
@@ -434,6 +440,16 @@ class ClusterVoice:
             self._nursery = nursery
             nursery.start_soon(self._write_grants)
             task_status.started()
+
+
+class _Written:
+    """A grant write's outcome, for the join waiting on it."""
+
+    __slots__ = ("event", "ok")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.ok = False
 
 
 def _unavailable() -> Unavailable:

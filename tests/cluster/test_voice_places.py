@@ -11,6 +11,7 @@ import shutil
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
+import coredis
 import hypothesis.strategies as st
 import trio
 from hypothesis import given, settings
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from relay.client import Gateway
+    from relay.voice_client import VoiceClient
     from tests.conftest import RunningServer
     from tests.realservers import RedisServer
 
@@ -82,10 +84,38 @@ async def state_update(g: Gateway, user_id: str) -> dict[str, object]:
             return dict(frame["d"])
 
 
+async def closed_with(client: VoiceClient) -> int | None:
+    """Read until the voice connection closes; its close code."""
+    with trio.fail_after(5):
+        try:
+            while True:
+                await client.pump(0.05)
+        except BaseException as e:  # a VoiceClosed, maybe in the client's nursery's group
+            first: BaseException = e
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            if not isinstance(first, VoiceClosed):
+                raise
+            return first.code
+
+
+async def refusal(g: Gateway, server_id: str, voice_id: str) -> str:
+    try:
+        await join_voice(g, server_id, voice_id)
+    except PermissionError as e:
+        return str(e)
+    raise AssertionError("the join was not refused")
+
+
 async def test_voice_channel_served_by_one_node_reached_from_both(
     nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
 ) -> None:
-    common = {"broker": redis.url, "voice_resume_grace_s": 0.5, "presence_grace_s": 0.2}
+    common = {
+        "broker": redis.url,
+        "voice_resume_grace_s": 0.5,
+        "presence_grace_s": 0.2,
+        "lease_ttl_s": 1.0,  # renewed every 0.33 s: a lost lease is noticed at once
+    }
     first, stop_first = await start_server(nursery, settings_for(tmp_path / "a", **common))
     (a, b), server_id, voice_id = await setup(first, 2)
     await stop_first()
@@ -156,27 +186,68 @@ async def test_voice_channel_served_by_one_node_reached_from_both(
                 await cb.send_frame(frame)
             assert await receive_within(ca) == []
 
-            # One stops (releasing its leases): Bob's voice connection ends; his op 4 again on
-            # two gets a new token for two, which now serves the channel.
-            await ga.ws.aclose()
-            await stop_one()
-            with trio.fail_after(5):
-                try:
-                    while True:
-                        await cb.pump(0.05)
-                except BaseException as e:  # a VoiceClosed, maybe in the client's group
-                    if not isinstance(e, VoiceClosed | BaseExceptionGroup):
-                        raise
+            # One loses the channel's lease (a node that wins it in Redis, as after a pause
+            # past the ttl): its voice connections there close with 4020. While that node
+            # holds the channel and cannot be reached, a join is refused; once its lease
+            # expires, Bob's op 4 again makes two the channel's voice node.
+            r: coredis.Redis[bytes] = coredis.Redis.from_url(redis.url)
+            async with r:
+                lease_key = f"relay:lease:voice:{channel}"
+                await r.set(lease_key, b"ghost:999999999", px=1500)
+                assert await closed_with(cb) == 4020
+                assert await closed_with(ca) == 4020
+                refused = await refusal(gb, server_id, voice_id)
+                assert refused == "voice_unavailable"
+
+                async def expired() -> bool:
+                    return await r.get(lease_key) is None
+
+                await eventually(expired)
             again = await join_voice(gb, server_id, voice_id, self_mute=False)
             assert again["endpoint"] == two.ws_url + "/v1/voice"
             assert channel in voice_of(two).held
+            assert channel not in voice_of(one).held
+            # Alice, whose gateway session is on one, is sent to two as well.
+            va2 = await join_voice(ga, server_id, voice_id)
+            assert va2["endpoint"] == two.ws_url + "/v1/voice"
+            cb2 = await stack.enter_async_context(
+                open_voice(
+                    two.ws_url,
+                    server_id=server_id,
+                    user_id=b.user_id,
+                    session_id=gb.session_id,
+                    token=again["token"],
+                    protocol="websocket",
+                )
+            )
+            ca2 = await stack.enter_async_context(
+                open_voice(
+                    two.ws_url,
+                    server_id=server_id,
+                    user_id=a.user_id,
+                    session_id=ga.session_id,
+                    token=va2["token"],
+                    protocol="websocket",
+                )
+            )
+            for frame in frames:
+                await cb2.send_frame(frame)
+            assert await receive_within(ca2) == frames
+
+            # Two stops (releasing its leases): Alice's voice connection ends, and her op 4
+            # again on one gets a token for one, which now serves the channel.
+            await gb.ws.aclose()
+            await stop_two()
+            assert await closed_with(ca2) is not None
+            back = await join_voice(ga, server_id, voice_id)
+            assert back["endpoint"] == one.ws_url + "/v1/voice"
             async with open_voice(
-                base(again["endpoint"]),
+                one.ws_url,
                 server_id=server_id,
-                user_id=b.user_id,
-                session_id=gb.session_id,
-                token=again["token"],
+                user_id=a.user_id,
+                session_id=ga.session_id,
+                token=back["token"],
                 protocol="websocket",
-            ) as cb2:
-                assert cb2.ssrc
-    await stop_two()
+            ) as ca3:
+                assert ca3.ssrc
+    await stop_one()
