@@ -41,7 +41,7 @@ import trio
 from relay.byterelay.hub import Why
 from relay.cluster.broker import frame
 from relay.cluster.lease import Lease, Leases, holder_of
-from relay.protocol.relayd import Parser, RelaydError, Transfer
+from relay.protocol.relayd import MAX_PAYLOAD_LEN, Parser, RelaydError, Transfer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -251,26 +251,30 @@ class ClusterRelay:
         relay = self.relay
         while True:
             for client_id, raw in await self.incoming.take(PUBLISH_BATCH):
-                parser = Parser(relay.max_payload_bytes, coalesce=True)
+                # Frame by frame: a run may hold one over this node's cap among good ones.
+                parser = Parser(MAX_PAYLOAD_LEN)
                 parser.feed(raw)
                 try:
-                    transfers = list(parser)
-                    if parser.buffered_bytes or not transfers:
+                    frames = list(parser)
+                    if parser.buffered_bytes or not frames:
                         raise RelaydError("an incomplete or empty forward")
                 except RelaydError:
                     self.dropped += 1
                     continue
-                for transfer in transfers:
-                    if not isinstance(transfer, Transfer):
+                for transfer in frames:
+                    if (
+                        not isinstance(transfer, Transfer)
+                        or len(transfer.raw) - transfer.payload_offset > relay.max_payload_bytes
+                    ):
                         self.dropped += 1
                         continue
                     target = relay.clients.get(client_id)
                     if transfer.to != client_id or target is None:
-                        relay.stats.dropped_offline += transfer.count
+                        relay.stats.dropped_offline += 1
                         continue
-                    self.received += transfer.count
+                    self.received += 1
                     if target.outbox.put_nowait(transfer.raw):
-                        relay.stats.frames_forwarded += transfer.count
+                        relay.stats.frames_forwarded += 1
                         relay.stats.bytes_forwarded += len(transfer.raw)
                     else:
                         await relay.wait_for_room(target, transfer)
