@@ -94,12 +94,17 @@ class ServerInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 @contextmanager
 def database(settings: Settings, *, create: bool) -> Iterator[Database]:
-    """The server's database, created (`create`) or upgraded to this version as at start-up.
+    """The server's database, created (`create`) or upgraded to this version as at start-up:
+    the SQLite file, or PostgreSQL when `database` is a postgresql:// DSN.
 
     Raises:
         CommandError: no database and not `create`, a database newer than this Relay, or a
             file SQLite cannot open.
     """
+    if settings.postgres_dsn is not None:
+        with _postgres(settings.postgres_dsn) as db:
+            yield db
+        return
     path = settings.db_path
     if not create and not path.exists():
         raise CommandError(
@@ -123,8 +128,35 @@ def database(settings: Settings, *, create: bool) -> Iterator[Database]:
         db.close()
 
 
+@contextmanager
+def _postgres(dsn: str) -> Iterator[Database]:
+    """`database` on PostgreSQL (docs/postgresql.md): the same queries through the adapter."""
+    import psycopg
+
+    from relay.storage.postgres.db import connect as pg_connect
+    from relay.storage.postgres.schema import migrate as pg_migrate
+
+    try:
+        db = pg_connect(dsn)
+    except psycopg.Error as e:
+        raise CommandError(f"cannot open the database (PostgreSQL): {e}") from None
+    try:
+        try:
+            pg_migrate(db.conn.raw)
+        except RuntimeError as e:  # newer than this Relay, or not Relay's
+            raise CommandError(f"database (PostgreSQL): {e}") from None
+        yield db  # type: ignore[misc]  # the Database surface the queries use
+    except psycopg.OperationalError as e:
+        raise CommandError(f"database (PostgreSQL): {e}") from None
+    finally:
+        db.close()
+
+
 def transaction(db: Database, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """`fn(db, *args, **kwargs)` in one transaction, committed if it returns."""
+    if not isinstance(db.conn, sqlite3.Connection):  # PostgreSQL (`_postgres`)
+        with db.atomic():
+            return fn(db, *args, **kwargs)
     db.conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(db, *args, **kwargs)

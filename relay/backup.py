@@ -56,6 +56,10 @@ if TYPE_CHECKING:
     from relay.config import Settings
 
 COMMANDS = ("backup", "restore", "check")
+POSTGRES_REFUSAL = (
+    "`relay {command}` works on the SQLite file; the database is PostgreSQL: back it up with"
+    " pg_dump and restore it with pg_restore (docs/postgresql.md)"
+)
 # A table every Relay schema has had since migration 1: a database without it is not Relay's.
 RELAY_TABLE = "users"
 
@@ -262,6 +266,11 @@ def check(env: Mapping[str, str], config_file: str | None) -> list[Check]:
     except ConfigError as e:
         return [Check("config", False, str(e))]
     source = config_file or "defaults"
+    if settings.postgres_dsn is not None:
+        return [
+            Check("config", True, f"{source} and RELAY_* variables"),
+            Check("database", False, POSTGRES_REFUSAL.format(command="check")),
+        ]
     detail = f"{source} and RELAY_* variables; database {settings.db_path}"
     results = [Check("config", True, detail)]
     return results + check_database(settings.db_path)
@@ -410,6 +419,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         settings = load_settings(env, args.config)
     except ConfigError as e:
         print(f"relay: {e}", file=sys.stderr)
+        return 2
+    if settings.postgres_dsn is not None:
+        print(f"relay: {POSTGRES_REFUSAL.format(command=args.command)}", file=sys.stderr)
         return 2
     progress = Progress(args.command, force=args.progress)
     # SIGTERM (a timeout, systemd) ends the command like Ctrl-C: through the clean-up.

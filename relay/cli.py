@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"relay: start-up failed: {reason}", file=sys.stderr)
             return 1
         return 0
+    if settings.postgres_dsn is not None:
+        return _migrate_postgres(settings.postgres_dsn)
     from relay.storage.schema import migrate
     from relay.storage.sqlite.db import connect
     from relay.storage.sqlite.lock import DatabaseInUse, database_lock
@@ -91,6 +93,22 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 db.close()
     except DatabaseInUse as e:
+        print(f"relay: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _migrate_postgres(dsn: str) -> int:
+    """`relay db migrate` on PostgreSQL (processes that start together also migrate safely: a
+    lock makes them take turns)."""
+    import psycopg
+
+    from relay.storage.postgres.schema import migrate
+
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            print(f"postgresql: schema version {migrate(conn)}")
+    except (psycopg.Error, RuntimeError) as e:
         print(f"relay: {e}", file=sys.stderr)
         return 1
     return 0

@@ -48,7 +48,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Everything an operator can set. Field names are the TOML keys; RELAY_<NAME> in env."""
 
     data_dir: str = "./data"
-    database: str | None = None  # defaults to <data_dir>/relay.db
+    # defaults to <data_dir>/relay.db; a postgresql:// DSN stores on PostgreSQL instead
+    database: str | None = None
     host: str = "127.0.0.1"
     http_port: Port = 8080
     realtime_port: Port = 8081
@@ -239,6 +240,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             parse_networks(self.trusted_proxies)
         except ValueError as e:
             raise ValueError(f"trusted_proxies (RELAY_TRUSTED_PROXIES): {e}") from None
+
+    @property
+    def postgres_dsn(self) -> str | None:
+        """The PostgreSQL DSN if `database` is one (docs/postgresql.md), else None (SQLite)."""
+        if self.database and self.database.startswith(("postgresql://", "postgres://")):
+            return self.database
+        return None
 
     @property
     def db_path(self) -> Path:

@@ -17,7 +17,7 @@ import logging
 import resource
 import ssl
 import sys
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -44,6 +44,7 @@ from relay.realtime.gate import Gate
 from relay.realtime.listener import ListenerStats, serve_realtime
 from relay.rooms.endpoint import room_endpoint
 from relay.storage import audience, audit, files, invites, users
+from relay.storage.areas import POSTGRES, SQLITE
 from relay.storage.sqlite.db import open_store
 from relay.telemetry import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, serve_metrics
 from relay.voice.endpoint import endpoint_for as voice_endpoint_for
@@ -107,6 +108,16 @@ def tune_gc() -> None:
     sys.setswitchinterval(0.001)
 
 
+def open_database(settings: Settings, rt: Runtime) -> AbstractAsyncContextManager[Store]:
+    """The store of `database`: the SQLite file (the default), or PostgreSQL for a
+    postgresql:// DSN (docs/postgresql.md; psycopg is imported only then)."""
+    if settings.postgres_dsn is None:
+        return open_store(settings.db_path, readers=settings.db_readers, metrics=rt.metrics)
+    from relay.storage.postgres.db import open_pg_store
+
+    return open_pg_store(settings.postgres_dsn, readers=settings.db_readers, metrics=rt.metrics)
+
+
 async def run_services(
     rt: Runtime, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -114,7 +125,7 @@ async def run_services(
     tune_gc()
     raise_open_files_limit(settings)
     async with (
-        open_store(settings.db_path, readers=settings.db_readers, metrics=rt.metrics) as store,
+        open_database(settings, rt) as store,
         trio.open_nursery() as nursery,
     ):
         node = await start_cluster(nursery, settings, store)
@@ -124,7 +135,8 @@ async def run_services(
         media = await trio.to_thread.run_sync(Media.open, settings)
         hub.file_urls = media
         fanout: Fanout = hub if node is None else await node.start_fanout(hub)
-        chat = Chat(store, fanout, views, settings, media=media)
+        areas = SQLITE if settings.postgres_dsn is None else POSTGRES
+        chat = Chat(store, fanout, views, settings, areas, media=media)
         if node is not None:
             node.share_limits(chat)
             rt.broker_health = node.health
@@ -202,7 +214,8 @@ async def run_services(
                     serve_metrics, rt.metrics, host, settings.metrics_port, gate
                 )
             log.info("metrics listening", extra={"url": " ".join(rt.metrics_urls)})
-        log.info("services started", extra={"database": str(settings.db_path)})
+        where = "postgresql" if settings.postgres_dsn else str(settings.db_path)  # no password
+        log.info("services started", extra={"database": where})
         try:
             task_status.started()
             await trio.sleep_forever()

@@ -2,14 +2,16 @@
 
 One Protocol per area names the query functions other layers call (a query takes the
 connection first, `db`, and runs in the store's writer or a reader thread). The SQLite modules
-of relay/storage implement them, checked by mypy where `SQLITE` is built; another database
-(PostgreSQL) can be added area by area by writing modules that satisfy the same Protocols and
-return the same row Structs. The chat layer reaches storage only through an `Areas` (`Chat.q`).
+of relay/storage implement them, checked by mypy where `SQLITE` is built. `POSTGRES` runs the
+same modules on PostgreSQL (their SQL translated, relay.storage.postgres.adapter) except where
+PostgreSQL needs SQL of its own (full-text search): there a module of relay.storage.postgres
+satisfies the same Protocol and returns the same row Structs. The chat layer reaches storage
+only through an `Areas` (`Chat.q`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from relay.storage import (
@@ -34,6 +36,7 @@ from relay.storage import (
     voice,
     webhooks,
 )
+from relay.storage.postgres import search as postgres_search
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -935,3 +938,7 @@ SQLITE = Areas(
     threads=threads,
     push=push,
 )
+
+POSTGRES = replace(SQLITE, search=postgres_search)
+"""The same areas on PostgreSQL: the shared modules through the SQL translator, and PostgreSQL's
+own modules where a query cannot be translated (relay/storage/postgres/)."""

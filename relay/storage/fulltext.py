@@ -74,6 +74,13 @@ def fold(text: str) -> str:
     return folded if folded.isascii() else _CJK.sub(" \\1 ", folded)
 
 
+def index_text(text: str) -> str:
+    """What the index stores of `text`: its folded tokens separated by single spaces. FTS5 makes
+    the same tokens of it as of `fold(text)`; PostgreSQL's index (relay.storage.postgres.search)
+    takes the tokens as they are, without a parser of its own, so both hold the same words."""
+    return " ".join(tokens(fold(text)))
+
+
 def tokens(folded: str) -> list[str]:
     """The tokens unicode61 makes of folded text (the same rule, for terms and highlights)."""
     found: list[str] = []

@@ -28,7 +28,7 @@ from relay.storage import mentions as more_mentions
 from relay.storage.access import accesses_of, server_perms
 from relay.storage.audience import VisibleChannel, visible_channel
 from relay.storage.files import AttachmentRow
-from relay.storage.fulltext import fold
+from relay.storage.fulltext import index_text
 from relay.storage.roles import held_roles
 from relay.storage.sqlite.writecache import cached
 
@@ -446,7 +446,7 @@ def create(
     )
     # The search index, in the same transaction (deletes: a trigger, see relay.storage.search).
     db.execute(
-        "INSERT INTO message_search (rowid, body) VALUES (?, ?)", (message_id, fold(content))
+        "INSERT INTO message_search (rowid, body) VALUES (?, ?)", (message_id, index_text(content))
     )
     mentioned = _store_mentions(
         db, message_id, channel_id, channel.server_id, mention_ids, new=True
@@ -518,7 +518,8 @@ def post_as_webhook(
         (message_id, webhook.webhook_id, webhook.username, webhook.avatar_url),
     )
     db.execute(
-        "INSERT INTO message_search (rowid, body) VALUES (?, ?)", (message_id, fold(new.content))
+        "INSERT INTO message_search (rowid, body) VALUES (?, ?)",
+        (message_id, index_text(new.content)),
     )
     _store_mentions(db, message_id, new.channel_id, channel[0], new.mentions, new=True)
     more_mentions.store(
@@ -610,7 +611,7 @@ def edit(
     )
     db.execute(
         "INSERT OR REPLACE INTO message_search (rowid, body) VALUES (?, ?)",
-        (message_id, fold(content)),
+        (message_id, index_text(content)),
     )
     _store_mentions(db, message_id, channel_id, channel.server_id, mention_ids)
     more_mentions.store(

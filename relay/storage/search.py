@@ -20,7 +20,7 @@ import msgspec
 
 from relay.permissions import P, compute
 from relay.storage.access import server_access
-from relay.storage.fulltext import Query, fold
+from relay.storage.fulltext import Query, index_text
 from relay.storage.messages import MessageRow, by_ids
 
 if TYPE_CHECKING:
@@ -63,14 +63,22 @@ def searchable_channels(db: Database, server_id: int, user_id: int) -> list[int]
     """The server's channels whose messages the user may search (VIEW_CHANNEL and
     READ_MESSAGE_HISTORY after overwrites; a channel of a "parent" type by its parent's), or
     None if they are not a member."""
-    access = server_access(db, server_id, user_id, None)
-    if access is None:
-        return None
     rows = db.execute(
         "SELECT id, type, parent_id FROM channels WHERE server_id = ? AND type IN"
         " (SELECT value FROM json_each(?))",
         (server_id, json.dumps(list(SEARCHED_TYPES))),
     ).fetchall()
+    return searchable_channels_of(db, server_id, user_id, rows)
+
+
+def searchable_channels_of(
+    db: Database, server_id: int, user_id: int, rows: list[tuple[int, str, int | None]]
+) -> list[int] | None:
+    """Of the server's channels of SEARCHED_TYPES (id, type, parent_id), those the user may
+    search (the rule of `searchable_channels`, shared with PostgreSQL's search)."""
+    access = server_access(db, server_id, user_id, None)
+    if access is None:
+        return None
     found = []
     for channel_id, kind, parent_id in rows:
         decides = channel_id if SEARCHED_TYPES[kind] == "self" else parent_id
@@ -166,7 +174,7 @@ def backfill(db: Database) -> int:
                 break
             db.conn.executemany(
                 "INSERT OR REPLACE INTO message_search (rowid, body) VALUES (?, ?)",
-                [(message_id, fold(content)) for message_id, content in rows],
+                [(message_id, index_text(content)) for message_id, content in rows],
             )
             next_id = rows[-1][0]
             db.execute("UPDATE message_search_backfill SET next_id = ?", (next_id,))

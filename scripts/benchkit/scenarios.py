@@ -52,6 +52,7 @@ from benchkit.files import files
 from benchkit.procs import CpuMeter, free_port, raise_nofile_limit, rss_bytes
 from benchkit.relay import HOST
 from benchkit.search import search_scenario
+from benchkit.storage import storage
 from benchkit.voice import voice
 from relay.protocol.gateway import ALL_INTENTS, Intent
 
@@ -914,6 +915,7 @@ SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "files": files,
     "voice": voice,
     "cluster": _cluster,
+    "storage": storage,
 }
 
 

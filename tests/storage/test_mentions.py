@@ -11,26 +11,18 @@ from hypothesis import strategies as st
 
 from relay.permissions import P
 from relay.storage import mentions, messages
-from relay.storage.schema import migrate
-from relay.storage.sqlite.db import connect
 from tests.storage.test_messages import ALICE, BOB, CAROL, NOW, SERVER, TEXT, Ids, populate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
-
     from sqlite_utils import Database
 
 ROLE = 500
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = connect(tmp_path / "relay.db")
-    migrate(database)
+def db(database: Database) -> Database:
     populate(database)
-    yield database
-    database.close()
+    return database
 
 
 def make_role(db: Database, mentionable: bool) -> None:

@@ -14,11 +14,9 @@ from relay.errors import BadRequest, Forbidden, NotFound, Unprocessable
 from relay.ids import EPOCH_MS, Snowflakes, timestamp_ms
 from relay.storage import messages
 from relay.storage.roles import insert_everyone
-from relay.storage.schema import migrate
-from relay.storage.sqlite.db import connect, open_store
+from relay.storage.sqlite.db import open_store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from sqlite_utils import Database
@@ -30,12 +28,9 @@ SERVER, TEXT, OTHER_TEXT, VOICE, DM = 100, 101, 102, 103, 104
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = connect(tmp_path / "relay.db")
-    migrate(database)
+def db(database: Database) -> Database:
     populate(database)
-    yield database
-    database.close()
+    return database
 
 
 def populate(db: Database) -> None:
@@ -156,6 +151,7 @@ def test_create_returns_what_get_reads_back(db: Database, ids: Ids) -> None:
         assert messages.get(db, message.channel_id, message.id, message.author.id) == message
 
 
+@pytest.mark.sqlite_only  # SQLite's trace/progress callbacks
 def test_create_takes_a_fixed_number_of_queries(db: Database, ids: Ids) -> None:
     post(db, ids, "warm-up")
     statements: list[str] = []
@@ -421,6 +417,7 @@ def test_read_states_cover_visible_text_channels_and_count_mentions(db: Database
     assert messages.read_states(db, EVE) == []
 
 
+@pytest.mark.sqlite_only  # SQLite's trace/progress callbacks
 def test_read_states_take_a_fixed_number_of_queries(db: Database, ids: Ids) -> None:
     statements: list[str] = []
     db.conn.set_trace_callback(statements.append)
@@ -432,6 +429,7 @@ def test_read_states_take_a_fixed_number_of_queries(db: Database, ids: Ids) -> N
     assert len(statements) == 1 + 5 + 1  # read states, then the permissions (access.accesses_of)
 
 
+@pytest.mark.sqlite_only  # SQLite's trace/progress callbacks
 def test_history_uses_a_fixed_number_of_queries(db: Database, ids: Ids) -> None:
     for i in range(30):
         message, _ = post(db, ids, f"<@12> {i}")
@@ -482,6 +480,7 @@ def test_tokens_inside_other_text() -> None:
     assert messages.parse_mentions("a<@1>b<@<@2>>c<@3") == [1, 2]
 
 
+@pytest.mark.sqlite_only  # SQLite's trace/progress callbacks
 def test_the_nonce_lookup_reads_one_index_entry_not_the_authors_history(
     db: Database, ids: Ids
 ) -> None:

@@ -18,7 +18,6 @@ from relay.storage.schema import migrate
 from relay.storage.sqlite.db import connect
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from sqlite_utils import Database
@@ -29,16 +28,13 @@ SERVER, TEXT, VOICE = 100, 101, 102
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = connect(tmp_path / "relay.db")
-    migrate(database)
+def db(database: Database) -> Database:
     for uid in (OWNER, MEMBER):
         users.insert_user(database, uid, f"user{uid}", None, None, None, 0, NOW)
     servers.create_server(database, SERVER, (TEXT, VOICE), OWNER, "s", NOW, 100)
     invites.create_invite(database, "in", SERVER, OWNER, None, None, NOW)
     invites.use_invite(database, "in", MEMBER, NOW)
-    yield database
-    database.close()
+    return database
 
 
 def test_migration_3_gives_existing_servers_their_everyone_role(tmp_path: Path) -> None:

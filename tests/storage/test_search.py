@@ -8,6 +8,7 @@ import logging
 import sqlite3
 from typing import TYPE_CHECKING
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from relay.storage.fulltext import QueryError, parse
 from relay.storage.schema import LATEST_VERSION, MIGRATIONS, migrate, user_version
 from relay.storage.search import SearchFilter
 from relay.storage.sqlite.db import connect
+from tests.storage.conftest import BACKENDS, areas_of, open_database
 from tests.storage.test_messages import (
     ALICE,
     BOB,
@@ -39,12 +41,9 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = connect(tmp_path / "relay.db")
-    migrate(database)
+def db(database: Database) -> Database:
     populate(database)
-    yield database
-    database.close()
+    return database
 
 
 def post(db: Database, ids: Ids, content: str, channel: int = TEXT, author: int = ALICE) -> int:
@@ -55,7 +54,7 @@ def post(db: Database, ids: Ids, content: str, channel: int = TEXT, author: int 
 
 def found(db: Database, text: str, channels: list[int] | None = None, **kw: object) -> list[int]:
     wanted = SearchFilter(query=parse(text), **kw)  # type: ignore[arg-type]
-    page = search.search(db, ALICE, channels or [TEXT, OTHER_TEXT, DM], wanted)
+    page = areas_of(db).search.search(db, ALICE, channels or [TEXT, OTHER_TEXT, DM], wanted)
     assert page.total >= len(page.messages)
     return [m.id for m in page.messages]
 
@@ -118,7 +117,7 @@ def test_phrases_prefixes_exclusions_and_filters(db: Database) -> None:
     assert found(db, "deploy*", has=["file"]) == []
     assert found(db, "deploy*", before=c, after=a) == [b]
     assert found(db, "deploy*", channels=[OTHER_TEXT]) == []
-    page = search.search(
+    page = areas_of(db).search.search(
         db, ALICE, [TEXT], SearchFilter(query=parse("deploy*"), limit=1, offset=1, sort="oldest")
     )
     assert page.total == 3
@@ -144,10 +143,11 @@ def test_queries_without_anything_to_search_are_refused(text: str) -> None:
         parse(text)
 
 
-@pytest.fixture(scope="module")
-def shared_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
-    database = connect(tmp_path_factory.mktemp("fuzz") / "relay.db")
-    migrate(database)
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared_db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Database]:
+    database = open_database(request.param, tmp_path_factory.mktemp("fuzz"), request, own=True)
     populate(database)
     ids = Ids()
     for text in ['say "hi" NOT AND OR NEAR(a b)', "col:umn ^start * - + {x}", "emoji 🎉 ok"]:
@@ -166,8 +166,11 @@ def test_any_query_string_searches_or_is_refused(shared_db: Database, text: str)
     except QueryError:
         return
     try:
-        search.search(shared_db, ALICE, [TEXT], SearchFilter(query=query))
-    except sqlite3.Error as e:  # pragma: no cover - the failure this test exists to find
+        areas_of(shared_db).search.search(shared_db, ALICE, [TEXT], SearchFilter(query=query))
+    except (
+        sqlite3.Error,
+        psycopg.Error,
+    ) as e:  # pragma: no cover - the failure this test exists to find
         pytest.fail(f"{text!r} -> {query.fts()!r}: {e}")
     fulltext.highlights(text, query)
 
@@ -179,7 +182,7 @@ def test_operators_in_user_text_are_words(shared_db: Database) -> None:
 
 
 def test_searchable_channels_follow_view_and_read_history(db: Database) -> None:
-    assert search.searchable_channels(db, SERVER, BOB) == [TEXT, OTHER_TEXT]
+    assert areas_of(db).search.searchable_channels(db, SERVER, BOB) == [TEXT, OTHER_TEXT]
     db.execute(
         "INSERT INTO overwrites (channel_id, target_id, type, deny) VALUES (?, ?, 'member', ?)",
         (TEXT, BOB, int(P.READ_MESSAGE_HISTORY)),
@@ -188,10 +191,13 @@ def test_searchable_channels_follow_view_and_read_history(db: Database) -> None:
         "INSERT INTO overwrites (channel_id, target_id, type, deny) VALUES (?, ?, 'role', ?)",
         (OTHER_TEXT, SERVER, int(P.VIEW_CHANNEL)),
     )
-    assert search.searchable_channels(db, SERVER, BOB) == []
-    assert search.searchable_channels(db, SERVER, CAROL) == [TEXT]
-    assert search.searchable_channels(db, SERVER, ALICE) == [TEXT, OTHER_TEXT]  # the owner
-    assert search.searchable_channels(db, SERVER, 999) is None
+    assert areas_of(db).search.searchable_channels(db, SERVER, BOB) == []
+    assert areas_of(db).search.searchable_channels(db, SERVER, CAROL) == [TEXT]
+    assert areas_of(db).search.searchable_channels(db, SERVER, ALICE) == [
+        TEXT,
+        OTHER_TEXT,
+    ]  # the owner
+    assert areas_of(db).search.searchable_channels(db, SERVER, 999) is None
 
 
 SEARCH_VERSION = next(v for v, sql in MIGRATIONS.items() if "message_search_backfill" in sql)

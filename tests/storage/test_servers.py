@@ -9,11 +9,9 @@ import trio
 
 from relay.errors import BadRequest, Forbidden, Gone, NotFound, Unprocessable
 from relay.storage import channels, dms, invites, members, servers, users
-from relay.storage.schema import migrate
-from relay.storage.sqlite.db import connect, open_store
+from relay.storage.sqlite.db import open_store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from sqlite_utils import Database
@@ -23,11 +21,8 @@ HOUR = 3_600_000
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = connect(tmp_path / "relay.db")
-    migrate(database)
-    yield database
-    database.close()
+def db(database: Database) -> Database:
+    return database
 
 
 def add_user(db: Database, user_id: int, username: str | None = None) -> None:
@@ -380,6 +375,7 @@ def test_dm_channels_are_visible_to_their_recipients_only(world: Database) -> No
 # -- READY -------------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only  # SQLite's trace/progress callbacks
 def test_ready_queries_take_a_constant_number_of_statements(world: Database) -> None:
     for sid in (200, 300, 400):
         add_server(world, sid, 2)

@@ -9,11 +9,9 @@ import pytest
 
 from relay.errors import Conflict, Forbidden, Unprocessable
 from relay.storage import users
-from relay.storage.schema import migrate
-from relay.storage.sqlite.db import connect, open_store
+from relay.storage.sqlite.db import open_store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from sqlite_utils import Database
@@ -24,11 +22,8 @@ DAY = 24 * 60 * MINUTE
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = connect(tmp_path / "relay.db")
-    migrate(database)
-    yield database
-    database.close()
+def db(database: Database) -> Database:
+    return database
 
 
 def key(n: int) -> bytes:
