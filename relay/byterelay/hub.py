@@ -83,6 +83,10 @@ class RelayCluster(Protocol):
     """Cluster mode (relay.byterelay.cluster): one login per id across the nodes, and transfers
     to ids logged in on another node forwarded there. Synchronous: each call only queues."""
 
+    forwarded: int  # frames published for another node
+    received: int  # frames from other nodes queued for a connection here
+    dropped: int  # frames dropped on the way (a queue full, a failed publish, over the cap)
+
     def logged_in(self, client_id: bytes) -> None: ...
     def logged_out(self, client_id: bytes) -> None: ...
     def forward(self, transfer: Transfer) -> bool:

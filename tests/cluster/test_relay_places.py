@@ -16,6 +16,7 @@ from relay.protocol import relayd
 from relay.protocol.relayd import Transfer
 from tests.byterelay.conftest import running_relay, ws_bytes
 from tests.cluster.test_two_servers import eventually
+from tests.test_metrics import TOKEN, scrape, value
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -33,7 +34,7 @@ def cluster_of(server: RelayServer) -> ClusterRelay:
 async def test_transfers_cross_nodes_and_a_login_replaces_the_other_nodes(
     nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
 ) -> None:
-    common = {"broker": redis.url}
+    common = {"broker": redis.url, "metrics_token": TOKEN}
     redis_client: coredis.Redis[bytes] = coredis.Redis.from_url(redis.url)
     async with (
         running_relay(nursery, tmp_path / "a", **common) as one,
@@ -83,6 +84,13 @@ async def test_transfers_cross_nodes_and_a_login_replaces_the_other_nodes(
             )
             assert (await bob.receive()).payload == b"small"
             assert cluster_of(two).dropped == dropped + 1
+            # Both nodes' figures on /metrics.
+            samples = await scrape(f"{two.server.url}/metrics", TOKEN)
+            name = "relay_byterelay_cluster_frames_total"
+            assert value(samples, name, direction="in") == cluster_of(two).received >= 2
+            assert value(samples, name, direction="out") == cluster_of(two).forwarded >= 100
+            dropped_name = "relay_byterelay_dropped_frames_total"
+            assert value(samples, dropped_name, reason="cluster") == dropped + 1
             # A transfer to an id nobody is logged in as anywhere is dropped (by Redis).
             await alice.send(b"nobody", b"lost")
             await alice.sync()
