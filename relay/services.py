@@ -242,42 +242,6 @@ async def start_cluster(nursery: trio.Nursery, settings: Settings, store: Store)
     return node
 
 
-def node_urls(node: Node) -> NodeUrls:
-    """Where this node is reached directly, for the other nodes (relay.cluster.places)."""
-    from relay.cluster.places import NodeUrls
-
-    return NodeUrls(node.redis, node.broker.node_id, node.settings.worker_lease_s)
-
-
-def own_place(settings: Settings, rt: Runtime) -> Place:
-    from relay.cluster.places import Place
-
-    ws = settings.node_realtime_url or rt.realtime_urls[0]
-    return Place(ws, settings.node_http_url or (rt.http_urls or ["http://" + settings.host])[0])
-
-
-def node_voice(node: Node, urls: NodeUrls, chat: Chat) -> ClusterVoice:
-    """Voice channels served by one node of the cluster at a time (relay.cluster.voice)."""
-    from relay.cluster.voice import ClusterVoice
-
-    return ClusterVoice(node.redis, node.broker, node.settings, chat.voice, urls)
-
-
-def node_rooms(node: Node, urls: NodeUrls) -> RoomPlaces:
-    """App rooms on the node that made them, found from the others (relay.cluster.rooms)."""
-    from relay.cluster.rooms import RoomPlaces
-
-    return RoomPlaces(node.redis, node.broker.node_id, urls, node.settings.lease_ttl_s)
-
-
-def node_byte_relay(node: Node, relay: ByteRelay) -> ClusterRelay:
-    """Byte-relay ids logged in on one node at a time, transfers forwarded between nodes
-    (relay.byterelay.cluster)."""
-    from relay.byterelay.cluster import ClusterRelay
-
-    return ClusterRelay(node.redis, node.broker, relay, node.settings)
-
-
 async def run_push(
     settings: Settings,
     chat: Chat,
@@ -384,3 +348,42 @@ async def prune_files_forever(store: Store, media: Media) -> None:
     while True:
         await prune_files(store, media)
         await trio.sleep(PRUNE_EVERY_S)
+
+
+# -- cluster mode: where voice channels, app rooms and byte-relay ids live (docs/cluster.md)
+
+
+def node_urls(node: Node) -> NodeUrls:
+    """Where this node is reached directly, for the other nodes (relay.cluster.places)."""
+    from relay.cluster.places import NodeUrls
+
+    return NodeUrls(node.redis, node.broker.node_id, node.settings.worker_lease_s)
+
+
+def own_place(settings: Settings, rt: Runtime) -> Place:
+    from relay.cluster.places import Place
+
+    ws = settings.node_realtime_url or rt.realtime_urls[0]
+    return Place(ws, settings.node_http_url or (rt.http_urls or ["http://" + settings.host])[0])
+
+
+def node_voice(node: Node, urls: NodeUrls, chat: Chat) -> ClusterVoice:
+    """Voice channels served by one node of the cluster at a time (relay.cluster.voice)."""
+    from relay.cluster.voice import ClusterVoice
+
+    return ClusterVoice(node.redis, node.broker, node.settings, chat.voice, urls)
+
+
+def node_rooms(node: Node, urls: NodeUrls) -> RoomPlaces:
+    """App rooms on the node that made them, found from the others (relay.cluster.rooms)."""
+    from relay.cluster.rooms import RoomPlaces
+
+    return RoomPlaces(node.redis, node.broker.node_id, urls, node.settings.lease_ttl_s)
+
+
+def node_byte_relay(node: Node, relay: ByteRelay) -> ClusterRelay:
+    """Byte-relay ids logged in on one node at a time, transfers forwarded between nodes
+    (relay.byterelay.cluster)."""
+    from relay.byterelay.cluster import ClusterRelay
+
+    return ClusterRelay(node.redis, node.broker, relay, node.settings)
