@@ -157,7 +157,8 @@ async def test_voice_channel_served_by_one_node_reached_from_both(
                     protocol="websocket",
                 )
             )
-            # The token two made is redeemed on one (once: it is gone from Redis after).
+            # The token two made is redeemed on one (once: it is gone from Redis after); Bob's
+            # media goes over UDP to one's socket, which READY names.
             cb = await stack.enter_async_context(
                 open_voice(
                     base(vb["endpoint"]),
@@ -165,9 +166,11 @@ async def test_voice_channel_served_by_one_node_reached_from_both(
                     user_id=b.user_id,
                     session_id=gb.session_id,
                     token=vb["token"],
-                    protocol="websocket",
+                    protocol="udp",
                 )
             )
+            assert one.runtime.voice is not None
+            assert cb.ready["port"] == one.runtime.voice.udp_port
             for frame in frames:
                 await ca.send_frame(frame)
             assert await receive_within(cb) == frames
