@@ -79,6 +79,14 @@ class RoomCluster(Protocol):
 
     def released(self, room_id: int) -> None: ...
 
+    def changed(self, record: RoomRecord) -> None:
+        """A room's settings or live figures changed (the cluster-wide public listing)."""
+        ...
+
+    async def public_page(self, after: int, limit: int) -> list[Room]:
+        """Public rooms of every node with an id above `after`, in id order."""
+        ...
+
     async def elsewhere(self, room_id: int) -> RoomPlace | None:
         """The URLs of the node that has the room, if another node does."""
         ...
@@ -143,6 +151,8 @@ class RoomManager:
             return
         self.current += clients - record.current_clients
         record.current_clients, record.host_id, record.status = clients, host_id, status
+        if self.cluster is not None:
+            self.cluster.changed(record)
 
     def can_admit(self) -> bool:
         return self.current < self.capacity
@@ -214,6 +224,8 @@ class RoomManager:
             self.room_closed(record.id)
             raise Unavailable("rooms are not available", code="rooms_unavailable") from None
         log.info("room created", extra={"room": record.id, "protocol": protocol})
+        if self.cluster is not None:
+            self.cluster.changed(record)
         return record
 
     def has(self, room_id: int) -> bool:
@@ -259,6 +271,8 @@ class RoomManager:
             record.public = public
         if metadata is not None:
             record.metadata = metadata
+        if self.cluster is not None:
+            self.cluster.changed(record)
 
         def build(reply: Reply[None]) -> RoomMsg:
             return Configure(record.max_clients, record.public, record.metadata, reply)
@@ -375,8 +389,11 @@ async def elsewhere(rooms: RoomManager, room_id: str) -> RoomPlace | None:
     return await rooms.cluster.elsewhere(rid)
 
 
-def public_rooms(rooms: RoomManager, after: int, limit: int) -> list[Room]:
-    """A page of the public rooms, in id order after `after` (as anyone sees them)."""
+async def public_rooms(rooms: RoomManager, after: int, limit: int) -> list[Room]:
+    """A page of the public rooms, in id order after `after` (as anyone sees them); in cluster
+    mode, those of every node."""
+    if rooms.cluster is not None:
+        return await rooms.cluster.public_page(after, limit)
     return [room_out(r, None) for r in rooms.public_page(after, limit)]
 
 

@@ -87,7 +87,7 @@ def rooms_blueprint(rt: Runtime) -> Blueprint:
     @doc("A page of the public rooms, by id", response=list[objects.Room], query=PageQuery)
     async def list_rooms() -> Response:
         after, limit = _page_args()
-        return json_response(chat_rooms.public_rooms(rt.rooms, after, limit))
+        return json_response(await chat_rooms.public_rooms(rt.rooms, after, limit))
 
     @bp.get("/rooms/<room_id>")
     @doc(

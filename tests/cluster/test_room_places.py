@@ -45,6 +45,10 @@ async def follow(http: httpx.AsyncClient, method: str, url: str, **kw: Any) -> h
     return await http.request(method, answer.headers["location"], **kw)
 
 
+async def _equal(value: Any, expected: object) -> bool:
+    return bool(await value == expected)
+
+
 async def test_a_room_is_reached_through_its_node_from_the_other(
     nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
 ) -> None:
@@ -94,6 +98,26 @@ async def test_a_room_is_reached_through_its_node_from_the_other(
                 connected = await client.join(room["id"], room["secret"])
                 assert connected["client_id"] == 1
 
+            # The public listing covers both nodes (private rooms stay out of it), in id
+            # order, and pages with `after` across them.
+            alice_two = two.client()
+            alice_two.access_token = token
+            room_two = await new_room(alice_two, public=True)
+            await new_room(alice_two, public=False)
+            listed = [room["id"], room_two["id"]]
+
+            async def listing(server_url: str, query: str = "") -> list[str]:
+                page = await http.get(server_url + "/v1/api/rooms" + query)
+                return [r["id"] for r in page.json()]
+
+            await eventually(lambda: _equal(listing(one.url), listed))
+            assert await listing(two.url) == listed
+            assert await listing(two.url, f"?after={room['id']}") == [room_two["id"]]
+            assert await listing(one.url, "?limit=1") == [room["id"]]
+            shown = (await http.get(two.url + "/v1/api/rooms")).json()[0]
+            assert "secret" not in shown
+            assert shown["metadata"] == {"map": "x"}
+
             # Deleted on one (through two's redirect): unknown there, and two stops sending
             # clients to one once the room's lease is released.
             gone = await follow(http, "DELETE", two.url + path, headers=auth)
@@ -104,5 +128,6 @@ async def test_a_room_is_reached_through_its_node_from_the_other(
                 return (await http.get(two.url + path, headers=auth)).status_code == 404
 
             await eventually(forgotten)
+            await eventually(lambda: _equal(listing(two.url), [room_two["id"]]))
     await stop_two()
     await stop_one()
