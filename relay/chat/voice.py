@@ -120,6 +120,9 @@ class VoiceStates:
         # The media side's: (before, after) of each change; None before: joined, after: left.
         self.on_change: list[Callable[[Voice | None, Voice | None], None]] = []
         self.cluster: VoiceCluster | None = None  # set in cluster mode only
+        # Cluster mode: the voice states held by the other nodes (relay.cluster.voice keeps
+        # them), shown in READY and REST beside this node's own.
+        self.remote: dict[int, Voice] = {}
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -128,6 +131,17 @@ class VoiceStates:
 
     def in_channel(self, channel_id: int) -> list[Voice]:
         return list(self.by_channel.get(channel_id, {}).values())
+
+    def members_of(self, channel_id: int) -> set[int]:
+        """Who is in the channel, on this node and (cluster mode) the others."""
+        here = set(self.by_channel.get(channel_id, ()))
+        if self.remote:
+            here.update(u for u, v in self.remote.items() if v.channel_id == channel_id)
+        return here
+
+    def channels_in_use(self) -> set[int]:
+        """Voice channels someone is in, on this node and (cluster mode) the others."""
+        return set(self.by_channel) | {v.channel_id for v in self.remote.values()}
 
     # -- changing (synchronous: state, event and listeners together) ---------------------------
 
@@ -216,7 +230,7 @@ class VoiceStates:
 
 def require_room_for_channel(chat: Chat, channel_id: int) -> None:
     """A voice channel nobody is in yet may start only below `voice_max_channels`."""
-    busy = chat.voice.by_channel
+    busy = chat.voice.by_channel if not chat.voice.remote else chat.voice.channels_in_use()
     if channel_id not in busy and len(busy) >= chat.settings.voice_max_channels:
         limit = chat.settings.voice_max_channels
         raise Conflict(
@@ -280,9 +294,7 @@ async def update_state(
         if current is None or current.channel_id != cid or current.session_id != session_id:
             return None
         return await _granted(voice, current, endpoint)
-    others = len(voice.by_channel.get(cid, {})) - (
-        current is not None and current.channel_id == cid
-    )
+    others = len(voice.members_of(cid) - {user_id})
     if others >= chat.settings.voice_max_members_per_channel or (
         channel.user_limit and others >= channel.user_limit and not channel.permissions & MOVE
     ):
@@ -322,14 +334,17 @@ async def channel_states(chat: Chat, user_id: int, channel_id: str) -> list[Voic
     channel = await chat.store.read(chat.q.voice.voice_channel, cid, user_id)
     if channel.type != "voice":
         raise not_a_voice_channel()
-    return [v.out() for v in sorted(chat.voice.in_channel(cid), key=lambda v: v.user_id)]
+    states = {v.user_id: v for v in chat.voice.remote.values() if v.channel_id == cid}
+    states.update((v.user_id, v) for v in chat.voice.in_channel(cid))
+    return [v.out() for v in sorted(states.values(), key=lambda v: v.user_id)]
 
 
 def server_states(chat: Chat, server_ids: list[int]) -> list[VoiceState]:
     """For READY: the voice states of these servers."""
     wanted = set(server_ids)
-    found = [v for v in chat.voice.by_user.values() if v.server_id in wanted]
-    return [v.out() for v in sorted(found, key=lambda v: (v.server_id, v.user_id))]
+    found = {v.user_id: v for v in chat.voice.remote.values() if v.server_id in wanted}
+    found.update((v.user_id, v) for v in chat.voice.by_user.values() if v.server_id in wanted)
+    return [v.out() for v in sorted(found.values(), key=lambda v: (v.server_id, v.user_id))]
 
 
 async def moderate(
@@ -371,7 +386,7 @@ async def moderate(
             have & int(P.ADMINISTRATOR)
         ):
             raise Forbidden("you may not move members there", code="missing_permission")
-        if len(voice.by_channel.get(cid, {})) >= chat.settings.voice_max_members_per_channel:
+        if len(voice.members_of(cid)) >= chat.settings.voice_max_members_per_channel:
             raise Conflict("that voice channel is full", code="voice_channel_full")
         require_room_for_channel(chat, cid)
         target_channel = channel

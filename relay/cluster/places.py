@@ -7,7 +7,7 @@ Each node writes `relay:url:<node>` (its realtime listener, ws:// or wss://) and
 the listeners' own addresses, expiring after `worker_lease_s` and renewed every third of it: a
 node that died is no longer found once they expire.
 
-Resource handling: `run()` renews until cancelled.
+Resource handling: `run()` renews until cancelled, then deletes them (bounded by LEAVE_S).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import coredis
 
 log = logging.getLogger("relay.cluster")
+LEAVE_S = 1.0
 
 
 def ws_key(node_id: str) -> str:
@@ -67,9 +68,18 @@ class NodeUrls:
         self.own = Place(place.ws.rstrip("/"), place.http.rstrip("/"))
         await self._write(self.own)
         task_status.started()
-        while True:
-            await trio.sleep(self.ttl_s / 3)
-            try:
-                await self._write(self.own)
-            except Exception:
-                log.warning("node URLs not renewed", exc_info=True)
+        try:
+            while True:
+                await trio.sleep(self.ttl_s / 3)
+                try:
+                    await self._write(self.own)
+                except Exception:
+                    log.warning("node URLs not renewed", exc_info=True)
+        finally:
+            # Leaving: the other nodes see at once that this one is gone (they drop its voice
+            # states, and stop sending clients here).
+            with trio.move_on_after(LEAVE_S, shield=True):
+                try:
+                    await self.redis.delete([ws_key(self.node_id), http_key(self.node_id)])
+                except Exception:
+                    log.warning("node URLs not removed", exc_info=True)

@@ -13,11 +13,13 @@ lease, `voice:<channel id>` (relay.cluster.lease):
   node redeems it with GETDEL (single use), and checks it is bound to the IDENTIFY's user,
   server and gateway session. A later join, move or leave deletes it, in order with its SET
   (one task writes both).
-- every change of a voice state is published on `relay:v:<channel id>` (the channel it left and
-  the one it joined); the serving node listens there while it holds the lease, and keeps a
-  mirror of the states of its channels (mutes, moves and leaves reach its voice sessions as
-  in one process). What the serving node changes (self_video/self_stream from op 12, a leave
-  when the resume grace passed) goes back to the member's node on `relay:vn:<node>`.
+- every change of a voice state is published on `relay:voice`, which every node follows: each
+  keeps the other nodes' voice states (`VoiceStates.remote`, for READY and REST; a starting node
+  reads them from the hash `relay:voice:states`, and those of nodes that died are dropped), and
+  the serving node keeps a mirror of the states of its channels (mutes, moves and leaves reach
+  its voice sessions as in one process). What the serving node changes (self_video and
+  self_stream from op 12, a leave when the resume grace passed) goes back to the member's node
+  on `relay:vn:<node>`.
 - the serving node renews the lease while the channel has voice sessions (or members about
   to connect) and releases it once idle. A node that dies stops renewing: the next join after
   `lease_ttl_s` takes the channel on another node. A holder that loses its lease ends its
@@ -41,6 +43,7 @@ import trio
 
 from relay.chat.voice import VOICE_ENDPOINT, Voice
 from relay.cluster.lease import Leases
+from relay.cluster.places import ws_key
 from relay.errors import Unavailable
 from relay.protocol.voice import VoiceClose
 
@@ -61,8 +64,9 @@ GRANT_QUEUE = 10_000  # grant writes waiting for Redis; full: the join is refuse
 IDLE_CHECK_S = 0.5  # how often a holder looks whether its channel is still in use
 
 
-def state_topic(channel_id: int) -> str:
-    return f"relay:v:{channel_id}"
+STATES_TOPIC = "relay:voice"  # every voice state change, heard by every node
+STATES_KEY = "relay:voice:states"  # user id -> the latest StateEntry, for a node that starts
+SWEEP_EVERY_S = 2.0  # how often the states of nodes that died are dropped
 
 
 def node_topic(node_id: str) -> str:
@@ -74,6 +78,13 @@ def grant_key(token: str) -> str:
 
 
 # -- what crosses Redis --------------------------------------------------------------------------
+
+
+class StateEntry(msgspec.Struct, frozen=True, array_like=True):
+    """A voice state in STATES_KEY, with the node holding it."""
+
+    node: str
+    state: Voice
 
 
 class StoredGrant(msgspec.Struct, frozen=True, array_like=True):
@@ -107,9 +118,10 @@ VoiceWire = StateCast | VoiceAsk
 _encoder = msgspec.msgpack.Encoder()
 _wire = msgspec.msgpack.Decoder(VoiceWire)
 _grant = msgspec.msgpack.Decoder(StoredGrant)
+_entry = msgspec.msgpack.Decoder(StateEntry)
 
 
-def encode(message: VoiceWire | StoredGrant) -> bytes:
+def encode(message: VoiceWire | StoredGrant | StateEntry) -> bytes:
     return _encoder.encode(message)
 
 
@@ -120,6 +132,10 @@ def decode(data: bytes) -> VoiceWire:
 
 def decode_grant(data: bytes) -> StoredGrant:
     return _grant.decode(data)
+
+
+def decode_entry(data: bytes) -> StateEntry:
+    return _entry.decode(data)
 
 
 class VoiceSessions(Protocol):
@@ -160,9 +176,11 @@ class ClusterVoice:
         self.held: set[int] = set()  # channels this node serves
         self._taking: dict[int, trio.Event] = {}  # channels whose lease is being acquired
         self._sent_to: dict[int, str] = {}  # user id -> the node their last token points to
+        # Writes to Redis in the order they were made: (kind, key, value or None to delete).
         self._grant_send, self._grant_recv = trio.open_memory_channel[
-            tuple[str, bytes | None, _Written | None]
+            tuple[str, str, bytes | None, _Written | None]
         ](GRANT_QUEUE)
+        self._remote_node: dict[int, str] = {}  # user id -> node, for states.remote
         self._nursery: trio.Nursery | None = None
         states.on_change.append(self._local_changed)
         states.cluster = self
@@ -268,7 +286,7 @@ class ClusterVoice:
         done = _Written()
         value = encode(StoredGrant(self.node_id, state))
         try:
-            self._grant_send.send_nowait((grant.token, value, done))
+            self._grant_send.send_nowait(("grant", grant.token, value, done))
         except trio.WouldBlock:
             raise _unavailable() from None
         await done.event.wait()
@@ -283,7 +301,7 @@ class ClusterVoice:
     def voided(self, tokens: list[str]) -> None:
         for token in tokens:
             try:
-                self._grant_send.send_nowait((token, None, None))
+                self._grant_send.send_nowait(("grant", token, None, None))
             except trio.WouldBlock:  # it expires with voice_token_ttl_s anyway
                 log.warning("voice token not voided in Redis")
 
@@ -295,21 +313,85 @@ class ClusterVoice:
             return False
         return found is None or found[0] != sent_to
 
-    async def _write_grants(self) -> None:
-        """Grant SETs and voiding DELs, in the order they were made."""
+    async def _write_forever(self) -> None:
+        """Grant SETs and voiding DELs, and this node's voice states in STATES_KEY, in the
+        order they were made."""
         ttl_ms = round(self.settings.voice_token_ttl_s * 1000)
-        async for token, value, done in self._grant_recv:
+        async for kind, key, value, done in self._grant_recv:
             try:
-                if value is None:
-                    await self.redis.delete([grant_key(token)])
+                if kind == "state":
+                    if value is None:
+                        await self.redis.hdel(STATES_KEY, [key])
+                    else:
+                        await self.redis.hset(STATES_KEY, {key: value})
+                elif value is None:
+                    await self.redis.delete([grant_key(key)])
                 else:
-                    await self.redis.set(grant_key(token), value, px=ttl_ms)
+                    await self.redis.set(grant_key(key), value, px=ttl_ms)
                 if done is not None:
                     done.ok = True
             except Exception:
-                log.warning("voice token not written", exc_info=True)
+                log.warning("voice token or state not written", exc_info=True)
             if done is not None:
                 done.event.set()
+
+    # -- every node's voice states (READY, REST) --------------------------------------------------
+
+    def _heard_elsewhere(self, node: str, before: Voice | None, after: Voice | None) -> None:
+        """Another node's voice state changed: this node's copy of it (`states.remote`)."""
+        either = after or before
+        if either is None:
+            return
+        user_id = either.user_id
+        if after is not None:
+            self.states.remote[user_id] = after
+            self._remote_node[user_id] = node
+        elif self._remote_node.get(user_id) == node:
+            self.states.remote.pop(user_id, None)
+            del self._remote_node[user_id]
+
+    async def _load_states(self) -> None:
+        """At start: every other node's voice states, from STATES_KEY."""
+        try:
+            entries = await self.redis.hgetall(STATES_KEY)
+        except Exception:
+            log.warning("voice states not read", exc_info=True)
+            return
+        for value in entries.values():
+            try:
+                entry = decode_entry(value)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            user_id = entry.state.user_id
+            if entry.node != self.node_id and user_id not in self.states.remote:
+                self._heard_elsewhere(entry.node, None, entry.state)
+
+    async def _sweep_forever(self) -> None:
+        """Drop the voice states of nodes that are gone (their URLs expired), here and in
+        STATES_KEY: a node that dies cannot say its members left."""
+        while True:
+            await trio.sleep(SWEEP_EVERY_S)
+            try:
+                await self._sweep()
+            except Exception:
+                log.warning("voice states not swept", exc_info=True)
+
+    async def _sweep(self) -> None:
+        nodes = sorted(set(self._remote_node.values()) | set(self._origin.values()))
+        nodes = [n for n in nodes if n != self.node_id]
+        if not nodes:
+            return
+        alive = await self.redis.mget([ws_key(node) for node in nodes])
+        dead = {node for node, url in zip(nodes, alive, strict=True) if url is None}
+        if not dead:
+            return
+        gone = [u for u, node in self._remote_node.items() if node in dead]
+        for user_id in gone:
+            self._heard_elsewhere(self._remote_node[user_id], self.states.remote[user_id], None)
+        for user_id in [u for u, node in self._origin.items() if node in dead]:
+            self._unmirror(user_id)
+        if gone:
+            await self.redis.hdel(STATES_KEY, [str(u) for u in gone])
 
     # -- the mirror -----------------------------------------------------------------------------
 
@@ -339,10 +421,14 @@ class ClusterVoice:
             self._sent_to.pop(before.user_id, None)
             if self._origin.get(before.user_id) == self.node_id:
                 self._unmirror(before.user_id)
-        cast = encode(StateCast(self.node_id, before, after))
-        channels = {v.channel_id for v in (before, after) if v is not None}
-        for channel_id in channels:
-            self.broker.publish(state_topic(channel_id), cast)
+        self.broker.publish(STATES_TOPIC, encode(StateCast(self.node_id, before, after)))
+        either = after or before
+        if either is not None:
+            entry = None if after is None else encode(StateEntry(self.node_id, after))
+            try:
+                self._grant_send.send_nowait(("state", str(either.user_id), entry, None))
+            except trio.WouldBlock:
+                log.warning("voice state not written to Redis")
 
     def _heard(self, data: bytes) -> None:
         """Another node's message on one of this node's voice topics."""
@@ -355,6 +441,7 @@ class ClusterVoice:
             case VoiceAsk():
                 self._asked(message)
             case StateCast(node, before, after):
+                self._heard_elsewhere(node, before, after)
                 either = after or before
                 if either is None:
                     return
@@ -380,7 +467,9 @@ class ClusterVoice:
             if lease is None:
                 return False
             self.held.add(channel_id)
-            self.broker.listen(state_topic(channel_id), self._heard)
+            for user_id, state in list(self.states.remote.items()):
+                if state.channel_id == channel_id:  # joined while another node served it
+                    self._mirror(state, self._remote_node[user_id])
             self._nursery.start_soon(self._hold, channel_id, lease)
             return True
         except Exception:
@@ -422,7 +511,6 @@ class ClusterVoice:
                 self.held.discard(channel_id)  # before the release: no new session meanwhile
         finally:
             self.held.discard(channel_id)
-            self.broker.unlisten(state_topic(channel_id))
             for user_id, state in list(self._by_user.items()):
                 if state.channel_id == channel_id and self._origin.get(user_id) != self.node_id:
                     self._unmirror(user_id)
@@ -436,9 +524,12 @@ class ClusterVoice:
         assert self.urls.own is not None
         self.url = self.urls.own.ws + VOICE_ENDPOINT
         self.broker.listen(node_topic(self.node_id), self._heard)
+        self.broker.listen(STATES_TOPIC, self._heard)
+        await self._load_states()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._write_grants)
+            nursery.start_soon(self._write_forever)
+            nursery.start_soon(self._sweep_forever)
             task_status.started()
 
 

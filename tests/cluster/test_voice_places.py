@@ -18,10 +18,19 @@ from hypothesis import given, settings
 
 from relay.chat.voice import Voice
 from relay.client import open_gateway
-from relay.cluster.voice import ClusterVoice, StateCast, StoredGrant, VoiceAsk, decode, encode
+from relay.cluster.voice import (
+    ClusterVoice,
+    StateCast,
+    StateEntry,
+    StoredGrant,
+    VoiceAsk,
+    decode,
+    decode_entry,
+    encode,
+)
 from relay.cluster.voice import decode_grant as decode_stored
 from relay.voice_client import VoiceClosed, join_voice, open_voice
-from tests.cluster.test_two_servers import eventually, fanout_of
+from tests.cluster.test_two_servers import client_for, eventually, fanout_of
 from tests.conftest import settings_for, start_server
 from tests.voice.test_voice import close_code, opus_frames, receive_within, setup
 
@@ -60,9 +69,16 @@ def test_voice_wire_round_trips(message: StateCast | VoiceAsk) -> None:
 
 
 @settings(max_examples=30)
-@given(st.builds(StoredGrant, nodes, voices))
-def test_stored_grant_round_trips(grant: StoredGrant) -> None:
+@given(st.builds(StoredGrant, nodes, voices), st.builds(StateEntry, nodes, voices))
+def test_stored_grant_and_state_round_trip(grant: StoredGrant, entry: StateEntry) -> None:
     assert decode_stored(encode(grant)) == grant
+    assert decode_entry(encode(entry)) == entry
+
+
+def a_voice_states(server: RunningServer) -> set[int]:
+    """The users this node knows to be in voice, on any node."""
+    chat = server.runtime.chat
+    return set(chat.voice.by_user) | set(chat.voice.remote)
 
 
 def voice_of(server: RunningServer) -> ClusterVoice:
@@ -171,6 +187,16 @@ async def test_voice_channel_served_by_one_node_reached_from_both(
             )
             assert one.runtime.voice is not None
             assert cb.ready["port"] == one.runtime.voice.udp_port
+            # Each node shows both members' voice states: in READY and over REST.
+            await eventually(lambda: int(b.user_id) in a_voice_states(one))
+            async with open_gateway(one.ws_url) as ga2:
+                ready = await ga2.identify(a.token)
+                assert {v["user_id"] for v in ready["voice_states"]} == {a.user_id, b.user_id}
+            for server, member in ((one, a), (two, b)):
+                listed = await client_for(server, member.token).call(
+                    "GET", f"/v1/api/channels/{voice_id}/voice-states"
+                )
+                assert [v["user_id"] for v in listed] == sorted([a.user_id, b.user_id], key=int)
             for frame in frames:
                 await ca.send_frame(frame)
             assert await receive_within(cb) == frames
@@ -242,6 +268,8 @@ async def test_voice_channel_served_by_one_node_reached_from_both(
             await gb.ws.aclose()
             await stop_two()
             assert await closed_with(ca2) is not None
+            # Bob's voice state was on two: one drops it once two is gone.
+            await eventually(lambda: int(b.user_id) not in a_voice_states(one))
             back = await join_voice(ga, server_id, voice_id)
             assert back["endpoint"] == one.ws_url + "/v1/voice"
             async with open_voice(
