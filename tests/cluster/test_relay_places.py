@@ -111,3 +111,37 @@ async def test_transfers_cross_nodes_and_a_login_replaces_the_other_nodes(
                 await listened(b"alice", one)
                 await bob.send(b"alice", b"again")
                 assert (await alice_one.receive()).payload == b"again"
+
+
+async def test_a_stuck_receiver_on_another_node_is_cut_and_the_queues_stay_bounded(
+    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
+) -> None:
+    forward_bytes = 1024 * 1024
+    common = {"broker": redis.url, "relay_forward_queue_bytes": forward_bytes}
+    slow = {"relay_queue_bytes": 256 * 1024, "relay_stall_s": 0.3}
+    async with (
+        running_relay(nursery, tmp_path / "a", **common) as one,
+        running_relay(nursery, tmp_path / "b", **common, **slow) as two,
+    ):
+        with trio.fail_after(20):
+            alice = await one.client(b"alice")
+            stuck = await two.connect(rcvbuf=16 * 1024)
+            await stuck.login(b"stuck")
+            await eventually(lambda: b"stuck" in cluster_of(two).held)
+            await eventually(lambda: id_topic(b"stuck") in cluster_of(two).broker.subscribed)
+            frame = b"x" * (64 * 1024)
+            async with trio.open_nursery() as senders:
+
+                async def blast() -> None:
+                    for _ in range(200):
+                        await alice.send(b"stuck", frame)
+
+                senders.start_soon(blast)
+                # The receiving node waits for the stuck receiver's room as for a local
+                # sender, then cuts it; its queues never pass their bounds meanwhile.
+                while two.hub.stats.slow_disconnects == 0:
+                    assert cluster_of(one).outgoing.used <= forward_bytes + len(frame) + 512
+                    assert cluster_of(two).incoming.used <= forward_bytes + len(frame) + 512
+                    await trio.sleep(0.01)
+            assert b"stuck" not in two.hub.clients
+            await alice.sync()  # the sender was never held up
