@@ -29,7 +29,7 @@ from relay.cluster.voice import (
     encode,
 )
 from relay.cluster.voice import decode_grant as decode_stored
-from relay.voice_client import VoiceClosed, join_voice, open_voice
+from relay.voice_client import VoiceClosed, join_voice, open_voice, voice_base
 from tests.cluster.test_two_servers import client_for, eventually, fanout_of
 from tests.conftest import settings_for, start_server
 from tests.voice.test_voice import close_code, opus_frames, receive_within, setup
@@ -89,8 +89,15 @@ def voice_of(server: RunningServer) -> ClusterVoice:
 
 
 def base(endpoint: str) -> str:
+    """What the bundled clients open for a cluster's VOICE_SERVER_UPDATE (a full URL)."""
     assert endpoint.endswith("/v1/voice")
-    return endpoint.removesuffix("/v1/voice")
+    found = voice_base("ws://gateway.invalid", endpoint)
+    assert found == endpoint.removesuffix("/v1/voice")
+    return found
+
+
+def test_a_path_endpoint_is_on_the_gateways_listener() -> None:
+    assert voice_base("ws://127.0.0.1:8081", "/v1/voice") == "ws://127.0.0.1:8081"
 
 
 async def state_update(g: Gateway, user_id: str) -> dict[str, object]:
