@@ -77,6 +77,11 @@ async def test_a_room_is_reached_through_its_node_from_the_other(
             body = {"metadata": {"map": "x"}}
             patched = await follow(http, "PATCH", two.url + path, json=body, headers=auth)
             assert patched.json()["metadata"] == {"map": "x"}
+            # The bundled client (and so `relay rooms`) follows the redirect with its token.
+            alice_via_two = two.client()
+            alice_via_two.access_token = token
+            shown = await alice_via_two.call("GET", path)
+            assert shown["secret"] == room["secret"]
             # A room nobody has is unknown on two as on one.
             missing = await http.get(two.url + "/v1/api/rooms/12345", headers=auth)
             assert missing.status_code == 404
