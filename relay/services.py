@@ -361,10 +361,17 @@ def node_urls(node: Node) -> NodeUrls:
 
 
 def own_place(settings: Settings, rt: Runtime) -> Place:
+    """This node's URLs for the others: the settings, else its listeners' own addresses."""
     from relay.cluster.places import Place
 
     ws = settings.node_realtime_url or rt.realtime_urls[0]
-    return Place(ws, settings.node_http_url or (rt.http_urls or ["http://" + settings.host])[0])
+    place = Place(ws, settings.node_http_url or (rt.http_urls or ["http://" + settings.host])[0])
+    if any(wild in url for url in (place.ws, place.http) for wild in ("//0.0.0.0", "//[::]")):
+        log.warning(
+            "set node_realtime_url and node_http_url: other nodes send clients to this one",
+            extra={"ws": place.ws, "http": place.http},
+        )
+    return place
 
 
 def node_voice(node: Node, urls: NodeUrls, chat: Chat) -> ClusterVoice:
