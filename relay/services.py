@@ -150,6 +150,7 @@ async def run_services(
         rt.voice = VoiceService(settings, chat.voice, chat, cluster_voice)
         if cluster_voice is not None:
             cluster_voice.service = rt.voice
+            cluster_voice.tell_here = hub.to_server
         hub.on_permissions_changed.append(rt.voice.permissions_changed)
         with listening("voice_udp_port", settings.host, settings.voice_udp_port):
             await nursery.start(rt.voice.run)

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Protocol
 import msgspec
 import trio
 
+from relay.chat.events import VoiceStateUpdate
 from relay.chat.voice import VOICE_ENDPOINT, Voice
 from relay.cluster.lease import Leases
 from relay.cluster.places import ws_key
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 
     import coredis
 
+    from relay.chat.events import ChatEvent
     from relay.chat.voice import Grant, VoiceStates
     from relay.cluster.broker import Broker
     from relay.cluster.lease import Lease
@@ -181,6 +183,9 @@ class ClusterVoice:
             tuple[str, str, bytes | None, _Written | None]
         ](GRANT_QUEUE)
         self._remote_node: dict[int, str] = {}  # user id -> node, for states.remote
+        # Delivers an event to this node's own sessions only (the hub's `to_server`): a dead
+        # node's members' leaves, which every node tells its own sessions.
+        self.tell_here: Callable[[int, ChatEvent], None] | None = None
         self._nursery: trio.Nursery | None = None
         states.on_change.append(self._local_changed)
         states.cluster = self
@@ -387,7 +392,10 @@ class ClusterVoice:
             return
         gone = [u for u, node in self._remote_node.items() if node in dead]
         for user_id in gone:
-            self._heard_elsewhere(self._remote_node[user_id], self.states.remote[user_id], None)
+            state = self.states.remote[user_id]
+            self._heard_elsewhere(self._remote_node[user_id], state, None)
+            if self.tell_here is not None:
+                self.tell_here(state.server_id, VoiceStateUpdate(d=state.out(left=True)))
         for user_id in [u for u, node in self._origin.items() if node in dead]:
             self._unmirror(user_id)
         if gone:

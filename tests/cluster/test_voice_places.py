@@ -275,8 +275,11 @@ async def test_voice_channel_served_by_one_node_reached_from_both(
             await gb.ws.aclose()
             await stop_two()
             assert await closed_with(ca2) is not None
-            # Bob's voice state was on two: one drops it once two is gone.
+            # Bob's voice state was on two: one drops it once two is gone, and tells Alice.
             await eventually(lambda: int(b.user_id) not in a_voice_states(one))
+            left = await state_update(ga, b.user_id)
+            while left["channel_id"] is not None:
+                left = await state_update(ga, b.user_id)
             back = await join_voice(ga, server_id, voice_id)
             assert back["endpoint"] == one.ws_url + "/v1/voice"
             async with open_voice(
