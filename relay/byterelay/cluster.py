@@ -25,9 +25,9 @@ there is no backpressure across nodes.
 Resource handling: `run()` owns the claim/release task, the renewal task, the publisher and the
 deliverer; they end with the node.
 
-Error handling: a Redis error on a claim leaves the login local (the id works on this node;
-another node's login does not kick it until a renewal sees the other value); a failed publish
-batch is dropped and counted.
+Error handling: a Redis error on a claim leaves the login local (the id works on this node,
+and is claimed again at each renewal tick until Redis answers); a failed publish batch is
+dropped and counted.
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ class ClusterRelay:
         self.leases = Leases(redis, ttl_s=settings.lease_ttl_s)
         self._claim = redis.register_script(_CLAIM)
         self.held: dict[bytes, Lease] = {}  # ids whose lease this node holds
+        self._unclaimed: set[bytes] = set()  # logins here whose claim failed (Redis): retried
         # Logins and logouts in order, for the claim task: (id, True) a login, (id, False) not.
         self._changes: deque[tuple[bytes, bool]] = deque()
         self._changed = trio.Event()
@@ -166,10 +167,12 @@ class ClusterRelay:
                         await self._give_up(client_id)
                 except Exception:
                     log.warning("relay id lease not updated", exc_info=True)
+                    if login:
+                        self._unclaimed.add(client_id)
 
     async def _take(self, client_id: bytes) -> None:
-        if self.relay.clients.get(client_id) is None:
-            return  # logged out again meanwhile
+        if self.relay.clients.get(client_id) is None or client_id in self.held:
+            return  # logged out again meanwhile, or claimed already
         name = id_name(client_id)
         sent_at = trio.current_time()
         claimed: object = await self._claim(
@@ -209,6 +212,12 @@ class ClusterRelay:
         every = self.leases.ttl_s / 3
         while True:
             await trio.sleep(every)
+            for client_id in list(self._unclaimed):  # Redis is back: claim them now
+                try:
+                    await self._take(client_id)
+                except Exception:
+                    break
+                self._unclaimed.discard(client_id)
             held = list(self.held.items())
             for start in range(0, len(held), RENEW_BATCH):
                 batch = held[start : start + RENEW_BATCH]
