@@ -56,6 +56,7 @@ log = logging.getLogger("relay.byterelay")
 
 TRANSFER = b"T"  # a message on an id's topic: relayd frames for that id
 KICK = b"K"  # ...or: another node took the id, with this fencing token (8 bytes, big-endian)
+# (`parse` matches these two literally.)
 RENEW_BATCH = 500  # leases renewed per script call
 PUBLISH_BATCH = 64
 
@@ -78,6 +79,15 @@ def id_topic(client_id: bytes) -> str:
 
 def kick_message(token: int) -> bytes:
     return KICK + token.to_bytes(8, "big")
+
+
+def parse(data: bytes) -> tuple[bytes, int | bytes] | None:
+    """A message on an id's topic: (KICK, token) or (TRANSFER, frames); None if neither."""
+    if data.startswith(KICK) and len(data) == 9:
+        return KICK, int.from_bytes(data[1:], "big")
+    if data.startswith(TRANSFER) and len(data) > 1:
+        return TRANSFER, data[1:]
+    return None
 
 
 class _Bytes:
@@ -234,13 +244,16 @@ class ClusterRelay:
 
     def _handler(self, client_id: bytes) -> Callable[[bytes], None]:
         def heard(data: bytes) -> None:
-            if data.startswith(KICK):
-                token = int.from_bytes(data[1:9], "big")
-                lease = self.held.get(client_id)
-                if lease is not None and lease.token < token:
-                    self._lost(client_id)
-            elif data.startswith(TRANSFER) and not self.incoming.put(client_id, data[1:]):
-                self.dropped += 1
+            match parse(data):
+                case (b"K", int() as token):
+                    lease = self.held.get(client_id)
+                    if lease is not None and lease.token < token:
+                        self._lost(client_id)
+                case (b"T", bytes() as frames):
+                    if not self.incoming.put(client_id, frames):
+                        self.dropped += 1
+                case _:
+                    self.dropped += 1
 
         return heard
 

@@ -9,9 +9,11 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 import coredis
+import hypothesis.strategies as st
 import trio
+from hypothesis import given, settings
 
-from relay.byterelay.cluster import ClusterRelay, id_topic
+from relay.byterelay.cluster import KICK, TRANSFER, ClusterRelay, id_topic, kick_message, parse
 from relay.protocol import relayd
 from relay.protocol.relayd import Transfer
 from tests.byterelay.conftest import running_relay, ws_bytes
@@ -23,6 +25,15 @@ if TYPE_CHECKING:
 
     from tests.byterelay.conftest import RelayServer
     from tests.realservers import RedisServer
+
+
+@settings(max_examples=50)
+@given(st.integers(min_value=1, max_value=2**63 - 1), st.binary(min_size=1, max_size=64))
+def test_id_topic_messages_round_trip(token: int, frames: bytes) -> None:
+    assert parse(kick_message(token)) == (KICK, token)
+    assert parse(TRANSFER + frames) == (TRANSFER, frames)
+    assert parse(b"") is None
+    assert parse(b"K123") is None  # a kick is exactly 9 bytes
 
 
 def cluster_of(server: RelayServer) -> ClusterRelay:
