@@ -45,6 +45,7 @@ class Runtime:
         # that sends every crossing through msgpack, as a broker between processes would.
         self.hub_type: type[Hub] | None = None
         self.realtime_urls: list[str] = []  # e.g. ["ws://127.0.0.1:8081"], once listening
+        self.http_urls: list[str] = []  # e.g. ["http://127.0.0.1:8080"], once bound
         self.byte_relay: ByteRelay | None = None  # the relayd hub, unless relay_port is off
         self.relay_addresses: list[tuple[str, int]] = []  # the relayd TCP listener's, once bound
         self._rooms: RoomManager | None = None

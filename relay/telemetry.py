@@ -334,7 +334,19 @@ def _byte_relay(relay: ByteRelay) -> Iterator[Metric]:
     )
     dropped.add_metric(["offline"], stats.dropped_offline)
     dropped.add_metric(["gone"], stats.dropped_gone)
+    if relay.cluster is not None:
+        dropped.add_metric(["cluster"], relay.cluster.dropped)
     yield dropped
+    if relay.cluster is not None:
+        crossing = CounterMetricFamily(
+            "relay_byterelay_cluster_frames",
+            "Cluster mode: transfer frames to ids on other nodes (out), and from other nodes to "
+            "ids here (in)",
+            labels=["direction"],
+        )
+        crossing.add_metric(["out"], relay.cluster.forwarded)
+        crossing.add_metric(["in"], relay.cluster.received)
+        yield crossing
     closes = CounterMetricFamily(
         "relay_byterelay_closes",
         "Byte-relay connections closed by the relay, by reason (slow: a full outbox made no "

@@ -85,6 +85,9 @@ class Broker:
         self.lag_s = 0.0  # how late the latest probe came back
         self._heard_up_to = 0.0  # when the latest probe that came back was sent (Trio time)
         self.wanted: set[str] = {self.probe_topic}  # topics local sessions need, and the probe's
+        # Topics whose other nodes' publications bypass the inbox and go to their handler (sync,
+        # quick): the owners of voice channels and byte-relay ids (relay.cluster.voice, .relayids).
+        self.direct: dict[str, Callable[[bytes], None]] = {}
         self.subscribed: set[str] = set()  # topics the pub/sub connection is subscribed to
         self._wanted_changed = trio.Event()
         # Told the topics whose messages were lost (inbox overflow, lost connection); sync.
@@ -133,10 +136,20 @@ class Broker:
     def want(self, topics: Iterable[str]) -> None:
         """The topics local sessions need now; the subscriber catches up (subscribes to the
         new ones, unsubscribes from the rest) without blocking the caller."""
-        topics = {*topics, self.probe_topic}
+        topics = {*topics, self.probe_topic, *self.direct}
         if topics != self.wanted:
             self.wanted = topics
             self._wanted_changed.set()
+
+    def listen(self, topic: str, handler: Callable[[bytes], None]) -> None:
+        """Hand other nodes' publications on `topic` to `handler` (called in the reading task:
+        it must not block), from when the subscription is confirmed until `unlisten`."""
+        self.direct[topic] = handler
+        self.want(self.wanted)
+
+    def unlisten(self, topic: str) -> None:
+        if self.direct.pop(topic, None) is not None:
+            self.want(self.wanted - {topic})
 
     def drain(self) -> set[str]:
         """Empty the inbox; the topics of what was in it."""
@@ -214,6 +227,11 @@ class Broker:
             if topic == self.probe_topic:
                 self._probe_heard(data)
                 continue
+            handler = self.direct.get(topic)
+            if handler is not None:
+                if not data.startswith(self._mark):
+                    _call(handler, data)
+                continue
             if data.startswith(self._mark):
                 self.own_skipped += 1  # delivered here when it was published
                 continue
@@ -254,6 +272,13 @@ class Broker:
             nursery.start_soon(self._publish_forever)
             nursery.start_soon(self._subscribe_forever)
             task_status.started()
+
+
+def _call(handler: Callable[[bytes], None], data: bytes) -> None:
+    try:
+        handler(unframe(data)[1])
+    except Exception:  # a bad message or a handler's bug must not end the subscription
+        log.warning("broker direct handler failed", exc_info=True)
 
 
 @asynccontextmanager
