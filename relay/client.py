@@ -80,7 +80,13 @@ class RelayClient:
         bearer = self.access_token if token is None else token
         if bearer:
             headers["Authorization"] = f"Bearer {bearer}"
-        return await self.http.request(method, path, json=json, headers=headers, **kw)
+        response = await self.http.request(method, path, json=json, headers=headers, **kw)
+        if response.status_code == 307 and "location" in response.headers:
+            # Cluster mode: an app room lives on another process (docs/cluster.md#app-rooms).
+            # Followed once, with the token (httpx drops it on a redirect to another origin).
+            location = response.headers["location"]
+            response = await self.http.request(method, location, json=json, headers=headers, **kw)
+        return response
 
     async def call(self, method: str, path: str, json: Any = None) -> Any:
         response = await self.request(method, path, json=json)

@@ -69,6 +69,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     relay_idle_s: PositiveFloat = 120.0  # a relay connection silent this long is closed
     relay_queue_bytes: Positive = 1024 * 1024  # bytes queued per receiver before senders wait
     relay_stall_s: PositiveFloat = 2.0  # a full receiver making no progress this long is cut
+    # Cluster mode: transfers to ids on other nodes waiting to be published (and, apart,
+    # those received waiting for their connection), per node; over it dropped and counted.
+    relay_forward_queue_bytes: Positive = 16 * 1024 * 1024
     # Prometheus /metrics (docs/metrics.md). On its own listener, without authentication: an
     # operator who sets metrics_port keeps that port from strangers (metrics_host: its address,
     # default `host`). Or on the REST port behind `Authorization: Bearer <metrics_token>`
@@ -215,11 +218,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # only to this process's sessions (the one-process default).
     broker: BrokerUrl | None = None
     node_id: NodeId | None = None  # this process's name on the broker; default host-pid-random
+    # Cluster mode: the URLs clients reach THIS node at directly (not the load balancer's):
+    # voice and app-room clients are sent there (docs/cluster.md). Unset: the listeners' own.
+    node_realtime_url: PublicUrl | None = None  # ws:// or wss://
+    node_http_url: PublicUrl | None = None  # http:// or https://
     worker_id: WorkerId | None = None  # the snowflake worker; unset: 0, or leased via the broker
     worker_lease_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 30.0  # the lease's expiry
     broker_queue: Positive = 10_000  # broker messages waiting to be fanned out; full = resync
     broker_publish_queue: Positive = 10_000  # publications waiting to be sent; full = dropped
     broker_max_lag_s: PositiveFloat = 5.0  # a broker message waiting longer = resync
+    # Cluster mode: gateway sessions' replay buffers also in Redis, so a RESUME works on any
+    # node (docs/cluster.md); off: a session resumes on its own node only, at no cost.
+    resume_anywhere: bool = True
     shutdown_grace_s: PositiveFloat = 5.0
 
     def __post_init__(self) -> None:

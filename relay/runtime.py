@@ -17,9 +17,11 @@ if TYPE_CHECKING:
     from relay.chat.context import Chat
     from relay.chat.rooms import RoomManager
     from relay.cluster.caps import SharedCaps
+    from relay.cluster.sessions import ClusterSessions
     from relay.cluster.stats import BrokerHealth
     from relay.config import Settings
     from relay.gateway.hub import Hub
+    from relay.gateway.session import HeldFrames
     from relay.metrics import Metrics
     from relay.realtime.gate import Gate
     from relay.realtime.listener import ListenerStats
@@ -43,6 +45,7 @@ class Runtime:
         # that sends every crossing through msgpack, as a broker between processes would.
         self.hub_type: type[Hub] | None = None
         self.realtime_urls: list[str] = []  # e.g. ["ws://127.0.0.1:8081"], once listening
+        self.http_urls: list[str] = []  # e.g. ["http://127.0.0.1:8080"], once bound
         self.byte_relay: ByteRelay | None = None  # the relayd hub, unless relay_port is off
         self.relay_addresses: list[tuple[str, int]] = []  # the relayd TCP listener's, once bound
         self._rooms: RoomManager | None = None
@@ -56,6 +59,10 @@ class Runtime:
         self.broker_health: Callable[[], BrokerHealth] | None = None
         # Cluster mode: the gateway's connection caps shared through Redis (relay.cluster.caps).
         self.shared_caps: SharedCaps | None = None
+        # Cluster mode: gateway sessions' leases and replay buffers in Redis, and the frames
+        # waiting for them (relay.cluster.sessions, relay.gateway.session.HeldFrames).
+        self.cluster_sessions: ClusterSessions | None = None
+        self.held_frames: HeldFrames | None = None
 
     def attach(self, store: Store, accounts: Accounts, hub: Hub, chat: Chat) -> None:
         self._store, self._accounts, self._hub, self._chat = store, accounts, hub, chat

@@ -121,6 +121,7 @@ async def serve_http(
         listeners = await trio.open_tcp_listeners(settings.http_port, host=settings.host)
     scheme = "https" if tls is not None else "http"
     binds = [f"{scheme}://{_address(listener.socket)}" for listener in listeners]
+    runtime.http_urls = binds  # before the services start: a cluster node publishes its own
     try:
         async with trio.open_nursery() as lifespan_nursery:
             await lifespan_nursery.start(lifespan.handle_lifespan)

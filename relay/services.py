@@ -36,9 +36,11 @@ from relay.errors import ListenError
 from relay.forwarded import TrustedProxies
 from relay.gateway.endpoint import gateway_endpoint
 from relay.gateway.hub import Hub
+from relay.gateway.session import HeldFrames
 from relay.ids import Snowflakes
 from relay.media.service import Media
 from relay.netfetch import FetchPolicy
+from relay.protocol.gateway import Close
 from relay.realtime.echo import echo
 from relay.realtime.gate import Gate
 from relay.realtime.listener import ListenerStats, serve_realtime
@@ -53,8 +55,12 @@ from relay.voice.service import VoiceService
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from relay.byterelay.cluster import ClusterRelay
     from relay.chat.fanout import Fanout
     from relay.cluster.node import Node
+    from relay.cluster.places import NodeUrls, Place
+    from relay.cluster.rooms import RoomPlaces
+    from relay.cluster.voice import ClusterVoice
     from relay.config import Settings
     from relay.realtime.listener import Endpoint
     from relay.runtime import Runtime
@@ -130,18 +136,25 @@ async def run_services(
         hub = (rt.hub_type or Hub)(store, settings, views)
         media = await trio.to_thread.run_sync(Media.open, settings)
         hub.file_urls = media
-        fanout: Fanout = hub if node is None else await node.start_fanout(hub)
+        fanout: Fanout = hub if node is None else await node.start_fanout(hub, store)
         areas = SQLITE if settings.postgres_dsn is None else POSTGRES
         chat = Chat(store, fanout, views, settings, areas, media=media)
         if node is not None:
             node.share_limits(chat)
             rt.broker_health = node.health
             rt.shared_caps = node.caps
+            if settings.resume_anywhere:
+                await start_cluster_sessions(nursery, rt, node, hub)
         chat.bots.update(accounts.bot_ids())
         accounts.on_revoke.append(lambda login: fanout.announce(LoginRevoked(login)))
         await nursery.start(hub.run)
         hub.on_session_end.append(lambda session: chat.voice.session_ended(session.id))
-        rt.voice = VoiceService(settings, chat.voice, chat)
+        urls = None if node is None else node_urls(node)
+        cluster_voice = None if node is None or urls is None else node_voice(node, urls, chat)
+        rt.voice = VoiceService(settings, chat.voice, chat, cluster_voice)
+        if cluster_voice is not None:
+            cluster_voice.service = rt.voice
+            cluster_voice.tell_here = hub.to_server
         hub.on_permissions_changed.append(rt.voice.permissions_changed)
         with listening("voice_udp_port", settings.host, settings.voice_udp_port):
             await nursery.start(rt.voice.run)
@@ -159,9 +172,14 @@ async def run_services(
             await nursery.start(run_push, settings, chat, hub, accounts)
         rooms = RoomManager(settings, store.ids)
         await nursery.start(rooms.run)
+        if node is not None and urls is not None:
+            rooms.cluster = places = node_rooms(node, urls)
+            await nursery.start(places.run)
         rt.attach_rooms(rooms)
         if settings.relay_port is not None:
             rt.byte_relay = ByteRelay.from_settings(settings)
+            if node is not None:
+                await nursery.start(node_byte_relay(node, rt.byte_relay).run)
             rt.gates["relay"] = rt.byte_relay.gate
             with listening("relay_port", settings.host, settings.relay_port):
                 rt.relay_addresses = await nursery.start(
@@ -189,6 +207,10 @@ async def run_services(
                 )
             )
         log.info("realtime listening", extra={"ws": " ".join(rt.realtime_urls)})
+        if urls is not None:
+            await nursery.start(urls.run, own_place(settings, rt))
+        if cluster_voice is not None:
+            await nursery.start(cluster_voice.run)
         if settings.metrics_port is not None:
             host = settings.metrics_host or settings.host
             rt.gates["metrics"] = gate = Gate(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP)
@@ -223,6 +245,25 @@ async def start_cluster(nursery: trio.Nursery, settings: Settings, store: Store)
     store.ids = Snowflakes(node.worker_id)
     log.info("cluster node", extra={"node": node.broker.node_id, "worker_id": node.worker_id})
     return node
+
+
+async def start_cluster_sessions(nursery: trio.Nursery, rt: Runtime, node: Node, hub: Hub) -> None:
+    """Cluster mode: gateway sessions resumable on any node (relay.cluster.sessions): their
+    replay buffers in Redis, and their frames held until written there."""
+    sessions = await node.start_sessions()
+    held = HeldFrames(sessions.log)
+    await nursery.start(held.run)
+    rt.cluster_sessions, rt.held_frames = sessions, held
+    hub.pace = held.room
+    hub.on_session_end.append(lambda session: sessions.ended(session.id))
+
+    def lost(session_id: str) -> None:
+        # Another node writes it now (or Redis was unreachable past the lease): not here.
+        session = hub.sessions.get(session_id)
+        if session is not None:
+            hub.close_sessions([session], int(Close.RESYNC), "session moved to another node")
+
+    sessions.on_lost = lost
 
 
 async def run_push(
@@ -331,3 +372,49 @@ async def prune_files_forever(store: Store, media: Media) -> None:
     while True:
         await prune_files(store, media)
         await trio.sleep(PRUNE_EVERY_S)
+
+
+# -- cluster mode: where voice channels, app rooms and byte-relay ids live (docs/cluster.md)
+
+
+def node_urls(node: Node) -> NodeUrls:
+    """Where this node is reached directly, for the other nodes (relay.cluster.places)."""
+    from relay.cluster.places import NodeUrls
+
+    return NodeUrls(node.redis, node.broker.node_id, node.settings.worker_lease_s)
+
+
+def own_place(settings: Settings, rt: Runtime) -> Place:
+    """This node's URLs for the others: the settings, else its listeners' own addresses."""
+    from relay.cluster.places import Place
+
+    ws = settings.node_realtime_url or rt.realtime_urls[0]
+    place = Place(ws, settings.node_http_url or (rt.http_urls or ["http://" + settings.host])[0])
+    if any(wild in url for url in (place.ws, place.http) for wild in ("//0.0.0.0", "//[::]")):
+        log.warning(
+            "set node_realtime_url and node_http_url: other nodes send clients to this one",
+            extra={"ws": place.ws, "http": place.http},
+        )
+    return place
+
+
+def node_voice(node: Node, urls: NodeUrls, chat: Chat) -> ClusterVoice:
+    """Voice channels served by one node of the cluster at a time (relay.cluster.voice)."""
+    from relay.cluster.voice import ClusterVoice
+
+    return ClusterVoice(node.redis, node.broker, node.settings, chat.voice, urls)
+
+
+def node_rooms(node: Node, urls: NodeUrls) -> RoomPlaces:
+    """App rooms on the node that made them, found from the others (relay.cluster.rooms)."""
+    from relay.cluster.rooms import RoomPlaces
+
+    return RoomPlaces(node.redis, node.broker.node_id, urls, node.settings.lease_ttl_s)
+
+
+def node_byte_relay(node: Node, relay: ByteRelay) -> ClusterRelay:
+    """Byte-relay ids logged in on one node at a time, transfers forwarded between nodes
+    (relay.byterelay.cluster)."""
+    from relay.byterelay.cluster import ClusterRelay
+
+    return ClusterRelay(node.redis, node.broker, relay, node.settings)

@@ -334,7 +334,19 @@ def _byte_relay(relay: ByteRelay) -> Iterator[Metric]:
     )
     dropped.add_metric(["offline"], stats.dropped_offline)
     dropped.add_metric(["gone"], stats.dropped_gone)
+    if relay.cluster is not None:
+        dropped.add_metric(["cluster"], relay.cluster.dropped)
     yield dropped
+    if relay.cluster is not None:
+        crossing = CounterMetricFamily(
+            "relay_byterelay_cluster_frames",
+            "Cluster mode: transfer frames to ids on other nodes (out), and from other nodes to "
+            "ids here (in)",
+            labels=["direction"],
+        )
+        crossing.add_metric(["out"], relay.cluster.forwarded)
+        crossing.add_metric(["in"], relay.cluster.received)
+        yield crossing
     closes = CounterMetricFamily(
         "relay_byterelay_closes",
         "Byte-relay connections closed by the relay, by reason (slow: a full outbox made no "
@@ -371,8 +383,16 @@ def _broker(health: BrokerHealth) -> Iterator[Metric]:
          health.resyncs),
         ("resynced_sessions", "Gateway sessions ended by those resyncs (closed with 4014)",
          health.resynced_sessions),
+        ("forwarded", "Posts and channel events sent to another node's channel owner",
+         health.forwarded),
+        ("served", "Posts forwarded by other nodes and committed here as owner", health.served),
+        ("sessions_taken_over", "Gateway sessions resumed here from another node",
+         health.sessions_taken_over),
     ):  # fmt: skip
         yield CounterMetricFamily(f"relay_broker_{name}", text, value=count)
+    yield GaugeMetricFamily(
+        "relay_broker_owned_channels", "Channels this node owns now", value=health.owned_channels
+    )
 
 
 # -- the metrics_port listener -----------------------------------------------------------------

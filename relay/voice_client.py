@@ -311,6 +311,15 @@ class VoiceClient:
         await self.send_control(3, nonce)
 
 
+def voice_base(ws_url: str, endpoint: str) -> str:
+    """Where to open the voice connection a VOICE_SERVER_UPDATE names (for `open_voice`): its
+    `endpoint` is a path on the gateway's realtime listener, or in cluster mode the full URL of
+    the process serving the channel (docs/cluster.md#voice-channels)."""
+    if endpoint.startswith(("ws://", "wss://")):
+        return endpoint.removesuffix("/v1/voice")
+    return ws_url
+
+
 async def join_voice(
     gateway: Gateway, server_id: str, channel_id: str | None, **flags: bool
 ) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from relay.roomctl import (
     logged_in,
     realtime_url,
 )
-from relay.voice_client import VoiceClosed, join_voice, open_voice, opus_file_frames
+from relay.voice_client import VoiceClosed, join_voice, open_voice, opus_file_frames, voice_base
 
 if TYPE_CHECKING:
     import argparse
@@ -68,7 +68,7 @@ async def voice_play(args: argparse.Namespace, settings: Settings) -> None:
                 assert gateway.session_id is not None
                 async with (
                     open_voice(
-                        ws_url,
+                        voice_base(ws_url, grant["endpoint"]),
                         server_id=server_id,
                         user_id=str(ready["user"]["id"]),
                         session_id=gateway.session_id,

@@ -34,7 +34,7 @@ import enum
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from relay.byterelay.outbox import Outbox
 from relay.protocol.relayd import DEFAULT_MAX_PAYLOAD_BYTES, Login, RelaydError
@@ -79,6 +79,21 @@ class RelayStatistics:
     peak_queue_bytes: int = 0  # the most any one outbox held (of connections that closed)
 
 
+class RelayCluster(Protocol):
+    """Cluster mode (relay.byterelay.cluster): one login per id across the nodes, and transfers
+    to ids logged in on another node forwarded there. Synchronous: each call only queues."""
+
+    forwarded: int  # frames published for another node
+    received: int  # frames from other nodes queued for a connection here
+    dropped: int  # frames dropped on the way (a queue full, a failed publish, over the cap)
+
+    def logged_in(self, client_id: bytes) -> None: ...
+    def logged_out(self, client_id: bytes) -> None: ...
+    def forward(self, transfer: Transfer) -> bool:
+        """Queue a transfer for the node its receiver is logged in on; False if dropped."""
+        ...
+
+
 class ByteRelay:
     """The hub: client id -> the connection logged in with it."""
 
@@ -99,6 +114,7 @@ class ByteRelay:
         self.gate = Gate(max_connections, max_connections_per_ip)  # the TCP listener's
         self.clients: dict[bytes, Peer] = {}
         self.stats = RelayStatistics()
+        self.cluster: RelayCluster | None = None  # set in cluster mode only
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ByteRelay:
@@ -119,11 +135,15 @@ class ByteRelay:
         if old is not None:
             self.stats.replaced += 1
             old.close(Why.REPLACED)
+        if self.cluster is not None:
+            self.cluster.logged_in(client_id)
 
     def forget(self, peer: Peer, why: Why) -> None:
         """`peer` is closing (from Peer.close): it gives up its id and its counters are kept."""
         if peer.client_id is not None and self.clients.get(peer.client_id) is peer:
             del self.clients[peer.client_id]
+            if self.cluster is not None:
+                self.cluster.logged_out(peer.client_id)
         stats = self.stats
         stats.open_connections -= 1
         stats.peak_queue_bytes = max(stats.peak_queue_bytes, peer.outbox.high_water_bytes)
@@ -193,7 +213,8 @@ class Peer(ABC):
             return None
         target = relay.clients.get(to)
         if target is None:
-            relay.stats.dropped_offline += frame.count
+            if relay.cluster is None or not relay.cluster.forward(frame):
+                relay.stats.dropped_offline += frame.count
             return None
         if target.outbox.put_nowait(frame.raw, wake=False):
             relay.stats.frames_forwarded += frame.count

@@ -33,7 +33,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import trio
@@ -59,6 +59,37 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay.rooms")
 PROTOCOLS = ("host", "peer")
 ASK_TIMEOUT_S = 5.0
+
+
+class RoomPlace(Protocol):
+    """A node's public URLs (relay.cluster.places.Place)."""
+
+    @property
+    def ws(self) -> str: ...
+    @property
+    def http(self) -> str: ...
+
+
+class RoomCluster(Protocol):
+    """Cluster mode (relay.cluster.rooms): each room lives on the node that created it."""
+
+    async def claim(self, room_id: int) -> None:
+        """Make the room findable from the other nodes (before its creator hears of it)."""
+        ...
+
+    def released(self, room_id: int) -> None: ...
+
+    def changed(self, record: RoomRecord) -> None:
+        """A room's settings or live figures changed (the cluster-wide public listing)."""
+        ...
+
+    async def public_page(self, after: int, limit: int) -> list[Room]:
+        """Public rooms of every node with an id above `after`, in id order."""
+        ...
+
+    async def elsewhere(self, room_id: int) -> RoomPlace | None:
+        """The URLs of the node that has the room, if another node does."""
+        ...
 
 
 @dataclass(slots=True)
@@ -102,6 +133,7 @@ class RoomManager:
         self.committed = 0
         self.current = 0
         self.registry: Registry[RoomMsg] = Registry(self._new_room)
+        self.cluster: RoomCluster | None = None  # set in cluster mode only
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -119,6 +151,8 @@ class RoomManager:
             return
         self.current += clients - record.current_clients
         record.current_clients, record.host_id, record.status = clients, host_id, status
+        if self.cluster is not None:
+            self.cluster.changed(record)
 
     def can_admit(self) -> bool:
         return self.current < self.capacity
@@ -127,6 +161,8 @@ class RoomManager:
         record = self._rooms.pop(room_id, None)
         if record is None:
             return
+        if self.cluster is not None:
+            self.cluster.released(room_id)
         self.committed -= record.max_clients
         self.current -= record.current_clients
         left = self._by_creator[record.creator_id] - 1
@@ -188,7 +224,12 @@ class RoomManager:
             self.room_closed(record.id)
             raise Unavailable("rooms are not available", code="rooms_unavailable") from None
         log.info("room created", extra={"room": record.id, "protocol": protocol})
+        if self.cluster is not None:
+            self.cluster.changed(record)
         return record
+
+    def has(self, room_id: int) -> bool:
+        return room_id in self._rooms
 
     def get(self, room_id: int) -> RoomRecord:
         record = self._rooms.get(room_id)
@@ -230,6 +271,8 @@ class RoomManager:
             record.public = public
         if metadata is not None:
             record.metadata = metadata
+        if self.cluster is not None:
+            self.cluster.changed(record)
 
         def build(reply: Reply[None]) -> RoomMsg:
             return Configure(record.max_clients, record.public, record.metadata, reply)
@@ -328,11 +371,29 @@ async def create_room(rooms: RoomManager, user_id: int, data: commands.CreateRoo
         data.public,
         _metadata_json(rooms.settings, data.metadata),
     )
+    if rooms.cluster is not None:
+        await rooms.cluster.claim(record.id)
     return room_out(record, user_id)
 
 
-def public_rooms(rooms: RoomManager, after: int, limit: int) -> list[Room]:
-    """A page of the public rooms, in id order after `after` (as anyone sees them)."""
+async def elsewhere(rooms: RoomManager, room_id: str) -> RoomPlace | None:
+    """Cluster mode: the node that has this room, if it is not here (None: here, or unknown)."""
+    if rooms.cluster is None:
+        return None
+    try:
+        rid = int(room_id)
+    except ValueError:
+        return None
+    if not 0 < rid < 2**63 or rooms.has(rid):
+        return None
+    return await rooms.cluster.elsewhere(rid)
+
+
+async def public_rooms(rooms: RoomManager, after: int, limit: int) -> list[Room]:
+    """A page of the public rooms, in id order after `after` (as anyone sees them); in cluster
+    mode, those of every node."""
+    if rooms.cluster is not None:
+        return await rooms.cluster.public_page(after, limit)
     return [room_out(r, None) for r in rooms.public_page(after, limit)]
 
 

@@ -19,7 +19,7 @@ every permission change in the server.
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 import trio
@@ -85,6 +85,26 @@ class Grant(msgspec.Struct, frozen=True):
     expires_at: float  # trio time
 
 
+class VoiceCluster(Protocol):
+    """Cluster mode (relay.cluster.voice): where a voice channel is served, and the tokens kept
+    in Redis so that the node serving the channel can redeem them."""
+
+    async def endpoint(self, channel_id: int) -> str:
+        """The voice endpoint (URL) of the node that owns the channel, or now takes it.
+        Raises Unavailable("voice_unavailable") when its owner cannot be reached."""
+        ...
+
+    async def granted(self, grant: Grant, state: Voice) -> None:
+        """Store a new token where the serving node can redeem it (before the client has it)."""
+        ...
+
+    def voided(self, tokens: list[str]) -> None: ...
+
+    async def moved(self, user_id: int, channel_id: int) -> bool:
+        """The channel is served elsewhere than the user's last token said."""
+        ...
+
+
 class VoiceStates:
     """Every voice state of the process, and the tokens not redeemed yet."""
 
@@ -99,6 +119,10 @@ class VoiceStates:
         self.moderation_writes = 0
         # The media side's: (before, after) of each change; None before: joined, after: left.
         self.on_change: list[Callable[[Voice | None, Voice | None], None]] = []
+        self.cluster: VoiceCluster | None = None  # set in cluster mode only
+        # Cluster mode: the voice states held by the other nodes (relay.cluster.voice keeps
+        # them), shown in READY and REST beside this node's own.
+        self.remote: dict[int, Voice] = {}
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -107,6 +131,17 @@ class VoiceStates:
 
     def in_channel(self, channel_id: int) -> list[Voice]:
         return list(self.by_channel.get(channel_id, {}).values())
+
+    def members_of(self, channel_id: int) -> set[int]:
+        """Who is in the channel, on this node and (cluster mode) the others."""
+        here = set(self.by_channel.get(channel_id, ()))
+        if self.remote:
+            here.update(u for u, v in self.remote.items() if v.channel_id == channel_id)
+        return here
+
+    def channels_in_use(self) -> set[int]:
+        """Voice channels someone is in, on this node and (cluster mode) the others."""
+        return set(self.by_channel) | {v.channel_id for v in self.remote.values()}
 
     # -- changing (synchronous: state, event and listeners together) ---------------------------
 
@@ -134,8 +169,11 @@ class VoiceStates:
             listener(before, after)
 
     def _void_grants(self, user_id: int) -> None:
-        for token in [t for t, g in self.grants.items() if g.user_id == user_id]:
+        tokens = [t for t, g in self.grants.items() if g.user_id == user_id]
+        for token in tokens:
             del self.grants[token]
+        if tokens and self.cluster is not None:
+            self.cluster.voided(tokens)
 
     def leave(self, user_id: int, server_id: int | None = None) -> bool:
         """End the user's voice state (only if it is in `server_id`, when given)."""
@@ -192,7 +230,7 @@ class VoiceStates:
 
 def require_room_for_channel(chat: Chat, channel_id: int) -> None:
     """A voice channel nobody is in yet may start only below `voice_max_channels`."""
-    busy = chat.voice.by_channel
+    busy = chat.voice.by_channel if not chat.voice.remote else chat.voice.channels_in_use()
     if channel_id not in busy and len(busy) >= chat.settings.voice_max_channels:
         limit = chat.settings.voice_max_channels
         raise Conflict(
@@ -241,17 +279,22 @@ async def update_state(
         raise missing_permission(CONNECT)
     # Server mute and deafen are the member's (stored), so a rejoin or a restart keeps them.
     mute, deaf = channel.mute, channel.deaf
+    endpoint = VOICE_ENDPOINT if voice.cluster is None else await voice.cluster.endpoint(cid)
     while writes != voice.moderation_writes:  # a moderator wrote meanwhile: read them again
         writes = voice.moderation_writes
         mute, deaf = await chat.store.read(chat.q.voice.moderation, sid, user_id)
     current = voice.by_user.get(user_id)  # again: the reads above awaited
     require_room_for_channel(chat, cid)
     if current is not None and current.channel_id == cid and current.session_id == session_id:
-        voice.update(current, self_mute=self_mute, self_deaf=self_deaf)
-        return None
-    others = len(voice.by_channel.get(cid, {})) - (
-        current is not None and current.channel_id == cid
-    )
+        current = voice.update(current, self_mute=self_mute, self_deaf=self_deaf)
+        if voice.cluster is None or not await voice.cluster.moved(user_id, cid):
+            return None
+        # Its voice node went away (or gave the channel up): a new token for the new one.
+        current = voice.by_user.get(user_id)
+        if current is None or current.channel_id != cid or current.session_id != session_id:
+            return None
+        return await _granted(voice, current, endpoint)
+    others = len(voice.members_of(cid) - {user_id})
     if others >= chat.settings.voice_max_members_per_channel or (
         channel.user_limit and others >= channel.user_limit and not channel.permissions & MOVE
     ):
@@ -269,9 +312,19 @@ async def update_state(
         e2ee_required=channel.e2ee_required,
     )
     voice._set(current, state)
+    return await _granted(voice, state, endpoint)
+
+
+async def _granted(voice: VoiceStates, state: Voice, endpoint: str) -> VoiceServer:
+    """A token for `state`, stored where its voice node can redeem it (cluster mode)."""
     grant = voice.grant(state)
+    if voice.cluster is not None:
+        await voice.cluster.granted(grant, state)
     return VoiceServer(
-        server_id=str(sid), channel_id=str(cid), token=grant.token, endpoint=VOICE_ENDPOINT
+        server_id=str(state.server_id),
+        channel_id=str(state.channel_id),
+        token=grant.token,
+        endpoint=endpoint,
     )
 
 
@@ -281,14 +334,17 @@ async def channel_states(chat: Chat, user_id: int, channel_id: str) -> list[Voic
     channel = await chat.store.read(chat.q.voice.voice_channel, cid, user_id)
     if channel.type != "voice":
         raise not_a_voice_channel()
-    return [v.out() for v in sorted(chat.voice.in_channel(cid), key=lambda v: v.user_id)]
+    states = {v.user_id: v for v in chat.voice.remote.values() if v.channel_id == cid}
+    states.update((v.user_id, v) for v in chat.voice.in_channel(cid))
+    return [v.out() for v in sorted(states.values(), key=lambda v: v.user_id)]
 
 
 def server_states(chat: Chat, server_ids: list[int]) -> list[VoiceState]:
     """For READY: the voice states of these servers."""
     wanted = set(server_ids)
-    found = [v for v in chat.voice.by_user.values() if v.server_id in wanted]
-    return [v.out() for v in sorted(found, key=lambda v: (v.server_id, v.user_id))]
+    found = {v.user_id: v for v in chat.voice.remote.values() if v.server_id in wanted}
+    found.update((v.user_id, v) for v in chat.voice.by_user.values() if v.server_id in wanted)
+    return [v.out() for v in sorted(found.values(), key=lambda v: (v.server_id, v.user_id))]
 
 
 async def moderate(
@@ -330,7 +386,7 @@ async def moderate(
             have & int(P.ADMINISTRATOR)
         ):
             raise Forbidden("you may not move members there", code="missing_permission")
-        if len(voice.by_channel.get(cid, {})) >= chat.settings.voice_max_members_per_channel:
+        if len(voice.members_of(cid)) >= chat.settings.voice_max_members_per_channel:
             raise Conflict("that voice channel is full", code="voice_channel_full")
         require_room_for_channel(chat, cid)
         target_channel = channel
@@ -357,6 +413,9 @@ async def moderate(
         target_perms = await chat.store.read(
             chat.q.voice.voice_channel, target_channel.id, target_id
         )
+        endpoint = VOICE_ENDPOINT
+        if voice.cluster is not None:
+            endpoint = await voice.cluster.endpoint(target_channel.id)
         current = voice.by_user.get(target_id)
         if current is not None and current.server_id == server_id:
             moved = msgspec.structs.replace(
@@ -366,11 +425,5 @@ async def moderate(
                 e2ee_required=target_perms.e2ee_required,
             )
             voice._set(current, moved)
-            grant = voice.grant(moved)
-            server = VoiceServer(
-                server_id=str(server_id),
-                channel_id=str(target_channel.id),
-                token=grant.token,
-                endpoint=VOICE_ENDPOINT,
-            )
+            server = await _granted(voice, moved, endpoint)
             chat.fanout.to_users((target_id,), events.VoiceServerUpdate(d=server))

@@ -7,5 +7,7 @@ the broker client (`broker`), the fan-out that publishes to it and delivers what
 limits and gateway connection caps shared through Redis (`limits`, `caps`), and this process
 as a node, tying them together (`node`). Ownership (docs/ownership.md): leases with fencing
 tokens (`lease`), sends forwarded to a channel's owner (`owners`), and gateway sessions' replay
-buffers in Redis Streams (`replay`).
+buffers in Redis Streams (`replay`). Where the rest lives (docs/cluster.md): each node's
+public URLs (`places`), voice channels served by one node at a time (`voice`), app rooms on the
+node that made them (`rooms`); byte-relay ids are relay.byterelay.cluster's.
 """

@@ -2,8 +2,11 @@
 pub/sub connection whose subscriptions follow what local sessions need.
 
 Publishing never blocks the caller: `publish` queues (bounded by `broker_publish_queue`; when
-full the publication is dropped and counted, policy "drop newest"), and one task sends what is
-queued in pipelines of up to PUBLISH_BATCH. Receiving: one task reads the pub/sub connection
+full the publication is dropped, policy "drop newest, then tell"), and one task sends what is
+queued in pipelines of up to PUBLISH_BATCH. A topic that lost a publication (a full queue, a
+failed pipeline) gets a gap notice (`GAP`) as soon as Redis takes publications again: the other
+nodes resync the sessions that needed it, as for what they lose themselves, so nothing is lost
+without a resync. Receiving: one task reads the pub/sub connection
 and hands each message to a bounded inbox (`broker_queue`). coredis's own queue is unbounded,
 but this task empties it as fast as messages arrive and does nothing else, so what waits is in
 the inbox. When the inbox is full the node has fallen behind: policy "resync", the inbox is
@@ -15,12 +18,13 @@ by `open_broker` at the top of the task tree (relay.services) and closed after t
 
 Error handling: a lost pub/sub connection means messages were missed: `on_behind` hears every
 subscribed topic, then the subscriber reconnects with backoff and subscribes again. A failed
-publish batch is dropped and counted (its readers on other nodes miss it; see docs/cluster.md).
+publish batch is dropped and counted, and its topics get gap notices (above).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import socket
@@ -46,6 +50,9 @@ RECONNECT_MAX_S = 5.0
 
 Received = tuple[float, str, bytes]  # (trio time it arrived, topic, payload)
 SEPARATOR = b"|"  # never in a node id (relay.config.NodeId)
+# The payload of a gap notice: "this node lost a publication on this topic". An envelope
+# (msgpack, relay.cluster.envelope) never starts with a zero byte.
+GAP = b"\x00gap"
 
 
 def frame(node_id: str, payload: bytes) -> bytes:
@@ -85,6 +92,9 @@ class Broker:
         self.lag_s = 0.0  # how late the latest probe came back
         self._heard_up_to = 0.0  # when the latest probe that came back was sent (Trio time)
         self.wanted: set[str] = {self.probe_topic}  # topics local sessions need, and the probe's
+        # Topics whose other nodes' publications bypass the inbox and go to their handler (sync,
+        # quick): the owners of voice channels and byte-relay ids (relay.cluster.voice, .relayids).
+        self.direct: dict[str, Callable[[bytes], None]] = {}
         self.subscribed: set[str] = set()  # topics the pub/sub connection is subscribed to
         self._wanted_changed = trio.Event()
         # Told the topics whose messages were lost (inbox overflow, lost connection); sync.
@@ -92,6 +102,8 @@ class Broker:
         self.connected = False
         self.published = 0
         self.publish_dropped = 0  # queue full or a failed pipeline
+        self.gaps: set[str] = set()  # topics that lost a publication, their notice not yet sent
+        self.gap_notices = 0  # gap notices sent
         self.received = 0  # other nodes' publications heard
         self.own_skipped = 0  # this node's own publications heard back and dropped unread
         self._mark = self.node_id.encode() + SEPARATOR
@@ -106,12 +118,24 @@ class Broker:
             self._outbox_send.send_nowait((topic, self._mark + data))
         except trio.WouldBlock:
             self.publish_dropped += 1
+            self.gaps.add(topic)
             if self.publish_dropped % 1000 == 1:
                 log.warning("broker publish queue full: dropping", extra={"topic": topic})
 
     async def _publish_forever(self) -> None:
         recv = self._outbox_recv
-        async for first in recv:
+        while True:
+            if self.gaps:
+                await self._send_gap_notices()
+            first: tuple[str, bytes] | None = None
+            # While notices wait (Redis failed), retry them even if nothing else is published.
+            with trio.move_on_after(RECONNECT_MIN_S if self.gaps else math.inf):
+                try:
+                    first = await recv.receive()
+                except trio.EndOfChannel:
+                    return
+            if first is None:
+                continue
             batch = [first]
             while len(batch) < PUBLISH_BATCH:
                 try:
@@ -125,18 +149,40 @@ class Broker:
                 self.published += len(batch)
             except (coredis.exceptions.RedisError, OSError) as e:
                 self.publish_dropped += len(batch)
+                self.gaps.update(topic for topic, _ in batch)
                 log.warning("broker publish failed", extra={"error": str(e), "n": len(batch)})
                 await trio.sleep(RECONNECT_MIN_S)
+
+    async def _send_gap_notices(self) -> None:
+        gaps, self.gaps = self.gaps, set()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for topic in gaps:
+                    pipe.publish(topic, self._mark + GAP)
+            self.gap_notices += len(gaps)
+        except (coredis.exceptions.RedisError, OSError) as e:
+            self.gaps |= gaps
+            log.warning("broker gap notices failed", extra={"error": str(e), "n": len(gaps)})
 
     # -- subscribing -----------------------------------------------------------------------------
 
     def want(self, topics: Iterable[str]) -> None:
         """The topics local sessions need now; the subscriber catches up (subscribes to the
         new ones, unsubscribes from the rest) without blocking the caller."""
-        topics = {*topics, self.probe_topic}
+        topics = {*topics, self.probe_topic, *self.direct}
         if topics != self.wanted:
             self.wanted = topics
             self._wanted_changed.set()
+
+    def listen(self, topic: str, handler: Callable[[bytes], None]) -> None:
+        """Hand other nodes' publications on `topic` to `handler` (called in the reading task:
+        it must not block), from when the subscription is confirmed until `unlisten`."""
+        self.direct[topic] = handler
+        self.want(self.wanted)
+
+    def unlisten(self, topic: str) -> None:
+        if self.direct.pop(topic, None) is not None:
+            self.want(self.wanted - {topic})
 
     def drain(self) -> set[str]:
         """Empty the inbox; the topics of what was in it."""
@@ -214,6 +260,11 @@ class Broker:
             if topic == self.probe_topic:
                 self._probe_heard(data)
                 continue
+            handler = self.direct.get(topic)
+            if handler is not None:
+                if not data.startswith(self._mark) and not data.endswith(SEPARATOR + GAP):
+                    _call(handler, data)  # no resync for voice and byte-relay (lossy) topics
+                continue
             if data.startswith(self._mark):
                 self.own_skipped += 1  # delivered here when it was published
                 continue
@@ -221,6 +272,9 @@ class Broker:
                 payload = unframe(data)[1]
             except ValueError:
                 log.warning("broker message without a node header", extra={"topic": topic})
+                continue
+            if payload == GAP:  # another node lost a publication here: resync its readers
+                self._behind({topic})
                 continue
             self.received += 1
             try:
@@ -254,6 +308,13 @@ class Broker:
             nursery.start_soon(self._publish_forever)
             nursery.start_soon(self._subscribe_forever)
             task_status.started()
+
+
+def _call(handler: Callable[[bytes], None], data: bytes) -> None:
+    try:
+        handler(unframe(data)[1])
+    except Exception:  # a bad message or a handler's bug must not end the subscription
+        log.warning("broker direct handler failed", exc_info=True)
 
 
 @asynccontextmanager

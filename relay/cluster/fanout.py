@@ -11,9 +11,12 @@ and the two global ones), following the hub's indexes, and delivers what it hear
 sessions, encoding each event once as the hub does. It skips its own publications (it delivered
 them already).
 
-New messages (`post`, `post_with`) still go to this node's channel actor: ordering one channel
-across processes needs one owner per channel (the channel-lease work in relay.cluster.lease),
-whose forwarding plugs in at `_owner_post`.
+New messages (`post`, `post_with`) and channel events (`to_channel`) go to the channel's owner
+(relay.cluster.owners: one node per channel at a time, holding its lease), forwarded through
+Redis when that is another node. The owner's channel actor (built by the hub, with a fenced
+write) assigns ids, commits, and hands each event to the hub's `_publish`: delivered to the
+owner's own sessions and published here (`_channel_event`), so every node delivers each event
+of a channel in the owner's order, and each session gets it once.
 
 Falling behind: the broker's inbox is bounded (`broker_queue`); when it overflows, or a message
 waited longer than `broker_max_lag_s` before its turn, or the pub/sub connection was lost, the
@@ -61,6 +64,7 @@ if TYPE_CHECKING:
     from relay.chat.fanout import Change
     from relay.chat.views import Views
     from relay.cluster.broker import Broker
+    from relay.cluster.owners import ChannelOwners
     from relay.config import Settings
     from relay.storage.audience import ChannelAudience
     from relay.storage.messages import NewMessage, Posted
@@ -86,15 +90,6 @@ class LocalHub(Protocol):
     @property
     def online_members(self) -> Mapping[int, Collection[int]]: ...
 
-    async def post(self, new: NewMessage) -> Asked[Posted]: ...
-    async def post_with(
-        self,
-        new: NewMessage,
-        on_answer: Callable[[outcome.Outcome[Posted]], object],
-        *,
-        deadline: float,
-    ) -> Reply[Posted]: ...
-    async def to_channel(self, channel_id: int, event: ChatEvent) -> None: ...
     def to_server(self, server_id: int, event: ChatEvent) -> None: ...
     def to_users(self, user_ids: Iterable[int], event: ChatEvent, *, dm: bool = False) -> None: ...
     def announce(self, change: Change) -> None: ...
@@ -115,8 +110,11 @@ class LocalHub(Protocol):
 class BrokerFanout:
     """`relay.chat.fanout.Fanout` across processes (module doc)."""
 
-    def __init__(self, hub: LocalHub, broker: Broker, settings: Settings) -> None:
+    def __init__(
+        self, hub: LocalHub, broker: Broker, owners: ChannelOwners, settings: Settings
+    ) -> None:
         self.hub = hub
+        self.owners = owners
         self.broker = broker
         self.node_id = broker.node_id
         self.max_lag_s = settings.broker_max_lag_s
@@ -134,13 +132,9 @@ class BrokerFanout:
     # -- the chat layer's Fanout -----------------------------------------------------------------
 
     async def post(self, new: NewMessage) -> Asked[Posted]:
-        return await self._owner_post(new)
-
-    async def _owner_post(self, new: NewMessage) -> Asked[Posted]:
-        # Where a post reaches its channel's owner. Today every node is the owner of the
-        # channels it posts to (ordering across nodes is the channel-lease work's: it forwards
-        # here to the node holding the channel's lease).
-        return await self.hub.post(new)
+        # To the channel's owner, wherever it is (relay.cluster.owners): its actor assigns
+        # the id, commits with its fencing token and publishes the event to every node.
+        return await self.owners.post(new)
 
     async def post_with(
         self,
@@ -149,12 +143,12 @@ class BrokerFanout:
         *,
         deadline: float = math.inf,
     ) -> Reply[Posted]:
-        # The same hook as `_owner_post`, for the gateway's pipelined sends.
-        return await self.hub.post_with(new, on_answer, deadline=deadline)
+        # The same, for the gateway's pipelined sends (deadline inf: the owners' own).
+        return await self.owners.post_with(new, on_answer, deadline=deadline)
 
     async def to_channel(self, channel_id: int, event: ChatEvent) -> None:
-        # Through the channel's actor, in order with its messages; published at its turn.
-        await self.hub.to_channel(channel_id, event)
+        # Through the owner's channel actor, in order with its messages; published at its turn.
+        await self.owners.publish(channel_id, event)
 
     def to_server(self, server_id: int, event: ChatEvent) -> None:
         self.hub.to_server(server_id, event)

@@ -56,6 +56,26 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# renew_many, release_many: KEYS[i] is held with value ARGV[i] (renew: ARGV[1] is the ttl).
+_RENEW_MANY = """
+local done = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i + 1] then
+    done[i] = redis.call('PEXPIRE', key, ARGV[1])
+  else
+    done[i] = 0
+  end
+end
+return done
+"""
+
+_RELEASE_MANY = """
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i] then redis.call('DEL', key) end
+end
+return 0
+"""
+
 RELEASE_TIMEOUT_S = 1.0
 
 
@@ -99,6 +119,8 @@ class Leases:
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
+        self._renew_many = redis.register_script(_RENEW_MANY)
+        self._release_many = redis.register_script(_RELEASE_MANY)
 
     def key(self, name: str) -> str:
         return f"{self.prefix}lease:{name}"
@@ -139,6 +161,30 @@ class Leases:
         """Give the lease up if it is still ours (another may take it at once)."""
         released: object = await self._release(keys=[self.key(lease.name)], args=[lease.value])
         return released == 1
+
+    async def renew_many(self, leases: list[Lease]) -> list[bool]:
+        """`renew` for many leases in one script call (a node's session leases)."""
+        if not leases:
+            return []
+        sent_at = trio.current_time()
+        keys = [self.key(lease.name) for lease in leases]
+        renewed: object = await self._renew_many(
+            keys=keys, args=[self.ttl_ms, *(lease.value for lease in leases)]
+        )
+        assert isinstance(renewed, list)
+        done = [flag == 1 for flag in renewed]
+        for lease, ok in zip(leases, done, strict=True):
+            if ok:
+                lease.expires_at = max(lease.expires_at, sent_at + self.ttl_s)
+        return done
+
+    async def release_many(self, leases: list[Lease]) -> None:
+        """`release` for many leases in one script call."""
+        if leases:
+            await self._release_many(
+                keys=[self.key(lease.name) for lease in leases],
+                args=[lease.value for lease in leases],
+            )
 
     @asynccontextmanager
     async def hold(

@@ -11,7 +11,7 @@ worker id released) before its nursery and then the client close.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -19,17 +19,33 @@ from relay.cluster.broker import Broker, open_redis
 from relay.cluster.caps import SharedCaps
 from relay.cluster.fanout import BrokerFanout, LocalHub
 from relay.cluster.limits import RedisBudget
+from relay.cluster.owners import ChannelOwners
+from relay.cluster.sessions import ClusterSessions
 from relay.cluster.stats import BrokerHealth
 from relay.cluster.workers import WorkerLease
 
 if TYPE_CHECKING:
-    import coredis
+    from collections.abc import Callable
 
+    import coredis
+    from sqlite_utils import Database
+
+    from actors.channel import ChannelActor
     from relay.chat.context import Chat
     from relay.config import Settings
+    from relay.storage.messages import NewMessage, Posted
+    from relay.storage.sqlite.db import Store
 
 
 LEAVE_S = 2.0  # at most this long to leave the cluster at shutdown
+
+
+class ClusterHub(LocalHub, Protocol):
+    """The hub, as the node needs it: also the builder of the channel actors it owns."""
+
+    def channel_actor(
+        self, channel_id: int, write: Callable[[Database, int, NewMessage], Posted]
+    ) -> ChannelActor: ...
 
 
 @dataclass
@@ -41,16 +57,45 @@ class Node:
     nursery: trio.Nursery
     caps: SharedCaps
     fanout: BrokerFanout | None = None
+    owners: ChannelOwners | None = None
+    sessions: ClusterSessions | None = None
     stopping: trio.Event = field(default_factory=trio.Event)
 
-    async def start_fanout(self, hub: LocalHub) -> BrokerFanout:
-        """The cross-process fan-out around this node's hub, running."""
-        self.fanout = BrokerFanout(hub, self.broker, self.settings)
+    async def start_fanout(self, hub: ClusterHub, store: Store) -> BrokerFanout:
+        """The cross-process fan-out around this node's hub, with the channel owners it
+        posts through, running (the owners first: stopping the node releases their leases)."""
+        s = self.settings
+        owners = ChannelOwners(
+            self.redis,
+            store,
+            self.broker.node_id,
+            hub.channel_actor,
+            ttl_s=s.lease_ttl_s,
+            forward_timeout_s=s.send_timeout_s,
+        )
+        await self.nursery.start(owners.run)
+        self.owners = owners
+        self.fanout = BrokerFanout(hub, self.broker, owners, self.settings)
         await self.nursery.start(self.fanout.run)
         return self.fanout
 
+    async def start_sessions(self) -> ClusterSessions:
+        """Gateway sessions' leases and replay buffers in Redis, running (the replay buffers
+        are written out and the leases released when the node stops)."""
+        s = self.settings
+        sessions = ClusterSessions(
+            self.redis,
+            self.broker.node_id,
+            ttl_s=s.lease_ttl_s,
+            replay_size=s.replay_size,
+            window_s=s.resume_window_s,
+        )
+        await self.nursery.start(sessions.run)
+        self.sessions = sessions
+        return sessions
+
     def health(self) -> BrokerHealth:
-        broker, fanout = self.broker, self.fanout
+        broker, fanout, owners, sessions = self.broker, self.fanout, self.owners, self.sessions
         return BrokerHealth(
             node_id=broker.node_id,
             worker_id=self.worker_id,
@@ -63,6 +108,10 @@ class Node:
             delivered=fanout.delivered if fanout is not None else 0,
             resyncs=broker.resyncs,
             resynced_sessions=fanout.resynced_sessions if fanout is not None else 0,
+            owned_channels=owners.owned() if owners is not None else 0,
+            forwarded=owners.forwarded if owners is not None else 0,
+            served=owners.served if owners is not None else 0,
+            sessions_taken_over=sessions.taken_over if sessions is not None else 0,
         )
 
     def share_limits(self, chat: Chat) -> None:
@@ -111,6 +160,8 @@ async def _shielded_node(
                 task_status.started(node)
                 await node.stopping.wait()
                 with trio.move_on_after(LEAVE_S):
+                    if node.sessions is not None:  # first: its clients RESUME elsewhere now
+                        await node.sessions.leave()
                     if node.fanout is not None:
                         await node.fanout.leave()
                     await caps.leave()

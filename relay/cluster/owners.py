@@ -369,6 +369,10 @@ class ChannelOwners:
     def replies_key(self, node: str) -> str:
         return f"{self.prefix}node:{node}:replies"
 
+    def owned(self) -> int:
+        """How many channels this process owns now."""
+        return len(self._owned)
+
     def owns(self, channel_id: int) -> bool:
         owned = self._owned.get(channel_id)
         return owned is not None and owned.actor.accepting

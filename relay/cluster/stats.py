@@ -17,3 +17,7 @@ class BrokerHealth(msgspec.Struct, frozen=True, kw_only=True):
     delivered: int  # of those, delivered to this node's sessions
     resyncs: int  # times this node fell behind (or lost the broker) and resynced
     resynced_sessions: int  # sessions ended by those resyncs (closed with 4014)
+    owned_channels: int = 0  # channels whose owner this node is now (docs/ownership.md)
+    forwarded: int = 0  # posts and channel events this node sent to another node's owner
+    served: int = 0  # posts forwarded by other nodes that this node committed as owner
+    sessions_taken_over: int = 0  # gateway sessions resumed here from another node

@@ -63,7 +63,7 @@ from relay.chat.objects import Resumed, VoiceRefusal
 from relay.chat.ready import ready
 from relay.errors import RateLimited, RelayError, Unauthorized, Unavailable
 from relay.gateway.hub import wire
-from relay.gateway.session import Session
+from relay.gateway.session import ClusterSession, Session
 from relay.protocol import wsframe
 from relay.protocol.gateway import (
     ALL_INTENTS,
@@ -87,6 +87,7 @@ from relay.protocol.gateway import (
 )
 from relay.ratelimit import Bucket
 from relay.realtime.connection import ConnectionClosed
+from relay.storage import audience
 from relay.storage.sqlite.db import StoreClosed
 
 if TYPE_CHECKING:
@@ -466,28 +467,58 @@ class GatewayConnection:
         rt = self.rt
         user_id = who.user_id
         settings = rt.settings
-        session = Session(
-            user_id,
-            who.session_id,
-            self.encoding,
-            replay_size=settings.replay_size,
-            replay_age_s=settings.replay_age_s,
-            intents=intents,
-        )
+        cluster = rt.cluster_sessions
+        session = self._new_session(user_id, who.session_id, self.encoding, intents)
         await self._take_user_place(user_id, replacing=False)
-        payload = await ready(rt.chat, user_id, session.id, rt.hub.statuses.get)
-        if payload is None:
-            raise _Closing(Close.AUTHENTICATION_FAILED, "unknown user")
-        # From here to attach nothing awaits: READY is seq 1 and no event can slip in between.
-        if not rt.hub.make_room_for_session(user_id, settings.max_sessions_per_user):
-            limit = settings.max_sessions_per_user
-            raise _Closing(Close.TOO_MANY_SESSIONS, f"at most {limit} connected sessions per user")
+        # Cluster mode: the session's lease, so that only this node writes its replay buffer.
+        resumable = cluster is not None and await cluster.started(session.id)
+        try:
+            payload = await ready(rt.chat, user_id, session.id, rt.hub.statuses.get)
+            if payload is None:
+                raise _Closing(Close.AUTHENTICATION_FAILED, "unknown user")
+            # From here to attach nothing awaits: READY is seq 1 and no event can slip in.
+            if not rt.hub.make_room_for_session(user_id, settings.max_sessions_per_user):
+                limit = settings.max_sessions_per_user
+                raise _Closing(
+                    Close.TOO_MANY_SESSIONS, f"at most {limit} connected sessions per user"
+                )
+        except BaseException:
+            if resumable:
+                assert cluster is not None
+                cluster.ended(session.id)
+            raise
         rt.hub.add_session(session, [int(s.id) for s in payload.servers])
         session.attach(self.sink)
         session.deliver(wire(ReadyEvent(d=payload)), replay=False)
+        if resumable:
+            assert cluster is not None
+            cluster.opened(session)
         self.session = session
         self.conn.user = user_id
         await rt.hub.set_status(session)
+
+    def _new_session(
+        self, user_id: int, auth_session_id: int, encoding: str, intents: int
+    ) -> Session:
+        settings, held = self.rt.settings, self.rt.held_frames
+        if held is None:
+            return Session(
+                user_id,
+                auth_session_id,
+                encoding,
+                replay_size=settings.replay_size,
+                replay_age_s=settings.replay_age_s,
+                intents=intents,
+            )
+        return ClusterSession(
+            user_id,
+            auth_session_id,
+            encoding,
+            replay_size=settings.replay_size,
+            replay_age_s=settings.replay_age_s,
+            intents=intents,
+            held=held,
+        )
 
     async def _take_user_place(self, user_id: int, *, replacing: bool) -> None:
         """Cluster mode: a place among the user's connected sessions on every node
@@ -505,6 +536,9 @@ class GatewayConnection:
     async def _resume(self, who: Principal, session_id: str, seq: int) -> None:
         hub = self.hub
         session = hub.sessions.get(session_id)
+        if session is None and self.rt.cluster_sessions is not None:
+            await self._resume_elsewhere(who, session_id, seq)
+            return
         if session is None or session.user_id != who.user_id:
             await self.conn.send(self.control(Op.INVALID_SESSION, False))
             return
@@ -516,28 +550,81 @@ class GatewayConnection:
             old = session.sink
             session.detach(old)
             old.slow_consumer()
-        sent = seq
-        while True:  # replay with backpressure; events arriving meanwhile are caught next turn
+        sent = await self._replay(session, seq)
+        if sent is None:
+            hub.end_session(session)
+            await self.conn.send(self.control(Op.INVALID_SESSION, False))
+            return
+        self._resumed(session, who, sent - seq)
+        await hub.set_status(session)
+
+    async def _replay(self, session: Session, sent: int) -> int | None:
+        """Send every frame after `sent` the session has, with backpressure, until none is
+        left; the last seq sent, or None if some are gone."""
+        held = self.rt.held_frames
+        while True:  # events arriving meanwhile are caught next turn
             missed = session.missed_since(sent)
             if missed is None:
-                hub.end_session(session)
-                await self.conn.send(self.control(Op.INVALID_SESSION, False))
-                return
+                return None
             if not missed:
                 # RESUMED (below, without waiting) needs room too: the replay's last frames may
                 # still fill the outbox, and a full one would cut this client off as slow.
                 await self.conn.wait_for_room()
                 if session.seq == sent:
-                    break
+                    return sent
                 continue  # events arrived meanwhile: replay them first
+            if held is not None:  # cluster mode: none that Redis might still lack
+                await held.log.flushed()
             for frame in missed:
                 await self.conn.send(frame)
             sent += len(missed)
+
+    def _resumed(self, session: Session, who: Principal, replayed: int) -> None:
         session.auth_session_id = who.session_id
         session.attach(self.sink)
-        session.deliver(wire(ResumedEvent(d=Resumed(replayed=sent - seq))))
+        session.deliver(wire(ResumedEvent(d=Resumed(replayed=replayed))))
         self.session = session
         self.conn.user = session.user_id
+
+    async def _resume_elsewhere(self, who: Principal, session_id: str, seq: int) -> None:
+        """Cluster mode: a session this node does not have, taken over from the node that
+        served it (dead, or shut down) with the frames its replay buffer in Redis holds after
+        `seq`; INVALID_SESSION if that is not possible (relay.cluster.sessions)."""
+        rt, hub = self.rt, self.hub
+        cluster = rt.cluster_sessions
+        assert cluster is not None
+        resumed = await cluster.take_over(session_id, seq)
+        if resumed is not None and (
+            resumed.state.user_id != who.user_id or resumed.state.encoding != self.encoding
+        ):
+            cluster.given_back(session_id)  # not this client's to take: left as it was
+            resumed = None
+        if resumed is None:
+            await self.conn.send(self.control(Op.INVALID_SESSION, False))
+            return
+        state = resumed.state
+        try:
+            await self._take_user_place(who.user_id, replacing=False)
+            server_ids = await rt.chat.store.read(audience.server_ids_of, state.user_id)
+        except BaseException:
+            cluster.given_back(session_id)
+            raise
+        session = self._new_session(state.user_id, who.session_id, state.encoding, 0)
+        session.id, session.seq, session.intents = session_id, state.seq, state.intents
+        # No await from the registration to `opened`: every event delivered to it here is
+        # numbered after state.seq and written after it; it waits in memory (detached) while
+        # the frames from Redis go out.
+        hub.add_session(session, server_ids)
+        cluster.opened(session)
+        session.detached_at = trio.current_time()
+        for frame in resumed.frames:
+            await self.conn.send(frame)
+        sent = await self._replay(session, state.seq)
+        if sent is None:  # trimmed in memory meanwhile (a flood): as on one node
+            hub.end_session(session)
+            await self.conn.send(self.control(Op.INVALID_SESSION, False))
+            return
+        self._resumed(session, who, sent - seq)
         await hub.set_status(session)
 
 

@@ -57,11 +57,13 @@ from relay.chat.objects import Presence
 from relay.errors import NotFound
 from relay.protocol.gateway import Close, Event
 from relay.storage import audience
+from relay.storage.messages import post as post_message
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterable, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 
     import outcome
+    from sqlite_utils import Database
 
     from actors.base import Asked, Reply
     from relay.chat.views import ServerView, Views
@@ -125,6 +127,10 @@ class Hub:
         self.on_channel_event: Callable[[audience.ChannelAudience, ChatEvent], None] | None = None
         self.on_presence: Callable[[int, str, str | None, list[int]], None] | None = None
         self.on_indexes_changed: Callable[[], None] | None = None
+        # Cluster mode: waits while too many delivered frames wait for Redis (HeldFrames.room),
+        # pushing back on channel actors and the broker's deliveries rather than cutting
+        # sessions as slow consumers.
+        self.pace: Callable[[], Awaitable[None]] | None = None
         # Cluster mode: whether a user has a session on another node (then their last session
         # here going does not make them offline).
         self.online_elsewhere: Callable[[int], bool] | None = None
@@ -503,14 +509,21 @@ class Hub:
             log.info("event for a channel that is gone", extra={"channel": channel_id})
 
     def _new_channel(self, key: str) -> ChannelActor:
-        channel_id = int(key.removeprefix("channel:"))
+        return self.channel_actor(int(key.removeprefix("channel:")))
+
+    def channel_actor(
+        self, channel_id: int, write: Callable[[Database, int, NewMessage], Posted] = post_message
+    ) -> ChannelActor:
+        """A channel's actor publishing through this hub. Cluster mode builds one for each
+        channel this node owns, with its fenced `write` (relay.cluster.owners)."""
         return ChannelActor(
-            key,
+            f"channel:{channel_id}",
             self.store,
             self._publish,
             self._created,
             partial(self.store.read, audience.channel_audience, channel_id),
             idle_timeout_s=self.settings.actor_idle_s,
+            write=write,
         )
 
     def _created(self, row: MessageRow) -> ChatEvent:
@@ -533,6 +546,8 @@ class Hub:
         self, info: audience.ChannelAudience, event: ChatEvent, write_now: bool = False
     ) -> None:
         """Deliver a channel's event to this node's sessions in its audience."""
+        if self.pace is not None:
+            await self.pace()
         framed = wire(event, dm=info.server_id is None)
         sessions = await self._channel_audience(info, framed.intent)
         now = trio.current_time()

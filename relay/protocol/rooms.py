@@ -55,6 +55,7 @@ class Close(enum.IntEnum):
     KICKED = 4011  # the host kicked this client
     ROOM_CLOSED = 4012  # the room's creator closed it
     REPLACED = 4013  # the same client reconnected on another connection
+    ELSEWHERE = 4014  # cluster mode: the room lives on another node; a `moved` frame says where
 
 
 MESSAGE_TOO_BIG = 1009  # RFC 6455: a message over the room's size limit
@@ -77,6 +78,7 @@ ERRORS: dict[str, int | None] = {
     "kicked": Close.KICKED,
     "room_closed": Close.ROOM_CLOSED,
     "replaced": Close.REPLACED,
+    "room_elsewhere": Close.ELSEWHERE,
     "forbidden": None,  # the room's protocol does not allow this send
     "not_host": None,  # a host power used by someone else
     "unknown_client": None,  # no such client in the room
@@ -233,6 +235,13 @@ class Error(_Out, tag="error", frozen=True):
     message: str
 
 
+class Moved(_Out, tag="moved", frozen=True):
+    """Cluster mode: the room lives on another node; connect to `url` (then close 4014)."""
+
+    room_id: str
+    url: str
+
+
 class Members(_Out, tag="members", frozen=True):
     host_id: int | None
     members: list[MemberInfo]
@@ -280,6 +289,7 @@ ServerFrame = (
     | HostMigrating
     | HostAssigned
     | RoomUpdated
+    | Moved
 )
 _encoder = msgspec.json.Encoder()
 _TEXT_HEADS = {

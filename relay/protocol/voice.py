@@ -53,6 +53,7 @@ class VoiceClose(enum.IntEnum):
     CHANNEL_FULL = 4017  # voice_max_members_per_channel connections already
     SOURCE_NOT_PERMITTED = 4018  # a camera without VIDEO, a screen or app without STREAM
     E2EE_REQUIRED = 4019  # the channel requires E2EE: SELECT_PROTOCOL without `e2ee: true`
+    VOICE_SERVER_MOVED = 4020  # cluster: another node serves the channel now; op 4 again
 
 
 Snowflake = Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=r"^[0-9]+$")]

@@ -154,6 +154,7 @@ ERRORS: Mapping[str, ErrorCode] = {
     "unavailable": _e(503, "the server is starting or shutting down"),
     "channel_busy": _e(503, "the channel did not commit in time: retry with the same nonce"),
     "room_busy": _e(503, "the room did not answer in time"),
+    "voice_unavailable": _e(503, "cluster mode: the voice channel's process cannot be reached"),
     "insufficient_storage": _e(507, "the server's disk is nearly full: uploads are refused"),
     "rooms_unavailable": _e(503, "app rooms are not available"),
 }

@@ -56,6 +56,7 @@ MEMBER_UPDATE_ERRORS = (
     "not_a_voice_channel",
     "not_in_voice",
     "voice_channel_full",
+    "voice_unavailable",
     "too_many_voice_channels",
 )
 

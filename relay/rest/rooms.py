@@ -60,6 +60,16 @@ def rooms_blueprint(rt: Runtime) -> Blueprint:
             return None
         return principal(rt).user_id
 
+    async def redirect(room_id: str) -> Response | None:
+        """Cluster mode: a room that lives on another node is found there (307, docs/cluster.md
+        #app-rooms); None: answer here."""
+        place = await chat_rooms.elsewhere(rt.rooms, room_id)
+        if place is None:
+            return None
+        query = request.query_string.decode()
+        location = place.http + request.path + (f"?{query}" if query else "")
+        return Response("", status=307, headers={"Location": location})
+
     @bp.post("/rooms")
     @doc(
         "Create an app room",
@@ -77,7 +87,7 @@ def rooms_blueprint(rt: Runtime) -> Blueprint:
     @doc("A page of the public rooms, by id", response=list[objects.Room], query=PageQuery)
     async def list_rooms() -> Response:
         after, limit = _page_args()
-        return json_response(chat_rooms.public_rooms(rt.rooms, after, limit))
+        return json_response(await chat_rooms.public_rooms(rt.rooms, after, limit))
 
     @bp.get("/rooms/<room_id>")
     @doc(
@@ -87,6 +97,8 @@ def rooms_blueprint(rt: Runtime) -> Blueprint:
         auth="optional",
     )
     async def get_room(room_id: str) -> Response:
+        if moved := await redirect(room_id):
+            return moved
         return json_response(chat_rooms.get_room(rt.rooms, viewer(), room_id))
 
     @bp.patch("/rooms/<room_id>")
@@ -97,6 +109,8 @@ def rooms_blueprint(rt: Runtime) -> Blueprint:
         errors=("unknown_room", "not_creator", "capacity_exceeded", "room_busy"),
     )
     async def update_room(room_id: str) -> Response:
+        if moved := await redirect(room_id):
+            return moved
         who = principal(rt)
         data = await body(commands.UpdateRoom)
         return json_response(await chat_rooms.update_room(rt.rooms, who.user_id, room_id, data))
@@ -107,6 +121,8 @@ def rooms_blueprint(rt: Runtime) -> Blueprint:
         errors=("unknown_room", "not_creator", "room_busy"),
     )
     async def delete_room(room_id: str) -> Response:
+        if moved := await redirect(room_id):
+            return moved
         who = principal(rt)
         await chat_rooms.delete_room(rt.rooms, who.user_id, room_id)
         return no_content()

@@ -35,6 +35,7 @@ import trio
 
 from actors import ActorStopped, AskTimeout, Overloaded
 from actors.room import Gone, GrantHost, Join, Kick, ListMembers, Rejoin, Relay
+from relay.chat import rooms as chat_rooms
 from relay.protocol import rooms as wire
 from relay.protocol.rooms import Close, Kind, RoomError
 from relay.ratelimit import RateLimiter
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from relay.realtime.listener import Request
 
 log = logging.getLogger("relay.rooms")
+ENDPOINT = "/v1/websocket"
 JOIN_TIMEOUT_S = 10.0
 ROOM_SEND_TIMEOUT_S = 2.0
 GOODBYE_S = 1.0
@@ -115,13 +117,13 @@ class RoomConnection:
         frame = wire.decode_text(data)
         match frame:
             case wire.Connect(room_id, secret):
-                room = await self.rooms.actor(room_id)
+                room = await self._room(room_id)
 
                 def build(reply: Reply[int]) -> RoomMsg:
                     return Join(secret, self.conn, reply)
 
             case wire.Reconnect(room_id, client_id, client_secret):
-                room = await self.rooms.actor(room_id)
+                room = await self._room(room_id)
 
                 def build(reply: Reply[int]) -> RoomMsg:
                     return Rejoin(client_id, client_secret, self.conn, reply)
@@ -136,6 +138,21 @@ class RoomConnection:
             raise RoomError("busy", "the room did not answer in time; connect again") from None
         self.room = room
         return True
+
+    async def _room(self, room_id: str) -> Actor[RoomMsg]:
+        """The room's actor here; in cluster mode, a room on another node is a `moved` frame
+        with that node's URL, then close 4014."""
+        try:
+            return await self.rooms.actor(room_id)
+        except RoomError as e:
+            if e.code != "unknown_room":
+                raise
+            place = await chat_rooms.elsewhere(self.rooms, room_id)
+            if place is None:
+                raise
+            url = f"{place.ws}{ENDPOINT}"
+            self.conn.send_nowait(wire.event_frame(wire.Moved(room_id=room_id, url=url)))
+            raise RoomError("room_elsewhere", f"the room is on another node: {url}") from None
 
     async def _relay_loop(self, room: Actor[RoomMsg]) -> bool:
         """Hand messages to the room until the connection ends; True if the client left."""

@@ -162,7 +162,7 @@ class VoiceConnection:
                 await self._resume(data.server_id, data.session_id, data.token)
             case SelectProtocol(d=data):
                 session = self._ready()
-                state = self.states.by_user.get(session.user_id)
+                state = self.service.view.by_user.get(session.user_id)
                 if state is not None and state.e2ee_required and not data.data.e2ee:
                     raise _Closing(VoiceClose.E2EE_REQUIRED, "this channel requires e2ee")
                 session.e2ee = data.data.e2ee
@@ -218,7 +218,7 @@ class VoiceConnection:
     async def _sources(self, session: VoiceSession, types: list[str]) -> None:
         """Op 12: a camera needs VIDEO, a screen or app STREAM; everyone in the channel hears
         the new SSRCs, and the voice state's self_video and self_stream follow."""
-        state = self.states.by_user.get(session.user_id)
+        state = self.service.view.by_user.get(session.user_id)
         if state is None:
             raise _Closing(VoiceClose.DISCONNECTED, "voice state gone")
         have = state.permissions
@@ -231,7 +231,7 @@ class VoiceConnection:
         announced = {"user_id": str(session.user_id), "sources": sources_out(session)}
         await self.conn.send(control(VoiceOp.SOURCES, announced))
         self._notify_others(session, VoiceOp.SOURCES, announced)
-        self.states.update(
+        self.service.view.set_media(
             state, self_video="camera" in types, self_stream=bool({"screen", "app"} & set(types))
         )
 
@@ -246,9 +246,11 @@ class VoiceConnection:
     async def _identify(self, server_id: str, user_id: str, session_id: str, token: str) -> None:
         sid, uid = self._ids(server_id, user_id)
         assert uid is not None
-        state = self.states.redeem(token, uid, sid, session_id)
+        state = await self.service.view.redeem(token, uid, sid, session_id)
         if state is None:
             raise _Closing(VoiceClose.AUTHENTICATION_FAILED, "unknown, used or expired token")
+        if not await self.service.view.own(state.channel_id):
+            raise _Closing(VoiceClose.VOICE_SERVER_MOVED, "the channel is served elsewhere")
         if self.service.channel_count(state.channel_id) >= (
             self.settings.voice_max_members_per_channel
         ):

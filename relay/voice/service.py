@@ -26,7 +26,7 @@ import socket
 import struct
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -50,7 +50,7 @@ from relay.protocol import rtp
 from relay.protocol.voice import VoiceClose
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from actors.base import Actor
     from actors.voice import VoiceMsg
@@ -128,10 +128,66 @@ def flags_of(state: Voice) -> tuple[bool, bool, bool]:
     return state.self_mute or state.mute, state.self_deaf or state.deaf, speak
 
 
-class VoiceService:
-    def __init__(self, settings: Settings, states: VoiceStates, chat: Chat) -> None:
-        self.settings = settings
+class VoiceView(Protocol):
+    """The voice states the service serves, and the way back to whoever holds them: this
+    process's `VoiceStates` (`LocalView`), or in cluster mode also those of members whose gateway
+    session is on another node (relay.cluster.voice)."""
+
+    on_change: list[Callable[[Voice | None, Voice | None], None]]
+
+    @property
+    def by_user(self) -> Mapping[int, Voice]: ...
+
+    async def redeem(
+        self, token: str, user_id: int, server_id: int, session_id: str
+    ) -> Voice | None: ...
+
+    async def own(self, channel_id: int) -> bool:
+        """This process serves the channel (holds, or has just taken, its lease)."""
+        ...
+
+    def leave(self, state: Voice) -> None: ...
+
+    def set_media(self, state: Voice, *, self_video: bool, self_stream: bool) -> None: ...
+
+
+class LocalView:
+    """One process: the voice states are this process's own."""
+
+    def __init__(self, states: VoiceStates) -> None:
         self.states = states
+        self.on_change = states.on_change
+
+    @property
+    def by_user(self) -> Mapping[int, Voice]:
+        return self.states.by_user
+
+    async def redeem(
+        self, token: str, user_id: int, server_id: int, session_id: str
+    ) -> Voice | None:
+        return self.states.redeem(token, user_id, server_id, session_id)
+
+    async def own(self, channel_id: int) -> bool:
+        return True
+
+    def leave(self, state: Voice) -> None:
+        self.states.leave(state.user_id)
+
+    def set_media(self, state: Voice, *, self_video: bool, self_stream: bool) -> None:
+        self.states.update(state, self_video=self_video, self_stream=self_stream)
+
+
+class VoiceService:
+    def __init__(
+        self,
+        settings: Settings,
+        states: VoiceStates,
+        chat: Chat,
+        view: VoiceView | None = None,
+    ) -> None:
+        self.settings = settings
+        self.states = states  # this process's (permission rechecks act on them)
+        self.view: VoiceView = view or LocalView(states)  # those its voice sessions serve
         self.chat = chat
         # Servers whose permissions changed, for `_recheck_forever`: a set (repeats fold) and
         # an event that wakes it; bounded by the number of servers.
@@ -152,7 +208,7 @@ class VoiceService:
         self.udp_port = 0
         self.public_address = settings.voice_public_address or settings.host
         self.stats = VoiceStats()  # the media path's counters, read by /metrics
-        states.on_change.append(self._state_changed)
+        self.view.on_change.append(self._state_changed)
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind the UDP socket, start the actors' registry; `started` with the UDP port."""
@@ -223,7 +279,7 @@ class VoiceService:
         notify: Callable[[bytes], object],
     ) -> None:
         """Put the session's member into its channel's actor (a fresh one after a crash)."""
-        state = self.states.by_user.get(session.user_id)
+        state = self.view.by_user.get(session.user_id)
         if state is None or state.channel_id != session.channel_id:
             raise ActorStopped("voice state gone")
         muted, deaf, speak = flags_of(state)
@@ -269,6 +325,11 @@ class VoiceService:
         if session.closer is not None:
             session.closer(code, reason)
             session.closer = session.notify = None
+
+    def evict(self, channel_id: int, code: int, reason: str) -> None:
+        """End every voice session of the channel here (cluster mode: its lease was lost)."""
+        for session in [s for s in self.sessions.values() if s.channel_id == channel_id]:
+            self.end(session, code, reason)
 
     def _tell(self, session: VoiceSession, msg: VoiceMsg) -> None:
         if session.actor is None:
@@ -430,7 +491,9 @@ class VoiceService:
                 if s.detached_at is not None and s.detached_at < deadline
             ]:
                 self.end(session, int(VoiceClose.DISCONNECTED), "resume grace over")
-                self.states.leave(session.user_id)
+                state = self.view.by_user.get(session.user_id)
+                if state is not None and state.channel_id == session.channel_id:
+                    self.view.leave(state)
 
 
 def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float:

@@ -8,8 +8,14 @@ of them posting with op 12, as scenario `fanout`'s gateway run:
   heard back (and skipped) by the node: the broker's cost on a node's own traffic;
 - `broker, 2 nodes`: the senders on one node, every reader on another, on copies of one
   database (made while the first was stopped; until PostgreSQL storage lands nodes cannot share
-  one): every delivery crosses Redis. CPU is both nodes' and Redis's.
-Figures: the most deliveries/s (one node only: senders on one node and readers on another
+  one): every delivery crosses Redis. CPU is both nodes' and Redis's. The posting node owns
+  the channel (it posted first): posts commit where they are sent;
+- `broker, 2 nodes, forwarded`: the same nodes, but the readers' node owns the channel (one post
+  was sent there first): every post is forwarded to it through Redis (docs/ownership.md),
+  committed there and delivered to its own sessions; the ack comes back through Redis. Against
+  the case above: the cost of a send that reaches another node than the channel's owner.
+Figures: the most deliveries/s (one node, and the forwarded case, whose acks come from the
+readers' node: senders on one node and readers on another
 have no backpressure between them, so a closed-loop sender outruns the readers' node, which
 then falls behind and resyncs); p50/p99 latency at a fixed rate (`latency_deliveries_s`) and at
 HIGH_RATE times it, and CPU per delivery at that higher rate (µs of CPU, every process of the
@@ -37,7 +43,7 @@ if TYPE_CHECKING:
     from benchkit.procs import Worker
     from benchkit.relay import RelayServer
 
-CASES = ("in-process", "broker, 1 node", "broker, 2 nodes")
+CASES = ("in-process", "broker, 1 node", "broker, 2 nodes", "broker, 2 nodes, forwarded")
 HIGH_RATE = 5  # the second fixed rate, in multiples of latency_deliveries_s
 
 
@@ -73,7 +79,12 @@ def cluster(bench: Bench) -> list[Row]:
     except RuntimeError as e:
         bench.fail("cluster: redis-server", e)
     bench.details["cluster"] = results
-    key = {"in-process": "relay", "broker, 1 node": "broker_1", "broker, 2 nodes": "broker_2"}
+    key = {
+        "in-process": "relay",
+        "broker, 1 node": "broker_1",
+        "broker, 2 nodes": "broker_2",
+        "broker, 2 nodes, forwarded": "broker_2_forwarded",
+    }
     case = f"{sessions} sessions"
 
     def values(phase: str, figure: str, sub: str | None = None) -> dict[str, float | None]:
@@ -81,6 +92,13 @@ def cluster(bench: Bench) -> list[Row]:
         for name, r in results.items():
             found = r[phase].get(sub, {}) if sub else r[phase]
             out[key[name]] = found.get(figure) if isinstance(found, dict) else None
+        return out
+
+    def acks(phase: str, figure: str) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for name, r in results.items():
+            found = r[phase].get("ack_latency", {})
+            out[key[name]] = found.get(figure) if found else None
         return out
 
     def cpu_per_delivery() -> dict[str, float | None]:
@@ -105,6 +123,13 @@ def cluster(bench: Bench) -> list[Row]:
             better="lower"),
         Row("cluster", case, f"CPU per delivery {high} (all processes)", "µs",
             cpu_per_delivery(), better="lower"),
+        Row("cluster", case, f"p50 ack latency {low}", "ms", acks("latency", "p50_ms"),
+            better="lower"),
+        Row("cluster", case, f"p99 ack latency {low}", "ms", acks("latency", "p99_ms"),
+            better="lower"),
+        Row("cluster", case, f"p50 ack latency {high}", "ms", acks("high", "p50_ms"),
+            better="lower"),
+        Row("cluster", case, "max acked posts/s", "1/s", values("max", "acked_per_s")),
     ]  # fmt: skip
 
 
@@ -126,7 +151,7 @@ def _case(bench: Bench, case: str, sessions: int, url: str, redis_pid: int) -> d
         _, channel = first.community(owner, readers + posters)
         reading, posting = first, first
         extra_pids: list[int] = []
-        if case == "broker, 2 nodes":
+        if case.startswith("broker, 2 nodes"):
             # The second node runs on a copy of the database, made with the first stopped.
             source = first.data_dir
             first.proc.terminate()
@@ -142,6 +167,8 @@ def _case(bench: Bench, case: str, sessions: int, url: str, redis_pid: int) -> d
             reading = bench.start_relay(broker=url, data_dir=dirs[1])
             nodes.append(reading)
             extra_pids = [posting.pid, redis_pid]
+            if case.endswith("forwarded"):
+                reading.post(owner, channel, "the readers' node owns the channel")
         elif case == "broker, 1 node":
             extra_pids = [redis_pid]
         tokens = [readers[i // config.sessions_per_user].token for i in range(listening)]
@@ -162,7 +189,7 @@ def _case(bench: Bench, case: str, sessions: int, url: str, redis_pid: int) -> d
         label = {"scenario": "cluster", "server": "relay", "sessions": sessions}
         phases: dict[str, Any] = {"max": {}}
         rates = {"latency": 1, "high": HIGH_RATE}
-        if reading is posting:
+        if reading is posting or case.endswith("forwarded"):
             rates = {"max": 0, **rates}
         for phase, times in rates.items():
             if times:

@@ -108,6 +108,10 @@ class RelayServer:
         """A server owned by `owner` that `members` joined: (server id, text channel id)."""
         return trio.run(make_community, self.url, owner, members)
 
+    def post(self, author: Account, channel: str, content: str) -> None:
+        """One message (the cluster scenario: the node it is sent to becomes the owner)."""
+        trio.run(make_post, self.url, author, channel, content)
+
     def room(self, owner: Account, max_clients: int) -> tuple[str, str]:
         """A new `peer` app room created by `owner`: (room id, secret)."""
         return trio.run(make_room, self.url, owner, max_clients)
@@ -249,6 +253,12 @@ async def make_community(url: str, owner: Account, members: list[Account]) -> tu
             for member in members:
                 nursery.start_soon(join, member)
     return str(server["id"]), str(channel)
+
+
+async def make_post(url: str, author: Account, channel: str, content: str) -> None:
+    async with RelayClient(url, timeout_s=60) as client:
+        path = f"/v1/api/channels/{channel}/messages"
+        await _call(client, "POST", path, author.token, {"content": content})
 
 
 async def make_room(url: str, owner: Account, max_clients: int) -> tuple[str, str]:

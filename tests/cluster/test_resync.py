@@ -25,6 +25,7 @@ from relay.cluster import envelope
 from relay.cluster.broker import Broker, frame
 from relay.cluster.envelope import ServerCast, server_topic
 from relay.cluster.fanout import BrokerFanout
+from relay.cluster.owners import ChannelOwners
 from relay.gateway.hub import Hub
 from relay.gateway.session import Session
 from relay.protocol.gateway import Close
@@ -83,7 +84,9 @@ async def second_node(
     client: coredis.Redis[bytes] = coredis.Redis.from_url(redis.url)
     async with client, trio.open_nursery() as inner:
         broker = Broker(client, settings)
-        fanout = BrokerFanout(hub, broker, settings)
+        # Its channel owners are not run: nothing here posts.
+        owners = ChannelOwners(client, store, broker.node_id, hub.channel_actor)
+        fanout = BrokerFanout(hub, broker, owners, settings)
         await inner.start(broker.run)
         session = Session(int(bob.user_id), 0, "json", replay_size=100, replay_age_s=60)
         sink = RecordingSink()
@@ -97,10 +100,13 @@ async def second_node(
     await stop()
 
 
-def event_from_elsewhere(server_id: int, n: int) -> bytes:
+def cast_from(node_id: str, server_id: int, n: int) -> ServerCast:
     presence = Presence(user_id=str(n + 1), status="online", activity=None)
-    cast = ServerCast("node-elsewhere", server_id, PresenceUpdateEvent(d=presence))
-    return frame("node-elsewhere", envelope.encode(cast))
+    return ServerCast(node_id, server_id, PresenceUpdateEvent(d=presence))
+
+
+def event_from_elsewhere(server_id: int, n: int) -> bytes:
+    return frame("node-elsewhere", envelope.encode(cast_from("node-elsewhere", server_id, n)))
 
 
 async def publish(node: SecondNode, count: int) -> None:
@@ -182,3 +188,27 @@ async def test_the_watchdog_notices_a_node_that_stalled(
                 assert node.sink.closed[0] == int(Close.RESYNC)
                 await eventually(lambda: node.broker.connected and node.broker.lag_s < 0.1)
                 run.cancel_scope.cancel()
+
+
+async def test_a_publication_another_node_dropped_resyncs_its_readers(
+    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
+) -> None:
+    async with second_node(nursery, tmp_path, redis) as node:
+        # A third node whose publish queue holds 2: of 5 publications, 3 never reach Redis.
+        settings = settings_for(tmp_path / "c", broker=redis.url, broker_publish_queue=2)
+        client: coredis.Redis[bytes] = coredis.Redis.from_url(redis.url)
+        async with client, trio.open_nursery() as run:
+            await run.start(node.fanout.run)
+            elsewhere = Broker(client, settings)
+            topic = server_topic(node.server_id)
+            for n in range(5):
+                elsewhere.publish(topic, envelope.encode(cast_from("node-c", node.server_id, n)))
+            assert elsewhere.publish_dropped == 3
+            with trio.fail_after(10):
+                await run.start(elsewhere.run)  # sends the 2, then the topic's gap notice
+                await eventually(lambda: node.sink.closed is not None)
+            assert elsewhere.gap_notices == 1
+            assert node.sink.closed is not None
+            assert node.sink.closed[0] == int(Close.RESYNC)
+            assert node.hub.sessions == {}
+            run.cancel_scope.cancel()

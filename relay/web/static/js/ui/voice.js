@@ -132,7 +132,8 @@ export class Voice {
 
   async connect(grant) {
     this.conn?.close();
-    const url = this.app.gateway.url.replace(/\/v1\/gateway$/, grant.endpoint);
+    // A full URL in cluster mode (the process serving the channel), else a path on this one.
+    const url = /^wss?:\/\//.test(grant.endpoint) ? grant.endpoint : this.app.gateway.url.replace(/\/v1\/gateway$/, grant.endpoint);
     const conn = new VoiceConnection(url, grant, { user_id: this.store.me.id, session_id: this.app.gateway.sessionId });
     this.conn = conn;
     conn.setMuted(this.selfMute);
@@ -149,6 +150,8 @@ export class Voice {
     conn.addEventListener("failed", (e) => this.setStatus(e.detail.message));
     conn.addEventListener("closed", (e) => {
       if (conn !== this.conn) return;
+      // Cluster mode: another process serves the channel now; op 4 again brings its address.
+      if (e.detail.code === 4020) { this.conn = null; this.sendState(); return; }
       if (e.detail.code !== 4014) toast(CLOSED[e.detail.code] || `Voice disconnected (${e.detail.code}).`);
       this.teardown();
       this.shell.drawChannels();
