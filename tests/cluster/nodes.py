@@ -42,6 +42,7 @@ NODE_SETTINGS = {
     "RELAY_PRESENCE_GRACE_S": "0.2",
     "RELAY_SHUTDOWN_GRACE_S": "2",
     "RELAY_LOG_LEVEL": "warning",
+    "RELAY_LEASE_TTL_S": "1",  # a dead node's sessions and channels are taken over within 1 s
 }
 
 
