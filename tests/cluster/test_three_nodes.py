@@ -6,7 +6,7 @@ the cluster starts once even when pytest-xdist spreads tests over workers:
 - accounts made through nginx land on any node and work on every node;
 - messages posted on each node reach the users on the others, once each, in history's order
   (posted one after another, and posted at once on all three: one order everywhere);
-- typing, presence and voice states cross nodes;
+- typing, presence and voice states cross nodes; an app room is reached through any node;
 - kill -9 of a node while every node takes posts: every post that got a 200 is in history
   afterwards, read through another node; the killed node's gateway clients reconnect through
   nginx, land on a live node, RESUME there (sequence numbers on without a gap, nothing twice)
@@ -29,9 +29,11 @@ import pytest
 import trio
 from nacl.signing import SigningKey
 
-from relay.client import ApiError, GatewayClosed, RelayClient, open_gateway
+from relay.client import ApiError, GatewayClosed, RelayClient, open_gateway, open_websocket
 from relay.cluster.envelope import server_topic
+from relay.protocol.rooms import Close, Kind
 from tests.cluster.nodes import ROOT, alive
+from tests.rooms.conftest import RoomClient
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -79,6 +81,23 @@ async def subscribed_nodes(cluster: ThreeNodes, server_id: str, count: int) -> N
                 if int((await redis.pubsub_numsub(topic))[topic.encode()]) == count:
                     return
                 await trio.sleep(0.01)
+
+
+async def join_room(stack: AsyncExitStack, realtime: str, room: dict[str, Any]) -> RoomClient:
+    """Join the app room through the node at `realtime`, following a `moved` to its node."""
+    ws = await stack.enter_async_context(open_websocket(realtime + "/v1/websocket"))
+    client = RoomClient(ws)
+    await client.send("connect", room_id=room["id"], secret=room["secret"])
+    first = await client.event()
+    if first["type"] == "connected":
+        client.connected = first
+        return client
+    assert first["type"] == "moved", first
+    await client.expect_error("room_elsewhere", Close.ELSEWHERE)
+    ws = await stack.enter_async_context(open_websocket(first["url"]))
+    client = RoomClient(ws)
+    await client.join(room["id"], room["secret"])
+    return client
 
 
 async def full_history(client: RelayClient, channel: str) -> list[dict[str, Any]]:
@@ -178,6 +197,25 @@ async def test_three_nodes_behind_nginx(three_nodes: ThreeNodes) -> None:
                     for gw in (ga, gc):
                         state = await gw.dispatch("VOICE_STATE_UPDATE")
                         assert (state["d"]["user_id"], state["d"]["channel_id"]) == (bob.id, target)
+
+                # An app room lives on the node that created it (through nginx: any of
+                # them); a client that joins through another node is sent there ("moved", a
+                # direct URL) and joins; a broadcast reaches the members who came through
+                # every node.
+                room = await clients[0].call(
+                    "POST", "/v1/api/rooms", {"max_clients": 8, "protocol": "peer"}
+                )
+                async with AsyncExitStack() as rooms:
+                    members = [
+                        await join_room(rooms, node.realtime, room) for node in cluster.nodes
+                    ]
+                    await members[1].send_binary(Kind.BROADCAST, 0, b"to the room")
+                    for member in (members[0], members[2]):
+                        frame = await member.receive()
+                        while isinstance(frame, dict):  # client_joined and the like
+                            frame = await member.receive()
+                        _, sender, payload = frame
+                        assert (sender, payload) == (members[1].client_id, b"to the room")
 
                 # Carol leaves node 3: Alice on node 1 sees her go offline.
                 await gc.ws.aclose()
