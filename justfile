@@ -9,6 +9,10 @@ default:
 serve *args:
     scripts/serve {{args}}
 
+# Redis, PostgreSQL, three Relay processes and nginx on loopback; prints the URL; Ctrl-C stops all
+cluster *args:
+    @exec scripts/cluster {{args}}
+
 # lint, type-check and run the whole test suite (args go to pytest)
 test *args:
     scripts/test {{args}}

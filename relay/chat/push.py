@@ -33,6 +33,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import os
+import secrets
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -87,14 +88,23 @@ def load_vapid(settings: Settings) -> Vapid:
         folder = Path(settings.data_dir)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = folder / VAPID_FILE
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "wb") as f:
-                f.write(Vapid.generate_pem())
-            log.info("made a VAPID key for Web Push", extra={"path": str(path)})
+        if not path.exists():
+            # Written whole under a temp name, then linked in: cluster nodes sharing a data_dir
+            # may start together, and none must read a half-written file; one key wins.
+            tmp = folder / f".{VAPID_FILE}.{secrets.token_hex(6)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(Vapid.generate_pem())
+                    f.flush()
+                    os.fsync(f.fileno())
+                try:
+                    os.link(tmp, path)
+                    log.info("made a VAPID key for Web Push", extra={"path": str(path)})
+                except FileExistsError:
+                    pass
+            finally:
+                tmp.unlink()
     try:
         return Vapid.from_pem(path.read_bytes(), settings.push_vapid_subject)
     except (OSError, ValueError, TypeError) as e:

@@ -900,8 +900,10 @@ def _sleep_until_ns(t_ns: int) -> None:
 
 def _cluster(bench: Bench) -> list[Row]:
     from benchkit.cluster import cluster
+    from benchkit.clusternodes import cluster_nodes
 
-    return cluster(bench)
+    # The broker against in-process, then 1, 2 and 3 nodes sharing PostgreSQL and Redis.
+    return cluster(bench) + cluster_nodes(bench)
 
 
 SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {

@@ -7,6 +7,7 @@ import base64
 import email.utils
 import os
 import stat
+import threading
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -40,6 +41,7 @@ from tests.conftest import settings_for
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from relay.config import Settings
     from relay.storage.sqlite.db import Store
 
 RECEIVER = ec.generate_private_key(ec.SECP256R1())
@@ -224,6 +226,36 @@ def test_the_vapid_key_is_made_once_private_and_kept(tmp_path: Path) -> None:
     given.write_text("not a key")
     with pytest.raises(ConfigError, match="push_vapid_key"):
         load_vapid(settings_for(tmp_path, push_vapid_key=str(given)))
+
+
+def _start_together(config: Settings, nodes: int) -> tuple[list[str], list[Exception]]:
+    """`load_vapid` in `nodes` threads released at once: their keys, and what they raised."""
+    start = threading.Barrier(nodes)
+    keys: list[str] = []
+    errors: list[Exception] = []
+
+    def node() -> None:
+        start.wait()
+        try:
+            keys.append(load_vapid(config).public_key)
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=node) for _ in range(nodes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return keys, errors
+
+
+def test_nodes_starting_together_on_one_data_dir_make_one_vapid_key(tmp_path: Path) -> None:
+    """Cluster nodes share a data_dir (docs/cluster.md) and start at once: none may read the
+    file while another is still writing it, and all end up with the same key."""
+    for attempt in range(20):
+        keys, errors = _start_together(settings_for(tmp_path / str(attempt)), 4)
+        assert errors == []
+        assert len(set(keys)) == 1
 
 
 @settings(max_examples=40)
