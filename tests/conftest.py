@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -107,10 +109,27 @@ async def client(relay_server: RunningServer) -> AsyncIterator[RelayClient]:
 
 
 @pytest.fixture(scope="session")
-def redis() -> Iterator[RedisServer]:
+def redis_process() -> Iterator[RedisServer]:
     """A private Redis server for this test worker (tests/realservers.py)."""
     with redis_server() as running:
         yield running
+
+
+@pytest.fixture
+def redis(redis_process: RedisServer) -> Iterator[RedisServer]:
+    """The worker's Redis, emptied: what an earlier test's nodes left (their connection counts,
+    leases and presence, which expire only later) must not count in this one.
+
+    Afterwards, garbage is collected with unclosed-socket warnings ignored: coredis leaves the
+    socket (and anyio streams) of a command cancelled mid-way (a node stopped while it talked to
+    Redis, or a connection Redis killed) to the garbage collector, whose warning would
+    otherwise fail whichever later test it lands in."""
+    redis_process.flush()
+    yield redis_process
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "unclosed <socket", ResourceWarning)
+        warnings.filterwarnings("ignore", "Unclosed <MemoryObject", ResourceWarning)  # anyio's
+        gc.collect()
 
 
 @pytest.fixture(scope="session")

@@ -67,6 +67,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @dataclass
 class RedisServer:
     url: str  # redis://127.0.0.1:PORT
+    port: int
+
+    def flush(self) -> None:
+        """FLUSHALL, over a plain socket (RESP)."""
+        with socket.create_connection(("127.0.0.1", self.port), 5) as s:
+            s.sendall(b"*1\r\n$8\r\nFLUSHALL\r\n")
+            assert s.recv(64).startswith(b"+OK"), "FLUSHALL failed"
 
 
 @contextlib.contextmanager
@@ -85,7 +92,7 @@ def redis_server() -> Iterator[RedisServer]:
         )  # fmt: skip
         try:
             _wait_for_port(port, process, "redis-server")
-            yield RedisServer(f"redis://127.0.0.1:{port}")
+            yield RedisServer(f"redis://127.0.0.1:{port}", port)
         finally:
             _stop(process)
 
