@@ -84,4 +84,3 @@ class Budget(Protocol):
 
     async def take(self, key: str) -> Decision:
         """Count one event of `key`: whether it may go, and when to retry if not."""
-        ...

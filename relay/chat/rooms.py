@@ -75,21 +75,17 @@ class RoomCluster(Protocol):
 
     async def claim(self, room_id: int) -> None:
         """Make the room findable from the other nodes (before its creator hears of it)."""
-        ...
 
     def released(self, room_id: int) -> None: ...
 
     def changed(self, record: RoomRecord) -> None:
         """A room's settings or live figures changed (the cluster-wide public listing)."""
-        ...
 
     async def public_page(self, after: int, limit: int) -> list[Room]:
         """Public rooms of every node with an id above `after`, in id order."""
-        ...
 
     async def elsewhere(self, room_id: int) -> RoomPlace | None:
         """The URLs of the node that has the room, if another node does."""
-        ...
 
 
 @dataclass(slots=True)

@@ -92,17 +92,14 @@ class VoiceCluster(Protocol):
     async def endpoint(self, channel_id: int) -> str:
         """The voice endpoint (URL) of the node that owns the channel, or now takes it.
         Raises Unavailable("voice_unavailable") when its owner cannot be reached."""
-        ...
 
     async def granted(self, grant: Grant, state: Voice) -> None:
         """Store a new token where the serving node can redeem it (before the client has it)."""
-        ...
 
     def voided(self, tokens: list[str]) -> None: ...
 
     async def moved(self, user_id: int, channel_id: int) -> bool:
         """The channel is served elsewhere than the user's last token said."""
-        ...
 
 
 class VoiceStates:

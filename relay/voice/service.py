@@ -144,7 +144,6 @@ class VoiceView(Protocol):
 
     async def own(self, channel_id: int) -> bool:
         """This process serves the channel (holds, or has just taken, its lease)."""
-        ...
 
     def leave(self, state: Voice) -> None: ...
 
