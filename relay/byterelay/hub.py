@@ -87,11 +87,14 @@ class RelayCluster(Protocol):
     received: int  # frames from other nodes queued for a connection here
     dropped: int  # frames dropped on the way (a queue full, a failed publish, over the cap)
 
-    def logged_in(self, client_id: bytes) -> None: ...
-    def logged_out(self, client_id: bytes) -> None: ...
+    def logged_in(self, client_id: bytes) -> None:
+        """A connection here logged in as `client_id` (the cluster kicks it elsewhere)."""
+
+    def logged_out(self, client_id: bytes) -> None:
+        """The connection here logged in as `client_id` is gone."""
+
     def forward(self, transfer: Transfer) -> bool:
         """Queue a transfer for the node its receiver is logged in on; False if dropped."""
-        ...
 
 
 class ByteRelay:
