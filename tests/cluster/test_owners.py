@@ -81,6 +81,8 @@ class Node:
         idle_s: float | None = None,
     ) -> None:
         self.store = store
+        self.prefix = prefix
+        self.client = client
         self.idle_s = idle_s
         self.delivered: list[str] = []
         self.owners = ChannelOwners(client, store, name, self.new_actor, ttl_s=ttl_s, prefix=prefix)
@@ -181,23 +183,29 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         yield opened
 
 
-async def open_client(url: str) -> coredis.Redis[bytes]:
-    return coredis.Redis.from_url(url, decode_responses=False)
+@contextlib.asynccontextmanager
+async def two_nodes(
+    store: Store, url_a: str, url_b: str, *, ttl_s: float, idle_s_a: float | None = None
+) -> AsyncIterator[tuple[Node, Node, trio.Nursery]]:
+    """Nodes A and B, each with its own Redis client (A's through `url_a`), on a key prefix of
+    their own, their owners running in the nursery yielded."""
+    prefix = f"test-owners-{next(_prefixes)}:"
+    async with (
+        coredis.Redis.from_url(url_a, decode_responses=False) as client_a,
+        coredis.Redis.from_url(url_b, decode_responses=False) as client_b,
+        trio.open_nursery() as nursery,
+    ):
+        a = Node("a", client_a, store, prefix, ttl_s=ttl_s, idle_s=idle_s_a)
+        b = Node("b", client_b, store, prefix, ttl_s=ttl_s)
+        await nursery.start(a.owners.run)
+        await nursery.start(b.owners.run)
+        yield a, b, nursery
 
 
 async def test_a_post_at_the_non_owner_commits_through_the_owner_in_order(
     redis: RedisServer, store: Store
 ) -> None:
-    prefix = f"test-owners-{next(_prefixes)}:"
-    async with (
-        coredis.Redis.from_url(redis.url, decode_responses=False) as client_a,
-        coredis.Redis.from_url(redis.url, decode_responses=False) as client_b,
-        trio.open_nursery() as nursery,
-    ):
-        a = Node("a", client_a, store, prefix, ttl_s=5.0)
-        b = Node("b", client_b, store, prefix, ttl_s=5.0)
-        await nursery.start(a.owners.run)
-        await nursery.start(b.owners.run)
+    async with two_nodes(store, redis.url, redis.url, ttl_s=5.0) as (a, b, nursery):
         with trio.fail_after(10):
             first = await send(a, "0")  # nobody owned the channel: A took it
             assert a.owners.owns(TEXT)
@@ -248,27 +256,18 @@ async def test_a_post_at_the_non_owner_commits_through_the_owner_in_order(
         assert a.owners.served == 31
         nursery.cancel_scope.cancel()  # a clean shutdown of both nodes
     async with coredis.Redis.from_url(redis.url, decode_responses=False) as client:
-        leases = [f"{prefix}lease:channel:{TEXT}", f"{prefix}lease:channel:{VOICE}"]
+        leases = [f"{a.prefix}lease:channel:{TEXT}", f"{a.prefix}lease:channel:{VOICE}"]
         assert await client.exists(leases) == 0  # released: the next post anywhere takes them
 
 
 async def test_a_dead_owner_is_taken_over_within_the_ttl_losing_nothing_acknowledged(
     redis: RedisServer, store: Store
 ) -> None:
-    prefix = f"test-owners-{next(_prefixes)}:"
     ttl_s = 0.5
     proxy = Proxy(redis.url)
     async with trio.open_nursery() as outer:
         await outer.start(proxy.run)
-        async with (
-            coredis.Redis.from_url(proxy.url, decode_responses=False) as client_a,
-            coredis.Redis.from_url(redis.url, decode_responses=False) as client_b,
-            trio.open_nursery() as nursery,
-        ):
-            a = Node("a", client_a, store, prefix, ttl_s=ttl_s)
-            b = Node("b", client_b, store, prefix, ttl_s=ttl_s)
-            await nursery.start(a.owners.run)
-            await nursery.start(b.owners.run)
+        async with two_nodes(store, proxy.url, redis.url, ttl_s=ttl_s) as (a, b, nursery):
             acknowledged: list[str] = []
             with trio.fail_after(10):
                 acknowledged.append((await send(a, "a0")).message.content)
@@ -313,23 +312,14 @@ async def test_a_dead_owner_is_taken_over_within_the_ttl_losing_nothing_acknowle
 async def test_an_owner_paused_past_its_ttl_cannot_commit_after_the_takeover(
     redis: RedisServer, store: Store
 ) -> None:
-    prefix = f"test-owners-{next(_prefixes)}:"
-    async with (
-        coredis.Redis.from_url(redis.url, decode_responses=False) as client_a,
-        coredis.Redis.from_url(redis.url, decode_responses=False) as client_b,
-        trio.open_nursery() as nursery,
-    ):
-        # A long ttl: A's renewal loop does not notice in time, as if A was paused (SIGSTOP)
-        # right when its lease expired and resumed after B took over.
-        a = Node("a", client_a, store, prefix, ttl_s=30.0)
-        b = Node("b", client_b, store, prefix, ttl_s=30.0)
-        await nursery.start(a.owners.run)
-        await nursery.start(b.owners.run)
+    # A long ttl: A's renewal loop does not notice in time, as if A was paused (SIGSTOP)
+    # right when its lease expired and resumed after B took over.
+    async with two_nodes(store, redis.url, redis.url, ttl_s=30.0) as (a, b, nursery):
         with trio.fail_after(10):
             await send(a, "a0")
             old = await a.owners.leases.owner(f"channel:{TEXT}")
             assert old is not None
-            await client_a.delete([a.owners.leases.key(f"channel:{TEXT}")])  # expired
+            await a.client.delete([a.owners.leases.key(f"channel:{TEXT}")])  # expired
             await send(b, "b0")  # nobody held it: B takes it (a newer token) and commits
             assert b.owners.owns(TEXT)
             assert a.owners.owns(TEXT)  # A has not noticed yet
@@ -406,16 +396,11 @@ async def test_an_owner_process_stopped_with_sigstop_cannot_commit_after_the_tak
 async def test_an_idle_channel_is_given_up_and_taken_by_the_next_node_that_posts(
     redis: RedisServer, store: Store
 ) -> None:
-    prefix = f"test-owners-{next(_prefixes)}:"
-    async with (
-        coredis.Redis.from_url(redis.url, decode_responses=False) as client_a,
-        coredis.Redis.from_url(redis.url, decode_responses=False) as client_b,
-        trio.open_nursery() as nursery,
+    async with two_nodes(store, redis.url, redis.url, ttl_s=30.0, idle_s_a=0.05) as (
+        a,
+        b,
+        nursery,
     ):
-        a = Node("a", client_a, store, prefix, ttl_s=30.0, idle_s=0.05)
-        b = Node("b", client_b, store, prefix, ttl_s=30.0)
-        await nursery.start(a.owners.run)
-        await nursery.start(b.owners.run)
         with trio.fail_after(5):
             first = await send(a, "a0")
 
