@@ -33,6 +33,7 @@ from relay.voice_client import VoiceClosed, join_voice, open_voice, voice_base
 from tests.cluster.test_two_servers import client_for, eventually, fanout_of
 from tests.conftest import settings_for, start_server
 from tests.voice.test_voice import close_code, opus_frames, receive_within, setup
+from tests.voice.test_voice import voice_of as connect_voice
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -170,27 +171,13 @@ async def test_voice_channel_served_by_one_node_reached_from_both(
             assert joined["channel_id"] == voice_id
             assert ga.session_id is not None
             assert gb.session_id is not None
-            ca = await stack.enter_async_context(
-                open_voice(
-                    base(va["endpoint"]),
-                    server_id=server_id,
-                    user_id=a.user_id,
-                    session_id=ga.session_id,
-                    token=va["token"],
-                    protocol="websocket",
-                )
+            ca = await connect_voice(
+                stack, base(va["endpoint"]), ga, a.user_id, server_id, va["token"], "websocket"
             )
             # The token two made is redeemed on one (once: it is gone from Redis after); Bob's
             # media goes over UDP to one's socket, which READY names.
-            cb = await stack.enter_async_context(
-                open_voice(
-                    base(vb["endpoint"]),
-                    server_id=server_id,
-                    user_id=b.user_id,
-                    session_id=gb.session_id,
-                    token=vb["token"],
-                    protocol="udp",
-                )
+            cb = await connect_voice(
+                stack, base(vb["endpoint"]), gb, b.user_id, server_id, vb["token"], "udp"
             )
             assert one.runtime.voice is not None
             assert cb.ready["port"] == one.runtime.voice.udp_port
@@ -246,25 +233,11 @@ async def test_voice_channel_served_by_one_node_reached_from_both(
             # Alice, whose gateway session is on one, is sent to two as well.
             va2 = await join_voice(ga, server_id, voice_id)
             assert va2["endpoint"] == two.ws_url + "/v1/voice"
-            cb2 = await stack.enter_async_context(
-                open_voice(
-                    two.ws_url,
-                    server_id=server_id,
-                    user_id=b.user_id,
-                    session_id=gb.session_id,
-                    token=again["token"],
-                    protocol="websocket",
-                )
+            cb2 = await connect_voice(
+                stack, two.ws_url, gb, b.user_id, server_id, again["token"], "websocket"
             )
-            ca2 = await stack.enter_async_context(
-                open_voice(
-                    two.ws_url,
-                    server_id=server_id,
-                    user_id=a.user_id,
-                    session_id=ga.session_id,
-                    token=va2["token"],
-                    protocol="websocket",
-                )
+            ca2 = await connect_voice(
+                stack, two.ws_url, ga, a.user_id, server_id, va2["token"], "websocket"
             )
             for frame in frames:
                 await cb2.send_frame(frame)
