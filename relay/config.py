@@ -230,6 +230,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Cluster mode: gateway sessions' replay buffers also in Redis, so a RESUME works on any
     # node (docs/cluster.md); off: a session resumes on its own node only, at no cost.
     resume_anywhere: bool = True
+    # Cluster mode with resume_anywhere: publications kept per server and user topic in Redis,
+    # so a RESUME on another node gets what was published while no node served the session.
+    broker_topic_log: Annotated[int, msgspec.Meta(ge=10, le=1_000_000)] = 1000
     shutdown_grace_s: PositiveFloat = 5.0
 
     def __post_init__(self) -> None:

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from relay.cluster.node import Node
     from relay.cluster.places import NodeUrls, Place
     from relay.cluster.rooms import RoomPlaces
+    from relay.cluster.topiclog import Mark
     from relay.cluster.voice import ClusterVoice
     from relay.config import Settings
     from relay.realtime.listener import Endpoint
@@ -250,7 +251,34 @@ async def start_cluster(nursery: trio.Nursery, settings: Settings, store: Store)
 async def start_cluster_sessions(nursery: trio.Nursery, rt: Runtime, node: Node, hub: Hub) -> None:
     """Cluster mode: gateway sessions resumable on any node (relay.cluster.sessions): their
     replay buffers in Redis, and their frames held until written there."""
+    from relay.cluster.envelope import server_topic, user_topic
+
     sessions = await node.start_sessions()
+    fanout = node.fanout
+    assert fanout is not None
+    # The topic logs (relay.cluster.topiclog): each state written carries its topics' marks; a
+    # topic whose count starts here has its sessions' states written again (now with it).
+    sessions.catch_up = fanout.catch_up
+
+    def marks_of(session_id: str) -> dict[str, Mark]:
+        session = hub.sessions.get(session_id)
+        if session is None:
+            return {}
+        user_id = session.user_id
+        servers = hub.servers_of.get(user_id, ())
+        return fanout.marks([user_topic(user_id), *(server_topic(s) for s in servers)])
+
+    def synced(topic: str) -> None:
+        kind, _, key = topic.removeprefix("relay:").partition(":")
+        if kind == "s":
+            touched = hub.server_sessions(int(key))
+        else:
+            touched = list(hub.user_sessions(int(key)))
+        for session in touched:
+            sessions.log.touch(session.id)
+
+    sessions.log.marks_of = marks_of
+    fanout.on_synced = synced
     held = HeldFrames(sessions.log)
     await nursery.start(held.run)
     rt.cluster_sessions, rt.held_frames = sessions, held

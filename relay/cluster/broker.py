@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 import coredis
 import trio
 
+from relay.cluster import topiclog
+from relay.cluster.topiclog import Mark
 from relay.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,7 +50,8 @@ SUBSCRIBE_TIMEOUT_S = 30.0
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 5.0
 
-Received = tuple[float, str, bytes]  # (trio time it arrived, topic, payload)
+# (trio time it arrived, topic, payload, its log mark: on a logged topic, relay.cluster.topiclog)
+Received = tuple[float, str, bytes, Mark | None]
 SEPARATOR = b"|"  # never in a node id (relay.config.NodeId)
 # The payload of a gap notice: "this node lost a publication on this topic". An envelope
 # (msgpack, relay.cluster.envelope) never starts with a zero byte.
@@ -82,9 +85,21 @@ class Broker:
     def __init__(self, redis: coredis.Redis[bytes], settings: Settings) -> None:
         self.redis = redis
         self.node_id = settings.node_id or default_node_id()
-        self._outbox_send, self._outbox_recv = trio.open_memory_channel[tuple[str, bytes]](
+        # (topic, framed data, publication id: 0 unless on a logged topic)
+        self._outbox_send, self._outbox_recv = trio.open_memory_channel[tuple[str, bytes, int]](
             settings.broker_publish_queue
         )
+        self.topic_log = settings.broker_topic_log  # entries kept per logged topic
+        # Topic logs only serve a RESUME on another node: without that, plain PUBLISH.
+        self.logging = settings.resume_anywhere
+        self._publish_script = redis.register_script(topiclog.PUBLISH_SCRIPT)
+        self._sync_script = redis.register_script(topiclog.SYNC_SCRIPT)
+        # Told each logged publication of this node that was dropped (topic, pub id), and the
+        # topics the subscription left (their counts are stale from then on).
+        self.on_lost: Callable[[str, int], None] = lambda topic, pub: None
+        self.on_unsubscribed: Callable[[set[str]], None] = lambda topics: None
+        self._to_sync: set[str] = set()  # subscribed logged topics to sync again
+        self.syncs = 0  # topics synced (relay.cluster.topiclog.SYNC_SCRIPT)
         self._inbox_send, self.inbox = trio.open_memory_channel[Received](settings.broker_queue)
         self.max_lag_s = settings.broker_max_lag_s
         # This node's own topic: the watchdog's probes go round through Redis on it.
@@ -111,13 +126,19 @@ class Broker:
 
     # -- publishing ------------------------------------------------------------------------------
 
-    def publish(self, topic: str, data: bytes) -> None:
+    def _logged(self, topic: str) -> bool:
+        return self.logging and topiclog.logged(topic)
+
+    def publish(self, topic: str, data: bytes, pub: int = 0) -> None:
         """Queue a publication (never blocks); dropped and counted when the queue is full.
-        Sent framed with this node's id (`frame`)."""
+        Sent framed with this node's id (`frame`); on a logged topic (relay.cluster.topiclog)
+        through the log, `pub` its id among this node's publications."""
         try:
-            self._outbox_send.send_nowait((topic, self._mark + data))
+            self._outbox_send.send_nowait((topic, self._mark + data, pub))
         except trio.WouldBlock:
             self.publish_dropped += 1
+            if pub:
+                self.on_lost(topic, pub)
             if topic != self.probe_topic:  # a lost probe is the watchdog's business
                 self.gaps.add(topic)
             if self.publish_dropped % 1000 == 1:
@@ -128,7 +149,7 @@ class Broker:
         while True:
             if self.gaps:
                 await self._send_gap_notices()
-            first: tuple[str, bytes] | None = None
+            first: tuple[str, bytes, int] | None = None
             # While notices wait (Redis failed), retry them even if nothing else is published.
             with trio.move_on_after(RECONNECT_MIN_S if self.gaps else math.inf):
                 try:
@@ -143,14 +164,31 @@ class Broker:
                     batch.append(recv.receive_nowait())
                 except trio.WouldBlock:
                     break
+            # Logged topics' publications in one script call (offsets, logs, PUBLISH), placed
+            # where the first of them was: a topic's publications keep their order.
+            logs = [(topic, pub, data) for topic, data, pub in batch if self._logged(topic)]
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for topic, data in batch:
-                        pipe.publish(topic, data)
+                    for topic, data, _ in batch:
+                        if not self._logged(topic):
+                            pipe.publish(topic, data)
+                        elif logs:
+                            args: list[str | int | bytes] = [
+                                self.topic_log,
+                                topiclog.LOG_TTL_S * 1000,
+                                topiclog.new_epoch(),
+                                topiclog.PREFIX,
+                                topiclog.pack(logs),
+                            ]
+                            self._publish_script(keys=[], args=args, client=pipe)
+                            logs = []
                 self.published += len(batch)
             except (coredis.exceptions.RedisError, OSError) as e:
                 self.publish_dropped += len(batch)
-                self.gaps.update(topic for topic, _ in batch)
+                self.gaps.update(topic for topic, _, _ in batch)
+                for topic, _, pub in batch:
+                    if pub:
+                        self.on_lost(topic, pub)
                 log.warning("broker publish failed", extra={"error": str(e), "n": len(batch)})
                 await trio.sleep(RECONNECT_MIN_S)
 
@@ -185,6 +223,14 @@ class Broker:
         if self.direct.pop(topic, None) is not None:
             self.want(self.wanted - {topic})
 
+    def sync_again(self, topics: Iterable[str]) -> None:
+        """Sync these topics again (their counts were dropped) if they are subscribed; the
+        others are synced when they are subscribed again."""
+        again = {t for t in topics if t in self.subscribed and self._logged(t)}
+        if again:
+            self._to_sync |= again
+            self._wanted_changed.set()
+
     def drain(self) -> set[str]:
         """Empty the inbox; the topics of what was in it."""
         topics: set[str] = set()
@@ -210,6 +256,7 @@ class Broker:
                 backoff = RECONNECT_MIN_S  # it had been working: not a failing Redis
             self.connected = False
             lost = self.subscribed | self.drain()
+            self.on_unsubscribed(self.subscribed)
             self.subscribed = set()
             if lost:
                 self._behind(lost)
@@ -237,14 +284,19 @@ class Broker:
                 self._wanted_changed = trio.Event()
                 wanted = set(self.wanted)
                 new, gone = wanted - self.subscribed, self.subscribed - wanted
-                if new:
-                    self.subscribed |= new  # before: its first messages may beat the ack
-                    await pubsub.subscribe(*sorted(new))
                 if gone:
                     # Forgotten at once: what still arrives for them is ignored (`_read`).
                     self.subscribed -= gone
+                    self.on_unsubscribed(gone)
                     await pubsub.unsubscribe(*sorted(gone))
-                if self.wanted == wanted:
+                if new:
+                    self.subscribed |= new  # before: its first messages may beat the ack
+                    await pubsub.subscribe(*sorted(new))
+                    await self._sync(sorted(t for t in new if self._logged(t)))
+                if self._to_sync:
+                    again, self._to_sync = self._to_sync & self.subscribed, set()
+                    await self._sync(sorted(again))
+                if self.wanted == wanted and not self._to_sync:
                     await self._wanted_changed.wait()
 
     async def _read(self, pubsub: coredis.patterns.pubsub.PubSub[bytes]) -> None:
@@ -266,22 +318,52 @@ class Broker:
                 if not data.startswith(self._mark) and not data.endswith(SEPARATOR + GAP):
                     _call(handler, data)  # no resync for voice and byte-relay (lossy) topics
                 continue
-            if data.startswith(self._mark):
-                self.own_skipped += 1  # delivered here when it was published
-                continue
             try:
-                payload = unframe(data)[1]
+                marked = topiclog.parse(data)
+                if marked is not None:  # a logged topic's: counted even when it is this node's
+                    mark, data = marked
+                elif data.startswith(self._mark):
+                    self.own_skipped += 1  # delivered here when it was published
+                    continue
+                node, payload = unframe(data)
             except ValueError:
                 log.warning("broker message without a node header", extra={"topic": topic})
+                continue
+            if marked is not None:
+                if node != self._mark[:-1]:
+                    self.received += 1
+                try:
+                    send.send_nowait((trio.current_time(), topic, payload, mark))
+                except trio.WouldBlock:
+                    self._behind({topic} | self.drain())
                 continue
             if payload == GAP:  # another node lost a publication here: resync its readers
                 self._behind({topic})
                 continue
             self.received += 1
             try:
-                send.send_nowait((trio.current_time(), topic, payload))
+                send.send_nowait((trio.current_time(), topic, payload, None))
             except trio.WouldBlock:
                 self._behind({topic} | self.drain())
+
+    async def _sync(self, topics: list[str]) -> None:
+        """Publish the logged `topics`' current marks (topiclog.SYNC_SCRIPT): heard after
+        everything published before, they start this node's counts. A failure leaves them
+        uncounted (the sessions that need them are not resumable elsewhere) and is logged."""
+        if not topics:
+            return
+        args: list[str | int | bytes] = [
+            topiclog.LOG_TTL_S * 1000,
+            topiclog.new_epoch(),
+            topiclog.PREFIX,
+            self._mark + topiclog.SYNC,
+            *topics,
+        ]
+        try:
+            await self._sync_script(keys=[], args=args)
+            self.syncs += len(topics)
+        except (coredis.exceptions.RedisError, OSError) as e:
+            log.warning("topic logs not synced", extra={"error": str(e), "n": len(topics)})
 
     async def _watch(self) -> None:
         """The watchdog: a probe through Redis every quarter of `broker_max_lag_s`; when the
