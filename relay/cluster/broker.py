@@ -98,7 +98,8 @@ class Broker:
         # topics the subscription left (their counts are stale from then on).
         self.on_lost: Callable[[str, int], None] = lambda topic, pub: None
         self.on_unsubscribed: Callable[[set[str]], None] = lambda topics: None
-        self._to_sync: set[str] = set()  # subscribed logged topics to sync again
+        self._to_sync: set[str] = set()  # subscribed logged topics to sync (`_sync_forever`)
+        self._sync_wake = trio.Event()
         self.syncs = 0  # topics synced (relay.cluster.topiclog.SYNC_SCRIPT)
         self._inbox_send, self.inbox = trio.open_memory_channel[Received](settings.broker_queue)
         self.max_lag_s = settings.broker_max_lag_s
@@ -229,7 +230,7 @@ class Broker:
         again = {t for t in topics if t in self.subscribed and self._logged(t)}
         if again:
             self._to_sync |= again
-            self._wanted_changed.set()
+            self._sync_wake.set()
 
     def drain(self) -> set[str]:
         """Empty the inbox; the topics of what was in it."""
@@ -252,6 +253,7 @@ class Broker:
                 await self._subscribed_session()
             except Exception as e:  # any failure of the connection: resync, then retry
                 log.warning("broker subscription lost", extra={"error": repr(e)})
+
             if trio.current_time() - began > RECONNECT_MAX_S:
                 backoff = RECONNECT_MIN_S  # it had been working: not a failing Redis
             self.connected = False
@@ -292,11 +294,8 @@ class Broker:
                 if new:
                     self.subscribed |= new  # before: its first messages may beat the ack
                     await pubsub.subscribe(*sorted(new))
-                    await self._sync(sorted(t for t in new if self._logged(t)))
-                if self._to_sync:
-                    again, self._to_sync = self._to_sync & self.subscribed, set()
-                    await self._sync(sorted(again))
-                if self.wanted == wanted and not self._to_sync:
+                    self.sync_again(new)
+                if self.wanted == wanted:
                     await self._wanted_changed.wait()
 
     async def _read(self, pubsub: coredis.patterns.pubsub.PubSub[bytes]) -> None:
@@ -346,6 +345,15 @@ class Broker:
             except trio.WouldBlock:
                 self._behind({topic} | self.drain())
 
+    async def _sync_forever(self) -> None:
+        # A task of its own: a script call cancelled with the pub/sub connection's nursery
+        # (coredis) would not stay within it.
+        while True:
+            await self._sync_wake.wait()
+            self._sync_wake = trio.Event()
+            topics, self._to_sync = self._to_sync & self.subscribed, set()
+            await self._sync(sorted(topics))
+
     async def _sync(self, topics: list[str]) -> None:
         """Publish the logged `topics`' current marks (topiclog.SYNC_SCRIPT): heard after
         everything published before, they start this node's counts. A failure leaves them
@@ -390,6 +398,7 @@ class Broker:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._publish_forever)
             nursery.start_soon(self._subscribe_forever)
+            nursery.start_soon(self._sync_forever)
             task_status.started()
 
 

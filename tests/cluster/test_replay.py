@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from relay.cluster import replay
 from relay.cluster.replay import ReplayLog, SessionState
+from relay.cluster.topiclog import Mark
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -112,6 +113,15 @@ async def test_a_trimmed_buffer_or_a_dropped_session_is_not_resumable(
         nursery.cancel_scope.cancel()
 
 
+marks = st.builds(
+    Mark,
+    epoch=st.text(max_size=16),
+    offset=st.integers(0, 2**63 - 1),
+    pub=st.integers(0, 2**32 - 1),
+    ahead=st.lists(st.integers(1, 2**32 - 1), max_size=4).map(tuple),
+)
+
+
 @given(
     st.builds(
         SessionState,
@@ -122,6 +132,7 @@ async def test_a_trimmed_buffer_or_a_dropped_session_is_not_resumable(
         intents=st.integers(0, 2**31),
         seq=st.integers(0, 2**63 - 1),
         node=st.text(max_size=20),
+        marks=st.dictionaries(st.text(max_size=20), marks, max_size=3),
     )
 )
 def test_a_session_state_round_trips(value: SessionState) -> None:
