@@ -135,9 +135,10 @@ def parse(data: bytes) -> tuple[Mark, bytes] | None:
     head, separator, rest = data.partition(b"|")
     if not separator:
         raise ValueError("a log header without its end")
-    epoch, offset, pub = head[1:].decode("ascii").split(":")
-    if not epoch or not offset.isdigit() or not pub.isdigit():
+    fields = head[1:].decode("ascii", "replace").split(":")
+    if len(fields) != 3 or not fields[0] or not fields[1].isdigit() or not fields[2].isdigit():
         raise ValueError("a malformed log header")
+    epoch, offset, pub = fields
     return Mark(epoch, int(offset), int(pub)), rest
 
 

@@ -17,10 +17,10 @@ from tests.gateway.conftest import join, new_member
 from tests.gateway.test_gateway import setup_pair, text_channel
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from relay.client import Gateway
     from tests.realservers import PostgresServer, RedisServer
-
-    from pathlib import Path
 
 
 async def until_resumed(gw: Gateway) -> list[dict[str, Any]]:
@@ -95,7 +95,8 @@ async def _scenario(nursery: trio.Nursery, tmp_path: Path, common: dict[str, Any
                 "POST", f"/v1/api/channels/{to_carol['id']}/messages", {"content": f"{n}"}
             )
         (alice_token, alice_session, alice_seq), (carol_token, carol_session, carol_seq) = resumes
-        assert alice_session is not None and carol_session is not None
+        assert alice_session is not None
+        assert carol_session is not None
         # Carol missed more than her topic's log keeps: INVALID_SESSION, not a silent gap.
         async with open_gateway(two.ws_url) as gc:
             await gc.resume(carol_token, carol_session, carol_seq)

@@ -33,7 +33,7 @@ def test_a_header_round_trips(epoch: str, offset: int, pub: int, rest: bytes) ->
 def test_parse_takes_a_header_or_nothing(data: bytes) -> None:
     try:
         parsed = topiclog.parse(data)
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:
         assert data.startswith(b"#")
         return
     if parsed is None:
@@ -47,7 +47,7 @@ def test_parse_takes_a_header_or_nothing(data: bytes) -> None:
     "data", [b"#e:1:2", b"#e:x:2|d", b"#:1:2|d", b"#e:1|d", b"#e:1:2:3|d", b"#e:-1:2|d"]
 )
 def test_a_malformed_header_is_refused(data: bytes) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="log header"):
         topiclog.parse(data)
 
 
