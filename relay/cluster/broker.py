@@ -253,6 +253,13 @@ class Broker:
                 await self._subscribed_session()
             except Exception as e:  # any failure of the connection: resync, then retry
                 log.warning("broker subscription lost", extra={"error": repr(e)})
+            except BaseExceptionGroup as group:
+                # coredis's pub/sub tasks may add their own Cancelled to a failure's group (they
+                # were cancelled by it): still a failure. A cancellation of this task alone is
+                # raised again (and at the next checkpoint anyway).
+                if group.split(trio.Cancelled)[1] is None:
+                    raise
+                log.warning("broker subscription lost", extra={"error": repr(group)})
 
             if trio.current_time() - began > RECONNECT_MAX_S:
                 backoff = RECONNECT_MIN_S  # it had been working: not a failing Redis
