@@ -130,15 +130,18 @@ class Broker:
     def _logged(self, topic: str) -> bool:
         return self.logging and topiclog.logged(topic)
 
-    def publish(self, topic: str, data: bytes, pub: int = 0) -> None:
+    def publish(self, topic: str, data: bytes, pub: int = 0, *, log_it: bool = True) -> None:
         """Queue a publication (never blocks); dropped and counted when the queue is full.
         Sent framed with this node's id (`frame`); on a logged topic (relay.cluster.topiclog)
-        through the log, `pub` its id among this node's publications."""
+        through the log unless `log_it` is false, `pub` its id among this node's
+        publications."""
+        if not log_it:
+            pub = -1  # a plain PUBLISH even on a logged topic
         try:
             self._outbox_send.send_nowait((topic, self._mark + data, pub))
         except trio.WouldBlock:
             self.publish_dropped += 1
-            if pub:
+            if pub > 0:
                 self.on_lost(topic, pub)
             if topic != self.probe_topic:  # a lost probe is the watchdog's business
                 self.gaps.add(topic)
@@ -167,11 +170,11 @@ class Broker:
                     break
             # Logged topics' publications in one script call (offsets, logs, PUBLISH), placed
             # where the first of them was: a topic's publications keep their order.
-            logs = [(topic, pub, data) for topic, data, pub in batch if self._logged(topic)]
+            logs = [(t, pub, data) for t, data, pub in batch if pub >= 0 and self._logged(t)]
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for topic, data, _ in batch:
-                        if not self._logged(topic):
+                    for topic, data, pub in batch:
+                        if pub < 0 or not self._logged(topic):
                             pipe.publish(topic, data)
                         elif logs:
                             args: list[str | int | bytes] = [
@@ -188,7 +191,7 @@ class Broker:
                 self.publish_dropped += len(batch)
                 self.gaps.update(topic for topic, _, _ in batch)
                 for topic, _, pub in batch:
-                    if pub:
+                    if pub > 0:
                         self.on_lost(topic, pub)
                 log.warning("broker publish failed", extra={"error": str(e), "n": len(batch)})
                 await trio.sleep(RECONNECT_MIN_S)

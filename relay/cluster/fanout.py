@@ -521,7 +521,9 @@ class BrokerFanout:
             return
         new = [s for s in changed if s not in self._published_online]
         for server_id, users in changed.items():
-            self._publish(server_topic(server_id), OnlineCast(self.node_id, server_id, list(users)))
+            # Not logged: it is no event of any session's (a RESUME elsewhere needs none).
+            cast = OnlineCast(self.node_id, server_id, list(users))
+            self.broker.publish(server_topic(server_id), envelope.encode(cast), log_it=False)
             if users:
                 self._published_online[server_id] = users
             else:

@@ -13,8 +13,8 @@ node's subscription to it):
   publication as published: `<node>|<payload>`) and `p` (the publishing node's publication id),
   trimmed with `XADD ... MAXLEN ~ broker_topic_log`.
 
-Every publication on a logged topic goes through `PUBLISH_SCRIPT` (one call per batch of the
-broker's pipeline): it takes the next offset, appends to the stream and publishes
+Every event published on a logged topic (not a node's online set, which no session receives)
+goes through `PUBLISH_SCRIPT` (one call per batch of the broker's pipeline): it takes the next offset, appends to the stream and publishes
 `#<epoch>:<offset>:<pub>|<node>|<payload>` (`Mark`, parsed by `parse`), atomically, so the
 order of offsets is the order every subscriber hears them in. `SYNC_SCRIPT` publishes a topic's
 current (epoch, offset) without a publication, `#<epoch>:<offset>:0|<node>|` + SYNC: a node

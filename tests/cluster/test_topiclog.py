@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import coredis
 import pytest
+from coredis.tokens import PureToken
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -106,7 +107,7 @@ async def test_a_log_is_read_after_a_mark_until_trimmed_or_of_another_epoch(
     # A sync publishes the mark without taking an offset; an existing epoch is kept.
     assert await sync(keys=[], args=[60_000, "ep2", prefix, b"node-a|" + topiclog.SYNC, topic]) == 1
     assert await client.hget(f"{prefix}logm:s:42", "o") == b"5"
-    await client.xtrim(f"{prefix}log:s:42", "MAXLEN", 2)
+    await client.xtrim(f"{prefix}log:s:42", PureToken.MAXLEN, 2)
     with pytest.raises(Trimmed):  # entries 3 and 4 are gone
         await read_after(client, topic, Mark("ep1", 2), 100, prefix)
     assert await offsets(client, topic, Mark("ep1", 3)) == [4, 5]
