@@ -339,7 +339,11 @@ class Broker:
                 log.warning("broker message without a node header", extra={"topic": topic})
                 continue
             if marked is not None:
-                if node != self._mark[:-1]:
+                if payload == topiclog.SYNC:
+                    pass  # a count's start, no publication
+                elif node == self._mark[:-1]:
+                    payload = topiclog.OWN  # only its mark counts (relay.cluster.fanout)
+                else:
                     self.received += 1
                 try:
                     send.send_nowait((trio.current_time(), topic, payload, mark))

@@ -55,7 +55,7 @@ from relay.cluster.envelope import (
     user_topic,
 )
 from relay.cluster.online import ONLINE_RENEW_S, OnlineDirectory, entry, hash_key
-from relay.cluster.topiclog import PUB_IDS, SYNC, Entry, Mark, Tracker, Trimmed, read_after
+from relay.cluster.topiclog import OWN, PUB_IDS, SYNC, Entry, Mark, Tracker, Trimmed, read_after
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Mapping
@@ -267,6 +267,13 @@ class BrokerFanout:
             if mark is not None and data == SYNC:
                 self._heard(topic, mark, sync=True, own=False)
                 continue
+            if mark is not None and data == OWN:
+                # Delivered here when it was published; it counts once that delivery is over.
+                delivering = self._delivering.get(mark.pub)
+                if delivering is not None:
+                    await delivering[0].wait()
+                self._heard(topic, mark, sync=False, own=True)
+                continue
             try:
                 cast = envelope.decode(data)
             except (msgspec.DecodeError, msgspec.ValidationError) as e:
@@ -275,14 +282,7 @@ class BrokerFanout:
                     self._heard(topic, mark, sync=False, own=False)
                 continue
             if cast.node == self.node_id:
-                # Delivered here when it was published (the broker drops most unread); a logged
-                # one counts once its delivery here is over.
-                if mark is not None:
-                    delivering = self._delivering.get(mark.pub)
-                    if delivering is not None:
-                        await delivering[0].wait()
-                    self._heard(topic, mark, sync=False, own=True)
-                continue
+                continue  # delivered here when it was published (the broker drops them unread)
             self._processing = topic
             await self._deliver(cast)
             self._processing = None

@@ -14,9 +14,10 @@ node's subscription to it):
   trimmed with `XADD ... MAXLEN ~ broker_topic_log`.
 
 Every event published on a logged topic (not a node's online set, which no session receives)
-goes through `PUBLISH_SCRIPT` (one call per batch of the broker's pipeline): it takes the next offset, appends to the stream and publishes
-`#<epoch>:<offset>:<pub>|<node>|<payload>` (`Mark`, parsed by `parse`), atomically, so the
-order of offsets is the order every subscriber hears them in. `SYNC_SCRIPT` publishes a topic's
+goes through `PUBLISH_SCRIPT` (one call per batch of the broker's pipeline): it takes the next
+offset, appends to the stream and publishes `#<epoch>:<offset>:<pub>|<node>|<payload>`
+(`Mark`, parsed by `parse`), atomically, so the order of offsets is the order every subscriber
+hears them in. `SYNC_SCRIPT` publishes a topic's
 current (epoch, offset) without a publication, `#<epoch>:<offset>:0|<node>|` + SYNC: a node
 that has just subscribed to a topic learns from it where its own count starts (everything
 before it was published before its subscription).
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 PREFIX = "relay:"
 LOG_TTL_S = 86_400  # a topic's log expires a day after its last publication or subscription
 SYNC = b"\x00sync"  # the payload of a sync (an envelope never starts with a zero byte)
+OWN = b"\x00own"  # in a node's inbox: one of its own publications, heard back (not decoded)
 LOGGED = (PREFIX + "s:", PREFIX + "u:")
 PUB_IDS = 1 << 32  # publication ids are 32-bit (struct I4 in the script's batch)
 
@@ -53,7 +55,7 @@ PUB_IDS = 1 << 32  # publication ids are 32-bit (struct I4 in the script's batch
 # data length), topic, data. One binary argument for the batch, as relay.cluster.replay does.
 PUBLISH_SCRIPT = """
 local maxlen, ttl, fresh, prefix, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local pos, n = 1, 0
+local pos, n, touched = 1, 0, {}
 while pos <= #blob do
   local topic_len, pub, data_len = struct.unpack('<I2I4I4', blob, pos)
   pos = pos + 10
@@ -70,10 +72,13 @@ while pos <= #blob do
   end
   local offset = redis.call('HINCRBY', meta, 'o', 1)
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '0-' .. offset, 'd', data, 'p', pub)
+  redis.call('PUBLISH', topic, '#' .. epoch .. ':' .. offset .. ':' .. pub .. '|' .. data)
+  touched[meta] = stream
+  n = n + 1
+end
+for meta, stream in pairs(touched) do  -- once per topic and batch
   redis.call('PEXPIRE', meta, ttl)
   redis.call('PEXPIRE', stream, ttl)
-  redis.call('PUBLISH', topic, '#' .. epoch .. ':' .. offset .. ':' .. pub .. '|' .. data)
-  n = n + 1
 end
 return n
 """
