@@ -386,8 +386,9 @@ class BrokerFanout:
         self, node: str, marks: dict[str, Mark], topics: list[str]
     ) -> Callable[[Any], int] | None:
         tracker = self.tracker
-        while any(t not in tracker.marks for t in topics):  # subscribed and counted here
-            await self._synced.wait()
+        while missing := [t for t in topics if t not in tracker.marks]:
+            self.broker.sync_again(missing)  # subscribed but not counted (a failed sync)
+            await self._synced.wait()  # subscribed and counted here
         read: dict[str, list[Entry]] = {t: [] for t in topics}
         while True:
             for topic in topics:  # each log from where the last read ended (bounded)
