@@ -174,6 +174,7 @@ async def run_services(
         await nursery.start(rooms.run)
         if node is not None and urls is not None:
             rooms.cluster = places = node_rooms(node, urls)
+            places.on_lost = rooms.lost
             await nursery.start(places.run)
         rt.attach_rooms(rooms)
         if settings.relay_port is not None:
@@ -409,7 +410,10 @@ def node_rooms(node: Node, urls: NodeUrls) -> RoomPlaces:
     """App rooms on the node that made them, found from the others (relay.cluster.rooms)."""
     from relay.cluster.rooms import RoomPlaces
 
-    return RoomPlaces(node.redis, node.broker.node_id, urls, node.settings.lease_ttl_s)
+    s = node.settings
+    return RoomPlaces(
+        node.redis, node.broker.node_id, urls, s.lease_ttl_s, keep_s=s.room_empty_grace_s
+    )
 
 
 def node_byte_relay(node: Node, relay: ByteRelay) -> ClusterRelay:

@@ -47,7 +47,7 @@ from relay.errors import Forbidden, NotFound, Unavailable, Unprocessable
 from relay.protocol.rooms import RoomError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from actors.base import Actor, Reply
     from actors.room import RoomMsg
@@ -71,10 +71,16 @@ class RoomPlace(Protocol):
 
 
 class RoomCluster(Protocol):
-    """Cluster mode (relay.cluster.rooms): each room lives on the node that created it."""
+    """Cluster mode (relay.cluster.rooms): each room lives on one node at a time."""
 
-    async def claim(self, room_id: int) -> None:
-        """Make the room findable from the other nodes (before its creator hears of it)."""
+    on_lost: Callable[[int], Awaitable[None]] | None
+
+    async def claim(self, room_id: int, record: RoomRecord | None = None) -> None:
+        """Make the room findable from the other nodes (before its creator hears of it), and
+        save its settings for a takeover."""
+
+    async def adopt(self, room_id: int) -> RoomRecord | None:
+        """Take a room whose node died (its lease is free, its settings saved): its record."""
 
     def released(self, room_id: int) -> None: ...
 
@@ -184,6 +190,43 @@ class RoomManager:
             empty_grace_s=settings.room_empty_grace_s,
         )
         return RoomActor(key, config, self)
+
+    # -- cluster mode: takeover ------------------------------------------------------------------
+
+    async def adopt(self, record: RoomRecord) -> bool:
+        """Serve a room whose node died, restarted empty from its saved settings (cluster
+        mode); False if this node cannot commit its `max_clients` (it stays unserved).
+        `rooms_per_user` is not checked: the room exists already."""
+        if record.id in self._rooms:
+            return True
+        if self.committed + record.max_clients > self.capacity:
+            return False
+        self._rooms[record.id] = record
+        self._by_creator[record.creator_id] = self._by_creator.get(record.creator_id, 0) + 1
+        self.committed += record.max_clients
+        try:
+            await self.registry.get(_key(record.id))
+        except (ActorStopped, UnknownRoom):
+            self.room_closed(record.id)
+            return False
+        log.info("room taken over", extra={"room": record.id})
+        return True
+
+    async def lost(self, room_id: int) -> None:
+        """Another node adopted this room (this one's lease expired): close this copy; its
+        clients get `room_closed` and connect again, reaching the other node."""
+        record = self._rooms.get(room_id)
+        if record is None:
+            return
+
+        def build(reply: Reply[None]) -> RoomMsg:
+            return CloseRoom("the room moved to another node; connect again", reply)
+
+        try:
+            await self._ask(record, build)
+        except (NotFound, Unavailable):
+            log.warning("room copy not closed in time", extra={"room": room_id})
+        self.room_closed(room_id)
 
     # -- REST ------------------------------------------------------------------------------------
 
@@ -368,12 +411,14 @@ async def create_room(rooms: RoomManager, user_id: int, data: commands.CreateRoo
         _metadata_json(rooms.settings, data.metadata),
     )
     if rooms.cluster is not None:
-        await rooms.cluster.claim(record.id)
+        await rooms.cluster.claim(record.id, record)
     return room_out(record, user_id)
 
 
 async def elsewhere(rooms: RoomManager, room_id: str) -> RoomPlace | None:
-    """Cluster mode: the node that has this room, if it is not here (None: here, or unknown)."""
+    """Cluster mode: the node that has this room, if it is not here (None: here, or unknown).
+    A room whose node died (its lease expired, its settings saved) is taken over here first,
+    restarted empty (docs/cluster.md#app-rooms), so the caller then finds it here."""
     if rooms.cluster is None:
         return None
     try:
@@ -382,7 +427,12 @@ async def elsewhere(rooms: RoomManager, room_id: str) -> RoomPlace | None:
         return None
     if not 0 < rid < 2**63 or rooms.has(rid):
         return None
-    return await rooms.cluster.elsewhere(rid)
+    place = await rooms.cluster.elsewhere(rid)
+    if place is None:
+        record = await rooms.cluster.adopt(rid)
+        if record is not None and not await rooms.adopt(record):
+            rooms.cluster.released(rid)  # not here after all: another node may take it
+    return place
 
 
 async def public_rooms(rooms: RoomManager, after: int, limit: int) -> list[Room]:

@@ -1,0 +1,119 @@
+"""An app room whose node died is taken over by another node (docs/cluster.md#app-rooms): node
+A, a `relay serve` process of its own, makes a room and is killed (SIGKILL: no lease released);
+once the room's lease expired (lease_ttl_s), a join through node B (in this process) takes the
+room there, restarted empty with its saved settings, and a PATCH made on A before it died. A
+clean stop, on the other hand, ends a node's rooms for good.
+
+As in test_room_places, node B runs on a copy of A's database (so the account exists on both)."""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
+
+import coredis
+import httpx
+import trio
+
+from relay.client import open_websocket
+from tests.cluster.test_two_servers import eventually
+from tests.cluster.test_wired import relay_process
+from tests.conftest import settings_for, start_server
+from tests.rooms.conftest import ROOM_SETTINGS, RoomClient, account, new_room
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.realservers import RedisServer
+
+
+async def test_a_room_whose_node_was_killed_is_taken_over_by_a_join_elsewhere(
+    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
+) -> None:
+    common = {"broker": redis.url, "lease_ttl_s": 1.0, **ROOM_SETTINGS}
+    first, stop_first = await start_server(nursery, settings_for(tmp_path / "a", **common))
+    alice = await account(first, "alice")
+    token = alice.access_token
+    await stop_first()
+    data_a = tmp_path / "a" / "data"
+    shutil.copytree(data_a, tmp_path / "b" / "data")
+    two, stop_two = await start_server(nursery, settings_for(tmp_path / "b", **common))
+    auth = {"Authorization": f"Bearer {token}"}
+    check: coredis.Redis[bytes] = coredis.Redis.from_url(redis.url)
+    with relay_process(data_a, redis, str(data_a / "relay.db")) as (url_a, ws_a):
+        async with httpx.AsyncClient() as http, check:
+            with trio.fail_after(20):
+                made = await http.post(
+                    url_a + "/v1/api/rooms",
+                    json={"max_clients": 3, "protocol": "host", "public": True},
+                    headers=auth,
+                )
+                room = made.json()
+                path = f"/v1/api/rooms/{room['id']}"
+                patched = await http.patch(
+                    url_a + path, json={"metadata": {"map": "dust"}}, headers=auth
+                )
+                assert patched.status_code == 200
+                async with open_websocket(ws_a + "/v1/websocket") as ws:
+                    old = RoomClient(ws)
+                    await old.join(room["id"], room["secret"])
+                    assert old.client_id == 1
+                # Node B sends clients to A while A holds the room.
+                assert (await http.get(two.url + path)).status_code == 307
+
+                async def patch_saved() -> bool:  # written within 0.1 s of the change
+                    saved = await check.get(f"relay:room:rec:{room['id']}")
+                    return saved is not None and b"dust" in saved
+
+                await eventually(patch_saved)
+    # A was killed (SIGKILL, leaving the block): its lease expires within lease_ttl_s. Until
+    # then B still redirects (or, once A's URLs are gone, answers unknown); after it, a join
+    # through B takes the room over there.
+    with trio.fail_after(20):
+        async with httpx.AsyncClient() as http:
+            while True:
+                answer = await http.get(two.url + path)
+                if answer.status_code == 200:
+                    break
+                assert answer.status_code in (307, 404)
+                await trio.sleep(0.1)
+            shown = answer.json()
+            assert shown["metadata"] == {"map": "dust"}
+            assert (shown["max_clients"], shown["protocol"], shown["public"]) == (3, "host", True)
+            assert shown["current_clients"] == 0  # restarted empty
+            # The old client id is gone with A: `reconnect` is refused, `connect` works, and
+            # client ids start again from 1 (the first is the host).
+            async with open_websocket(two.ws_url + "/v1/websocket") as ws:
+                gone = RoomClient(ws)
+                await gone.send(
+                    "reconnect",
+                    room_id=room["id"],
+                    client_id=1,
+                    client_secret=old.connected["client_secret"],
+                )
+                await gone.expect_error("invalid_client", 4004)
+            async with (
+                open_websocket(two.ws_url + "/v1/websocket") as ws1,
+                open_websocket(two.ws_url + "/v1/websocket") as ws2,
+            ):
+                host, guest = RoomClient(ws1), RoomClient(ws2)
+                assert (await host.join(room["id"], room["secret"]))["host_id"] == 1
+                await guest.join(room["id"], room["secret"])
+                assert (await host.event("client_joined"))["client_id"] == 2
+                await guest.send("host", data={"hello": 1})
+                assert await host.event("host") == {"type": "host", "from": 2, "data": {"hello": 1}}
+            # The creator still owns it: a PATCH and a DELETE work on B.
+            patched = await http.patch(two.url + path, json={"public": False}, headers=auth)
+            assert patched.json()["public"] is False
+            assert (await http.delete(two.url + path, headers=auth)).status_code == 204
+            assert (await http.get(two.url + path, headers=auth)).status_code == 404
+            # A clean stop ends its rooms for good, as in one process: nothing to take over.
+            kept = await http.post(
+                two.url + "/v1/api/rooms", json={"max_clients": 2, "protocol": "peer"}, headers=auth
+            )
+            kept_id = kept.json()["id"]
+    check = coredis.Redis.from_url(redis.url)
+    async with check:
+        assert await check.exists([f"relay:room:rec:{kept_id}"]) == 1
+        await stop_two()
+        assert await check.exists([f"relay:room:rec:{kept_id}", f"relay:lease:room:{kept_id}"]) == 0
