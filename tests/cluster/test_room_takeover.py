@@ -19,7 +19,7 @@ from relay.client import open_websocket
 from tests.cluster.test_two_servers import eventually
 from tests.cluster.test_wired import relay_process
 from tests.conftest import settings_for, start_server
-from tests.rooms.conftest import ROOM_SETTINGS, RoomClient, account, new_room
+from tests.rooms.conftest import ROOM_SETTINGS, RoomClient, account
 
 if TYPE_CHECKING:
     from pathlib import Path
