@@ -403,7 +403,9 @@ def node_voice(node: Node, urls: NodeUrls, chat: Chat) -> ClusterVoice:
     """Voice channels served by one node of the cluster at a time (relay.cluster.voice)."""
     from relay.cluster.voice import ClusterVoice
 
-    return ClusterVoice(node.redis, node.broker, node.settings, chat.voice, urls)
+    return ClusterVoice(
+        node.redis, node.broker, node.settings, chat.voice, urls, instance=node.caps.instance
+    )
 
 
 def node_rooms(node: Node, urls: NodeUrls) -> RoomPlaces:
