@@ -414,7 +414,12 @@ def node_rooms(node: Node, urls: NodeUrls) -> RoomPlaces:
 
     s = node.settings
     return RoomPlaces(
-        node.redis, node.broker.node_id, urls, s.lease_ttl_s, keep_s=s.room_empty_grace_s
+        node.redis,
+        node.broker.node_id,
+        urls,
+        s.lease_ttl_s,
+        keep_s=s.room_empty_grace_s,
+        instance=node.caps.instance,
     )
 
 

@@ -82,6 +82,10 @@ class RoomCluster(Protocol):
     async def adopt(self, room_id: int) -> RoomRecord | None:
         """Take a room whose node died (its lease is free, its settings saved): its record."""
 
+    async def count(self, creator_id: int, room_id: int, limit: int | None) -> bool:
+        """Count a new room among its creator's live rooms on every node, if fewer than `limit`
+        (False: the creator has that many); `released` takes it off."""
+
     def released(self, room_id: int) -> None: ...
 
     def changed(self, record: RoomRecord) -> None:
@@ -239,13 +243,23 @@ class RoomManager:
             Unprocessable: too_many_rooms, capacity_exceeded.
             Unavailable: the room registry is not running (shutting down).
         """
-        owned = self._by_creator.get(creator_id, 0)
-        if owned >= self.settings.rooms_per_user:
-            limit = self.settings.rooms_per_user
+        limit = self.settings.rooms_per_user
+        room_id = self._ids.next()
+        # Cluster mode: the creator's rooms on every node, counted atomically in Redis first
+        # (an await), then this node's checks and bookkeeping with no checkpoint between them.
+        if self.cluster is not None and not await self.cluster.count(creator_id, room_id, limit):
             raise Unprocessable(f"at most {limit} live rooms per user", code="too_many_rooms")
-        self._check_capacity(max_clients)
+        owned = self._by_creator.get(creator_id, 0)
+        try:
+            if owned >= limit:
+                raise Unprocessable(f"at most {limit} live rooms per user", code="too_many_rooms")
+            self._check_capacity(max_clients)
+        except Unprocessable:
+            if self.cluster is not None:
+                self.cluster.released(room_id)
+            raise
         record = RoomRecord(
-            id=self._ids.next(),
+            id=room_id,
             secret=secrets.token_urlsafe(32),
             creator_id=creator_id,
             protocol=protocol,

@@ -23,7 +23,12 @@ renewal) and their ids to the sorted set `relay:rooms:public` (by id, as 20-digi
 `after` is a range), at most PUBLISH_EVERY_S after a change; a listing reads a range of ids and
 then their rooms, skipping (and removing) those whose node is gone.
 
-Resource handling: `run()` owns the release, renewal and publishing tasks.
+`rooms_per_user` across nodes: `count` adds a new room to `relay:rooms:by:<creator>` (room id ->
+this run's instance, relay.cluster.caps) with one script that counts the rooms of live
+instances only and refuses at the limit; a room that closes is taken off with its lease.
+
+Resource handling: `run()` owns the release, renewal and publishing tasks; leaving it (a clean
+stop) releases every room's lease, saved settings and count, bounded by LEAVE_S.
 
 Error handling: a Redis error while claiming leaves the room reachable on its own node only;
 while looking up or adopting, the room is unknown (404 / `unknown_room`), as for a room that is
@@ -42,6 +47,7 @@ from coredis.tokens import PureToken
 
 from relay.chat.objects import Room, room_out
 from relay.chat.rooms import RoomRecord
+from relay.cluster.caps import ALIVE
 from relay.cluster.lease import Lease, Leases
 
 if TYPE_CHECKING:
@@ -68,14 +74,39 @@ local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token, 'NX', 'PX', ARGV[2])
 return {token, saved}
 """
-# release: KEYS lease, saved settings; ARGV the lease's value. Both go, if the lease is ours.
+# release: KEYS lease, saved settings, the creator's rooms; ARGV the lease's value (or ''),
+# room id, instance. The lease and settings go if the lease is ours; the room leaves its
+# creator's count if this instance counted it.
 _RELEASE = """
+if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[3] then redis.call('HDEL', KEYS[3], ARGV[2]) end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[2])
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+# count: KEYS the creator's rooms; ARGV room id, instance, limit (-1: none), alive prefix, ttl.
+# 1: counted; 0: the creator has `limit` live rooms already (on live instances).
+_COUNT = """
+if tonumber(ARGV[3]) >= 0 then
+  local live = 0
+  local fields = redis.call('HGETALL', KEYS[1])
+  for i = 1, #fields, 2 do
+    if fields[i] ~= ARGV[1] then
+      if redis.call('EXISTS', ARGV[4] .. fields[i + 1]) == 1 then
+        live = live + 1
+      else
+        redis.call('HDEL', KEYS[1], fields[i])
+      end
+    end
+  end
+  if live >= tonumber(ARGV[3]) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+CREATOR_TTL_MS = 86_400_000  # a creator's count goes after a day unused
 
 
 class Saved(msgspec.Struct, frozen=True, array_like=True):
@@ -121,16 +152,16 @@ def saved_key(room_id: int) -> str:
     return f"relay:room:rec:{room_id}"
 
 
+def creator_key(user_id: int) -> str:
+    return f"relay:rooms:by:{user_id}"
+
+
 def member(room_id: int) -> str:
     return f"{room_id:020d}"
 
 
 def room_name(room_id: int) -> str:
     return f"room:{room_id}"
-
-
-def lease_room(lease: Lease) -> int:
-    return int(lease.name.removeprefix("room:"))
 
 
 class RoomPlaces:
@@ -144,16 +175,20 @@ class RoomPlaces:
         ttl_s: float,
         *,
         keep_s: float,
+        instance: str,
     ) -> None:
         self.redis = redis
         self.node_id = node_id
+        self.instance = instance  # this run of the node (relay.cluster.caps): counts' owner
         self.urls = urls
         self.leases = Leases(redis, ttl_s=ttl_s)
         # How long a room's settings outlive its holder's last renewal: the lease's ttl and
         # room_empty_grace_s (an empty room closes after that long anyway).
         self.keep_ms = round((ttl_s + keep_s) * 1000)
         self.held: dict[int, Lease] = {}
-        self._released: deque[Lease] = deque()
+        # Rooms gone from here: their lease (if held) and creator (if counted in Redis).
+        self._released: deque[tuple[int, Lease | None, int | None]] = deque()
+        self._creators: dict[int, int] = {}  # room -> creator, for rooms counted in Redis
         self._wake = trio.Event()
         self._dirty: dict[int, RoomRecord | None] = {}  # None: gone
         self._dirty_event = trio.Event()
@@ -161,6 +196,7 @@ class RoomPlaces:
         self._saved: dict[int, Saved] = {}  # the settings last saved, per held room
         self._to_save: dict[int, RoomRecord] = {}
         self._adopt = redis.register_script(_ADOPT)
+        self._count = redis.register_script(_COUNT)
         self._release = redis.register_script(_RELEASE)
         # Called with a room's id when another node adopted it while this one held it.
         self.on_lost: Callable[[int], Awaitable[None]] | None = None
@@ -175,6 +211,24 @@ class RoomPlaces:
             return
         if lease is not None:
             self.held[room_id] = lease
+
+    async def count(self, creator_id: int, room_id: int, limit: int | None) -> bool:
+        """Count a room in its creator's live rooms on every node, if under `limit` (None: no
+        limit, for a room taken over); False: the creator has that many."""
+        try:
+            counted: object = await self._count(
+                keys=[creator_key(creator_id)],
+                args=[
+                    room_id, self.instance, -1 if limit is None else limit, ALIVE, CREATOR_TTL_MS,
+                ],
+            )  # fmt: skip
+        except Exception:
+            log.warning("room not counted for its creator", exc_info=True)
+            return True  # the node's own count decides
+        if counted != 1:
+            return False
+        self._creators[room_id] = creator_id
+        return True
 
     async def _save(self, record: RoomRecord) -> None:
         saved = Saved.of(record)
@@ -209,6 +263,7 @@ class RoomPlaces:
         )
         self._saved[room_id] = saved
         log.info("room adopted", extra={"room": room_id, "token": token})
+        await self.count(saved.creator_id, room_id, None)
         return saved.record()
 
     def changed(self, record: RoomRecord) -> None:
@@ -227,8 +282,9 @@ class RoomPlaces:
         self._saved.pop(room_id, None)
         self._to_save.pop(room_id, None)
         lease = self.held.pop(room_id, None)
-        if lease is not None:
-            self._released.append(lease)
+        creator = self._creators.pop(room_id, None)
+        if lease is not None or creator is not None:
+            self._released.append((room_id, lease, creator))
             self._wake.set()
 
     async def elsewhere(self, room_id: int) -> Place | None:
@@ -301,14 +357,27 @@ class RoomPlaces:
             await self._wake.wait()
             self._wake = trio.Event()
             while self._released:
-                lease = self._released.popleft()
                 try:
-                    await self._release(
-                        keys=[self.leases.key(lease.name), saved_key(lease_room(lease))],
-                        args=[lease.value],
-                    )
+                    await self._release_one(*self._released.popleft())
                 except Exception:  # it expires within the ttl
                     log.warning("room lease not released", exc_info=True)
+
+    def _release_one(
+        self,
+        room_id: int,
+        lease: Lease | None,
+        creator: int | None,
+        client: coredis.client.Client[bytes] | None = None,
+    ) -> Awaitable[object]:
+        return self._release(
+            keys=[
+                self.leases.key(room_name(room_id)),
+                saved_key(room_id),
+                creator_key(creator if creator is not None else 0),
+            ],
+            args=["" if lease is None else lease.value, room_id, self.instance],
+            client=client,
+        )
 
     async def _renew_forever(self) -> None:
         while True:
@@ -372,21 +441,17 @@ class RoomPlaces:
     async def _leave(self) -> None:
         """A clean stop ends this node's rooms for good, as in one process: their leases and
         saved settings go (a room is taken over only after a crash)."""
-        leases = [*self.held.values(), *self._released]
+        gone = [*self._released]
+        for room_id in {*self.held, *self._creators}:
+            gone.append((room_id, self.held.get(room_id), self._creators.get(room_id)))
         self.held.clear()
+        self._creators.clear()
         self._released.clear()
-        if not leases:
+        if not gone:
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                done: list[Awaitable[object]] = [
-                    self._release(
-                        keys=[self.leases.key(lease.name), saved_key(lease_room(lease))],
-                        args=[lease.value],
-                        client=pipe,
-                    )
-                    for lease in leases
-                ]
+                done = [self._release_one(*room, client=pipe) for room in gone]
             for result in done:
                 await result
         except Exception:  # the leases expire within the ttl, the settings later

@@ -117,3 +117,53 @@ async def test_a_room_whose_node_was_killed_is_taken_over_by_a_join_elsewhere(
         assert await check.exists([f"relay:room:rec:{kept_id}"]) == 1
         await stop_two()
         assert await check.exists([f"relay:room:rec:{kept_id}", f"relay:lease:room:{kept_id}"]) == 0
+
+
+async def test_rooms_per_user_counts_the_rooms_of_every_node(
+    nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
+) -> None:
+    common = {"broker": redis.url, "rooms_per_user": 2, **ROOM_SETTINGS}
+    first, stop_first = await start_server(nursery, settings_for(tmp_path / "a", **common))
+    alice = await account(first, "alice")
+    token, alice_id = alice.access_token, (await alice.me())["id"]
+    await stop_first()
+    shutil.copytree(tmp_path / "a" / "data", tmp_path / "b" / "data")
+    one, stop_one = await start_server(nursery, settings_for(tmp_path / "a", **common))
+    two, stop_two = await start_server(nursery, settings_for(tmp_path / "b", **common))
+    auth = {"Authorization": f"Bearer {token}"}
+    body = {"max_clients": 2, "protocol": "peer"}
+    with trio.fail_after(20):
+        async with httpx.AsyncClient() as http:
+
+            async def create(url: str) -> httpx.Response:
+                return await http.post(url + "/v1/api/rooms", json=body, headers=auth)
+
+            on_one = (await create(one.url)).json()
+            assert (await create(two.url)).status_code == 201
+            # Alice has two live rooms, one per node: a third is refused on either.
+            for url in (one.url, two.url):
+                refused = await create(url)
+                assert refused.status_code == 422
+                assert refused.json()["error"]["code"] == "too_many_rooms"
+            # One closes on one: a room may be made on two again, and only one of two made at
+            # once on both nodes.
+            gone = await http.delete(one.url + f"/v1/api/rooms/{on_one['id']}", headers=auth)
+            assert gone.status_code == 204
+            check: coredis.Redis[bytes] = coredis.Redis.from_url(redis.url)
+            async with check:
+
+                async def given_back() -> bool:
+                    return await check.hlen(f"relay:rooms:by:{alice_id}") == 1
+
+                await eventually(given_back)
+            answers: list[int] = []
+
+            async def race(url: str) -> None:
+                answers.append((await create(url)).status_code)
+
+            async with trio.open_nursery() as at_once:
+                at_once.start_soon(race, one.url)
+                at_once.start_soon(race, two.url)
+            assert sorted(answers) == [201, 422]
+    await stop_two()
+    await stop_one()
