@@ -12,8 +12,8 @@ process's own caps decide alone (a place taken then is not given back to Redis).
 
 Limits: these cover the gateway only (app rooms and the byte relay keep per-process caps; the
 alive marks also serve voice seats, relay.cluster.voice, and rooms per user,
-relay.cluster.rooms); a place whose release Redis did not get stays counted until the process restarts (its
-instance changes) or the key is unused for a day.
+relay.cluster.rooms); a place whose release Redis did not get stays counted until the process
+restarts (its instance changes) or the key is unused for a day.
 """
 
 from __future__ import annotations
