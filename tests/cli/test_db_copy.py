@@ -19,6 +19,7 @@ from tests.conftest import settings_for, start_server
 from tests.rest.test_messages import make_world, messages_path, post, reactions_path
 
 if TYPE_CHECKING:
+    import subprocess
     from pathlib import Path
 
     from relay.client import RelayClient
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from tests.realservers import PostgresServer
 
 
-async def relay_db_copy(*args: str) -> trio.CompletedProcess[bytes]:
+async def relay_db_copy(*args: str) -> subprocess.CompletedProcess[bytes]:
     return await trio.run_process(
         [str(BIN / "relay"), "db", "copy", *args],
         env=clean_env(),
