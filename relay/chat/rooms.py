@@ -82,6 +82,9 @@ class RoomCluster(Protocol):
     async def adopt(self, room_id: int) -> RoomRecord | None:
         """Take a room whose node died (its lease is free, its settings saved): its record."""
 
+    async def give_up(self, room_id: int) -> None:
+        """Undo `adopt`: the room stays saved for another node."""
+
     async def count(self, creator_id: int, room_id: int, limit: int | None) -> bool:
         """Count a new room among its creator's live rooms on every node, if fewer than `limit`
         (False: the creator has that many); `released` takes it off."""
@@ -445,7 +448,7 @@ async def elsewhere(rooms: RoomManager, room_id: str) -> RoomPlace | None:
     if place is None:
         record = await rooms.cluster.adopt(rid)
         if record is not None and not await rooms.adopt(record):
-            rooms.cluster.released(rid)  # not here after all: another node may take it
+            await rooms.cluster.give_up(rid)  # not here after all: another node may take it
     return place
 
 

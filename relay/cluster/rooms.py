@@ -266,6 +266,24 @@ class RoomPlaces:
         await self.count(saved.creator_id, room_id, None)
         return saved.record()
 
+    async def give_up(self, room_id: int) -> None:
+        """Undo `adopt` (this node could not serve the room after all): the lease and the
+        creator's count go, the saved settings stay for another node to adopt."""
+        lease = self.held.pop(room_id, None)
+        self._saved.pop(room_id, None)
+        creator = self._creators.pop(room_id, None)
+        try:
+            await self._release(
+                keys=[
+                    self.leases.key(room_name(room_id)),
+                    "relay:room:kept",  # in place of the saved settings' key: they stay
+                    creator_key(creator if creator is not None else 0),
+                ],
+                args=["" if lease is None else lease.value, room_id, self.instance],
+            )
+        except Exception:  # the lease expires within the ttl
+            log.warning("adopted room not given up", extra={"room": room_id}, exc_info=True)
+
     def changed(self, record: RoomRecord) -> None:
         saved = self._saved.get(record.id)
         if saved is not None and saved != Saved.of(record):

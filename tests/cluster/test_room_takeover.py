@@ -37,7 +37,10 @@ async def test_a_room_whose_node_was_killed_is_taken_over_by_a_join_elsewhere(
     await stop_first()
     data_a = tmp_path / "a" / "data"
     shutil.copytree(data_a, tmp_path / "b" / "data")
-    two, stop_two = await start_server(nursery, settings_for(tmp_path / "b", **common))
+    # B can commit 10 room clients: a room of A's for 50 is more than it can take over.
+    two, stop_two = await start_server(
+        nursery, settings_for(tmp_path / "b", **common, room_capacity=10)
+    )
     auth = {"Authorization": f"Bearer {token}"}
     check: coredis.Redis[bytes] = coredis.Redis.from_url(redis.url)
     with relay_process(data_a, redis, str(data_a / "relay.db")) as (url_a, ws_a):
@@ -49,6 +52,12 @@ async def test_a_room_whose_node_was_killed_is_taken_over_by_a_join_elsewhere(
                     headers=auth,
                 )
                 room = made.json()
+                big = await http.post(
+                    url_a + "/v1/api/rooms",
+                    json={"max_clients": 50, "protocol": "peer"},
+                    headers=auth,
+                )
+                big_id = big.json()["id"]
                 path = f"/v1/api/rooms/{room['id']}"
                 patched = await http.patch(
                     url_a + path, json={"metadata": {"map": "dust"}}, headers=auth
@@ -102,6 +111,18 @@ async def test_a_room_whose_node_was_killed_is_taken_over_by_a_join_elsewhere(
                 assert (await host.event("client_joined"))["client_id"] == 2
                 await guest.send("host", data={"hello": 1})
                 assert await host.event("host") == {"type": "host", "from": 2, "data": {"hello": 1}}
+            # The big room is not taken over by B (it cannot commit 50 clients): unknown there,
+            # its lease free and its settings kept for a node that can.
+            big_path = f"/v1/api/rooms/{big_id}"
+            while True:
+                status = (await http.get(two.url + big_path, headers=auth)).status_code
+                if status != 307:
+                    break
+                await trio.sleep(0.1)
+            assert status == 404
+            async with coredis.Redis.from_url(redis.url) as look:
+                assert await look.exists([f"relay:room:rec:{big_id}"]) == 1
+                assert await look.exists([f"relay:lease:room:{big_id}"]) == 0
             # The creator still owns it: a PATCH and a DELETE work on B.
             patched = await http.patch(two.url + path, json={"public": False}, headers=auth)
             assert patched.json()["public"] is False
@@ -129,7 +150,10 @@ async def test_rooms_per_user_counts_the_rooms_of_every_node(
     await stop_first()
     shutil.copytree(tmp_path / "a" / "data", tmp_path / "b" / "data")
     one, stop_one = await start_server(nursery, settings_for(tmp_path / "a", **common))
-    two, stop_two = await start_server(nursery, settings_for(tmp_path / "b", **common))
+    # B can commit 10 room clients: a room of A's for 50 is more than it can take over.
+    two, stop_two = await start_server(
+        nursery, settings_for(tmp_path / "b", **common, room_capacity=10)
+    )
     auth = {"Authorization": f"Bearer {token}"}
     body = {"max_clients": 2, "protocol": "peer"}
     with trio.fail_after(20):
