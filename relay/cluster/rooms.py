@@ -200,6 +200,7 @@ class RoomPlaces:
         self._release = redis.register_script(_RELEASE)
         # Called with a room's id when another node adopted it while this one held it.
         self.on_lost: Callable[[int], Awaitable[None]] | None = None
+        self._nursery: trio.Nursery | None = None
 
     async def claim(self, room_id: int, record: RoomRecord | None = None) -> None:
         try:
@@ -430,8 +431,9 @@ class RoomPlaces:
             return
         log.warning("room adopted elsewhere", extra={"room": room_id, "node": owner[0]})
         self._saved.pop(room_id, None)
-        if self.on_lost is not None:
-            await self.on_lost(room_id)
+        if self.on_lost is not None and self._nursery is not None:
+            # In a task of its own: closing the copy waits on the room, not the renewals.
+            self._nursery.start_soon(self.on_lost, room_id)
 
     async def _extend(self) -> None:
         """The public rooms' entries and the held rooms' saved settings live on."""
@@ -448,6 +450,7 @@ class RoomPlaces:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._release_forever)
                 nursery.start_soon(self._renew_forever)
                 nursery.start_soon(self._publish_forever)

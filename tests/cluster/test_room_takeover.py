@@ -1,8 +1,10 @@
 """An app room whose node died is taken over by another node (docs/cluster.md#app-rooms): node
 A, a `relay serve` process of its own, makes a room and is killed (SIGKILL: no lease released);
 once the room's lease expired (lease_ttl_s), a join through node B (in this process) takes the
-room there, restarted empty with its saved settings, and a PATCH made on A before it died. A
-clean stop, on the other hand, ends a node's rooms for good.
+room there, restarted empty with its saved settings, and a PATCH made on A before it died (a
+room B cannot commit stays saved for another node). A clean stop, on the other hand, ends a
+node's rooms for good; a node whose room was adopted elsewhere closes its copy; and
+rooms_per_user counts an account's rooms on every node.
 
 As in test_room_places, node B runs on a copy of A's database (so the account exists on both)."""
 
@@ -140,20 +142,17 @@ async def test_a_room_whose_node_was_killed_is_taken_over_by_a_join_elsewhere(
         assert await check.exists([f"relay:room:rec:{kept_id}", f"relay:lease:room:{kept_id}"]) == 0
 
 
-async def test_rooms_per_user_counts_the_rooms_of_every_node(
+async def test_rooms_per_user_counts_every_node_and_a_copy_adopted_elsewhere_closes(
     nursery: trio.Nursery, tmp_path: Path, redis: RedisServer
 ) -> None:
-    common = {"broker": redis.url, "rooms_per_user": 2, **ROOM_SETTINGS}
+    common = {"broker": redis.url, "rooms_per_user": 2, "lease_ttl_s": 1.0, **ROOM_SETTINGS}
     first, stop_first = await start_server(nursery, settings_for(tmp_path / "a", **common))
     alice = await account(first, "alice")
     token, alice_id = alice.access_token, (await alice.me())["id"]
     await stop_first()
     shutil.copytree(tmp_path / "a" / "data", tmp_path / "b" / "data")
     one, stop_one = await start_server(nursery, settings_for(tmp_path / "a", **common))
-    # B can commit 10 room clients: a room of A's for 50 is more than it can take over.
-    two, stop_two = await start_server(
-        nursery, settings_for(tmp_path / "b", **common, room_capacity=10)
-    )
+    two, stop_two = await start_server(nursery, settings_for(tmp_path / "b", **common))
     auth = {"Authorization": f"Bearer {token}"}
     body = {"max_clients": 2, "protocol": "peer"}
     with trio.fail_after(20):
@@ -163,7 +162,8 @@ async def test_rooms_per_user_counts_the_rooms_of_every_node(
                 return await http.post(url + "/v1/api/rooms", json=body, headers=auth)
 
             on_one = (await create(one.url)).json()
-            assert (await create(two.url)).status_code == 201
+            on_two = await create(two.url)
+            assert on_two.status_code == 201
             # Alice has two live rooms, one per node: a third is refused on either.
             for url in (one.url, two.url):
                 refused = await create(url)
@@ -189,5 +189,19 @@ async def test_rooms_per_user_counts_the_rooms_of_every_node(
                 at_once.start_soon(race, one.url)
                 at_once.start_soon(race, two.url)
             assert sorted(answers) == [201, 422]
+
+            # Two's lease on its room is taken by another node (as when two was paused past the
+            # ttl and another adopted the room): two closes its copy, its client is told
+            # room_closed (4012), and two no longer has the room.
+            room = on_two.json()
+            async with open_websocket(two.ws_url + "/v1/websocket") as ws:
+                client = RoomClient(ws)
+                await client.join(room["id"], room["secret"])
+                async with coredis.Redis.from_url(redis.url) as ghost:
+                    await ghost.set(f"relay:lease:room:{room['id']}", b"ghost:999999", px=5000)
+                    await client.expect_error("room_closed", 4012)
+                    gone_here = await http.get(two.url + f"/v1/api/rooms/{room['id']}")
+                    assert gone_here.status_code == 404  # held by a node with no URLs
+                    await ghost.delete([f"relay:lease:room:{room['id']}"])
     await stop_two()
     await stop_one()
