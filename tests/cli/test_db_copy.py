@@ -6,13 +6,17 @@ the now non-empty database is refused, as is a copy while a server holds the SQL
 
 from __future__ import annotations
 
+import sqlite3
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+import pytest
 import trio
 
-from relay.storage.schema import LATEST_VERSION
+from relay.storage.postgres.fromsqlite import CopyRefused, copy_database
+from relay.storage.schema import LATEST_VERSION, migrate
+from relay.storage.sqlite.db import connect
 from tests.cli.conftest import BIN, clean_env
 from tests.cluster.test_two_servers import client_for
 from tests.conftest import settings_for, start_server
@@ -116,3 +120,25 @@ async def test_a_sqlite_database_copied_into_postgresql_serves_the_same(
     )
     assert int(newer["id"]) > max(int(m["id"]) for m in after["history"])
     await stop_pg()
+
+
+def test_a_copy_refused_leaves_the_target_empty(tmp_path: Path, postgres: PostgresServer) -> None:
+    """A text PostgreSQL cannot store (a NUL character, which SQLite keeps) stops the copy with
+    the table named; nothing is written, so a later copy finds the target empty. A SQLite
+    file at an older schema version is refused before anything is read."""
+    db_file = tmp_path / "relay.db"
+    db = connect(db_file)
+    migrate(db)
+    db.close()
+    with sqlite3.connect(db_file) as lite:
+        lite.execute("INSERT INTO server_secrets (name, value) VALUES (?, ?)", ("a\x00b", b"x"))
+    dsn = postgres.new_database()
+    with pytest.raises(CopyRefused, match=r"^table server_secrets: PostgreSQL refused a value"):
+        copy_database(db_file, dsn)
+    with sqlite3.connect(db_file) as lite:
+        lite.execute("DELETE FROM server_secrets WHERE name = ?", ("a\x00b",))
+    assert copy_database(db_file, dsn).version == LATEST_VERSION  # the target was empty
+    with sqlite3.connect(db_file) as lite:
+        lite.execute(f"PRAGMA user_version = {LATEST_VERSION - 1}")
+    with pytest.raises(CopyRefused, match=r"run `relay db migrate` on it first"):
+        copy_database(db_file, postgres.new_database())
