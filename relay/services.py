@@ -31,6 +31,7 @@ from relay.chat.fanout import LoginRevoked
 from relay.chat.previews import LinkPreviews
 from relay.chat.push import PushNotifier, load_vapid
 from relay.chat.rooms import RoomManager
+from relay.chat.rooms import summary as room_summary
 from relay.chat.views import Views
 from relay.errors import ListenError
 from relay.forwarded import TrustedProxies
@@ -175,6 +176,7 @@ async def run_services(
         if node is not None and urls is not None:
             rooms.cluster = places = node_rooms(node, urls)
             places.on_lost = rooms.lost
+            places.own_summary = partial(room_summary, rooms)
             await nursery.start(places.run)
         rt.attach_rooms(rooms)
         if settings.relay_port is not None:

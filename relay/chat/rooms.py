@@ -82,6 +82,9 @@ class RoomCluster(Protocol):
     async def adopt(self, room_id: int) -> RoomRecord | None:
         """Take a room whose node died (its lease is free, its settings saved): its record."""
 
+    async def summary(self, own: Summary) -> Summary:
+        """`own` added to the other nodes' summaries."""
+
     async def give_up(self, room_id: int) -> None:
         """Undo `adopt`: the room stays saved for another node."""
 
@@ -488,6 +491,13 @@ async def update_room(
 async def delete_room(rooms: RoomManager, user_id: int, room_id: str) -> None:
     """Close a room (its creator only)."""
     await rooms.delete(snowflake(room_id, "room"), user_id)
+
+
+async def cluster_summary(rooms: RoomManager) -> Summary:
+    """`summary`, in cluster mode of every node: each one's rooms, clients and capacity added
+    up (docs/cluster.md#app-rooms)."""
+    own = summary(rooms)
+    return own if rooms.cluster is None else await rooms.cluster.summary(own)
 
 
 def summary(rooms: RoomManager) -> Summary:

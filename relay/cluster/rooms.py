@@ -27,6 +27,10 @@ then their rooms, skipping (and removing) those whose node is gone.
 this run's instance, relay.cluster.caps) with one script that counts the rooms of live
 instances only and refuses at the limit; a room that closes is taken off with its lease.
 
+The summary (`GET /v1/api/summary`) of every node: each writes its own to the hash
+`relay:rooms:summary` (instance -> JSON) at most PUBLISH_EVERY_S after a change; `summary` adds
+this node's current one to those of the other live instances.
+
 Resource handling: `run()` owns the release, renewal and publishing tasks; leaving it (a clean
 stop) releases every room's lease, saved settings and count, bounded by LEAVE_S.
 
@@ -45,7 +49,7 @@ import msgspec
 import trio
 from coredis.tokens import PureToken
 
-from relay.chat.objects import Room, room_out
+from relay.chat.objects import ProtocolCounts, Room, Summary, room_out
 from relay.chat.rooms import RoomRecord
 from relay.cluster.caps import ALIVE
 from relay.cluster.lease import Lease, Leases
@@ -107,6 +111,23 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 CREATOR_TTL_MS = 86_400_000  # a creator's count goes after a day unused
+SUMMARIES = "relay:rooms:summary"  # instance -> that process's own summary (JSON)
+# summaries: KEYS SUMMARIES; ARGV alive prefix, the asking instance. The summaries of the other
+# live instances (dead ones' go).
+_SUMMARIES = """
+local found = {}
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if fields[i] == ARGV[2] then
+  elseif redis.call('EXISTS', ARGV[1] .. fields[i]) == 1 then
+    found[#found + 1] = fields[i + 1]
+  else
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+return found
+"""
+_summary_decoder = msgspec.json.Decoder(Summary)
 
 
 class Saved(msgspec.Struct, frozen=True, array_like=True):
@@ -196,6 +217,10 @@ class RoomPlaces:
         self._saved: dict[int, Saved] = {}  # the settings last saved, per held room
         self._to_save: dict[int, RoomRecord] = {}
         self._adopt = redis.register_script(_ADOPT)
+        self._summaries = redis.register_script(_SUMMARIES)
+        # This node's own summary (relay.chat.rooms.summary), written to SUMMARIES on changes.
+        self.own_summary: Callable[[], Summary] | None = None
+        self._summary_dirty = True
         self._count = redis.register_script(_COUNT)
         self._release = redis.register_script(_RELEASE)
         # Called with a room's id when another node adopted it while this one held it.
@@ -286,6 +311,8 @@ class RoomPlaces:
             log.warning("adopted room not given up", extra={"room": room_id}, exc_info=True)
 
     def changed(self, record: RoomRecord) -> None:
+        self._summary_dirty = True
+        self._dirty_event.set()
         saved = self._saved.get(record.id)
         if saved is not None and saved != Saved.of(record):
             self._to_save[record.id] = record
@@ -295,6 +322,8 @@ class RoomPlaces:
             self._dirty_event.set()
 
     def released(self, room_id: int) -> None:
+        self._summary_dirty = True
+        self._dirty_event.set()
         if room_id in self._public:
             self._dirty[room_id] = None
             self._dirty_event.set()
@@ -316,6 +345,23 @@ class RoomPlaces:
         except Exception:
             log.warning("room owner not found", extra={"room": room_id}, exc_info=True)
             return None
+
+    async def summary(self, own: Summary) -> Summary:
+        """`own` (this node's, current) added to the other live nodes' latest."""
+        try:
+            found: object = await self._summaries(keys=[SUMMARIES], args=[ALIVE, self.instance])
+        except Exception:
+            log.warning("room summaries not read", exc_info=True)
+            return own
+        assert isinstance(found, list)
+        total = own
+        for data in found:
+            try:
+                other = _summary_decoder.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            total = _added(total, other)
+        return total
 
     async def public_page(self, after: int, limit: int) -> list[Room]:
         page: list[Room] = []
@@ -350,8 +396,14 @@ class RoomPlaces:
             self._dirty_event = trio.Event()
             dirty, self._dirty = self._dirty, {}
             to_save, self._to_save = self._to_save, {}
+            summary = None
+            if self._summary_dirty and self.own_summary is not None:
+                self._summary_dirty = False
+                summary = msgspec.json.encode(self.own_summary())
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
+                    if summary is not None:
+                        pipe.hset(SUMMARIES, {self.instance: summary})
                     for room_id, settings in to_save.items():
                         if room_id not in self.held:
                             continue  # closed or lost meanwhile
@@ -451,6 +503,7 @@ class RoomPlaces:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self._dirty_event.set()  # this node's summary, its capacity, from the start
                 nursery.start_soon(self._release_forever)
                 nursery.start_soon(self._renew_forever)
                 nursery.start_soon(self._publish_forever)
@@ -462,6 +515,10 @@ class RoomPlaces:
     async def _leave(self) -> None:
         """A clean stop ends this node's rooms for good, as in one process: their leases and
         saved settings go (a room is taken over only after a crash)."""
+        try:
+            await self.redis.hdel(SUMMARIES, [self.instance])
+        except Exception:
+            log.warning("room summary not removed", exc_info=True)
         gone = [*self._released]
         for room_id in {*self.held, *self._creators}:
             gone.append((room_id, self.held.get(room_id), self._creators.get(room_id)))
@@ -477,3 +534,23 @@ class RoomPlaces:
                 await result
         except Exception:  # the leases expire within the ttl, the settings later
             log.warning("room leases not released", exc_info=True)
+
+
+def _added(a: Summary, b: Summary) -> Summary:
+    names = sorted({*a.protocols, *b.protocols})
+    zero = ProtocolCounts(number_of_rooms=0, current_clients=0, committed_clients=0)
+    protocols = {}
+    for name in names:
+        x, y = a.protocols.get(name, zero), b.protocols.get(name, zero)
+        protocols[name] = ProtocolCounts(
+            number_of_rooms=x.number_of_rooms + y.number_of_rooms,
+            current_clients=x.current_clients + y.current_clients,
+            committed_clients=x.committed_clients + y.committed_clients,
+        )
+    return Summary(
+        number_of_rooms=a.number_of_rooms + b.number_of_rooms,
+        max_clients=a.max_clients + b.max_clients,
+        current_clients=a.current_clients + b.current_clients,
+        committed_clients=a.committed_clients + b.committed_clients,
+        protocols=protocols,
+    )

@@ -189,6 +189,23 @@ async def test_rooms_per_user_counts_every_node_and_a_copy_adopted_elsewhere_clo
                 at_once.start_soon(race, one.url)
                 at_once.start_soon(race, two.url)
             assert sorted(answers) == [201, 422]
+            # The summary adds up every node's rooms, clients and capacity.
+            expected = {
+                "number_of_rooms": 2,
+                "max_clients": 20_000,  # two nodes' room_capacity
+                "current_clients": 0,
+                "committed_clients": 4,
+                "protocols": {
+                    "host": {"number_of_rooms": 0, "current_clients": 0, "committed_clients": 0},
+                    "peer": {"number_of_rooms": 2, "current_clients": 0, "committed_clients": 4},
+                },
+            }
+
+            async def summed(url: str) -> bool:
+                return (await http.get(url + "/v1/api/summary")).json() == expected
+
+            await eventually(lambda: summed(one.url))
+            await eventually(lambda: summed(two.url))
 
             # Two's lease on its room is taken by another node (as when two was paused past the
             # ttl and another adopted the room): two closes its copy, its client is told
