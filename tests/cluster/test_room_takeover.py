@@ -202,7 +202,7 @@ async def test_rooms_per_user_counts_every_node_and_a_copy_adopted_elsewhere_clo
             }
 
             async def summed(url: str) -> bool:
-                return (await http.get(url + "/v1/api/summary")).json() == expected
+                return bool((await http.get(url + "/v1/api/summary")).json() == expected)
 
             await eventually(lambda: summed(one.url))
             await eventually(lambda: summed(two.url))
