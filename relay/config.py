@@ -169,6 +169,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     voice_max_packets_per_s: Positive = 600  # per sender (all its sources); excess dropped
     voice_max_bytes_per_s: Positive = 1_000_000  # per sender; excess dropped
     voice_max_delay_ms: Positive = 60  # a UDP packet that waited longer in the server is dropped
+    # The voice UDP socket's SO_RCVBUF (the kernel doubles it, caps it at net.core.rmem_max):
+    # about voice_max_delay_ms of a busy server's packets, so overload is dropped by the kernel.
+    voice_udp_receive_buffer_bytes: Positive = 262_144
     voice_lane_packets: Positive = 64  # per receiver; when full its oldest packets are dropped
     voice_control_rate: Positive = 120  # control frames per 60 s per voice connection (4008)
     echo_endpoint: bool = False  # /v1/echo on the realtime listener, for the Autobahn suite

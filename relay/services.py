@@ -31,6 +31,7 @@ from relay.chat.fanout import LoginRevoked
 from relay.chat.previews import LinkPreviews
 from relay.chat.push import PushNotifier, load_vapid
 from relay.chat.rooms import RoomManager
+from relay.chat.rooms import summary as room_summary
 from relay.chat.views import Views
 from relay.errors import ListenError
 from relay.forwarded import TrustedProxies
@@ -175,6 +176,8 @@ async def run_services(
         await nursery.start(rooms.run)
         if node is not None and urls is not None:
             rooms.cluster = places = node_rooms(node, urls)
+            places.on_lost = rooms.lost
+            places.own_summary = partial(room_summary, rooms)
             await nursery.start(places.run)
         rt.attach_rooms(rooms)
         if settings.relay_port is not None:
@@ -430,14 +433,24 @@ def node_voice(node: Node, urls: NodeUrls, chat: Chat) -> ClusterVoice:
     """Voice channels served by one node of the cluster at a time (relay.cluster.voice)."""
     from relay.cluster.voice import ClusterVoice
 
-    return ClusterVoice(node.redis, node.broker, node.settings, chat.voice, urls)
+    return ClusterVoice(
+        node.redis, node.broker, node.settings, chat.voice, urls, instance=node.caps.instance
+    )
 
 
 def node_rooms(node: Node, urls: NodeUrls) -> RoomPlaces:
     """App rooms on the node that made them, found from the others (relay.cluster.rooms)."""
     from relay.cluster.rooms import RoomPlaces
 
-    return RoomPlaces(node.redis, node.broker.node_id, urls, node.settings.lease_ttl_s)
+    s = node.settings
+    return RoomPlaces(
+        node.redis,
+        node.broker.node_id,
+        urls,
+        s.lease_ttl_s,
+        keep_s=s.room_empty_grace_s,
+        instance=node.caps.instance,
+    )
 
 
 def node_byte_relay(node: Node, relay: ByteRelay) -> ClusterRelay:
