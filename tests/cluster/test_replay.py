@@ -137,3 +137,37 @@ marks = st.builds(
 )
 def test_a_session_state_round_trips(value: SessionState) -> None:
     assert replay._state_decoder.decode(replay._state_encoder.encode(value)) == value
+
+
+async def test_states_carry_the_marks_of_their_round_and_sessions_stay_whole(
+    client: coredis.Redis[bytes],
+) -> None:
+    """A round of writes takes every session's marks at one moment, and writes each session's
+    frames and state in one call even when the round is bigger than a call (BATCH)."""
+    prefix = f"test-replay-{next(_prefixes)}:"
+    a = ReplayLog(client, "a", size=5000, window_s=60, prefix=prefix, max_pending=10_000)
+    b = ReplayLog(client, "b", size=5000, window_s=60, prefix=prefix)
+    now = {"relay:s:1": Mark("e", 7, 0, (3,))}
+    a.marks_of = lambda session_id: dict(now)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(5):
+            for name, count in (("big", replay.BATCH + 100), ("small", 3), ("other", 1500)):
+                a.open(state(name))
+                for seq in range(2, 2 + count):
+                    a.append(name, seq, frame(name, seq))
+            await nursery.start(a.run)  # one round: all of the above
+            await a.flushed()
+            for name, count in (("big", replay.BATCH + 100), ("small", 3), ("other", 1500)):
+                resumed = await b.resume(name, 1)
+                assert resumed is not None
+                assert len(resumed.frames) == count
+                assert resumed.state.marks == now
+            # A mark that moved is written with the next frame, or by `touch` without one.
+            now["relay:s:1"] = Mark("e", 9)
+            a.touch("small")
+            await a.flushed()
+            touched = await b.resume("small", 4)
+            assert touched is not None
+            assert (touched.frames, touched.state.seq) == ([], 4)
+            assert touched.state.marks == now
+        nursery.cancel_scope.cancel()
