@@ -155,6 +155,7 @@ class BrokerFanout:
         # again, now with its mark): relay.services.
         self.on_synced: Callable[[str], None] = lambda topic: None
         self.caught_up = 0  # events delivered to sessions taken over from the topic logs
+        self.catch_ups_refused = 0  # takeovers whose logs did not hold what was missed
         hub.on_channel_event = self._channel_event
         hub.on_presence = self._presence
         hub.on_indexes_changed = self._indexes_changed.set
@@ -365,6 +366,7 @@ class BrokerFanout:
         after the hub has it, with no await between. None if that is impossible: a topic
         without a mark, a log trimmed past its mark or of another epoch, or Redis failing."""
         if not self.logging or any(t not in marks for t in topics):
+            self.catch_ups_refused += 1
             return None
         self._pinned.update(topics)
         self._indexes_changed.set()
@@ -372,14 +374,14 @@ class BrokerFanout:
             with trio.move_on_after(timeout_s):
                 return await self._catch_up(node, marks, topics)
         except Trimmed:
-            return None
+            pass
         except Exception:  # Redis failing, or an odd answer: the client IDENTIFYs again
             log.warning("topic logs not read", exc_info=True)
-            return None
         finally:
             self._pinned.subtract(topics)
             self._pinned = +self._pinned
             self._indexes_changed.set()
+        self.catch_ups_refused += 1
         return None
 
     async def _catch_up(

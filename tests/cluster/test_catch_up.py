@@ -112,6 +112,7 @@ async def _scenario(nursery: trio.Nursery, tmp_path: Path, common: dict[str, Any
         async with open_gateway(two.ws_url) as gc:
             await gc.resume(carol_token, carol_session, carol_seq)
             assert (await gc.receive())["op"] == 9
+        assert fanout_of(two).catch_ups_refused == 1
         async with open_gateway(two.ws_url) as ga:
             await ga.resume(alice_token, alice_session, alice_seq)
             frames = await until_resumed(ga)
