@@ -47,6 +47,7 @@ log = logging.getLogger("relay.cluster")
 
 PUBLISH_BATCH = 256  # publications per pipeline (77k/s at 64 on this machine, 5.8k/s one by one)
 SUBSCRIBE_TIMEOUT_S = 30.0
+SYNC_BATCH = 1000  # topics per sync script call
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 5.0
 
@@ -362,11 +363,19 @@ class Broker:
     async def _sync_forever(self) -> None:
         # A task of its own: a script call cancelled with the pub/sub connection's nursery
         # (coredis) would not stay within it.
+        # Every quarter of the logs' ttl, every subscribed logged topic again: a quiet topic's
+        # log must not expire under sessions that would RESUME from it.
+        renew_at = trio.current_time() + topiclog.LOG_TTL_S / 4
         while True:
-            await self._sync_wake.wait()
+            with trio.move_on_at(renew_at):
+                await self._sync_wake.wait()
             self._sync_wake = trio.Event()
+            if trio.current_time() >= renew_at:
+                renew_at = trio.current_time() + topiclog.LOG_TTL_S / 4
+                self._to_sync |= {t for t in self.subscribed if self._logged(t)}
             topics, self._to_sync = self._to_sync & self.subscribed, set()
-            await self._sync(sorted(topics))
+            for start in range(0, len(topics), SYNC_BATCH):
+                await self._sync(sorted(topics)[start : start + SYNC_BATCH])
 
     async def _sync(self, topics: list[str]) -> None:
         """Publish the logged `topics`' current marks (topiclog.SYNC_SCRIPT): heard after

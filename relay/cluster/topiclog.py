@@ -5,8 +5,8 @@ Logged topics: the server topics `relay:s:<id>` and the user topics `relay:u:<id
 every event a session's frames come from but presence (`relay:presence`) and the changes
 (`relay:changes`, which a node taking a session over reads from the database anyway).
 
-Per logged topic, two keys, both expiring LOG_TTL_S after the topic's last publication (or a
-node's subscription to it):
+Per logged topic, two keys, both expiring LOG_TTL_S after the topic's last publication or sync
+(a node syncs its subscribed topics when it subscribes and every LOG_TTL_S / 4):
 - `<prefix>logm:<name>`: a hash, `e` the topic's epoch (a random token chosen when the hash is
   made: a Redis restart or flush, or the keys' expiry, makes a new one) and `o` its last offset;
 - `<prefix>log:<name>`: a stream of its publications, entry id `0-<offset>`, fields `d` (the
