@@ -118,9 +118,25 @@ class PostgresServer:
         done = subprocess.run(
             [binary, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", self.dsn(database),
              "-c", sql],
-            capture_output=True, text=True, check=True, timeout=30,
+            capture_output=True, text=True, timeout=30,
         )  # fmt: skip
+        if done.returncode:  # with psql's own words, which CalledProcessError leaves out
+            raise AssertionError(f"psql {sql!r} exited with {done.returncode}: {done.stderr}")
         return done.stdout
+
+
+def _wait_for_recovery(server: PostgresServer) -> None:
+    """The port opens before PostgreSQL takes connections ("the database system is starting
+    up"): wait until a query answers."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            server.psql("SELECT 1")
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _pg_binary(name: str) -> str | None:
@@ -160,7 +176,9 @@ def postgres_server() -> Iterator[PostgresServer]:
         )  # fmt: skip
         try:
             _wait_for_port(port, process, "postgres")
-            yield PostgresServer("127.0.0.1", port, "relay", itertools.count())
+            server = PostgresServer("127.0.0.1", port, "relay", itertools.count())
+            _wait_for_recovery(server)
+            yield server
         finally:
             _stop(process)
     finally:
