@@ -22,9 +22,9 @@ from relay.storage.postgres.db import open_pg_store
 from relay.storage.postgres.search import tsquery
 from relay.storage.postgres.translate import Untranslatable, translate
 from relay.storage.postgres.translate import _tables as translate_tables
-from relay.storage.sqlite.writecache import WATCHED
 from relay.storage.schema import LATEST_VERSION, MIGRATIONS
 from relay.storage.sqlite.db import StoreClosed
+from relay.storage.sqlite.writecache import WATCHED
 from tests.storage.test_store import Boom, Gate, record
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ def test_the_writer_cache_triggers_watch_what_the_cache_holds(
     assert set(row_events) == truncated == set(WATCHED)
     for table, watched in WATCHED.items():
         kind, columns = row_events[table]
-        assert kind & insert and kind & delete and kind & update, table
+        assert kind & (insert | delete | update) == insert | delete | update, table
         assert columns == (sorted(watched) if watched is not None else []), table
 
 

@@ -128,9 +128,7 @@ class PgDatabase:
             self.conn.ran(done.touches_cache)
         return cursor
 
-    def execute_together(
-        self, statements: Sequence[tuple[str, Any]]
-    ) -> list[psycopg.Cursor[Any]]:
+    def execute_together(self, statements: Sequence[tuple[str, Any]]) -> list[psycopg.Cursor[Any]]:
         """Run the statements in order, sent together and answered together (one round trip,
         psycopg's pipeline mode); their cursors, in order, once all have run. A failure is
         raised when the pipeline ends, as `execute` raises it; in a transaction, the

@@ -65,7 +65,7 @@ class PgStore(Store):
         self.ids = Snowflakes()
         self._metrics = metrics
         self._pg_writer = writer
-        self._cache = PgWriterCache(writer.conn)
+        self._pg_cache = PgWriterCache(writer.conn)
         self._dsn = dsn  # to connect the writer again if its connection breaks
         self._pool = pool
         self._readers = trio.CapacityLimiter(pool.max_size)
@@ -98,14 +98,14 @@ class PgStore(Store):
             # Each round trip costs more than the statement itself here, so the transaction
             # and savepoint statements between two requests travel together (no parameters:
             # one simple query; never prepared, which a multi-statement query cannot be).
-            # The first round trip also reads the cache's version (relay.storage.postgres.writecache).
+            # The first one also reads the cache's version (relay.storage.postgres.writecache).
             cursor = conn.execute(
                 f"BEGIN; {VERSION_SQL}; SAVEPOINT request".encode(), prepare=False
             )
             cursor.nextset()  # BEGIN's result, then the version's
             version = cursor.fetchone()
             ended = "RELEASE SAVEPOINT request"  # what closes the previous request
-            with self._cache.open_for(version[0] if version is not None else -1):
+            with self._pg_cache.open_for(version[0] if version is not None else -1):
                 for i, request in enumerate(batch):
                     if i:  # the first request's savepoint is open already
                         conn.execute(f"{ended}; SAVEPOINT request".encode(), prepare=False)
@@ -117,11 +117,11 @@ class PgStore(Store):
                     except Exception as e:
                         request.result = outcome.Error(e)
                         ended = "ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request"
-                        self._cache.clear()  # it may hold rows only this request wrote
+                        self._pg_cache.clear()  # it may hold rows only this request wrote
             conn.execute(f"{ended}; COMMIT".encode(), prepare=False)
         except Exception as e:
             log.error("write transaction failed", exc_info=True)
-            self._cache.clear()
+            self._pg_cache.clear()
             if not conn.broken and db.conn.in_transaction:
                 conn.execute("ROLLBACK")
             for request in batch:
@@ -137,7 +137,7 @@ class PgStore(Store):
         if self._pg_writer.conn.raw.broken or self._pg_writer.conn.raw.closed:
             self._pg_writer.close()
             self._pg_writer = connect(self._dsn)
-            self._cache = PgWriterCache(self._pg_writer.conn)
+            self._pg_cache = PgWriterCache(self._pg_writer.conn)
             log.warning("writer connected to the database again")
         return self._pg_writer
 
