@@ -25,6 +25,7 @@ from relay.storage.postgres.translate import _tables as translate_tables
 from relay.storage.schema import LATEST_VERSION, MIGRATIONS
 from relay.storage.sqlite.db import StoreClosed
 from relay.storage.sqlite.writecache import WATCHED
+from relay.storage.together import execute_together
 from tests.storage.test_store import Boom, Gate, record
 
 if TYPE_CHECKING:
@@ -379,6 +380,39 @@ async def test_a_failing_pg_write_fails_alone_and_its_batch_commits(
     assert isinstance(results["boom"], Boom)
     assert isinstance(results["duplicate"], sqlite3.IntegrityError)  # as the modules expect
     assert committed(dsn) == {"taken": 1, "before": 2, "after": 5}
+
+
+def notes_together(db: Any, first: int, second: int, body: str) -> list[int]:
+    """Two inserts sent together, then two reads sent together; the reads' answers."""
+    insert = "INSERT INTO notes (id, body) VALUES (?, ?)"
+    execute_together(db, [(insert, (first, f"{body}-a")), (insert, (second, f"{body}-b"))])
+    count = "SELECT count(*) FROM notes WHERE id = ?"
+    return [c.fetchone()[0] for c in execute_together(db, [(count, (first,)), (count, (second,))])]
+
+
+async def test_statements_sent_together_fail_and_commit_as_one_by_one_would(
+    pg_store: tuple[PgStore, str],
+) -> None:
+    """In the writer's transaction, statements sent in one pipeline: a failure is raised as
+    `execute` raises it, its request alone is rolled back, the batch's others commit."""
+    store, dsn = pg_store
+    await store.write(insert_note, 1, "taken")
+    gate = Gate()
+    results: dict[str, Any] = {}
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.write, gate)
+            await gate.entered()
+            batches = store.batches
+            nursery.start_soon(record, results, "ok", store, notes_together, 10, 11, "ok")
+            nursery.start_soon(record, results, "dup", store, notes_together, 20, 1, "dup")
+            nursery.start_soon(record, results, "after", store, notes_together, 30, 31, "after")
+            await trio.testing.wait_all_tasks_blocked()
+            gate.release()
+    assert store.batches == batches + 2
+    assert results["ok"] == results["after"] == [1, 1]
+    assert isinstance(results["dup"], sqlite3.IntegrityError)  # as the modules expect
+    assert committed(dsn) == {"taken": 1, "ok-a": 10, "ok-b": 11, "after-a": 30, "after-b": 31}
 
 
 async def test_pg_reads_see_commits_only_and_run_during_a_write(
