@@ -285,3 +285,18 @@ async def test_the_pg_permission_check_is_not_read_again_while_nothing_changed(
     assert await store.write(scanned_by_post, ids.next()) == 0  # not a watched column
     await store.write(sql(EVERYONE_CANNOT_SEND.replace("& ~", "| ")))  # a watched row
     assert await store.write(scanned_by_post, ids.next()) > 0
+
+
+async def test_without_its_counter_row_the_pg_cache_trusts_nothing(
+    opened: tuple[Store, Callable[[str], None]],
+) -> None:
+    store, elsewhere = opened
+    if not hasattr(store, "_pg_writer"):
+        pytest.skip("PostgreSQL's counter (SQLite reads PRAGMA data_version)")
+    elsewhere("DELETE FROM writer_cache_version")
+    ids = Ids()
+    await store.write(post, ids.next())
+    await store.write(post, ids.next())
+    elsewhere(f"DELETE FROM members WHERE user_id = {BOB}")
+    with pytest.raises(NotFound):
+        await store.write(post, ids.next())

@@ -105,7 +105,7 @@ class PgStore(Store):
             cursor.nextset()  # BEGIN's result, then the version's
             version = cursor.fetchone()
             ended = "RELEASE SAVEPOINT request"  # what closes the previous request
-            with self._pg_cache.open_for(version[0] if version is not None else -1):
+            with self._pg_cache.open_for(None if version is None else int(version[0])):
                 for i, request in enumerate(batch):
                     if i:  # the first request's savepoint is open already
                         conn.execute(f"{ended}; SAVEPOINT request".encode(), prepare=False)

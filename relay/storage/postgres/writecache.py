@@ -18,8 +18,10 @@ Why not LISTEN/NOTIFY: a notification reaches a listening connection some time a
 that sent it is visible, so a writer could begin, see the new rows' commit in its snapshot, and
 still use what it cached before. The counter is read in the transaction itself: what it says
 holds for that moment. At PostgreSQL's read committed level, a check answered from the cache is
-what a query at the start of the transaction would have returned; without the cache each
-statement sees its own moment, also within the transaction (docs/postgresql.md).
+what the query would have returned at a moment of the write's own transaction (its start, or
+when the row was first read in it); without the cache each statement sees its own moment, also
+within the transaction (docs/postgresql.md). A missing counter row (a TRUNCATE of every table,
+say) makes every transaction start with an empty cache.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ class PgWriterCache(CacheBase):
         self._version: int | None = None
 
     @contextmanager
-    def open_for(self, version: int) -> Iterator[None]:
-        """Use the cache in this thread for the transaction just begun, which read `version`."""
-        if version != self._version:  # a watched row changed (or this is the first time)
+    def open_for(self, version: int | None) -> Iterator[None]:
+        """Use the cache in this thread for the transaction just begun, which read `version`
+        (None: the counter's row is missing, so nothing cached can be trusted)."""
+        if version is None or version != self._version:  # a watched row changed (or first)
             self._version = version
             self.clear()
         with self._in_use():
