@@ -57,7 +57,9 @@ async def opened(
         return
     if request.node.get_closest_marker("sqlite_only"):
         pytest.skip("a test of SQLite's own behaviour")
-    dsn = request.getfixturevalue("pg_databases")()
+    dsn, empty = request.getfixturevalue("pg_reused")  # emptied: faster than a new database
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(empty.encode())
 
     def pg_elsewhere(statement: str) -> None:
         with psycopg.connect(dsn) as other:
