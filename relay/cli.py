@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -13,6 +14,9 @@ from relay.cliutil import run_command, serve_epilog
 from relay.config import load_settings
 from relay.errors import ConfigError, ListenError, first_of
 from relay.logs import configure_logging
+
+if TYPE_CHECKING:
+    from relay.config import Settings
 
 CONFIG_HELP = "TOML settings file (RELAY_* env vars override it)"
 
@@ -32,6 +36,20 @@ def _parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database upkeep")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("migrate", help="create the database or upgrade it to this version")
+    copy = db_commands.add_parser(
+        "copy",
+        help="copy the SQLite database into an empty PostgreSQL database",
+        description="Copy every table of the SQLite database (the server must be stopped) into"
+        " an empty PostgreSQL database, ids included, creating its schema if need be; then"
+        " compare every table's row count. The SQLite file is left as it is.",
+    )
+    copy.add_argument("--to", required=True, metavar="DSN", help="postgresql://USER@HOST/DB")
+    copy.add_argument(
+        "--from",
+        dest="source",
+        metavar="PATH",
+        help="the SQLite database (default: the configured one, <data_dir>/relay.db)",
+    )
     backup.add_commands(commands)
     admin.add_commands(commands)  # user, server, invite (relay/admin.py)
     roomctl.add_commands(commands)  # rooms (relay/roomctl.py)
@@ -77,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"relay: start-up failed: {reason}", file=sys.stderr)
             return 1
         return 0
+    if args.db_command == "copy":
+        return _copy_to_postgres(settings, args.source, args.to)
     if settings.postgres_dsn is not None:
         return _migrate_postgres(settings.postgres_dsn)
     from relay.storage.schema import migrate
@@ -111,6 +131,44 @@ def _migrate_postgres(dsn: str) -> int:
     except (psycopg.Error, RuntimeError) as e:
         print(f"relay: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _copy_to_postgres(settings: Settings, source: str | None, dsn: str) -> int:
+    """`relay db copy`: the SQLite database into an empty PostgreSQL one (under the SQLite
+    database's lock: no server may run on it meanwhile)."""
+    from pathlib import Path
+
+    import psycopg
+
+    from relay.storage.postgres.fromsqlite import CopyRefused, copy_database
+    from relay.storage.sqlite.lock import DatabaseInUse, database_lock
+
+    if not dsn.startswith(("postgresql://", "postgres://")):
+        print("relay: --to must be a postgresql:// DSN", file=sys.stderr)
+        return 2
+    if source is None and settings.postgres_dsn is not None:
+        print(
+            "relay: RELAY_DATABASE is PostgreSQL: name the SQLite file with --from", file=sys.stderr
+        )
+        return 2
+    path = Path(source) if source is not None else settings.db_path
+
+    def progress(table: str, rows: int) -> None:
+        print(f"{table}: {rows} rows", flush=True)
+
+    try:
+        if not path.is_file():
+            raise CopyRefused(f"{path}: no such database")
+        with database_lock(path):
+            copied = copy_database(path, dsn, progress=progress)
+    except (CopyRefused, DatabaseInUse, psycopg.Error) as e:
+        print(f"relay: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"copied {copied.rows} rows of {copied.tables} tables from {path} into postgresql"
+        f" (schema version {copied.version}); every table's row count matches"
+    )
     return 0
 
 

@@ -169,6 +169,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     voice_max_packets_per_s: Positive = 600  # per sender (all its sources); excess dropped
     voice_max_bytes_per_s: Positive = 1_000_000  # per sender; excess dropped
     voice_max_delay_ms: Positive = 60  # a UDP packet that waited longer in the server is dropped
+    # The voice UDP socket's SO_RCVBUF (the kernel doubles it, caps it at net.core.rmem_max):
+    # about voice_max_delay_ms of a busy server's packets, so overload is dropped by the kernel.
+    voice_udp_receive_buffer_bytes: Positive = 262_144
     voice_lane_packets: Positive = 64  # per receiver; when full its oldest packets are dropped
     voice_control_rate: Positive = 120  # control frames per 60 s per voice connection (4008)
     echo_endpoint: bool = False  # /v1/echo on the realtime listener, for the Autobahn suite
@@ -230,6 +233,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Cluster mode: gateway sessions' replay buffers also in Redis, so a RESUME works on any
     # node (docs/cluster.md); off: a session resumes on its own node only, at no cost.
     resume_anywhere: bool = True
+    # Cluster mode with resume_anywhere: publications kept per server and user topic in Redis,
+    # so a RESUME on another node gets what was published while no node served the session.
+    broker_topic_log: Annotated[int, msgspec.Meta(ge=10, le=1_000_000)] = 1000
     shutdown_grace_s: PositiveFloat = 5.0
 
     def __post_init__(self) -> None:

@@ -31,6 +31,7 @@ from relay.chat.fanout import LoginRevoked
 from relay.chat.previews import LinkPreviews
 from relay.chat.push import PushNotifier, load_vapid
 from relay.chat.rooms import RoomManager
+from relay.chat.rooms import summary as room_summary
 from relay.chat.views import Views
 from relay.errors import ListenError
 from relay.forwarded import TrustedProxies
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from relay.cluster.node import Node
     from relay.cluster.places import NodeUrls, Place
     from relay.cluster.rooms import RoomPlaces
+    from relay.cluster.topiclog import Mark
     from relay.cluster.voice import ClusterVoice
     from relay.config import Settings
     from relay.realtime.listener import Endpoint
@@ -174,6 +176,8 @@ async def run_services(
         await nursery.start(rooms.run)
         if node is not None and urls is not None:
             rooms.cluster = places = node_rooms(node, urls)
+            places.on_lost = rooms.lost
+            places.own_summary = partial(room_summary, rooms)
             await nursery.start(places.run)
         rt.attach_rooms(rooms)
         if settings.relay_port is not None:
@@ -250,7 +254,34 @@ async def start_cluster(nursery: trio.Nursery, settings: Settings, store: Store)
 async def start_cluster_sessions(nursery: trio.Nursery, rt: Runtime, node: Node, hub: Hub) -> None:
     """Cluster mode: gateway sessions resumable on any node (relay.cluster.sessions): their
     replay buffers in Redis, and their frames held until written there."""
+    from relay.cluster.envelope import server_topic, user_topic
+
     sessions = await node.start_sessions()
+    fanout = node.fanout
+    assert fanout is not None
+    # The topic logs (relay.cluster.topiclog): each state written carries its topics' marks; a
+    # topic whose count starts here has its sessions' states written again (now with it).
+    sessions.catch_up = fanout.catch_up
+
+    def marks_of(session_id: str) -> dict[str, Mark]:
+        session = hub.sessions.get(session_id)
+        if session is None:
+            return {}
+        user_id = session.user_id
+        servers = hub.servers_of.get(user_id, ())
+        return fanout.marks([user_topic(user_id), *(server_topic(s) for s in servers)])
+
+    def synced(topic: str) -> None:
+        kind, _, key = topic.removeprefix("relay:").partition(":")
+        if kind == "s":
+            touched = hub.server_sessions(int(key))
+        else:
+            touched = list(hub.user_sessions(int(key)))
+        for session in touched:
+            sessions.log.touch(session.id)
+
+    sessions.log.marks_of = marks_of
+    fanout.on_synced = synced
     held = HeldFrames(sessions.log)
     await nursery.start(held.run)
     rt.cluster_sessions, rt.held_frames = sessions, held
@@ -402,14 +433,24 @@ def node_voice(node: Node, urls: NodeUrls, chat: Chat) -> ClusterVoice:
     """Voice channels served by one node of the cluster at a time (relay.cluster.voice)."""
     from relay.cluster.voice import ClusterVoice
 
-    return ClusterVoice(node.redis, node.broker, node.settings, chat.voice, urls)
+    return ClusterVoice(
+        node.redis, node.broker, node.settings, chat.voice, urls, instance=node.caps.instance
+    )
 
 
 def node_rooms(node: Node, urls: NodeUrls) -> RoomPlaces:
     """App rooms on the node that made them, found from the others (relay.cluster.rooms)."""
     from relay.cluster.rooms import RoomPlaces
 
-    return RoomPlaces(node.redis, node.broker.node_id, urls, node.settings.lease_ttl_s)
+    s = node.settings
+    return RoomPlaces(
+        node.redis,
+        node.broker.node_id,
+        urls,
+        s.lease_ttl_s,
+        keep_s=s.room_empty_grace_s,
+        instance=node.caps.instance,
+    )
 
 
 def node_byte_relay(node: Node, relay: ByteRelay) -> ClusterRelay:

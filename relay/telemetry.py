@@ -388,6 +388,11 @@ def _broker(health: BrokerHealth) -> Iterator[Metric]:
         ("served", "Posts forwarded by other nodes and committed here as owner", health.served),
         ("sessions_taken_over", "Gateway sessions resumed here from another node",
          health.sessions_taken_over),
+        ("caught_up", "Events from the topic logs delivered to sessions taken over here",
+         health.caught_up),
+        ("catch_ups_refused",
+         "Takeovers refused (INVALID_SESSION): a topic log no longer held what was missed",
+         health.catch_ups_refused),
     ):  # fmt: skip
         yield CounterMetricFamily(f"relay_broker_{name}", text, value=count)
     yield GaugeMetricFamily(

@@ -47,7 +47,7 @@ from relay.errors import Forbidden, NotFound, Unavailable, Unprocessable
 from relay.protocol.rooms import RoomError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from actors.base import Actor, Reply
     from actors.room import RoomMsg
@@ -71,10 +71,26 @@ class RoomPlace(Protocol):
 
 
 class RoomCluster(Protocol):
-    """Cluster mode (relay.cluster.rooms): each room lives on the node that created it."""
+    """Cluster mode (relay.cluster.rooms): each room lives on one node at a time."""
 
-    async def claim(self, room_id: int) -> None:
-        """Make the room findable from the other nodes (before its creator hears of it)."""
+    on_lost: Callable[[int], Awaitable[None]] | None
+
+    async def claim(self, room_id: int, record: RoomRecord | None = None) -> None:
+        """Make the room findable from the other nodes (before its creator hears of it), and
+        save its settings for a takeover."""
+
+    async def adopt(self, room_id: int) -> RoomRecord | None:
+        """Take a room whose node died (its lease is free, its settings saved): its record."""
+
+    async def summary(self, own: Summary) -> Summary:
+        """`own` added to the other nodes' summaries."""
+
+    async def give_up(self, room_id: int) -> None:
+        """Undo `adopt`: the room stays saved for another node."""
+
+    async def count(self, creator_id: int, room_id: int, limit: int | None) -> bool:
+        """Count a new room among its creator's live rooms on every node, if fewer than `limit`
+        (False: the creator has that many); `released` takes it off."""
 
     def released(self, room_id: int) -> None: ...
 
@@ -185,6 +201,43 @@ class RoomManager:
         )
         return RoomActor(key, config, self)
 
+    # -- cluster mode: takeover ------------------------------------------------------------------
+
+    async def adopt(self, record: RoomRecord) -> bool:
+        """Serve a room whose node died, restarted empty from its saved settings (cluster
+        mode); False if this node cannot commit its `max_clients` (it stays unserved).
+        `rooms_per_user` is not checked: the room exists already."""
+        if record.id in self._rooms:
+            return True
+        if self.committed + record.max_clients > self.capacity:
+            return False
+        self._rooms[record.id] = record
+        self._by_creator[record.creator_id] = self._by_creator.get(record.creator_id, 0) + 1
+        self.committed += record.max_clients
+        try:
+            await self.registry.get(_key(record.id))
+        except (ActorStopped, UnknownRoom):
+            self.room_closed(record.id)
+            return False
+        log.info("room taken over", extra={"room": record.id})
+        return True
+
+    async def lost(self, room_id: int) -> None:
+        """Another node adopted this room (this one's lease expired): close this copy; its
+        clients get `room_closed` and connect again, reaching the other node."""
+        record = self._rooms.get(room_id)
+        if record is None:
+            return
+
+        def build(reply: Reply[None]) -> RoomMsg:
+            return CloseRoom("the room moved to another node; connect again", reply)
+
+        try:
+            await self._ask(record, build)
+        except (NotFound, Unavailable):
+            log.warning("room copy not closed in time", extra={"room": room_id})
+        self.room_closed(room_id)
+
     # -- REST ------------------------------------------------------------------------------------
 
     async def create(
@@ -196,13 +249,23 @@ class RoomManager:
             Unprocessable: too_many_rooms, capacity_exceeded.
             Unavailable: the room registry is not running (shutting down).
         """
-        owned = self._by_creator.get(creator_id, 0)
-        if owned >= self.settings.rooms_per_user:
-            limit = self.settings.rooms_per_user
+        limit = self.settings.rooms_per_user
+        room_id = self._ids.next()
+        # Cluster mode: the creator's rooms on every node, counted atomically in Redis first
+        # (an await), then this node's checks and bookkeeping with no checkpoint between them.
+        if self.cluster is not None and not await self.cluster.count(creator_id, room_id, limit):
             raise Unprocessable(f"at most {limit} live rooms per user", code="too_many_rooms")
-        self._check_capacity(max_clients)
+        owned = self._by_creator.get(creator_id, 0)
+        try:
+            if owned >= limit:
+                raise Unprocessable(f"at most {limit} live rooms per user", code="too_many_rooms")
+            self._check_capacity(max_clients)
+        except Unprocessable:
+            if self.cluster is not None:
+                self.cluster.released(room_id)
+            raise
         record = RoomRecord(
-            id=self._ids.next(),
+            id=room_id,
             secret=secrets.token_urlsafe(32),
             creator_id=creator_id,
             protocol=protocol,
@@ -368,12 +431,14 @@ async def create_room(rooms: RoomManager, user_id: int, data: commands.CreateRoo
         _metadata_json(rooms.settings, data.metadata),
     )
     if rooms.cluster is not None:
-        await rooms.cluster.claim(record.id)
+        await rooms.cluster.claim(record.id, record)
     return room_out(record, user_id)
 
 
 async def elsewhere(rooms: RoomManager, room_id: str) -> RoomPlace | None:
-    """Cluster mode: the node that has this room, if it is not here (None: here, or unknown)."""
+    """Cluster mode: the node that has this room, if it is not here (None: here, or unknown).
+    A room whose node died (its lease expired, its settings saved) is taken over here first,
+    restarted empty (docs/cluster.md#app-rooms), so the caller then finds it here."""
     if rooms.cluster is None:
         return None
     try:
@@ -382,7 +447,12 @@ async def elsewhere(rooms: RoomManager, room_id: str) -> RoomPlace | None:
         return None
     if not 0 < rid < 2**63 or rooms.has(rid):
         return None
-    return await rooms.cluster.elsewhere(rid)
+    place = await rooms.cluster.elsewhere(rid)
+    if place is None:
+        record = await rooms.cluster.adopt(rid)
+        if record is not None and not await rooms.adopt(record):
+            await rooms.cluster.give_up(rid)  # not here after all: another node may take it
+    return place
 
 
 async def public_rooms(rooms: RoomManager, after: int, limit: int) -> list[Room]:
@@ -421,6 +491,13 @@ async def update_room(
 async def delete_room(rooms: RoomManager, user_id: int, room_id: str) -> None:
     """Close a room (its creator only)."""
     await rooms.delete(snowflake(room_id, "room"), user_id)
+
+
+async def cluster_summary(rooms: RoomManager) -> Summary:
+    """`summary`, in cluster mode of every node: each one's rooms, clients and capacity added
+    up (docs/cluster.md#app-rooms)."""
+    own = summary(rooms)
+    return own if rooms.cluster is None else await rooms.cluster.summary(own)
 
 
 def summary(rooms: RoomManager) -> Summary:

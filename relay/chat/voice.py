@@ -101,6 +101,14 @@ class VoiceCluster(Protocol):
     async def moved(self, user_id: int, channel_id: int) -> bool:
         """The channel is served elsewhere than the user's last token said."""
 
+    async def seat(self, user_id: int, channel_id: int, limit: int) -> bool:
+        """Take the user's place among the channel's members, if fewer than `limit` others are
+        in it on every node (one atomic step); False: full. Given back when the user's voice
+        state leaves the channel."""
+
+    def unseat(self, user_id: int, channel_id: int) -> None:
+        """Give a seat back that no voice state took (the member left meanwhile)."""
+
 
 class VoiceStates:
     """Every voice state of the process, and the tokens not redeemed yet."""
@@ -292,10 +300,16 @@ async def update_state(
             return None
         return await _granted(voice, current, endpoint)
     others = len(voice.members_of(cid) - {user_id})
-    if others >= chat.settings.voice_max_members_per_channel or (
-        channel.user_limit and others >= channel.user_limit and not channel.permissions & MOVE
-    ):
+    limit = chat.settings.voice_max_members_per_channel
+    if channel.user_limit and not channel.permissions & MOVE:
+        limit = min(limit, channel.user_limit)
+    if others >= limit:
         raise Conflict("that voice channel is full", code="voice_channel_full")
+    if voice.cluster is not None:
+        # What this node heard of the others may be behind: the count that decides is atomic.
+        if not await voice.cluster.seat(user_id, cid, limit):
+            raise Conflict("that voice channel is full", code="voice_channel_full")
+        current = voice.by_user.get(user_id)  # again: the seat awaited
     state = Voice(
         user_id=user_id,
         server_id=sid,
@@ -413,6 +427,9 @@ async def moderate(
         endpoint = VOICE_ENDPOINT
         if voice.cluster is not None:
             endpoint = await voice.cluster.endpoint(target_channel.id)
+            limit = chat.settings.voice_max_members_per_channel
+            if not await voice.cluster.seat(target_id, target_channel.id, limit):
+                raise Conflict("that voice channel is full", code="voice_channel_full")
         current = voice.by_user.get(target_id)
         if current is not None and current.server_id == server_id:
             moved = msgspec.structs.replace(
@@ -424,3 +441,5 @@ async def moderate(
             voice._set(current, moved)
             server = await _granted(voice, moved, endpoint)
             chat.fanout.to_users((target_id,), events.VoiceServerUpdate(d=server))
+        elif voice.cluster is not None:
+            voice.cluster.unseat(target_id, target_channel.id)

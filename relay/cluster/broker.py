@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 import coredis
 import trio
 
+from relay.cluster import topiclog
+from relay.cluster.topiclog import Mark
 from relay.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -45,10 +47,12 @@ log = logging.getLogger("relay.cluster")
 
 PUBLISH_BATCH = 256  # publications per pipeline (77k/s at 64 on this machine, 5.8k/s one by one)
 SUBSCRIBE_TIMEOUT_S = 30.0
+SYNC_BATCH = 1000  # topics per sync script call
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 5.0
 
-Received = tuple[float, str, bytes]  # (trio time it arrived, topic, payload)
+# (trio time it arrived, topic, payload, its log mark: on a logged topic, relay.cluster.topiclog)
+Received = tuple[float, str, bytes, Mark | None]
 SEPARATOR = b"|"  # never in a node id (relay.config.NodeId)
 # The payload of a gap notice: "this node lost a publication on this topic". An envelope
 # (msgpack, relay.cluster.envelope) never starts with a zero byte.
@@ -82,9 +86,22 @@ class Broker:
     def __init__(self, redis: coredis.Redis[bytes], settings: Settings) -> None:
         self.redis = redis
         self.node_id = settings.node_id or default_node_id()
-        self._outbox_send, self._outbox_recv = trio.open_memory_channel[tuple[str, bytes]](
+        # (topic, framed data, publication id: 0 unless on a logged topic)
+        self._outbox_send, self._outbox_recv = trio.open_memory_channel[tuple[str, bytes, int]](
             settings.broker_publish_queue
         )
+        self.topic_log = settings.broker_topic_log  # entries kept per logged topic
+        # Topic logs only serve a RESUME on another node: without that, plain PUBLISH.
+        self.logging = settings.resume_anywhere
+        self._publish_script = redis.register_script(topiclog.PUBLISH_SCRIPT)
+        self._sync_script = redis.register_script(topiclog.SYNC_SCRIPT)
+        # Told each logged publication of this node that was dropped (topic, pub id), and the
+        # topics the subscription left (their counts are stale from then on).
+        self.on_lost: Callable[[str, int], None] = lambda topic, pub: None
+        self.on_unsubscribed: Callable[[set[str]], None] = lambda topics: None
+        self._to_sync: set[str] = set()  # subscribed logged topics to sync (`_sync_forever`)
+        self._sync_wake = trio.Event()
+        self.syncs = 0  # topics synced (relay.cluster.topiclog.SYNC_SCRIPT)
         self._inbox_send, self.inbox = trio.open_memory_channel[Received](settings.broker_queue)
         self.max_lag_s = settings.broker_max_lag_s
         # This node's own topic: the watchdog's probes go round through Redis on it.
@@ -111,13 +128,22 @@ class Broker:
 
     # -- publishing ------------------------------------------------------------------------------
 
-    def publish(self, topic: str, data: bytes) -> None:
+    def _logged(self, topic: str) -> bool:
+        return self.logging and topiclog.logged(topic)
+
+    def publish(self, topic: str, data: bytes, pub: int = 0, *, log_it: bool = True) -> None:
         """Queue a publication (never blocks); dropped and counted when the queue is full.
-        Sent framed with this node's id (`frame`)."""
+        Sent framed with this node's id (`frame`); on a logged topic (relay.cluster.topiclog)
+        through the log unless `log_it` is false, `pub` its id among this node's
+        publications."""
+        if not log_it:
+            pub = -1  # a plain PUBLISH even on a logged topic
         try:
-            self._outbox_send.send_nowait((topic, self._mark + data))
+            self._outbox_send.send_nowait((topic, self._mark + data, pub))
         except trio.WouldBlock:
             self.publish_dropped += 1
+            if pub > 0:
+                self.on_lost(topic, pub)
             if topic != self.probe_topic:  # a lost probe is the watchdog's business
                 self.gaps.add(topic)
             if self.publish_dropped % 1000 == 1:
@@ -128,7 +154,7 @@ class Broker:
         while True:
             if self.gaps:
                 await self._send_gap_notices()
-            first: tuple[str, bytes] | None = None
+            first: tuple[str, bytes, int] | None = None
             # While notices wait (Redis failed), retry them even if nothing else is published.
             with trio.move_on_after(RECONNECT_MIN_S if self.gaps else math.inf):
                 try:
@@ -143,14 +169,31 @@ class Broker:
                     batch.append(recv.receive_nowait())
                 except trio.WouldBlock:
                     break
+            # Logged topics' publications in one script call (offsets, logs, PUBLISH), placed
+            # where the first of them was: a topic's publications keep their order.
+            logs = [(t, pub, data) for t, data, pub in batch if pub >= 0 and self._logged(t)]
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for topic, data in batch:
-                        pipe.publish(topic, data)
+                    for topic, data, pub in batch:
+                        if pub < 0 or not self._logged(topic):
+                            pipe.publish(topic, data)
+                        elif logs:
+                            args: list[str | int | bytes] = [
+                                self.topic_log,
+                                topiclog.LOG_TTL_S * 1000,
+                                topiclog.new_epoch(),
+                                topiclog.PREFIX,
+                                topiclog.pack(logs),
+                            ]
+                            self._publish_script(keys=[], args=args, client=pipe)
+                            logs = []
                 self.published += len(batch)
             except (coredis.exceptions.RedisError, OSError) as e:
                 self.publish_dropped += len(batch)
-                self.gaps.update(topic for topic, _ in batch)
+                self.gaps.update(topic for topic, _, _ in batch)
+                for topic, _, pub in batch:
+                    if pub > 0:
+                        self.on_lost(topic, pub)
                 log.warning("broker publish failed", extra={"error": str(e), "n": len(batch)})
                 await trio.sleep(RECONNECT_MIN_S)
 
@@ -185,6 +228,14 @@ class Broker:
         if self.direct.pop(topic, None) is not None:
             self.want(self.wanted - {topic})
 
+    def sync_again(self, topics: Iterable[str]) -> None:
+        """Sync these topics again (their counts were dropped) if they are subscribed; the
+        others are synced when they are subscribed again."""
+        again = {t for t in topics if t in self.subscribed and self._logged(t)}
+        if again:
+            self._to_sync |= again
+            self._sync_wake.set()
+
     def drain(self) -> set[str]:
         """Empty the inbox; the topics of what was in it."""
         topics: set[str] = set()
@@ -206,10 +257,19 @@ class Broker:
                 await self._subscribed_session()
             except Exception as e:  # any failure of the connection: resync, then retry
                 log.warning("broker subscription lost", extra={"error": repr(e)})
+            except BaseExceptionGroup as group:
+                # coredis's pub/sub tasks may add their own Cancelled to a failure's group (they
+                # were cancelled by it): still a failure. A cancellation of this task alone is
+                # raised again (and at the next checkpoint anyway).
+                if group.split(trio.Cancelled)[1] is None:
+                    raise
+                log.warning("broker subscription lost", extra={"error": repr(group)})
+
             if trio.current_time() - began > RECONNECT_MAX_S:
                 backoff = RECONNECT_MIN_S  # it had been working: not a failing Redis
             self.connected = False
             lost = self.subscribed | self.drain()
+            self.on_unsubscribed(self.subscribed)
             self.subscribed = set()
             if lost:
                 self._behind(lost)
@@ -237,13 +297,15 @@ class Broker:
                 self._wanted_changed = trio.Event()
                 wanted = set(self.wanted)
                 new, gone = wanted - self.subscribed, self.subscribed - wanted
-                if new:
-                    self.subscribed |= new  # before: its first messages may beat the ack
-                    await pubsub.subscribe(*sorted(new))
                 if gone:
                     # Forgotten at once: what still arrives for them is ignored (`_read`).
                     self.subscribed -= gone
+                    self.on_unsubscribed(gone)
                     await pubsub.unsubscribe(*sorted(gone))
+                if new:
+                    self.subscribed |= new  # before: its first messages may beat the ack
+                    await pubsub.subscribe(*sorted(new))
+                    self.sync_again(new)
                 if self.wanted == wanted:
                     await self._wanted_changed.wait()
 
@@ -266,22 +328,73 @@ class Broker:
                 if not data.startswith(self._mark) and not data.endswith(SEPARATOR + GAP):
                     _call(handler, data)  # no resync for voice and byte-relay (lossy) topics
                 continue
-            if data.startswith(self._mark):
-                self.own_skipped += 1  # delivered here when it was published
-                continue
             try:
-                payload = unframe(data)[1]
+                marked = topiclog.parse(data)
+                if marked is not None:  # a logged topic's: counted even when it is this node's
+                    mark, data = marked
+                elif data.startswith(self._mark):
+                    self.own_skipped += 1  # delivered here when it was published
+                    continue
+                node, payload = unframe(data)
             except ValueError:
                 log.warning("broker message without a node header", extra={"topic": topic})
+                continue
+            if marked is not None:
+                if payload == topiclog.SYNC:
+                    pass  # a count's start, no publication
+                elif node == self._mark[:-1]:
+                    payload = topiclog.OWN  # only its mark counts (relay.cluster.fanout)
+                else:
+                    self.received += 1
+                try:
+                    send.send_nowait((trio.current_time(), topic, payload, mark))
+                except trio.WouldBlock:
+                    self._behind({topic} | self.drain())
                 continue
             if payload == GAP:  # another node lost a publication here: resync its readers
                 self._behind({topic})
                 continue
             self.received += 1
             try:
-                send.send_nowait((trio.current_time(), topic, payload))
+                send.send_nowait((trio.current_time(), topic, payload, None))
             except trio.WouldBlock:
                 self._behind({topic} | self.drain())
+
+    async def _sync_forever(self) -> None:
+        # A task of its own: a script call cancelled with the pub/sub connection's nursery
+        # (coredis) would not stay within it.
+        # Every quarter of the logs' ttl, every subscribed logged topic again: a quiet topic's
+        # log must not expire under sessions that would RESUME from it.
+        renew_at = trio.current_time() + topiclog.LOG_TTL_S / 4
+        while True:
+            with trio.move_on_at(renew_at):
+                await self._sync_wake.wait()
+            self._sync_wake = trio.Event()
+            if trio.current_time() >= renew_at:
+                renew_at = trio.current_time() + topiclog.LOG_TTL_S / 4
+                self._to_sync |= {t for t in self.subscribed if self._logged(t)}
+            topics, self._to_sync = self._to_sync & self.subscribed, set()
+            for start in range(0, len(topics), SYNC_BATCH):
+                await self._sync(sorted(topics)[start : start + SYNC_BATCH])
+
+    async def _sync(self, topics: list[str]) -> None:
+        """Publish the logged `topics`' current marks (topiclog.SYNC_SCRIPT): heard after
+        everything published before, they start this node's counts. A failure leaves them
+        uncounted (the sessions that need them are not resumable elsewhere) and is logged."""
+        if not topics:
+            return
+        args: list[str | int | bytes] = [
+            topiclog.LOG_TTL_S * 1000,
+            topiclog.new_epoch(),
+            topiclog.PREFIX,
+            self._mark + topiclog.SYNC,
+            *topics,
+        ]
+        try:
+            await self._sync_script(keys=[], args=args)
+            self.syncs += len(topics)
+        except (coredis.exceptions.RedisError, OSError) as e:
+            log.warning("topic logs not synced", extra={"error": str(e), "n": len(topics)})
 
     async def _watch(self) -> None:
         """The watchdog: a probe through Redis every quarter of `broker_max_lag_s`; when the
@@ -308,6 +421,7 @@ class Broker:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._publish_forever)
             nursery.start_soon(self._subscribe_forever)
+            nursery.start_soon(self._sync_forever)
             task_status.started()
 
 

@@ -10,9 +10,10 @@ the sum is under the cap; giving it back subtracts one. The process's own caps (
 listener's Gate, the hub's per-user count) still apply first. If Redis does not answer, the
 process's own caps decide alone (a place taken then is not given back to Redis).
 
-Limits: these cover the gateway only (app rooms, voice and the byte relay keep per-process
-caps); a place whose release Redis did not get stays counted until the process restarts (its
-instance changes) or the key is unused for a day.
+Limits: these cover the gateway only (app rooms and the byte relay keep per-process caps; the
+alive marks also serve voice seats, relay.cluster.voice, and rooms per user,
+relay.cluster.rooms); a place whose release Redis did not get stays counted until the process
+restarts (its instance changes) or the key is unused for a day.
 """
 
 from __future__ import annotations

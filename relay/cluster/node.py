@@ -112,6 +112,8 @@ class Node:
             forwarded=owners.forwarded if owners is not None else 0,
             served=owners.served if owners is not None else 0,
             sessions_taken_over=sessions.taken_over if sessions is not None else 0,
+            caught_up=fanout.caught_up if fanout is not None else 0,
+            catch_ups_refused=fanout.catch_ups_refused if fanout is not None else 0,
         )
 
     def share_limits(self, chat: Chat) -> None:

@@ -42,8 +42,10 @@ from typing import TYPE_CHECKING
 import msgspec
 import trio
 
+from relay.cluster.topiclog import Mark
+
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     import coredis
 
@@ -92,6 +94,9 @@ class SessionState(msgspec.Struct, kw_only=True):
     intents: int
     seq: int  # the last seq whose frame is in the stream (READY, seq 1, is never kept)
     node: str  # the node that wrote it last
+    # Per logged topic of the session (relay.cluster.topiclog): its frames up to `seq` hold
+    # every event of the topic up to the mark's offset, and those of the mark's `ahead`.
+    marks: dict[str, Mark] = {}
 
 
 class Resumed(msgspec.Struct, frozen=True):
@@ -131,6 +136,9 @@ class ReplayLog:
         self._progress = trio.Event()  # set after each write, then replaced
         self.dropped = 0  # sessions dropped for overflow or a failed write
         self._write_script = redis.register_script(_WRITE)
+        # The marks of a session's logged topics now (relay.cluster.topiclog), taken when a
+        # round of writes is packed: its frames queued by then hold everything up to them.
+        self.marks_of: Callable[[str], dict[str, Mark]] | None = None
 
     def stream_key(self, session_id: str) -> str:
         return f"{self.prefix}replay:{session_id}"
@@ -158,6 +166,13 @@ class ReplayLog:
         self._pending.append((session_id, seq, frame))
         self._appended += 1
         self._wake.set()
+
+    def touch(self, session_id: str) -> None:
+        """Write the session's state again (its marks changed), without a frame."""
+        if session_id in self._states:
+            self._pending.append((session_id, -1, b""))
+            self._appended += 1
+            self._wake.set()
 
     def end(self, session_id: str) -> None:
         """The session is over (logout, its resume window passed): delete its keys."""
@@ -201,9 +216,22 @@ class ReplayLog:
                 await self._refresh()
                 next_refresh = trio.current_time() + refresh_every
             while self._pending or self._gone:
-                batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
+                # A round: everything queued so far, its sessions' states (and marks) taken
+                # now, written in calls of whole sessions (a state never names frames that a
+                # later call would write).
+                batch, self._pending = self._pending, []
                 gone, self._gone = self._gone, set()
-                written = await self._write(batch, gone)
+                frames, states = self._snapshot(batch)
+                written = True
+                chunks = self._chunks(frames)
+                for i, chunk in enumerate(chunks):
+                    if not await self._write(chunk, frames, states, gone):
+                        written = False
+                        self._drop([s for rest in chunks[i + 1 :] for s in rest])
+                        break
+                    gone = set()
+                if not frames and gone:
+                    written = await self._write([], frames, states, gone)
                 self._written += len(batch)
                 progress, self._progress = self._progress, trio.Event()
                 progress.set()
@@ -213,49 +241,87 @@ class ReplayLog:
                     self._gone |= gone
                     break
 
-    async def _write(self, batch: list[tuple[str, int, bytes]], gone: set[str]) -> bool:
-        """One pipeline; False if it failed (the batch's sessions are dropped)."""
-        touched: dict[str, int] = {}
+    def _snapshot(
+        self, batch: list[tuple[str, int, bytes]]
+    ) -> tuple[dict[str, list[tuple[int, bytes]]], dict[str, bytes]]:
+        """Per session of the batch (still open here): its frames, and its state as of them,
+        encoded now with its marks."""
+        frames: dict[str, list[tuple[int, bytes]]] = {}
+        for session_id, seq, frame in batch:
+            state = self._states.get(session_id)
+            if state is None:
+                continue  # dropped or ended after it was queued
+            mine = frames.setdefault(session_id, [])
+            if frame:
+                mine.append((seq, frame))
+                state.seq = seq
+            elif seq >= 0:  # `open`: the seq it continues from
+                state.seq = seq
+        states: dict[str, bytes] = {}
+        for session_id in frames:
+            state = self._states[session_id]
+            if self.marks_of is not None:
+                state.marks = self.marks_of(session_id)
+            states[session_id] = _state_encoder.encode(state)
+        return frames, states
+
+    @staticmethod
+    def _chunks(frames: dict[str, list[tuple[int, bytes]]]) -> list[list[str]]:
+        """The sessions in groups of about BATCH frames, a session's frames in one group."""
+        chunks: list[list[str]] = [[]]
+        size = 0
+        for session_id, mine in frames.items():
+            if size and size + len(mine) > BATCH:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(session_id)
+            size += len(mine) + 1
+        return [c for c in chunks if c]
+
+    async def _write(
+        self,
+        chunk: list[str],
+        frames: dict[str, list[tuple[int, bytes]]],
+        states: dict[str, bytes],
+        gone: set[str],
+    ) -> bool:
+        """One pipeline; False if it failed (the chunk's sessions are dropped)."""
         try:
             with trio.fail_after(REDIS_TIMEOUT_S):
-                await self._send(batch, gone, touched)
+                await self._send(chunk, frames, states, gone)
         except Exception:
             log.error("replay buffers not written", exc_info=True)
-            self._drop(touched)
+            self._drop(chunk)
             return False
         return True
 
     async def _send(
-        self, batch: list[tuple[str, int, bytes]], gone: set[str], touched: dict[str, int]
+        self,
+        chunk: list[str],
+        frames: dict[str, list[tuple[int, bytes]]],
+        states: dict[str, bytes],
+        gone: set[str],
     ) -> None:
-        """The batch's frames, its sessions' states, the deletions: one round trip, and one
+        """The chunk's frames, its sessions' states, the deletions: one round trip, and one
         script call for all the frames (a command per frame cost the node ~50-100 µs each in
         coredis: 10k deliveries/s saturated it)."""
-        frames: dict[str, list[tuple[int, bytes]]] = {}
-        for session_id, seq, frame in batch:
-            if session_id not in self._states:
-                continue  # dropped or ended after it was queued
-            touched[session_id] = seq
-            mine = frames.setdefault(session_id, [])
-            if frame:
-                mine.append((seq, frame))
         async with self.redis.pipeline(transaction=False) as pipe:
             if gone:
                 pipe.delete([k for s in gone for k in (self.stream_key(s), self.state_key(s))])
-            if touched:
-                blob = self._pack(touched, frames)
+            if chunk:
+                blob = self._pack(chunk, frames, states)
                 args: list[str | int | bytes] = [self.size, self.window_ms, self.prefix, blob]
                 self._write_script(keys=[], args=args, client=pipe)
 
-    def _pack(self, touched: dict[str, int], frames: dict[str, list[tuple[int, bytes]]]) -> bytes:
-        """The batch as `_WRITE` reads it: per session, its head, id, state and frames."""
+    @staticmethod
+    def _pack(
+        chunk: list[str], frames: dict[str, list[tuple[int, bytes]]], states: dict[str, bytes]
+    ) -> bytes:
+        """The chunk as `_WRITE` reads it: per session, its head, id, state and frames."""
         parts: list[bytes] = []
         session_head, frame_head = _SESSION_HEAD.pack, _FRAME_HEAD.pack
-        for session_id, seq in touched.items():
-            state = self._states[session_id]
-            state.seq = seq
-            encoded = _state_encoder.encode(state)
-            mine = frames[session_id]
+        for session_id in chunk:
+            encoded, mine = states[session_id], frames[session_id]
             name = session_id.encode()
             parts += (session_head(len(name), len(encoded), len(mine)), name, encoded)
             for frame_seq, frame in mine:

@@ -29,23 +29,31 @@ happens while its clients reconnect elsewhere.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from relay.cluster.envelope import server_topic, user_topic
 from relay.cluster.lease import Leases
 from relay.cluster.replay import ReplayLog, Resumed, SessionState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable, Iterable
 
     import coredis
 
     from relay.cluster.lease import Lease
+    from relay.cluster.topiclog import Mark
+
+    # (the old node, the session's marks, its topics now; timeout) -> the catch-up, or None
+    CatchUp = Callable[
+        [str, dict[str, Mark], list[str], float], Awaitable[Callable[[Any], int] | None]
+    ]
 
 log = logging.getLogger("relay.cluster")
 
 POLL_S = 0.05  # between two looks at a lease another node holds
+CATCH_UP_S = 5.0  # at most this long to read what a session taken over missed from the logs
 LEAVE_S = 1.5  # at shutdown: writing what is queued and releasing the leases
 
 
@@ -83,6 +91,8 @@ class ClusterSessions:
         # Told the id of a session whose lease this node lost (ends it here): the gateway's.
         self.on_lost: Callable[[str], object] | None = None
         self.taken_over = 0  # sessions resumed here from another node
+        # Reads the topic logs for a session taken over (relay.cluster.fanout.catch_up).
+        self.catch_up: CatchUp | None = None
         self._left = False  # shutting down: no more renewals, every lease released
 
     def name(self, session_id: str) -> str:
@@ -163,6 +173,17 @@ class ClusterSessions:
             return None
         self.taken_over += 1
         return resumed
+
+    async def missed(
+        self, state: SessionState, server_ids: Iterable[int]
+    ) -> Callable[[Any], int] | None:
+        """For a session taken over: the function that delivers it (registered in the hub,
+        with no await since this returned) what its topics carried after its frames, filtered
+        as live; None (INVALID_SESSION) when that cannot be known."""
+        if self.catch_up is None:
+            return None
+        topics = [user_topic(state.user_id), *(server_topic(s) for s in server_ids)]
+        return await self.catch_up(state.node, state.marks, topics, CATCH_UP_S)
 
     async def _wait_for_lease(self, session_id: str) -> Lease | None:
         """The session's lease, once its holder's has expired; None at once if the session has

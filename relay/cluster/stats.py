@@ -21,3 +21,5 @@ class BrokerHealth(msgspec.Struct, frozen=True, kw_only=True):
     forwarded: int = 0  # posts and channel events this node sent to another node's owner
     served: int = 0  # posts forwarded by other nodes that this node committed as owner
     sessions_taken_over: int = 0  # gateway sessions resumed here from another node
+    caught_up: int = 0  # events from the topic logs delivered to sessions taken over here
+    catch_ups_refused: int = 0  # takeovers refused: a topic log no longer held what was missed

@@ -20,6 +20,13 @@ lease, `voice:<channel id>` (relay.cluster.lease):
   its voice sessions as in one process). What the serving node changes (self_video and
   self_stream from op 12, a leave when the resume grace passed) goes back to the member's node
   on `relay:vn:<node>`.
+- member limits (`voice_max_members_per_channel`, a channel's `user_limit`) are checked
+  atomically across nodes: a join or move takes a *seat* in the hash `relay:voice:seats:<channel
+  id>` (user id -> `<instance>|<n>`, the instance being this run of the node, as in
+  relay.cluster.caps) with one script that counts the seats of other users whose instance is
+  alive, drops those of dead ones, and adds this one only under the limit. A voice state that
+  leaves the channel gives its seat back (compare-and-delete, in order with the state's other
+  writes). If Redis does not answer, the node's own count decides.
 - the serving node renews the lease while the channel has voice sessions (or members about
   to connect) and releases it once idle. A node that dies stops renewing: the next join after
   `lease_ttl_s` takes the channel on another node. A holder that loses its lease ends its
@@ -43,6 +50,7 @@ import trio
 
 from relay.chat.events import VoiceStateUpdate
 from relay.chat.voice import VOICE_ENDPOINT, Voice
+from relay.cluster.caps import ALIVE
 from relay.cluster.lease import Leases
 from relay.cluster.places import ws_key
 from relay.errors import Unavailable
@@ -77,6 +85,38 @@ def node_topic(node_id: str) -> str:
 
 def grant_key(token: str) -> str:
     return f"relay:voice:grant:{token}"
+
+
+def seats_key(channel_id: int) -> str:
+    return f"relay:voice:seats:{channel_id}"
+
+
+SEATS_TTL_MS = 86_400_000  # an unused channel's seats go after a day
+# seat: KEYS the channel's seats; ARGV user, its seat's value, limit, alive prefix, key ttl ms.
+# 1: seated (the user's seat replaced, if it had one); 0: the channel is full.
+_SEAT = """
+local taken = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local user = fields[i]
+  if user ~= ARGV[1] then
+    local instance = string.match(fields[i + 1], '^(.*)|') or ''
+    if redis.call('EXISTS', ARGV[4] .. instance) == 1 then
+      taken = taken + 1
+    else
+      redis.call('HDEL', KEYS[1], user)
+    end
+  end
+end
+if taken >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+_UNSEAT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+"""  # noqa: E501
 
 
 # -- what crosses Redis --------------------------------------------------------------------------
@@ -160,8 +200,16 @@ class ClusterVoice:
         settings: Settings,
         states: VoiceStates,
         urls: NodeUrls,
+        *,
+        instance: str,
     ) -> None:
         self.redis = redis
+        self.instance = instance  # this run of the node (relay.cluster.caps): seats' owner
+        self._seat = redis.register_script(_SEAT)
+        self._unseat = redis.register_script(_UNSEAT)
+        self._seats: dict[tuple[int, int], str] = {}  # (user, channel) -> its seat's value
+        self._seat_number = 0
+        self.seat_fallbacks = 0  # seats decided here alone: Redis did not answer
         self.urls = urls
         self.broker = broker
         self.node_id = broker.node_id
@@ -287,6 +335,35 @@ class ClusterVoice:
             return place.ws + VOICE_ENDPOINT
         raise _unavailable()
 
+    async def seat(self, user_id: int, channel_id: int, limit: int) -> bool:
+        self._seat_number += 1
+        value = f"{self.instance}|{self._seat_number}"
+        try:
+            seated: object = await self._seat(
+                keys=[seats_key(channel_id)],
+                args=[user_id, value, limit, ALIVE, SEATS_TTL_MS],
+            )
+        except Exception:
+            self.seat_fallbacks += 1
+            if self.seat_fallbacks % 1000 == 1:
+                log.warning("voice seats unavailable", exc_info=True)
+            return True  # the caller's own count decided already
+        if seated != 1:
+            return False
+        self._seats[user_id, channel_id] = value
+        return True
+
+    def unseat(self, user_id: int, channel_id: int) -> None:
+        seat = self._seats.pop((user_id, channel_id), None)
+        if seat is None:
+            return
+        try:
+            self._grant_send.send_nowait(
+                ("unseat", str(channel_id), f"{user_id} {seat}".encode(), None)
+            )
+        except trio.WouldBlock:  # it goes with this node's instance, or with the key
+            log.warning("voice seat not given back")
+
     async def granted(self, grant: Grant, state: Voice) -> None:
         done = _Written()
         value = encode(StoredGrant(self.node_id, state))
@@ -324,7 +401,11 @@ class ClusterVoice:
         ttl_ms = round(self.settings.voice_token_ttl_s * 1000)
         async for kind, key, value, done in self._grant_recv:
             try:
-                if kind == "state":
+                if kind == "unseat":
+                    assert value is not None
+                    user, _, seat = value.decode().partition(" ")
+                    await self._unseat(keys=[seats_key(int(key))], args=[user, seat])
+                elif kind == "state":
                     if value is None:
                         await self.redis.hdel(STATES_KEY, [key])
                     else:
@@ -422,7 +503,9 @@ class ClusterVoice:
 
     def _local_changed(self, before: Voice | None, after: Voice | None) -> None:
         """A change of this node's own voice states: mirrored, and published for the node
-        serving the channel(s) it concerns."""
+        serving the channel(s) it concerns; a seat left behind is given back."""
+        if before is not None and (after is None or after.channel_id != before.channel_id):
+            self.unseat(before.user_id, before.channel_id)
         if after is not None:
             self._mirror(after, self.node_id)
         elif before is not None:

@@ -606,16 +606,23 @@ class GatewayConnection:
         try:
             await self._take_user_place(who.user_id, replacing=False)
             server_ids = await rt.chat.store.read(audience.server_ids_of, state.user_id)
+            # What its topics carried after its frames (published while no node served it).
+            catch_up = await cluster.missed(state, server_ids)
         except BaseException:
             cluster.given_back(session_id)
             raise
+        if catch_up is None:  # a log trimmed past it, another epoch...: not exactly resumable
+            cluster.given_back(session_id)
+            await self.conn.send(self.control(Op.INVALID_SESSION, False))
+            return
         session = self._new_session(state.user_id, who.session_id, state.encoding, 0)
         session.id, session.seq, session.intents = session_id, state.seq, state.intents
-        # No await from the registration to `opened`: every event delivered to it here is
-        # numbered after state.seq and written after it; it waits in memory (detached) while
-        # the frames from Redis go out.
+        # No await from `missed` to `opened`: the logs' events this node has processed are
+        # numbered first (after state.seq), then every live one; all are written after the
+        # frames from Redis, and wait in memory (detached) while those go out.
         hub.add_session(session, server_ids)
         cluster.opened(session)
+        catch_up(session)
         session.detached_at = trio.current_time()
         for frame in resumed.frames:
             await self.conn.send(frame)

@@ -124,7 +124,10 @@ class Hub:
         # publish it to the other nodes), each presence change of a local user with the servers
         # that see it, and every change to the indexes (which topics this node needs). Sync,
         # must not block or raise.
-        self.on_channel_event: Callable[[audience.ChannelAudience, ChatEvent], None] | None = None
+        # on_channel_event may answer a function to call once the event was delivered here.
+        self.on_channel_event: (
+            Callable[[audience.ChannelAudience, ChatEvent], Callable[[], None] | None] | None
+        ) = None
         self.on_presence: Callable[[int, str, str | None, list[int]], None] | None = None
         self.on_indexes_changed: Callable[[], None] | None = None
         # Cluster mode: waits while too many delivered frames wait for Redis (HeldFrames.room),
@@ -408,6 +411,10 @@ class Hub:
         for session in tuple(self.by_user.get(user_id, ())):
             session.deliver(framed, now)
 
+    def deliver_one(self, session: Session, event: ChatEvent, *, dm: bool = False) -> None:
+        """One session (cluster mode: what a session taken over missed, already filtered)."""
+        session.deliver(wire(event, dm=dm))
+
     def dm_recipients(self, info: audience.ChannelAudience) -> Sequence[int]:
         """A DM channel's recipients now (a group DM's may have changed since it loaded)."""
         return self._recipients.get(info.channel_id, info.recipients)
@@ -538,9 +545,12 @@ class Hub:
         """Deliver a channel's event (its actor's turn) to the channel's audience now (and
         hand it to the other nodes first, in cluster mode)."""
         assert isinstance(event, ChatEvent)
-        if self.on_channel_event is not None:
-            self.on_channel_event(info, event)
-        await self.deliver_channel(info, event, write_now)
+        done = None if self.on_channel_event is None else self.on_channel_event(info, event)
+        try:
+            await self.deliver_channel(info, event, write_now)
+        finally:
+            if done is not None:
+                done()
 
     async def deliver_channel(
         self, info: audience.ChannelAudience, event: ChatEvent, write_now: bool = False

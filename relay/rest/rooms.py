@@ -130,6 +130,6 @@ def rooms_blueprint(rt: Runtime) -> Blueprint:
     @bp.get("/summary")
     @doc("All rooms in numbers", response=objects.Summary)
     async def summary() -> Response:
-        return json_response(chat_rooms.summary(rt.rooms))
+        return json_response(await chat_rooms.cluster_summary(rt.rooms))
 
     return bp

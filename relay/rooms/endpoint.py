@@ -141,7 +141,7 @@ class RoomConnection:
 
     async def _room(self, room_id: str) -> Actor[RoomMsg]:
         """The room's actor here; in cluster mode, a room on another node is a `moved` frame
-        with that node's URL, then close 4014."""
+        with that node's URL, then close 4014, and a room whose node died is taken over here."""
         try:
             return await self.rooms.actor(room_id)
         except RoomError as e:
@@ -149,7 +149,7 @@ class RoomConnection:
                 raise
             place = await chat_rooms.elsewhere(self.rooms, room_id)
             if place is None:
-                raise
+                return await self.rooms.actor(room_id)  # adopted here, or unknown_room
             url = f"{place.ws}{ENDPOINT}"
             self.conn.send_nowait(wire.event_frame(wire.Moved(room_id=room_id, url=url)))
             raise RoomError("room_elsewhere", f"the room is on another node: {url}") from None

@@ -62,7 +62,7 @@ log = logging.getLogger("relay.voice")
 REAP_EVERY_S = 1.0
 MAX_DISCOVERED = 4  # discovery source addresses remembered per session
 RECV_BATCH = 256  # datagrams read per turn of the UDP receiver
-UDP_BUFFER_BYTES = 4 * 1024 * 1024
+SEND_BUFFER_BYTES = 4 * 1024 * 1024
 # SO_TIMESTAMPNS (Linux; Python's socket module lacks the name): the kernel stamps each datagram
 # with its arrival time, so the voice actor can drop what waited too long (voice_max_delay_ms).
 SO_TIMESTAMPNS = 35 if sys.platform == "linux" else None
@@ -214,11 +214,12 @@ class VoiceService:
         family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                # Bursts of every channel's packets land here between two turns of the loop;
-                # the kernel's default (~200 KB) overflowed at 50 members (and caps this at
-                # net.core.rmem_max / wmem_max).
-                sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER_BYTES)
+            # What cannot be read within voice_max_delay_ms would be dropped as late after
+            # costing a read: a receive buffer of about that much lets the kernel drop it for
+            # free. Sends go out in bursts of a channel's receivers (capped at wmem_max).
+            buffer = self.settings.voice_udp_receive_buffer_bytes
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
             if SO_TIMESTAMPNS is not None:
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             sock.bind((self.settings.host, self.settings.voice_udp_port))

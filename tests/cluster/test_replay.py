@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from relay.cluster import replay
 from relay.cluster.replay import ReplayLog, SessionState
+from relay.cluster.topiclog import Mark
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -112,6 +113,15 @@ async def test_a_trimmed_buffer_or_a_dropped_session_is_not_resumable(
         nursery.cancel_scope.cancel()
 
 
+marks = st.builds(
+    Mark,
+    epoch=st.text(max_size=16),
+    offset=st.integers(0, 2**63 - 1),
+    pub=st.integers(0, 2**32 - 1),
+    ahead=st.lists(st.integers(1, 2**32 - 1), max_size=4).map(tuple),
+)
+
+
 @given(
     st.builds(
         SessionState,
@@ -122,7 +132,42 @@ async def test_a_trimmed_buffer_or_a_dropped_session_is_not_resumable(
         intents=st.integers(0, 2**31),
         seq=st.integers(0, 2**63 - 1),
         node=st.text(max_size=20),
+        marks=st.dictionaries(st.text(max_size=20), marks, max_size=3),
     )
 )
 def test_a_session_state_round_trips(value: SessionState) -> None:
     assert replay._state_decoder.decode(replay._state_encoder.encode(value)) == value
+
+
+async def test_states_carry_the_marks_of_their_round_and_sessions_stay_whole(
+    client: coredis.Redis[bytes],
+) -> None:
+    """A round of writes takes every session's marks at one moment, and writes each session's
+    frames and state in one call even when the round is bigger than a call (BATCH)."""
+    prefix = f"test-replay-{next(_prefixes)}:"
+    a = ReplayLog(client, "a", size=5000, window_s=60, prefix=prefix, max_pending=10_000)
+    b = ReplayLog(client, "b", size=5000, window_s=60, prefix=prefix)
+    now = {"relay:s:1": Mark("e", 7, 0, (3,))}
+    a.marks_of = lambda session_id: dict(now)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(5):
+            for name, count in (("big", replay.BATCH + 100), ("small", 3), ("other", 1500)):
+                a.open(state(name))
+                for seq in range(2, 2 + count):
+                    a.append(name, seq, frame(name, seq))
+            await nursery.start(a.run)  # one round: all of the above
+            await a.flushed()
+            for name, count in (("big", replay.BATCH + 100), ("small", 3), ("other", 1500)):
+                resumed = await b.resume(name, 1)
+                assert resumed is not None
+                assert len(resumed.frames) == count
+                assert resumed.state.marks == now
+            # A mark that moved is written with the next frame, or by `touch` without one.
+            now["relay:s:1"] = Mark("e", 9)
+            a.touch("small")
+            await a.flushed()
+            touched = await b.resume("small", 4)
+            assert touched is not None
+            assert (touched.frames, touched.state.seq) == ([], 4)
+            assert touched.state.marks == now
+        nursery.cancel_scope.cancel()

@@ -1,6 +1,7 @@
 """Channel owners and replay buffers wired into two real servers on one Redis and one PostgreSQL
 database: one order for a channel's messages on every node whoever posts where, and a RESUME on
-another node after the session's node stopped or was killed (SIGKILL)."""
+another node after the session's node stopped or was killed (SIGKILL), with what was published
+while no node served it (the topic logs)."""
 
 from __future__ import annotations
 
@@ -270,13 +271,27 @@ async def test_resume_on_another_node_after_the_first_was_killed(
 
                 await eventually(written)
     # Killed (SIGKILL, on leaving the block): its session lease expires within lease_ttl_s.
+    # Meanwhile, with no node serving the session, a message in the channel and a DM: the
+    # RESUME gets them from the topic logs, after what the buffer holds.
     with trio.fail_after(20):
+        missed.append((await bob_two.call("POST", path, {"content": "while dead"}))["id"])
+        dm = await bob_two.call(
+            "POST", "/v1/api/users/@me/channels", {"recipient_id": alice.user_id}
+        )
+        dm_path = f"/v1/api/channels/{dm['id']}/messages"
+        missed_dm = (await bob_two.call("POST", dm_path, {"content": "dm while dead"}))["id"]
         async with open_gateway(two.ws_url) as ga:
             await ga.resume(alice.token, session_id, seq)
-            replayed = [await ga.receive() for _ in range(4)]
-            assert [f["d"]["id"] for f in replayed[:3]] == missed
-            assert [f["s"] for f in replayed] == [seq + 1, seq + 2, seq + 3, seq + 4]
-            assert replayed[3]["d"] == {"replayed": 3}
+            replayed = [await ga.receive() for _ in range(7)]
+            assert [f["d"]["id"] for f in replayed[:3]] == missed[:3]  # from the buffer
+            caught_up = {(f["t"], f["d"]["id"]) for f in replayed[3:6]}  # from the logs
+            assert caught_up == {
+                ("MESSAGE_CREATE", missed[3]),
+                ("CHANNEL_CREATE", dm["id"]),
+                ("MESSAGE_CREATE", missed_dm),
+            }
+            assert [f["s"] for f in replayed] == list(range(seq + 1, seq + 8))
+            assert replayed[6]["d"] == {"replayed": 6}
             await bob_two.call("POST", path, {"content": "after"})
             assert (await ga.dispatch("MESSAGE_CREATE"))["d"]["content"] == "after"
 

@@ -135,3 +135,29 @@ async def test_packets_that_waited_too_long_in_the_server_are_dropped_as_late(
             assert value(samples, "relay_voice_packets_dropped_total", reason="late") == 5
             assert value(samples, "relay_voice_packets_forwarded_total") == 2
     await shutdown()
+
+
+async def test_a_small_receive_buffer_lets_the_kernel_drop_an_overload(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # 64 KiB (128 KiB as the kernel counts it) holds about 150 small packets.
+    settings = settings_for(
+        tmp_path, metrics_token=TOKEN, voice_max_delay_ms=50, voice_udp_receive_buffer_bytes=65536
+    )
+    server, shutdown = await start_server(nursery, settings)
+    url = f"{server.url}/metrics"
+    (a, b), server_id, voice_id = await setup(server, 2)
+    with trio.fail_after(20):
+        async with AsyncExitStack() as stack:
+            _, ca, _ = await open_member_voice(stack, server.ws_url, a, server_id, voice_id, "udp")
+            _, cb, _ = await open_member_voice(stack, server.ws_url, b, server_id, voice_id, "udp")
+            # The stalled server (this test blocks their shared loop) is sent 2,000 packets:
+            # the kernel keeps what fits in the buffer, and the server reads only those.
+            burst(ca, [b"stale"] * 2000)
+            time.sleep(0.2)  # noqa: ASYNC251 (blocking the loop is the point)
+            samples = await until(url, "relay_voice_packets_dropped", 1, reason="late")
+            await ca.send_frame(b"fresh")  # into a buffer the server has emptied
+            assert await receive_within(cb) == [b"fresh"]
+            late = value(samples, "relay_voice_packets_dropped_total", reason="late")
+            assert late < 400
+    await shutdown()

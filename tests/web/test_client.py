@@ -157,6 +157,8 @@ def test_two_people_chat_live(browser: Browser, web_server: WebServer) -> None:
     # A DM: ada opens one from bob's card; it shows up on bob's page, unread.
     ada.locator(".member", has_text="bob").locator("button").click()
     ada.click("#open-dm")
+    # The DM opens once its POST is answered: typing before that would post in #random.
+    expect(ada.locator(".channel-title")).to_have_text("@bob")
     send(ada, "just between us")
     expect(bob.locator("[data-server='@me']")).to_have_class(re.compile("unread"))
     bob.click("[data-server='@me']")
