@@ -421,4 +421,4 @@ CREATE TABLE IF NOT EXISTS channel_fences (
     fence INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 
-PRAGMA user_version = 14;
+PRAGMA user_version = 15;

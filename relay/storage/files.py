@@ -8,7 +8,7 @@ BlobStore (relay.media); `referenced` tells the prune which blobs are still want
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -121,15 +121,23 @@ def claim(
     return of_messages(db, [message_id]).get(message_id, [])
 
 
+# The attachments of the messages whose ids are the JSON list ?, in each message's order.
+OF_MESSAGES_SQL = (
+    "SELECT message_id, id, filename, size, content_type, width, height,"
+    " preview_digest IS NOT NULL FROM attachments"
+    " WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY message_id, position"
+)
+
+
 def of_messages(db: Database, message_ids: Iterable[int]) -> dict[int, list[AttachmentRow]]:
     """Each message's attachments, in their order (messages without any are left out)."""
+    return attachments_of(db.execute(OF_MESSAGES_SQL, (json.dumps(list(message_ids)),)))
+
+
+def attachments_of(rows: Iterable[Any]) -> dict[int, list[AttachmentRow]]:
+    """`of_messages` from the rows of OF_MESSAGES_SQL."""
     found: dict[int, list[AttachmentRow]] = {}
-    for row in db.execute(
-        "SELECT message_id, id, filename, size, content_type, width, height,"
-        " preview_digest IS NOT NULL FROM attachments"
-        " WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY message_id, position",
-        (json.dumps(list(message_ids)),),
-    ):
+    for row in rows:
         attachment_id, filename, size, content_type, width, height, preview = row[1:]
         found.setdefault(row[0], []).append(
             AttachmentRow(attachment_id, filename, size, content_type, width, height, bool(preview))

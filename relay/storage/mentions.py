@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -132,23 +132,28 @@ def _can_see(db: Database, server_id: int, channel_id: int, candidates: list[int
     ]
 
 
+# Role and @everyone mentions of the messages whose ids are the JSON list ?: `extras`, or run
+# together with other reads and decoded by `extras_of` (relay.storage.messages).
+EXTRA_ROLES_SQL = (
+    "SELECT message_id, role_id FROM message_role_mentions"
+    " WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY message_id, role_id"
+)
+EXTRA_EVERYONE_SQL = (
+    "SELECT message_id FROM message_everyone WHERE message_id IN (SELECT value FROM json_each(?))"
+)
+
+
 def extras(db: Database, ids: str) -> dict[int, Extra]:
     """Role and @everyone mentions of the messages whose ids are the JSON list `ids`."""
+    return extras_of(db.execute(EXTRA_ROLES_SQL, (ids,)), db.execute(EXTRA_EVERYONE_SQL, (ids,)))
+
+
+def extras_of(role_rows: Iterable[Any], everyone_rows: Iterable[Any]) -> dict[int, Extra]:
+    """`extras` from the rows of EXTRA_ROLES_SQL and EXTRA_EVERYONE_SQL."""
     roles: dict[int, list[int]] = {}
-    for message_id, role_id in db.execute(
-        "SELECT message_id, role_id FROM message_role_mentions"
-        " WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY message_id, role_id",
-        (ids,),
-    ):
+    for message_id, role_id in role_rows:
         roles.setdefault(message_id, []).append(role_id)
-    everyone = {
-        row[0]
-        for row in db.execute(
-            "SELECT message_id FROM message_everyone"
-            " WHERE message_id IN (SELECT value FROM json_each(?))",
-            (ids,),
-        )
-    }
+    everyone = {row[0] for row in everyone_rows}
     return {m: Extra(roles.get(m, []), m in everyone) for m in set(roles) | everyone}
 
 

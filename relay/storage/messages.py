@@ -31,6 +31,7 @@ from relay.storage.files import AttachmentRow
 from relay.storage.fulltext import index_text
 from relay.storage.roles import held_roles
 from relay.storage.sqlite.writecache import cached
+from relay.storage.together import execute_together
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -134,29 +135,42 @@ _SELECT = (
 )
 
 
+_MENTIONS_OF = (
+    "SELECT message_id, user_id FROM message_mentions"
+    " WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY message_id, user_id"
+)
+_REACTIONS_OF = (
+    "SELECT message_id, emoji, count(*), coalesce(max(user_id = ?), 0) FROM reactions"
+    " WHERE message_id IN (SELECT value FROM json_each(?))"
+    " GROUP BY message_id, emoji ORDER BY message_id, min(created_at), emoji"
+)
+
+
 def _complete(db: Database, rows: Sequence[Any], viewer: int | None) -> list[MessageRow]:
-    """Attach mentions and reaction counts to message rows (in the order given)."""
+    """Attach mentions, reaction counts and files to message rows (in the order given)."""
     if not rows:
         return []
     ids = json.dumps([row[0] for row in rows])
+    # Five reads that depend only on the ids: one round trip on PostgreSQL.
+    found = execute_together(
+        db,
+        [
+            (_MENTIONS_OF, (ids,)),
+            (_REACTIONS_OF, (viewer, ids)),
+            (more_mentions.EXTRA_ROLES_SQL, (ids,)),
+            (more_mentions.EXTRA_EVERYONE_SQL, (ids,)),
+            (files.OF_MESSAGES_SQL, (ids,)),
+        ],
+    )
     mentions: dict[int, list[int]] = {}
-    for message_id, user_id in db.execute(
-        "SELECT message_id, user_id FROM message_mentions"
-        " WHERE message_id IN (SELECT value FROM json_each(?)) ORDER BY message_id, user_id",
-        (ids,),
-    ):
+    for message_id, user_id in found[0]:
         mentions.setdefault(message_id, []).append(user_id)
     reactions: dict[int, list[ReactionCount]] = {}
-    for message_id, emoji, count, me in db.execute(
-        "SELECT message_id, emoji, count(*), coalesce(max(user_id = ?), 0) FROM reactions"
-        " WHERE message_id IN (SELECT value FROM json_each(?))"
-        " GROUP BY message_id, emoji ORDER BY message_id, min(created_at), emoji",
-        (viewer, ids),
-    ):
+    for message_id, emoji, count, me in found[1]:
         reactions.setdefault(message_id, []).append(ReactionCount(emoji, count, bool(me)))
-    extras = more_mentions.extras(db, ids)
+    extras = more_mentions.extras_of(found[2], found[3])
     none = more_mentions.Extra()
-    attachments = files.of_messages(db, [row[0] for row in rows])
+    attachments = files.attachments_of(found[4])
     return [
         MessageRow(
             id=row[0],
@@ -310,13 +324,24 @@ def _store_mentions(
     return sorted(stored)
 
 
+_ADVANCE_READ_STATE = (
+    "INSERT INTO read_states (user_id, channel_id, last_read_id) VALUES (?, ?, ?)"
+    " ON CONFLICT (user_id, channel_id) DO UPDATE SET last_read_id = excluded.last_read_id"
+    " WHERE excluded.last_read_id > read_states.last_read_id"
+)
+_INSERT = (
+    "INSERT INTO messages (id, channel_id, author_id, content, nonce, reply_to, embeds, flags)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INDEX = "INSERT INTO message_search (rowid, body) VALUES (?, ?)"
+_LAST_MESSAGE = (
+    "UPDATE channels SET last_message_id = ? WHERE id = ?"
+    " AND (last_message_id IS NULL OR last_message_id < ?)"
+)
+
+
 def _advance_read_state(db: Database, user_id: int, channel_id: int, message_id: int) -> bool:
-    cursor = db.execute(
-        "INSERT INTO read_states (user_id, channel_id, last_read_id) VALUES (?, ?, ?)"
-        " ON CONFLICT (user_id, channel_id) DO UPDATE SET last_read_id = excluded.last_read_id"
-        " WHERE excluded.last_read_id > read_states.last_read_id",
-        (user_id, channel_id, message_id),
-    )
+    cursor = db.execute(_ADVANCE_READ_STATE, (user_id, channel_id, message_id))
     return cursor.rowcount == 1
 
 
@@ -439,14 +464,17 @@ def create(
             )
         if mention_replied and found[0] not in mention_ids:
             mention_ids = [*mention_ids, found[0]]
-    db.execute(
-        "INSERT INTO messages (id, channel_id, author_id, content, nonce, reply_to, embeds, flags)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (message_id, channel_id, author_id, content, nonce, reply_to, embeds, flags),
-    )
-    # The search index, in the same transaction (deletes: a trigger, see relay.storage.search).
-    db.execute(
-        "INSERT INTO message_search (rowid, body) VALUES (?, ?)", (message_id, index_text(content))
+    # The message, its search index (deletes: a trigger, see relay.storage.search), the
+    # channel's last message and the author's read state (one's own message is read): sent
+    # together, one round trip on PostgreSQL (relay.storage.together).
+    execute_together(
+        db,
+        [
+            (_INSERT, (message_id, channel_id, author_id, content, nonce, reply_to, embeds, flags)),
+            (_INDEX, (message_id, index_text(content))),
+            (_LAST_MESSAGE, (message_id, channel_id, message_id)),
+            (_ADVANCE_READ_STATE, (author_id, channel_id, message_id)),
+        ],
     )
     mentioned = _store_mentions(
         db, message_id, channel_id, channel.server_id, mention_ids, new=True
@@ -461,12 +489,6 @@ def create(
         everyone,
         here_candidates,
     )
-    db.execute(
-        "UPDATE channels SET last_message_id = ? WHERE id = ?"
-        " AND (last_message_id IS NULL OR last_message_id < ?)",
-        (message_id, channel_id, message_id),
-    )
-    _advance_read_state(db, author_id, channel_id, message_id)
     # The row as `get` would read it back, from what was just written (one query, not three:
     # this runs in the single writer, once per message). New: no reactions, pin or edit yet.
     username, display_name, bot, avatar = cached(

@@ -100,6 +100,12 @@ async def test_a_sqlite_database_copied_into_postgresql_serves_the_same(
     with trio.fail_after(60):
         copied = await relay_db_copy("--from", db_file, "--to", dsn)
     assert copied.returncode == 0, copied.stderr
+    # The writers' cache triggers, off during the copy, are on again (16: 8 tables, 2 each).
+    enabled = postgres.psql(
+        "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'writer_cache_%' AND tgenabled = 'O'",
+        dsn.rsplit("/", 1)[1],
+    )
+    assert enabled.strip() == "16"
     out = copied.stdout.decode().splitlines()
     assert "messages: 6 rows" in out  # four, the DM's, the file's
     assert "message_search: 6 rows" in out

@@ -14,6 +14,7 @@ import trio
 
 from relay.client import open_gateway
 from relay.cluster.envelope import server_topic
+from relay.permissions import P
 from tests.cluster.test_two_servers import eventually
 from tests.conftest import settings_for, start_server
 from tests.gateway.test_gateway import setup_pair, text_channel
@@ -144,5 +145,43 @@ async def test_two_servers_share_one_postgresql_database(
         history = await alice.client.call("GET", path + "?limit=100")
         assert [m["id"] for m in history] == sorted(ids, key=int)
     await bob_two.aclose()
+    await stop_two()
+    await stop_one()
+
+
+async def test_a_permission_one_writer_cached_is_dropped_when_another_server_changes_it(
+    nursery: trio.Nursery, tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """Two Relay servers on one database and no broker, so that nothing but the database tells
+    one about the other's changes (its fail-fast memo of who may post keeps saying yes): Bob
+    posts through server one, whose writer caches his permission; Alice denies it through
+    server two; Bob's next post through server one is refused by its writer's check, which
+    found the cache stale (relay.storage.postgres.writecache)."""
+    database = postgres.new_database()
+    one, stop_one = await start_server(
+        nursery, settings_for(tmp_path / "a", database=database, worker_id=1)
+    )
+    two, stop_two = await start_server(
+        nursery, settings_for(tmp_path / "b", database=database, worker_id=2)
+    )
+    alice, bob, guild = await setup_pair(one)
+    channel = text_channel(guild)
+    path = f"/v1/api/channels/{channel}/messages"
+    with trio.fail_after(20):
+        await bob.client.call("POST", path, {"content": "first"})
+        kept = await bob.client.call("POST", path, {"content": "answered from the cache"})
+        alice_two = two.client()
+        alice_two.access_token = alice.token
+        deny = {"type": "member", "deny": str(int(P.SEND_MESSAGES))}
+        await alice_two.call("PUT", f"/v1/api/channels/{channel}/permissions/{bob.user_id}", deny)
+        refused = await bob.client.request("POST", path, json={"content": "after the deny"})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "missing_permission"
+        # Taken back through server two: server one's writer lets Bob post again.
+        await alice_two.call("DELETE", f"/v1/api/channels/{channel}/permissions/{bob.user_id}")
+        again = await bob.client.call("POST", path, {"content": "allowed again"})
+        stored = await alice.client.call("GET", path)
+        assert [m["id"] for m in stored][-2:] == [kept["id"], again["id"]]
+    await alice_two.aclose()
     await stop_two()
     await stop_one()

@@ -71,7 +71,7 @@ def pg_reused(pg_databases: Callable[[], str]) -> tuple[str, str]:
             row[0]
             for row in conn.execute(
                 "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-                " AND tablename <> 'schema_version'"
+                " AND tablename NOT IN ('schema_version', 'writer_cache_version')"
             )
         ]
     return dsn, f"TRUNCATE {', '.join(tables)} RESTART IDENTITY"

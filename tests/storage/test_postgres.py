@@ -21,8 +21,11 @@ from relay.storage.postgres import schema as pg_schema
 from relay.storage.postgres.db import open_pg_store
 from relay.storage.postgres.search import tsquery
 from relay.storage.postgres.translate import Untranslatable, translate
+from relay.storage.postgres.translate import _tables as translate_tables
 from relay.storage.schema import LATEST_VERSION, MIGRATIONS
 from relay.storage.sqlite.db import StoreClosed
+from relay.storage.sqlite.writecache import WATCHED
+from relay.storage.together import execute_together
 from tests.storage.test_store import Boom, Gate, record
 
 if TYPE_CHECKING:
@@ -196,6 +199,8 @@ def test_the_postgresql_schema_has_sqlites_tables_and_columns(
     for table, column in rows:
         postgres.setdefault(table, []).append(column)
     assert postgres.pop("schema_version") == ["version"]  # PostgreSQL's user_version
+    # The writers' cache version (relay.storage.postgres.writecache; SQLite's data_version).
+    assert postgres.pop("writer_cache_version") == ["id", "version"]
     # The search index: FTS5 keeps the message id as its rowid; PostgreSQL a column of that
     # name, and the tsvector its trigger makes.
     assert postgres["message_search"] == ["rowid", "body", "tsv"]
@@ -207,6 +212,67 @@ def test_the_postgresql_schema_has_sqlites_tables_and_columns(
         " WHERE table_schema = current_schema() AND data_type IN ('integer', 'smallint')"
     ).fetchall()
     assert small == []
+
+
+def test_the_writer_cache_triggers_watch_what_the_cache_holds(
+    pg: psycopg.Connection[Any],
+) -> None:
+    """Migration 0015's triggers bump the version on exactly the tables and columns of
+    WATCHED, for insert, delete, update and truncate."""
+    rows = pg.execute(
+        "SELECT c.relname, t.tgtype, array(SELECT a.attname FROM pg_attribute a"
+        "  WHERE a.attrelid = t.tgrelid AND a.attnum = ANY (t.tgattr) ORDER BY a.attname)"
+        " FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+        " WHERE t.tgname LIKE 'writer_cache_%'"
+    ).fetchall()
+    insert, delete, update, truncate = 4, 8, 16, 32  # pg_trigger.tgtype bits
+    row_events = {name: (kind, columns) for name, kind, columns in rows if not kind & truncate}
+    truncated = {name for name, kind, _ in rows if kind & truncate}
+    assert set(row_events) == truncated == set(WATCHED)
+    for table, watched in WATCHED.items():
+        kind, columns = row_events[table]
+        assert kind & (insert | delete | update) == insert | delete | update, table
+        assert columns == (sorted(watched) if watched is not None else []), table
+
+
+def test_the_translator_knows_what_reaches_the_writer_cache(
+    pg: psycopg.Connection[Any],
+) -> None:
+    """`touches_cache` follows foreign keys' ON DELETE actions, read from SQLite's schema:
+    PostgreSQL's must be the same, and the marks hold for the cases that matter."""
+    actions = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL"}
+    rows = pg.execute(
+        "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text, a.attname,"
+        " c.confdeltype FROM pg_constraint c JOIN pg_attribute a"
+        "  ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)"
+        " WHERE c.contype = 'f'"
+    ).fetchall()
+    postgres = {(child, parent, column, actions[kind]) for child, parent, column, kind in rows}
+    sqlite = {
+        (ref.child, parent, ref.column, ref.on_delete)
+        for parent, table in translate_tables().items()
+        for ref in table.referenced_by
+    }
+    assert postgres - {p for p in postgres if p[0] == "message_search"} == sqlite
+    touching = [
+        "DELETE FROM users WHERE id = ?",  # members, by cascade
+        "DELETE FROM servers WHERE id = ?",
+        "DELETE FROM channels WHERE id = ?",
+        "UPDATE channels SET parent_id = ? WHERE id = ?",
+        "UPDATE members SET communication_disabled_until = ? WHERE user_id = ?",
+        "INSERT INTO member_roles (server_id, user_id, role_id) VALUES (?, ?, ?)",
+        "INSERT OR REPLACE INTO overwrites (channel_id, target_id, type, allow, deny)"
+        " VALUES (?, ?, ?, ?, ?)",
+    ]
+    harmless = [
+        "INSERT INTO messages (id, channel_id, author_id, content) VALUES (?, ?, ?, ?)",
+        "DELETE FROM messages WHERE id = ?",
+        "UPDATE channels SET last_message_id = ? WHERE id = ?",
+        "UPDATE members SET nickname = ? WHERE user_id = ?",
+        "SELECT id FROM roles WHERE server_id = ?",
+    ]
+    assert [s for s in touching if not translate(s).touches_cache] == []
+    assert [s for s in harmless if translate(s).touches_cache] == []
 
 
 def test_migrations_are_kept_in_step_with_sqlites() -> None:
@@ -314,6 +380,39 @@ async def test_a_failing_pg_write_fails_alone_and_its_batch_commits(
     assert isinstance(results["boom"], Boom)
     assert isinstance(results["duplicate"], sqlite3.IntegrityError)  # as the modules expect
     assert committed(dsn) == {"taken": 1, "before": 2, "after": 5}
+
+
+def notes_together(db: Any, first: int, second: int, body: str) -> list[int]:
+    """Two inserts sent together, then two reads sent together; the reads' answers."""
+    insert = "INSERT INTO notes (id, body) VALUES (?, ?)"
+    execute_together(db, [(insert, (first, f"{body}-a")), (insert, (second, f"{body}-b"))])
+    count = "SELECT count(*) FROM notes WHERE id = ?"
+    return [c.fetchone()[0] for c in execute_together(db, [(count, (first,)), (count, (second,))])]
+
+
+async def test_statements_sent_together_fail_and_commit_as_one_by_one_would(
+    pg_store: tuple[PgStore, str],
+) -> None:
+    """In the writer's transaction, statements sent in one pipeline: a failure is raised as
+    `execute` raises it, its request alone is rolled back, the batch's others commit."""
+    store, dsn = pg_store
+    await store.write(insert_note, 1, "taken")
+    gate = Gate()
+    results: dict[str, Any] = {}
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.write, gate)
+            await gate.entered()
+            batches = store.batches
+            nursery.start_soon(record, results, "ok", store, notes_together, 10, 11, "ok")
+            nursery.start_soon(record, results, "dup", store, notes_together, 20, 1, "dup")
+            nursery.start_soon(record, results, "after", store, notes_together, 30, 31, "after")
+            await trio.testing.wait_all_tasks_blocked()
+            gate.release()
+    assert store.batches == batches + 2
+    assert results["ok"] == results["after"] == [1, 1]
+    assert isinstance(results["dup"], sqlite3.IntegrityError)  # as the modules expect
+    assert committed(dsn) == {"taken": 1, "ok-a": 10, "ok-b": 11, "after-a": 30, "after-b": 31}
 
 
 async def test_pg_reads_see_commits_only_and_run_during_a_write(

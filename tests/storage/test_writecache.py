@@ -1,7 +1,8 @@
-"""The writer's cache of permission rows (relay.storage.sqlite.writecache), through a threaded
-store on a real database file: a cached answer never outlives the rows it came from, whether
-they change in the same transaction, in a later one, in a request that is rolled back, or from
-another connection."""
+"""The writer's cache of permission rows (relay.storage.sqlite.writecache, and on PostgreSQL
+relay.storage.postgres.writecache), through a threaded store on a real database of each kind: a
+cached answer never outlives the rows it came from, whether they change in the same transaction,
+in a later one, in a request that is rolled back, or from another connection (on PostgreSQL,
+another process's writer: tests/rest/test_postgres.py has two servers)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import pytest
 import trio
 import trio.testing
@@ -17,7 +19,9 @@ import trio.testing
 from relay.errors import Forbidden, NotFound, RelayError
 from relay.permissions import P
 from relay.storage import messages
+from relay.storage.postgres.db import open_pg_store
 from relay.storage.sqlite.db import open_store
+from tests.storage.conftest import BACKENDS
 from tests.storage.test_messages import BOB, NOW, SERVER, TEXT, Ids, populate
 from tests.storage.test_store import Gate
 
@@ -33,16 +37,42 @@ SEND, VIEW = int(P.SEND_MESSAGES), int(P.VIEW_CHANNEL)
 CATEGORY, ROLE = 105, 106
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "relay.db"
+@pytest.fixture(params=BACKENDS)
+async def opened(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Store, Callable[[str], None]]]:
+    """A populated store of each kind, and a function committing a statement through another
+    connection (another process's, for all the writer can tell)."""
+    if request.param == "sqlite":
+        path = tmp_path / "relay.db"
+
+        def elsewhere(statement: str) -> None:
+            with contextlib.closing(sqlite3.connect(path)) as other:
+                other.execute(statement)
+                other.commit()
+
+        async with open_store(path) as store:
+            await store.write(populate)
+            yield store, elsewhere
+        return
+    if request.node.get_closest_marker("sqlite_only"):
+        pytest.skip("a test of SQLite's own behaviour")
+    dsn, empty = request.getfixturevalue("pg_reused")  # emptied: faster than a new database
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(empty.encode())
+
+    def pg_elsewhere(statement: str) -> None:
+        with psycopg.connect(dsn) as other:
+            other.execute(statement.encode())
+
+    async with open_pg_store(dsn, readers=1) as pg:
+        await pg.write(populate)
+        yield pg, pg_elsewhere
 
 
 @pytest.fixture
-async def store(path: Path) -> AsyncIterator[Store]:
-    async with open_store(path) as opened:
-        await opened.write(populate)
-        yield opened
+def store(opened: tuple[Store, Callable[[str], None]]) -> Store:
+    return opened[0]
 
 
 def post(db: Database, message_id: int, author_id: int = BOB) -> int:
@@ -165,14 +195,19 @@ async def test_a_change_is_seen_by_the_next_write_in_the_same_transaction(
     assert isinstance(results[2], refusal)
 
 
-async def test_a_change_committed_by_another_connection_is_seen(store: Store, path: Path) -> None:
+@pytest.mark.parametrize("name", list(CHANGES))
+async def test_a_change_committed_by_another_connection_is_seen(
+    opened: tuple[Store, Callable[[str], None]], name: str
+) -> None:
+    store, elsewhere = opened
+    setup, change, refusal = CHANGES[name]
     ids = Ids()
+    await store.write(sql(*setup))
     await store.write(post, ids.next())
-    await store.write(post, ids.next())
-    with contextlib.closing(sqlite3.connect(path)) as other:
-        other.execute(f"DELETE FROM members WHERE user_id = {BOB}")
-        other.commit()
-    with pytest.raises(NotFound):
+    await store.write(post, ids.next())  # answered from the cache
+    for statement in change:
+        elsewhere(statement)
+    with pytest.raises(refusal):
         await store.write(post, ids.next())
 
 
@@ -212,6 +247,7 @@ def traced(fn: Callable[..., Any]) -> Callable[..., list[str]]:
     return run
 
 
+@pytest.mark.sqlite_only
 async def test_the_permission_check_is_not_read_again_while_nothing_changed(store: Store) -> None:
     ids = Ids()
     first = await store.write(traced(post), ids.next())
@@ -221,3 +257,48 @@ async def test_the_permission_check_is_not_read_again_while_nothing_changed(stor
     # Left: the nonce-less post's own reads (none) and writes (message, channel, read state).
     assert [s for s in second if s.lstrip().upper().startswith("SELECT")] == []
     assert len(second) == len(first) - len(reads)
+
+
+def permission_scans(db: Any) -> int:
+    """Rows read so far in this transaction from the tables only permission checks read
+    (PostgreSQL's own per-transaction counters)."""
+    row = db.execute(
+        "SELECT sum(seq_scan + coalesce(idx_scan, 0)) FROM pg_stat_xact_user_tables"
+        " WHERE relname IN ('members', 'member_roles', 'roles', 'overwrites', 'servers')"
+    ).fetchone()
+    return int(row[0] or 0)
+
+
+def scanned_by_post(db: Any, message_id: int) -> int:
+    before = permission_scans(db)
+    post(db, message_id)
+    return permission_scans(db) - before
+
+
+async def test_the_pg_permission_check_is_not_read_again_while_nothing_changed(
+    store: Store,
+) -> None:
+    if not hasattr(store, "_pg_writer"):
+        pytest.skip("PostgreSQL's counters (SQLite's case is the test above)")
+    ids = Ids()
+    assert await store.write(scanned_by_post, ids.next()) >= 4  # loaded: cached from now on
+    assert await store.write(scanned_by_post, ids.next()) == 0
+    await store.write(sql(f"UPDATE members SET nickname = 'b' WHERE user_id = {BOB}"))
+    assert await store.write(scanned_by_post, ids.next()) == 0  # not a watched column
+    await store.write(sql(EVERYONE_CANNOT_SEND.replace("& ~", "| ")))  # a watched row
+    assert await store.write(scanned_by_post, ids.next()) > 0
+
+
+async def test_without_its_counter_row_the_pg_cache_trusts_nothing(
+    opened: tuple[Store, Callable[[str], None]],
+) -> None:
+    store, elsewhere = opened
+    if not hasattr(store, "_pg_writer"):
+        pytest.skip("PostgreSQL's counter (SQLite reads PRAGMA data_version)")
+    elsewhere("DELETE FROM writer_cache_version")
+    ids = Ids()
+    await store.write(post, ids.next())
+    await store.write(post, ids.next())
+    elsewhere(f"DELETE FROM members WHERE user_id = {BOB}")
+    with pytest.raises(NotFound):
+        await store.write(post, ids.next())

@@ -14,6 +14,11 @@ Three differences of PostgreSQL are made up for here:
   IntegrityError and goes on (a bot's username taken: try the next) would then fail at its next
   statement, so a plain INSERT into a table with a secondary UNIQUE key runs in a savepoint of
   its own. Other failures end the request, whose savepoint the store rolls back anyway.
+
+Two additions serve the writer: `PgConn.touched`, called after every statement that may change
+a row of the writer's permission cache (relay.storage.postgres.writecache), and
+`PgDatabase.execute_together`, which sends several statements in one round trip (psycopg's
+pipeline mode; relay.storage.together).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from relay.errors import BadRequest
 from relay.storage.postgres.translate import translate
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
 
 class _BoolAsInteger(Dumper):
@@ -68,6 +73,13 @@ class PgConn:
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.raw = conn
+        # Called after a statement that may change a row the writer's cache holds (None: no
+        # cache on this connection, as on readers).
+        self.touched: Callable[[], None] | None = None
+
+    def ran(self, touches_cache: bool) -> None:
+        if touches_cache and self.touched is not None:
+            self.touched()
 
     @property
     def in_transaction(self) -> bool:
@@ -76,12 +88,15 @@ class PgConn:
     def executemany(self, sql: str, rows: Iterable[Any]) -> psycopg.Cursor[Any]:
         done = translate(sql)
         cursor = self.raw.cursor()
-        with _integrity():
-            cursor.executemany(done.sql, [_params(done.numbered, row) for row in rows])
+        try:
+            with _integrity():
+                cursor.executemany(done.sql, [_params(done.numbered, row) for row in rows])
+        finally:
+            self.ran(done.touches_cache)
         return cursor
 
     def execute(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
-        return PgDatabase(self.raw).execute(sql, params)
+        return PgDatabase(self).execute(sql, params)
 
 
 @contextmanager
@@ -95,26 +110,55 @@ def _integrity() -> Iterator[None]:
 class PgDatabase:
     """The sqlite_utils Database surface of one psycopg connection (see the module docstring)."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = PgConn(conn)
+    def __init__(self, conn: psycopg.Connection[Any] | PgConn) -> None:
+        self.conn = conn if isinstance(conn, PgConn) else PgConn(conn)
 
     def execute(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
         done = translate(sql)
         raw = self.conn.raw
         cursor = raw.cursor()
-        with _integrity():
-            if done.savepoint and self.conn.in_transaction:
-                with raw.transaction():
+        try:
+            with _integrity():
+                if done.savepoint and self.conn.in_transaction:
+                    with raw.transaction():
+                        cursor.execute(done.sql, _params(done.numbered, params))
+                else:
                     cursor.execute(done.sql, _params(done.numbered, params))
-            else:
-                cursor.execute(done.sql, _params(done.numbered, params))
+        finally:
+            self.conn.ran(done.touches_cache)
         return cursor
+
+    def execute_together(self, statements: Sequence[tuple[str, Any]]) -> list[psycopg.Cursor[Any]]:
+        """Run the statements in order, sent together and answered together (one round trip,
+        psycopg's pipeline mode); their cursors, in order, once all have run. A failure is
+        raised when the pipeline ends, as `execute` raises it; in a transaction, the
+        statements after a failed one do not run (the request fails and rolls back anyway).
+        Statements that need a savepoint of their own run one by one, as `execute` does."""
+        translated = [(translate(sql), params) for sql, params in statements]
+        alone = not self.conn.in_transaction and not all(done.reads for done, _ in translated)
+        if alone or any(done.savepoint for done, _ in translated):
+            # Outside a transaction a pipeline would make writes one (autocommit commits each).
+            return [self.execute(sql, params) for sql, params in statements]
+        raw = self.conn.raw
+        cursors = []
+        try:
+            with _integrity(), raw.pipeline():
+                for done, params in translated:
+                    cursor = raw.cursor()
+                    cursor.execute(done.sql, _params(done.numbered, params))
+                    cursors.append(cursor)
+        finally:
+            self.conn.ran(any(done.touches_cache for done, _ in translated))
+        return cursors
 
     def query(self, sql: str, params: Any = None) -> Iterator[dict[str, Any]]:
         done = translate(sql)
         cursor = self.conn.raw.cursor(row_factory=dict_row)
-        with _integrity():
-            cursor.execute(done.sql, _params(done.numbered, params))
+        try:
+            with _integrity():
+                cursor.execute(done.sql, _params(done.numbered, params))
+        finally:
+            self.conn.ran(done.touches_cache)
         yield from cursor
 
     @contextmanager

@@ -10,9 +10,9 @@ wakes the callers. PostgreSQL commits about 1.7k single-row transactions/s on th
 psycopg 3's async API does not run under Trio; its sync API does, in worker threads. Reads take a
 connection from a psycopg-pool pool (autocommit, so a read holds no transaction open).
 
-The SQLite writer's permission cache (relay.storage.sqlite.writecache) is not used: several
-processes may write one PostgreSQL database, and a row cached in one process would miss another's
-commits. `cached()` finds no cache in the writer thread and just loads.
+The writer keeps a cache of permission rows as SQLite's does, emptied when another process
+commits a change to them (relay.storage.postgres.writecache): its version is read in the same
+round trip as BEGIN.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool
 from relay.ids import Snowflakes
 from relay.storage.postgres.adapter import PgDatabase, prepare
 from relay.storage.postgres.schema import migrate
+from relay.storage.postgres.writecache import VERSION_SQL, PgWriterCache
 from relay.storage.sqlite.db import WRITE_QUEUE, Pending, Store
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class PgStore(Store):
         self.ids = Snowflakes()
         self._metrics = metrics
         self._pg_writer = writer
+        self._pg_cache = PgWriterCache(writer.conn)
         self._dsn = dsn  # to connect the writer again if its connection breaks
         self._pool = pool
         self._readers = trio.CapacityLimiter(pool.max_size)
@@ -96,18 +98,30 @@ class PgStore(Store):
             # Each round trip costs more than the statement itself here, so the transaction
             # and savepoint statements between two requests travel together (no parameters:
             # one simple query; never prepared, which a multi-statement query cannot be).
-            ended = "BEGIN"  # what closes the previous request (none yet: open the transaction)
-            for request in batch:
-                conn.execute(f"{ended}; SAVEPOINT request".encode(), prepare=False)
-                try:
-                    request.result = outcome.Value(request.fn(db, *request.args, **request.kwargs))
-                    ended = "RELEASE SAVEPOINT request"
-                except Exception as e:
-                    request.result = outcome.Error(e)
-                    ended = "ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request"
+            # The first one also reads the cache's version (relay.storage.postgres.writecache).
+            cursor = conn.execute(
+                f"BEGIN; {VERSION_SQL}; SAVEPOINT request".encode(), prepare=False
+            )
+            cursor.nextset()  # BEGIN's result, then the version's
+            version = cursor.fetchone()
+            ended = "RELEASE SAVEPOINT request"  # what closes the previous request
+            with self._pg_cache.open_for(None if version is None else int(version[0])):
+                for i, request in enumerate(batch):
+                    if i:  # the first request's savepoint is open already
+                        conn.execute(f"{ended}; SAVEPOINT request".encode(), prepare=False)
+                    try:
+                        request.result = outcome.Value(
+                            request.fn(db, *request.args, **request.kwargs)
+                        )
+                        ended = "RELEASE SAVEPOINT request"
+                    except Exception as e:
+                        request.result = outcome.Error(e)
+                        ended = "ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request"
+                        self._pg_cache.clear()  # it may hold rows only this request wrote
             conn.execute(f"{ended}; COMMIT".encode(), prepare=False)
         except Exception as e:
             log.error("write transaction failed", exc_info=True)
+            self._pg_cache.clear()
             if not conn.broken and db.conn.in_transaction:
                 conn.execute("ROLLBACK")
             for request in batch:
@@ -123,6 +137,7 @@ class PgStore(Store):
         if self._pg_writer.conn.raw.broken or self._pg_writer.conn.raw.closed:
             self._pg_writer.close()
             self._pg_writer = connect(self._dsn)
+            self._pg_cache = PgWriterCache(self._pg_writer.conn)
             log.warning("writer connected to the database again")
         return self._pg_writer
 

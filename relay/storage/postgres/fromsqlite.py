@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 BATCH = 5000  # rows read from SQLite and written per COPY batch
 # FTS5's own tables behind the search index (its `body` is copied through message_search).
 FTS_SHADOW = {f"message_search_{part}" for part in ("config", "content", "data", "docsize", "idx")}
-NOT_COPIED = {"schema_version"}  # PostgreSQL's own record of its version
+NOT_COPIED = {"schema_version", "writer_cache_version"}  # PostgreSQL's own: its version, and
+# the writers' cache version (relay.storage.postgres.writecache)
 COMPUTED = {("message_search", "tsv")}  # made by a trigger from the copied columns
 
 
@@ -156,6 +157,15 @@ def _copy(
                     sql.Identifier(table), sql.Identifier(name)
                 )
             )
+        # The writers' cache triggers (relay.storage.postgres.writecache) would queue one
+        # deferred event per copied row, and those pending events forbid the ALTER TABLEs
+        # below: off for the copy, then one bump of the version for all of it.
+        cache_triggers = conn.execute(
+            "SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE t.tgname LIKE 'writer\\_cache\\_%' AND n.nspname = current_schema()"
+        ).fetchall()
+        _set_triggers(conn, cache_triggers, "DISABLE")
         for table in tables:
             rows = _copy_table(lite, conn, table)
             total += rows
@@ -168,9 +178,22 @@ def _copy(
                 )
                 + sql.SQL(definition)
             )
+        _set_triggers(conn, cache_triggers, "ENABLE")
+        conn.execute("UPDATE writer_cache_version SET version = version + 1")
         _advance_sequences(conn)
         _verify(lite, conn, tables)
     return len(tables), total
+
+
+def _set_triggers(
+    conn: psycopg.Connection[Any], triggers: list[tuple[str, str]], action: str
+) -> None:
+    for table, name in triggers:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(
+                sql.Identifier(table), sql.SQL(action), sql.Identifier(name)
+            )
+        )
 
 
 def _copy_table(lite: sqlite3.Connection, conn: psycopg.Connection[Any], table: str) -> int:

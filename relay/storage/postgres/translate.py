@@ -19,6 +19,11 @@ is what makes the few SQLite forms it leaves alone safe to rewrite here:
 - `%` in string literals is doubled for psycopg's placeholder syntax;
 - numbered placeholders `?N` become named ones (`Translated.numbered`).
 
+Each statement is also marked when it may change a row the writer's permission cache holds
+(`Translated.touches_cache`: a write to a watched table or column of
+relay.storage.sqlite.writecache.WATCHED, directly or through a foreign key's ON DELETE action):
+the adapter empties that cache after running it.
+
 `json_each(?)` (a JSON array of ids) and `COLLATE NOCASE` need no rewrite: the PostgreSQL
 schema defines a `json_each` function and a case-insensitive `nocase` collation.
 """
@@ -35,6 +40,8 @@ from importlib import resources
 import sqlglot
 from sqlglot import exp
 
+from relay.storage.sqlite.writecache import WATCHED
+
 _NUMBERED = re.compile(r"\?(\d+)")
 _ALIASES = itertools.count()  # names for subqueries in FROM that SQLite let go unnamed
 
@@ -48,12 +55,24 @@ class Translated:
     sql: str
     numbered: bool  # positional parameters are passed as {"pN": params[N-1]}
     savepoint: bool  # a plain INSERT into a table with a secondary UNIQUE key (see adapter)
+    touches_cache: bool = False  # may change a row the writer's cache holds (module docstring)
+    reads: bool = False  # a SELECT that writes nothing
+
+
+@dataclass(frozen=True, slots=True)
+class _Reference:
+    """A foreign key of `child` (its `column`) to another table, and what a delete there does."""
+
+    child: str
+    column: str
+    on_delete: str  # CASCADE, SET NULL, SET DEFAULT, NO ACTION, RESTRICT
 
 
 @dataclass(frozen=True, slots=True)
 class _Table:
     primary_key: tuple[str, ...]
     unique_beyond_key: bool
+    referenced_by: tuple[_Reference, ...] = ()
 
 
 @cache
@@ -65,12 +84,16 @@ def _tables() -> dict[str, _Table]:
         conn.executescript(sql)
         found: dict[str, _Table] = {}
         names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        references: dict[str, list[_Reference]] = {}
+        for (name,) in names:
+            for row in conn.execute(f"PRAGMA foreign_key_list('{name}')"):
+                references.setdefault(row[2], []).append(_Reference(name, row[3], row[6]))
         for (name,) in names:
             info = conn.execute(f"PRAGMA table_info('{name}')").fetchall()
             key = tuple(row[1] for row in sorted(info, key=lambda r: r[5]) if row[5] > 0)
             indexes = conn.execute(f"PRAGMA index_list('{name}')").fetchall()
             unique = any(row[2] and row[3] != "pk" for row in indexes)
-            found[name] = _Table(key, unique)
+            found[name] = _Table(key, unique, tuple(references.get(name, ())))
         # An FTS5 table has no key in SQLite; PostgreSQL's message_search is keyed by rowid.
         found["message_search"] = _Table(("rowid",), False)
         return found
@@ -126,6 +149,46 @@ def _insert(node: exp.Insert) -> tuple[exp.Insert, bool]:
         ),
     )
     return node, False
+
+
+def _watched(table: str, columns: set[str] | None) -> bool:
+    """Whether changing `columns` (None: a whole row) of `table` may change a cached row."""
+    if table not in WATCHED:
+        return False
+    watched = WATCHED[table]
+    return watched is None or columns is None or bool(columns & set(watched))
+
+
+def _delete_reaches_cache(table: str, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether deleting rows of `table` may change a cached row, through ON DELETE actions."""
+    if _watched(table, None):
+        return True
+    known = _tables().get(table)
+    if known is None or table in seen:
+        return known is None  # an unknown table: assume it might
+    for ref in known.referenced_by:
+        if ref.on_delete == "CASCADE" and _delete_reaches_cache(ref.child, seen | {table}):
+            return True
+        if ref.on_delete in ("SET NULL", "SET DEFAULT") and _watched(ref.child, {ref.column}):
+            return True
+    return False
+
+
+def _touches_cache(tree: exp.Expr) -> bool:
+    """Whether a statement may change a row the writer's permission cache holds."""
+    for node in tree.find_all(exp.Insert, exp.Update, exp.Delete):
+        target = node.this.this if isinstance(node.this, exp.Schema) else node.this
+        name = target.name if isinstance(target, exp.Table) else ""
+        if isinstance(node, exp.Delete):
+            touched = _delete_reaches_cache(name)
+        elif isinstance(node, exp.Update):
+            columns = {e.this.name for e in node.expressions if isinstance(e.this, exp.Column)}
+            touched = _watched(name, columns if len(columns) == len(node.expressions) else None)
+        else:  # an insert, or an upsert's update of the same table
+            touched = _watched(name, None)
+        if touched or name not in _tables():
+            return True
+    return False
 
 
 def _condition(node: exp.Expr) -> exp.Expr:
@@ -190,6 +253,7 @@ def translate(sql: str) -> Translated:
     except sqlglot.errors.SqlglotError as e:
         raise Untranslatable(f"{e}: {sql}") from e
     savepoint = False
+    touches_cache = _touches_cache(tree)
     if isinstance(tree, exp.Insert):
         tree, savepoint = _insert(tree)
     tree = tree.transform(_rewrite).transform(_escape)
@@ -197,4 +261,5 @@ def translate(sql: str) -> Translated:
         text = tree.sql(dialect="postgres", unsupported_level=sqlglot.ErrorLevel.RAISE)
     except sqlglot.errors.SqlglotError as e:
         raise Untranslatable(f"{e}: {sql}") from e
-    return Translated(text, numbered, savepoint)
+    reads = isinstance(tree, exp.Select) and tree.find(exp.Insert, exp.Update, exp.Delete) is None
+    return Translated(text, numbered, savepoint, touches_cache, reads)

@@ -15,7 +15,9 @@ found here is always what the query would return at that moment:
   have cached rows that were never committed.
 
 Only the writer uses it, and only inside `Store._commit` (`open_for`), so readers and their
-snapshots never see it. It is bounded: past MAX_ENTRIES the cache starts over empty.
+snapshots never see it. It is bounded: past MAX_ENTRIES the cache starts over empty. The
+PostgreSQL writer keeps the same values (relay.storage.postgres.writecache), emptied by its own
+means: several processes write that database.
 """
 
 from __future__ import annotations
@@ -69,32 +71,21 @@ def trigger_sql() -> list[str]:
     return statements
 
 
-class WriterCache:
-    """The cache of one writer connection; see the module docstring."""
+class CacheBase:
+    """The values and their use, whatever tells the cache to empty (see WriterCache and
+    relay.storage.postgres.writecache.PgWriterCache). `owner` is the connection it serves."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    def __init__(self, owner: object) -> None:
+        self.owner = owner
         self._values: dict[Hashable, Any] = {}
-        conn.create_function(_CLEAR, 0, self.clear)
-        for sql in trigger_sql():
-            conn.execute(sql)
-        self._version = self._data_version()
         self.clears = 0  # times emptied (for tests)
-
-    def _data_version(self) -> int:
-        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
     def clear(self) -> None:
         self._values.clear()
         self.clears += 1
 
     @contextmanager
-    def open_for(self) -> Iterator[None]:
-        """Use the cache in this thread for the transaction that was just begun."""
-        version = self._data_version()
-        if version != self._version:  # another connection committed since the last one
-            self._version = version
-            self.clear()
+    def _in_use(self) -> Iterator[None]:
         _local.cache = self
         try:
             yield
@@ -113,10 +104,36 @@ class WriterCache:
         return value
 
 
+class WriterCache(CacheBase):
+    """The cache of one SQLite writer connection; see the module docstring."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(conn)
+        self._conn = conn
+        conn.create_function(_CLEAR, 0, self.clear)
+        for sql in trigger_sql():
+            conn.execute(sql)
+        self._version = self._data_version()
+
+    def _data_version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    @contextmanager
+    def open_for(self) -> Iterator[None]:
+        """Use the cache in this thread for the transaction that was just begun."""
+        version = self._data_version()
+        if version != self._version:  # another connection committed since the last one
+            self._version = version
+            self.clear()
+        with self._in_use():
+            yield
+
+
 def cached(db: Database, key: Hashable, load: Callable[[], T]) -> T:
     """`load()`, or what it returned before on this connection if nothing it reads has changed
     since. Outside the writer's transaction (any reader) this is just `load()`."""
-    cache: WriterCache | None = getattr(_local, "cache", None)
-    if cache is None or cache._conn is not db.conn:
+    cache: CacheBase | None = getattr(_local, "cache", None)
+    # PostgreSQL's adapter wraps its psycopg connection (`db.conn.raw`); SQLite's is db.conn.
+    if cache is None or cache.owner is not getattr(db.conn, "raw", db.conn):
         return load()
     return cache.get(key, load)
