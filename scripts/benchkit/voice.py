@@ -468,6 +468,7 @@ def _run_load(members: list[Member], load: Load, seconds: float, pid: int) -> di
         "p50_ms": round(percentile(lat, 50) / 1000, 2) if lat else None,
         "p99_ms": round(percentile(lat, 99) / 1000, 2) if lat else None,
         "cpu_pct": cpu,
+        "sys_pct": meter.system_pct,  # of cpu_pct, in the kernel (the socket calls)
         "load_cpu_pct": load_cpu,
         "cpu_us_per_packet": round(cpu / 100 * 1e6 / per_s, 1) if per_s else None,
         "closed_connections": sum(r["closed"] for r in results),
