@@ -75,6 +75,7 @@ from nacl.bindings import (
     crypto_aead_xchacha20poly1305_ietf_encrypt as enc,
 )
 from websockets.asyncio.server import broadcast, serve
+from websockets.exceptions import ConnectionClosed
 ZEROS = bytes(20)
 
 def key_of(ssrc):
@@ -154,6 +155,8 @@ async def ws_member(ws):
                 r[3] += 1
                 tail = (r[3] & 0xFFFFFFFF).to_bytes(4, "big")
                 broadcast((r[4],), head + enc(body, head, tail + ZEROS, r[1]) + tail)
+    except ConnectionClosed:
+        pass  # a load process closing with data unread: a reset, not a close frame
     finally:
         channel.remove(m)
 
