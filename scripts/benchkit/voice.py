@@ -283,7 +283,7 @@ class _Ws:
     def _control(self, op: int) -> dict[str, Any]:
         """The next control frame of `op` (earlier frames are dropped: nothing is sent yet)."""
         while True:
-            frame = _first_frame(self.buf)
+            frame = wire.first_frame(self.buf)
             if frame is None:
                 self.buf += self._recv()
                 continue
@@ -337,20 +337,6 @@ class _Ws:
             if len(data) < 262144:
                 break
         return self._messages()
-
-
-def _first_frame(buf: bytes) -> tuple[int, bytes, bytes] | None:
-    """(opcode, payload, the rest) of the first whole server frame in `buf`, or None."""
-    if len(buf) < 2:
-        return None
-    length, start = buf[1] & 0x7F, 2
-    if length == 126:
-        length, start = int.from_bytes(buf[2:4], "big"), 4
-    elif length == 127:
-        length, start = int.from_bytes(buf[2:10], "big"), 10
-    if len(buf) < start or len(buf) < start + length:
-        return None
-    return buf[0] & 0x0F, buf[start : start + length], buf[start + length :]
 
 
 def _load(members: list[Member], load: Load, seconds: float, out: Any, go: Any) -> None:
