@@ -138,7 +138,7 @@ def first_frame(buf: bytes) -> tuple[int, bytes, bytes] | None:
         length, start = int.from_bytes(buf[2:4], "big"), 4
     elif length == 127:
         length, start = int.from_bytes(buf[2:10], "big"), 10
-    if len(buf) < start or len(buf) < start + length:
+    if len(buf) < start + length:  # also when the length itself is cut
         return None
     return buf[0] & 0x0F, buf[start : start + length], buf[start + length :]
 
