@@ -772,9 +772,9 @@ def _phase(
 def voice(bench: Bench) -> list[Row]:
     """Scenario `voice` (module doc)."""
     channels = {"quick": 2, "short": 5, "full": 20}[bench.config.profile]
-    # WebSocket media costs either server about twice UDP's CPU per packet: at 20 channels
-    # (90k packets/s) neither would keep up on 2 cores, so --full's fixed load is 10 channels,
-    # about the core the UDP fixed load takes.
+    # WebSocket media costs either server 1.3-1.8x UDP's CPU per packet (17-20 us): at 20
+    # channels (90k packets/s) neither would keep up on 2 cores beside the load processes, so
+    # --full's is 10 channels, about the core the UDP fixed load takes.
     ws_channels = {"quick": 2, "short": 5, "full": 10}[bench.config.profile]
     results: dict[str, dict[str, Any]] = {}
     for server, case in (("relay", _relay_case), ("asyncio_voice", _peer_case)):
