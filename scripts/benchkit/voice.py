@@ -23,8 +23,8 @@ with their key, and take the latency from a send timestamp inside the payload. P
 - screen: one member sends 1,200-byte packets at 500 packets/s (a 1080p-like screen share) to
   the 9 others of its channel over UDP, which is under Relay's default per-sender limits
   (`voice_max_packets_per_s` 600, `voice_max_bytes_per_s` 1,000,000: 500 x 1,232 bytes).
-The Relay the scenario starts raises those two limits for the saturation phase (a sender at 200
-packets/s is under the defaults too, but the load's catch-up bursts are not).
+The Relay the scenario starts raises those two limits anyway (100,000 packets/s, 100 MB/s), so
+that no phase measures the limiter: a load process that stalls catches up in a burst.
 """
 
 from __future__ import annotations
