@@ -34,6 +34,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import queue
 import selectors
 import socket
 import subprocess
@@ -413,6 +414,21 @@ def _load(members: list[Member], load: Load, seconds: float, out: Any, go: Any) 
     out.put({"sent": sent, "received": received, "latencies_us": latencies, "closed": closed})
 
 
+def _answers(out: Any, workers: list[Any], timeout_s: float) -> list[dict[str, Any]]:
+    """One answer from each load process; fails as soon as one died (not after the timeout)."""
+    answers: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(answers) < len(workers):
+        try:
+            answers.append(out.get(timeout=1))
+        except queue.Empty:
+            if any(w.exitcode not in (None, 0) for w in workers):
+                raise RuntimeError("a load process died (its traceback is above)") from None
+            if time.monotonic() > deadline:
+                raise
+    return answers
+
+
 def _run_load(members: list[Member], load: Load, seconds: float, pid: int) -> dict[str, Any]:
     procs = max(1, min(4, (os.cpu_count() or 2)))
     ctx = multiprocessing.get_context("fork")
@@ -422,8 +438,7 @@ def _run_load(members: list[Member], load: Load, seconds: float, pid: int) -> di
     for w in workers:
         w.start()
     try:
-        for _ in workers:
-            ready = out.get(timeout=120)
+        for ready in _answers(out, workers, 120):
             if "error" in ready:
                 raise RuntimeError(f"a load process could not set up: {ready['error']}")
         meter = CpuMeter([pid])
@@ -433,7 +448,7 @@ def _run_load(members: list[Member], load: Load, seconds: float, pid: int) -> di
         go.set()
         meter.start()
         load_meter.start()
-        results = [out.get(timeout=seconds + 60) for _ in workers]
+        results = _answers(out, workers, seconds + 60)
         cpu = meter.stop()
         load_cpu = load_meter.stop()
     finally:
