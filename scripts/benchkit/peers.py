@@ -167,7 +167,7 @@ LABELS = {
     "node_ws": "Node ws",
     "websockets": "websockets+uvloop",
     "asyncio_relay": "asyncio+uvloop relay",
-    "asyncio_voice": "asyncio+uvloop UDP forwarder",
+    "asyncio_voice": "asyncio+uvloop forwarder",  # UDP and WebSocket
     "relay_tcp": "Relay TCP",
     "relay_ws": "Relay /v1/relay",
 }

@@ -128,6 +128,21 @@ def data_frames(data: bytes, pos: int) -> tuple[int, list[tuple[int, bytes]]]:
     return pos, frames
 
 
+def first_frame(buf: bytes) -> tuple[int, bytes, bytes] | None:
+    """(opcode, payload, the bytes after it) of the first whole server frame in `buf`, or None
+    while it is incomplete: for a handshake that must stop after one frame."""
+    if len(buf) < 2:
+        return None
+    length, start = buf[1] & 0x7F, 2
+    if length == 126:
+        length, start = int.from_bytes(buf[2:4], "big"), 4
+    elif length == 127:
+        length, start = int.from_bytes(buf[2:10], "big"), 10
+    if len(buf) < start + length:  # also when the length itself is cut
+        return None
+    return buf[0] & 0x0F, buf[start : start + length], buf[start + length :]
+
+
 def parse_stamp(stamp: bytes) -> tuple[int, int, int]:
     """(send time ns, sender, seq) from `bench|<t>|<sender>|<seq>|...`."""
     parts = stamp.split(b"|", 4)

@@ -49,6 +49,20 @@ def test_scan_counts_bench_messages_across_any_split() -> None:
         assert (controls or []) + (rest_controls or []) == [(wire.OP_CLOSE, b"\x03\xe8")]
 
 
+def test_first_frame_needs_the_whole_frame_and_keeps_the_rest() -> None:
+    frames = [(wire.OP_BINARY, b"x" * 300), (wire.OP_TEXT, b'{"op":8}'), (wire.OP_CLOSE, b"")]
+    stream = b"".join(server_frame(p, o) for o, p in frames)
+    first_len = len(server_frame(frames[0][1]))  # a 16-bit length: cuts inside it too
+    for cut in range(len(stream) + 1):
+        got = wire.first_frame(stream[:cut])
+        assert got == (None if cut < first_len else (*frames[0], stream[first_len:cut]))
+    rest, seen = stream, []
+    while (frame := wire.first_frame(rest)) is not None:
+        opcode, payload, rest = frame
+        seen.append((opcode, payload))
+    assert (seen, rest) == (frames, b"")
+
+
 def test_client_frames_are_masked() -> None:
     payload = b"hello, relay" * 20
     frame = wire.client_frame(payload)
