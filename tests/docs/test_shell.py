@@ -1,0 +1,255 @@
+"""Every shell block of README.md and docs/**/*.md is run here as written, or listed in NOT_RUN
+with the reason and the test that covers its commands instead; a new block fails
+`test_every_shell_block_is_run_or_listed` until someone decides.
+
+How a block runs (tests/docs/shellblocks.py): `bash -e -o pipefail`, fed the block's text as it
+goes, in a session of its own; a command that runs until stopped (`relay serve`, `rooms tail`)
+gets Ctrl-C once the test has checked what it promises. What the test gives a block, as a
+reader's shell would have it, and nothing more:
+- the environment: the venv's bin on PATH, RELAY_DATA_DIR (a temporary directory) and where a
+  block does not name the server's address, RELAY_URL / RELAY_REALTIME_URL or port settings for
+  the test's server; the variables a block's prose asks the reader for (PASSWORD,
+  RELAY_USERNAME / RELAY_PASSWORD);
+- a terminal (a pty) where a command asks for a password on one;
+- the values of SUBSTITUTIONS, each taken from an earlier command's real output (or the real
+  resource it names), for the placeholders the docs write.
+Where a block writes 127.0.0.1:8080 or :9464 itself, the server listens there: only those
+blocks do, under a lock that makes test runs on this machine take turns (the other ports are
+free ones, given by settings, so nothing else collides). A second address for the same block
+would mean editing the block, and a network namespace is not available on every CI machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+import trio
+
+from relay.config import load_settings
+from tests.conftest import settings_for, start_server
+from tests.docs.shellblocks import (
+    BIN,
+    ROOT,
+    Block,
+    bash,
+    block,
+    fixed_ports_lock,
+    group_environ,
+    reader_env,
+    shell_blocks,
+    split_after,
+    substitute,
+)
+from tests.realservers import REQUIRED, free_port, postgres_server
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from tests.conftest import RunningServer
+
+README_SETUP = "README.md: scripts/serve"
+API_DOCS = "docs/api.md: curl -s http://127.0.0.1:8080/v1/api/openapi.json | python3 -m json.tool | less"
+BENCH = "docs/benchmarks.md: just bench"
+CLI_ADMIN = 'docs/cli.md: relay user create alice --display-name "Alice"'
+CLI_ROOMS = "docs/cli.md: relay rooms list"
+CLI_JUST = 'docs/cli.md: export PATH="$PWD/.venv/bin:$PATH"'
+CLUSTER = "docs/cluster.md: just cluster"
+CLUSTER_ENV = "docs/cluster.md: # one node's environment file (EnvironmentFile= of its systemd unit)"
+DEPLOY = "docs/deploy.md: python3 -m venv /opt/relay"
+DEPLOY_NGINX = "docs/deploy.md: cp docs/deploy/nginx.conf /etc/nginx/conf.d/relay.conf"
+METRICS = "docs/metrics.md: RELAY_METRICS_PORT=9464 relay serve"
+PG_ROLE = "docs/postgresql.md: sudo -u postgres psql -c \"CREATE ROLE relay LOGIN PASSWORD 'change-me'\""
+PG_SERVE = "docs/postgresql.md: export RELAY_DATABASE='postgresql://relay:change-me@127.0.0.1:5432/relay'"
+PG_COPY = "docs/postgresql.md: relay db migrate"
+PG_DUMP = (
+    "docs/postgresql.md: pg_dump --format=custom --file=relay-2026-12-06.dump"
+    " 'postgresql://relay:change-me@127.0.0.1/relay'"
+)
+PG_RESTORE = (
+    "docs/postgresql.md: sudo -u postgres psql -c \"CREATE DATABASE relay_restored OWNER relay"
+    " ENCODING 'UTF8' TEMPLATE template0\""
+)
+VOICE = (
+    "docs/voice.md: ffmpeg -i music.mp3 -ac 1 -ar 48000 -c:a libopus -frame_duration 20 hello.opus"
+)
+
+# Block -> the test here that runs it.
+RUN = {
+    CLI_ADMIN: "test_the_cli_pages_admin_rooms_and_voice_blocks",
+    CLI_ROOMS: "test_the_cli_pages_admin_rooms_and_voice_blocks",
+    VOICE: "test_the_cli_pages_admin_rooms_and_voice_blocks",
+    CLI_JUST: "test_the_just_session",
+    API_DOCS: "test_the_blocks_on_the_fixed_ports",
+    METRICS: "test_the_blocks_on_the_fixed_ports",
+    CLUSTER_ENV: "test_the_cluster_nodes_environment_file",
+    PG_ROLE: "test_the_postgresql_page",
+    PG_COPY: "test_the_postgresql_page",
+    PG_SERVE: "test_the_postgresql_page",
+    PG_DUMP: "test_the_postgresql_page",
+    PG_RESTORE: "test_the_postgresql_page",
+}
+
+# Block -> (why it is not run here, the test that covers its commands instead).
+NOT_RUN = {
+    README_SETUP: (
+        "its second line, scripts/test, is the whole suite this test is part of (.ci/run runs"
+        " it); its first runs the server until Ctrl-C",
+        "tests/scripts/test_serve.py::test_serve_passes_its_arguments_to_relay_serve",
+    ),
+    BENCH: (
+        "the first two take about 3 and 12 minutes, and benchmarks are not tests",
+        "tests/scripts/test_bench.py::test_quick_run_writes_the_json",  # its third line
+    ),
+    CLUSTER: (
+        "Redis, PostgreSQL, three nodes and nginx, until Ctrl-C",
+        "tests/cluster/test_three_nodes.py::test_just_cluster_runs_the_script",
+    ),
+    DEPLOY: (
+        "installs into /opt and /etc and starts a systemd service: a host's, not a CI machine's",
+        "tests/deploy/test_systemd.py::test_systemd_accepts_the_unit",
+    ),
+    DEPLOY_NGINX: (
+        "the host's nginx, a real domain name and its certificates",
+        "tests/deploy/test_nginx.py::test_rest_and_the_gateway_through_nginx",
+    ),
+}
+
+# Block -> placeholder -> what the test puts there (values from earlier output or resources).
+SUBSTITUTIONS: dict[str, dict[str, str]] = {
+    CLI_ROOMS: {
+        "ROOM_ID": "the room id `relay rooms create` printed",
+        "SECRET": "the secret it printed",
+    },
+    CLI_JUST: {
+        "1229...": "the room id `just room-create` printed",
+        "gQ73idY1...": "the secret it printed",
+    },
+    VOICE: {
+        "1229...": "the server id `relay server create` printed (docs/cli.md, run before)",
+        "1230...": "that server's General voice channel, looked up over REST",
+    },
+    CLUSTER_ENV: {"<64 hex digits>": "a random media key"},
+    # The docs' PostgreSQL listens on 5432; the test's private one on a free port.
+    PG_SERVE: {"127.0.0.1:5432": "127.0.0.1:PORT of the test's PostgreSQL"},
+    PG_DUMP: {"@127.0.0.1/": "@127.0.0.1:PORT/"},
+    PG_RESTORE: {"@127.0.0.1/": "@127.0.0.1:PORT/"},
+}
+PASSWORD = "a long password"  # what docs/cli.md's session and docs/voice.md log in with
+
+
+def filled(block_id: str, values: Mapping[str, str], text: str | None = None) -> str:
+    """The block (or the `text` of it still to run) with exactly its SUBSTITUTIONS placeholders
+    replaced by `values`."""
+    assert set(values) == set(SUBSTITUTIONS.get(block_id, {})), block_id
+    return substitute(block(block_id).body if text is None else text, values)
+
+
+# -- the decision for every block -----------------------------------------------------------------
+
+
+def test_every_shell_block_is_run_or_listed() -> None:
+    ids = [b.id for b in shell_blocks()]
+    assert len(ids) == len(set(ids)), "two blocks start alike: make their first lines differ"
+    assert set(RUN).isdisjoint(NOT_RUN)
+    assert sorted(ids) == sorted({*RUN, *NOT_RUN}), "a block is neither run nor listed"
+    assert set(SUBSTITUTIONS) <= set(RUN)
+    here = (ROOT / "tests" / "docs" / "test_shell.py").read_text()
+    for test in set(RUN.values()):
+        assert f"def {test}(" in here
+    for _, covered_by in NOT_RUN.values():
+        path, _, name = covered_by.partition("::")
+        assert re.search(rf"^(async )?def {name}\(", (ROOT / path).read_text(), re.MULTILINE)
+
+
+def test_an_unlisted_block_is_found() -> None:
+    """The extraction finds every kind of shell fence, so the check above can fail."""
+    assert {b.page for b in shell_blocks()} >= {"README.md", "docs/cli.md", "docs/voice.md"}
+    assert all(isinstance(b, Block) and b.body.strip() for b in shell_blocks())
+
+
+# -- blocks against one server: docs/cli.md's commands, then docs/voice.md ------------------------
+
+
+async def answer_password_prompts(terminal: trio.lowlevel.FdStream) -> None:
+    """Type PASSWORD at each prompt `relay user create` / `set-password` shows on the terminal."""
+    seen, answered = "", 0
+    async for chunk in terminal:
+        seen += chunk.decode(errors="replace")
+        prompts = len(re.findall(r"(?:password|again): ", seen))
+        for _ in range(answered, prompts):
+            await terminal.send_all(f"{PASSWORD}\n".encode())
+        answered = prompts
+
+
+async def voice_channel(server: RunningServer, server_id: str) -> str:
+    async with server.client() as alice:
+        await alice.login("alice", PASSWORD)
+        channels = await alice.call("GET", f"/v1/api/servers/{server_id}/channels")
+    [voice] = [c["id"] for c in channels if c["type"] == "voice"]
+    return str(voice)
+
+
+async def test_the_cli_pages_admin_rooms_and_voice_blocks(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    running, shutdown = await start_server(nursery, settings_for(tmp_path))
+    env = reader_env(
+        RELAY_DATA_DIR=running.settings.data_dir,
+        RELAY_URL=running.url,
+        RELAY_REALTIME_URL=running.ws_url,
+        PASSWORD="bobs long password",  # `echo "$PASSWORD" | relay user create bob`
+    )
+    # Admin commands: alice's password typed on a terminal, as the comments describe.
+    master, terminal = os.openpty()
+    try:
+        async with (
+            trio.lowlevel.FdStream(master) as typist,
+            bash(tmp_path, env, stdin=terminal) as shell,
+            trio.open_nursery() as typing,
+        ):
+            typing.start_soon(answer_password_prompts, typist)
+            shell.feed(block(CLI_ADMIN).body)
+            out = (await shell.finished()).splitlines()
+            typing.cancel_scope.cancel()
+    finally:
+        os.close(terminal)
+    alice_id, bob_id = out[0], out[1]
+    assert alice_id.isdigit() and bob_id.isdigit()  # "prints the id"
+    assert out[2].split() == "ID USERNAME DISPLAY NAME CREATED DISABLED LOGINS".split()
+    assert [line.split()[:3] for line in out[3:5]] == [
+        [alice_id, "alice", "Alice"],
+        [bob_id, "bob", "-"],
+    ]
+    assert out[5].startswith("alice: password changed")
+    assert out[6].startswith("alice: disabled")
+    assert out[7] == "alice: enabled"
+    server_id = out[8]  # "prints the server's id"
+    assert server_id.isdigit()
+    assert out[9].split() == "ID NAME OWNER MEMBERS PUBLIC CREATED".split()
+    assert out[10].split()[:3] == [server_id, "Home", "alice"]
+    assert re.fullmatch(r"[\w-]{6,}", out[11])  # "prints the code"
+    assert len(out) == 12
+
+    # App rooms, logged in as the reader's RELAY_USERNAME / RELAY_PASSWORD.
+    env.update(RELAY_USERNAME="alice", RELAY_PASSWORD=PASSWORD)
+    async with bash(tmp_path, env) as shell:
+        head, rest = split_after(block(CLI_ROOMS).body, "relay rooms create")
+        shell.feed(head)
+        created = await shell.expect(r"^(\d+) (\S+)$")  # "prints: ROOM_ID SECRET"
+        # "the public rooms, then: 2 rooms (1 private, not listed), 3 of 10000 clients"
+        assert re.match(r"ID .*\n0 rooms \(0 private, not listed\), 0 of \d+ clients\n", shell.stdout)
+        shell.feed(filled(CLI_ROOMS, {"ROOM_ID": created[1], "SECRET": created[2]}, rest))
+        await shell.expect(r'^\{"type":"connected"')
+        shell.interrupt()  # Ctrl-C ends the tail; the room is then closed
+        out = (await shell.finished()).splitlines()
+    assert out[-1] == f"closed room {created[1]}"
+    await shutdown()
