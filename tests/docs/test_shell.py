@@ -27,6 +27,8 @@ import re
 import secrets
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -48,12 +50,10 @@ from tests.docs.shellblocks import (
     split_after,
     substitute,
 )
-from tests.realservers import REQUIRED, free_port, postgres_server
+from tests.realservers import REQUIRED, free_port, postgres_server, unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from pathlib import Path
-
     from tests.conftest import RunningServer
 
 README_SETUP = "README.md: scripts/serve"
@@ -252,4 +252,121 @@ async def test_the_cli_pages_admin_rooms_and_voice_blocks(
         shell.interrupt()  # Ctrl-C ends the tail; the room is then closed
         out = (await shell.finished()).splitlines()
     assert out[-1] == f"closed room {created[1]}"
+
+    # docs/voice.md, as alice in the server made above. `just` needs the checkout, and the block
+    # writes files: it runs in a directory of its own inside it (git-ignored .pytest_cache).
+    if shutil.which("ffmpeg") is None:
+        await shutdown()
+        unavailable("ffmpeg")
+    values = {"1229...": server_id, "1230...": await voice_channel(running, server_id)}
+    scratch = ROOT / ".pytest_cache" / "docs-shell"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as workdir:
+        # The reader's music.mp3: 0.3 s of a tone (the comment's 150 frames are its 3 s).
+        tone = ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=0.3"]
+        subprocess.run([*tone, f"{workdir}/music.mp3"], check=True, timeout=30)
+        async with bash(Path(workdir), env) as shell:
+            shell.feed(filled(VOICE, values))
+            out = (await shell.finished()).splitlines()
+    # "played 150 frames (3.00 s) in 1230..."
+    played = [re.fullmatch(r"played (\d+) frames \((\d+\.\d\d) s\) in (\d+)", line) for line in out]
+    assert len(played) == 2, out
+    for found in played:
+        assert found is not None, out
+        assert 10 <= int(found[1]) <= 25, out  # 0.3 s, give or take the encoder's padding
+        assert float(found[2]) == int(found[1]) * 0.02
+        assert found[3] == values["1230..."]
     await shutdown()
+
+
+# -- docs/cli.md's `just` session, against a fresh server (it creates alice) ----------------------
+
+
+async def test_the_just_session(nursery: trio.Nursery, tmp_path: Path) -> None:
+    running, shutdown = await start_server(nursery, settings_for(tmp_path))
+    env = reader_env(
+        RELAY_DATA_DIR=running.settings.data_dir,
+        RELAY_URL=running.url,
+        RELAY_REALTIME_URL=running.ws_url,
+    )
+    env["PATH"] = os.environ.get("PATH", "")  # the block puts the venv's bin there itself
+    async with bash(ROOT, env) as shell:  # "$PWD/.venv/bin": run from the checkout
+        head, rest = split_after(block(CLI_JUST).body, "just room-create")
+        shell.feed(head)
+        created = await shell.expect(r"^(\d+) (\S+)$")  # "1229... gQ73idY1..."
+        assert re.fullmatch(r"\d+\n", shell.stdout[: created.start()])  # `just user`: alice's id
+        rest = filled(CLI_JUST, {"1229...": created[1], "gQ73idY1...": created[2]}, rest)
+        # The line "in a third terminal" runs in a shell of its own, at the same time, after
+        # the session's exports (which a reader types in each terminal).
+        third = [line for line in rest.splitlines(True) if "# in a third terminal" in line]
+        exports = [line for line in head.splitlines(True) if line.startswith("export ")]
+        assert len(third) == 1 and exports
+        async with bash(ROOT, env) as tail:
+            tail.feed("".join([*exports, *third]))
+            await tail.expect(r'^\{"type":"connected"')
+            shell.feed("".join(line for line in rest.splitlines(True) if line not in third))
+            out = (await shell.finished()).splitlines()
+            tail_out = (await tail.finished()).splitlines()  # ended by `just room-close`
+            assert tail.stderr == "relay: room closed\n"
+    assert out[-4].split()[:3] == ["ID", "PROTOCOL", "CLIENTS"]  # `just rooms`
+    assert out[-3].split()[:3] == [created[1], "host", "1/4"]  # the tail
+    assert out[-2] == "1 room (0 private, not listed), 1 of 10000 clients"
+    assert out[-1] == f"closed room {created[1]}"
+    # A host room: what the say sent went to the host, the tail.
+    assert [json.loads(line) for line in tail_out[1:]] == [
+        {"type": "client_joined", "client_id": 2},
+        {"type": "host", "from": 2, "data": "hello"},
+        {"type": "client_left", "client_id": 2, "reason": "left"},
+        {"type": "error", "code": "room_closed", "message": "the room was closed by its creator"},
+    ]
+    await shutdown()
+
+
+# -- blocks that write the server's address: on 127.0.0.1:8080 (and :9464), taking turns ---------
+
+
+def get(url: str, **headers: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, headers=headers, timeout=5)
+    except httpx.TransportError:
+        return None
+
+
+async def until_answered(url: str, status: int, **headers: str) -> httpx.Response:
+    with trio.fail_after(30):
+        while True:
+            answer = await trio.to_thread.run_sync(lambda: get(url, **headers))
+            if answer is not None and answer.status_code == status:
+                return answer
+            await trio.sleep(0.1)
+
+
+async def test_the_blocks_on_the_fixed_ports(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # Only the ports a block writes are fixed: the realtime, byte relay and voice ones are free.
+    free = {"RELAY_REALTIME_PORT": "0", "RELAY_RELAY_PORT": "off", "RELAY_VOICE_UDP_PORT": "0"}
+    env = reader_env(RELAY_DATA_DIR=str(tmp_path / "data"), **free)
+    async with fixed_ports_lock():
+        settings = settings_for(tmp_path, http_port=8080)
+        running, shutdown = await start_server(nursery, settings)
+        async with bash(tmp_path, env) as shell:
+            shell.feed(block(API_DOCS).body)
+            document = json.loads(await shell.finished())
+        assert document["openapi"].startswith("3.") and document["paths"]
+        page = await until_answered("http://127.0.0.1:8080/v1/api/docs", 200)  # "or open ..."
+        assert page.headers["content-type"].startswith("text/html")
+        await shutdown()
+
+        # docs/metrics.md: each `relay serve` runs until Ctrl-C, once its promised URL answers.
+        async with bash(tmp_path, env) as shell:
+            shell.feed(block(METRICS).body)
+            scraped = await until_answered("http://127.0.0.1:9464/metrics", 200)
+            assert "# TYPE " in scraped.text
+            shell.interrupt()
+            await until_answered("http://127.0.0.1:8080/metrics", 401)  # the token is needed
+            token = group_environ(shell.process.pid, "serve")["RELAY_METRICS_TOKEN"]
+            assert re.fullmatch(r"[0-9a-f]{48}", token)  # `openssl rand -hex 24`
+            authorized = {"Authorization": f"Bearer {token}"}
+            scraped = await until_answered("http://127.0.0.1:8080/metrics", 200, **authorized)
+            assert "# TYPE " in scraped.text
+            shell.interrupt()
+            await shell.finished()
