@@ -141,7 +141,8 @@ class Shell:
             code = await self.process.wait()
             while not self.eof:
                 await self.changed.wait()
-        assert code is not None and self.eof, f"still running:\n{self.stdout}\n{self.stderr}"
+        assert code is not None, f"still running:\n{self.stdout}\n{self.stderr}"
+        assert self.eof, f"a command left running holds the output:\n{self.stdout}"
         assert code == 0, f"exit {code}:\n{self.stdout}\n{self.stderr}"
         return self.stdout
 
@@ -171,13 +172,14 @@ async def bash(
     )
     os.close(read_end)
     shell = Shell(process, write_end)
-    assert process.stdout is not None
-    assert process.stderr is not None
+    stdout, stderr = process.stdout, process.stderr
+    assert stdout is not None
+    assert stderr is not None
 
     async def pumps() -> None:
         async with trio.open_nursery() as inner:
-            inner.start_soon(_pump, process.stdout, shell.out, shell)
-            inner.start_soon(_pump, process.stderr, shell.err, shell)
+            inner.start_soon(_pump, stdout, shell.out, shell)
+            inner.start_soon(_pump, stderr, shell.err, shell)
         shell.eof = True
         shell.changed.set()
 

@@ -35,6 +35,7 @@ import httpx
 import pytest
 import trio
 
+from relay.client import RelayClient
 from relay.config import load_settings
 from tests.conftest import settings_for, start_server
 from tests.docs.shellblocks import (
@@ -50,32 +51,39 @@ from tests.docs.shellblocks import (
     split_after,
     substitute,
 )
-from tests.realservers import REQUIRED, free_port, postgres_server, unavailable
+from tests.realservers import REQUIRED, free_port, postgres_server
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
     from tests.conftest import RunningServer
 
 README_SETUP = "README.md: scripts/serve"
-API_DOCS = "docs/api.md: curl -s http://127.0.0.1:8080/v1/api/openapi.json | python3 -m json.tool | less"
+API_DOCS = (
+    "docs/api.md: curl -s http://127.0.0.1:8080/v1/api/openapi.json | python3 -m json.tool | less"
+)
 BENCH = "docs/benchmarks.md: just bench"
 CLI_ADMIN = 'docs/cli.md: relay user create alice --display-name "Alice"'
 CLI_ROOMS = "docs/cli.md: relay rooms list"
 CLI_JUST = 'docs/cli.md: export PATH="$PWD/.venv/bin:$PATH"'
 CLUSTER = "docs/cluster.md: just cluster"
-CLUSTER_ENV = "docs/cluster.md: # one node's environment file (EnvironmentFile= of its systemd unit)"
+CLUSTER_ENV = "docs/cluster.md: RELAY_DATABASE='postgresql://relay:change-me@10.0.0.20:5432/relay'"
 DEPLOY = "docs/deploy.md: python3 -m venv /opt/relay"
 DEPLOY_NGINX = "docs/deploy.md: cp docs/deploy/nginx.conf /etc/nginx/conf.d/relay.conf"
 METRICS = "docs/metrics.md: RELAY_METRICS_PORT=9464 relay serve"
-PG_ROLE = "docs/postgresql.md: sudo -u postgres psql -c \"CREATE ROLE relay LOGIN PASSWORD 'change-me'\""
-PG_SERVE = "docs/postgresql.md: export RELAY_DATABASE='postgresql://relay:change-me@127.0.0.1:5432/relay'"
+PG_ROLE = (
+    "docs/postgresql.md: sudo -u postgres psql -c \"CREATE ROLE relay LOGIN PASSWORD 'change-me'\""
+)
+PG_SERVE = (
+    "docs/postgresql.md: export RELAY_DATABASE='postgresql://relay:change-me@127.0.0.1:5432/relay'"
+)
 PG_COPY = "docs/postgresql.md: relay db migrate"
 PG_DUMP = (
     "docs/postgresql.md: pg_dump --format=custom --file=relay-2026-12-06.dump"
     " 'postgresql://relay:change-me@127.0.0.1/relay'"
 )
 PG_RESTORE = (
-    "docs/postgresql.md: sudo -u postgres psql -c \"CREATE DATABASE relay_restored OWNER relay"
+    'docs/postgresql.md: sudo -u postgres psql -c "CREATE DATABASE relay_restored OWNER relay'
     " ENCODING 'UTF8' TEMPLATE template0\""
 )
 VOICE = (
@@ -140,6 +148,7 @@ SUBSTITUTIONS: dict[str, dict[str, str]] = {
     CLUSTER_ENV: {"<64 hex digits>": "a random media key"},
     # The docs' PostgreSQL listens on 5432; the test's private one on a free port.
     PG_SERVE: {"127.0.0.1:5432": "127.0.0.1:PORT of the test's PostgreSQL"},
+    PG_COPY: {"127.0.0.1:5432": "127.0.0.1:PORT"},
     PG_DUMP: {"@127.0.0.1/": "@127.0.0.1:PORT/"},
     PG_RESTORE: {"@127.0.0.1/": "@127.0.0.1:PORT/"},
 }
@@ -223,8 +232,10 @@ async def test_the_cli_pages_admin_rooms_and_voice_blocks(
     finally:
         os.close(terminal)
     alice_id, bob_id = out[0], out[1]
-    assert alice_id.isdigit() and bob_id.isdigit()  # "prints the id"
-    assert out[2].split() == "ID USERNAME DISPLAY NAME CREATED DISABLED LOGINS".split()
+    assert alice_id.isdigit()  # "prints the id"
+    assert bob_id.isdigit()
+    # "ID USERNAME DISPLAY NAME CREATED DISABLED LOGINS"
+    assert out[2].split() == ["ID", "USERNAME", "DISPLAY", "NAME", "CREATED", "DISABLED", "LOGINS"]
     assert [line.split()[:3] for line in out[3:5]] == [
         [alice_id, "alice", "Alice"],
         [bob_id, "bob", "-"],
@@ -234,7 +245,7 @@ async def test_the_cli_pages_admin_rooms_and_voice_blocks(
     assert out[7] == "alice: enabled"
     server_id = out[8]  # "prints the server's id"
     assert server_id.isdigit()
-    assert out[9].split() == "ID NAME OWNER MEMBERS PUBLIC CREATED".split()
+    assert out[9].split() == ["ID", "NAME", "OWNER", "MEMBERS", "PUBLIC", "CREATED"]
     assert out[10].split()[:3] == [server_id, "Home", "alice"]
     assert re.fullmatch(r"[\w-]{6,}", out[11])  # "prints the code"
     assert len(out) == 12
@@ -246,7 +257,8 @@ async def test_the_cli_pages_admin_rooms_and_voice_blocks(
         shell.feed(head)
         created = await shell.expect(r"^(\d+) (\S+)$")  # "prints: ROOM_ID SECRET"
         # "the public rooms, then: 2 rooms (1 private, not listed), 3 of 10000 clients"
-        assert re.match(r"ID .*\n0 rooms \(0 private, not listed\), 0 of \d+ clients\n", shell.stdout)
+        listed = r"ID .*\n0 rooms \(0 private, not listed\), 0 of \d+ clients\n"
+        assert re.match(listed, shell.stdout)
         shell.feed(filled(CLI_ROOMS, {"ROOM_ID": created[1], "SECRET": created[2]}, rest))
         await shell.expect(r'^\{"type":"connected"')
         shell.interrupt()  # Ctrl-C ends the tail; the room is then closed
@@ -255,16 +267,17 @@ async def test_the_cli_pages_admin_rooms_and_voice_blocks(
 
     # docs/voice.md, as alice in the server made above. `just` needs the checkout, and the block
     # writes files: it runs in a directory of its own inside it (git-ignored .pytest_cache).
-    if shutil.which("ffmpeg") is None:
+    if shutil.which("ffmpeg") is None:  # .ci/run installs it: there, its absence fails
         await shutdown()
-        unavailable("ffmpeg")
+        missing = "ffmpeg is not installed (apt-get install ffmpeg)"
+        (pytest.fail if REQUIRED else pytest.skip)(missing)
     values = {"1229...": server_id, "1230...": await voice_channel(running, server_id)}
     scratch = ROOT / ".pytest_cache" / "docs-shell"
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch) as workdir:
         # The reader's music.mp3: 0.3 s of a tone (the comment's 150 frames are its 3 s).
         tone = ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=0.3"]
-        subprocess.run([*tone, f"{workdir}/music.mp3"], check=True, timeout=30)
+        await trio.run_process([*tone, f"{workdir}/music.mp3"])
         async with bash(Path(workdir), env) as shell:
             shell.feed(filled(VOICE, values))
             out = (await shell.finished()).splitlines()
@@ -300,7 +313,8 @@ async def test_the_just_session(nursery: trio.Nursery, tmp_path: Path) -> None:
         # the session's exports (which a reader types in each terminal).
         third = [line for line in rest.splitlines(True) if "# in a third terminal" in line]
         exports = [line for line in head.splitlines(True) if line.startswith("export ")]
-        assert len(third) == 1 and exports
+        assert len(third) == 1
+        assert exports
         async with bash(ROOT, env) as tail:
             tail.feed("".join([*exports, *third]))
             await tail.expect(r'^\{"type":"connected"')
@@ -347,11 +361,12 @@ async def test_the_blocks_on_the_fixed_ports(nursery: trio.Nursery, tmp_path: Pa
     env = reader_env(RELAY_DATA_DIR=str(tmp_path / "data"), **free)
     async with fixed_ports_lock():
         settings = settings_for(tmp_path, http_port=8080)
-        running, shutdown = await start_server(nursery, settings)
+        _, shutdown = await start_server(nursery, settings)
         async with bash(tmp_path, env) as shell:
             shell.feed(block(API_DOCS).body)
             document = json.loads(await shell.finished())
-        assert document["openapi"].startswith("3.") and document["paths"]
+        assert document["openapi"].startswith("3.")
+        assert "/v1/api/gateway" in document["paths"]
         page = await until_answered("http://127.0.0.1:8080/v1/api/docs", 200)  # "or open ..."
         assert page.headers["content-type"].startswith("text/html")
         await shutdown()
@@ -370,3 +385,109 @@ async def test_the_blocks_on_the_fixed_ports(nursery: trio.Nursery, tmp_path: Pa
             assert "# TYPE " in scraped.text
             shell.interrupt()
             await shell.finished()
+
+
+# -- docs/postgresql.md, on a PostgreSQL of the test's own ---------------------------------------
+
+# On a Debian host `sudo -u postgres psql` is psql as the superuser `postgres` over the local
+# socket. The test's PostgreSQL (tests/realservers.py) has that superuser too, and is reached
+# over TCP on a free port: this `sudo`, first on the block's PATH, maps exactly that command
+# onto it (the SQL untouched) and refuses anything else.
+SUDO_SHIM = """#!/bin/sh
+[ "$1 $2 $3" = "-u postgres psql" ] || { echo "sudo (tests/docs): $*: not mapped" >&2; exit 1; }
+shift 3
+exec PSQL -d "$DOCS_POSTGRES_SUPERUSER" "$@"
+"""
+
+
+async def test_the_postgresql_page(tmp_path: Path) -> None:
+    with postgres_server(superuser="postgres") as pg:
+        shims = tmp_path / "shims"
+        shims.mkdir()
+        (shims / "sudo").write_text(SUDO_SHIM.replace("PSQL", shutil.which("psql") or "psql"))
+        (shims / "sudo").chmod(0o755)
+        http_port = free_port()
+        env = reader_env(
+            RELAY_DATA_DIR=str(tmp_path / "data"),
+            RELAY_HTTP_PORT=str(http_port),
+            RELAY_REALTIME_PORT=str(free_port()),
+            RELAY_RELAY_PORT="off",
+            RELAY_VOICE_UDP_PORT="0",
+            DOCS_POSTGRES_SUPERUSER=pg.dsn(),
+        )
+        env["PATH"] = f"{shims}{os.pathsep}{env['PATH']}"
+        at_5432 = {"127.0.0.1:5432": f"127.0.0.1:{pg.port}"}
+        at_default = {"@127.0.0.1/": f"@127.0.0.1:{pg.port}/"}
+        # The SQLite server to move: one account, made as docs/cli.md makes them.
+        made = await trio.run_process(
+            [str(BIN / "relay"), "user", "create", "alice"],
+            env=env,
+            stdin=f"{PASSWORD}\n".encode(),
+            capture_stdout=True,
+        )
+        alice_id = made.stdout.decode().strip()
+
+        async def run(block_id: str, values: Mapping[str, str] | None = None) -> str:
+            async with bash(tmp_path, env) as shell:
+                shell.feed(filled(block_id, values or {}))
+                return await shell.finished()
+
+        # In an order that runs each block once: the role and the database; the copy from
+        # SQLite into that empty database; then migrating and serving it; a dump; a restore.
+        await run(PG_ROLE)
+        copied = (await run(PG_COPY, at_5432)).splitlines()
+        assert re.fullmatch(r"\S+: schema version \d+", copied[0])  # the SQLite file
+        assert "users: 1 rows" in copied
+        assert copied[-1].endswith("every table's row count matches")
+
+        async with bash(tmp_path, env) as shell:
+            shell.feed(filled(PG_SERVE, at_5432))
+            await shell.expect(r"^postgresql: schema version \d+$")  # "prints: ..."
+            await until_answered(f"http://127.0.0.1:{http_port}/healthz", 200)
+            async with RelayClient(f"http://127.0.0.1:{http_port}") as client:
+                logged_in = await client.login("alice", PASSWORD)  # the copied account
+            assert str(logged_in["user"]["id"]) == alice_id
+            shell.interrupt()
+            await shell.finished()
+
+        await run(PG_DUMP, at_default)
+        assert (tmp_path / "relay-2026-12-06.dump").stat().st_size > 0
+        await run(PG_RESTORE, at_default)
+        restored = pg.psql("SELECT id, username FROM users", database="relay_restored")
+        assert restored == f"{alice_id}|alice\n"
+
+
+# -- docs/cluster.md's environment file: the same to bash and to systemd, and valid settings -----
+
+
+def systemd_environment(text: str) -> dict[str, str]:
+    """What systemd's EnvironmentFile= makes of `text`: `#` or `;` starts a comment only at the
+    start of a line, a value is the rest of its line (quotes around it removed)."""
+    env = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and line[0] not in "#;":
+            name, _, value = line.partition("=")
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            env[name.strip()] = value
+    return env
+
+
+def test_the_cluster_nodes_environment_file(tmp_path: Path) -> None:
+    text = filled(CLUSTER_ENV, {"<64 hex digits>": secrets.token_hex(32)})
+    # As a shell reads it (-a exports each assignment; `env -0` after it reads them back) ...
+    ran = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-a", "-c", f"{text}\nenv -0"],
+        cwd=tmp_path,
+        env=reader_env(),
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    shell = dict(v.split("=", 1) for v in ran.stdout.decode().split("\0") if v.startswith("RELAY_"))
+    # ... and as systemd does: the same values (a comment after a value would differ here).
+    assert shell == systemd_environment(text)
+    settings = load_settings(shell)
+    assert (settings.node_id, settings.data_dir) == ("node1", "/srv/relay-shared")
