@@ -42,16 +42,18 @@ class Block:
         return f"{self.page}: {first.split('  #')[0].strip()}"
 
 
+def blocks_in(page: str, text: str) -> list[Block]:
+    """The shell blocks of one page's markdown `text`."""
+    return [
+        Block(page, text.count("\n", 0, match.start()) + 1, match[2])
+        for match in FENCE.finditer(text)
+        if match[1].strip() in SHELLS
+    ]
+
+
 def shell_blocks() -> list[Block]:
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-    blocks = []
-    for page in pages:
-        text = page.read_text()
-        for match in FENCE.finditer(text):
-            if match[1].strip() in SHELLS:
-                line = text.count("\n", 0, match.start()) + 1
-                blocks.append(Block(str(page.relative_to(ROOT)), line, match[2]))
-    return blocks
+    return [b for page in pages for b in blocks_in(str(page.relative_to(ROOT)), page.read_text())]
 
 
 def block(block_id: str) -> Block:
