@@ -92,9 +92,9 @@ VOICE = (
 
 # Block -> the test here that runs it.
 RUN = {
-    CLI_ADMIN: "test_the_cli_pages_admin_rooms_and_voice_blocks",
-    CLI_ROOMS: "test_the_cli_pages_admin_rooms_and_voice_blocks",
-    VOICE: "test_the_cli_pages_admin_rooms_and_voice_blocks",
+    CLI_ADMIN: "test_the_cli_pages_admin_block_then_voice",
+    CLI_ROOMS: "test_the_cli_pages_rooms_block",
+    VOICE: "test_the_cli_pages_admin_block_then_voice",
     CLI_JUST: "test_the_just_session",
     API_DOCS: "test_the_blocks_on_the_fixed_ports",
     METRICS: "test_the_blocks_on_the_fixed_ports",
@@ -213,9 +213,7 @@ async def voice_channel(server: RunningServer, server_id: str) -> str:
     return str(voice)
 
 
-async def test_the_cli_pages_admin_rooms_and_voice_blocks(
-    nursery: trio.Nursery, tmp_path: Path
-) -> None:
+async def test_the_cli_pages_admin_block_then_voice(nursery: trio.Nursery, tmp_path: Path) -> None:
     running, shutdown = await start_server(nursery, settings_for(tmp_path))
     env = reader_env(
         RELAY_DATA_DIR=running.settings.data_dir,
@@ -256,23 +254,9 @@ async def test_the_cli_pages_admin_rooms_and_voice_blocks(
     assert re.fullmatch(r"[\w-]{6,}", out[11])  # "prints the code"
     assert len(out) == 12
 
-    # App rooms, logged in as the reader's RELAY_USERNAME / RELAY_PASSWORD.
-    env.update(RELAY_USERNAME="alice", RELAY_PASSWORD=PASSWORD)
-    async with bash(tmp_path, env) as shell:
-        head, rest = split_after(block(CLI_ROOMS).body, "relay rooms create")
-        shell.feed(head)
-        created = await shell.expect(r"^(\d+) (\S+)$")  # "prints: ROOM_ID SECRET"
-        # "the public rooms, then: 2 rooms (1 private, not listed), 3 of 10000 clients"
-        listed = r"ID .*\n0 rooms \(0 private, not listed\), 0 of \d+ clients\n"
-        assert re.match(listed, shell.stdout)
-        shell.feed(filled(CLI_ROOMS, {"ROOM_ID": created[1], "SECRET": created[2]}, rest))
-        await shell.expect(r'^\{"type":"connected"')
-        shell.interrupt()  # Ctrl-C ends the tail; the room is then closed
-        out = (await shell.finished()).splitlines()
-    assert out[-1] == f"closed room {created[1]}"
-
-    # docs/voice.md, as alice in the server made above. `just` needs the checkout, and the block
-    # writes files: it runs in a directory of its own inside it (git-ignored .pytest_cache).
+    # docs/voice.md, as alice (the block exports her name and password) in the server made
+    # above. `just` needs the checkout, and the block writes files: it runs in a directory of
+    # its own inside the checkout (under the git-ignored .pytest_cache).
     if shutil.which("ffmpeg") is None:  # .ci/run installs it: there, its absence fails
         await shutdown()
         missing = "ffmpeg is not installed (apt-get install ffmpeg)"
@@ -293,8 +277,36 @@ async def test_the_cli_pages_admin_rooms_and_voice_blocks(
     for found in played:
         assert found is not None, out
         assert 10 <= int(found[1]) <= 25, out  # 0.3 s, give or take the encoder's padding
-        assert float(found[2]) == int(found[1]) * 0.02
+        assert found[2] == f"{int(found[1]) * 20 / 1000:.2f}"
         assert found[3] == values["1230..."]
+    await shutdown()
+
+
+async def test_the_cli_pages_rooms_block(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """On a server of its own (the test above is long enough), logged in as the reader's
+    RELAY_USERNAME / RELAY_PASSWORD: an account made over REST."""
+    running, shutdown = await start_server(nursery, settings_for(tmp_path))
+    await running.client().register("alice", PASSWORD)
+    env = reader_env(
+        RELAY_DATA_DIR=running.settings.data_dir,
+        RELAY_URL=running.url,
+        RELAY_REALTIME_URL=running.ws_url,
+        RELAY_USERNAME="alice",
+        RELAY_PASSWORD=PASSWORD,
+    )
+    async with bash(tmp_path, env) as shell:
+        head, rest = split_after(block(CLI_ROOMS).body, "relay rooms create")
+        shell.feed(head)
+        created = await shell.expect(r"^(\d+) (\S+)$")  # "prints: ROOM_ID SECRET"
+        # "the public rooms, then: 2 rooms (1 private, not listed), 3 of 10000 clients"
+        listed = r"ID .*\n0 rooms \(0 private, not listed\), 0 of \d+ clients\n"
+        assert re.match(listed, shell.stdout)
+        shell.feed(filled(CLI_ROOMS, {"ROOM_ID": created[1], "SECRET": created[2]}, rest))
+        await shell.expect(r'^\{"type":"connected"')
+        shell.interrupt()  # Ctrl-C ends the tail; the room is then closed
+        out = (await shell.finished()).splitlines()
+    assert out[-1] == f"closed room {created[1]}"
+
     await shutdown()
 
 
