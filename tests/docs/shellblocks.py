@@ -9,6 +9,7 @@ import fcntl
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's bin: relay, just
 SHELLS = {"sh", "bash", "console", "shell"}
 FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+FIXED_PORTS = (8080, 9464)  # written in docs/api.md and docs/metrics.md
 STEP_TIMEOUT_S = 60.0  # a hang guard per wait, not a performance bound
 
 
@@ -207,6 +209,15 @@ async def fixed_ports_lock() -> AsyncIterator[None]:
     with path.open("a") as lock:
         await trio.to_thread.run_sync(fcntl.flock, lock.fileno(), fcntl.LOCK_EX)
         try:
+            for port in FIXED_PORTS:  # a clear failure, not a server's bind error
+                with socket.socket() as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    try:
+                        probe.bind(("127.0.0.1", port))
+                    except OSError as e:
+                        raise AssertionError(
+                            f"127.0.0.1:{port}, which the docs' blocks use, is taken: {e}"
+                        ) from None
             yield
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
