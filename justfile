@@ -70,14 +70,16 @@ room-tail room_id secret:
 room-close room_id:
     @.venv/bin/relay rooms close {{ quote(room_id) }}
 
+# Recipes run in the justfile's directory: a relative FILE or PATH is the caller's, as in a shell.
 # join a voice channel, play an Ogg Opus file (one frame per 20 ms), leave (args: --protocol websocket, --e2ee)
 voice-play server_id channel_id file *args:
-    @.venv/bin/relay voice play {{ quote(server_id) }} {{ quote(channel_id) }} {{ quote(file) }} {{ args }}
+    @.venv/bin/relay voice play {{ quote(server_id) }} {{ quote(channel_id) }} {{ quote(join(invocation_directory(), file)) }} {{ args }}
 
 # create user NAME in the database (asks for the password, or reads it from stdin)
 user name:
     @.venv/bin/relay user create {{ quote(name) }}
 
+# (PATH: relative to where `just` runs, like voice-play's FILE)
 # copy the database to PATH while the server runs (docs/backup.md)
 backup path:
-    @.venv/bin/relay backup {{ quote(path) }}
+    @.venv/bin/relay backup {{ quote(join(invocation_directory(), path)) }}

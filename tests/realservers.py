@@ -145,9 +145,10 @@ def _pg_binary(name: str) -> str | None:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(superuser: str = "relay") -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL cluster: trust authentication on loopback, fsync off (tests only).
-    PostgreSQL refuses to run as root, so as root it runs as the `postgres` user."""
+    PostgreSQL refuses to run as root, so as root it runs as the `postgres` user. `superuser`:
+    the bootstrap role (tests/docs runs docs/postgresql.md, which creates `relay` itself)."""
     initdb, postgres = _pg_binary("initdb"), _pg_binary("postgres")
     if initdb is None or postgres is None:
         unavailable("PostgreSQL")
@@ -161,7 +162,7 @@ def postgres_server() -> Iterator[PostgresServer]:
             shutil.chown(workdir, "postgres", "postgres")
         data = os.path.join(workdir, "data")
         subprocess.run(
-            [*as_user, initdb, "-D", data, "-A", "trust", "-U", "relay", "-E", "UTF8",
+            [*as_user, initdb, "-D", data, "-A", "trust", "-U", superuser, "-E", "UTF8",
              "--no-instructions", "--locale", "C.UTF-8"],
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
@@ -176,7 +177,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         )  # fmt: skip
         try:
             _wait_for_port(port, process, "postgres")
-            server = PostgresServer("127.0.0.1", port, "relay", itertools.count())
+            server = PostgresServer("127.0.0.1", port, superuser, itertools.count())
             _wait_for_recovery(server)
             yield server
         finally:
