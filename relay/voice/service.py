@@ -417,7 +417,7 @@ class VoiceService:
                     else:
                         data, addr = sock.recvfrom(max_bytes + 1)
                 except BlockingIOError:
-                    break
+                    break  # drained: wait_readable is the turn the others get
                 except OSError:  # e.g. ICMP port unreachable from an earlier send
                     continue
                 addr = (addr[0], addr[1])
@@ -431,7 +431,8 @@ class VoiceService:
                     self._discovery(sock, data, addr)
                 else:
                     self.stats.dropped["unbound"] += 1
-            await trio.lowlevel.checkpoint()
+            else:  # a full batch: let the actors forward it before reading more
+                await trio.lowlevel.checkpoint()
 
     def _discovery(self, sock: socket.socket, data: bytes, addr: tuple[str, int]) -> None:
         try:
