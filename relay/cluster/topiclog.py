@@ -50,18 +50,9 @@ OWN = b"\x00own"  # in a node's inbox: one of its own publications, heard back (
 LOGGED = (PREFIX + "s:", PREFIX + "u:")
 PUB_IDS = 1 << 32  # publication ids are 32-bit (struct I4 in the script's batch)
 
-# ARGV[1] the streams' length, ARGV[2] the keys' ttl (ms), ARGV[3] an epoch for a topic that
-# has none, ARGV[4] the key prefix, ARGV[5] the batch: per publication (topic length, pub id,
-# data length), topic, data. One binary argument for the batch, as relay.cluster.replay does.
-PUBLISH_SCRIPT = """
-local maxlen, ttl, fresh, prefix, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local pos, n, touched = 1, 0, {}
-while pos <= #blob do
-  local topic_len, pub, data_len = struct.unpack('<I2I4I4', blob, pos)
-  pos = pos + 10
-  local topic = string.sub(blob, pos, pos + topic_len - 1)
-  local data = string.sub(blob, pos + topic_len, pos + topic_len + data_len - 1)
-  pos = pos + topic_len + data_len
+# Both scripts: a topic's log keys and epoch; a topic without one gets `fresh` and an empty log.
+_LOG_OF = """
+local function log_of(prefix, topic, fresh)
   local name = string.sub(topic, #prefix + 1)
   local meta, stream = prefix .. 'logm:' .. name, prefix .. 'log:' .. name
   local epoch = redis.call('HGET', meta, 'e')
@@ -70,6 +61,25 @@ while pos <= #blob do
     redis.call('DEL', stream)
     redis.call('HSET', meta, 'e', epoch, 'o', 0)
   end
+  return meta, stream, epoch
+end
+"""
+
+# ARGV[1] the streams' length, ARGV[2] the keys' ttl (ms), ARGV[3] an epoch for a topic that
+# has none, ARGV[4] the key prefix, ARGV[5] the batch: per publication (topic length, pub id,
+# data length), topic, data. One binary argument for the batch, as relay.cluster.replay does.
+PUBLISH_SCRIPT = (
+    _LOG_OF
+    + """
+local maxlen, ttl, fresh, prefix, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local pos, n, touched = 1, 0, {}
+while pos <= #blob do
+  local topic_len, pub, data_len = struct.unpack('<I2I4I4', blob, pos)
+  pos = pos + 10
+  local topic = string.sub(blob, pos, pos + topic_len - 1)
+  local data = string.sub(blob, pos + topic_len, pos + topic_len + data_len - 1)
+  pos = pos + topic_len + data_len
+  local meta, stream, epoch = log_of(prefix, topic, fresh)
   local offset = redis.call('HINCRBY', meta, 'o', 1)
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '0-' .. offset, 'd', data, 'p', pub)
   redis.call('PUBLISH', topic, '#' .. epoch .. ':' .. offset .. ':' .. pub .. '|' .. data)
@@ -82,21 +92,17 @@ for meta, stream in pairs(touched) do  -- once per topic and batch
 end
 return n
 """
+)
 
 # ARGV[1] the ttl (ms), ARGV[2] an epoch for a topic that has none, ARGV[3] the key prefix,
 # ARGV[4] what follows the header (`<node>|` + SYNC); KEYS: none, the topics are ARGV[5..].
-SYNC_SCRIPT = """
+SYNC_SCRIPT = (
+    _LOG_OF
+    + """
 local ttl, fresh, prefix, body = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 for i = 5, #ARGV do
   local topic = ARGV[i]
-  local name = string.sub(topic, #prefix + 1)
-  local meta, stream = prefix .. 'logm:' .. name, prefix .. 'log:' .. name
-  local epoch = redis.call('HGET', meta, 'e')
-  if not epoch then
-    epoch = fresh
-    redis.call('DEL', stream)
-    redis.call('HSET', meta, 'e', epoch, 'o', 0)
-  end
+  local meta, stream, epoch = log_of(prefix, topic, fresh)
   local offset = redis.call('HGET', meta, 'o')
   redis.call('PEXPIRE', meta, ttl)
   redis.call('PEXPIRE', stream, ttl)
@@ -104,6 +110,7 @@ for i = 5, #ARGV do
 end
 return #ARGV - 4
 """
+)
 
 _PUB_HEAD = struct.Struct("<HII")  # topic length, pub id, data length
 
