@@ -313,8 +313,14 @@ def test_group_dm_and_push(browser: Browser, web_server: WebServer) -> None:
         "navigator.serviceWorker.getRegistration('/').then(r => r.getNotifications())"
         ".then(ns => ns.map(n => [n.title, n.body, n.tag]))"
     )
-    ada.wait_for_function(f"{shown}.then(ns => ns.length > 0)")
-    assert ada.evaluate(shown) == [["group_bob mentioned you", "look at this", "channel-42"]]
+    # Polled here: wait_for_function takes a Promise for a truthy answer (microsoft/playwright
+    # #29132), so it returned before the notification was shown and failed a CI run.
+    for _ in range(300):
+        notifications = ada.evaluate(shown)
+        if notifications:
+            break
+        ada.wait_for_timeout(50)
+    assert notifications == [["group_bob mentioned you", "look at this", "channel-42"]]
 
     # Levels: the server's set to "all" is stored.
     ada.select_option(f"[data-level='servers:{server_id}']", "all")
