@@ -122,11 +122,14 @@ class Shell:
         os.killpg(self.process.pid, signal.SIGINT)
 
     async def expect(self, pattern: str, *, stream: str = "stdout") -> re.Match[str]:
-        """Wait until the output matches `pattern` (multiline); fail if bash exits first."""
+        """Wait until the output's whole lines match `pattern` (multiline); fail if bash exits
+        first. Whole lines only: a line read in two pieces would otherwise match its first
+        piece at `$` (a room's secret cut short)."""
         regex = re.compile(pattern, re.MULTILINE)
         with trio.move_on_after(STEP_TIMEOUT_S):
             while True:
-                found = regex.search(self.stdout if stream == "stdout" else self.stderr)
+                text = self.stdout if stream == "stdout" else self.stderr
+                found = regex.search(text, 0, text.rfind("\n") + 1)
                 if found:
                     return found
                 assert self.process.returncode is None, (

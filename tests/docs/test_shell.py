@@ -191,6 +191,14 @@ def test_every_kind_of_shell_fence_is_found() -> None:
     ]
 
 
+async def test_a_line_read_in_two_pieces_is_expected_whole(tmp_path: Path) -> None:
+    async with bash(tmp_path, reader_env()) as shell:
+        shell.feed("printf '1229 gQ73'; sleep 0.3; printf 'idY1\\n'\n")
+        created = await shell.expect(r"^(\d+) (\S+)$")
+        assert created[2] == "gQ73idY1"
+        await shell.finished()
+
+
 # -- blocks against one server: docs/cli.md's commands, then docs/voice.md ------------------------
 
 
