@@ -20,10 +20,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 REQUIRED = os.environ.get("RELAY_REQUIRE_CLUSTER_SERVERS") == "1"
 START_TIMEOUT_S = 30.0
@@ -41,6 +43,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_for_relay(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Until a `relay serve` process answers /readyz at `url`; its log if it exits or takes
+    over 20 s."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(log.read_text())
+        time.sleep(0.05)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:

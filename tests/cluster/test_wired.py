@@ -10,11 +10,9 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 import coredis
-import httpx
 import msgspec
 import trio
 
@@ -23,6 +21,7 @@ from relay.cluster.envelope import server_topic
 from tests.cluster.test_two_servers import client_for, eventually, fanout_of
 from tests.conftest import settings_for, start_server
 from tests.gateway.test_gateway import setup_pair, text_channel
+from tests.realservers import wait_for_relay
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -219,16 +218,7 @@ def relay_process(data_dir: Path, redis: RedisServer, database: str) -> Iterator
     proc = subprocess.Popen([sys.executable, "-m", "relay", "serve"], env=env, stderr=log)
     url = f"http://127.0.0.1:{http_port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((data_dir.parent / "server.log").read_text())
-            time.sleep(0.05)
+        wait_for_relay(url, proc, data_dir.parent / "server.log")
         yield url, f"ws://127.0.0.1:{realtime_port}"
     finally:
         proc.kill()

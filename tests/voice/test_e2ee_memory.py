@@ -11,16 +11,15 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 import trio
 
 from relay.client import RelayClient, open_gateway
 from relay.voice_client import VoiceClient, join_voice
+from tests.realservers import wait_for_relay
 from tests.voice.test_voice import pump_until, voice_of
 from tests.web.conftest import free_port
 
@@ -79,16 +78,7 @@ def server_process(tmp_path: Path) -> Iterator[tuple[int, str, str]]:
         proc = subprocess.Popen([sys.executable, "-m", "relay", "serve"], env=env, stderr=log)
         url = f"http://127.0.0.1:{http_port}"
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(log_path.read_text())
-                time.sleep(0.1)
+            wait_for_relay(url, proc, log_path)
             yield proc.pid, url, f"ws://127.0.0.1:{realtime_port}"
         finally:
             proc.terminate()

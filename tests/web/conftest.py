@@ -16,11 +16,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
+
+from tests.realservers import wait_for_relay
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -152,16 +152,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
     proc = subprocess.Popen([sys.executable, "-m", "relay", "serve"], env=env, stderr=log)
     url = f"http://127.0.0.1:{http_port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((data / "server.log").read_text())
-            time.sleep(0.1)
+        wait_for_relay(url, proc, data / "server.log")
         yield WebServer(url, cutter, data)
     finally:
         cutter.close()
