@@ -37,7 +37,7 @@ from benchkit.relay import HOST
 from benchkit.scenarios import SETTLE_S, _check, _wait_accepts
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from benchkit.core import Bench
     from benchkit.procs import Worker
@@ -63,6 +63,19 @@ def redis_server(bench: Bench) -> Iterator[tuple[str, int]]:
         yield f"redis://{HOST}:{port}/0", proc.pid
     finally:
         bench.procs.stop(proc)
+
+
+def latency_rows(
+    case: str, low: str, high: str, values: Callable[[str, str, str], dict[str, float | None]]
+) -> list[Row]:
+    """p50 and p99 at the two fixed rates (`low`, `high`: their labels), from each case's
+    `values(phase, figure, "latency")`; shared with benchkit.clusternodes."""
+    return [
+        Row("cluster", case, f"p{q} latency {label}", "ms", values(phase, f"p{q}_ms", "latency"),
+            better="lower")
+        for label, phase in ((low, "latency"), (high, "high"))
+        for q in (50, 99)
+    ]  # fmt: skip
 
 
 def cluster(bench: Bench) -> list[Row]:
@@ -113,14 +126,7 @@ def cluster(bench: Bench) -> list[Row]:
     return [
         Row("cluster", case, "max deliveries/s (one node)", "1/s",
             values("max", "deliveries_per_s")),
-        Row("cluster", case, f"p50 latency {low}", "ms", values("latency", "p50_ms", "latency"),
-            better="lower"),
-        Row("cluster", case, f"p99 latency {low}", "ms", values("latency", "p99_ms", "latency"),
-            better="lower"),
-        Row("cluster", case, f"p50 latency {high}", "ms", values("high", "p50_ms", "latency"),
-            better="lower"),
-        Row("cluster", case, f"p99 latency {high}", "ms", values("high", "p99_ms", "latency"),
-            better="lower"),
+        *latency_rows(case, low, high, values),
         Row("cluster", case, f"CPU per delivery {high} (all processes)", "µs",
             cpu_per_delivery(), better="lower"),
         Row("cluster", case, f"p50 ack latency {low}", "ms", acks("latency", "p50_ms"),

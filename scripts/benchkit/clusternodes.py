@@ -19,7 +19,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from benchkit.cluster import HIGH_RATE, redis_server
+from benchkit.cluster import HIGH_RATE, latency_rows, redis_server
 from benchkit.core import Row
 from benchkit.relay import HOST
 from benchkit.scenarios import SETTLE_S, _check
@@ -67,14 +67,7 @@ def cluster_nodes(bench: Bench) -> list[Row]:
 
     return [
         Row("cluster", case, f"deliveries/s {high}", "1/s", values("high", "deliveries_per_s")),
-        Row("cluster", case, f"p50 latency {low}", "ms", values("latency", "p50_ms", "latency"),
-            better="lower"),
-        Row("cluster", case, f"p99 latency {low}", "ms", values("latency", "p99_ms", "latency"),
-            better="lower"),
-        Row("cluster", case, f"p50 latency {high}", "ms", values("high", "p50_ms", "latency"),
-            better="lower"),
-        Row("cluster", case, f"p99 latency {high}", "ms", values("high", "p99_ms", "latency"),
-            better="lower"),
+        *latency_rows(case, low, high, values),
         Row("cluster", case, f"CPU per delivery {high} (nodes and Redis)", "µs",
             cpu_per_delivery(), better="lower"),
     ]  # fmt: skip
